@@ -1,0 +1,675 @@
+//! The local API (DESIGN §3): JSON-RPC 2.0, one object per line, over the
+//! daemon's Unix socket.
+//!
+//! Requests: `say`, `history`, `subscribe`, `peers`, `status`, `nick`,
+//! `shutdown`. After `subscribe` the daemon sends `event` notifications whose
+//! params are one [`Event`](crate::event::Event) each. Errors use the
+//! standard JSON-RPC codes plus the application codes in [`code`].
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::event::Event;
+
+/// JSON-RPC error codes. Negative ones are the standard's; positive ones are
+/// ours and documented in the README.
+pub mod code {
+    pub const PARSE_ERROR: i64 = -32700;
+    pub const INVALID_REQUEST: i64 = -32600;
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    pub const INVALID_PARAMS: i64 = -32602;
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// `say`: the text breaks the rules (empty, over 4096 bytes, control
+    /// characters).
+    pub const INVALID_TEXT: i64 = 1001;
+    /// `nick`: the nick breaks the rules (1-20 characters, no whitespace or
+    /// control characters).
+    pub const INVALID_NICK: i64 = 1002;
+    /// The daemon is stopping and takes no more requests.
+    pub const SHUTTING_DOWN: i64 = 1003;
+    /// `subscribe`: `since` is newer than the newest event; the daemon was
+    /// restarted since the client saw that cursor.
+    pub const CURSOR_AHEAD: i64 = 1004;
+    /// The daemon serves its maximum number of clients already.
+    pub const TOO_MANY_CLIENTS: i64 = 1005;
+}
+
+/// The method name of event notifications.
+pub const EVENT_METHOD: &str = "event";
+
+/// A JSON-RPC error object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+}
+
+/// `say {text, action?}`: send a line to everyone. `action` marks a `/me`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SayParams {
+    pub text: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub action: bool,
+}
+
+/// `history {limit?, before?}`: the newest `limit` held events (default 100)
+/// with a cursor below `before`, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<u64>,
+}
+
+/// `subscribe {since?}`: live events from now on; with `since`, first every
+/// held event after that cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+}
+
+/// `nick {name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NickParams {
+    pub name: String,
+}
+
+/// A request, by method, with its parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Say(SayParams),
+    History(HistoryParams),
+    Subscribe(SubscribeParams),
+    Peers,
+    Status,
+    Nick(NickParams),
+    Shutdown,
+}
+
+/// Default and maximum of `history`'s `limit` when the daemon holds more.
+pub const HISTORY_DEFAULT_LIMIT: usize = 100;
+
+impl Call {
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::Say(_) => "say",
+            Self::History(_) => "history",
+            Self::Subscribe(_) => "subscribe",
+            Self::Peers => "peers",
+            Self::Status => "status",
+            Self::Nick(_) => "nick",
+            Self::Shutdown => "shutdown",
+        }
+    }
+
+    /// Reads a method and its params as the daemon receives them.
+    pub fn parse(method: &str, params: Option<&RawValue>) -> Result<Self, RpcError> {
+        Ok(match method {
+            "say" => Self::Say(required(params)?),
+            "history" => Self::History(optional(params)?),
+            "subscribe" => Self::Subscribe(optional(params)?),
+            "peers" => no_params(params).map(|()| Self::Peers)?,
+            "status" => no_params(params).map(|()| Self::Status)?,
+            "nick" => Self::Nick(required(params)?),
+            "shutdown" => no_params(params).map(|()| Self::Shutdown)?,
+            other => {
+                return Err(RpcError::new(
+                    code::METHOD_NOT_FOUND,
+                    format!("unknown method `{other}`"),
+                ));
+            }
+        })
+    }
+
+    fn params(&self) -> Option<Value> {
+        let v = match self {
+            Self::Say(p) => serde_json::to_value(p),
+            Self::History(p) => serde_json::to_value(p),
+            Self::Subscribe(p) => serde_json::to_value(p),
+            Self::Nick(p) => serde_json::to_value(p),
+            Self::Peers | Self::Status | Self::Shutdown => return None,
+        };
+        v.ok()
+    }
+
+    /// The request line a client sends, newline included.
+    pub fn encode_request(&self, id: u64) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            jsonrpc: &'static str,
+            id: u64,
+            method: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            params: Option<Value>,
+        }
+        let mut out = serde_json::to_vec(&Out {
+            jsonrpc: "2.0",
+            id,
+            method: self.method(),
+            params: self.params(),
+        })
+        .unwrap_or_default();
+        out.push(b'\n');
+        out
+    }
+}
+
+fn typed<T: DeserializeOwned>(json: &str) -> Result<T, RpcError> {
+    serde_json::from_str(json)
+        .map_err(|e| RpcError::new(code::INVALID_PARAMS, format!("invalid params: {e}")))
+}
+
+fn required<T: DeserializeOwned>(params: Option<&RawValue>) -> Result<T, RpcError> {
+    match params.map(RawValue::get) {
+        None | Some("null") => Err(RpcError::new(
+            code::INVALID_PARAMS,
+            "params are required for this method",
+        )),
+        Some(json) => typed(json),
+    }
+}
+
+fn optional<T: DeserializeOwned + Default>(params: Option<&RawValue>) -> Result<T, RpcError> {
+    match params.map(RawValue::get) {
+        None | Some("null") => Ok(T::default()),
+        Some(json) => typed(json),
+    }
+}
+
+fn no_params(params: Option<&RawValue>) -> Result<(), RpcError> {
+    match params.map(|p| p.get().trim()) {
+        None | Some("null" | "{}" | "[]") => Ok(()),
+        Some(_) => Err(RpcError::new(
+            code::INVALID_PARAMS,
+            "this method takes no params",
+        )),
+    }
+}
+
+/// A request as the daemon decoded it.
+#[derive(Debug)]
+pub struct Request {
+    /// `None` for a notification (no `id` member): it gets no response.
+    pub id: Option<Value>,
+    pub call: Call,
+}
+
+/// A request line the daemon could not take: answer `error` to `id`
+/// (`null` when the id itself could not be read).
+#[derive(Debug)]
+pub struct BadRequest {
+    pub id: Option<Value>,
+    pub error: RpcError,
+}
+
+#[derive(Deserialize)]
+struct RawRequest<'a> {
+    #[serde(default)]
+    jsonrpc: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Value>,
+    #[serde(default)]
+    method: Option<Value>,
+    #[serde(default, borrow)]
+    params: Option<&'a RawValue>,
+}
+
+/// Keeps `"id": null` apart from a missing id.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// Decodes one request line (newline removed).
+pub fn decode_request(line: &[u8]) -> Result<Request, BadRequest> {
+    let bad = |id: Option<Value>, code, msg: String| BadRequest {
+        id,
+        error: RpcError::new(code, msg),
+    };
+    let raw: RawRequest<'_> = match serde_json::from_slice(line) {
+        Ok(r) => r,
+        Err(e) if e.is_data() => {
+            return Err(bad(
+                None,
+                code::INVALID_REQUEST,
+                "a request is one JSON object per line (batches are not supported)".into(),
+            ));
+        }
+        Err(e) => return Err(bad(None, code::PARSE_ERROR, format!("parse error: {e}"))),
+    };
+    let id = match raw.id {
+        Some(v @ (Value::Null | Value::Number(_) | Value::String(_))) => Some(v),
+        Some(_) => {
+            return Err(bad(
+                None,
+                code::INVALID_REQUEST,
+                "`id` must be a string, a number or null".into(),
+            ));
+        }
+        None => None,
+    };
+    if raw.jsonrpc.as_ref().and_then(Value::as_str) != Some("2.0") {
+        return Err(bad(
+            id,
+            code::INVALID_REQUEST,
+            "`jsonrpc` must be \"2.0\"".into(),
+        ));
+    }
+    let Some(Value::String(method)) = raw.method else {
+        return Err(bad(
+            id,
+            code::INVALID_REQUEST,
+            "`method` must be a string".into(),
+        ));
+    };
+    match Call::parse(&method, raw.params) {
+        Ok(call) => Ok(Request { id, call }),
+        Err(error) => Err(BadRequest { id, error }),
+    }
+}
+
+/// Appends a success response line to `out`.
+pub fn encode_result<T: Serialize + ?Sized>(id: &Value, result: &T, out: &mut Vec<u8>) {
+    #[derive(Serialize)]
+    struct Out<'a, T: ?Sized> {
+        jsonrpc: &'static str,
+        id: &'a Value,
+        result: &'a T,
+    }
+    let start = out.len();
+    if serde_json::to_writer(
+        &mut *out,
+        &Out {
+            jsonrpc: "2.0",
+            id,
+            result,
+        },
+    )
+    .is_err()
+    {
+        out.truncate(start);
+        return encode_error(
+            Some(id),
+            &RpcError::new(code::INTERNAL_ERROR, "result could not be encoded"),
+            out,
+        );
+    }
+    out.push(b'\n');
+}
+
+/// Appends an error response line to `out`.
+pub fn encode_error(id: Option<&Value>, error: &RpcError, out: &mut Vec<u8>) {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        jsonrpc: &'static str,
+        id: &'a Value,
+        error: &'a RpcError,
+    }
+    let null = Value::Null;
+    let out_obj = Out {
+        jsonrpc: "2.0",
+        id: id.unwrap_or(&null),
+        error,
+    };
+    if serde_json::to_writer(&mut *out, &out_obj).is_ok() {
+        out.push(b'\n');
+    }
+}
+
+/// Appends an `event` notification around an event's JSON to `out`. The
+/// daemon keeps events as JSON, so this costs no second encoding.
+pub fn encode_event_notification(event_json: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","method":"event","params":"#);
+    out.extend_from_slice(event_json.as_bytes());
+    out.extend_from_slice(b"}\n");
+}
+
+/// What a client reads from the daemon.
+#[derive(Debug)]
+pub enum ServerMessage {
+    Response {
+        id: Value,
+        outcome: Result<Value, RpcError>,
+    },
+    Event(Event),
+}
+
+/// Decodes one line from the daemon (newline removed).
+pub fn decode_server_message(line: &[u8]) -> Result<ServerMessage, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Raw {
+        #[serde(default)]
+        id: Value,
+        #[serde(default)]
+        result: Option<Value>,
+        #[serde(default)]
+        error: Option<RpcError>,
+        #[serde(default)]
+        method: Option<String>,
+        #[serde(default)]
+        params: Option<Event>,
+    }
+    use serde::de::Error;
+    let raw: Raw = serde_json::from_slice(line)?;
+    match (raw.method, raw.params, raw.error, raw.result) {
+        (Some(m), Some(event), _, _) if m == EVENT_METHOD => Ok(ServerMessage::Event(event)),
+        (None, _, Some(e), _) => Ok(ServerMessage::Response {
+            id: raw.id,
+            outcome: Err(e),
+        }),
+        (None, _, None, result) => Ok(ServerMessage::Response {
+            id: raw.id,
+            outcome: Ok(result.unwrap_or(Value::Null)),
+        }),
+        _ => Err(serde_json::Error::custom("neither a response nor an event")),
+    }
+}
+
+/// Result of `say`: the message id and its cursor in our history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SayResult {
+    pub id: String,
+    pub cursor: u64,
+}
+
+/// Result of `history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryResult {
+    pub events: Vec<Event>,
+}
+
+/// Result of `subscribe`: the newest cursor when the subscription started
+/// and the daemon's peer id (new on every start, so a client can tell that
+/// its cursors belong to an earlier daemon).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribeResult {
+    pub cursor: u64,
+    pub peer_id: String,
+}
+
+/// Which side opened a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkDirection {
+    Dialed,
+    Accepted,
+}
+
+/// What kind of program a peer runs, once known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerKind {
+    P2pchatd,
+    Go,
+}
+
+/// One known peer in `peers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub peer_id: String,
+    pub nick: String,
+    /// Where we dial it or where it connected from.
+    pub addr: Option<String>,
+    pub connected: bool,
+    pub link: Option<LinkDirection>,
+    /// Known once linked: `p2pchatd` or `go`.
+    pub kind: Option<PeerKind>,
+    /// Milliseconds since we last heard of it (discovery or link).
+    pub last_seen_ms: Option<u64>,
+}
+
+/// Result of `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    pub peer_id: String,
+    pub nick: String,
+    /// The TCP chat port.
+    pub port: u16,
+    /// Connected peers.
+    pub peers: usize,
+    /// Peers known, connected or not.
+    pub known_peers: usize,
+    pub version: String,
+    pub socket: String,
+    pub pid: u32,
+    pub uptime_s: u64,
+    /// Events held, and how many may be held.
+    pub history: usize,
+    pub history_capacity: usize,
+    /// The discovery group, or null with `--no-discovery`.
+    pub multicast: Option<String>,
+    pub interfaces: Vec<String>,
+    pub listen: String,
+}
+
+/// Result of `nick`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NickResult {
+    pub old: String,
+    pub new: String,
+}
+
+/// Result of `shutdown`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShutdownResult {
+    pub stopping: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip_call(call: Call) {
+        let line = call.encode_request(42);
+        assert_eq!(line.last(), Some(&b'\n'));
+        let req = decode_request(&line[..line.len() - 1]).unwrap();
+        assert_eq!(req.id, Some(Value::from(42)));
+        assert_eq!(req.call, call);
+    }
+
+    #[test]
+    fn every_call_roundtrips() {
+        roundtrip_call(Call::Say(SayParams {
+            text: "hi".into(),
+            action: false,
+        }));
+        roundtrip_call(Call::Say(SayParams {
+            text: "waves".into(),
+            action: true,
+        }));
+        roundtrip_call(Call::History(HistoryParams::default()));
+        roundtrip_call(Call::History(HistoryParams {
+            limit: Some(5),
+            before: Some(10),
+        }));
+        roundtrip_call(Call::Subscribe(SubscribeParams::default()));
+        roundtrip_call(Call::Subscribe(SubscribeParams { since: Some(0) }));
+        roundtrip_call(Call::Peers);
+        roundtrip_call(Call::Status);
+        roundtrip_call(Call::Nick(NickParams { name: "x".into() }));
+        roundtrip_call(Call::Shutdown);
+    }
+
+    fn err_code(line: &str) -> (Option<Value>, i64) {
+        let e = decode_request(line.as_bytes()).unwrap_err();
+        (e.id, e.error.code)
+    }
+
+    #[test]
+    fn bad_requests_get_the_right_codes() {
+        assert_eq!(err_code("{"), (None, code::PARSE_ERROR));
+        assert_eq!(err_code("\u{1}"), (None, code::PARSE_ERROR));
+        assert_eq!(err_code("[]"), (None, code::INVALID_REQUEST));
+        assert_eq!(err_code("42"), (None, code::INVALID_REQUEST));
+        assert_eq!(
+            err_code(r#"{"id":1,"method":"status"}"#),
+            (Some(1.into()), code::INVALID_REQUEST)
+        );
+        assert_eq!(
+            err_code(r#"{"jsonrpc":"2.0","id":{},"method":"status"}"#),
+            (None, code::INVALID_REQUEST)
+        );
+        assert_eq!(
+            err_code(r#"{"jsonrpc":"2.0","id":"a","method":7}"#),
+            (Some("a".into()), code::INVALID_REQUEST)
+        );
+        assert_eq!(
+            err_code(r#"{"jsonrpc":"2.0","id":2,"method":"dance"}"#),
+            (Some(2.into()), code::METHOD_NOT_FOUND)
+        );
+        for bad in [
+            r#"{"jsonrpc":"2.0","id":3,"method":"say"}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":"say","params":{"txt":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":"say","params":{"text":5}}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":"history","params":{"limit":-1}}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":"nick","params":null}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":"status","params":{"x":1}}"#,
+        ] {
+            assert_eq!(
+                err_code(bad),
+                (Some(3.into()), code::INVALID_PARAMS),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn notifications_and_null_ids() {
+        let n = decode_request(br#"{"jsonrpc":"2.0","method":"status"}"#).unwrap();
+        assert_eq!(n.id, None);
+        let r =
+            decode_request(br#"{"jsonrpc":"2.0","id":null,"method":"peers","params":{}}"#).unwrap();
+        assert_eq!(r.id, Some(Value::Null));
+    }
+
+    #[test]
+    fn responses_and_events_decode() {
+        let mut out = Vec::new();
+        encode_result(
+            &Value::from(7),
+            &SayResult {
+                id: "abc".into(),
+                cursor: 9,
+            },
+            &mut out,
+        );
+        encode_error(
+            Some(&Value::from(8)),
+            &RpcError::new(code::INVALID_TEXT, "text is empty"),
+            &mut out,
+        );
+        encode_event_notification(
+            r#"{"kind":"gap","cursor":3,"ts":"2026-11-25T12:34:35.832Z","missed":2}"#,
+            &mut out,
+        );
+        let lines: Vec<&[u8]> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        match decode_server_message(lines[0]).unwrap() {
+            ServerMessage::Response { id, outcome: Ok(v) } => {
+                assert_eq!(id, Value::from(7));
+                let r: SayResult = serde_json::from_value(v).unwrap();
+                assert_eq!(r.cursor, 9);
+            }
+            other => panic!("{other:?}"),
+        }
+        match decode_server_message(lines[1]).unwrap() {
+            ServerMessage::Response {
+                outcome: Err(e), ..
+            } => assert_eq!(e.code, code::INVALID_TEXT),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode_server_message(lines[2]).unwrap(),
+            ServerMessage::Event(Event { cursor: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn result_types_roundtrip() {
+        fn rt<T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug>(v: T) {
+            let json = serde_json::to_string(&v).unwrap();
+            assert_eq!(serde_json::from_str::<T>(&json).unwrap(), v);
+        }
+        rt(SayResult {
+            id: "a".into(),
+            cursor: 1,
+        });
+        rt(HistoryResult { events: vec![] });
+        rt(SubscribeResult {
+            cursor: 0,
+            peer_id: "p".into(),
+        });
+        rt(PeerInfo {
+            peer_id: "p".into(),
+            nick: "n".into(),
+            addr: Some("127.0.0.1:8080".into()),
+            connected: true,
+            link: Some(LinkDirection::Dialed),
+            kind: Some(PeerKind::Go),
+            last_seen_ms: Some(5),
+        });
+        rt(StatusInfo {
+            peer_id: "p".into(),
+            nick: "n".into(),
+            port: 8080,
+            peers: 1,
+            known_peers: 2,
+            version: "0.1.0".into(),
+            socket: "/tmp/x".into(),
+            pid: 1,
+            uptime_s: 3,
+            history: 4,
+            history_capacity: 1000,
+            multicast: None,
+            interfaces: vec!["127.0.0.1".into()],
+            listen: "0.0.0.0".into(),
+        });
+        rt(NickResult {
+            old: "a".into(),
+            new: "b".into(),
+        });
+        rt(ShutdownResult { stopping: true });
+        let json = serde_json::to_string(&PeerInfo {
+            peer_id: "p".into(),
+            nick: "n".into(),
+            addr: None,
+            connected: false,
+            link: None,
+            kind: None,
+            last_seen_ms: None,
+        })
+        .unwrap();
+        assert!(json.contains(r#""link":null"#) && json.contains(r#""connected":false"#));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let _ = decode_request(&bytes);
+            let _ = decode_server_message(&bytes);
+        }
+    }
+}

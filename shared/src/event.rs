@@ -1,0 +1,304 @@
+//! The one event type that feeds the daemon's history, the API's
+//! `subscribe`/`history` and `p2pchat tail --json` (DESIGN §3).
+//!
+//! On the wire an event is a flat JSON object: `kind`, `cursor`, `ts`, then
+//! the fields of its kind. This schema is documented in the README as stable
+//! for scripts; new fields may be added, none removed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
+
+/// An event with its place in the daemon's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Strictly increasing within one daemon's life.
+    pub cursor: u64,
+    /// When the daemon recorded it.
+    pub ts: Timestamp,
+    pub body: EventBody,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventBody {
+    /// A chat line. `action` marks an IRC-style `/me` line.
+    Message {
+        id: String,
+        peer_id: String,
+        nick: String,
+        text: String,
+        action: bool,
+    },
+    /// A peer became linked.
+    Join { peer_id: String, nick: String },
+    /// A peer left or its link was lost; `reason` is for people.
+    Leave {
+        peer_id: String,
+        nick: String,
+        reason: Option<String>,
+    },
+    /// A peer (or we) changed nick.
+    Nick {
+        peer_id: String,
+        old: String,
+        new: String,
+    },
+    /// This subscriber fell behind and `missed` events up to and including
+    /// `cursor` were skipped; they can be fetched with `history` while held.
+    Gap { missed: u64 },
+    /// A kind this client does not know (from a newer daemon).
+    Other { kind: String },
+}
+
+impl EventBody {
+    pub fn kind(&self) -> &str {
+        match self {
+            Self::Message { .. } => "message",
+            Self::Join { .. } => "join",
+            Self::Leave { .. } => "leave",
+            Self::Nick { .. } => "nick",
+            Self::Gap { .. } => "gap",
+            Self::Other { kind } => kind,
+        }
+    }
+}
+
+/// The flat form, borrowed for writing.
+#[derive(Serialize)]
+struct FlatOut<'a> {
+    kind: &'a str,
+    cursor: u64,
+    ts: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nick: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    action: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missed: Option<u64>,
+}
+
+/// The flat form, owned for reading.
+#[derive(Deserialize)]
+struct FlatIn {
+    kind: String,
+    cursor: u64,
+    ts: Timestamp,
+    id: Option<String>,
+    peer_id: Option<String>,
+    nick: Option<String>,
+    text: Option<String>,
+    #[serde(default)]
+    action: bool,
+    old: Option<String>,
+    new: Option<String>,
+    reason: Option<String>,
+    missed: Option<u64>,
+}
+
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut out = FlatOut {
+            kind: self.body.kind(),
+            cursor: self.cursor,
+            ts: self.ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            id: None,
+            peer_id: None,
+            nick: None,
+            text: None,
+            action: false,
+            old: None,
+            new: None,
+            reason: None,
+            missed: None,
+        };
+        match &self.body {
+            EventBody::Message {
+                id,
+                peer_id,
+                nick,
+                text,
+                action,
+            } => {
+                out.id = Some(id);
+                out.peer_id = Some(peer_id);
+                out.nick = Some(nick);
+                out.text = Some(text);
+                out.action = *action;
+            }
+            EventBody::Join { peer_id, nick } => {
+                out.peer_id = Some(peer_id);
+                out.nick = Some(nick);
+            }
+            EventBody::Leave {
+                peer_id,
+                nick,
+                reason,
+            } => {
+                out.peer_id = Some(peer_id);
+                out.nick = Some(nick);
+                out.reason = reason.as_deref();
+            }
+            EventBody::Nick { peer_id, old, new } => {
+                out.peer_id = Some(peer_id);
+                out.old = Some(old);
+                out.new = Some(new);
+            }
+            EventBody::Gap { missed } => out.missed = Some(*missed),
+            EventBody::Other { .. } => {}
+        }
+        out.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let f = FlatIn::deserialize(d)?;
+        let need = |v: Option<String>, name: &'static str| {
+            v.ok_or_else(|| D::Error::custom(format!("{} event without `{name}`", f.kind)))
+        };
+        let body = match f.kind.as_str() {
+            "message" => EventBody::Message {
+                id: need(f.id, "id")?,
+                peer_id: need(f.peer_id, "peer_id")?,
+                nick: need(f.nick, "nick")?,
+                text: need(f.text, "text")?,
+                action: f.action,
+            },
+            "join" => EventBody::Join {
+                peer_id: need(f.peer_id, "peer_id")?,
+                nick: need(f.nick, "nick")?,
+            },
+            "leave" => EventBody::Leave {
+                peer_id: need(f.peer_id, "peer_id")?,
+                nick: need(f.nick, "nick")?,
+                reason: f.reason,
+            },
+            "nick" => EventBody::Nick {
+                peer_id: need(f.peer_id, "peer_id")?,
+                old: need(f.old, "old")?,
+                new: need(f.new, "new")?,
+            },
+            "gap" => EventBody::Gap {
+                missed: f
+                    .missed
+                    .ok_or_else(|| D::Error::custom("gap event without `missed`"))?,
+            },
+            _ => EventBody::Other { kind: f.kind },
+        };
+        Ok(Event {
+            cursor: f.cursor,
+            ts: f.ts,
+            body,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts() -> Timestamp {
+        "2026-11-25T12:34:35.832Z".parse().unwrap()
+    }
+
+    fn all_kinds() -> Vec<Event> {
+        let bodies = vec![
+            EventBody::Message {
+                id: "52041141e026c365".into(),
+                peer_id: "amy_76".into(),
+                nick: "amy".into(),
+                text: "hello \"world\"\t🌍".into(),
+                action: false,
+            },
+            EventBody::Message {
+                id: "x".into(),
+                peer_id: "amy_76".into(),
+                nick: "amy".into(),
+                text: "waves".into(),
+                action: true,
+            },
+            EventBody::Join {
+                peer_id: "bob_1".into(),
+                nick: "bob".into(),
+            },
+            EventBody::Leave {
+                peer_id: "bob_1".into(),
+                nick: "bob".into(),
+                reason: Some("quit".into()),
+            },
+            EventBody::Leave {
+                peer_id: "bob_1".into(),
+                nick: "bob".into(),
+                reason: None,
+            },
+            EventBody::Nick {
+                peer_id: "bob_1".into(),
+                old: "bob".into(),
+                new: "robert".into(),
+            },
+            EventBody::Gap { missed: 12 },
+        ];
+        bodies
+            .into_iter()
+            .enumerate()
+            .map(|(i, body)| Event {
+                cursor: i as u64 + 1,
+                ts: ts(),
+                body,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn roundtrip_every_kind() {
+        for e in all_kinds() {
+            let json = serde_json::to_string(&e).unwrap();
+            assert!(json.starts_with(&format!("{{\"kind\":\"{}\",\"cursor\":", e.body.kind())));
+            let back: Event = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, e, "{json}");
+        }
+    }
+
+    #[test]
+    fn schema_is_flat() {
+        let e = &all_kinds()[0];
+        assert_eq!(
+            serde_json::to_string(e).unwrap(),
+            r#"{"kind":"message","cursor":1,"ts":"2026-11-25T12:34:35.832Z","id":"52041141e026c365","peer_id":"amy_76","nick":"amy","text":"hello \"world\"\t🌍"}"#
+        );
+        let gap = &all_kinds()[6];
+        assert_eq!(
+            serde_json::to_string(gap).unwrap(),
+            r#"{"kind":"gap","cursor":7,"ts":"2026-11-25T12:34:35.832Z","missed":12}"#
+        );
+    }
+
+    #[test]
+    fn unknown_kind_and_fields_are_tolerated() {
+        let e: Event = serde_json::from_str(
+            r#"{"kind":"topic","cursor":3,"ts":"2026-11-25T12:34:35+01:00","topic":"x"}"#,
+        )
+        .unwrap();
+        assert_eq!(e.body.kind(), "topic");
+        assert!(
+            serde_json::from_str::<Event>(
+                r#"{"kind":"message","cursor":1,"ts":"2026-11-25T12:34:35Z"}"#
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! The p2pchat contract, shared by the daemon and its clients.
+//!
+//! Everything two programs must agree on lives here and nowhere else: the
+//! peer wire of the original Go program ([`wire`], [`discovery`]), the local
+//! JSON-RPC API and its events ([`api`], [`event`]), the rules for nicks and
+//! text ([`text`]), the line framing ([`line`]) and the size limits
+//! ([`limits`]). No I/O, no runtime: types and pure codecs only.
+
+pub mod api;
+pub mod discovery;
+pub mod event;
+pub mod limits;
+pub mod line;
+pub mod paths;
+pub mod text;
+mod time;
+pub mod wire;
+
+pub use time::{Timestamp, format_rfc3339};

@@ -1,0 +1,375 @@
+//! The chat wire between peers (PROTOCOL §2-4): one JSON object per line.
+//!
+//! [`PeerMessage`] is exactly the Go program's message: its eight fields in
+//! its order, plus the optional `metadata` object through which our own peers
+//! announce what they support. Decoding is lenient where the Go peer is
+//! (missing optional fields, `null`, unknown fields, odd timestamps) and
+//! strict where it is (`id`, `type`, `sender_id`).
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::limits::{MAX_PEER_LINE, PROTO_TAG, ROOM};
+use crate::text::{TextError, validate_message_id, validate_peer_id};
+use crate::time::{Timestamp, serde_rfc3339};
+
+/// The `type` of a peer message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageType {
+    Chat,
+    Join,
+    Leave,
+    Heartbeat,
+    /// A type this version does not know (a newer peer's). Never sent.
+    Unknown,
+}
+
+impl MessageType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Join => "join",
+            Self::Leave => "leave",
+            Self::Heartbeat => "heartbeat",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl Serialize for MessageType {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for MessageType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Ok(match &*s {
+            "chat" => Self::Chat,
+            "join" => Self::Join,
+            "leave" => Self::Leave,
+            "heartbeat" => Self::Heartbeat,
+            _ => Self::Unknown,
+        })
+    }
+}
+
+/// What a p2pchatd peer says about itself in `metadata` (PROTOCOL §4).
+/// Go peers send none; unknown keys are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct PeerMeta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub caps: Vec<String>,
+    /// The heartbeat period the sender proposes for this link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ms: Option<u64>,
+}
+
+/// Capability: the sender sends and expects fast heartbeats (negotiated
+/// liveness, PROTOCOL §4).
+pub const CAP_HEARTBEAT: &str = "heartbeat";
+
+/// Capabilities and their strings are short; a peer that sends more is cut.
+const MAX_CAPS: usize = 16;
+const MAX_META_STRING: usize = 64;
+
+impl PeerMeta {
+    /// Our own metadata, proposing `heartbeat_ms`.
+    pub fn ours(heartbeat_ms: u64) -> Self {
+        Self {
+            proto: Some(PROTO_TAG.to_owned()),
+            caps: vec![CAP_HEARTBEAT.to_owned()],
+            heartbeat_ms: Some(heartbeat_ms),
+        }
+    }
+
+    /// True when the sender is a p2pchatd peer (any version).
+    pub fn is_p2pchatd(&self) -> bool {
+        self.proto
+            .as_deref()
+            .is_some_and(|p| p.starts_with("p2pchatd/"))
+    }
+
+    pub fn has_cap(&self, cap: &str) -> bool {
+        self.caps.iter().any(|c| c == cap)
+    }
+
+    fn from_value(v: &serde_json::Value) -> Option<Self> {
+        let obj = v.as_object()?;
+        let short = |s: &str| (s.len() <= MAX_META_STRING).then(|| s.to_owned());
+        Some(Self {
+            proto: obj.get("proto").and_then(|p| p.as_str()).and_then(short),
+            caps: obj
+                .get("caps")
+                .and_then(|c| c.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|c| c.as_str().and_then(short))
+                        .take(MAX_CAPS)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            heartbeat_ms: obj.get("heartbeat_ms").and_then(|h| h.as_u64()),
+        })
+    }
+}
+
+pub(crate) fn lenient_meta<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PeerMeta>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(PeerMeta::from_value(&v))
+}
+
+/// `null` reads as the default, as Go's zero values would.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// One line of the chat wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerMessage {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: MessageType,
+    pub sender_id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub username: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub content: String,
+    #[serde(default, with = "serde_rfc3339::lenient")]
+    pub timestamp: Option<Timestamp>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub sequence: u64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub room_id: String,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_meta"
+    )]
+    pub metadata: Option<PeerMeta>,
+}
+
+/// Why a peer line was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("line is longer than {MAX_PEER_LINE} bytes")]
+    TooLong,
+    #[error("malformed message: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("bad `id`: {0}")]
+    BadId(TextError),
+    #[error("bad `sender_id`: {0}")]
+    BadSender(TextError),
+}
+
+impl PeerMessage {
+    /// A message of ours, with the fields the Go peer expects always filled.
+    pub fn new(
+        kind: MessageType,
+        id: String,
+        sender_id: &str,
+        username: &str,
+        content: String,
+        timestamp: Timestamp,
+        sequence: u64,
+    ) -> Self {
+        Self {
+            id,
+            kind,
+            sender_id: sender_id.to_owned(),
+            username: username.to_owned(),
+            content,
+            timestamp: Some(timestamp),
+            sequence,
+            room_id: ROOM.to_owned(),
+            metadata: None,
+        }
+    }
+
+    /// Decodes one line (newline already removed) and checks the fields the
+    /// Go peer requires.
+    pub fn decode(line: &[u8]) -> Result<Self, WireError> {
+        if line.len() > MAX_PEER_LINE {
+            return Err(WireError::TooLong);
+        }
+        let msg: Self = serde_json::from_slice(line)?;
+        validate_message_id(&msg.id).map_err(WireError::BadId)?;
+        validate_peer_id(&msg.sender_id).map_err(WireError::BadSender)?;
+        Ok(msg)
+    }
+
+    /// Appends the message and its newline to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        // Serializing plain strings and numbers into a Vec cannot fail.
+        if serde_json::to_writer(&mut *out, self).is_ok() {
+            out.push(b'\n');
+        }
+    }
+
+    /// The message as one line, newline included.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(160 + self.content.len());
+        self.encode_into(&mut out);
+        out
+    }
+}
+
+/// The content of the Go program's nick-change `join` (PROTOCOL §2).
+pub fn nick_change_content(old: &str, new: &str) -> String {
+    format!("{old} changed their name to {new}")
+}
+
+/// Reads a Go-style nick-change sentence back into `(old, new)`.
+pub fn parse_nick_change(content: &str) -> Option<(&str, &str)> {
+    content.split_once(" changed their name to ")
+}
+
+/// Prefix by which an action (IRC `/me`) travels in `content`. A Go user sees
+/// `/me waves` and understands it; a Go user who types `/me waves` is shown
+/// as an action by our clients.
+pub const ACTION_PREFIX: &str = "/me ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GO_LINES: [&str; 4] = [
+        r#"{"id":"52041141e026c365","type":"join","sender_id":"amy_76","username":"amy","content":"amy joined the chat","timestamp":"2026-11-25T12:34:40.951751993Z","sequence":0,"room_id":"general"}"#,
+        r#"{"id":"b9ae38b33dbb8612","type":"join","sender_id":"amy_76","username":"amy","content":"amy joined the chat","timestamp":"2026-11-25T12:34:40.951836669Z","sequence":46,"room_id":"general"}"#,
+        r#"{"id":"d96d9c6e098643e3","type":"chat","sender_id":"amy_76","username":"amy","content":"bfirst 46 1795610080954524076","timestamp":"2026-11-25T12:34:40.954537796Z","sequence":47,"room_id":"general"}"#,
+        r#"{"id":"ce5b96727ed93852","type":"leave","sender_id":"amy_76","username":"amy","content":"amy left the chat","timestamp":"2026-11-25T12:34:52.457011716Z","sequence":152,"room_id":"general"}"#,
+    ];
+
+    #[test]
+    fn go_samples_parse_and_reencode_identically() {
+        let kinds = [
+            MessageType::Join,
+            MessageType::Join,
+            MessageType::Chat,
+            MessageType::Leave,
+        ];
+        for (line, kind) in GO_LINES.iter().zip(kinds) {
+            let m = PeerMessage::decode(line.as_bytes()).unwrap();
+            assert_eq!(m.kind, kind);
+            assert_eq!(m.sender_id, "amy_76");
+            assert!(m.metadata.is_none());
+            // Our encoding of a Go message is byte for byte what Go wrote.
+            let mut enc = m.encode();
+            assert_eq!(enc.pop(), Some(b'\n'));
+            assert_eq!(std::str::from_utf8(&enc).unwrap(), *line);
+        }
+    }
+
+    #[test]
+    fn lenient_where_go_is() {
+        let cases = [
+            // minimal
+            r#"{"id":"a","type":"chat","sender_id":"s"}"#,
+            // metadata null, extra fields, sequence 0, offset with nanos
+            r#"{"id":"a","type":"chat","sender_id":"s","metadata":null,"x":[1,2],"sequence":0,"timestamp":"2026-11-24T10:00:00.123456789+01:00"}"#,
+            // nulls and a timestamp that is not one
+            r#"{"id":"a","type":"chat","sender_id":"s","username":null,"content":null,"timestamp":17,"room_id":null}"#,
+            // metadata of the wrong shape
+            r#"{"id":"a","type":"chat","sender_id":"s","metadata":"hi"}"#,
+        ];
+        for c in cases {
+            PeerMessage::decode(c.as_bytes()).unwrap_or_else(|e| panic!("{c}: {e}"));
+        }
+        let m = PeerMessage::decode(cases[1].as_bytes()).unwrap();
+        assert_eq!(
+            m.timestamp.map(|t| crate::format_rfc3339(&t)).as_deref(),
+            Some("2026-11-24T09:00:00.123456789Z")
+        );
+        let m = PeerMessage::decode(br#"{"id":"a","type":"shout","sender_id":"s"}"#).unwrap();
+        assert_eq!(m.kind, MessageType::Unknown);
+    }
+
+    #[test]
+    fn strict_where_go_is() {
+        for c in [
+            r#"{"type":"chat","sender_id":"s"}"#,
+            r#"{"id":"a","sender_id":"s"}"#,
+            r#"{"id":"a","type":"chat"}"#,
+            r#"{"id":"","type":"chat","sender_id":"s"}"#,
+            r#"{"id":"a","type":"chat","sender_id":"two words"}"#,
+            r#"{"id":"a","type":"chat","sender_id":"s","sequence":-1}"#,
+            r#"{"id":"a","type":"chat","sender_id":"s""#,
+            "[]",
+            "",
+        ] {
+            assert!(PeerMessage::decode(c.as_bytes()).is_err(), "{c}");
+        }
+        assert!(
+            PeerMessage::decode(b"{\"id\":\"\xff\",\"type\":\"chat\",\"sender_id\":\"s\"}")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn roundtrip_with_metadata() {
+        let mut m = PeerMessage::new(
+            MessageType::Join,
+            "0123456789abcdef".into(),
+            "bob_1",
+            "bob",
+            "bob joined the chat".into(),
+            chrono::Utc::now(),
+            0,
+        );
+        m.metadata = Some(PeerMeta::ours(2000));
+        let enc = m.encode();
+        assert_eq!(enc.iter().filter(|&&b| b == b'\n').count(), 1);
+        let back = PeerMessage::decode(&enc[..enc.len() - 1]).unwrap();
+        assert_eq!(back, m);
+        let meta = back.metadata.unwrap();
+        assert!(meta.is_p2pchatd() && meta.has_cap(CAP_HEARTBEAT));
+    }
+
+    #[test]
+    fn roundtrip_every_type() {
+        for kind in [
+            MessageType::Chat,
+            MessageType::Join,
+            MessageType::Leave,
+            MessageType::Heartbeat,
+        ] {
+            let m = PeerMessage::new(
+                kind,
+                "id1".into(),
+                "s",
+                "n",
+                "line\nwith \"quotes\" and \u{1b}".into(),
+                chrono::Utc::now(),
+                7,
+            );
+            let enc = m.encode();
+            assert_eq!(PeerMessage::decode(&enc[..enc.len() - 1]).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn nick_change_sentence() {
+        let c = nick_change_content("amy", "amelia");
+        assert_eq!(c, "amy changed their name to amelia");
+        assert_eq!(parse_nick_change(&c), Some(("amy", "amelia")));
+        assert_eq!(parse_nick_change("amy joined the chat"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = PeerMessage::decode(&bytes);
+        }
+
+        #[test]
+        fn decode_never_panics_on_near_json(s in r#"\{"(id|type|sender_id|metadata|timestamp)":("[a-z]{0,4}"|null|[0-9]{1,3}|\{\}|\[\]),?.{0,20}\}?"#) {
+            let _ = PeerMessage::decode(s.as_bytes());
+        }
+    }
+}
