@@ -1,0 +1,173 @@
+//! One API client: requests in, responses and events out.
+//!
+//! The reader answers requests in order (a client may pipeline them) and
+//! hands each reply to the writer through a small bounded queue: a client
+//! that sends but never reads stops being read, and nobody else notices.
+//! The writer interleaves replies with the client's subscription, which is
+//! only a cursor into the history: however slowly it reads, it holds no
+//! memory, and when it falls out of the history it gets a `gap`.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use interprocess::local_socket::tokio::Stream;
+use serde_json::Value;
+use shared::api::{RpcError, code, decode_request, encode_error};
+use shared::limits::MAX_API_LINE;
+use shared::line::LineSplitter;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::ApiContext;
+use super::methods::{Reply, dispatch};
+use crate::history::Subscription;
+
+/// Replies waiting to be written. Full means the client does not read:
+/// the reader then waits, so that client's requests wait too.
+const REPLY_QUEUE: usize = 64;
+/// Events copied into one write.
+const EVENT_BATCH: usize = 512;
+/// Time a stopping daemon gives a client to take its last replies.
+const FLUSH_WAIT: Duration = Duration::from_millis(200);
+
+/// Serves one client until it leaves or the daemon stops.
+pub(super) async fn serve(stream: Stream, ctx: &ApiContext, cancel: &CancellationToken) {
+    let (tx, rx) = mpsc::channel(REPLY_QUEUE);
+    tokio::join!(
+        read_requests(&stream, ctx, tx, cancel),
+        write_replies(&stream, ctx, rx, cancel)
+    );
+}
+
+/// Tells a client over the limit why it is turned away.
+pub(super) async fn refuse_busy(mut stream: Stream) {
+    let mut out = Vec::new();
+    encode_error(
+        None,
+        &RpcError::new(code::TOO_MANY_CLIENTS, "too many clients"),
+        &mut out,
+    );
+    let _ = tokio::time::timeout(FLUSH_WAIT, stream.write_all(&out)).await;
+}
+
+async fn read_requests(
+    mut stream: &Stream,
+    ctx: &ApiContext,
+    tx: mpsc::Sender<Reply>,
+    cancel: &CancellationToken,
+) {
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut split = LineSplitter::new(MAX_API_LINE);
+    loop {
+        while let Some(line) = split.next_line(&mut buf) {
+            let reply = match line {
+                Err(e) => error_reply(None, code::INVALID_REQUEST, format!("request is a {e}")),
+                Ok(line) => match decode_request(&line) {
+                    Err(bad) => error_reply(bad.id.as_ref(), bad.error.code, bad.error.message),
+                    Ok(req) => tokio::select! {
+                        () = cancel.cancelled() => return,
+                        r = dispatch(ctx, req) => r,
+                    },
+                },
+            };
+            if tx.send(reply).await.is_err() {
+                return;
+            }
+        }
+        buf.reserve(4096);
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            r = stream.read_buf(&mut buf) => match r {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) => return debug!(error = %e, "client read failed"),
+            },
+        }
+    }
+}
+
+fn error_reply(id: Option<&Value>, code: i64, message: String) -> Reply {
+    let mut out = Vec::new();
+    encode_error(id, &RpcError::new(code, message), &mut out);
+    Reply::Line(out)
+}
+
+async fn write_replies(
+    mut stream: &Stream,
+    ctx: &ApiContext,
+    mut rx: mpsc::Receiver<Reply>,
+    cancel: &CancellationToken,
+) {
+    let mut sub: Option<Subscription> = None;
+    let mut out = Vec::with_capacity(16 * 1024);
+    let mut rx_open = true;
+    let mut more = false;
+    loop {
+        if !more {
+            tokio::select! {
+                biased;
+                r = rx.recv(), if rx_open => match r {
+                    Some(reply) => take(reply, &mut out, &mut sub),
+                    None => rx_open = false,
+                },
+                r = next_event(&mut sub), if sub.is_some() => {
+                    if r.is_err() {
+                        sub = None;
+                    }
+                }
+                () = cancel.cancelled(), if sub.is_some() => sub = None,
+                else => break,
+            }
+        }
+        while rx_open {
+            match rx.try_recv() {
+                Ok(reply) => take(reply, &mut out, &mut sub),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => rx_open = false,
+            }
+        }
+        more = match sub.as_mut() {
+            Some(s) if !cancel.is_cancelled() => ctx.history.fill(s, &mut out, EVENT_BATCH),
+            _ => false,
+        };
+        if !out.is_empty() {
+            let write = stream.write_all(&out);
+            let give_up = async {
+                cancel.cancelled().await;
+                tokio::time::sleep(FLUSH_WAIT).await;
+            };
+            let done = tokio::select! {
+                r = write => r.is_ok(),
+                () = give_up => false,
+            };
+            if !done {
+                return;
+            }
+            out.clear();
+        }
+        if !rx_open && sub.is_none() {
+            break;
+        }
+    }
+    let _ = stream.flush().await;
+}
+
+fn take(reply: Reply, out: &mut Vec<u8>, sub: &mut Option<Subscription>) {
+    match reply {
+        Reply::Line(line) => out.extend_from_slice(&line),
+        Reply::Subscribed { line, subscription } => {
+            out.extend_from_slice(&line);
+            *sub = Some(subscription);
+        }
+        Reply::None => {}
+    }
+}
+
+async fn next_event(sub: &mut Option<Subscription>) -> Result<(), ()> {
+    match sub {
+        Some(s) => s.changed().await.map_err(|_| ()),
+        None => std::future::pending().await,
+    }
+}

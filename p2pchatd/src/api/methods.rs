@@ -1,0 +1,119 @@
+//! Answers to API requests.
+
+use serde::Serialize;
+use serde_json::Value;
+use shared::api::{
+    Call, HISTORY_DEFAULT_LIMIT, NickResult, Request, RpcError, ShutdownResult, StatusInfo,
+    SubscribeResult, code, encode_error, encode_result,
+};
+use shared::text::{validate_nick, validate_text};
+
+use super::ApiContext;
+use crate::history::Subscription;
+
+/// What the writer sends for one request.
+pub(super) enum Reply {
+    Line(Vec<u8>),
+    /// The response, then the subscription's events.
+    Subscribed {
+        line: Vec<u8>,
+        subscription: Subscription,
+    },
+    /// A notification: nothing to send.
+    None,
+}
+
+pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
+    let Request { id, call } = req;
+    if ctx.shutdown.is_cancelled() {
+        return respond::<()>(
+            id,
+            Err(RpcError::new(code::SHUTTING_DOWN, "p2pchatd is stopping")),
+        );
+    }
+    match call {
+        Call::Say(p) => match validate_text(&p.text) {
+            Err(e) => respond::<()>(id, Err(RpcError::new(code::INVALID_TEXT, e.to_string()))),
+            Ok(()) => respond(id, Ok(ctx.mesh.say(&p.text, p.action).await)),
+        },
+        Call::History(p) => {
+            let (_, held) = ctx.history.stats();
+            let limit = p.limit.unwrap_or(HISTORY_DEFAULT_LIMIT).min(held);
+            let Some(id) = id else { return Reply::None };
+            let mut out = Vec::with_capacity(256 * limit.min(1024) + 64);
+            out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+            if serde_json::to_writer(&mut out, &id).is_err() {
+                return Reply::None;
+            }
+            out.extend_from_slice(br#","result":{"events":"#);
+            ctx.history.page_json(limit, p.before, &mut out);
+            out.extend_from_slice(b"}}\n");
+            Reply::Line(out)
+        }
+        Call::Subscribe(p) => match ctx.history.subscribe(p.since) {
+            Err(e) => respond::<()>(id, Err(RpcError::new(code::CURSOR_AHEAD, e.to_string()))),
+            Ok(subscription) => {
+                let result = SubscribeResult {
+                    cursor: ctx.history.newest_cursor(),
+                    peer_id: ctx.mesh.peer_id().to_string(),
+                };
+                let line = match respond(id, Ok(result)) {
+                    Reply::Line(l) => l,
+                    _ => Vec::new(),
+                };
+                Reply::Subscribed { line, subscription }
+            }
+        },
+        Call::Peers => respond(id, Ok(ctx.mesh.peers())),
+        Call::Status => respond(id, Ok(status(ctx))),
+        Call::Nick(p) => match validate_nick(&p.name) {
+            Err(e) => respond::<()>(id, Err(RpcError::new(code::INVALID_NICK, e.to_string()))),
+            Ok(()) => {
+                let old = ctx
+                    .mesh
+                    .set_nick(&p.name)
+                    .await
+                    .unwrap_or_else(|| p.name.clone());
+                respond(id, Ok(NickResult { old, new: p.name }))
+            }
+        },
+        Call::Shutdown => {
+            let reply = respond(id, Ok(ShutdownResult { stopping: true }));
+            tracing::info!("shutdown requested by a client");
+            ctx.shutdown.cancel();
+            reply
+        }
+    }
+}
+
+fn status(ctx: &ApiContext) -> StatusInfo {
+    let (peers, known_peers) = ctx.mesh.counts();
+    let (history, history_capacity) = ctx.history.stats();
+    StatusInfo {
+        peer_id: ctx.mesh.peer_id().to_string(),
+        nick: ctx.mesh.nick().to_string(),
+        port: ctx.mesh.port(),
+        peers,
+        known_peers,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        socket: ctx.socket.display().to_string(),
+        pid: std::process::id(),
+        uptime_s: ctx.started.elapsed().as_secs(),
+        history,
+        history_capacity,
+        multicast: ctx.multicast.clone(),
+        interfaces: ctx.interfaces.clone(),
+        listen: ctx.listen.clone(),
+    }
+}
+
+fn respond<T: Serialize>(id: Option<Value>, result: Result<T, RpcError>) -> Reply {
+    // Notifications get no response, not even an error (JSON-RPC 2.0 §4.1).
+    let Some(id) = id else { return Reply::None };
+    let mut out = Vec::new();
+    match result {
+        Ok(r) => encode_result(&id, &r, &mut out),
+        Err(e) => encode_error(Some(&id), &e, &mut out),
+    }
+    Reply::Line(out)
+}

@@ -1,0 +1,288 @@
+//! Command-line flags of `p2pchatd` (DESIGN §2) and their checks.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use nix::net::if_::InterfaceFlags;
+use shared::paths::{SOCKET_ENV, default_socket_path};
+use shared::text::validate_nick;
+
+use crate::config::{Config, DEFAULT_MULTICAST, DiscoveryConfig, Timing};
+
+const EXAMPLES: &str = "\
+Examples:
+  p2pchatd                                  join the LAN chat as $USER
+  p2pchatd --nick alice --interface eth0    announce on eth0 only
+  p2pchatd --no-discovery --peer 10.0.3.7:8080
+                                            link to one peer across subnets
+  p2pchatd --interface 127.0.0.1 --listen 127.0.0.1 --port 0
+                                            a private room on this machine
+  p2pchatd --daemon                         run in the background
+
+Clients talk to it with `p2pchat` (see `p2pchat --help`).";
+
+/// p2pchatd: the p2pchat daemon. Finds peers on the LAN by multicast, keeps a
+/// TCP link to each, holds recent history and serves a JSON-RPC API on a
+/// local Unix socket, whether or not a client is attached.
+#[derive(Debug, Parser)]
+#[command(name = "p2pchatd", version, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Your nick: 1-20 characters, no whitespace [default: $USER]
+    #[arg(long, visible_alias = "username", value_name = "NAME")]
+    pub nick: Option<String>,
+
+    /// TCP chat port [default: first free in 8080-8999, then any; 0 = any]
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+
+    /// IP address the chat port listens on
+    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
+    pub listen: IpAddr,
+
+    /// Discovery group and port
+    #[arg(long, value_name = "ADDR:PORT", default_value_t = DEFAULT_MULTICAST)]
+    pub multicast: SocketAddrV4,
+
+    /// Interface to discover on, by IPv4 address or name; repeatable
+    /// [default: every up, multicast-capable IPv4 interface but loopback,
+    /// else loopback]
+    #[arg(long = "interface", value_name = "IP|NAME")]
+    pub interfaces: Vec<String>,
+
+    /// Peer to dial without discovery (crosses subnets); repeatable
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    pub peers: Vec<String>,
+
+    /// Send and join nothing on multicast; link only with --peer and with
+    /// peers that dial us
+    #[arg(long)]
+    pub no_discovery: bool,
+
+    /// API socket [default: $XDG_RUNTIME_DIR/p2pchat/p2pchatd.sock, else
+    /// /tmp/p2pchat-$UID/p2pchatd.sock]
+    #[arg(long, env = SOCKET_ENV, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Events held in history
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub history: u32,
+
+    /// Log at debug level (same as --log-level debug)
+    #[arg(long)]
+    pub debug: bool,
+
+    /// Log filter: a level (error, warn, info, debug, trace) or directives
+    /// such as `warn,p2pchatd=debug`
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        default_value = "info",
+        conflicts_with = "debug"
+    )]
+    pub log_level: String,
+}
+
+impl Cli {
+    /// The log filter the flags ask for.
+    pub fn log_filter(&self) -> &str {
+        if self.debug { "debug" } else { &self.log_level }
+    }
+
+    /// The socket path, and whether it is the default (a folder of ours).
+    pub fn socket_path(&self) -> (PathBuf, bool) {
+        match &self.socket {
+            Some(p) => (p.clone(), false),
+            None => (default_socket(), true),
+        }
+    }
+
+    /// Checks the flags and resolves interfaces and defaults.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let nick = match &self.nick {
+            Some(n) => n.clone(),
+            None => login_name().context("no --nick given and no user name found; pass --nick")?,
+        };
+        validate_nick(&nick).with_context(|| match self.nick {
+            Some(_) => format!("invalid nick {nick:?}"),
+            None => format!("your user name {nick:?} is not a valid nick; pass --nick"),
+        })?;
+        if !self.multicast.ip().is_multicast() {
+            bail!("--multicast {} is not a multicast address", self.multicast);
+        }
+        for p in &self.peers {
+            check_host_port(p).with_context(|| format!("invalid --peer {p:?}"))?;
+        }
+        let discovery = if self.no_discovery {
+            None
+        } else {
+            Some(DiscoveryConfig {
+                group: self.multicast,
+                interfaces: resolve_interfaces(&self.interfaces)?,
+            })
+        };
+        Ok(Config {
+            nick,
+            listen: self.listen,
+            port: self.port,
+            discovery,
+            static_peers: self.peers.clone(),
+            socket: self.socket_path().0,
+            history: self.history as usize,
+            timing: Timing::default(),
+        })
+    }
+}
+
+/// `$USER`, else `$LOGNAME`, else the name of our uid.
+fn login_name() -> Option<String> {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|n| !n.is_empty()))
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+}
+
+/// The default socket path for this user.
+pub fn default_socket() -> PathBuf {
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+    default_socket_path(xdg.as_deref(), nix::unistd::getuid().as_raw())
+}
+
+fn check_host_port(s: &str) -> anyhow::Result<()> {
+    let (host, port) = s.rsplit_once(':').context("expected HOST:PORT")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        bail!("empty host");
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(()),
+        _ => bail!("bad port {port:?}"),
+    }
+}
+
+/// `--interface` values to IPv4 addresses; none given: every up,
+/// multicast-capable IPv4 interface but loopback, else loopback.
+fn resolve_interfaces(wanted: &[String]) -> anyhow::Result<Vec<Ipv4Addr>> {
+    let list = || -> anyhow::Result<Vec<(String, InterfaceFlags, Ipv4Addr)>> {
+        Ok(nix::ifaddrs::getifaddrs()
+            .context("cannot list network interfaces")?
+            .filter_map(|ifa| {
+                let ip = ifa.address?.as_sockaddr_in()?.ip();
+                Some((ifa.interface_name, ifa.flags, ip))
+            })
+            .collect())
+    };
+    if wanted.is_empty() {
+        let all = list()?;
+        let mut chosen: Vec<Ipv4Addr> = all
+            .iter()
+            .filter(|(_, f, _)| {
+                f.contains(InterfaceFlags::IFF_UP | InterfaceFlags::IFF_MULTICAST)
+                    && !f.contains(InterfaceFlags::IFF_LOOPBACK)
+            })
+            .map(|(_, _, ip)| *ip)
+            .collect();
+        chosen.dedup();
+        if chosen.is_empty() {
+            chosen.push(Ipv4Addr::LOCALHOST);
+        }
+        return Ok(chosen);
+    }
+    let mut all = None;
+    let mut out = Vec::new();
+    for w in wanted {
+        let ip = match w.parse::<Ipv4Addr>() {
+            Ok(ip) => ip,
+            Err(_) => {
+                let all = match &all {
+                    Some(a) => a,
+                    None => all.insert(list()?),
+                };
+                all.iter()
+                    .find(|(name, _, _)| name == w)
+                    .map(|(_, _, ip)| *ip)
+                    .with_context(|| {
+                        format!("--interface {w}: no such interface with an IPv4 address")
+                    })?
+            }
+        };
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("p2pchatd").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn flags_parse_and_check() {
+        let c = cli(&[
+            "--username",
+            "bob",
+            "--interface",
+            "127.0.0.1",
+            "--listen",
+            "127.0.0.1",
+            "--multicast",
+            "239.255.1.2:4000",
+            "--peer",
+            "host:8080",
+            "--history",
+            "5",
+        ]);
+        let cfg = c.config().unwrap();
+        assert_eq!(cfg.nick, "bob");
+        assert_eq!(cfg.history, 5);
+        assert_eq!(cfg.discovery.unwrap().interfaces, vec![Ipv4Addr::LOCALHOST]);
+        assert!(cli(&["--nick", "a b"]).config().is_err());
+        assert!(
+            cli(&["--nick", "a", "--multicast", "10.0.0.1:1"])
+                .config()
+                .is_err()
+        );
+        assert!(cli(&["--nick", "a", "--peer", "nohost"]).config().is_err());
+        assert!(
+            cli(&["--nick", "a", "--interface", "no-such-if0"])
+                .config()
+                .is_err()
+        );
+        assert!(
+            cli(&["--nick", "a", "--no-discovery"])
+                .config()
+                .unwrap()
+                .discovery
+                .is_none()
+        );
+        assert!(Cli::try_parse_from(["p2pchatd", "--history", "0"]).is_err());
+        assert!(Cli::try_parse_from(["p2pchatd", "--debug", "--log-level", "warn"]).is_err());
+    }
+
+    #[test]
+    fn interface_names_resolve() {
+        assert_eq!(
+            resolve_interfaces(&["lo".into()]).unwrap(),
+            vec![Ipv4Addr::LOCALHOST]
+        );
+        assert!(!resolve_interfaces(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn help_renders() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,90 @@
+//! The daemon's settings, checked and resolved from the command line.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the node needs to start; built by `cli` or by tests.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub nick: String,
+    pub listen: IpAddr,
+    /// `None`: the first free port in 8080-8999, then any.
+    pub port: Option<u16>,
+    /// `None` with `--no-discovery`.
+    pub discovery: Option<DiscoveryConfig>,
+    /// `HOST:PORT` to dial without discovery.
+    pub static_peers: Vec<String>,
+    pub socket: PathBuf,
+    /// Events held in history.
+    pub history: usize,
+    pub timing: Timing,
+}
+
+#[derive(Debug, Clone)]
+pub struct DiscoveryConfig {
+    pub group: SocketAddrV4,
+    /// IPv4 addresses of the interfaces to join the group on and send from.
+    pub interfaces: Vec<Ipv4Addr>,
+}
+
+/// Protocol periods and timeouts. Tests shorten some of them; users don't.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Heartbeat we propose to p2pchatd peers; a link silent for
+    /// `missed_heartbeats` periods is dead, so a peer that vanishes without
+    /// a FIN is seen gone in under 10 s.
+    pub heartbeat: Duration,
+    pub missed_heartbeats: u32,
+    /// Heartbeat toward Go peers, which drop a link silent for 2 minutes and
+    /// never send heartbeats themselves (PROTOCOL §3): at most 60 s.
+    pub go_heartbeat: Duration,
+    /// Discovery announce period; Go peers expect 5 s.
+    pub announce_every: Duration,
+    /// Unlinked peers not heard from for this long are forgotten (Go: 30 s).
+    pub peer_expiry: Duration,
+    /// An accepted connection must identify itself within this.
+    pub handshake_timeout: Duration,
+    /// How long a dialer waits for a p2pchatd acceptor's reply before
+    /// treating the peer as a Go peer.
+    pub reply_wait: Duration,
+    pub dial_timeout: Duration,
+    /// A link whose socket takes no bytes for this long is stuck and dropped.
+    pub write_stall: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(2),
+            missed_heartbeats: 3,
+            go_heartbeat: Duration::from_secs(30),
+            announce_every: Duration::from_secs(5),
+            peer_expiry: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(5),
+            reply_wait: Duration::from_secs(1),
+            dial_timeout: Duration::from_secs(3),
+            write_stall: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The default discovery group and port (PROTOCOL §1).
+pub const DEFAULT_MULTICAST: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 1), 9999);
+
+/// Ports tried in order when `--port` is not given, as the Go program does.
+pub const DEFAULT_PORTS: std::ops::RangeInclusive<u16> = 8080..=8999;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_silence_rule_holds() {
+        let t = Timing::default();
+        assert!(t.go_heartbeat <= Duration::from_secs(60));
+        // A silent p2pchatd peer is declared dead, and noticed at the next
+        // tick, within 10 s.
+        assert!(t.heartbeat * (t.missed_heartbeats + 1) <= Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,444 @@
+//! The daemon's recent history: the last N events, each with a strictly
+//! increasing cursor, deduplicated by message id.
+//!
+//! Events are stored as their JSON, encoded once when they happen, so
+//! `history` replies and every subscriber copy bytes instead of encoding
+//! again. The ring is also every subscriber's queue: a subscriber is only a
+//! cursor into it, so a client that stops reading costs no memory; when the
+//! events it has not read are evicted it gets a `gap` and skips to the live
+//! edge (DESIGN §3).
+
+use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::Utc;
+use shared::api::encode_event_notification;
+use shared::event::{Event, EventBody};
+use tokio::sync::watch;
+
+/// Subscribers may fall this far behind even when `--history` is smaller:
+/// a burst must not gap a healthy client that was descheduled for a moment
+/// (8,192 events are ~40 ms at 200k msg/s, ~2 MiB when full).
+pub const MIN_RING: usize = 8192;
+
+/// How many message ids are remembered for deduplication. Messages arrive
+/// once per link in a full mesh, so a duplicate is at most a reconnect away;
+/// the Go peer remembers 1,000.
+const SEEN_IDS: usize = 16 * 1024;
+
+/// One held event.
+#[derive(Debug)]
+struct Stored {
+    cursor: u64,
+    json: Box<str>,
+}
+
+#[derive(Debug)]
+struct Ring {
+    events: VecDeque<Stored>,
+    /// How many events `history` and `subscribe {since}` see.
+    held: usize,
+    capacity: usize,
+    next_cursor: u64,
+    seen: SeenIds,
+}
+
+/// The history handle; cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct History {
+    ring: Mutex<Ring>,
+    /// The newest cursor, for subscribers to wait on.
+    head: watch::Sender<u64>,
+}
+
+/// Where a subscriber starts reading.
+#[derive(Debug)]
+pub struct Subscription {
+    /// The next cursor to deliver.
+    next: u64,
+    head: watch::Receiver<u64>,
+    /// A gap to report before anything else (`since` older than held).
+    pending_gap: Option<(u64, u64)>,
+}
+
+/// `subscribe {since}` named a cursor this daemon has not reached.
+#[derive(Debug, thiserror::Error)]
+#[error("cursor {since} is newer than the newest event {head}; the daemon was restarted")]
+pub struct CursorAhead {
+    pub since: u64,
+    pub head: u64,
+}
+
+impl History {
+    pub fn new(held: usize) -> Self {
+        let capacity = held.max(MIN_RING);
+        Self {
+            ring: Mutex::new(Ring {
+                events: VecDeque::new(),
+                held,
+                capacity,
+                next_cursor: 1,
+                seen: SeenIds::new(SEEN_IDS),
+            }),
+            head: watch::Sender::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Ring> {
+        // A panic while holding the lock cannot leave the ring half-written
+        // in a way that matters more than losing the daemon; keep serving.
+        self.ring.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records an event; returns its cursor.
+    pub fn append(&self, body: EventBody) -> u64 {
+        let mut ring = self.lock();
+        let cursor = ring.push(body);
+        drop(ring);
+        self.head.send_replace(cursor);
+        cursor
+    }
+
+    /// Records a chat message unless its id was seen before. `body` is only
+    /// built for a new message.
+    pub fn append_message(
+        &self,
+        sender: &str,
+        id: &str,
+        body: impl FnOnce() -> EventBody,
+    ) -> Option<u64> {
+        let mut ring = self.lock();
+        if !ring.seen.insert(sender, id) {
+            return None;
+        }
+        let cursor = ring.push(body());
+        drop(ring);
+        self.head.send_replace(cursor);
+        Some(cursor)
+    }
+
+    /// (held events, how many may be held).
+    pub fn stats(&self) -> (usize, usize) {
+        let ring = self.lock();
+        (ring.events.len().min(ring.held), ring.held)
+    }
+
+    pub fn newest_cursor(&self) -> u64 {
+        *self.head.borrow()
+    }
+
+    /// Writes the JSON array of the newest `limit` held events with a cursor
+    /// below `before`, oldest first, into `out`.
+    pub fn page_json(&self, limit: usize, before: Option<u64>, out: &mut Vec<u8>) {
+        let ring = self.lock();
+        let held = ring.held_range();
+        let first = ring.first_cursor();
+        let end = before
+            .map_or(held.end, |b| {
+                usize::try_from(b.saturating_sub(first)).map_or(held.end, |i| i.min(held.end))
+            })
+            .max(held.start);
+        let start = end.saturating_sub(limit).max(held.start);
+        out.push(b'[');
+        for (n, e) in ring.events.range(start..end).enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(e.json.as_bytes());
+        }
+        out.push(b']');
+    }
+
+    /// Starts a subscription: live events only, or with `since` every held
+    /// event after that cursor first.
+    pub fn subscribe(&self, since: Option<u64>) -> Result<Subscription, CursorAhead> {
+        let ring = self.lock();
+        let head = ring.next_cursor - 1;
+        let mut sub = Subscription {
+            next: head + 1,
+            head: self.head.subscribe(),
+            pending_gap: None,
+        };
+        if let Some(since) = since {
+            if since > head {
+                return Err(CursorAhead { since, head });
+            }
+            let oldest_held = ring
+                .events
+                .get(ring.held_range().start)
+                .map_or(head + 1, |e| e.cursor);
+            if since + 1 < oldest_held {
+                sub.pending_gap = Some((oldest_held - since - 1, oldest_held - 1));
+                sub.next = oldest_held;
+            } else {
+                sub.next = since + 1;
+            }
+        }
+        Ok(sub)
+    }
+
+    /// Appends `event` notifications for what `sub` has not seen yet, up to
+    /// `max` events, to `out`. Returns true when it stopped at `max` (more
+    /// are ready).
+    pub fn fill(&self, sub: &mut Subscription, out: &mut Vec<u8>, max: usize) -> bool {
+        sub.head.borrow_and_update();
+        if let Some((missed, last)) = sub.pending_gap.take() {
+            push_gap(out, missed, last);
+        }
+        let ring = self.lock();
+        let head = ring.next_cursor - 1;
+        if sub.next > head {
+            return false;
+        }
+        if sub.next < ring.first_cursor() {
+            // Evicted before this subscriber read them: skip to the live edge.
+            let missed = head + 1 - sub.next;
+            sub.next = head + 1;
+            drop(ring);
+            push_gap(out, missed, head);
+            return false;
+        }
+        let mut sent = 0;
+        while let Some(i) = ring.index_of(sub.next) {
+            if sent == max {
+                return true;
+            }
+            encode_event_notification(&ring.events[i].json, out);
+            sub.next += 1;
+            sent += 1;
+        }
+        false
+    }
+}
+
+impl Subscription {
+    /// Waits until an event newer than the last `fill` exists. Errors only
+    /// when the history is gone (daemon stopping).
+    pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
+        self.head.changed().await
+    }
+}
+
+fn push_gap(out: &mut Vec<u8>, missed: u64, last: u64) {
+    let gap = Event {
+        cursor: last,
+        ts: Utc::now(),
+        body: EventBody::Gap { missed },
+    };
+    if let Ok(json) = serde_json::to_string(&gap) {
+        encode_event_notification(&json, out);
+    }
+}
+
+impl Ring {
+    fn push(&mut self, body: EventBody) -> u64 {
+        let cursor = self.next_cursor;
+        self.next_cursor += 1;
+        let event = Event {
+            cursor,
+            ts: Utc::now(),
+            body,
+        };
+        // An event of strings and numbers always encodes.
+        let json = serde_json::to_string(&event).unwrap_or_default();
+        if self.events.len() == self.capacity {
+            self.events.pop_front();
+        }
+        self.events.push_back(Stored {
+            cursor,
+            json: json.into_boxed_str(),
+        });
+        cursor
+    }
+
+    fn first_cursor(&self) -> u64 {
+        self.events.front().map_or(self.next_cursor, |e| e.cursor)
+    }
+
+    /// Cursors are contiguous in the ring, so a cursor is an index.
+    fn index_of(&self, cursor: u64) -> Option<usize> {
+        let i = usize::try_from(cursor.checked_sub(self.first_cursor())?).ok()?;
+        (i < self.events.len()).then_some(i)
+    }
+
+    /// The part of the ring that counts as held history.
+    fn held_range(&self) -> std::ops::Range<usize> {
+        self.events.len().saturating_sub(self.held)..self.events.len()
+    }
+}
+
+/// A bounded set of recently seen message ids, oldest forgotten first.
+/// Ids are kept as keyed 64-bit hashes: a collision needs ~2^32 ids in the
+/// window, and the key is random per daemon so no peer can aim for one.
+#[derive(Debug)]
+struct SeenIds {
+    set: HashSet<u64>,
+    order: VecDeque<u64>,
+    capacity: usize,
+    key: RandomState,
+}
+
+impl SeenIds {
+    fn new(capacity: usize) -> Self {
+        Self {
+            set: HashSet::with_capacity(capacity),
+            order: VecDeque::with_capacity(capacity),
+            capacity,
+            key: RandomState::new(),
+        }
+    }
+
+    /// False when `(sender, id)` was seen before.
+    fn insert(&mut self, sender: &str, id: &str) -> bool {
+        let mut h = self.key.build_hasher();
+        sender.hash(&mut h);
+        id.hash(&mut h);
+        let h = h.finish();
+        if !self.set.insert(h) {
+            return false;
+        }
+        if self.order.len() == self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        self.order.push_back(h);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::api::{ServerMessage, decode_server_message};
+
+    fn msg(n: u64) -> EventBody {
+        EventBody::Message {
+            id: format!("m{n}"),
+            peer_id: "p".into(),
+            nick: "n".into(),
+            text: format!("text {n}"),
+            action: false,
+        }
+    }
+
+    fn events(bytes: &[u8]) -> Vec<Event> {
+        bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| match decode_server_message(l).unwrap() {
+                ServerMessage::Event(e) => e,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn page(h: &History, limit: usize, before: Option<u64>) -> Vec<u64> {
+        let mut out = Vec::new();
+        h.page_json(limit, before, &mut out);
+        let evs: Vec<Event> = serde_json::from_slice(&out).unwrap();
+        evs.iter().map(|e| e.cursor).collect()
+    }
+
+    #[test]
+    fn cursors_increase_and_old_events_go() {
+        let h = History::new(3);
+        for n in 1..=5 {
+            assert_eq!(h.append(msg(n)), n);
+        }
+        assert_eq!(h.stats(), (3, 3));
+        assert_eq!(page(&h, 10, None), vec![3, 4, 5]);
+        assert_eq!(page(&h, 2, None), vec![4, 5]);
+        assert_eq!(page(&h, 10, Some(5)), vec![3, 4]);
+        assert_eq!(page(&h, 10, Some(3)), Vec::<u64>::new());
+        assert_eq!(page(&h, 10, Some(1)), Vec::<u64>::new());
+        assert_eq!(page(&h, 10, Some(99)), vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn dedups_by_sender_and_id() {
+        let h = History::new(10);
+        assert_eq!(h.append_message("a", "1", || msg(1)), Some(1));
+        assert_eq!(h.append_message("a", "1", || msg(1)), None);
+        assert_eq!(h.append_message("b", "1", || msg(1)), Some(2));
+    }
+
+    #[test]
+    fn seen_ids_forget_the_oldest() {
+        let mut s = SeenIds::new(2);
+        assert!(s.insert("a", "1") && s.insert("a", "2") && s.insert("a", "3"));
+        assert!(s.insert("a", "1"), "forgotten");
+        assert!(!s.insert("a", "3"));
+    }
+
+    #[test]
+    fn subscription_resumes_exactly_after_since() {
+        let h = History::new(100);
+        for n in 1..=10 {
+            h.append(msg(n));
+        }
+        let mut sub = h.subscribe(Some(4)).unwrap();
+        let mut out = Vec::new();
+        assert!(h.fill(&mut sub, &mut out, 3), "stopped at max");
+        assert!(!h.fill(&mut sub, &mut out, 100));
+        let cursors: Vec<u64> = events(&out).iter().map(|e| e.cursor).collect();
+        assert_eq!(cursors, (5..=10).collect::<Vec<_>>());
+        out.clear();
+        assert!(!h.fill(&mut sub, &mut out, 100));
+        assert!(out.is_empty());
+        h.append(msg(11));
+        h.fill(&mut sub, &mut out, 100);
+        assert_eq!(events(&out)[0].cursor, 11);
+        assert!(h.subscribe(Some(12)).is_err());
+    }
+
+    #[test]
+    fn live_subscription_starts_at_the_edge() {
+        let h = History::new(100);
+        h.append(msg(1));
+        let mut sub = h.subscribe(None).unwrap();
+        let mut out = Vec::new();
+        h.fill(&mut sub, &mut out, 100);
+        assert!(out.is_empty());
+        h.append(msg(2));
+        h.fill(&mut sub, &mut out, 100);
+        assert_eq!(events(&out).len(), 1);
+    }
+
+    #[test]
+    fn since_older_than_held_reports_a_gap_first() {
+        let h = History::new(3);
+        for n in 1..=10 {
+            h.append(msg(n));
+        }
+        let mut sub = h.subscribe(Some(2)).unwrap();
+        let mut out = Vec::new();
+        h.fill(&mut sub, &mut out, 100);
+        let evs = events(&out);
+        assert_eq!(evs[0].body, EventBody::Gap { missed: 5 });
+        assert_eq!(evs[0].cursor, 7);
+        let rest: Vec<u64> = evs[1..].iter().map(|e| e.cursor).collect();
+        assert_eq!(rest, vec![8, 9, 10]);
+    }
+
+    #[test]
+    fn a_subscriber_that_falls_out_of_the_ring_gets_a_gap_and_skips_to_the_edge() {
+        let h = History::new(10);
+        let mut sub = h.subscribe(None).unwrap();
+        let n = MIN_RING as u64 + 50;
+        for i in 1..=n {
+            h.append(msg(i));
+        }
+        let mut out = Vec::new();
+        h.fill(&mut sub, &mut out, 100);
+        let evs = events(&out);
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].body, EventBody::Gap { missed: n });
+        assert_eq!(evs[0].cursor, n);
+        out.clear();
+        h.append(msg(n + 1));
+        h.fill(&mut sub, &mut out, 100);
+        assert_eq!(events(&out)[0].cursor, n + 1);
+    }
+}

@@ -1,0 +1,719 @@
+//! One TCP link to one peer: the handshake of PROTOCOL §3, then a reader
+//! and a writer running side by side in one task until either ends.
+//!
+//! The writer drains the link's bounded inbox in batches (one syscall for
+//! many lines), adds heartbeats, and drops the link when the peer stops
+//! taking bytes or, for p2pchatd peers, stops sending them. The reader cuts
+//! lines with a hard length limit and hands each message to the history or
+//! the table; a malformed line is dropped, as the Go peer does, and only a
+//! flood of them or an over-long line closes the link.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use shared::api::{LinkDirection, PeerKind};
+use shared::event::EventBody;
+use shared::limits::MAX_PEER_LINE;
+use shared::line::{LineSplitter, LineTooLong};
+use shared::text::{sanitize_foreign_nick, sanitize_foreign_text};
+use shared::wire::{ACTION_PREFIX, MessageType, PeerMessage, PeerMeta, WireError};
+use socket2::{SockRef, TcpKeepalive};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout, timeout_at};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::table::{LinkId, NewLink, PeerIdentity, Refused};
+use super::{LinkStats, Mesh};
+
+/// Lines queued for one link. When full, our sender waits (see
+/// `Mesh::fan_out`); 1,024 lines is ~250 KiB, enough to ride out a busy
+/// moment on a healthy link without letting a stuck one hoard memory.
+const LINK_INBOX: usize = 1024;
+/// Lines taken from the inbox for one write.
+const WRITE_BATCH: usize = 256;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+/// A peer that sends this many malformed lines is broken or hostile.
+const MAX_BAD_LINES: u32 = 100;
+/// Last flush of a closing link.
+const FLUSH_WAIT: Duration = Duration::from_millis(300);
+/// Negotiated heartbeats stay within these bounds.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(200);
+const MAX_HEARTBEAT: Duration = Duration::from_secs(30);
+/// A Go peer that closes a fresh link this fast, having said nothing,
+/// refuses our peer id until it restarts (PROTOCOL §3).
+const GO_REFUSAL_WINDOW: Duration = Duration::from_secs(2);
+
+/// What a dialer knows before connecting.
+pub(crate) enum Expect {
+    /// Heard on discovery; `p2pchatd` peers answer our join with theirs.
+    Peer {
+        id: Arc<str>,
+        nick: String,
+        p2pchatd: bool,
+    },
+    /// A `--peer HOST:PORT`: whoever answers.
+    Unknown,
+}
+
+/// How a link ended, for the dialer's backoff.
+#[derive(Debug)]
+pub(crate) struct LinkOutcome {
+    pub peer: Option<Arc<str>>,
+    pub lasted: Duration,
+    pub lines: u64,
+    pub refused: Option<Refused>,
+    /// A Go peer closed the link at once: it needs a restart.
+    pub go_refusal: bool,
+}
+
+/// Why a link ended; the text goes into the leave event.
+#[derive(Debug)]
+enum End {
+    Eof,
+    Io(io::Error),
+    TooLong,
+    Garbage,
+    Stalled,
+    Timeout,
+    Closed,
+    Refused(Refused),
+}
+
+impl End {
+    fn reason(&self) -> String {
+        match self {
+            Self::Eof => "connection closed".into(),
+            Self::Io(e) => format!("connection error: {e}"),
+            Self::TooLong => format!("sent a line over {MAX_PEER_LINE} bytes"),
+            Self::Garbage => "sent too many malformed lines".into(),
+            Self::Stalled => "stopped reading".into(),
+            Self::Timeout => "ping timeout".into(),
+            Self::Closed => "closed".into(),
+            Self::Refused(r) => r.to_string(),
+        }
+    }
+}
+
+/// Heartbeat period and how long silence means death.
+#[derive(Debug, Clone, Copy)]
+struct Liveness {
+    heartbeat: Duration,
+    dead_after: Option<Duration>,
+}
+
+fn liveness(mesh: &Mesh, kind: PeerKind, peer_meta: Option<&PeerMeta>) -> Liveness {
+    let t = mesh.timing();
+    match kind {
+        // The Go peer never sends heartbeats: only our side keeps it alive.
+        PeerKind::Go => Liveness {
+            heartbeat: t.go_heartbeat,
+            dead_after: None,
+        },
+        PeerKind::P2pchatd => {
+            let theirs = peer_meta
+                .and_then(|m| m.heartbeat_ms)
+                .map_or(t.heartbeat, Duration::from_millis);
+            let heartbeat = t.heartbeat.max(theirs).clamp(MIN_HEARTBEAT, MAX_HEARTBEAT);
+            Liveness {
+                heartbeat,
+                dead_after: Some(heartbeat * t.missed_heartbeats),
+            }
+        }
+    }
+}
+
+/// Keepalive and a user timeout catch dead Go links, which carry no
+/// heartbeats from their side; no delay keeps latency low.
+fn tune(stream: &TcpStream) {
+    let sock = SockRef::from(stream);
+    let keepalive = TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    let res = stream
+        .set_nodelay(true)
+        .and_then(|()| sock.set_tcp_keepalive(&keepalive))
+        .and_then(|()| sock.set_tcp_user_timeout(Some(Duration::from_secs(30))));
+    if let Err(e) = res {
+        debug!(error = %e, "could not tune link socket");
+    }
+}
+
+/// Reads lines with a length limit, keeping what follows in its buffer.
+struct LineReader {
+    buf: BytesMut,
+    split: LineSplitter,
+}
+
+impl LineReader {
+    fn new() -> Self {
+        Self {
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            split: LineSplitter::new(MAX_PEER_LINE),
+        }
+    }
+
+    /// The next line; `Ok(None)` at end of stream.
+    async fn next<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+    ) -> io::Result<Option<Result<BytesMut, LineTooLong>>> {
+        loop {
+            if let Some(line) = self.split.next_line(&mut self.buf) {
+                return Ok(Some(line));
+            }
+            self.buf.reserve(READ_CHUNK);
+            if r.read_buf(&mut self.buf).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Serves an inbound connection: it must identify itself with a `join`.
+/// `permit` is a handshake slot, given back once the peer is identified.
+pub(crate) async fn accept(
+    mesh: Mesh,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    tune(&stream);
+    let mut reader = LineReader::new();
+    let wait = mesh.timing().handshake_timeout;
+    let first = match timeout(wait, reader.next(&mut stream)).await {
+        Ok(Ok(Some(Ok(line)))) => line,
+        Ok(Ok(Some(Err(e)))) => return warn!(%remote, "identifying line refused: {e}"),
+        Ok(Ok(None)) => return debug!(%remote, "closed before identifying"),
+        Ok(Err(e)) => return debug!(%remote, error = %e, "read failed before identifying"),
+        Err(_) => return debug!(%remote, "did not identify in time"),
+    };
+    let msg = match PeerMessage::decode(&first) {
+        Ok(m) if m.kind == MessageType::Join => m,
+        Ok(m) => return warn!(%remote, kind = m.kind.as_str(), "first line is not a join"),
+        Err(e) => return warn!(%remote, "identifying line refused: {e}"),
+    };
+    if *msg.sender_id == **mesh.peer_id() {
+        return debug!(%remote, "connection from ourselves");
+    }
+    let meta = msg.metadata.as_ref().filter(|m| m.is_p2pchatd());
+    let kind = if meta.is_some() {
+        PeerKind::P2pchatd
+    } else {
+        PeerKind::Go
+    };
+    if meta.is_some() {
+        // Our peers learn who answered from this reply; Go dialers get none
+        // (the Go acceptor sends nothing either).
+        let reply = mesh.identifying_join();
+        if let Err(e) = timeout(wait, stream.write_all(&reply))
+            .await
+            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "reply timed out")))
+        {
+            return debug!(%remote, error = %e, "could not answer the join");
+        }
+    }
+    let who = PeerIdentity {
+        id: Arc::from(msg.sender_id.as_str()),
+        nick: sanitize_foreign_nick(&msg.username).into_owned(),
+        kind,
+    };
+    let live = liveness(&mesh, kind, meta);
+    drop(permit);
+    let span = info_span!("link", peer = %who.id, %remote);
+    run(
+        &mesh,
+        stream,
+        remote,
+        LinkDirection::Accepted,
+        Some(who),
+        reader,
+        Vec::new(),
+        live,
+    )
+    .instrument(span)
+    .await;
+}
+
+/// Runs a link we dialed, from the handshake to its end.
+pub(crate) async fn dial(
+    mesh: &Mesh,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    expect: Expect,
+) -> LinkOutcome {
+    let started = Instant::now();
+    let failed = |go_refusal| LinkOutcome {
+        peer: None,
+        lasted: started.elapsed(),
+        lines: 0,
+        refused: None,
+        go_refusal,
+    };
+    tune(&stream);
+    // Identify, then say hello as the Go dialer does: a Go acceptor shows
+    // the second join as our arrival.
+    let mut hello = mesh.identifying_join();
+    hello.extend_from_slice(&mesh.hello_join().await);
+    let t = mesh.timing().clone();
+    if !matches!(
+        timeout(t.dial_timeout, stream.write_all(&hello)).await,
+        Ok(Ok(()))
+    ) {
+        debug!(%remote, "could not send our join");
+        return failed(false);
+    }
+    let mut reader = LineReader::new();
+    let mut early = Vec::new();
+    let wait_reply = match &expect {
+        Expect::Peer { p2pchatd, .. } => *p2pchatd,
+        Expect::Unknown => true,
+    };
+    // (who answered, their metadata) once known.
+    let mut answered: Option<(PeerIdentity, Option<PeerMeta>)> = None;
+    if wait_reply {
+        let deadline = Instant::now() + t.reply_wait;
+        loop {
+            let next = tokio::select! {
+                () = mesh.cancel_token().cancelled() => return failed(false),
+                r = timeout_at(deadline, reader.next(&mut stream)) => r,
+            };
+            match next {
+                Err(_) => break, // silent: a Go acceptor
+                Ok(Ok(None)) => {
+                    debug!(%remote, "closed during handshake");
+                    return failed(matches!(
+                        expect,
+                        Expect::Peer {
+                            p2pchatd: false,
+                            ..
+                        }
+                    ));
+                }
+                Ok(Err(e)) => {
+                    debug!(%remote, error = %e, "handshake read failed");
+                    return failed(false);
+                }
+                Ok(Ok(Some(Err(e)))) => {
+                    warn!(%remote, "handshake line refused: {e}");
+                    return failed(false);
+                }
+                Ok(Ok(Some(Ok(line)))) => match PeerMessage::decode(&line) {
+                    Ok(m)
+                        if m.kind == MessageType::Join
+                            && m.metadata.as_ref().is_some_and(PeerMeta::is_p2pchatd) =>
+                    {
+                        let who = PeerIdentity {
+                            id: Arc::from(m.sender_id.as_str()),
+                            nick: sanitize_foreign_nick(&m.username).into_owned(),
+                            kind: PeerKind::P2pchatd,
+                        };
+                        answered = Some((who, m.metadata));
+                        break;
+                    }
+                    // A Go acceptor's user typed before we knew it was Go.
+                    Ok(m) => {
+                        early.push(m);
+                        break;
+                    }
+                    Err(e) => debug!(%remote, "dropped a malformed line: {e}"),
+                },
+            }
+        }
+    }
+    let (who, meta) = match (answered, expect) {
+        (Some((who, _)), Expect::Peer { id, .. }) if who.id != id => {
+            warn!(%remote, expected = %id, answered = %who.id, "a different peer answered");
+            return failed(false);
+        }
+        (Some((who, meta)), _) => (Some(who), meta),
+        // A p2pchatd that does not answer is frozen or overloaded, not a
+        // Go peer: try again later rather than link without liveness.
+        (None, Expect::Peer { p2pchatd: true, .. }) if early.is_empty() => {
+            debug!(%remote, "no answer to our join");
+            return failed(false);
+        }
+        (None, Expect::Peer { id, nick, .. }) => (
+            Some(PeerIdentity {
+                id,
+                nick,
+                kind: PeerKind::Go,
+            }),
+            None,
+        ),
+        (None, Expect::Unknown) => (None, None),
+    };
+    let kind = who.as_ref().map_or(PeerKind::Go, |w| w.kind);
+    let live = liveness(mesh, kind, meta.as_ref());
+    let span = match &who {
+        Some(w) => info_span!("link", peer = %w.id, %remote),
+        None => info_span!("link", peer = "?", %remote),
+    };
+    let mut outcome = run(
+        mesh,
+        stream,
+        remote,
+        LinkDirection::Dialed,
+        who,
+        reader,
+        early,
+        live,
+    )
+    .instrument(span)
+    .await;
+    outcome.lasted = started.elapsed();
+    outcome
+}
+
+/// Registers the link and runs its reader and writer until one ends.
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    mesh: &Mesh,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    direction: LinkDirection,
+    who: Option<PeerIdentity>,
+    reader: LineReader,
+    early: Vec<PeerMessage>,
+    live: Liveness,
+) -> LinkOutcome {
+    let opened = Instant::now();
+    let (tx, rx) = mpsc::channel(LINK_INBOX);
+    let close = mesh.cancel_token().child_token();
+    let kind = who.as_ref().map(|w| w.kind);
+    let mut outcome = LinkOutcome {
+        peer: who.as_ref().map(|w| w.id.clone()),
+        lasted: Duration::ZERO,
+        lines: 0,
+        refused: None,
+        go_refusal: false,
+    };
+    let registered = mesh.table_op(|t, h| {
+        t.register(
+            NewLink {
+                direction,
+                remote,
+                peer: who.clone(),
+                tx,
+                close: close.clone(),
+            },
+            opened.into_std(),
+            h,
+        )
+    });
+    let id = match registered {
+        Ok(id) => id,
+        Err(refused) => {
+            debug!("link refused: {refused}");
+            outcome.refused = Some(refused);
+            return outcome;
+        }
+    };
+    mesh.topology_changed();
+    info!(link = %id, ?direction, ?kind, heartbeat_ms = live.heartbeat.as_millis() as u64, "link up");
+    let stats = LinkStats::default();
+    let mut ctx = Reader {
+        mesh,
+        id,
+        peer: who.as_ref().map(|w| w.id.clone()),
+        nick: who.map(|w| w.nick).unwrap_or_default(),
+        stats: &stats,
+        bad_lines: 0,
+    };
+    let mut end = None;
+    for msg in early {
+        if let Err(e) = ctx.handle(&msg) {
+            end = Some(e);
+            break;
+        }
+    }
+    let end = match end {
+        Some(e) => e,
+        None => {
+            let (r, w) = stream.split();
+            tokio::select! {
+                e = ctx.read_loop(r, reader, opened) => e,
+                e = write_loop(mesh, w, rx, &close, live, &stats, opened) => e,
+            }
+        }
+    };
+    let reason = end.reason();
+    match &end {
+        End::Closed => info!(link = %id, "link closed"),
+        _ => info!(link = %id, reason, "link down"),
+    }
+    outcome.peer = ctx.peer.clone();
+    outcome.lines = stats.lines();
+    outcome.lasted = opened.elapsed();
+    outcome.refused = match end {
+        End::Refused(r) => Some(r),
+        _ => None,
+    };
+    outcome.go_refusal = kind != Some(PeerKind::P2pchatd)
+        && outcome.lines == 0
+        && outcome.lasted < GO_REFUSAL_WINDOW
+        && matches!(end, End::Eof | End::Io(_));
+    mesh.link_closed(id, &reason);
+    outcome
+}
+
+/// The reading side of a link.
+struct Reader<'a> {
+    mesh: &'a Mesh,
+    id: LinkId,
+    /// `None` until a `--peer` link to a silent acceptor names its peer.
+    peer: Option<Arc<str>>,
+    /// The peer's nick as last seen on this link.
+    nick: String,
+    stats: &'a LinkStats,
+    bad_lines: u32,
+}
+
+impl Reader<'_> {
+    async fn read_loop<R: AsyncRead + Unpin>(
+        &mut self,
+        mut r: R,
+        mut lines: LineReader,
+        opened: Instant,
+    ) -> End {
+        loop {
+            while let Some(line) = lines.split.next_line(&mut lines.buf) {
+                let Ok(line) = line else { return End::TooLong };
+                match PeerMessage::decode(&line) {
+                    Ok(msg) => {
+                        if let Err(end) = self.handle(&msg) {
+                            return end;
+                        }
+                    }
+                    Err(e) => {
+                        if let Some(end) = self.malformed(&e) {
+                            return end;
+                        }
+                    }
+                }
+            }
+            lines.buf.reserve(READ_CHUNK);
+            match r.read_buf(&mut lines.buf).await {
+                Ok(0) => return End::Eof,
+                Ok(_) => self.stats.last_rx_ms.store(
+                    opened.elapsed().as_millis().try_into().unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                ),
+                Err(e) => return End::Io(e),
+            }
+        }
+    }
+
+    fn malformed(&mut self, e: &WireError) -> Option<End> {
+        self.bad_lines += 1;
+        if self.bad_lines == 1 {
+            warn!(link = %self.id, "dropped a malformed line: {e}");
+        } else {
+            debug!(link = %self.id, "dropped a malformed line: {e}");
+        }
+        (self.bad_lines >= MAX_BAD_LINES).then_some(End::Garbage)
+    }
+
+    fn handle(&mut self, msg: &PeerMessage) -> Result<(), End> {
+        self.stats.lines.fetch_add(1, Ordering::Relaxed);
+        let peer = match &self.peer {
+            Some(p) => p.clone(),
+            None => self.identify(msg)?,
+        };
+        if *msg.sender_id != *peer {
+            debug!(link = %self.id, sender = msg.sender_id, "dropped a line sent on behalf of another peer");
+            return Ok(());
+        }
+        if !msg.username.is_empty() {
+            let nick = sanitize_foreign_nick(&msg.username);
+            if *nick != *self.nick {
+                self.mesh.table_op(|t, h| t.renamed(&peer, &nick, h));
+                self.nick = nick.into_owned();
+            }
+        }
+        match msg.kind {
+            MessageType::Chat => self.chat(&peer, msg),
+            MessageType::Leave => self.mesh.table_op(|t, h| t.quit(&peer, h)),
+            // Joins only matter for the nick (above); link state makes the
+            // join event. Heartbeats only prove life.
+            MessageType::Join | MessageType::Heartbeat | MessageType::Unknown => {}
+        }
+        Ok(())
+    }
+
+    fn identify(&mut self, msg: &PeerMessage) -> Result<Arc<str>, End> {
+        let who = PeerIdentity {
+            id: Arc::from(msg.sender_id.as_str()),
+            nick: sanitize_foreign_nick(&msg.username).into_owned(),
+            kind: PeerKind::Go,
+        };
+        let now = std::time::Instant::now();
+        self.mesh
+            .table_op(|t, h| t.attach(self.id, who.clone(), now, h))
+            .map_err(End::Refused)?;
+        self.mesh.topology_changed();
+        info!(link = %self.id, peer = %who.id, "peer identified by its first line");
+        self.peer = Some(who.id.clone());
+        self.nick = who.nick;
+        Ok(who.id)
+    }
+
+    fn chat(&self, peer: &Arc<str>, msg: &PeerMessage) {
+        let content = sanitize_foreign_text(&msg.content);
+        let (text, action) = match content.strip_prefix(ACTION_PREFIX) {
+            Some(rest) if !rest.is_empty() => (rest, true),
+            _ => (&*content, false),
+        };
+        if text.is_empty() {
+            return;
+        }
+        let added = self
+            .mesh
+            .history()
+            .append_message(peer, &msg.id, || EventBody::Message {
+                id: msg.id.clone(),
+                peer_id: peer.to_string(),
+                nick: self.nick.clone(),
+                text: text.to_owned(),
+                action,
+            });
+        if added.is_none() {
+            debug!(link = %self.id, id = msg.id, "dropped a duplicate");
+        }
+    }
+}
+
+/// The writing side: inbox batches, heartbeats, stall and silence checks.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mesh: &Mesh,
+    mut w: W,
+    mut inbox: mpsc::Receiver<Bytes>,
+    close: &CancellationToken,
+    live: Liveness,
+    stats: &LinkStats,
+    opened: Instant,
+) -> End {
+    let stall = mesh.timing().write_stall;
+    let mut tick = interval_at(opened + live.heartbeat, live.heartbeat);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    loop {
+        tokio::select! {
+            biased;
+            () = close.cancelled() => {
+                while let Ok(line) = inbox.try_recv() {
+                    buf.extend_from_slice(&line);
+                }
+                let flush = async {
+                    w.write_all(&buf).await?;
+                    w.shutdown().await
+                };
+                let _ = timeout(FLUSH_WAIT, flush).await;
+                return End::Closed;
+            }
+            n = inbox.recv_many(&mut batch, WRITE_BATCH) => {
+                if n == 0 {
+                    return End::Closed;
+                }
+                for line in batch.drain(..) {
+                    buf.extend_from_slice(&line);
+                }
+            }
+            _ = tick.tick() => {
+                if let Some(dead) = live.dead_after {
+                    let last = Duration::from_millis(stats.last_rx_ms.load(Ordering::Relaxed));
+                    if opened.elapsed().saturating_sub(last) > dead {
+                        return End::Timeout;
+                    }
+                }
+                buf.extend_from_slice(&mesh.heartbeat());
+            }
+        }
+        if let Err(end) = write_progressing(&mut w, &buf, stall).await {
+            return end;
+        }
+        buf.clear();
+    }
+}
+
+/// Writes all of `buf`, giving up when no byte is taken for `stall`.
+async fn write_progressing<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    buf: &[u8],
+    stall: Duration,
+) -> Result<(), End> {
+    let mut pos = 0;
+    while pos < buf.len() {
+        match timeout(stall, w.write(&buf[pos..])).await {
+            Err(_) => return Err(End::Stalled),
+            Ok(Err(e)) => return Err(End::Io(e)),
+            Ok(Ok(0)) => return Err(End::Eof),
+            Ok(Ok(n)) => pos += n,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writer keeps an idle link to a Go peer alive well inside the Go
+    /// peer's 2-minute read deadline (PROTOCOL §3), on a real socket.
+    #[tokio::test(start_paused = true)]
+    async fn idle_go_link_gets_heartbeats_within_the_silence_rule() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let mut client = client.unwrap();
+        let (server, _) = server.unwrap();
+        let mesh = crate::mesh::tests::test_mesh();
+        let (_tx, rx) = mpsc::channel(4);
+        let close = CancellationToken::new();
+        let stats = LinkStats::default();
+        let live = liveness(&mesh, PeerKind::Go, None);
+        let writer = write_loop(&mesh, server, rx, &close, live, &stats, Instant::now());
+        let watcher = async {
+            // Two minutes of Go's read deadline, in paused time.
+            tokio::time::sleep(Duration::from_secs(120)).await;
+            close.cancel();
+        };
+        let (end, ()) = tokio::join!(writer, watcher);
+        assert!(matches!(end, End::Closed));
+        let mut got = String::new();
+        client.read_to_string(&mut got).await.unwrap();
+        let beats: Vec<PeerMessage> = got
+            .lines()
+            .map(|l| PeerMessage::decode(l.as_bytes()).unwrap())
+            .collect();
+        assert!(beats.len() >= 2, "{} heartbeats in 120 s", beats.len());
+        assert!(beats.iter().all(|m| m.kind == MessageType::Heartbeat));
+    }
+
+    #[test]
+    fn heartbeats_negotiate_to_the_slower_side() {
+        let mesh = crate::mesh::tests::test_mesh();
+        let theirs = PeerMeta {
+            heartbeat_ms: Some(5000),
+            ..PeerMeta::ours(5000)
+        };
+        let l = liveness(&mesh, PeerKind::P2pchatd, Some(&theirs));
+        assert_eq!(l.heartbeat, Duration::from_secs(5));
+        let silly = PeerMeta {
+            heartbeat_ms: Some(1),
+            ..PeerMeta::ours(1)
+        };
+        let l = liveness(&mesh, PeerKind::P2pchatd, Some(&silly));
+        assert_eq!(l.heartbeat, mesh.timing().heartbeat);
+        assert!(liveness(&mesh, PeerKind::Go, None).dead_after.is_none());
+    }
+}

@@ -1,0 +1,429 @@
+//! The mesh: one TCP link to every peer, and our side of the conversation.
+//!
+//! [`Mesh`] is the handle the rest of the daemon uses: discovery reports
+//! peers to it, the API sends lines and reads the peer list through it, and
+//! each link reports what arrives. Inside, a [`table::Table`] under a lock
+//! holds who is linked how; our own lines go out in one order through one
+//! async lock, so every peer sees them in sequence.
+
+mod dial;
+mod link;
+pub(crate) mod table;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use chrono::Utc;
+use shared::api::{PeerInfo, SayResult};
+use shared::event::EventBody;
+use shared::limits::PROTO_TAG;
+use shared::wire::{ACTION_PREFIX, MessageType, PeerMessage, PeerMeta, nick_change_content};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc::error::TrySendError, watch};
+use tokio::time::{Duration, timeout};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Timing;
+use crate::history::History;
+pub use table::Sighting;
+use table::Table;
+
+/// Our own identity on the network.
+#[derive(Debug)]
+struct Me {
+    peer_id: Arc<str>,
+    nick: Mutex<Arc<str>>,
+    port: u16,
+}
+
+/// The mesh handle; cheap to clone.
+#[derive(Clone)]
+pub struct Mesh {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    me: Me,
+    history: Arc<History>,
+    table: Mutex<Table>,
+    /// Orders our own lines: taken for the whole fan-out of one line, so
+    /// every link gets our lines in the same order and sequence numbers
+    /// match that order. Also holds the sequence counter.
+    outbox: tokio::sync::Mutex<u64>,
+    timing: Timing,
+    tasks: TaskTracker,
+    /// Cancelled when the mesh stops: dialers end, links flush and close.
+    cancel: CancellationToken,
+    /// Bumped whenever a link comes or goes, for `--peer` dialers waiting
+    /// for their peer to lose its link.
+    topology: watch::Sender<u64>,
+}
+
+/// How long shutdown waits to hand our `leave` to every link.
+const LEAVE_WAIT: Duration = Duration::from_millis(500);
+
+impl Mesh {
+    pub fn new(
+        peer_id: Arc<str>,
+        nick: &str,
+        port: u16,
+        history: Arc<History>,
+        timing: Timing,
+        tasks: TaskTracker,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                table: Mutex::new(Table::new(peer_id.clone())),
+                me: Me {
+                    peer_id,
+                    nick: Mutex::new(Arc::from(nick)),
+                    port,
+                },
+                history,
+                outbox: tokio::sync::Mutex::new(0),
+                timing,
+                tasks,
+                cancel,
+                topology: watch::Sender::new(0),
+            }),
+        }
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.inner.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn peer_id(&self) -> &Arc<str> {
+        &self.inner.me.peer_id
+    }
+
+    pub fn nick(&self) -> Arc<str> {
+        self.inner
+            .me
+            .nick
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.inner.me.port
+    }
+
+    pub(crate) fn timing(&self) -> &Timing {
+        &self.inner.timing
+    }
+
+    pub(crate) fn history(&self) -> &History {
+        &self.inner.history
+    }
+
+    pub(crate) fn cancel_token(&self) -> &CancellationToken {
+        &self.inner.cancel
+    }
+
+    /// Runs `fut` as a task of the mesh, so shutdown waits for it.
+    pub(crate) fn spawn<F>(&self, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.inner.tasks.spawn(fut);
+    }
+
+    /// A discovery datagram arrived. Returns true when the peer is new to
+    /// us, so discovery answers at once.
+    pub fn heard(&self, sighting: &Sighting) -> bool {
+        let (new, dial) = self
+            .table()
+            .heard(sighting, Instant::now(), &self.inner.history);
+        if let Some(dialer) = dial {
+            self.spawn(dial::discovered(
+                self.clone(),
+                Arc::from(sighting.peer_id.as_str()),
+                dialer,
+            ));
+        }
+        new
+    }
+
+    /// Forgets peers not heard of for a while. Called on discovery's period.
+    pub fn expire(&self) {
+        self.table()
+            .expire(Instant::now(), self.inner.timing.peer_expiry);
+    }
+
+    /// Starts dialing a `--peer HOST:PORT`, for the life of the mesh.
+    pub fn add_static_peer(&self, target: String) {
+        self.spawn(dial::static_peer(self.clone(), target));
+    }
+
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.table().peers(Instant::now())
+    }
+
+    /// (connected peers, known peers).
+    pub fn counts(&self) -> (usize, usize) {
+        let t = self.table();
+        (t.connected(), t.known())
+    }
+
+    /// Sends a chat line to every peer; the API validated `text`.
+    pub async fn say(&self, text: &str, action: bool) -> SayResult {
+        let mut seq = self.inner.outbox.lock().await;
+        *seq += 1;
+        let id = new_message_id();
+        let nick = self.nick();
+        let content = if action {
+            format!("{ACTION_PREFIX}{text}")
+        } else {
+            text.to_owned()
+        };
+        let msg = PeerMessage::new(
+            MessageType::Chat,
+            id.clone(),
+            &self.inner.me.peer_id,
+            &nick,
+            content,
+            Utc::now(),
+            *seq,
+        );
+        let line = Bytes::from(msg.encode());
+        let cursor = self
+            .inner
+            .history
+            .append_message(&self.inner.me.peer_id, &id, || EventBody::Message {
+                id: id.clone(),
+                peer_id: self.inner.me.peer_id.to_string(),
+                nick: nick.to_string(),
+                text: text.to_owned(),
+                action,
+            })
+            .unwrap_or_default();
+        self.fan_out(line).await;
+        SayResult { id, cursor }
+    }
+
+    /// Changes our nick; Go peers see it as the `join` they send for one.
+    /// Returns the old nick, or `None` when it was already `new`.
+    pub async fn set_nick(&self, new: &str) -> Option<String> {
+        let mut seq = self.inner.outbox.lock().await;
+        let old = {
+            let mut nick = self.inner.me.nick.lock().unwrap_or_else(|p| p.into_inner());
+            if &**nick == new {
+                return None;
+            }
+            std::mem::replace(&mut *nick, Arc::from(new))
+        };
+        self.inner.history.append(EventBody::Nick {
+            peer_id: self.inner.me.peer_id.to_string(),
+            old: old.to_string(),
+            new: new.to_owned(),
+        });
+        *seq += 1;
+        let line = self.line(MessageType::Join, nick_change_content(&old, new), *seq);
+        self.fan_out(line).await;
+        Some(old.to_string())
+    }
+
+    /// Says goodbye on every link; part of shutdown, bounded in time.
+    pub async fn leave_all(&self) {
+        let send = async {
+            let mut seq = self.inner.outbox.lock().await;
+            *seq += 1;
+            let nick = self.nick();
+            let line = self.line(MessageType::Leave, format!("{nick} left the chat"), *seq);
+            self.fan_out(line).await;
+        };
+        if timeout(LEAVE_WAIT, send).await.is_err() {
+            tracing::warn!("could not hand our leave to every link in time");
+        }
+    }
+
+    /// Stops dialers and closes every link after a last flush.
+    pub fn close(&self) {
+        self.inner.cancel.cancel();
+        self.table().close_all();
+    }
+
+    /// Hands `line` to every link. A link whose inbox is full makes this one
+    /// caller wait (backpressure on whoever floods); a link that stops
+    /// reading altogether is dropped by its own writer after
+    /// `Timing::write_stall`, which ends the wait.
+    async fn fan_out(&self, line: Bytes) {
+        let targets = self.table().targets();
+        for tx in targets.iter() {
+            match tx.try_send(line.clone()) {
+                Ok(()) | Err(TrySendError::Closed(_)) => {}
+                Err(TrySendError::Full(line)) => {
+                    let _ = tx.send(line).await;
+                }
+            }
+        }
+    }
+
+    /// One of our own lines (not a chat line).
+    fn line(&self, kind: MessageType, content: String, seq: u64) -> Bytes {
+        let nick = self.nick();
+        Bytes::from(
+            PeerMessage::new(
+                kind,
+                new_message_id(),
+                &self.inner.me.peer_id,
+                &nick,
+                content,
+                Utc::now(),
+                seq,
+            )
+            .encode(),
+        )
+    }
+
+    /// Our identifying `join` (sequence 0), with our metadata.
+    pub(crate) fn identifying_join(&self) -> Vec<u8> {
+        let nick = self.nick();
+        let mut msg = PeerMessage::new(
+            MessageType::Join,
+            new_message_id(),
+            &self.inner.me.peer_id,
+            &nick,
+            format!("{nick} joined the chat"),
+            Utc::now(),
+            0,
+        );
+        msg.metadata = Some(PeerMeta::ours(
+            self.inner
+                .timing
+                .heartbeat
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX),
+        ));
+        debug_assert_eq!(
+            msg.metadata.as_ref().and_then(|m| m.proto.as_deref()),
+            Some(PROTO_TAG)
+        );
+        msg.encode()
+    }
+
+    /// The dialer's second `join`, which a Go acceptor shows as our arrival.
+    pub(crate) async fn hello_join(&self) -> Bytes {
+        let mut seq = self.inner.outbox.lock().await;
+        *seq += 1;
+        let nick = self.nick();
+        self.line(MessageType::Join, format!("{nick} joined the chat"), *seq)
+    }
+
+    /// A heartbeat line; per link, outside the sequence.
+    pub(crate) fn heartbeat(&self) -> Bytes {
+        self.line(MessageType::Heartbeat, String::new(), 0)
+    }
+
+    pub(crate) fn table_op<R>(&self, f: impl FnOnce(&mut Table, &History) -> R) -> R {
+        let mut t = self.table();
+        f(&mut t, &self.inner.history)
+    }
+
+    pub(crate) fn topology_changed(&self) {
+        self.inner.topology.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    pub(crate) fn watch_topology(&self) -> watch::Receiver<u64> {
+        self.inner.topology.subscribe()
+    }
+
+    /// A link ended: file it, and redial its peer if that is our job.
+    pub(crate) fn link_closed(&self, id: table::LinkId, reason: &str) {
+        let redial = {
+            let mut t = self.table();
+            let peer = t.closed(id, reason, Instant::now(), &self.inner.history);
+            peer.and_then(|p| t.claim_dial(&p).map(|d| (p, d)))
+        };
+        self.topology_changed();
+        if let Some((peer, dialer)) = redial
+            && !self.inner.cancel.is_cancelled()
+        {
+            self.spawn(dial::discovered(self.clone(), peer, dialer));
+        }
+    }
+
+    /// Accepts peers' connections until the mesh stops. Only handshakes
+    /// are limited here; the table limits links.
+    pub async fn serve_peers(self, listener: TcpListener) {
+        let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+        let cancel = self.inner.cancel.clone();
+        loop {
+            let permit = tokio::select! {
+                () = cancel.cancelled() => break,
+                p = handshakes.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let (stream, remote) = tokio::select! {
+                () = cancel.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of descriptors and the like: back off, retry.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::select! {
+                            () = cancel.cancelled() => break,
+                            () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                        }
+                    }
+                },
+            };
+            self.spawn(link::accept(self.clone(), stream, remote, permit));
+        }
+    }
+}
+
+/// Connections accepted but not yet identified. Each may hold a 64 KiB
+/// line buffer for the handshake timeout.
+const MAX_HANDSHAKES: usize = 64;
+
+/// A fresh message id: 16 lowercase hex characters, like the Go peer's.
+pub(crate) fn new_message_id() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+/// A fresh peer id for this daemon's life: `<nick>_<8 hex>`. Unique per
+/// start, so clients can tell a restarted daemon by it.
+pub fn new_peer_id(nick: &str) -> String {
+    format!("{nick}_{:08x}", fastrand::u32(..))
+}
+
+/// Counts lines a link received, shared between its reader and writer.
+#[derive(Debug, Default)]
+pub(crate) struct LinkStats {
+    pub lines: AtomicU64,
+    /// Milliseconds after the link opened when bytes last arrived.
+    pub last_rx_ms: AtomicU64,
+}
+
+impl LinkStats {
+    pub(crate) fn lines(&self) -> u64 {
+        self.lines.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn test_mesh() -> Mesh {
+        Mesh::new(
+            Arc::from("me_00000000"),
+            "me",
+            1,
+            Arc::new(History::new(10)),
+            Timing::default(),
+            TaskTracker::new(),
+            CancellationToken::new(),
+        )
+    }
+}

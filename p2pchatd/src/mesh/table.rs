@@ -1,0 +1,614 @@
+//! Who we know and which link carries each of them.
+//!
+//! The table is plain data under the mesh's lock: every change to a peer's
+//! link state happens here, in one place, together with the join/leave/nick
+//! event it causes, so history never disagrees with `peers`. It decides the
+//! one-link-per-pair rule (PROTOCOL §3) and when a peer needs dialing; the
+//! mesh acts on what it returns.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use shared::api::{LinkDirection, PeerInfo, PeerKind};
+use shared::event::EventBody;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::history::History;
+
+/// Identifies one TCP link for its whole life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct LinkId(pub u64);
+
+impl std::fmt::Display for LinkId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// A peer heard on the discovery group.
+#[derive(Debug, Clone)]
+pub struct Sighting {
+    pub peer_id: String,
+    pub nick: String,
+    /// Datagram source IP with the announced port.
+    pub addr: SocketAddr,
+    /// `announce`/`ping`/`pong` (true) or `leave` (false).
+    pub alive: bool,
+    /// It carried our metadata: a p2pchatd peer that will answer our dial.
+    pub p2pchatd: bool,
+}
+
+#[derive(Debug)]
+struct Peer {
+    nick: String,
+    dial_addr: Option<SocketAddr>,
+    last_seen: Instant,
+    kind: Option<PeerKind>,
+    link: Option<LinkId>,
+    /// The dial loop that serves it, if one runs.
+    dialing: Option<u64>,
+    /// It said goodbye; not redialed, and its stale announces are ignored
+    /// until it is forgotten.
+    quit: bool,
+}
+
+#[derive(Debug)]
+struct Link {
+    peer: Option<Arc<str>>,
+    direction: LinkDirection,
+    remote: SocketAddr,
+    tx: mpsc::Sender<Bytes>,
+    close: CancellationToken,
+}
+
+/// A link as it is registered.
+pub(crate) struct NewLink {
+    pub direction: LinkDirection,
+    pub remote: SocketAddr,
+    /// Known at once for accepted links and identified dials; `None` for a
+    /// `--peer` dial to a silent (Go) acceptor until its first line.
+    pub peer: Option<PeerIdentity>,
+    pub tx: mpsc::Sender<Bytes>,
+    pub close: CancellationToken,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PeerIdentity {
+    pub id: Arc<str>,
+    pub nick: String,
+    pub kind: PeerKind,
+}
+
+/// Why a link was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refused {
+    #[error("the link leads to ourselves")]
+    SelfLink,
+    #[error("a better link to this peer exists")]
+    Duplicate,
+    #[error("too many links")]
+    Full,
+}
+
+/// Links beyond this are refused: a LAN room, not a botnet.
+pub(crate) const MAX_LINKS: usize = 512;
+
+pub(crate) struct Table {
+    me: Arc<str>,
+    peers: HashMap<Arc<str>, Peer>,
+    links: HashMap<LinkId, Link>,
+    next_link: u64,
+    next_dialer: u64,
+    /// Senders of the links our lines go to; rebuilt after a change.
+    targets: Option<Arc<[mpsc::Sender<Bytes>]>>,
+}
+
+/// The link a pair keeps is the one the smaller peer id dialed.
+fn canonical(me: &str, peer: &str, dir: LinkDirection) -> bool {
+    match dir {
+        LinkDirection::Dialed => me < peer,
+        LinkDirection::Accepted => peer < me,
+    }
+}
+
+/// Whether a new link replaces the current one: the canonical link wins; of
+/// two equal ones the newer wins, since the older is what a reconnecting peer
+/// has given up on (the Go peer does the same).
+pub(crate) fn new_link_wins(me: &str, peer: &str, old: LinkDirection, new: LinkDirection) -> bool {
+    canonical(me, peer, new) || !canonical(me, peer, old)
+}
+
+impl Table {
+    pub(crate) fn new(me: Arc<str>) -> Self {
+        Self {
+            me,
+            peers: HashMap::new(),
+            links: HashMap::new(),
+            next_link: 1,
+            next_dialer: 1,
+            targets: None,
+        }
+    }
+
+    /// Records a discovery datagram. Returns whether the peer is new (answer
+    /// it at once) and the id of a dial loop to start, if it needs one.
+    pub(crate) fn heard(
+        &mut self,
+        s: &Sighting,
+        now: Instant,
+        history: &History,
+    ) -> (bool, Option<u64>) {
+        if *s.peer_id == *self.me {
+            return (false, None);
+        }
+        if !s.alive {
+            if let Some(id) = self
+                .peers
+                .get_key_value(s.peer_id.as_str())
+                .map(|(k, _)| k.clone())
+            {
+                self.quit(&id, history);
+            }
+            return (false, None);
+        }
+        let kind = if s.p2pchatd {
+            PeerKind::P2pchatd
+        } else {
+            PeerKind::Go
+        };
+        let new = match self.peers.get_mut(s.peer_id.as_str()) {
+            Some(p) if p.quit => return (false, None),
+            Some(p) => {
+                p.last_seen = now;
+                if p.link.is_none() {
+                    // Linked peers change nick through their link only, so a
+                    // late datagram cannot undo a change.
+                    p.nick.clone_from(&s.nick);
+                    p.dial_addr = Some(s.addr);
+                    p.kind = Some(kind);
+                }
+                false
+            }
+            None => {
+                self.peers.insert(
+                    Arc::from(s.peer_id.as_str()),
+                    Peer {
+                        nick: s.nick.clone(),
+                        dial_addr: Some(s.addr),
+                        last_seen: now,
+                        kind: Some(kind),
+                        link: None,
+                        dialing: None,
+                        quit: false,
+                    },
+                );
+                true
+            }
+        };
+        (new, self.claim_dial(&s.peer_id))
+    }
+
+    /// If the peer needs dialing and nobody dials it yet, claims it for a
+    /// new dial loop and returns that loop's id: the caller starts it.
+    pub(crate) fn claim_dial(&mut self, peer: &str) -> Option<u64> {
+        let me = &*self.me;
+        let p = self.peers.get_mut(peer)?;
+        if me < peer && !p.quit && p.dialing.is_none() && p.link.is_none() && p.dial_addr.is_some()
+        {
+            let id = self.next_dialer;
+            self.next_dialer += 1;
+            p.dialing = Some(id);
+            Some(id)
+        } else {
+            None
+        }
+    }
+
+    /// Dial loop `dialer` asks where to dial next: `None` tells it to stop
+    /// (the peer is forgotten, quit, linked by its own dial, or served by a
+    /// newer loop) and releases its claim. The flag says whether the peer
+    /// will answer (p2pchatd) or stay silent (Go).
+    pub(crate) fn dial_plan(&mut self, peer: &str, dialer: u64) -> Option<(SocketAddr, bool)> {
+        let p = self.peers.get_mut(peer)?;
+        if p.dialing != Some(dialer) {
+            return None;
+        }
+        match p.dial_addr {
+            Some(addr) if !p.quit && p.link.is_none() => {
+                Some((addr, p.kind == Some(PeerKind::P2pchatd)))
+            }
+            _ => {
+                p.dialing = None;
+                None
+            }
+        }
+    }
+
+    /// Dial loop `dialer` ended (also when it was cancelled).
+    pub(crate) fn dial_stopped(&mut self, peer: &str, dialer: u64) {
+        if let Some(p) = self
+            .peers
+            .get_mut(peer)
+            .filter(|p| p.dialing == Some(dialer))
+        {
+            p.dialing = None;
+        }
+    }
+
+    /// Takes a new link. With its peer known it is attached at once.
+    pub(crate) fn register(
+        &mut self,
+        link: NewLink,
+        now: Instant,
+        history: &History,
+    ) -> Result<LinkId, Refused> {
+        if self.links.len() >= MAX_LINKS {
+            return Err(Refused::Full);
+        }
+        let id = LinkId(self.next_link);
+        self.next_link += 1;
+        let peer = link.peer;
+        self.links.insert(
+            id,
+            Link {
+                peer: None,
+                direction: link.direction,
+                remote: link.remote,
+                tx: link.tx,
+                close: link.close,
+            },
+        );
+        match peer {
+            Some(who) => self
+                .attach(id, who, now, history)
+                .map(|()| id)
+                .inspect_err(|_| {
+                    self.links.remove(&id);
+                }),
+            None => {
+                self.targets = None;
+                Ok(id)
+            }
+        }
+    }
+
+    /// Files a link under its peer, enforcing one link per pair.
+    pub(crate) fn attach(
+        &mut self,
+        id: LinkId,
+        who: PeerIdentity,
+        now: Instant,
+        history: &History,
+    ) -> Result<(), Refused> {
+        if *who.id == *self.me {
+            return Err(Refused::SelfLink);
+        }
+        let Some(direction) = self.links.get(&id).map(|l| l.direction) else {
+            return Err(Refused::Duplicate);
+        };
+        let peer = self.peers.entry(who.id.clone()).or_insert_with(|| Peer {
+            nick: who.nick.clone(),
+            dial_addr: None,
+            last_seen: now,
+            kind: None,
+            link: None,
+            dialing: None,
+            quit: false,
+        });
+        if let Some(old) = peer.link {
+            let old_dir = self
+                .links
+                .get(&old)
+                .map_or(LinkDirection::Accepted, |l| l.direction);
+            if !new_link_wins(&self.me, &who.id, old_dir, direction) {
+                return Err(Refused::Duplicate);
+            }
+            if let Some(old_link) = self.links.remove(&old) {
+                tracing::info!(peer = %who.id, old = %old, new = %id, "link replaced");
+                old_link.close.cancel();
+            }
+        }
+        let was_connected = peer.link.is_some();
+        peer.link = Some(id);
+        peer.kind = Some(who.kind);
+        peer.last_seen = now;
+        peer.quit = false;
+        if let Some(link) = self.links.get_mut(&id) {
+            link.peer = Some(who.id.clone());
+            if peer.dial_addr.is_none() && direction == LinkDirection::Dialed {
+                peer.dial_addr = Some(link.remote);
+            }
+        }
+        self.targets = None;
+        if !was_connected {
+            peer.nick.clone_from(&who.nick);
+            history.append(EventBody::Join {
+                peer_id: who.id.to_string(),
+                nick: who.nick,
+            });
+        }
+        Ok(())
+    }
+
+    /// A link ended. Returns its peer when that peer now has no link.
+    pub(crate) fn closed(
+        &mut self,
+        id: LinkId,
+        reason: &str,
+        now: Instant,
+        history: &History,
+    ) -> Option<Arc<str>> {
+        let link = self.links.remove(&id)?;
+        self.targets = None;
+        let who = link.peer?;
+        let peer = self.peers.get_mut(&who)?;
+        if peer.link != Some(id) {
+            return None; // a replaced link
+        }
+        peer.link = None;
+        peer.last_seen = now;
+        if !peer.quit {
+            history.append(EventBody::Leave {
+                peer_id: who.to_string(),
+                nick: peer.nick.clone(),
+                reason: Some(reason.to_owned()),
+            });
+        }
+        Some(who)
+    }
+
+    /// The peer said goodbye (on its link or on multicast): one leave event,
+    /// its link closed, no redial.
+    pub(crate) fn quit(&mut self, id: &str, history: &History) {
+        let Some(peer) = self.peers.get_mut(id) else {
+            return;
+        };
+        if peer.quit {
+            return;
+        }
+        peer.quit = true;
+        if let Some(link) = peer.link.and_then(|l| self.links.get(&l)) {
+            link.close.cancel();
+            history.append(EventBody::Leave {
+                peer_id: id.to_owned(),
+                nick: peer.nick.clone(),
+                reason: Some("quit".to_owned()),
+            });
+        }
+    }
+
+    /// A linked peer's nick changed. Returns the old nick when it did.
+    pub(crate) fn renamed(&mut self, id: &str, new: &str, history: &History) -> Option<String> {
+        let peer = self.peers.get_mut(id)?;
+        if peer.nick == new {
+            return None;
+        }
+        let old = std::mem::replace(&mut peer.nick, new.to_owned());
+        history.append(EventBody::Nick {
+            peer_id: id.to_owned(),
+            old: old.clone(),
+            new: new.to_owned(),
+        });
+        Some(old)
+    }
+
+    /// Forgets unlinked peers not seen for `expiry`.
+    pub(crate) fn expire(&mut self, now: Instant, expiry: Duration) {
+        self.peers
+            .retain(|_, p| p.link.is_some() || now.duration_since(p.last_seen) < expiry);
+    }
+
+    /// The senders our own lines go to: every link but replaced ones.
+    pub(crate) fn targets(&mut self) -> Arc<[mpsc::Sender<Bytes>]> {
+        self.targets
+            .get_or_insert_with(|| self.links.values().map(|l| l.tx.clone()).collect())
+            .clone()
+    }
+
+    pub(crate) fn is_linked(&self, peer: &str) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.link.is_some())
+    }
+
+    /// Closes every link (shutdown).
+    pub(crate) fn close_all(&self) {
+        for l in self.links.values() {
+            l.close.cancel();
+        }
+    }
+
+    pub(crate) fn connected(&self) -> usize {
+        self.peers.values().filter(|p| p.link.is_some()).count()
+    }
+
+    /// Peers known, not counting those that said goodbye.
+    pub(crate) fn known(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| !p.quit || p.link.is_some())
+            .count()
+    }
+
+    pub(crate) fn peers(&self, now: Instant) -> Vec<PeerInfo> {
+        let mut out: Vec<PeerInfo> = self
+            .peers
+            .iter()
+            // Peers that said goodbye are kept only to ignore their late
+            // announces; they are not shown.
+            .filter(|(_, p)| !p.quit || p.link.is_some())
+            .map(|(id, p)| {
+                let link = p.link.and_then(|l| self.links.get(&l));
+                PeerInfo {
+                    peer_id: id.to_string(),
+                    nick: p.nick.clone(),
+                    addr: p
+                        .dial_addr
+                        .or(link.map(|l| l.remote))
+                        .map(|a| a.to_string()),
+                    connected: link.is_some(),
+                    link: link.map(|l| l.direction),
+                    kind: p.kind,
+                    last_seen_ms: Some(
+                        if link.is_some() {
+                            Duration::ZERO
+                        } else {
+                            now.duration_since(p.last_seen)
+                        }
+                        .as_millis()
+                        .try_into()
+                        .unwrap_or(u64::MAX),
+                    ),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.nick.cmp(&b.nick).then_with(|| a.peer_id.cmp(&b.peer_id)));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use LinkDirection::{Accepted, Dialed};
+
+    #[test]
+    fn the_smaller_ids_dial_wins_else_the_newer() {
+        // me = "b"; peer "a" is smaller, so the canonical link is the one
+        // "a" dialed, which we accepted.
+        assert!(!new_link_wins("b", "a", Accepted, Dialed));
+        assert!(new_link_wins("b", "a", Dialed, Accepted));
+        assert!(new_link_wins("b", "a", Accepted, Accepted));
+        assert!(new_link_wins("b", "a", Dialed, Dialed));
+        // me = "a", peer "b": our dial is canonical.
+        assert!(new_link_wins("a", "b", Accepted, Dialed));
+        assert!(!new_link_wins("a", "b", Dialed, Accepted));
+        // Both ends agree on the survivor of two simultaneous links.
+        for (old_a, new_a) in [(Dialed, Accepted), (Accepted, Dialed)] {
+            let flip = |d| if d == Dialed { Accepted } else { Dialed };
+            // The same physical links seen from "b": directions flip.
+            let a_keeps_new = new_link_wins("a", "b", old_a, new_a);
+            let b_keeps_new = new_link_wins("b", "a", flip(old_a), flip(new_a));
+            assert_eq!(a_keeps_new, b_keeps_new);
+        }
+    }
+
+    fn link(
+        table: &mut Table,
+        dir: LinkDirection,
+        peer: Option<&str>,
+        h: &History,
+    ) -> (
+        Result<LinkId, Refused>,
+        CancellationToken,
+        mpsc::Receiver<Bytes>,
+    ) {
+        let (tx, rx) = mpsc::channel(1);
+        let close = CancellationToken::new();
+        let r = table.register(
+            NewLink {
+                direction: dir,
+                remote: "127.0.0.1:1".parse().unwrap(),
+                peer: peer.map(|p| PeerIdentity {
+                    id: p.into(),
+                    nick: format!("nick-{p}"),
+                    kind: PeerKind::P2pchatd,
+                }),
+                tx,
+                close: close.clone(),
+            },
+            Instant::now(),
+            h,
+        );
+        (r, close, rx)
+    }
+
+    fn kinds(h: &History) -> Vec<String> {
+        let mut out = Vec::new();
+        h.page_json(100, None, &mut out);
+        let evs: Vec<shared::event::Event> = serde_json::from_slice(&out).unwrap();
+        evs.iter().map(|e| e.body.kind().to_owned()).collect()
+    }
+
+    #[test]
+    fn duplicate_links_resolve_to_one_with_one_join() {
+        let h = History::new(100);
+        let mut t = Table::new("b".into());
+        let (l1, c1, _r1) = link(&mut t, Dialed, Some("a"), &h);
+        assert!(l1.is_ok());
+        // "a" dials us: canonical, replaces ours.
+        let (l2, c2, _r2) = link(&mut t, Accepted, Some("a"), &h);
+        assert!(l2.is_ok() && c1.is_cancelled() && !c2.is_cancelled());
+        // Our second dial loses against the canonical link.
+        let (l3, _c3, _r3) = link(&mut t, Dialed, Some("a"), &h);
+        assert_eq!(l3, Err(Refused::Duplicate));
+        assert_eq!(t.connected(), 1);
+        assert_eq!(t.targets().len(), 1);
+        // The replaced link's end is silent; the live one's is a leave.
+        assert_eq!(t.closed(l1.unwrap(), "x", Instant::now(), &h), None);
+        assert_eq!(
+            t.closed(l2.unwrap(), "gone", Instant::now(), &h).as_deref(),
+            Some("a")
+        );
+        assert_eq!(kinds(&h), vec!["join", "leave"]);
+    }
+
+    #[test]
+    fn self_links_are_refused() {
+        let h = History::new(10);
+        let mut t = Table::new("me".into());
+        assert_eq!(
+            link(&mut t, Accepted, Some("me"), &h).0,
+            Err(Refused::SelfLink)
+        );
+        assert_eq!(t.targets().len(), 0);
+    }
+
+    #[test]
+    fn only_the_smaller_id_dials_and_quit_peers_stay_quiet() {
+        let h = History::new(10);
+        let mut t = Table::new("m".into());
+        let now = Instant::now();
+        let s = |id: &str, alive| Sighting {
+            peer_id: id.into(),
+            nick: id.into(),
+            addr: "127.0.0.1:9".parse().unwrap(),
+            alive,
+            p2pchatd: true,
+        };
+        assert_eq!(t.heard(&s("z", true), now, &h), (true, Some(1)));
+        assert_eq!(
+            t.heard(&s("z", true), now, &h),
+            (false, None),
+            "already dialing"
+        );
+        assert_eq!(t.heard(&s("a", true), now, &h), (true, None), "a dials us");
+        assert_eq!(t.heard(&s("m", true), now, &h), (false, None), "ourselves");
+        assert_eq!(t.dial_plan("z", 1).map(|p| p.1), Some(true));
+        assert_eq!(t.dial_plan("z", 7), None, "not this loop's peer");
+        let (l, _c, _r) = link(&mut t, Dialed, Some("z"), &h);
+        assert_eq!(t.dial_plan("z", 1), None, "linked: the dialer stops");
+        t.heard(&s("z", false), now, &h);
+        assert_eq!(t.closed(l.unwrap(), "eof", now, &h).as_deref(), Some("z"));
+        assert_eq!(kinds(&h), vec!["join", "leave"], "one leave, the quit");
+        assert_eq!(
+            t.heard(&s("z", true), now, &h),
+            (false, None),
+            "a late announce"
+        );
+        t.expire(now + Duration::from_secs(31), Duration::from_secs(30));
+        assert_eq!(t.known(), 0);
+    }
+
+    #[test]
+    fn renames_once() {
+        let h = History::new(10);
+        let mut t = Table::new("m".into());
+        let _l = link(&mut t, Accepted, Some("a"), &h);
+        assert_eq!(t.renamed("a", "amy", &h).as_deref(), Some("nick-a"));
+        assert_eq!(t.renamed("a", "amy", &h), None);
+        assert_eq!(kinds(&h), vec!["join", "nick"]);
+    }
+}

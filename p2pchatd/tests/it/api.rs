@@ -1,0 +1,336 @@
+//! The local API: resuming by cursor, slow subscribers, errors, the socket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use shared::api::{Call, SayParams, SayResult, code};
+use shared::event::EventBody;
+
+use crate::support::*;
+
+const T: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn a_client_that_resumes_from_its_cursor_gets_exactly_what_it_missed() {
+    let net = TestNet::new();
+    let a = net.daemon("alice").await;
+    let b = net.daemon_with("bob", &["--history", "5000"]).await;
+    wait_full_mesh(&[&a, &b], T).await;
+
+    let mut sub = b.subscribe(None).await;
+    for i in 0..5 {
+        a.say(&format!("before {i}")).await;
+    }
+    let seen = sub.messages(5, T).await;
+    let last = seen.last().unwrap().cursor;
+    drop(sub);
+
+    let client = a.client().await;
+    let mut pending = Vec::new();
+    for i in 0..1000 {
+        pending.push(
+            client
+                .send(&Call::Say(SayParams {
+                    text: format!("missed {i}"),
+                    action: false,
+                }))
+                .await
+                .unwrap(),
+        );
+    }
+    for p in pending {
+        p.wait::<SayResult>().await.unwrap();
+    }
+    // All 1000 have reached bob before the client comes back.
+    wait_until("bob to hold the 1000", T, || async {
+        let h: shared::api::HistoryResult = b
+            .client()
+            .await
+            .call(&Call::History(shared::api::HistoryParams {
+                limit: Some(1),
+                before: None,
+            }))
+            .await
+            .ok()?;
+        (h.events.first().map(|e| text(e).to_owned()) == Some("missed 999".into())).then_some(())
+    })
+    .await;
+
+    let mut back = b.subscribe(Some(last)).await;
+    a.say("marker").await;
+    let got = back.messages(1001, T).await;
+    let texts: Vec<&str> = got.iter().map(text).collect();
+    let want: Vec<String> = (0..1000)
+        .map(|i| format!("missed {i}"))
+        .chain(["marker".into()])
+        .collect();
+    assert_eq!(texts, want, "none lost, none twice");
+    assert!(got[0].cursor > last);
+}
+
+/// Raw socket helpers, for what the typed client would never send.
+fn raw(socket: &std::path::Path) -> (UnixStream, BufReader<UnixStream>) {
+    let s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let r = BufReader::new(s.try_clone().unwrap());
+    (s, r)
+}
+
+fn roundtrip(w: &mut UnixStream, r: &mut BufReader<UnixStream>, line: &[u8]) -> Value {
+    w.write_all(line).unwrap();
+    w.write_all(b"\n").unwrap();
+    let mut reply = String::new();
+    r.read_line(&mut reply).unwrap();
+    serde_json::from_str(&reply).unwrap_or_else(|e| panic!("{reply:?}: {e}"))
+}
+
+// Two workers: bob's subscriber must read while this test floods alice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_reads_slows_nobody_and_later_gets_a_gap() {
+    let net = TestNet::new();
+    let a = net.daemon_with("alice", &["--history", "100"]).await;
+    let b = net.daemon("bob").await;
+    wait_full_mesh(&[&a, &b], T).await;
+    // Bob's subscriber reads all along, in its own task.
+    let n = 20_000;
+    let mut at_b = b.subscribe(None).await;
+    let reader = tokio::spawn(async move { at_b.messages(n, Duration::from_secs(60)).await });
+
+    // A subscriber on alice that never reads.
+    let (mut stuck, mut stuck_r) = raw(&a.socket);
+    let ok = roundtrip(
+        &mut stuck,
+        &mut stuck_r,
+        br#"{"jsonrpc":"2.0","id":1,"method":"subscribe"}"#,
+    );
+    assert!(ok["result"]["cursor"].is_u64(), "{ok}");
+
+    // Far more than its socket buffer and alice's ring hold.
+    let started = Instant::now();
+    let client = a.client().await;
+    let mut window = std::collections::VecDeque::new();
+    for i in 0..n {
+        window.push_back(
+            client
+                .send(&Call::Say(SayParams {
+                    text: format!("flood {i} {}", "x".repeat(100)),
+                    action: false,
+                }))
+                .await
+                .unwrap(),
+        );
+        if window.len() == 256 {
+            window
+                .pop_front()
+                .unwrap()
+                .wait::<SayResult>()
+                .await
+                .unwrap();
+        }
+    }
+    for p in window {
+        p.wait::<SayResult>().await.unwrap();
+    }
+    eprintln!(
+        "{n} says with a stuck subscriber took {:?}",
+        started.elapsed()
+    );
+    // The mesh kept flowing: bob got every one.
+    let got = reader.await.unwrap();
+    assert_eq!(
+        text(&got[n - 1]),
+        format!("flood {} {}", n - 1, "x".repeat(100))
+    );
+
+    // The stuck subscriber reads at last: what fit in its socket, then a gap.
+    let mut found_gap = None;
+    for line in stuck_r.lines() {
+        let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if v["params"]["kind"] == "gap" {
+            found_gap = Some(v["params"].clone());
+            break;
+        }
+    }
+    let gap = found_gap.expect("a gap event");
+    assert!(gap["missed"].as_u64().unwrap() > 0, "{gap}");
+    drop(stuck);
+    // alice still answers.
+    assert_eq!(a.status().await.nick, "alice");
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors_and_the_connection_keeps_serving() {
+    let net = TestNet::new();
+    let a = net.daemon("alice").await;
+    let (mut w, mut r) = raw(&a.socket);
+    let err = |v: &Value| {
+        v["error"]["code"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("not an error: {v}"))
+    };
+
+    let cases: Vec<(Vec<u8>, i64)> = vec![
+        (b"{ this is not json".to_vec(), code::PARSE_ERROR),
+        (
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"status\",".to_vec(),
+            code::PARSE_ERROR,
+        ),
+        (b"\xff\xfe garbage".to_vec(), code::PARSE_ERROR),
+        (br#"[1,2,3]"#.to_vec(), code::INVALID_REQUEST),
+        (
+            br#"{"id":1,"method":"status"}"#.to_vec(),
+            code::INVALID_REQUEST,
+        ),
+        (
+            br#"{"jsonrpc":"2.0","id":1}"#.to_vec(),
+            code::INVALID_REQUEST,
+        ),
+        (
+            br#"{"jsonrpc":"2.0","id":1,"method":"launch"}"#.to_vec(),
+            code::METHOD_NOT_FOUND,
+        ),
+        (
+            br#"{"jsonrpc":"2.0","id":1,"method":"say"}"#.to_vec(),
+            code::INVALID_PARAMS,
+        ),
+        (
+            br#"{"jsonrpc":"2.0","id":1,"method":"say","params":{"txt":"hi"}}"#.to_vec(),
+            code::INVALID_PARAMS,
+        ),
+        (
+            br#"{"jsonrpc":"2.0","id":1,"method":"history","params":{"limit":"ten"}}"#.to_vec(),
+            code::INVALID_PARAMS,
+        ),
+        (
+            br#"{"jsonrpc":"2.0","id":1,"method":"say","params":{"text":""}}"#.to_vec(),
+            code::INVALID_TEXT,
+        ),
+        (
+            br#"{"jsonrpc":"2.0","id":1,"method":"say","params":{"text":"a\u001b[2Jb"}}"#.to_vec(),
+            code::INVALID_TEXT,
+        ),
+        (
+            br#"{"jsonrpc":"2.0","id":1,"method":"say","params":{"text":"two\nlines"}}"#.to_vec(),
+            code::INVALID_TEXT,
+        ),
+        (
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"say","params":{{"text":"{}"}}}}"#,
+                "x".repeat(4097)
+            )
+            .into_bytes(),
+            code::INVALID_TEXT,
+        ),
+        (
+            br#"{"jsonrpc":"2.0","id":1,"method":"nick","params":{"name":"two words"}}"#.to_vec(),
+            code::INVALID_NICK,
+        ),
+        (
+            br#"{"jsonrpc":"2.0","id":1,"method":"nick","params":{"name":""}}"#.to_vec(),
+            code::INVALID_NICK,
+        ),
+        (
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"nick","params":{{"name":"{}"}}}}"#,
+                "n".repeat(21)
+            )
+            .into_bytes(),
+            code::INVALID_NICK,
+        ),
+        (
+            br#"{"jsonrpc":"2.0","id":1,"method":"subscribe","params":{"since":99999}}"#.to_vec(),
+            code::CURSOR_AHEAD,
+        ),
+        (vec![b'x'; 100 * 1024], code::INVALID_REQUEST),
+    ];
+    for (line, want) in &cases {
+        let v = roundtrip(&mut w, &mut r, line);
+        assert_eq!(
+            err(&v),
+            *want,
+            "{}: {v}",
+            String::from_utf8_lossy(&line[..line.len().min(80)])
+        );
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    // Same connection, still serving; the id comes back as sent.
+    let v = roundtrip(
+        &mut w,
+        &mut r,
+        br#"{"jsonrpc":"2.0","id":"abc","method":"status"}"#,
+    );
+    assert_eq!(v["id"], json!("abc"));
+    assert_eq!(v["result"]["nick"], json!("alice"));
+    // A notification gets no answer; the next request's does come.
+    w.write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"peers\"}\n")
+        .unwrap();
+    let v = roundtrip(
+        &mut w,
+        &mut r,
+        br#"{"jsonrpc":"2.0","id":7,"method":"peers"}"#,
+    );
+    assert_eq!(v["id"], json!(7));
+    assert!(v["result"].is_array());
+    // Pipelined requests are answered in order.
+    w.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"status\"}\n{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"peers\"}\n{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"history\"}\n").unwrap();
+    for want in 1..=3 {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["id"], json!(want));
+    }
+    // Nothing was said.
+    let h: shared::api::HistoryResult = a
+        .client()
+        .await
+        .call(&Call::History(Default::default()))
+        .await
+        .unwrap();
+    assert!(
+        h.events
+            .iter()
+            .all(|e| !matches!(e.body, EventBody::Message { .. }))
+    );
+}
+
+#[tokio::test]
+async fn the_socket_is_private_single_instance_and_reclaimed_after_a_crash() {
+    let net = TestNet::new();
+    let mut a = net.daemon("alice").await;
+    let folder = a.socket.parent().unwrap().to_owned();
+    assert_eq!(mode_of(&folder), 0o700);
+    assert_eq!(mode_of(&a.socket), 0o600);
+
+    // A second daemon on the same socket says so and exits 1.
+    let out = std::process::Command::new(daemon_bin())
+        .args(net.loopback_args())
+        .args(["--nick", "again", "--socket"])
+        .arg(&a.socket)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "p2pchatd already running (socket {})",
+            a.socket.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(a.status().await.nick, "alice", "the first one is unharmed");
+
+    // kill -9 leaves the socket file; the next daemon reclaims it.
+    a.signal(nix::sys::signal::Signal::SIGKILL);
+    a.exit_within(T).await;
+    assert!(a.socket.exists(), "a crash leaves the socket file");
+    let b = net.daemon("alice").await;
+    assert_eq!(b.socket, a.socket);
+    assert_eq!(b.status().await.nick, "alice");
+    assert_eq!(mode_of(&b.socket), 0o600);
+}

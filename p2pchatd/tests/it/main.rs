@@ -1,0 +1,9 @@
+//! Integration tests: real p2pchatd processes on real loopback sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+mod api;
+mod bad_input;
+mod go_peer;
+mod lifecycle;
+mod mesh;
+mod support;

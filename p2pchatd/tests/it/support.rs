@@ -1,0 +1,353 @@
+//! Real daemons on loopback for the integration tests: each test gets its
+//! own multicast group and port, and each daemon its own temp socket.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use p2pchat_tui::client::{Client, ClientError};
+use shared::api::{Call, PeerInfo, StatusInfo, SubscribeParams, SubscribeResult};
+use shared::event::{Event, EventBody};
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+
+/// The daemon binary: cargo names it for p2pchatd's own tests; the
+/// client's tests find it beside their own binaries (`make test` builds
+/// the whole workspace first).
+pub fn daemon_bin() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_p2pchatd") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("p2pchatd");
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace first (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Polls `check` every 10 ms until it yields a value; panics after `limit`
+/// saying what was awaited.
+pub async fn wait_until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A private network for one test: a multicast group and port nobody else
+/// uses, and a temp folder for sockets and logs.
+pub struct TestNet {
+    pub group: SocketAddrV4,
+    pub dir: TempDir,
+}
+
+impl TestNet {
+    pub fn new() -> Self {
+        // A free UDP port, and a random administratively scoped group.
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+            .expect("free udp port");
+        let group = Ipv4Addr::new(239, 255, fastrand::u8(1..255), fastrand::u8(1..255));
+        Self {
+            group: SocketAddrV4::new(group, port),
+            dir: tempfile::Builder::new()
+                .prefix("p2pchat-it-")
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+
+    /// Arguments that pin a daemon to loopback and this net.
+    pub fn loopback_args(&self) -> Vec<String> {
+        [
+            "--interface",
+            "127.0.0.1",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--multicast",
+            &self.group.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    pub fn socket_for(&self, nick: &str) -> PathBuf {
+        self.dir.path().join(nick).join("p2pchatd.sock")
+    }
+
+    /// A daemon on this net, with discovery.
+    #[allow(dead_code)]
+    pub async fn daemon(&self, nick: &str) -> Daemon {
+        self.daemon_with(nick, &[]).await
+    }
+
+    /// A daemon on this net with extra flags (which may repeat ours).
+    pub async fn daemon_with(&self, nick: &str, extra: &[&str]) -> Daemon {
+        let d = self.spawn(nick, extra);
+        d.wait_ready().await;
+        d
+    }
+
+    /// Starts a daemon without waiting for it to answer.
+    pub fn spawn(&self, nick: &str, extra: &[&str]) -> Daemon {
+        let socket = self.socket_for(nick);
+        let log = self.dir.path().join(format!("{nick}.log"));
+        let mut args = self.loopback_args();
+        if extra.contains(&"--port") {
+            let i = args.iter().position(|a| a == "--port").expect("--port");
+            args.drain(i..i + 2);
+        }
+        args.extend(["--nick".into(), nick.into(), "--socket".into()]);
+        args.push(socket.display().to_string());
+        args.extend(["--log-level".into(), "debug".into()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new(daemon_bin())
+            .args(&args)
+            .env_remove("P2PCHAT_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn p2pchatd");
+        Daemon {
+            child,
+            socket,
+            log,
+            nick: nick.to_owned(),
+        }
+    }
+}
+
+/// A p2pchatd process; killed when dropped (its log is printed if the test
+/// failed).
+pub struct Daemon {
+    child: Child,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    pub nick: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("----- log of {} -----\n{log}", self.nick);
+        }
+    }
+}
+
+impl Daemon {
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn signal(&self, s: Signal) {
+        kill(self.pid(), s).expect("signal");
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
+        let child = &mut self.child;
+        wait_until("the daemon to exit", limit, || {
+            let r = child.try_wait().expect("try_wait");
+            async move { r }
+        })
+        .await
+    }
+
+    async fn wait_ready(&self) {
+        let socket = self.socket.clone();
+        wait_until(
+            &format!("{} to answer", self.nick),
+            Duration::from_secs(10),
+            || {
+                let socket = socket.clone();
+                async move {
+                    let c = Client::connect(&socket).await.ok()?;
+                    c.call::<StatusInfo>(&Call::Status).await.ok()
+                }
+            },
+        )
+        .await;
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.socket).await.expect("connect")
+    }
+
+    pub async fn status(&self) -> StatusInfo {
+        self.client()
+            .await
+            .call(&Call::Status)
+            .await
+            .expect("status")
+    }
+
+    pub async fn peers(&self) -> Vec<PeerInfo> {
+        self.client().await.call(&Call::Peers).await.expect("peers")
+    }
+
+    pub async fn try_peers(&self) -> Result<Vec<PeerInfo>, ClientError> {
+        Client::connect(&self.socket)
+            .await?
+            .call(&Call::Peers)
+            .await
+    }
+
+    /// A live subscription (optionally resuming after `since`).
+    pub async fn subscribe(&self, since: Option<u64>) -> Subscriber {
+        let client = self.client().await;
+        let events = client.take_events().expect("events");
+        let _: SubscribeResult = client
+            .call(&Call::Subscribe(SubscribeParams { since }))
+            .await
+            .expect("subscribe");
+        Subscriber {
+            _client: client,
+            events,
+        }
+    }
+
+    pub async fn say(&self, text: &str) {
+        let _: shared::api::SayResult = self
+            .client()
+            .await
+            .call(&Call::Say(shared::api::SayParams {
+                text: text.into(),
+                action: false,
+            }))
+            .await
+            .expect("say");
+    }
+}
+
+/// A subscription's event stream.
+pub struct Subscriber {
+    /// Keeps the connection open.
+    _client: Client,
+    pub events: mpsc::Receiver<Event>,
+}
+
+impl Subscriber {
+    /// Skips events until one matches `pred`, within `limit`.
+    pub async fn until(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut pred: impl FnMut(&Event) -> bool,
+    ) -> Event {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let e = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("timed out after {limit:?} waiting for {what}"))
+                .expect("stream open");
+            if pred(&e) {
+                return e;
+            }
+        }
+    }
+
+    /// Collects `n` chat messages, skipping joins and the like; a gap
+    /// means messages were lost and fails the test.
+    pub async fn messages(&mut self, n: usize, limit: Duration) -> Vec<Event> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let e = self
+                .until(&format!("message {} of {n}", out.len() + 1), limit, |e| {
+                    matches!(e.body, EventBody::Message { .. } | EventBody::Gap { .. })
+                })
+                .await;
+            assert!(
+                !matches!(e.body, EventBody::Gap { .. }),
+                "lost messages: {e:?}"
+            );
+            out.push(e);
+        }
+        out
+    }
+}
+
+/// Text of a message event.
+pub fn text(e: &Event) -> &str {
+    match &e.body {
+        EventBody::Message { text, .. } => text,
+        _ => "",
+    }
+}
+
+/// Waits until every daemon sees all the others connected.
+pub async fn wait_full_mesh(daemons: &[&Daemon], limit: Duration) {
+    let want = daemons.len() - 1;
+    for d in daemons {
+        wait_until(
+            &format!("{} to link with {want} peers", d.nick),
+            limit,
+            || async {
+                let peers = d.try_peers().await.ok()?;
+                (peers.iter().filter(|p| p.connected).count() == want).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+/// Established TCP connections whose local port is `port` (links a daemon
+/// accepted), read from /proc/net/tcp.
+pub fn established_on(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.len() > 3
+                && cols[3] == "01"
+                && cols[1]
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                    == Some(port)
+        })
+        .count()
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free tcp port")
+}
+
+pub fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+}
