@@ -1,0 +1,282 @@
+//! The shell commands: `say`, `tail`, `peers`, `nick`, `status`, `stop`.
+//! They speak to the daemon through [`crate::client`] and never touch the
+//! terminal UI.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use shared::api::{
+    Call, HistoryParams, HistoryResult, NickParams, NickResult, PeerInfo, SayParams, SayResult,
+    ShutdownResult, StatusInfo, SubscribeParams, SubscribeResult,
+};
+use shared::event::Event;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::client::{Client, ClientError, Pending};
+use crate::format;
+
+/// Says sent before waiting for the oldest answer (`say -`).
+const SAY_WINDOW: usize = 256;
+/// How long `stop` waits for the daemon to be gone.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send a line to everyone; `say -` sends each line of stdin
+    Say(SayArgs),
+    /// Print recent events; with -f, keep printing new ones
+    Tail(TailArgs),
+    /// List known peers and their links
+    Peers {
+        /// One JSON array
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change your nick
+    Nick {
+        /// 1-20 characters, no whitespace
+        name: String,
+    },
+    /// Show the daemon's state
+    Status {
+        /// One JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the daemon (it says goodbye to everyone)
+    Stop,
+}
+
+#[derive(Debug, Args)]
+pub struct SayArgs {
+    /// The words to send (joined by spaces), or `-` for stdin
+    #[arg(required = true, num_args = 1.., allow_hyphen_values = true, value_name = "TEXT")]
+    pub text: Vec<String>,
+    /// Send as an action, like IRC's /me
+    #[arg(long)]
+    pub me: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// How many held events to print first
+    #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = 10)]
+    pub lines: usize,
+    /// Keep printing events as they happen
+    #[arg(short, long)]
+    pub follow: bool,
+    /// One JSON event per line (the schema in the README)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Why a command failed; decides the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CommandError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Client(ClientError::NotRunning(_)) => ExitCode::from(2),
+            _ => ExitCode::from(1),
+        }
+    }
+}
+
+/// Output that stops quietly when the reader goes away (`| head`).
+fn emit(text: &str) -> Result<(), CommandError> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(CommandError::Client(e.into())),
+        Ok(()) => Ok(()),
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, CommandError> {
+    serde_json::to_string(v).map_err(|e| CommandError::Client(e.into()))
+}
+
+pub async fn run(socket: &Path, command: Command) -> Result<(), CommandError> {
+    let client = Client::connect(socket).await?;
+    match command {
+        Command::Say(a) => say(&client, a).await,
+        Command::Tail(a) => tail(&client, a).await,
+        Command::Peers { json: as_json } => {
+            let peers: Vec<PeerInfo> = client.call(&Call::Peers).await?;
+            if as_json {
+                emit(&(json(&peers)? + "\n"))
+            } else {
+                emit(&format::peers_table(&peers))
+            }
+        }
+        Command::Nick { name } => {
+            let r: NickResult = client.call(&Call::Nick(NickParams { name })).await?;
+            if r.old == r.new {
+                emit(&format!("your nick is already {}\n", r.new))
+            } else {
+                emit(&format!("{} is now known as {}\n", r.old, r.new))
+            }
+        }
+        Command::Status { json: as_json } => {
+            let s: StatusInfo = client.call(&Call::Status).await?;
+            warn_on_version(&s.version);
+            if as_json {
+                emit(&(json(&s)? + "\n"))
+            } else {
+                emit(&format::status_text(&s))
+            }
+        }
+        Command::Stop => stop(&client, socket).await,
+    }
+}
+
+/// Warns when the daemon runs another version than this client.
+#[allow(clippy::print_stderr)]
+pub fn warn_on_version(daemon: &str) {
+    let ours = env!("CARGO_PKG_VERSION");
+    if daemon != ours {
+        eprintln!("p2pchat: warning: p2pchatd is version {daemon}, this client is {ours}");
+    }
+}
+
+async fn say(client: &Client, a: SayArgs) -> Result<(), CommandError> {
+    if a.text != ["-"] {
+        let text = a.text.join(" ");
+        let _: SayResult = client
+            .call(&Call::Say(SayParams { text, action: a.me }))
+            .await?;
+        return Ok(());
+    }
+    let mut stdin = BufReader::new(tokio::io::stdin());
+    let mut line = Vec::new();
+    let mut n = 0usize;
+    let mut window: std::collections::VecDeque<(usize, Pending)> = Default::default();
+    let mut refused = 0usize;
+    loop {
+        line.clear();
+        let read = stdin
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(|e| CommandError::Client(e.into()))?;
+        if read == 0 {
+            break;
+        }
+        n += 1;
+        while matches!(line.last(), Some(b'\n' | b'\r')) {
+            line.pop();
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let Ok(text) = String::from_utf8(line.clone()) else {
+            report(n, "not valid UTF-8");
+            refused += 1;
+            continue;
+        };
+        if window.len() == SAY_WINDOW
+            && let Some((k, p)) = window.pop_front()
+        {
+            refused += settle(k, p).await?;
+        }
+        let pending = client
+            .send(&Call::Say(SayParams { text, action: a.me }))
+            .await?;
+        window.push_back((n, pending));
+    }
+    for (k, p) in window {
+        refused += settle(k, p).await?;
+    }
+    if refused > 0 {
+        return Err(CommandError::Failed(format!("{refused} line(s) not sent")));
+    }
+    Ok(())
+}
+
+/// Waits for one say; a refused line is reported and counted, a lost
+/// connection ends the command.
+async fn settle(line: usize, p: Pending) -> Result<usize, CommandError> {
+    match p.wait::<SayResult>().await {
+        Ok(_) => Ok(0),
+        Err(ClientError::Rpc(e)) => {
+            report(line, &e.message);
+            Ok(1)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[allow(clippy::print_stderr)]
+fn report(line: usize, why: &str) {
+    eprintln!("p2pchat: line {line} not sent: {why}");
+}
+
+async fn tail(client: &Client, a: TailArgs) -> Result<(), CommandError> {
+    let print = |e: &Event| -> Result<(), CommandError> {
+        if a.json {
+            emit(&(json(e)? + "\n"))
+        } else {
+            emit(&(format::event_line(e) + "\n"))
+        }
+    };
+    let mut last = None;
+    if a.lines > 0 {
+        let h: HistoryResult = client
+            .call(&Call::History(HistoryParams {
+                limit: Some(a.lines),
+                before: None,
+            }))
+            .await?;
+        for e in &h.events {
+            print(e)?;
+        }
+        last = Some(h.events.last().map_or(0, |e| e.cursor));
+    }
+    if !a.follow {
+        return Ok(());
+    }
+    let mut events = client
+        .take_events()
+        .ok_or_else(|| CommandError::Failed("event stream already taken".into()))?;
+    let _: SubscribeResult = client
+        .call(&Call::Subscribe(SubscribeParams { since: last }))
+        .await?;
+    while let Some(e) = events.recv().await {
+        print(&e)?;
+    }
+    Err(CommandError::Client(ClientError::Disconnected))
+}
+
+async fn stop(client: &Client, socket: &Path) -> Result<(), CommandError> {
+    let mut events = client.take_events();
+    let _: ShutdownResult = client.call(&Call::Shutdown).await?;
+    let gone = async {
+        // The connection closes first, the socket file goes last.
+        if let Some(ev) = events.as_mut() {
+            while ev.recv().await.is_some() {}
+        }
+        while socket.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(STOP_WAIT, gone)
+        .await
+        .map_err(|_| CommandError::Failed("p2pchatd did not stop within 5 s".into()))?;
+    emit("p2pchatd stopped\n")
+}
+
+/// The socket to use: `--socket`/`P2PCHAT_SOCKET`, else the default.
+pub fn socket_or_default(socket: Option<PathBuf>) -> PathBuf {
+    socket.unwrap_or_else(|| {
+        let xdg = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+        shared::paths::default_socket_path(xdg.as_deref(), nix::unistd::getuid().as_raw())
+    })
+}

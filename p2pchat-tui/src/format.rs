@@ -1,0 +1,203 @@
+//! Plain-text rendering of events and daemon state for the shell commands.
+
+use std::fmt::Write as _;
+
+use chrono::Local;
+use shared::api::{PeerInfo, PeerKind, StatusInfo};
+use shared::event::{Event, EventBody};
+
+/// Replaces control characters so nothing printed can drive the terminal.
+/// The daemon already cleans what peers send; this is the last line.
+pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().any(|c| c.is_control() && c != '\t') {
+        s.chars()
+            .map(|c| {
+                if c.is_control() && c != '\t' {
+                    '\u{FFFD}'
+                } else {
+                    c
+                }
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        s.into()
+    }
+}
+
+/// One event as an IRC-style line, in local time.
+pub fn event_line(e: &Event) -> String {
+    let time = e.ts.with_timezone(&Local).format("%H:%M:%S");
+    let body = match &e.body {
+        EventBody::Message {
+            nick, text, action, ..
+        } => {
+            if *action {
+                format!("* {} {}", clean(nick), clean(text))
+            } else {
+                format!("<{}> {}", clean(nick), clean(text))
+            }
+        }
+        EventBody::Join { peer_id, nick } => {
+            format!("--> {} ({}) joined", clean(nick), clean(peer_id))
+        }
+        EventBody::Leave { nick, reason, .. } => match reason {
+            Some(r) => format!("<-- {} left ({})", clean(nick), clean(r)),
+            None => format!("<-- {} left", clean(nick)),
+        },
+        EventBody::Nick { old, new, .. } => {
+            format!("-- {} is now known as {}", clean(old), clean(new))
+        }
+        EventBody::Gap { missed } => format!("-- {missed} events missed (reading too slowly)"),
+        EventBody::Other { kind } => format!("-- ({} event)", clean(kind)),
+    };
+    format!("{time} {body}")
+}
+
+/// The `peers` table.
+pub fn peers_table(peers: &[PeerInfo]) -> String {
+    if peers.is_empty() {
+        return "no peers known\n".into();
+    }
+    let rows: Vec<[String; 5]> = peers
+        .iter()
+        .map(|p| {
+            let state = match (p.connected, p.kind) {
+                (true, Some(PeerKind::Go)) => "connected (go)".to_owned(),
+                (true, _) => "connected".to_owned(),
+                (false, _) => match p.last_seen_ms {
+                    Some(ms) => format!("seen {}s ago", ms / 1000),
+                    None => "not connected".to_owned(),
+                },
+            };
+            [
+                clean(&p.nick).into_owned(),
+                clean(&p.peer_id).into_owned(),
+                p.addr.clone().unwrap_or_else(|| "-".into()),
+                p.link
+                    .map(|l| {
+                        serde_json::to_value(l)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default()
+                    })
+                    .unwrap_or_else(|| "-".into()),
+                state,
+            ]
+        })
+        .collect();
+    let header = ["NICK", "PEER ID", "ADDRESS", "LINK", "STATE"];
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: [&str; 5]| {
+        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+            if i == 4 {
+                let _ = write!(out, "{c}");
+            } else {
+                let _ = write!(out, "{c:<w$}  ");
+            }
+        }
+        out.push('\n');
+    };
+    line(header);
+    for r in &rows {
+        line([&r[0], &r[1], &r[2], &r[3], &r[4]]);
+    }
+    out
+}
+
+/// The `status` summary.
+pub fn status_text(s: &StatusInfo) -> String {
+    let up = s.uptime_s;
+    let uptime = if up >= 3600 {
+        format!("{}h{:02}m", up / 3600, up % 3600 / 60)
+    } else if up >= 60 {
+        format!("{}m{:02}s", up / 60, up % 60)
+    } else {
+        format!("{up}s")
+    };
+    let discovery = match &s.multicast {
+        Some(g) => format!("{g} on {}", s.interfaces.join(", ")),
+        None => "off".into(),
+    };
+    format!(
+        "p2pchatd {} (pid {}), up {uptime}\n\
+         nick:      {} ({})\n\
+         chat port: {}:{}\n\
+         peers:     {} connected, {} known\n\
+         history:   {} of {} events\n\
+         discovery: {discovery}\n\
+         socket:    {}\n",
+        s.version,
+        s.pid,
+        clean(&s.nick),
+        s.peer_id,
+        s.listen,
+        s.port,
+        s.peers,
+        s.known_peers,
+        s.history,
+        s.history_capacity,
+        s.socket,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_irc_like_and_clean() {
+        let e = |body| Event {
+            cursor: 1,
+            ts: chrono::Utc::now(),
+            body,
+        };
+        let l = event_line(&e(EventBody::Message {
+            id: "i".into(),
+            peer_id: "p".into(),
+            nick: "amy".into(),
+            text: "hi \u{1b}[2J".into(),
+            action: false,
+        }));
+        assert!(l.ends_with("<amy> hi \u{FFFD}[2J"), "{l}");
+        let l = event_line(&e(EventBody::Message {
+            id: "i".into(),
+            peer_id: "p".into(),
+            nick: "amy".into(),
+            text: "waves".into(),
+            action: true,
+        }));
+        assert!(l.ends_with("* amy waves"));
+        let l = event_line(&e(EventBody::Leave {
+            peer_id: "p".into(),
+            nick: "amy".into(),
+            reason: Some("quit".into()),
+        }));
+        assert!(l.ends_with("<-- amy left (quit)"));
+    }
+
+    #[test]
+    fn peers_table_aligns() {
+        let t = peers_table(&[PeerInfo {
+            peer_id: "bob_1".into(),
+            nick: "bob".into(),
+            addr: Some("127.0.0.1:8080".into()),
+            connected: true,
+            link: Some(shared::api::LinkDirection::Dialed),
+            kind: Some(PeerKind::P2pchatd),
+            last_seen_ms: Some(0),
+        }]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines[1].starts_with("bob   bob_1    127.0.0.1:8080  dialed  connected"),
+            "{t}"
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! p2pchat, the client of p2pchatd.
+//!
+//! [`client`] speaks the daemon's JSON-RPC API; [`cli`] holds the shell
+//! commands (`say`, `tail`, ...), which never load the terminal UI.
+
+pub mod cli;
+pub mod client;
+pub mod format;

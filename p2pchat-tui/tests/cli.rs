@@ -1,0 +1,187 @@
+//! The `p2pchat` shell commands against real daemons on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+#[path = "../../p2pchatd/tests/it/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use shared::event::{Event, EventBody};
+use support::*;
+
+const T: Duration = Duration::from_secs(10);
+const P2PCHAT: &str = env!("CARGO_BIN_EXE_p2pchat");
+
+fn p2pchat(d: &Daemon, args: &[&str]) -> Output {
+    Command::new(P2PCHAT)
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(o.status.success(), "{o:?}");
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+#[test]
+fn without_a_daemon_commands_say_so_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("none.sock");
+    for args in [
+        &["say", "hi"][..],
+        &["tail"],
+        &["peers"],
+        &["status"],
+        &["nick", "x"],
+        &["stop"],
+    ] {
+        let o = Command::new(P2PCHAT)
+            .arg("--socket")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            err.trim(),
+            format!(
+                "p2pchat: p2pchatd is not running (socket {})",
+                sock.display()
+            )
+        );
+    }
+    // P2PCHAT_SOCKET works like --socket.
+    let o = Command::new(P2PCHAT)
+        .env("P2PCHAT_SOCKET", &sock)
+        .args(["status"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&sock.display().to_string()));
+}
+
+#[tokio::test]
+async fn say_tail_peers_status_nick_and_stop() {
+    let net = TestNet::new();
+    let a = net.daemon("alice").await;
+    let mut b = net.daemon("bob").await;
+    wait_full_mesh(&[&a, &b], T).await;
+
+    // tail -f --json on bob, from now on.
+    let mut tail = Command::new(P2PCHAT)
+        .arg("--socket")
+        .arg(&b.socket)
+        .args(["tail", "-n", "0", "-f", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+
+    stdout(&p2pchat(&a, &["say", "hello", "from", "alice"]));
+    let mut say = Command::new(P2PCHAT)
+        .arg("--socket")
+        .arg(&a.socket)
+        .args(["say", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    say.stdin
+        .take()
+        .unwrap()
+        .write_all(b"one\n\ntwo\r\nthree")
+        .unwrap();
+    assert!(say.wait().unwrap().success());
+    let refused = Command::new(P2PCHAT)
+        .arg("--socket")
+        .arg(&a.socket)
+        .args(["say", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r = refused;
+    r.stdin
+        .take()
+        .unwrap()
+        .write_all(b"ok\nbad\x1b[2J\n\xff\xfe\nfine\n")
+        .unwrap();
+    let out = r.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 2 not sent") && err.contains("line 3 not sent"),
+        "{err}"
+    );
+
+    let mut texts = Vec::new();
+    while texts.len() < 6 {
+        let line = lines.next().unwrap().unwrap();
+        let e: Event = serde_json::from_str(&line).unwrap();
+        if let EventBody::Message { text, nick, .. } = e.body {
+            assert_eq!(nick, "alice");
+            texts.push(text);
+        }
+    }
+    assert_eq!(
+        texts,
+        ["hello from alice", "one", "two", "three", "ok", "fine"]
+    );
+
+    // tail -n prints held events as IRC-style lines.
+    let held = stdout(&p2pchat(&b, &["tail", "-n", "2"]));
+    let held: Vec<&str> = held.lines().collect();
+    assert_eq!(held.len(), 2);
+    assert!(
+        held[0].ends_with("<alice> ok") && held[1].ends_with("<alice> fine"),
+        "{held:?}"
+    );
+
+    let peers: Value = serde_json::from_str(&stdout(&p2pchat(&b, &["peers", "--json"]))).unwrap();
+    let p = &peers.as_array().unwrap()[0];
+    assert_eq!(p["nick"], "alice");
+    assert_eq!(p["connected"], true);
+    assert!(p["peer_id"].is_string() && p["addr"].is_string());
+    assert!(["dialed", "accepted"].contains(&p["link"].as_str().unwrap()));
+    let table = stdout(&p2pchat(&b, &["peers"]));
+    assert!(
+        table.starts_with("NICK") && table.contains("alice"),
+        "{table}"
+    );
+
+    let st: Value = serde_json::from_str(&stdout(&p2pchat(&b, &["status", "--json"]))).unwrap();
+    for f in ["peer_id", "nick", "port", "peers", "version", "socket"] {
+        assert!(!st[f].is_null(), "{f} in {st}");
+    }
+    assert_eq!(st["peers"], 1);
+    assert_eq!(st["version"], env!("CARGO_PKG_VERSION"));
+    assert!(stdout(&p2pchat(&b, &["status"])).contains("1 connected"));
+
+    assert_eq!(
+        stdout(&p2pchat(&a, &["nick", "alicia"])).trim(),
+        "alice is now known as alicia"
+    );
+    let bad = p2pchat(&a, &["nick", "two words"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("whitespace"));
+    loop {
+        let e: Event = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        if let EventBody::Nick { old, new, .. } = e.body {
+            assert_eq!((old.as_str(), new.as_str()), ("alice", "alicia"));
+            break;
+        }
+    }
+
+    // stop: the daemon ends cleanly, and tail -f ends with it.
+    assert_eq!(stdout(&p2pchat(&b, &["stop"])).trim(), "p2pchatd stopped");
+    assert!(b.exit_within(T).await.success());
+    assert!(!b.socket.exists());
+    let status = tail.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "tail -f reports the lost daemon");
+}
