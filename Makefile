@@ -7,9 +7,25 @@ CARGO   ?= cargo
 BIN     := target/release
 PREFIX  ?= $(HOME)/.local
 DESTDIR ?=
+# Where install-service puts the user unit; systemd reads user units here.
+UNITDIR ?= $(HOME)/.config/systemd/user
+
+bindir  := $(DESTDIR)$(PREFIX)/bin
+mandir  := $(DESTDIR)$(PREFIX)/share/man/man1
+bashdir := $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+zshdir  := $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+fishdir := $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+# Folders install may create, deepest first: uninstall removes them again
+# when they are left empty.
+dirs    := $(mandir) $(DESTDIR)$(PREFIX)/share/man \
+           $(bashdir) $(DESTDIR)$(PREFIX)/share/bash-completion \
+           $(zshdir) $(DESTDIR)$(PREFIX)/share/zsh \
+           $(fishdir) $(DESTDIR)$(PREFIX)/share/fish \
+           $(DESTDIR)$(PREFIX)/share $(bindir)
+progs   := p2pchatd p2pchat
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test check fmt lint clean
+.PHONY: help build run test check fmt clean install uninstall install-service status
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,6 +45,38 @@ check: test ## Same as test (fmt, clippy, tests)
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
+
+install: build ## Install binaries, man pages, completions (PREFIX=~/.local, DESTDIR)
+	install -d $(bindir) $(mandir) $(bashdir) $(zshdir) $(fishdir)
+	install -m 0755 $(BIN)/p2pchatd $(BIN)/p2pchat $(bindir)/
+	for p in $(progs); do \
+	    $(BIN)/$$p --write-man-pages $(mandir) && \
+	    $(BIN)/$$p --print-completions bash > $(bashdir)/$$p && \
+	    $(BIN)/$$p --print-completions zsh > $(zshdir)/_$$p && \
+	    $(BIN)/$$p --print-completions fish > $(fishdir)/$$p.fish || exit 1; \
+	done
+	@echo "installed in $(DESTDIR)$(PREFIX); make sure $(PREFIX)/bin is on your PATH"
+
+uninstall: ## Remove what install put there (same PREFIX and DESTDIR)
+	for p in $(progs); do \
+	    rm -f $(bindir)/$$p $(mandir)/$$p.1 $(mandir)/$$p-*.1 $(bashdir)/$$p $(zshdir)/_$$p $(fishdir)/$$p.fish; \
+	done
+	-for d in $(dirs); do [ -d "$$d" ] && rmdir "$$d" 2>/dev/null; done; true
+
+install-service: install ## Install the systemd user unit (and the binaries)
+	install -d $(DESTDIR)$(UNITDIR)
+	sed 's|@BINDIR@|$(PREFIX)/bin|' systemd/p2pchatd.service > $(DESTDIR)$(UNITDIR)/p2pchatd.service
+	@if [ -z "$(DESTDIR)" ] && command -v systemctl >/dev/null && systemctl --user daemon-reload 2>/dev/null; then \
+	    echo "unit installed; start it now and at every login with:"; \
+	else \
+	    echo "unit installed in $(DESTDIR)$(UNITDIR) (run 'systemctl --user daemon-reload' in your session), then:"; \
+	fi
+	@echo "  systemctl --user enable --now p2pchatd"
+
+status: ## Is a daemon running, where is its socket, who is linked
+	@$(BIN)/p2pchat status && { echo; $(BIN)/p2pchat peers; } || true
+	@if command -v systemctl >/dev/null && systemctl --user is-enabled p2pchatd >/dev/null 2>&1; then \
+	    echo "service: $$(systemctl --user is-active p2pchatd 2>/dev/null) (systemctl --user status p2pchatd)"; fi
 
 clean: ## Remove build output
 	$(CARGO) clean

@@ -15,7 +15,10 @@ Examples:
   p2pchat tail -n 0 -f --json       events for scripts, one JSON per line
   p2pchat peers                     who is there";
 
-/// p2pchat: talk on the LAN chat through the local p2pchatd daemon.
+/// The p2pchat client: talk on the LAN chat through the local p2pchatd
+///
+/// The commands below speak to the daemon on its socket; it keeps you
+/// present in the room while no client is attached.
 #[derive(Debug, Parser)]
 #[command(name = "p2pchat", version, after_help = EXAMPLES)]
 struct Cli {
@@ -24,6 +27,14 @@ struct Cli {
     #[arg(long, env = SOCKET_ENV, value_name = "PATH", global = true)]
     socket: Option<PathBuf>,
 
+    /// Print a completion script for SHELL and exit
+    #[arg(long, value_name = "SHELL", hide = true)]
+    print_completions: Option<clap_complete::Shell>,
+
+    /// Write the man pages into DIR and exit
+    #[arg(long, value_name = "DIR", hide = true)]
+    write_man_pages: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -31,6 +42,26 @@ struct Cli {
 #[allow(clippy::print_stderr)]
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(shell) = cli.print_completions {
+        use clap::CommandFactory;
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "p2pchat",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
+    if let Some(dir) = &cli.write_man_pages {
+        use clap::CommandFactory;
+        return match clap_mangen::generate_to(Cli::command(), dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("p2pchat: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let socket = cli::socket_or_default(cli.socket);
     let Some(command) = cli.command else {
         use clap::CommandFactory;

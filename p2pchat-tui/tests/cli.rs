@@ -25,6 +25,22 @@ fn p2pchat(d: &Daemon, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Waits for a child within `T`, so a hung command fails the test instead
+/// of hanging it.
+fn wait_child(c: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            return s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = c.kill();
+            panic!("a p2pchat command did not finish within {T:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn stdout(o: &Output) -> String {
     assert!(o.status.success(), "{o:?}");
     String::from_utf8(o.stdout.clone()).unwrap()
@@ -74,15 +90,30 @@ async fn say_tail_peers_status_nick_and_stop() {
     let mut b = net.daemon("bob").await;
     wait_full_mesh(&[&a, &b], T).await;
 
-    // tail -f --json on bob, from now on.
+    // tail -f --json on bob: held events, then live ones, none lost
+    // whenever it subscribes. A thread reads it, so waits have a bound.
     let mut tail = Command::new(P2PCHAT)
         .arg("--socket")
         .arg(&b.socket)
-        .args(["tail", "-n", "0", "-f", "--json"])
+        .args(["tail", "-n", "100", "-f", "--json"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = tail.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut next_event = || -> Event {
+        let line = rx
+            .recv_timeout(T)
+            .expect("tail -f printed an event in time");
+        serde_json::from_str(&line).unwrap()
+    };
 
     stdout(&p2pchat(&a, &["say", "hello", "from", "alice"]));
     let mut say = Command::new(P2PCHAT)
@@ -97,7 +128,7 @@ async fn say_tail_peers_status_nick_and_stop() {
         .unwrap()
         .write_all(b"one\n\ntwo\r\nthree")
         .unwrap();
-    assert!(say.wait().unwrap().success());
+    assert!(wait_child(&mut say).success());
     let refused = Command::new(P2PCHAT)
         .arg("--socket")
         .arg(&a.socket)
@@ -122,9 +153,7 @@ async fn say_tail_peers_status_nick_and_stop() {
 
     let mut texts = Vec::new();
     while texts.len() < 6 {
-        let line = lines.next().unwrap().unwrap();
-        let e: Event = serde_json::from_str(&line).unwrap();
-        if let EventBody::Message { text, nick, .. } = e.body {
+        if let EventBody::Message { text, nick, .. } = next_event().body {
             assert_eq!(nick, "alice");
             texts.push(text);
         }
@@ -171,8 +200,7 @@ async fn say_tail_peers_status_nick_and_stop() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("whitespace"));
     loop {
-        let e: Event = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-        if let EventBody::Nick { old, new, .. } = e.body {
+        if let EventBody::Nick { old, new, .. } = next_event().body {
             assert_eq!((old.as_str(), new.as_str()), ("alice", "alicia"));
             break;
         }
@@ -182,6 +210,6 @@ async fn say_tail_peers_status_nick_and_stop() {
     assert_eq!(stdout(&p2pchat(&b, &["stop"])).trim(), "p2pchatd stopped");
     assert!(b.exit_within(T).await.success());
     assert!(!b.socket.exists());
-    let status = tail.wait().unwrap();
+    let status = wait_child(&mut tail);
     assert_eq!(status.code(), Some(1), "tail -f reports the lost daemon");
 }

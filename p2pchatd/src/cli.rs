@@ -23,9 +23,11 @@ Examples:
 
 Clients talk to it with `p2pchat` (see `p2pchat --help`).";
 
-/// p2pchatd: the p2pchat daemon. Finds peers on the LAN by multicast, keeps a
-/// TCP link to each, holds recent history and serves a JSON-RPC API on a
-/// local Unix socket, whether or not a client is attached.
+/// The p2pchat daemon: a serverless chat for the local network
+///
+/// Finds peers on the LAN by multicast, keeps a TCP link to each, holds
+/// recent history and serves a JSON-RPC API on a local Unix socket, so you
+/// stay present whether or not a client is attached.
 #[derive(Debug, Parser)]
 #[command(name = "p2pchatd", version, after_help = EXAMPLES)]
 pub struct Cli {
@@ -70,6 +72,19 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub history: u32,
 
+    /// Fork into the background once serving; logs go to
+    /// $XDG_STATE_HOME/p2pchat/p2pchatd.log (default ~/.local/state/...)
+    #[arg(long)]
+    pub daemon: bool,
+
+    /// Print a completion script for SHELL and exit
+    #[arg(long, value_name = "SHELL", hide = true)]
+    pub print_completions: Option<clap_complete::Shell>,
+
+    /// Write the man page into DIR and exit
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub write_man_pages: Option<PathBuf>,
+
     /// Log at debug level (same as --log-level debug)
     #[arg(long)]
     pub debug: bool,
@@ -91,10 +106,11 @@ impl Cli {
         if self.debug { "debug" } else { &self.log_level }
     }
 
-    /// The socket path, and whether it is the default (a folder of ours).
+    /// The socket path (absolute: `--daemon` leaves the working folder),
+    /// and whether it is the default (a folder of ours).
     pub fn socket_path(&self) -> (PathBuf, bool) {
         match &self.socket {
-            Some(p) => (p.clone(), false),
+            Some(p) => (std::path::absolute(p).unwrap_or_else(|_| p.clone()), false),
             None => (default_socket(), true),
         }
     }
@@ -134,6 +150,25 @@ impl Cli {
             timing: Timing::default(),
         })
     }
+}
+
+/// Handles `--print-completions` and `--write-man-pages`; true when one
+/// was asked for (the program then exits).
+pub fn generate_docs(cli: &Cli) -> std::io::Result<bool> {
+    use clap::CommandFactory;
+    if let Some(shell) = cli.print_completions {
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "p2pchatd",
+            &mut std::io::stdout(),
+        );
+    } else if let Some(dir) = &cli.write_man_pages {
+        clap_mangen::generate_to(Cli::command(), dir)?;
+    } else {
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// `$USER`, else `$LOGNAME`, else the name of our uid.

@@ -12,3 +12,4 @@ pub mod history;
 pub mod logging;
 pub mod mesh;
 pub mod node;
+pub mod service;

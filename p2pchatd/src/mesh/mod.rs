@@ -331,7 +331,8 @@ impl Mesh {
         self.inner.topology.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    pub(crate) fn watch_topology(&self) -> watch::Receiver<u64> {
+    /// Changes whenever a link comes or goes.
+    pub fn watch_topology(&self) -> watch::Receiver<u64> {
         self.inner.topology.subscribe()
     }
 

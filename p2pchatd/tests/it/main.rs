@@ -6,4 +6,5 @@ mod bad_input;
 mod go_peer;
 mod lifecycle;
 mod mesh;
+mod service;
 mod support;

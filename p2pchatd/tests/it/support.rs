@@ -116,6 +116,16 @@ impl TestNet {
 
     /// Starts a daemon without waiting for it to answer.
     pub fn spawn(&self, nick: &str, extra: &[&str]) -> Daemon {
+        self.spawn_with_env(nick, extra, &[])
+    }
+
+    /// Starts a daemon with extra environment, without waiting for it.
+    pub fn spawn_with_env(
+        &self,
+        nick: &str,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Daemon {
         let socket = self.socket_for(nick);
         let log = self.dir.path().join(format!("{nick}.log"));
         let mut args = self.loopback_args();
@@ -130,6 +140,8 @@ impl TestNet {
         let child = Command::new(daemon_bin())
             .args(&args)
             .env_remove("P2PCHAT_SOCKET")
+            .env_remove("NOTIFY_SOCKET")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
