@@ -108,7 +108,7 @@ async fn say_tail_peers_status_nick_and_stop() {
             }
         }
     });
-    let mut next_event = || -> Event {
+    let next_event = || -> Event {
         let line = rx
             .recv_timeout(T)
             .expect("tail -f printed an event in time");
