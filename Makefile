@@ -25,7 +25,7 @@ dirs    := $(mandir) $(DESTDIR)$(PREFIX)/share/man \
 progs   := p2pchatd p2pchat
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test check fmt clean install uninstall install-service status
+.PHONY: help build run demo test check fmt clean install uninstall install-service status
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,8 +33,11 @@ help: ## List the targets
 build: ## Build p2pchatd and p2pchat (release)
 	$(CARGO) build --release --workspace --bins
 
-run: build ## Build, start a daemon for this terminal and follow the room
-	@./scripts/run.sh $(BIN)
+run: build ## Build and open the chat (p2pchatd starts if none runs)
+	@$(BIN)/p2pchat
+
+demo: build ## A live room on loopback only: you and three chatty peers
+	@./scripts/demo.sh $(BIN)
 
 test: build ## What CI runs: format check, clippy -D warnings, every test
 	$(CARGO) fmt --all -- --check

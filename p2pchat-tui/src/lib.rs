@@ -1,8 +1,10 @@
 //! p2pchat, the client of p2pchatd.
 //!
 //! [`client`] speaks the daemon's JSON-RPC API; [`cli`] holds the shell
-//! commands (`say`, `tail`, ...), which never load the terminal UI.
+//! commands (`say`, `tail`, ...), which never touch the terminal UI in
+//! [`tui`].
 
 pub mod cli;
 pub mod client;
 pub mod format;
+pub mod tui;

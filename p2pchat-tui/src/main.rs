@@ -1,24 +1,30 @@
-//! `p2pchat`: the shell commands of the p2pchat client.
+//! `p2pchat`: the terminal UI, or with a subcommand a shell command.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
-use clap::Parser;
+use clap::{Args, Parser};
 use p2pchat_tui::cli::{self, Command};
+use p2pchat_tui::tui;
 use shared::paths::SOCKET_ENV;
 
 const EXAMPLES: &str = "\
 Examples:
+  p2pchat                           open the chat (starts p2pchatd if needed)
+  p2pchat --nick alice              ... starting p2pchatd as alice
   p2pchat say hello everyone        send a line
   tail -f build.log | p2pchat say - send each line of a stream
   p2pchat tail -f                   follow the room
   p2pchat tail -n 0 -f --json       events for scripts, one JSON per line
   p2pchat peers                     who is there";
 
-/// The p2pchat client: talk on the LAN chat through the local p2pchatd
+/// The p2pchat client: a terminal UI and shell commands for the LAN chat
 ///
-/// The commands below speak to the daemon on its socket; it keeps you
-/// present in the room while no client is attached.
+/// With no command it opens the chat in the terminal, attached to the
+/// p2pchatd daemon on the socket (started if none answers). /quit detaches:
+/// the daemon stays and keeps you present. The commands speak to the same
+/// daemon from a shell or a script.
 #[derive(Debug, Parser)]
 #[command(name = "p2pchat", version, after_help = EXAMPLES)]
 struct Cli {
@@ -26,6 +32,13 @@ struct Cli {
     /// else /tmp/p2pchat-$UID/p2pchatd.sock]
     #[arg(long, env = SOCKET_ENV, value_name = "PATH", global = true)]
     socket: Option<PathBuf>,
+
+    /// Do not start p2pchatd when none answers; fail instead
+    #[arg(long)]
+    no_autostart: bool,
+
+    #[command(flatten)]
+    daemon: DaemonFlags,
 
     /// Print a completion script for SHELL and exit
     #[arg(long, value_name = "SHELL", hide = true)]
@@ -35,12 +48,74 @@ struct Cli {
     #[arg(long, value_name = "DIR", hide = true)]
     write_man_pages: Option<PathBuf>,
 
+    /// Write the time to the first frame showing history into FILE (bench)
+    #[arg(long, value_name = "FILE", hide = true)]
+    first_frame_report: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
 
+/// Flags passed on to a p2pchatd this command starts (see `p2pchatd --help`).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "For a daemon it starts")]
+struct DaemonFlags {
+    /// Your nick
+    #[arg(long, visible_alias = "username", value_name = "NAME")]
+    nick: Option<String>,
+    /// Interface to discover on; repeatable
+    #[arg(long = "interface", value_name = "IP|NAME")]
+    interfaces: Vec<String>,
+    /// Address the chat port listens on
+    #[arg(long, value_name = "IP")]
+    listen: Option<String>,
+    /// TCP chat port
+    #[arg(long, value_name = "N")]
+    port: Option<u16>,
+    /// Discovery group and port
+    #[arg(long, value_name = "ADDR:PORT")]
+    multicast: Option<String>,
+    /// Peer to dial without discovery; repeatable
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    peers: Vec<String>,
+    /// No multicast discovery
+    #[arg(long)]
+    no_discovery: bool,
+    /// Events the daemon holds
+    #[arg(long, value_name = "N")]
+    history: Option<u32>,
+}
+
+impl DaemonFlags {
+    fn to_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        let mut opt = |flag: &str, v: Option<String>| {
+            if let Some(v) = v {
+                a.push(flag.to_owned());
+                a.push(v);
+            }
+        };
+        opt("--nick", self.nick.clone());
+        opt("--listen", self.listen.clone());
+        opt("--port", self.port.map(|p| p.to_string()));
+        opt("--multicast", self.multicast.clone());
+        opt("--history", self.history.map(|h| h.to_string()));
+        for i in &self.interfaces {
+            a.extend(["--interface".to_owned(), i.clone()]);
+        }
+        for p in &self.peers {
+            a.extend(["--peer".to_owned(), p.clone()]);
+        }
+        if self.no_discovery {
+            a.push("--no-discovery".to_owned());
+        }
+        a
+    }
+}
+
 #[allow(clippy::print_stderr)]
 fn main() -> ExitCode {
+    let started = Instant::now();
     let cli = Cli::parse();
     if let Some(shell) = cli.print_completions {
         use clap::CommandFactory;
@@ -62,12 +137,17 @@ fn main() -> ExitCode {
             }
         };
     }
-    let socket = cli::socket_or_default(cli.socket);
-    let Some(command) = cli.command else {
+    let daemon_args = cli.daemon.to_args();
+    if cli.command.is_some() && (cli.no_autostart || !daemon_args.is_empty()) {
         use clap::CommandFactory;
-        let _ = Cli::command().print_help();
-        return ExitCode::from(2);
-    };
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--no-autostart and the daemon flags are for the chat UI (no subcommand)",
+            )
+            .exit();
+    }
+    let socket = cli::socket_or_default(cli.socket);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -77,6 +157,27 @@ fn main() -> ExitCode {
             eprintln!("p2pchat: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    let Some(command) = cli.command else {
+        let opts = tui::Options {
+            socket,
+            autostart: !cli.no_autostart,
+            daemon_args,
+            first_frame_report: cli.first_frame_report,
+            started,
+        };
+        return match runtime.block_on(tui::run(opts)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("p2pchat: {e}");
+                match e {
+                    tui::TuiError::Client(p2pchat_tui::client::ClientError::NotRunning(_)) => {
+                        ExitCode::from(2)
+                    }
+                    _ => ExitCode::FAILURE,
+                }
+            }
+        };
     };
     match runtime.block_on(cli::run(&socket, command)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,132 @@
+//! Slash commands typed on the input line.
+
+use shared::text::{validate_nick, validate_text};
+
+/// What a submitted input line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Say(String),
+    Me(String),
+    Nick(String),
+    Users,
+    Help,
+    Clear,
+    Quit,
+    Shutdown,
+    /// Something to tell the user instead (bad usage, unknown command).
+    Invalid(String),
+}
+
+pub const HELP: &[(&str, &str)] = &[
+    ("/help", "this help (F1)"),
+    ("/users, /who", "who is here (F2: the pane)"),
+    ("/nick NAME", "change your nick"),
+    ("/me ACTION", "say an action"),
+    ("/clear", "clear this view"),
+    ("/quit, /q", "detach; you stay present"),
+    ("/shutdown", "stop the daemon and quit"),
+    ("//text", "send text starting with /"),
+];
+
+pub const KEYS: &[(&str, &str)] = &[
+    ("Up, Down", "recall sent lines"),
+    ("^A ^E, Ctrl-arrows", "line start/end, by word"),
+    ("^W ^U ^K", "delete word, to start, to end"),
+    ("PgUp PgDn Home End", "scroll (mouse wheel too)"),
+    ("^C, ^D", "quit (detach)"),
+];
+
+/// Reads one submitted line. `None`: nothing to do (blank line).
+pub fn parse(line: &str) -> Option<Command> {
+    let line = line.trim_end();
+    if line.trim().is_empty() {
+        return None;
+    }
+    let Some(rest) = line.strip_prefix('/') else {
+        return Some(say(line.to_owned()));
+    };
+    if rest.starts_with('/') {
+        return Some(say(rest.to_owned()));
+    }
+    let (name, arg) = match rest.split_once(char::is_whitespace) {
+        Some((n, a)) => (n, a.trim()),
+        None => (rest, ""),
+    };
+    let no_arg = |c: Command| {
+        if arg.is_empty() {
+            c
+        } else {
+            Command::Invalid(format!("/{name} takes no argument"))
+        }
+    };
+    Some(match name.to_ascii_lowercase().as_str() {
+        "help" | "h" | "?" => Command::Help,
+        "users" | "who" | "names" => no_arg(Command::Users),
+        "clear" => no_arg(Command::Clear),
+        "quit" | "q" | "exit" => Command::Quit,
+        "shutdown" => no_arg(Command::Shutdown),
+        "nick" => match arg {
+            "" => Command::Invalid("usage: /nick NAME".into()),
+            n => match validate_nick(n) {
+                Ok(()) => Command::Nick(n.to_owned()),
+                Err(e) => Command::Invalid(format!("cannot use that nick: {e}")),
+            },
+        },
+        "me" => match arg {
+            "" => Command::Invalid("usage: /me ACTION".into()),
+            a => match validate_text(a) {
+                Ok(()) => Command::Me(a.to_owned()),
+                Err(e) => Command::Invalid(format!("cannot send that: {e}")),
+            },
+        },
+        _ => Command::Invalid(format!("unknown command /{name} (try /help)")),
+    })
+}
+
+fn say(text: String) -> Command {
+    match validate_text(&text) {
+        Ok(()) => Command::Say(text),
+        Err(e) => Command::Invalid(format!("cannot send that: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands() {
+        assert_eq!(parse("hello"), Some(Command::Say("hello".into())));
+        assert_eq!(parse("   "), None);
+        assert_eq!(
+            parse("//etc/passwd"),
+            Some(Command::Say("/etc/passwd".into()))
+        );
+        assert_eq!(parse("/nick bob"), Some(Command::Nick("bob".into())));
+        assert_eq!(parse("/NICK  bob "), Some(Command::Nick("bob".into())));
+        assert!(matches!(parse("/nick"), Some(Command::Invalid(m)) if m.contains("usage")));
+        assert!(
+            matches!(parse("/nick a b"), Some(Command::Invalid(m)) if m.contains("whitespace"))
+        );
+        assert!(matches!(
+            parse(&format!("/nick {}", "x".repeat(21))),
+            Some(Command::Invalid(_))
+        ));
+        assert_eq!(parse("/me waves"), Some(Command::Me("waves".into())));
+        assert!(matches!(parse("/me"), Some(Command::Invalid(m)) if m.contains("usage")));
+        assert_eq!(parse("/users"), Some(Command::Users));
+        assert_eq!(parse("/who"), Some(Command::Users));
+        assert!(matches!(parse("/who x"), Some(Command::Invalid(_))));
+        assert_eq!(parse("/help"), Some(Command::Help));
+        assert_eq!(parse("/clear"), Some(Command::Clear));
+        assert_eq!(parse("/quit"), Some(Command::Quit));
+        assert_eq!(parse("/q bye"), Some(Command::Quit));
+        assert_eq!(parse("/shutdown"), Some(Command::Shutdown));
+        assert!(
+            matches!(parse("/dance"), Some(Command::Invalid(m)) if m.contains("unknown command /dance"))
+        );
+        assert!(
+            matches!(parse(&"x".repeat(5000)), Some(Command::Invalid(m)) if m.contains("4096"))
+        );
+    }
+}

@@ -1,0 +1,279 @@
+//! The terminal UI: `p2pchat` with no subcommand.
+//!
+//! Elm-shaped: [`state::State`] is plain data, [`update::update`] turns an
+//! [`update::Action`] (a key, a daemon event, a tick) into state changes
+//! and [`update::Effect`]s without I/O, [`view::view`] draws the state.
+//! This module owns the terminal and the loop that feeds actions in and
+//! carries effects out; [`session`] owns the link to the daemon.
+
+pub mod command;
+pub mod session;
+pub mod state;
+pub mod theme;
+pub mod update;
+pub mod view;
+pub mod wrap;
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crossterm::event::{
+    DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture, Event,
+    EventStream,
+};
+use futures_util::StreamExt;
+use ratatui::DefaultTerminal;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::client::{Client, ClientError};
+use session::Request;
+use state::{Clock, State};
+use theme::Theme;
+use update::{Action, Effect, update};
+
+/// Actions from the session waiting for the loop. Full: the session waits
+/// (and so stops reading the daemon, which gaps it if it lags that far).
+const ACTION_QUEUE: usize = 1024;
+/// Requests from the loop to the session.
+const REQUEST_QUEUE: usize = 64;
+/// Peer list refresh for what has no event (peers heard but not linked).
+const PEERS_EVERY: Duration = Duration::from_secs(10);
+/// How long `/shutdown` waits for the daemon's answer.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
+
+/// How the TUI was asked to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub socket: PathBuf,
+    pub autostart: bool,
+    /// Flags for a daemon we start (`--nick`, `--interface`, ...).
+    pub daemon_args: Vec<String>,
+    /// Hidden, for `make bench`: write the ms from `started` to the first
+    /// frame that shows the attached history into this file.
+    pub first_frame_report: Option<PathBuf>,
+    pub started: Instant,
+}
+
+/// Why the TUI could not run; printed with the terminal intact.
+#[derive(Debug, thiserror::Error)]
+pub enum TuiError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Start(String),
+    #[error("terminal: {0}")]
+    Terminal(#[from] io::Error),
+}
+
+/// Makes sure a daemon answers on the socket, starting one unless told not
+/// to. Returns a note for the view, if any. Runs before the terminal is
+/// taken over, so a failure prints normally.
+pub async fn ensure_daemon(opts: &Options) -> Result<Option<String>, TuiError> {
+    match Client::connect(&opts.socket).await {
+        Ok(_) if opts.daemon_args.is_empty() => return Ok(None),
+        Ok(_) => {
+            return Ok(Some(format!(
+                "p2pchatd was already running, so {} did not apply (use /nick to rename)",
+                opts.daemon_args
+                    .iter()
+                    .filter(|a| a.starts_with("--"))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )));
+        }
+        Err(ClientError::NotRunning(_)) if opts.autostart => {}
+        Err(e) => return Err(e.into()),
+    }
+    let out = tokio::process::Command::new(daemon_program())
+        .arg("--daemon")
+        .arg("--socket")
+        .arg(&opts.socket)
+        .args(&opts.daemon_args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| TuiError::Start(format!("cannot start p2pchatd: {e}")))?;
+    if !out.status.success() {
+        let why = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        return Err(TuiError::Start(if why.is_empty() {
+            format!("p2pchatd did not start ({})", out.status)
+        } else {
+            why
+        }));
+    }
+    Ok(Some(
+        "started p2pchatd in the background; /quit leaves it running".into(),
+    ))
+}
+
+/// `p2pchatd` beside this executable (an install, a build tree), else PATH.
+fn daemon_program() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("p2pchatd")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("p2pchatd"))
+}
+
+/// The terminal in TUI mode; dropping it restores the terminal, on every
+/// exit path. Panics restore it too (see `enter`).
+struct Term {
+    terminal: DefaultTerminal,
+}
+
+impl Term {
+    fn enter() -> io::Result<Self> {
+        // ratatui's init installs a panic hook that restores raw mode and
+        // the main screen; ours also stops mouse capture and paste mode.
+        let terminal = ratatui::try_init()?;
+        let ratatui_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let _ = crossterm::execute!(io::stdout(), DisableBracketedPaste, DisableMouseCapture);
+            ratatui_hook(info);
+        }));
+        crossterm::execute!(io::stdout(), EnableMouseCapture, EnableBracketedPaste)?;
+        Ok(Self { terminal })
+    }
+}
+
+impl Drop for Term {
+    fn drop(&mut self) {
+        let _ = crossterm::execute!(io::stdout(), DisableBracketedPaste, DisableMouseCapture);
+        ratatui::restore();
+    }
+}
+
+/// Runs the TUI until the user quits.
+pub async fn run(opts: Options) -> Result<(), TuiError> {
+    let note = ensure_daemon(&opts).await?;
+    let mut term = Term::enter()?;
+    let size = term.terminal.size()?;
+    let mut state = State::new(size.width, size.height, Theme::from_env(), Clock::Local);
+    if let Some(n) = note {
+        state.note(state::LineKind::Info(n));
+    }
+
+    let (actions_tx, mut actions) = mpsc::channel(ACTION_QUEUE);
+    let (requests, requests_rx) = mpsc::channel(REQUEST_QUEUE);
+    let session = tokio::spawn(session::run(opts.socket.clone(), actions_tx, requests_rx));
+    let mut input = EventStream::new();
+    let mut peers_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + PEERS_EVERY, PEERS_EVERY);
+    peers_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stop = stop_signals()?;
+    let mut reported = opts.first_frame_report.is_none();
+
+    term.terminal.draw(|f| view::view(&state, f))?;
+    'main: loop {
+        let first = tokio::select! {
+            ev = input.next() => match ev {
+                Some(Ok(ev)) => match to_action(ev) {
+                    Some(a) => a,
+                    None => continue,
+                },
+                Some(Err(e)) => return Err(e.into()),
+                None => break,
+            },
+            a = actions.recv() => match a {
+                Some(a) => a,
+                None => break,
+            },
+            _ = peers_tick.tick() => Action::Tick,
+            () = stop.recv() => break,
+        };
+        // Take everything already waiting before drawing once: attaching
+        // to a busy room is one frame, not a thousand.
+        let mut batch = vec![first];
+        while batch.len() < ACTION_QUEUE {
+            match actions.try_recv() {
+                Ok(a) => batch.push(a),
+                Err(_) => break,
+            }
+        }
+        for action in batch {
+            for effect in update(&mut state, action) {
+                match effect {
+                    Effect::Quit => break 'main,
+                    Effect::Shutdown => {
+                        let (tx, rx) = oneshot::channel();
+                        let _ = requests.send(Request::Shutdown(tx)).await;
+                        match tokio::time::timeout(SHUTDOWN_WAIT, rx).await {
+                            Ok(Ok(Ok(()))) => break 'main,
+                            Ok(Ok(Err(e))) => {
+                                state.note(state::LineKind::Error(format!("shutdown failed: {e}")))
+                            }
+                            _ => state.note(state::LineKind::Error(
+                                "shutdown: no answer from p2pchatd".into(),
+                            )),
+                        }
+                    }
+                    Effect::Say { text, action } => {
+                        let _ = requests.send(Request::Say { text, action }).await;
+                    }
+                    Effect::Nick(name) => {
+                        let _ = requests.send(Request::Nick(name)).await;
+                    }
+                    Effect::RefreshPeers => {
+                        // A refresh already queued will do.
+                        let _ = requests.try_send(Request::Peers);
+                    }
+                }
+            }
+        }
+        term.terminal.draw(|f| view::view(&state, f))?;
+        if !reported && state.me.is_some() {
+            reported = true;
+            report_first_frame(&opts);
+        }
+    }
+    session.abort();
+    drop(term);
+    Ok(())
+}
+
+fn to_action(ev: Event) -> Option<Action> {
+    match ev {
+        Event::Key(k) => Some(Action::Key(k)),
+        Event::Mouse(m) => Some(Action::Mouse(m)),
+        Event::Paste(p) => Some(Action::Paste(p)),
+        Event::Resize(w, h) => Some(Action::Resize(w, h)),
+        Event::FocusGained | Event::FocusLost => None,
+    }
+}
+
+fn report_first_frame(opts: &Options) {
+    if let Some(path) = &opts.first_frame_report {
+        let ms = opts.started.elapsed().as_secs_f64() * 1000.0;
+        let _ = write_report(path, ms);
+    }
+}
+
+fn write_report(path: &Path, ms: f64) -> io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    writeln!(f, "{ms:.3}")
+}
+
+/// SIGTERM and SIGHUP end the TUI cleanly (the terminal is restored).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.hup.recv() => {}
+        }
+    }
+}
+
+fn stop_signals() -> io::Result<StopSignals> {
+    use tokio::signal::unix::{SignalKind, signal};
+    Ok(StopSignals {
+        term: signal(SignalKind::terminate())?,
+        hup: signal(SignalKind::hangup())?,
+    })
+}

@@ -1,0 +1,238 @@
+//! The TUI's link to the daemon: attach (history, then a subscription from
+//! its last cursor), forward events, carry requests, and when the daemon
+//! goes away, re-attach from the last cursor seen, so nothing is lost or
+//! shown twice.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::api::{
+    Call, HistoryParams, HistoryResult, NickParams, NickResult, PeerInfo, SayParams, SayResult,
+    ShutdownResult, StatusInfo, SubscribeParams, SubscribeResult,
+};
+use shared::event::Event;
+use tokio::sync::{mpsc, oneshot};
+
+use super::state::MAX_LINES;
+use super::update::{Action, DaemonMsg};
+use crate::client::{Client, ClientError};
+
+/// Retry delays while the daemon is away.
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// What the UI asks of the daemon.
+#[derive(Debug)]
+pub enum Request {
+    Say { text: String, action: bool },
+    Nick(String),
+    Peers,
+    Shutdown(oneshot::Sender<Result<(), String>>),
+}
+
+/// An attached daemon.
+struct Attached {
+    client: Arc<Client>,
+    events: mpsc::Receiver<Event>,
+    daemon_id: String,
+    /// The cursor the subscription started after.
+    cursor: u64,
+}
+
+/// Runs until the UI goes away (its channels close).
+pub async fn run(
+    socket: PathBuf,
+    actions: mpsc::Sender<Action>,
+    mut requests: mpsc::Receiver<Request>,
+) {
+    // (daemon peer id, last cursor seen): where to resume.
+    let mut resume: Option<(String, u64)> = None;
+    let mut wait = RETRY_FIRST;
+    loop {
+        match attach(&socket, resume.as_ref(), &actions).await {
+            Ok(Some(mut link)) => {
+                wait = RETRY_FIRST;
+                match serve(&mut link, &actions, &mut requests, &mut resume).await {
+                    Some(why) => {
+                        if actions
+                            .send(Action::Daemon(DaemonMsg::Lost(why)))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    None => return,
+                }
+            }
+            Ok(None) => return,
+            Err(e) => {
+                if actions
+                    .send(Action::Daemon(DaemonMsg::Lost(e.to_string())))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+        // Wait before retrying; requests meanwhile fail with a reason.
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => break,
+                r = requests.recv() => match r {
+                    None => return,
+                    Some(r) => refuse(r, &actions).await,
+                },
+            }
+        }
+        wait = (wait * 2).min(RETRY_MAX);
+    }
+}
+
+/// Connects and loads what the view needs. `Ok(None)`: the UI is gone.
+async fn attach(
+    socket: &Path,
+    resume: Option<&(String, u64)>,
+    actions: &mpsc::Sender<Action>,
+) -> Result<Option<Attached>, ClientError> {
+    let client = Client::connect(socket).await?;
+    let events = client.take_events().ok_or(ClientError::Disconnected)?;
+    let status: StatusInfo = client.call(&Call::Status).await?;
+    let (history, since) = match resume {
+        // The same daemon: the subscription replays what we missed.
+        Some((id, cursor)) if *id == status.peer_id => (Vec::new(), *cursor),
+        _ => {
+            let h: HistoryResult = client
+                .call(&Call::History(HistoryParams {
+                    limit: Some(MAX_LINES),
+                    before: None,
+                }))
+                .await?;
+            let since = h.events.last().map_or(0, |e| e.cursor);
+            (h.events, since)
+        }
+    };
+    let _: SubscribeResult = client
+        .call(&Call::Subscribe(SubscribeParams { since: Some(since) }))
+        .await?;
+    let daemon_id = status.peer_id.clone();
+    let msg = DaemonMsg::Attached {
+        status: Box::new(status),
+        history,
+    };
+    if actions.send(Action::Daemon(msg)).await.is_err() {
+        return Ok(None);
+    }
+    Ok(Some(Attached {
+        client: Arc::new(client),
+        events,
+        daemon_id,
+        cursor: since,
+    }))
+}
+
+/// Forwards events and carries requests until the connection drops
+/// (`Some(reason)`) or the UI goes away (`None`).
+async fn serve(
+    link: &mut Attached,
+    actions: &mpsc::Sender<Action>,
+    requests: &mut mpsc::Receiver<Request>,
+    resume: &mut Option<(String, u64)>,
+) -> Option<String> {
+    // What the view now holds, even before the first live event.
+    *resume = Some((link.daemon_id.clone(), link.cursor));
+    loop {
+        tokio::select! {
+            e = link.events.recv() => match e {
+                Some(e) => {
+                    *resume = Some((link.daemon_id.clone(), e.cursor));
+                    if actions.send(Action::Daemon(DaemonMsg::Event(e))).await.is_err() {
+                        return None;
+                    }
+                }
+                None => return Some("connection closed".into()),
+            },
+            r = requests.recv() => match r {
+                None => return None,
+                Some(r) => {
+                    if let Err(e) = forward(&link.client, r, actions).await {
+                        return Some(e.to_string());
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Sends a request; its answer is awaited in a task of its own, so events
+/// keep flowing meanwhile (the client's event queue must never wait on a
+/// response that sits behind it).
+async fn forward(
+    client: &Arc<Client>,
+    r: Request,
+    actions: &mpsc::Sender<Action>,
+) -> Result<(), ClientError> {
+    let actions = actions.clone();
+    match r {
+        Request::Say { text, action } => {
+            let p = client.send(&Call::Say(SayParams { text, action })).await?;
+            tokio::spawn(async move {
+                if let Err(e) = p.wait::<SayResult>().await {
+                    let _ = actions
+                        .send(Action::Daemon(DaemonMsg::Failed(format!("not sent: {e}"))))
+                        .await;
+                }
+            });
+        }
+        Request::Nick(name) => {
+            let p = client.send(&Call::Nick(NickParams { name })).await?;
+            tokio::spawn(async move {
+                if let Err(e) = p.wait::<NickResult>().await {
+                    let _ = actions
+                        .send(Action::Daemon(DaemonMsg::Failed(format!(
+                            "nick not changed: {e}"
+                        ))))
+                        .await;
+                }
+            });
+        }
+        Request::Peers => {
+            let p = client.send(&Call::Peers).await?;
+            tokio::spawn(async move {
+                if let Ok(peers) = p.wait::<Vec<PeerInfo>>().await {
+                    let _ = actions.send(Action::Daemon(DaemonMsg::Peers(peers))).await;
+                }
+            });
+        }
+        Request::Shutdown(done) => {
+            let p = client.send(&Call::Shutdown).await?;
+            tokio::spawn(async move {
+                let r = p
+                    .wait::<ShutdownResult>()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                let _ = done.send(r);
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn refuse(r: Request, actions: &mpsc::Sender<Action>) {
+    let why = "not connected to p2pchatd";
+    let msg = match r {
+        Request::Say { .. } => format!("not sent: {why}"),
+        Request::Nick(_) => format!("nick not changed: {why}"),
+        Request::Peers => return,
+        Request::Shutdown(done) => {
+            let _ = done.send(Err(why.into()));
+            return;
+        }
+    };
+    let _ = actions.send(Action::Daemon(DaemonMsg::Failed(msg))).await;
+}

@@ -1,0 +1,317 @@
+//! The TUI's state: plain data, changed only by `update`, read by `view`.
+
+use std::collections::VecDeque;
+
+use chrono::{FixedOffset, Local, Utc};
+use shared::Timestamp;
+use shared::api::PeerInfo;
+use shared::event::{Event, EventBody};
+use tui_input::Input;
+
+use super::theme::Theme;
+use super::wrap::{str_width, wrap};
+
+/// Lines kept in the view; older ones scroll away for good (the daemon's
+/// history is the record).
+pub const MAX_LINES: usize = 10_000;
+/// Sent lines kept for Up/Down recall.
+pub const MAX_RECALL: usize = 100;
+/// Width of the users pane, and the narrowest terminal that shows it.
+pub const USERS_WIDTH: u16 = 24;
+pub const USERS_MIN_TERMINAL: u16 = 60;
+
+/// Who we are, once attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Me {
+    pub peer_id: String,
+    pub nick: String,
+}
+
+/// The link to the daemon, for the status bar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DaemonLink {
+    Connecting,
+    Connected,
+    Lost,
+}
+
+/// What a line in the message area says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineKind {
+    Message {
+        peer_id: String,
+        nick: String,
+        text: String,
+        action: bool,
+        own: bool,
+    },
+    Join {
+        nick: String,
+        peer_id: String,
+    },
+    Leave {
+        nick: String,
+        reason: Option<String>,
+    },
+    Nick {
+        old: String,
+        new: String,
+    },
+    Gap {
+        missed: u64,
+    },
+    Info(String),
+    Error(String),
+}
+
+/// One entry of the message area, with its height at the current width.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatLine {
+    pub ts: Timestamp,
+    pub kind: LineKind,
+    pub rows: usize,
+}
+
+/// Time for the view: the local zone and the real time, or a fixed zone
+/// and a fixed "now" (tests render the same every run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    Local,
+    Fixed { tz: FixedOffset, now: Timestamp },
+}
+
+impl Clock {
+    pub fn hhmm(self, ts: &Timestamp) -> String {
+        match self {
+            Self::Local => ts.with_timezone(&Local).format("%H:%M").to_string(),
+            Self::Fixed { tz, .. } => ts.with_timezone(&tz).format("%H:%M").to_string(),
+        }
+    }
+
+    /// The time of lines the client adds itself.
+    pub fn now(self) -> Timestamp {
+        match self {
+            Self::Local => Utc::now(),
+            Self::Fixed { now, .. } => now,
+        }
+    }
+}
+
+/// Columns of the time column ("HH:MM ").
+pub const TIME_WIDTH: usize = 6;
+
+impl LineKind {
+    /// The marker after the time (`<nick> `, `* nick `, `--> `...).
+    pub fn marker(&self) -> String {
+        match self {
+            Self::Message {
+                nick,
+                action: false,
+                ..
+            } => format!("<{nick}> "),
+            Self::Message {
+                nick, action: true, ..
+            } => format!("* {nick} "),
+            Self::Join { .. } => "--> ".into(),
+            Self::Leave { .. } => "<-- ".into(),
+            Self::Nick { .. } | Self::Info(_) => "-- ".into(),
+            Self::Gap { .. } | Self::Error(_) => "!! ".into(),
+        }
+    }
+
+    /// The text after the marker.
+    pub fn body(&self) -> String {
+        match self {
+            Self::Message { text, .. } => text.replace('\t', "    "),
+            Self::Join { nick, peer_id } => format!("{nick} ({peer_id}) joined"),
+            Self::Leave {
+                nick,
+                reason: Some(r),
+            } => format!("{nick} left ({r})"),
+            Self::Leave { nick, reason: None } => format!("{nick} left"),
+            Self::Nick { old, new } => format!("{old} is now known as {new}"),
+            Self::Gap { missed } => format!("{missed} events missed while this view lagged"),
+            Self::Info(t) | Self::Error(t) => t.clone(),
+        }
+    }
+}
+
+/// A laid-out line: the marker's width, and the body's rows. Continuation
+/// rows are indented under the body unless that leaves too little room.
+pub fn layout(kind: &LineKind, width: usize) -> (usize, String, Vec<String>) {
+    let marker = kind.marker();
+    let body = kind.body();
+    let lead = TIME_WIDTH + str_width(&marker);
+    let indent = if lead * 2 <= width { lead } else { 0 };
+    let rows = wrap(
+        &body,
+        width.saturating_sub(lead),
+        width.saturating_sub(indent),
+    )
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    (indent, marker, rows)
+}
+
+#[derive(Debug)]
+pub struct State {
+    pub me: Option<Me>,
+    pub link: DaemonLink,
+    pub lines: VecDeque<ChatLine>,
+    /// Sum of `rows` over `lines`.
+    pub total_rows: usize,
+    pub peers: Vec<PeerInfo>,
+    pub show_users: bool,
+    pub show_help: bool,
+    /// Rows scrolled up from the bottom; 0 follows new lines.
+    pub scroll: usize,
+    /// Messages that arrived while scrolled up.
+    pub unseen: usize,
+    pub input: Input,
+    /// Sent lines, oldest first, and where Up/Down recall is.
+    pub sent: Vec<String>,
+    pub recall: Option<usize>,
+    /// What was typed before recall began.
+    pub draft: String,
+    pub width: u16,
+    pub height: u16,
+    pub theme: Theme,
+    pub clock: Clock,
+    /// The daemon's peer id seen last, to tell a restarted daemon.
+    pub daemon_id: Option<String>,
+}
+
+impl State {
+    pub fn new(width: u16, height: u16, theme: Theme, clock: Clock) -> Self {
+        Self {
+            me: None,
+            link: DaemonLink::Connecting,
+            lines: VecDeque::new(),
+            total_rows: 0,
+            peers: Vec::new(),
+            show_users: true,
+            show_help: false,
+            scroll: 0,
+            unseen: 0,
+            input: Input::default(),
+            sent: Vec::new(),
+            recall: None,
+            draft: String::new(),
+            width,
+            height,
+            theme,
+            clock,
+            daemon_id: None,
+        }
+    }
+
+    /// Whether the users pane is on screen.
+    pub fn users_visible(&self) -> bool {
+        self.show_users && self.width >= USERS_MIN_TERMINAL
+    }
+
+    /// Columns of the message area.
+    pub fn message_width(&self) -> usize {
+        let w = if self.users_visible() {
+            self.width - USERS_WIDTH
+        } else {
+            self.width
+        };
+        usize::from(w).max(1)
+    }
+
+    /// Rows of the message area (the status bar and input take two).
+    pub fn message_height(&self) -> usize {
+        usize::from(self.height.saturating_sub(2)).max(1)
+    }
+
+    /// The largest useful scroll offset.
+    pub fn max_scroll(&self) -> usize {
+        self.total_rows.saturating_sub(self.message_height())
+    }
+
+    pub fn push(&mut self, ts: Timestamp, kind: LineKind) {
+        let rows = layout(&kind, self.message_width()).2.len();
+        let is_message = matches!(kind, LineKind::Message { .. });
+        self.lines.push_back(ChatLine { ts, kind, rows });
+        self.total_rows += rows;
+        if self.scroll > 0 {
+            // Keep what the reader looks at in place.
+            self.scroll += rows;
+            if is_message {
+                self.unseen += 1;
+            }
+        }
+        while self.lines.len() > MAX_LINES {
+            if let Some(old) = self.lines.pop_front() {
+                self.total_rows -= old.rows;
+            }
+        }
+        self.scroll = self.scroll.min(self.max_scroll());
+    }
+
+    /// A line of our own, timed now.
+    pub fn note(&mut self, kind: LineKind) {
+        self.push(self.clock.now(), kind);
+    }
+
+    /// Adds a daemon event as a line.
+    pub fn push_event(&mut self, e: &Event) {
+        let own = |peer_id: &str| self.me.as_ref().is_some_and(|m| m.peer_id == peer_id);
+        let kind = match &e.body {
+            EventBody::Message {
+                peer_id,
+                nick,
+                text,
+                action,
+                ..
+            } => LineKind::Message {
+                own: own(peer_id),
+                peer_id: peer_id.clone(),
+                nick: nick.clone(),
+                text: text.clone(),
+                action: *action,
+            },
+            EventBody::Join { peer_id, nick } => LineKind::Join {
+                nick: nick.clone(),
+                peer_id: peer_id.clone(),
+            },
+            EventBody::Leave { nick, reason, .. } => LineKind::Leave {
+                nick: nick.clone(),
+                reason: reason.clone(),
+            },
+            EventBody::Nick { old, new, .. } => LineKind::Nick {
+                old: old.clone(),
+                new: new.clone(),
+            },
+            EventBody::Gap { missed } => LineKind::Gap { missed: *missed },
+            EventBody::Other { .. } => return,
+        };
+        self.push(e.ts, kind);
+    }
+
+    /// Lays every line out again (the width changed).
+    pub fn relayout(&mut self) {
+        let width = self.message_width();
+        let mut total = 0;
+        for l in &mut self.lines {
+            l.rows = layout(&l.kind, width).2.len();
+            total += l.rows;
+        }
+        self.total_rows = total;
+        self.scroll = self.scroll.min(self.max_scroll());
+    }
+
+    pub fn clear(&mut self) {
+        self.lines.clear();
+        self.total_rows = 0;
+        self.scroll = 0;
+        self.unseen = 0;
+    }
+
+    /// Connected peers.
+    pub fn connected(&self) -> usize {
+        self.peers.iter().filter(|p| p.connected).count()
+    }
+}

@@ -1,0 +1,129 @@
+//! Colours and styles, with a monochrome theme for `NO_COLOR`.
+
+use ratatui::style::{Color, Modifier, Style};
+
+/// Ten colours that read well on dark and light terminals; a peer's colour
+/// is picked from its id, so it stays the same everywhere and every time.
+pub const PALETTE: [Color; 10] = [
+    Color::Red,
+    Color::Green,
+    Color::Yellow,
+    Color::Blue,
+    Color::Magenta,
+    Color::Cyan,
+    Color::LightRed,
+    Color::LightGreen,
+    Color::LightBlue,
+    Color::LightMagenta,
+];
+
+/// FNV-1a: stable across runs and machines, unlike std's hasher.
+pub fn palette_index(peer_id: &str) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in peer_id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h % PALETTE.len() as u32) as usize
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Theme {
+    pub color: bool,
+}
+
+impl Theme {
+    /// Colour unless `NO_COLOR` is set to anything but "" (no-color.org).
+    pub fn from_env() -> Self {
+        Self {
+            color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }
+    }
+
+    fn fg(self, c: Color) -> Style {
+        if self.color {
+            Style::new().fg(c)
+        } else {
+            Style::new()
+        }
+    }
+
+    pub fn nick(self, peer_id: &str, own: bool) -> Style {
+        let s = self.fg(PALETTE[palette_index(peer_id)]);
+        let s = s.add_modifier(Modifier::BOLD);
+        if own {
+            s.add_modifier(Modifier::UNDERLINED)
+        } else {
+            s
+        }
+    }
+
+    pub fn time(self) -> Style {
+        if self.color {
+            Style::new().fg(Color::DarkGray)
+        } else {
+            Style::new().add_modifier(Modifier::DIM)
+        }
+    }
+
+    pub fn join(self) -> Style {
+        self.fg(Color::Green).add_modifier(Modifier::DIM)
+    }
+
+    pub fn leave(self) -> Style {
+        self.fg(Color::Red).add_modifier(Modifier::DIM)
+    }
+
+    pub fn notice(self) -> Style {
+        self.fg(Color::Yellow)
+    }
+
+    pub fn info(self) -> Style {
+        if self.color {
+            Style::new().fg(Color::DarkGray)
+        } else {
+            Style::new().add_modifier(Modifier::ITALIC)
+        }
+    }
+
+    pub fn error(self) -> Style {
+        self.fg(Color::Red).add_modifier(Modifier::BOLD)
+    }
+
+    pub fn status_bar(self) -> Style {
+        if self.color {
+            Style::new().fg(Color::White).bg(Color::Blue)
+        } else {
+            Style::new().add_modifier(Modifier::REVERSED)
+        }
+    }
+
+    pub fn status_alert(self) -> Style {
+        if self.color {
+            Style::new()
+                .fg(Color::White)
+                .bg(Color::Red)
+                .add_modifier(Modifier::BOLD)
+        } else {
+            Style::new().add_modifier(Modifier::BOLD)
+        }
+    }
+
+    pub fn border(self) -> Style {
+        self.fg(Color::DarkGray)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_are_stable_and_spread() {
+        assert_eq!(palette_index("alice_1"), palette_index("alice_1"));
+        let used: std::collections::HashSet<usize> = (0..200)
+            .map(|i| palette_index(&format!("peer_{i}")))
+            .collect();
+        assert_eq!(used.len(), PALETTE.len());
+    }
+}

@@ -1,0 +1,734 @@
+//! The reducer: `update(&mut State, Action) -> Vec<Effect>`. No I/O: what
+//! must happen outside (talk to the daemon, quit) comes back as effects.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
+use shared::api::{PeerInfo, StatusInfo};
+use shared::event::{Event, EventBody};
+use tui_input::InputRequest;
+
+use super::command::{self, Command};
+use super::state::{DaemonLink, LineKind, MAX_RECALL, Me, State};
+
+/// Rows one mouse wheel notch scrolls.
+const WHEEL_ROWS: usize = 3;
+
+/// Everything that can happen to the TUI.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Key(KeyEvent),
+    Mouse(MouseEvent),
+    Paste(String),
+    Resize(u16, u16),
+    Daemon(DaemonMsg),
+    /// The slow timer: refresh what has no event of its own.
+    Tick,
+}
+
+/// What the daemon session reports.
+#[derive(Debug, Clone)]
+pub enum DaemonMsg {
+    /// Attached (again). `history` is empty when resuming the same daemon
+    /// by cursor: the missed events follow as `Event`s.
+    Attached {
+        status: Box<StatusInfo>,
+        history: Vec<Event>,
+    },
+    Event(Event),
+    Peers(Vec<PeerInfo>),
+    /// The connection is gone; the session retries.
+    Lost(String),
+    /// A request failed; say so in the view.
+    Failed(String),
+    /// Something worth a line in the view (e.g. ignored flags).
+    Note(String),
+}
+
+/// Work for the event loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Say {
+        text: String,
+        action: bool,
+    },
+    Nick(String),
+    RefreshPeers,
+    /// Stop the daemon, then quit.
+    Shutdown,
+    Quit,
+}
+
+pub fn update(state: &mut State, action: Action) -> Vec<Effect> {
+    match action {
+        Action::Key(k) if k.kind != KeyEventKind::Release => key(state, k),
+        Action::Key(_) => vec![],
+        Action::Mouse(m) => {
+            mouse(state, m);
+            vec![]
+        }
+        Action::Paste(text) => {
+            // A pasted block becomes one line to edit, not many messages.
+            for c in text.chars() {
+                let c = if c == '\n' || c == '\r' || c == '\t' {
+                    ' '
+                } else {
+                    c
+                };
+                if !c.is_control() {
+                    state.input.handle(InputRequest::InsertChar(c));
+                }
+            }
+            vec![]
+        }
+        Action::Resize(w, h) => {
+            state.width = w;
+            state.height = h;
+            state.relayout();
+            vec![]
+        }
+        Action::Daemon(msg) => daemon(state, msg),
+        Action::Tick => match state.link {
+            DaemonLink::Connected => vec![Effect::RefreshPeers],
+            _ => vec![],
+        },
+    }
+}
+
+fn key(state: &mut State, k: KeyEvent) -> Vec<Effect> {
+    let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+    let alt = k.modifiers.contains(KeyModifiers::ALT);
+    if state.show_help {
+        // Any key closes the help; Esc, q and F1 only close it.
+        state.show_help = false;
+        if matches!(k.code, KeyCode::Esc | KeyCode::F(1) | KeyCode::Char('q')) {
+            return vec![];
+        }
+    }
+    let edit = |state: &mut State, r: InputRequest| {
+        state.input.handle(r);
+    };
+    match k.code {
+        KeyCode::Char('c') if ctrl => return vec![Effect::Quit],
+        KeyCode::Char('d') if ctrl && state.input.value().is_empty() => return vec![Effect::Quit],
+        KeyCode::Enter => return submit(state),
+        KeyCode::F(1) => state.show_help = true,
+        KeyCode::F(2) => {
+            state.show_users = !state.show_users;
+            state.relayout();
+        }
+        KeyCode::Esc => {}
+        KeyCode::PageUp => scroll_up(state, state.message_height().saturating_sub(1).max(1)),
+        KeyCode::PageDown => scroll_down(state, state.message_height().saturating_sub(1).max(1)),
+        KeyCode::Home if !ctrl => scroll_up(state, usize::MAX),
+        KeyCode::End if !ctrl => scroll_down(state, usize::MAX),
+        KeyCode::Up => recall(state, true),
+        KeyCode::Down => recall(state, false),
+        KeyCode::Left if ctrl || alt => edit(state, InputRequest::GoToPrevWord),
+        KeyCode::Right if ctrl || alt => edit(state, InputRequest::GoToNextWord),
+        KeyCode::Left => edit(state, InputRequest::GoToPrevChar),
+        KeyCode::Right => edit(state, InputRequest::GoToNextChar),
+        KeyCode::Char('b') if alt => edit(state, InputRequest::GoToPrevWord),
+        KeyCode::Char('f') if alt => edit(state, InputRequest::GoToNextWord),
+        KeyCode::Char('a') if ctrl => edit(state, InputRequest::GoToStart),
+        KeyCode::Char('e') if ctrl => edit(state, InputRequest::GoToEnd),
+        KeyCode::Char('w') if ctrl => edit(state, InputRequest::DeletePrevWord),
+        KeyCode::Backspace if ctrl || alt => edit(state, InputRequest::DeletePrevWord),
+        KeyCode::Char('u') if ctrl => edit(state, InputRequest::DeleteFromStart),
+        KeyCode::Char('k') if ctrl => edit(state, InputRequest::DeleteTillEnd),
+        KeyCode::Char('d') if alt => edit(state, InputRequest::DeleteNextWord),
+        KeyCode::Char('d') if ctrl => edit(state, InputRequest::DeleteNextChar),
+        KeyCode::Char('y') if ctrl => edit(state, InputRequest::Yank),
+        KeyCode::Backspace => edit(state, InputRequest::DeletePrevChar),
+        KeyCode::Delete => edit(state, InputRequest::DeleteNextChar),
+        KeyCode::Char(c) if !ctrl => edit(state, InputRequest::InsertChar(c)),
+        _ => {}
+    }
+    vec![]
+}
+
+fn mouse(state: &mut State, m: MouseEvent) {
+    match m.kind {
+        MouseEventKind::ScrollUp => scroll_up(state, WHEEL_ROWS),
+        MouseEventKind::ScrollDown => scroll_down(state, WHEEL_ROWS),
+        _ => {}
+    }
+}
+
+fn scroll_up(state: &mut State, rows: usize) {
+    state.scroll = state.scroll.saturating_add(rows).min(state.max_scroll());
+}
+
+fn scroll_down(state: &mut State, rows: usize) {
+    state.scroll = state.scroll.saturating_sub(rows);
+    if state.scroll == 0 {
+        state.unseen = 0;
+    }
+}
+
+/// Up: older sent lines; Down: newer, then back to the draft.
+fn recall(state: &mut State, older: bool) {
+    if state.sent.is_empty() {
+        return;
+    }
+    let next = match (state.recall, older) {
+        (None, true) => {
+            state.draft = state.input.value().to_owned();
+            Some(state.sent.len() - 1)
+        }
+        (None, false) => return,
+        (Some(i), true) => Some(i.saturating_sub(1)),
+        (Some(i), false) if i + 1 < state.sent.len() => Some(i + 1),
+        (Some(_), false) => None,
+    };
+    state.recall = next;
+    let text = match next {
+        Some(i) => state.sent[i].clone(),
+        None => std::mem::take(&mut state.draft),
+    };
+    state.input = text.into();
+}
+
+fn submit(state: &mut State) -> Vec<Effect> {
+    let line = state.input.value_and_reset();
+    state.recall = None;
+    state.draft.clear();
+    let Some(cmd) = command::parse(&line) else {
+        return vec![];
+    };
+    if state.sent.last() != Some(&line) {
+        state.sent.push(line);
+        if state.sent.len() > MAX_RECALL {
+            state.sent.remove(0);
+        }
+    }
+    // Sending jumps back to the newest line.
+    state.scroll = 0;
+    state.unseen = 0;
+    match cmd {
+        Command::Say(text) => vec![Effect::Say {
+            text,
+            action: false,
+        }],
+        Command::Me(text) => vec![Effect::Say { text, action: true }],
+        Command::Nick(name) => vec![Effect::Nick(name)],
+        Command::Users => {
+            list_users(state);
+            vec![Effect::RefreshPeers]
+        }
+        Command::Help => {
+            state.show_help = true;
+            vec![]
+        }
+        Command::Clear => {
+            state.clear();
+            vec![]
+        }
+        Command::Quit => vec![Effect::Quit],
+        Command::Shutdown => vec![Effect::Shutdown],
+        Command::Invalid(why) => {
+            state.note(LineKind::Error(why));
+            vec![]
+        }
+    }
+}
+
+/// `/users`: who is here, as lines in the view.
+fn list_users(state: &mut State) {
+    let mut names: Vec<String> = state
+        .peers
+        .iter()
+        .filter(|p| p.connected)
+        .map(|p| p.nick.clone())
+        .collect();
+    if let Some(me) = &state.me {
+        names.insert(0, format!("{} (you)", me.nick));
+    }
+    let others = state.peers.iter().filter(|p| !p.connected).count();
+    let mut text = format!("{} here: {}", names.len(), names.join(", "));
+    if others > 0 {
+        text.push_str(&format!("; {others} more known, not connected"));
+    }
+    state.note(LineKind::Info(text));
+}
+
+fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
+    match msg {
+        DaemonMsg::Attached { status, history } => {
+            if let Some(old) = &state.daemon_id
+                && *old != status.peer_id
+            {
+                state.note(LineKind::Info(
+                    "p2pchatd was restarted; its history follows".into(),
+                ));
+            } else if state.link == DaemonLink::Lost {
+                state.note(LineKind::Info("reattached to p2pchatd".into()));
+            }
+            let ours = env!("CARGO_PKG_VERSION");
+            if status.version != ours {
+                state.note(LineKind::Error(format!(
+                    "p2pchatd is version {}, this client is {ours}",
+                    status.version
+                )));
+            }
+            state.daemon_id = Some(status.peer_id.clone());
+            state.me = Some(Me {
+                peer_id: status.peer_id,
+                nick: status.nick,
+            });
+            state.link = DaemonLink::Connected;
+            for e in &history {
+                state.push_event(e);
+            }
+            vec![Effect::RefreshPeers]
+        }
+        DaemonMsg::Event(e) => {
+            let refresh = matches!(
+                e.body,
+                EventBody::Join { .. } | EventBody::Leave { .. } | EventBody::Nick { .. }
+            );
+            if let (EventBody::Nick { peer_id, new, .. }, Some(me)) = (&e.body, state.me.as_mut())
+                && *peer_id == me.peer_id
+            {
+                me.nick.clone_from(new);
+            }
+            state.push_event(&e);
+            if refresh {
+                vec![Effect::RefreshPeers]
+            } else {
+                vec![]
+            }
+        }
+        DaemonMsg::Peers(p) => {
+            state.peers = p;
+            vec![]
+        }
+        DaemonMsg::Lost(why) => {
+            if state.link != DaemonLink::Lost {
+                state.note(LineKind::Error(format!(
+                    "lost p2pchatd ({why}); reconnecting"
+                )));
+            }
+            state.link = DaemonLink::Lost;
+            vec![]
+        }
+        DaemonMsg::Failed(why) => {
+            state.note(LineKind::Error(why));
+            vec![]
+        }
+        DaemonMsg::Note(text) => {
+            state.note(LineKind::Info(text));
+            vec![]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::state::{Clock, LineKind};
+    use crate::tui::theme::Theme;
+    use chrono::{FixedOffset, TimeZone, Utc};
+    use crossterm::event::{KeyEventState, MouseEvent};
+    use shared::api::StatusInfo;
+
+    fn state() -> State {
+        let clock = Clock::Fixed {
+            tz: FixedOffset::east_opt(0).unwrap(),
+            now: Utc::now(),
+        };
+        let mut s = State::new(80, 12, Theme { color: true }, clock);
+        attach(&mut s, "me_1", vec![]);
+        s
+    }
+
+    fn status(peer_id: &str) -> StatusInfo {
+        StatusInfo {
+            peer_id: peer_id.into(),
+            nick: "me".into(),
+            port: 8080,
+            peers: 0,
+            known_peers: 0,
+            version: env!("CARGO_PKG_VERSION").into(),
+            socket: "/tmp/s".into(),
+            pid: 1,
+            uptime_s: 0,
+            history: 0,
+            history_capacity: 1000,
+            multicast: None,
+            interfaces: vec![],
+            listen: "0.0.0.0".into(),
+        }
+    }
+
+    fn attach(s: &mut State, id: &str, history: Vec<Event>) -> Vec<Effect> {
+        update(
+            s,
+            Action::Daemon(DaemonMsg::Attached {
+                status: Box::new(status(id)),
+                history,
+            }),
+        )
+    }
+
+    fn key(code: KeyCode, mods: KeyModifiers) -> Action {
+        Action::Key(KeyEvent {
+            code,
+            modifiers: mods,
+            kind: KeyEventKind::Press,
+            state: KeyEventState::NONE,
+        })
+    }
+
+    fn press(s: &mut State, code: KeyCode) -> Vec<Effect> {
+        update(s, key(code, KeyModifiers::NONE))
+    }
+
+    fn ctrl(s: &mut State, c: char) -> Vec<Effect> {
+        update(s, key(KeyCode::Char(c), KeyModifiers::CONTROL))
+    }
+
+    fn typed(s: &mut State, text: &str) {
+        for c in text.chars() {
+            press(s, KeyCode::Char(c));
+        }
+    }
+
+    fn enter(s: &mut State, text: &str) -> Vec<Effect> {
+        typed(s, text);
+        press(s, KeyCode::Enter)
+    }
+
+    fn msg(cursor: u64, peer: &str, text: &str) -> Event {
+        Event {
+            cursor,
+            ts: Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap(),
+            body: EventBody::Message {
+                id: format!("m{cursor}"),
+                peer_id: peer.into(),
+                nick: peer.into(),
+                text: text.into(),
+                action: false,
+            },
+        }
+    }
+
+    fn last_line(s: &State) -> &LineKind {
+        &s.lines.back().unwrap().kind
+    }
+
+    #[test]
+    fn enter_sends_text_and_clears_the_input() {
+        let mut s = state();
+        assert_eq!(
+            enter(&mut s, "hello"),
+            vec![Effect::Say {
+                text: "hello".into(),
+                action: false
+            }]
+        );
+        assert_eq!(s.input.value(), "");
+        assert_eq!(s.sent, vec!["hello"]);
+        assert!(enter(&mut s, "").is_empty(), "a blank line sends nothing");
+        assert!(enter(&mut s, "   ").is_empty());
+    }
+
+    #[test]
+    fn every_command() {
+        let mut s = state();
+        assert_eq!(
+            enter(&mut s, "/me waves"),
+            vec![Effect::Say {
+                text: "waves".into(),
+                action: true
+            }]
+        );
+        assert_eq!(enter(&mut s, "/nick bob"), vec![Effect::Nick("bob".into())]);
+        assert_eq!(
+            enter(&mut s, "//etc"),
+            vec![Effect::Say {
+                text: "/etc".into(),
+                action: false
+            }]
+        );
+        assert_eq!(enter(&mut s, "/quit"), vec![Effect::Quit]);
+        assert_eq!(enter(&mut s, "/q"), vec![Effect::Quit]);
+        assert_eq!(enter(&mut s, "/shutdown"), vec![Effect::Shutdown]);
+
+        assert!(enter(&mut s, "/help").is_empty());
+        assert!(s.show_help);
+        press(&mut s, KeyCode::Esc);
+        assert!(!s.show_help);
+
+        assert!(enter(&mut s, "/nick two words").is_empty());
+        assert!(matches!(last_line(&s), LineKind::Error(m) if m.contains("whitespace")));
+        assert!(enter(&mut s, "/me").is_empty());
+        assert!(matches!(last_line(&s), LineKind::Error(m) if m.contains("usage: /me")));
+        assert!(enter(&mut s, "/bogus").is_empty());
+        assert!(
+            matches!(last_line(&s), LineKind::Error(m) if m.contains("unknown command /bogus"))
+        );
+
+        s.peers = vec![PeerInfo {
+            peer_id: "b".into(),
+            nick: "bob".into(),
+            addr: None,
+            connected: true,
+            link: None,
+            kind: None,
+            last_seen_ms: None,
+        }];
+        assert_eq!(enter(&mut s, "/users"), vec![Effect::RefreshPeers]);
+        assert!(matches!(last_line(&s), LineKind::Info(m) if m == "2 here: me (you), bob"));
+        assert_eq!(enter(&mut s, "/who"), vec![Effect::RefreshPeers]);
+
+        assert!(!s.lines.is_empty());
+        assert!(enter(&mut s, "/clear").is_empty());
+        assert!(s.lines.is_empty() && s.total_rows == 0);
+    }
+
+    #[test]
+    fn up_and_down_recall_sent_lines_and_the_draft() {
+        let mut s = state();
+        enter(&mut s, "one");
+        enter(&mut s, "two");
+        typed(&mut s, "dra");
+        press(&mut s, KeyCode::Up);
+        assert_eq!(s.input.value(), "two");
+        press(&mut s, KeyCode::Up);
+        assert_eq!(s.input.value(), "one");
+        press(&mut s, KeyCode::Up);
+        assert_eq!(s.input.value(), "one", "stays at the oldest");
+        press(&mut s, KeyCode::Down);
+        assert_eq!(s.input.value(), "two");
+        press(&mut s, KeyCode::Down);
+        assert_eq!(s.input.value(), "dra", "back to the draft");
+        press(&mut s, KeyCode::Down);
+        assert_eq!(s.input.value(), "dra");
+        assert_eq!(
+            enter(&mut s, ""),
+            vec![Effect::Say {
+                text: "dra".into(),
+                action: false
+            }]
+        );
+        enter(&mut s, "dra");
+        assert_eq!(s.sent, vec!["one", "two", "dra"], "no repeats in a row");
+    }
+
+    #[test]
+    fn editing_keys() {
+        let mut s = state();
+        typed(&mut s, "hello big world");
+        update(&mut s, key(KeyCode::Left, KeyModifiers::CONTROL));
+        update(&mut s, key(KeyCode::Left, KeyModifiers::CONTROL));
+        typed(&mut s, "X");
+        assert_eq!(s.input.value(), "hello Xbig world");
+        ctrl(&mut s, 'a');
+        typed(&mut s, ">");
+        ctrl(&mut s, 'e');
+        typed(&mut s, "!");
+        assert_eq!(s.input.value(), ">hello Xbig world!");
+        ctrl(&mut s, 'w');
+        assert_eq!(s.input.value(), ">hello Xbig ");
+        update(&mut s, key(KeyCode::Char('b'), KeyModifiers::ALT));
+        update(&mut s, key(KeyCode::Char('f'), KeyModifiers::ALT));
+        press(&mut s, KeyCode::Backspace);
+        press(&mut s, KeyCode::Left);
+        press(&mut s, KeyCode::Left);
+        press(&mut s, KeyCode::Delete);
+        press(&mut s, KeyCode::Right);
+        assert_eq!(s.input.value(), ">hello Xbg");
+        ctrl(&mut s, 'a');
+        press(&mut s, KeyCode::Right);
+        ctrl(&mut s, 'k');
+        assert_eq!(s.input.value(), ">");
+        typed(&mut s, "abc");
+        press(&mut s, KeyCode::Left);
+        ctrl(&mut s, 'u');
+        assert_eq!(s.input.value(), "c");
+        assert!(
+            ctrl(&mut s, 'd').is_empty(),
+            "Ctrl-D deletes while there is text"
+        );
+        ctrl(&mut s, 'a');
+        ctrl(&mut s, 'd');
+        assert_eq!(s.input.value(), "");
+        assert_eq!(
+            ctrl(&mut s, 'd'),
+            vec![Effect::Quit],
+            "and quits on an empty line"
+        );
+        assert_eq!(ctrl(&mut s, 'c'), vec![Effect::Quit]);
+        // Releases are not presses.
+        let mut release = key(KeyCode::Char('x'), KeyModifiers::NONE);
+        if let Action::Key(k) = &mut release {
+            k.kind = KeyEventKind::Release;
+        }
+        update(&mut s, release);
+        assert_eq!(s.input.value(), "");
+    }
+
+    #[test]
+    fn paste_is_one_editable_line() {
+        let mut s = state();
+        update(&mut s, Action::Paste("a\nb\r\nc\td\u{1b}".into()));
+        assert_eq!(s.input.value(), "a b  c d");
+    }
+
+    #[test]
+    fn scrolling_keeps_the_view_and_counts_new_lines() {
+        let mut s = state();
+        for i in 0..30 {
+            update(
+                &mut s,
+                Action::Daemon(DaemonMsg::Event(msg(i, "bob_1", &format!("line {i}")))),
+            );
+        }
+        assert_eq!(s.total_rows, 30);
+        press(&mut s, KeyCode::PageUp);
+        assert_eq!(s.scroll, 9, "a page is the message area less one row");
+        update(
+            &mut s,
+            Action::Mouse(MouseEvent {
+                kind: MouseEventKind::ScrollUp,
+                column: 0,
+                row: 0,
+                modifiers: KeyModifiers::NONE,
+            }),
+        );
+        assert_eq!(s.scroll, 12);
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Event(msg(30, "bob_1", "new"))),
+        );
+        assert_eq!((s.scroll, s.unseen), (13, 1), "anchored, and counted");
+        press(&mut s, KeyCode::Home);
+        assert_eq!(s.scroll, s.max_scroll());
+        press(&mut s, KeyCode::PageUp);
+        assert_eq!(s.scroll, s.max_scroll(), "clamped at the top");
+        press(&mut s, KeyCode::PageDown);
+        assert_eq!(s.scroll, s.max_scroll() - 9);
+        press(&mut s, KeyCode::End);
+        assert_eq!((s.scroll, s.unseen), (0, 0));
+        update(
+            &mut s,
+            Action::Mouse(MouseEvent {
+                kind: MouseEventKind::ScrollDown,
+                column: 0,
+                row: 0,
+                modifiers: KeyModifiers::NONE,
+            }),
+        );
+        assert_eq!(s.scroll, 0);
+        press(&mut s, KeyCode::PageUp);
+        enter(&mut s, "typing jumps back down");
+        assert_eq!(s.scroll, 0);
+    }
+
+    #[test]
+    fn resize_and_the_users_pane_reflow() {
+        let mut s = state();
+        let long = "word ".repeat(30);
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Event(msg(1, "bob_1", long.trim()))),
+        );
+        let wide = s.lines.back().unwrap().rows;
+        update(&mut s, Action::Resize(40, 12));
+        assert!(!s.users_visible(), "too narrow for the pane");
+        let narrow = s.lines.back().unwrap().rows;
+        assert!(narrow > wide, "{narrow} > {wide}");
+        update(&mut s, Action::Resize(120, 30));
+        assert!(s.users_visible());
+        let with_pane = s.lines.back().unwrap().rows;
+        press(&mut s, KeyCode::F(2));
+        assert!(!s.users_visible());
+        assert!(s.lines.back().unwrap().rows <= with_pane);
+        assert_eq!(s.total_rows, s.lines.iter().map(|l| l.rows).sum::<usize>());
+        press(&mut s, KeyCode::F(1));
+        assert!(s.show_help);
+        press(&mut s, KeyCode::Char('x'));
+        assert!(!s.show_help, "any key closes the help");
+        assert_eq!(s.input.value(), "x", "and still does its job");
+    }
+
+    #[test]
+    fn daemon_messages() {
+        let mut s = State::new(80, 12, Theme { color: false }, Clock::Local);
+        assert_eq!(s.link, DaemonLink::Connecting);
+        assert_eq!(
+            update(&mut s, Action::Tick),
+            vec![],
+            "no refresh before attaching"
+        );
+        let fx = attach(
+            &mut s,
+            "me_1",
+            vec![msg(1, "bob_1", "held"), msg(2, "me_1", "mine")],
+        );
+        assert_eq!(fx, vec![Effect::RefreshPeers]);
+        assert_eq!(s.link, DaemonLink::Connected);
+        assert_eq!(s.me.as_ref().unwrap().nick, "me");
+        assert!(matches!(
+            &s.lines[1].kind,
+            LineKind::Message { own: true, .. }
+        ));
+        assert!(matches!(
+            &s.lines[0].kind,
+            LineKind::Message { own: false, .. }
+        ));
+        assert_eq!(update(&mut s, Action::Tick), vec![Effect::RefreshPeers]);
+
+        let join = Event {
+            cursor: 3,
+            ts: Utc::now(),
+            body: EventBody::Join {
+                peer_id: "c".into(),
+                nick: "carol".into(),
+            },
+        };
+        assert_eq!(
+            update(&mut s, Action::Daemon(DaemonMsg::Event(join))),
+            vec![Effect::RefreshPeers]
+        );
+        let rename = Event {
+            cursor: 4,
+            ts: Utc::now(),
+            body: EventBody::Nick {
+                peer_id: "me_1".into(),
+                old: "me".into(),
+                new: "myself".into(),
+            },
+        };
+        update(&mut s, Action::Daemon(DaemonMsg::Event(rename)));
+        assert_eq!(s.me.as_ref().unwrap().nick, "myself");
+
+        update(&mut s, Action::Daemon(DaemonMsg::Lost("gone".into())));
+        update(&mut s, Action::Daemon(DaemonMsg::Lost("still gone".into())));
+        assert_eq!(s.link, DaemonLink::Lost);
+        let errors = s
+            .lines
+            .iter()
+            .filter(|l| matches!(l.kind, LineKind::Error(_)))
+            .count();
+        assert_eq!(errors, 1, "one line per loss");
+        attach(&mut s, "me_1", vec![]);
+        assert!(matches!(last_line(&s), LineKind::Info(m) if m.contains("reattached")));
+        attach(&mut s, "me_2", vec![]);
+        assert!(matches!(last_line(&s), LineKind::Info(m) if m.contains("restarted")));
+
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Failed("not sent: x".into())),
+        );
+        assert!(matches!(last_line(&s), LineKind::Error(m) if m == "not sent: x"));
+        update(&mut s, Action::Daemon(DaemonMsg::Peers(vec![])));
+        assert!(s.peers.is_empty());
+        let gap = Event {
+            cursor: 9,
+            ts: Utc::now(),
+            body: EventBody::Gap { missed: 3 },
+        };
+        update(&mut s, Action::Daemon(DaemonMsg::Event(gap)));
+        assert_eq!(last_line(&s), &LineKind::Gap { missed: 3 });
+    }
+}

@@ -1,0 +1,564 @@
+//! Rendering: `view(&State, &mut Frame)`, pure. Only the rows on screen are
+//! wrapped; every line's height is already known from the state.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph};
+use shared::api::{LinkDirection, PeerKind};
+
+use super::command::{HELP, KEYS};
+use super::state::{ChatLine, DaemonLink, LineKind, State, USERS_WIDTH, layout};
+use super::wrap::str_width;
+
+pub fn view(state: &State, frame: &mut Frame<'_>) {
+    let area = frame.area();
+    let [main, status, input] = Layout::vertical([
+        Constraint::Min(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    let messages_area = if state.users_visible() {
+        let [m, u] =
+            Layout::horizontal([Constraint::Min(1), Constraint::Length(USERS_WIDTH)]).areas(main);
+        users(state, frame, u);
+        m
+    } else {
+        main
+    };
+    messages(state, frame, messages_area);
+    status_bar(state, frame, status);
+    input_line(state, frame, input);
+    if state.show_help {
+        help(state, frame, area);
+    }
+}
+
+fn messages(state: &State, frame: &mut Frame<'_>, area: Rect) {
+    let theme = state.theme;
+    if state.lines.is_empty() {
+        let hint = match state.link {
+            DaemonLink::Connected => "No messages yet. Type to chat; /help lists the commands.",
+            _ => "Connecting to p2pchatd...",
+        };
+        frame.render_widget(Paragraph::new(Line::styled(hint, theme.info())), area);
+        return;
+    }
+    let height = usize::from(area.height);
+    let width = state.message_width();
+    let offset = state.scroll.min(state.max_scroll());
+    let wanted = offset + height;
+    // Walk back from the newest line until the screen (and what is
+    // scrolled past) is covered; render only those.
+    let mut chunks: Vec<Vec<Line<'static>>> = Vec::new();
+    let mut rows = 0;
+    for line in state.lines.iter().rev() {
+        if rows >= wanted {
+            break;
+        }
+        let rendered = render_line(state, line, width);
+        rows += rendered.len();
+        chunks.push(rendered);
+    }
+    let all: Vec<Line<'static>> = chunks.into_iter().rev().flatten().collect();
+    let end = all.len().saturating_sub(offset);
+    let start = end.saturating_sub(height);
+    let visible: Vec<Line<'static>> = all[start..end].to_vec();
+    // New lines sit at the bottom, next to the input, as in a chat.
+    let pad = height - visible.len();
+    let target = Rect {
+        y: area.y + pad as u16,
+        height: visible.len() as u16,
+        ..area
+    };
+    frame.render_widget(Paragraph::new(visible), target);
+}
+
+fn render_line(state: &State, line: &ChatLine, width: usize) -> Vec<Line<'static>> {
+    let theme = state.theme;
+    let (indent, marker, rows) = layout(&line.kind, width);
+    let (marker_style, body_style) = match &line.kind {
+        LineKind::Message { peer_id, own, .. } => (theme.nick(peer_id, *own), Style::new()),
+        LineKind::Join { .. } => (theme.join(), theme.join()),
+        LineKind::Leave { .. } => (theme.leave(), theme.leave()),
+        LineKind::Nick { .. } => (theme.notice(), theme.notice()),
+        LineKind::Gap { .. } => (theme.notice(), theme.notice().add_modifier(Modifier::BOLD)),
+        LineKind::Info(_) => (theme.info(), theme.info()),
+        LineKind::Error(_) => (theme.error(), theme.error()),
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for (i, row) in rows.into_iter().enumerate() {
+        if i == 0 {
+            out.push(Line::from(vec![
+                Span::styled(format!("{} ", state.clock.hhmm(&line.ts)), theme.time()),
+                Span::styled(marker.clone(), marker_style),
+                Span::styled(row, body_style),
+            ]));
+        } else {
+            out.push(Line::from(vec![
+                Span::raw(" ".repeat(indent)),
+                Span::styled(row, body_style),
+            ]));
+        }
+    }
+    out
+}
+
+/// Cuts `s` to `max` columns, marking the cut with `…`.
+fn fit(s: &str, max: usize) -> String {
+    if str_width(s) <= max {
+        return s.to_owned();
+    }
+    let mut out = String::new();
+    let mut w = 0;
+    for c in s.chars() {
+        let cw = super::wrap::char_width(c);
+        if w + cw + 1 > max {
+            break;
+        }
+        out.push(c);
+        w += cw;
+    }
+    out.push('…');
+    out
+}
+
+fn users(state: &State, frame: &mut Frame<'_>, area: Rect) {
+    let theme = state.theme;
+    let title = format!(" users {}/{} ", state.connected(), state.peers.len());
+    let block = Block::new()
+        .borders(Borders::LEFT)
+        .border_style(theme.border())
+        .title(Span::styled(title, theme.info()));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let width = usize::from(inner.width);
+    let mut lines = Vec::new();
+    if let Some(me) = &state.me {
+        lines.push(Line::from(vec![
+            Span::raw(" ● "),
+            Span::styled(
+                fit(&me.nick, width.saturating_sub(9)),
+                theme.nick(&me.peer_id, true),
+            ),
+            Span::styled(" (you)", theme.info()),
+        ]));
+    }
+    let mut peers: Vec<_> = state.peers.iter().collect();
+    peers.sort_by_key(|p| !p.connected);
+    for p in peers {
+        let label = match (p.connected, p.link, p.kind) {
+            (true, _, Some(PeerKind::Go)) => "go",
+            (true, Some(LinkDirection::Dialed), _) => "dialed",
+            (true, Some(LinkDirection::Accepted), _) => "accepted",
+            (true, None, _) => "linked",
+            (false, _, _) => "away",
+        };
+        let dot = if p.connected { " ● " } else { " ○ " };
+        let nick_room = width.saturating_sub(3 + label.len() + 1);
+        let nick = fit(&p.nick, nick_room);
+        let gap = width.saturating_sub(3 + str_width(&nick) + label.len());
+        let nick_style = if p.connected {
+            theme.nick(&p.peer_id, false)
+        } else {
+            theme.info()
+        };
+        lines.push(Line::from(vec![
+            Span::raw(dot),
+            Span::styled(nick, nick_style),
+            Span::raw(" ".repeat(gap)),
+            Span::styled(label, theme.info()),
+        ]));
+    }
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+fn status_bar(state: &State, frame: &mut Frame<'_>, area: Rect) {
+    let theme = state.theme;
+    let bar = theme.status_bar();
+    let mut spans = Vec::new();
+    let nick = state.me.as_ref().map_or("?", |m| m.nick.as_str());
+    spans.push(Span::styled(
+        format!(" {nick} "),
+        bar.add_modifier(Modifier::BOLD),
+    ));
+    spans.push(Span::styled("│", bar));
+    let peers = state.connected();
+    let noun = if peers == 1 { "peer" } else { "peers" };
+    spans.push(Span::styled(format!(" {peers} {noun} "), bar));
+    spans.push(Span::styled("│", bar));
+    match state.link {
+        DaemonLink::Connected => spans.push(Span::styled(" daemon: connected ", bar)),
+        DaemonLink::Connecting => spans.push(Span::styled(" daemon: connecting... ", bar)),
+        DaemonLink::Lost => spans.push(Span::styled(
+            " daemon: lost, reconnecting... ",
+            theme.status_alert(),
+        )),
+    }
+    if state.scroll > 0 {
+        spans.push(Span::styled("│", bar));
+        let mark = if state.unseen > 0 {
+            format!(" ▼ {} new ", state.unseen)
+        } else {
+            " ▲ scrolled ".to_owned()
+        };
+        spans.push(Span::styled(mark, theme.status_alert()));
+    }
+    let used: usize = spans.iter().map(|s| str_width(&s.content)).sum();
+    let hint = " F1 help ";
+    let fill = usize::from(area.width).saturating_sub(used + hint.len());
+    spans.push(Span::styled(" ".repeat(fill), bar));
+    spans.push(Span::styled(hint, bar));
+    frame.render_widget(Paragraph::new(Line::from(spans)).style(bar), area);
+}
+
+fn input_line(state: &State, frame: &mut Frame<'_>, area: Rect) {
+    let prompt = "> ";
+    let [p, field] =
+        Layout::horizontal([Constraint::Length(prompt.len() as u16), Constraint::Min(1)])
+            .areas(area);
+    frame.render_widget(Paragraph::new(Span::styled(prompt, state.theme.info())), p);
+    // Keep the cursor on screen: scroll the text, never the prompt.
+    let width = usize::from(field.width).max(1);
+    let scroll = state.input.visual_scroll(width.saturating_sub(1));
+    frame.render_widget(
+        Paragraph::new(state.input.value()).scroll((0, scroll as u16)),
+        field,
+    );
+    if !state.show_help {
+        let x = (state.input.visual_cursor().saturating_sub(scroll)) as u16;
+        frame.set_cursor_position((field.x + x.min(field.width.saturating_sub(1)), field.y));
+    }
+}
+
+fn help(state: &State, frame: &mut Frame<'_>, area: Rect) {
+    let theme = state.theme;
+    let key_width = HELP
+        .iter()
+        .chain(KEYS)
+        .map(|(k, _)| k.len())
+        .max()
+        .unwrap_or(0);
+    let row = |(k, v): &(&str, &str)| {
+        Line::from(vec![
+            Span::styled(format!(" {k:<key_width$} "), theme.notice()),
+            Span::raw(v.to_string()),
+        ])
+    };
+    let mut lines: Vec<Line<'_>> = HELP.iter().map(row).collect();
+    // The keys only when the terminal has room for both.
+    if usize::from(area.height) >= HELP.len() + KEYS.len() + 3 {
+        lines.push(Line::raw(""));
+        lines.extend(KEYS.iter().map(row));
+    }
+    let want_w = lines.iter().map(Line::width).max().unwrap_or(0) as u16 + 3;
+    let want_h = lines.len() as u16 + 2;
+    let w = want_w.min(area.width);
+    let h = want_h.min(area.height);
+    let popup = Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    };
+    frame.render_widget(Clear, popup);
+    frame.render_widget(
+        Paragraph::new(lines).block(
+            Block::bordered()
+                .border_style(theme.border())
+                .title(" help ")
+                .title_bottom(Span::styled(" Esc closes ", theme.info())),
+        ),
+        popup,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::state::Clock;
+    use crate::tui::theme::Theme;
+    use crate::tui::update::{Action, DaemonMsg, update};
+    use chrono::{FixedOffset, TimeZone, Utc};
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+    use shared::api::{PeerInfo, StatusInfo};
+    use shared::event::{Event, EventBody};
+
+    const ME: &str = "alice_0f3a9c21";
+
+    fn at(min: u32) -> chrono::DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 25, 12, min, 0).unwrap()
+    }
+
+    fn room(w: u16, h: u16, color: bool) -> State {
+        let clock = Clock::Fixed {
+            tz: FixedOffset::east_opt(0).unwrap(),
+            now: at(30),
+        };
+        let mut s = State::new(w, h, Theme { color }, clock);
+        let status = StatusInfo {
+            peer_id: ME.into(),
+            nick: "alice".into(),
+            port: 8080,
+            peers: 2,
+            known_peers: 3,
+            version: env!("CARGO_PKG_VERSION").into(),
+            socket: "/run/user/1000/p2pchat/p2pchatd.sock".into(),
+            pid: 1,
+            uptime_s: 1,
+            history: 0,
+            history_capacity: 1000,
+            multicast: None,
+            interfaces: vec![],
+            listen: "0.0.0.0".into(),
+        };
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Attached {
+                status: Box::new(status),
+                history: vec![],
+            }),
+        );
+        s
+    }
+
+    fn peers() -> Vec<PeerInfo> {
+        let p = |id: &str, nick: &str, connected, link, kind| PeerInfo {
+            peer_id: id.into(),
+            nick: nick.into(),
+            addr: Some("192.168.1.20:8080".into()),
+            connected,
+            link,
+            kind,
+            last_seen_ms: Some(0),
+        };
+        vec![
+            p(
+                "bob_7be1d0aa",
+                "bob",
+                true,
+                Some(LinkDirection::Dialed),
+                Some(PeerKind::P2pchatd),
+            ),
+            p(
+                "carol_51",
+                "carol",
+                true,
+                Some(LinkDirection::Accepted),
+                Some(PeerKind::Go),
+            ),
+            p(
+                "dave_99c0ffee",
+                "dave_with_a_long_nick",
+                false,
+                None,
+                Some(PeerKind::P2pchatd),
+            ),
+        ]
+    }
+
+    fn event(cursor: u64, min: u32, body: EventBody) -> Event {
+        Event {
+            cursor,
+            ts: at(min),
+            body,
+        }
+    }
+
+    fn say(cursor: u64, min: u32, peer: &str, nick: &str, text: &str, action: bool) -> Event {
+        event(
+            cursor,
+            min,
+            EventBody::Message {
+                id: format!("m{cursor}"),
+                peer_id: peer.into(),
+                nick: nick.into(),
+                text: text.into(),
+                action,
+            },
+        )
+    }
+
+    fn busy(s: &mut State) {
+        let evs = vec![
+            event(
+                1,
+                0,
+                EventBody::Join {
+                    peer_id: "bob_7be1d0aa".into(),
+                    nick: "bob".into(),
+                },
+            ),
+            say(
+                2,
+                1,
+                "bob_7be1d0aa",
+                "bob",
+                "morning! the build is green again",
+                false,
+            ),
+            event(
+                3,
+                2,
+                EventBody::Join {
+                    peer_id: "carol_51".into(),
+                    nick: "carol".into(),
+                },
+            ),
+            say(
+                4,
+                3,
+                "carol_51",
+                "carol",
+                "a long line to show how wrapping keeps the continuation rows under the text column, not under the time",
+                false,
+            ),
+            say(5, 4, ME, "alice", "mine, marked as such", false),
+            say(
+                6,
+                5,
+                "bob_7be1d0aa",
+                "bob",
+                "日本語のテキストも幅で折り返します 🎉 emoji too",
+                false,
+            ),
+            say(7, 6, "carol_51", "carol", "waves", true),
+            event(
+                8,
+                7,
+                EventBody::Nick {
+                    peer_id: "bob_7be1d0aa".into(),
+                    old: "bob".into(),
+                    new: "robert".into(),
+                },
+            ),
+            event(
+                9,
+                8,
+                EventBody::Leave {
+                    peer_id: "dave_99c0ffee".into(),
+                    nick: "dave".into(),
+                    reason: Some("ping timeout".into()),
+                },
+            ),
+            event(10, 9, EventBody::Gap { missed: 12 }),
+        ];
+        for e in evs {
+            update(s, Action::Daemon(DaemonMsg::Event(e)));
+        }
+        update(s, Action::Daemon(DaemonMsg::Peers(peers())));
+    }
+
+    fn draw(s: &State) -> Terminal<TestBackend> {
+        let mut t = Terminal::new(TestBackend::new(s.width, s.height)).unwrap();
+        t.draw(|f| view(s, f)).unwrap();
+        t
+    }
+
+    #[test]
+    fn empty_room() {
+        let s = room(80, 10, true);
+        insta::assert_snapshot!(draw(&s).backend());
+    }
+
+    #[test]
+    fn busy_room_wraps_and_colours() {
+        let mut s = room(90, 18, true);
+        busy(&mut s);
+        for c in "typing a reply".chars() {
+            update(
+                &mut s,
+                Action::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)),
+            );
+        }
+        let t = draw(&s);
+        insta::assert_snapshot!("busy_room_text", t.backend());
+        // The styles: nick colours per peer, own nick underlined, system
+        // lines in their colours.
+        insta::assert_debug_snapshot!("busy_room_styles", t.backend().buffer());
+    }
+
+    #[test]
+    fn scrolled_up_with_the_new_mark() {
+        let mut s = room(80, 10, true);
+        busy(&mut s);
+        update(
+            &mut s,
+            Action::Key(KeyEvent::new(KeyCode::PageUp, KeyModifiers::NONE)),
+        );
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Event(say(
+                11,
+                10,
+                "bob_7be1d0aa",
+                "robert",
+                "are you there?",
+                false,
+            ))),
+        );
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Event(say(
+                12,
+                10,
+                "bob_7be1d0aa",
+                "robert",
+                "hello?",
+                false,
+            ))),
+        );
+        insta::assert_snapshot!(draw(&s).backend());
+    }
+
+    #[test]
+    fn users_pane_and_lost_daemon() {
+        let mut s = room(80, 8, true);
+        update(&mut s, Action::Daemon(DaemonMsg::Peers(peers())));
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Lost("connection closed".into())),
+        );
+        insta::assert_snapshot!(draw(&s).backend());
+    }
+
+    #[test]
+    fn help() {
+        let mut s = room(80, 24, true);
+        busy(&mut s);
+        update(
+            &mut s,
+            Action::Key(KeyEvent::new(KeyCode::F(1), KeyModifiers::NONE)),
+        );
+        insta::assert_snapshot!(draw(&s).backend());
+    }
+
+    #[test]
+    fn no_color_is_readable_monochrome() {
+        let mut s = room(90, 18, false);
+        busy(&mut s);
+        let t = draw(&s);
+        insta::assert_snapshot!("no_color_text", t.backend());
+        let buf = t.backend().buffer();
+        for cell in buf.content() {
+            assert_eq!(
+                cell.fg,
+                ratatui::style::Color::Reset,
+                "NO_COLOR: no colours at all"
+            );
+            assert_eq!(cell.bg, ratatui::style::Color::Reset);
+        }
+        insta::assert_debug_snapshot!("no_color_styles", buf);
+    }
+
+    #[test]
+    fn narrow_terminal_of_40_columns() {
+        let mut s = room(40, 16, true);
+        busy(&mut s);
+        insta::assert_snapshot!(draw(&s).backend());
+    }
+}

@@ -1,0 +1,299 @@
+//! End to end: the real `p2pchat` TUI in tmux (`send-keys`, `capture-pane`)
+//! against real daemons on loopback. Each test has a tmux server of its own.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+#[path = "../../p2pchatd/tests/it/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use shared::event::EventBody;
+use support::*;
+
+const T: Duration = Duration::from_secs(10);
+const P2PCHAT: &str = env!("CARGO_BIN_EXE_p2pchat");
+
+/// A private tmux server, killed at the end.
+struct Tmux {
+    name: String,
+}
+
+impl Tmux {
+    /// `None` (and a note) when tmux is not installed.
+    fn new() -> Option<Self> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            eprintln!("skipped: tmux is not installed (.ci/run installs it)");
+            return None;
+        }
+        Some(Self {
+            name: format!("p2pchat-it-{}-{}", std::process::id(), fastrand::u32(..)),
+        })
+    }
+
+    fn tmux(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .args(["-L", &self.name, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `cmd` in a new 100x30 session.
+    fn start(&self, session: &str, cmd: &str) {
+        let out = self.tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "100",
+            "-y",
+            "30",
+            cmd,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Keep the pane after its program exits, to see that it did.
+        self.tmux(&["set-option", "-t", session, "remain-on-exit", "on"]);
+    }
+
+    fn screen(&self, session: &str) -> String {
+        String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p", "-t", session]).stdout)
+            .into_owned()
+    }
+
+    fn keys(&self, session: &str, text: &str) {
+        self.tmux(&["send-keys", "-t", session, "-l", text]);
+    }
+
+    fn enter(&self, session: &str, text: &str) {
+        self.keys(session, text);
+        self.tmux(&["send-keys", "-t", session, "Enter"]);
+    }
+
+    /// Waits until the screen satisfies `pred`.
+    fn wait(&self, session: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen(session);
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < T,
+                "timed out waiting for {what}; the screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn exited(&self, session: &str) -> bool {
+        let out = self.tmux(&["list-panes", "-t", session, "-F", "#{pane_dead}"]);
+        String::from_utf8_lossy(&out.stdout).trim() == "1"
+    }
+
+    fn wait_exit(&self, session: &str) {
+        let start = Instant::now();
+        while !self.exited(session) {
+            assert!(
+                start.elapsed() < T,
+                "p2pchat did not exit; the screen:\n{}",
+                self.screen(session)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.tmux(&["kill-server"]);
+    }
+}
+
+fn ui(socket: &Path) -> String {
+    format!("{P2PCHAT} --no-autostart --socket {}", socket.display())
+}
+
+#[tokio::test]
+async fn chat_detach_reattach_and_survive_a_daemon_restart() {
+    let Some(tmux) = Tmux::new() else { return };
+    let net = TestNet::new();
+    let mut a = net.daemon("alice").await;
+    let b = net.daemon("bob").await;
+    wait_full_mesh(&[&a, &b], T).await;
+    let mut at_b = b.subscribe(None).await;
+
+    tmux.start("ui", &ui(&a.socket));
+    tmux.wait("ui", "the attached status bar", |s| {
+        s.contains("alice │ 1 peer │ daemon: connected")
+    });
+
+    // A typed line reaches the other daemon.
+    tmux.enter("ui", "hello from the tui");
+    let got = at_b.messages(1, T).await;
+    assert!(
+        matches!(&got[0].body, EventBody::Message { nick, text, .. } if nick == "alice" && text == "hello from the tui")
+    );
+
+    // A line from the other daemon appears.
+    b.say("hi tui").await;
+    tmux.wait("ui", "bob's line", |s| s.contains("<bob> hi tui"));
+
+    // /nick reaches the others and shows.
+    tmux.enter("ui", "/nick alicia");
+    at_b.until(
+        "the nick event",
+        T,
+        |e| matches!(&e.body, EventBody::Nick { new, .. } if new == "alicia"),
+    )
+    .await;
+    tmux.wait("ui", "the rename", |s| {
+        s.contains("alice is now known as alicia") && s.contains(" alicia │")
+    });
+
+    // /quit detaches; the daemon stays, linked, under the new nick.
+    tmux.enter("ui", "/quit");
+    tmux.wait_exit("ui");
+    assert!(
+        b.peers()
+            .await
+            .iter()
+            .any(|p| p.nick == "alicia" && p.connected)
+    );
+    assert_eq!(a.status().await.peers, 1);
+
+    // Attached again: the history, each line once.
+    tmux.start("ui2", &ui(&a.socket));
+    let screen = tmux.wait("ui2", "the history", |s| s.contains("<bob> hi tui"));
+    assert_eq!(screen.matches("hello from the tui").count(), 1, "{screen}");
+    assert_eq!(screen.matches("<bob> hi tui").count(), 1, "{screen}");
+    assert_eq!(
+        screen.matches("is now known as alicia").count(),
+        1,
+        "{screen}"
+    );
+
+    // The daemon goes: the client says so. It comes back: the client
+    // re-attaches by itself and shows what happens next.
+    a.signal(Signal::SIGTERM);
+    assert!(a.exit_within(T).await.success());
+    tmux.wait("ui2", "the lost daemon", |s| {
+        s.contains("daemon: lost, reconnecting")
+    });
+    let a2 = net.daemon("alice").await;
+    tmux.wait("ui2", "the re-attach", |s| {
+        s.contains("daemon: connected") && s.contains("p2pchatd was restarted")
+    });
+    wait_full_mesh(&[&a2, &b], T).await;
+    b.say("after the restart").await;
+    tmux.wait("ui2", "a line after the restart", |s| {
+        s.contains("<bob> after the restart")
+    });
+    tmux.enter("ui2", "/q");
+    tmux.wait_exit("ui2");
+}
+
+/// Kills a daemon started by the TUI if the test ends early.
+struct Reaper(PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0)
+            && let Ok(pid) = pid.trim().parse()
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+#[tokio::test]
+async fn it_starts_a_daemon_with_its_flags_and_shutdown_stops_it() {
+    let Some(tmux) = Tmux::new() else { return };
+    let net = TestNet::new();
+    let socket = net.socket_for("carol");
+    let _reaper = Reaper(socket.with_extension("pid"));
+    let cmd = format!(
+        "env XDG_STATE_HOME={state} {P2PCHAT} --socket {sock} --nick carol --interface 127.0.0.1 --listen 127.0.0.1 --port 0 --multicast {group}",
+        state = net.dir.path().join("state").display(),
+        sock = socket.display(),
+        group = net.group,
+    );
+    tmux.start("ui", &cmd);
+    tmux.wait("ui", "the started daemon", |s| {
+        s.contains("carol │ 0 peers │ daemon: connected") && s.contains("started p2pchatd")
+    });
+    // A peer on the same private net links with it.
+    let d = net.daemon("dave").await;
+    tmux.wait("ui", "dave", |s| {
+        s.contains("dave (dave_") && s.contains("1 peer │")
+    });
+    tmux.enter("ui", "/shutdown");
+    tmux.wait_exit("ui");
+    wait_until("the daemon to be gone", T, || async {
+        (!socket.exists()).then_some(())
+    })
+    .await;
+    drop(d);
+}
+
+#[test]
+fn failing_to_start_leaves_the_terminal_alone() {
+    let net = TestNet::new();
+    let socket = net.socket_for("nobody");
+    // Not running, and told not to start one: exit 2, nothing on stdout
+    // (no escape sequences: the terminal was never taken over).
+    let out = Command::new(P2PCHAT)
+        .args(["--no-autostart", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "p2pchat: p2pchatd is not running (socket {})",
+            socket.display()
+        )
+    );
+    // A daemon that cannot start: its reason, exit 1.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = Command::new(P2PCHAT)
+        .args(["--socket"])
+        .arg(&socket)
+        .args([
+            "--nick",
+            "x",
+            "--interface",
+            "127.0.0.1",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--multicast",
+        ])
+        .arg(net.group.to_string())
+        .env("XDG_STATE_HOME", net.dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen on 127.0.0.1:"), "{err}");
+    // Daemon flags with a subcommand are refused.
+    let out = Command::new(P2PCHAT)
+        .args(["--nick", "x", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
