@@ -25,7 +25,7 @@ dirs    := $(mandir) $(DESTDIR)$(PREFIX)/share/man \
 progs   := p2pchatd p2pchat
 
 .DEFAULT_GOAL := help
-.PHONY: help build run demo test check fmt clean install uninstall install-service status
+.PHONY: help build run demo test check bench fmt clean install uninstall install-service status
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,6 +45,9 @@ test: build ## What CI runs: format check, clippy -D warnings, every test
 	$(CARGO) test --release --workspace
 
 check: test ## Same as test (fmt, clippy, tests)
+
+bench: build ## Measure DESIGN's numbers on loopback (QUICK=1: smaller, < 60 s)
+	$(CARGO) run --release -p p2pchatd --example bench -- $(if $(QUICK),--quick)
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

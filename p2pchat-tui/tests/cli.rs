@@ -48,7 +48,7 @@ fn stdout(o: &Output) -> String {
 
 #[test]
 fn without_a_daemon_commands_say_so_and_exit_2() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new("p2pchat-cli-");
     let sock = dir.path().join("none.sock");
     for args in [
         &["say", "hi"][..],

@@ -86,17 +86,29 @@ fn roundtrip(w: &mut UnixStream, r: &mut BufReader<UnixStream>, line: &[u8]) -> 
     serde_json::from_str(&reply).unwrap_or_else(|e| panic!("{reply:?}: {e}"))
 }
 
-// Two workers: bob's subscriber must read while this test floods alice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_subscriber_that_never_reads_slows_nobody_and_later_gets_a_gap() {
     let net = TestNet::new();
     let a = net.daemon_with("alice", &["--history", "100"]).await;
     let b = net.daemon("bob").await;
     wait_full_mesh(&[&a, &b], T).await;
-    // Bob's subscriber reads all along, in its own task.
+    // Bob's subscriber reads all along, on a thread of its own, while this
+    // test floods alice.
     let n = 20_000;
-    let mut at_b = b.subscribe(None).await;
-    let reader = tokio::spawn(async move { at_b.messages(n, Duration::from_secs(60)).await });
+    let b_socket = b.socket.clone();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let reader = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut at_b = subscribe_at(&b_socket).await;
+            ready_tx.send(()).unwrap();
+            at_b.messages(n, Duration::from_secs(60)).await
+        })
+    });
+    ready_rx.await.unwrap();
 
     // A subscriber on alice that never reads.
     let (mut stuck, mut stuck_r) = raw(&a.socket);
@@ -138,7 +150,7 @@ async fn a_subscriber_that_never_reads_slows_nobody_and_later_gets_a_gap() {
         started.elapsed()
     );
     // The mesh kept flowing: bob got every one.
-    let got = reader.await.unwrap();
+    let got = reader.join().unwrap();
     assert_eq!(
         text(&got[n - 1]),
         format!("flood {} {}", n - 1, "x".repeat(100))

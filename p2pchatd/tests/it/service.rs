@@ -53,7 +53,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn make_install_then_uninstall_leaves_the_prefix_as_it_was() {
-    let prefix = tempfile::tempdir().unwrap();
+    let prefix = TempDir::new("p2pchat-prefix-");
     let p = prefix.path().display().to_string();
     let out = make(&["install", &format!("PREFIX={p}")]);
     assert!(
@@ -129,7 +129,7 @@ fn systemd_analyze_verifies_the_installed_unit() {
         eprintln!("skipped: systemd-analyze is not installed");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new("p2pchat-unit-");
     let prefix = dir.path().join("prefix");
     let units = dir.path().join("units");
     let out = make(&[

@@ -12,7 +12,6 @@ use nix::unistd::Pid;
 use p2pchat_tui::client::{Client, ClientError};
 use shared::api::{Call, PeerInfo, StatusInfo, SubscribeParams, SubscribeResult};
 use shared::event::{Event, EventBody};
-use tempfile::TempDir;
 use tokio::sync::mpsc;
 
 /// The daemon binary: cargo names it for p2pchatd's own tests; the
@@ -56,11 +55,38 @@ where
     }
 }
 
+/// A fresh folder under the system temp dir, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "{prefix}{}-{:016x}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir(&dir).expect("temp dir");
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A private network for one test: a multicast group and port nobody else
 /// uses, and a temp folder for sockets and logs.
 pub struct TestNet {
     pub group: SocketAddrV4,
     pub dir: TempDir,
+    /// Daemons log at debug (their logs print when a test fails).
+    log_level: &'static str,
 }
 
 impl TestNet {
@@ -73,11 +99,16 @@ impl TestNet {
         let group = Ipv4Addr::new(239, 255, fastrand::u8(1..255), fastrand::u8(1..255));
         Self {
             group: SocketAddrV4::new(group, port),
-            dir: tempfile::Builder::new()
-                .prefix("p2pchat-it-")
-                .tempdir()
-                .expect("tempdir"),
+            dir: TempDir::new("p2pchat-it-"),
+            log_level: "debug",
         }
+    }
+
+    /// Daemons that log as users' do (info), for measurements.
+    #[allow(dead_code)]
+    pub fn quiet(mut self) -> Self {
+        self.log_level = "info";
+        self
     }
 
     /// Arguments that pin a daemon to loopback and this net.
@@ -135,7 +166,7 @@ impl TestNet {
         }
         args.extend(["--nick".into(), nick.into(), "--socket".into()]);
         args.push(socket.display().to_string());
-        args.extend(["--log-level".into(), "debug".into()]);
+        args.extend(["--log-level".into(), self.log_level.into()]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new(daemon_bin())
             .args(&args)
@@ -236,16 +267,7 @@ impl Daemon {
 
     /// A live subscription (optionally resuming after `since`).
     pub async fn subscribe(&self, since: Option<u64>) -> Subscriber {
-        let client = self.client().await;
-        let events = client.take_events().expect("events");
-        let _: SubscribeResult = client
-            .call(&Call::Subscribe(SubscribeParams { since }))
-            .await
-            .expect("subscribe");
-        Subscriber {
-            _client: client,
-            events,
-        }
+        subscribe_since(&self.socket, since).await
     }
 
     pub async fn say(&self, text: &str) {
@@ -258,6 +280,24 @@ impl Daemon {
             }))
             .await
             .expect("say");
+    }
+}
+
+/// A live subscription on the daemon at `socket`.
+pub async fn subscribe_at(socket: &Path) -> Subscriber {
+    subscribe_since(socket, None).await
+}
+
+async fn subscribe_since(socket: &Path, since: Option<u64>) -> Subscriber {
+    let client = Client::connect(socket).await.expect("connect");
+    let events = client.take_events().expect("events");
+    let _: SubscribeResult = client
+        .call(&Call::Subscribe(SubscribeParams { since }))
+        .await
+        .expect("subscribe");
+    Subscriber {
+        _client: client,
+        events,
     }
 }
 
