@@ -6,12 +6,11 @@
 #[allow(dead_code)]
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use shared::event::EventBody;
 use support::*;
 
@@ -200,19 +199,6 @@ async fn chat_detach_reattach_and_survive_a_daemon_restart() {
     });
     tmux.enter("ui2", "/q");
     tmux.wait_exit("ui2");
-}
-
-/// Kills a daemon started by the TUI if the test ends early.
-struct Reaper(PathBuf);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(&self.0)
-            && let Ok(pid) = pid.trim().parse()
-        {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use p2pchat_tui::client::Client;
 use shared::api::{Call, ShutdownResult, StatusInfo};
@@ -203,19 +203,6 @@ async fn systemd_hears_ready_only_once_the_api_answers_then_the_peer_count() {
     notified(&notify, "STATUS=1 peers connected", &mut seen);
     let _: ShutdownResult = c.call(&Call::Shutdown).await.unwrap();
     notified(&notify, "STOPPING=1", &mut seen);
-}
-
-/// Kills a background daemon by its pidfile if a test leaves it running.
-struct Reaper(PathBuf);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(&self.0)
-            && let Ok(pid) = pid.trim().parse()
-        {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
 }
 
 #[tokio::test]

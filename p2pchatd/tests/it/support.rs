@@ -391,6 +391,19 @@ pub fn established_on(port: u16) -> usize {
         .count()
 }
 
+/// Kills a background daemon by its pidfile if a test leaves it running.
+pub struct Reaper(pub PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0)
+            && let Ok(pid) = pid.trim().parse()
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
 /// A TCP port that was free a moment ago.
 pub fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
