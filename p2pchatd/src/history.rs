@@ -108,14 +108,35 @@ impl History {
         id: &str,
         body: impl FnOnce() -> EventBody,
     ) -> Option<u64> {
+        let cursor = self.append_message_unpublished(sender, id, body)?;
+        self.head.send_replace(cursor);
+        Some(cursor)
+    }
+
+    /// Like `append_message`, but subscribers are not woken until
+    /// [`History::publish`]: a link that reads a batch of lines wakes them
+    /// once per batch, not once per line.
+    pub fn append_message_unpublished(
+        &self,
+        sender: &str,
+        id: &str,
+        body: impl FnOnce() -> EventBody,
+    ) -> Option<u64> {
         let mut ring = self.lock();
         if !ring.seen.insert(sender, id) {
             return None;
         }
-        let cursor = ring.push(body());
-        drop(ring);
-        self.head.send_replace(cursor);
-        Some(cursor)
+        Some(ring.push(body()))
+    }
+
+    /// Wakes subscribers for everything appended so far.
+    pub fn publish(&self) {
+        let head = self.newest_cursor();
+        self.head.send_if_modified(|h| {
+            let changed = *h != head;
+            *h = head;
+            changed
+        });
     }
 
     /// (held events, how many may be held).
@@ -125,7 +146,7 @@ impl History {
     }
 
     pub fn newest_cursor(&self) -> u64 {
-        *self.head.borrow()
+        self.lock().next_cursor - 1
     }
 
     /// Writes the JSON array of the newest `limit` held events with a cursor
@@ -362,6 +383,21 @@ mod tests {
         assert_eq!(h.append_message("a", "1", || msg(1)), Some(1));
         assert_eq!(h.append_message("a", "1", || msg(1)), None);
         assert_eq!(h.append_message("b", "1", || msg(1)), Some(2));
+    }
+
+    #[tokio::test]
+    async fn unpublished_appends_wake_subscribers_once_published() {
+        let h = History::new(10);
+        let mut sub = h.subscribe(None).unwrap();
+        h.append_message_unpublished("a", "1", || msg(1));
+        h.append_message_unpublished("a", "2", || msg(2));
+        let woken = tokio::time::timeout(std::time::Duration::from_millis(20), sub.changed()).await;
+        assert!(woken.is_err(), "not before publish");
+        h.publish();
+        sub.changed().await.unwrap();
+        let mut out = Vec::new();
+        h.fill(&mut sub, &mut out, 100);
+        assert_eq!(events(&out).len(), 2, "both, in one wake");
     }
 
     #[test]

@@ -484,6 +484,9 @@ impl Reader<'_> {
         mut lines: LineReader,
         opened: Instant,
     ) -> End {
+        // Subscribers are woken once per batch of lines, on every way out.
+        let history = self.mesh.history();
+        let _publish = PublishOnDrop(history);
         loop {
             while let Some(line) = lines.split.next_line(&mut lines.buf) {
                 let Ok(line) = line else { return End::TooLong };
@@ -500,6 +503,8 @@ impl Reader<'_> {
                     }
                 }
             }
+            // The batch is in; wake subscribers before waiting for more.
+            history.publish();
             lines.buf.reserve(READ_CHUNK);
             match r.read_buf(&mut lines.buf).await {
                 Ok(0) => return End::Eof,
@@ -578,7 +583,7 @@ impl Reader<'_> {
         let added = self
             .mesh
             .history()
-            .append_message(peer, &msg.id, || EventBody::Message {
+            .append_message_unpublished(peer, &msg.id, || EventBody::Message {
                 id: msg.id.clone(),
                 peer_id: peer.to_string(),
                 nick: self.nick.clone(),
@@ -588,6 +593,15 @@ impl Reader<'_> {
         if added.is_none() {
             debug!(link = %self.id, id = msg.id, "dropped a duplicate");
         }
+    }
+}
+
+/// Publishes the history when the reader stops, however it stops.
+struct PublishOnDrop<'a>(&'a crate::history::History);
+
+impl Drop for PublishOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.publish();
     }
 }
 
