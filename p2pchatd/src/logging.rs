@@ -34,6 +34,7 @@ pub fn init(filter: &str) -> anyhow::Result<Sink> {
     let targets: Targets = filter
         .parse()
         .map_err(|e| anyhow::anyhow!("invalid --log-level {filter:?}: {e}"))?;
+    let mut fallback = None;
     if stderr_is_journal() {
         match tracing_journald::layer() {
             Ok(journal) => {
@@ -46,8 +47,8 @@ pub fn init(filter: &str) -> anyhow::Result<Sink> {
                     .try_init()?;
                 return Ok(Sink::Journal);
             }
-            // The stream is still there: fall back to plain lines on it.
-            Err(e) => tracing::warn!("journal socket unavailable: {e}"),
+            // The stream is still there: plain lines on it, and say why.
+            Err(e) => fallback = Some(e),
         }
     }
     let stderr = fmt::layer()
@@ -56,5 +57,10 @@ pub fn init(filter: &str) -> anyhow::Result<Sink> {
         .with_target(false)
         .with_filter(targets);
     tracing_subscriber::registry().with(stderr).try_init()?;
+    if let Some(e) = fallback {
+        tracing::warn!(
+            "stderr is the journal stream but its socket is unavailable ({e}); logging plain lines"
+        );
+    }
     Ok(Sink::Stderr)
 }

@@ -280,3 +280,47 @@ async fn daemon_mode_detaches_once_ready_and_stops_cleanly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot listen on 127.0.0.1:"), "{err}");
 }
+
+/// Under systemd, stderr is the journal stream (`JOURNAL_STREAM` names its
+/// device and inode). Here there is no journal, so the daemon must notice
+/// the stream, fail to reach the journal socket, and log plain lines.
+#[tokio::test]
+async fn journal_stream_is_recognised_and_falls_back_without_a_journal() {
+    use std::os::unix::fs::MetadataExt;
+    if Path::new("/run/systemd/journal/socket").exists() {
+        eprintln!("skipped: a journal runs here, the fallback cannot be shown");
+        return;
+    }
+    let net = TestNet::new();
+    let log = net.dir.path().join("alice.log");
+    std::fs::write(&log, b"").unwrap();
+    let m = std::fs::metadata(&log).unwrap();
+    let stream = format!("{}:{}", m.dev(), m.ino());
+    let d = net.spawn_with_env(
+        "alice",
+        &[],
+        &[("JOURNAL_STREAM", std::ffi::OsStr::new(&stream))],
+    );
+    wait_until("the daemon to log that it is ready", T, || async {
+        let text = std::fs::read_to_string(&d.log).unwrap_or_default();
+        text.contains("p2pchatd ready").then_some(text)
+    })
+    .await;
+    let text = std::fs::read_to_string(&d.log).unwrap();
+    assert!(
+        text.contains("stderr is the journal stream but its socket is unavailable"),
+        "{text}"
+    );
+    // A stream that is not ours is just stderr: no such line.
+    let other = net.spawn_with_env(
+        "bob",
+        &[],
+        &[("JOURNAL_STREAM", std::ffi::OsStr::new("1:2"))],
+    );
+    let text = wait_until("bob to be ready", T, || async {
+        let text = std::fs::read_to_string(&other.log).unwrap_or_default();
+        text.contains("p2pchatd ready").then_some(text)
+    })
+    .await;
+    assert!(!text.contains("journal stream"), "{text}");
+}
