@@ -14,7 +14,8 @@ use tokio::time::{sleep, timeout};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Mesh;
-use super::link::{self, Expect, LinkOutcome};
+use super::handshake::{self, Expect};
+use super::link::LinkOutcome;
 use super::table::Refused;
 
 /// First retry after a failed dial: quick, because a Go peer announces
@@ -104,7 +105,7 @@ pub(super) async fn discovered(mesh: Mesh, peer: Arc<str>, dialer: u64) {
                         nick,
                         p2pchatd,
                     };
-                    Some(link::dial(&mesh, stream, addr, expect).await)
+                    Some(handshake::dial(&mesh, stream, addr, expect).await)
                 }
                 Err(e) => {
                     debug!(%addr, error = %e, "dial failed");
@@ -169,7 +170,7 @@ pub(super) async fn static_peer(mesh: Mesh, target: String) {
             };
             let outcome = match connected {
                 Some((stream, addr)) => {
-                    Some(link::dial(&mesh, stream, addr, Expect::Unknown).await)
+                    Some(handshake::dial(&mesh, stream, addr, Expect::Unknown).await)
                 }
                 None => None,
             };

@@ -1,5 +1,6 @@
-//! One TCP link to one peer: the handshake of PROTOCOL §3, then a reader
-//! and a writer running side by side in one task until either ends.
+//! One TCP link to one peer, once the handshake ([`super::handshake`]) is
+//! done: a reader and a writer running side by side in one task until
+//! either ends.
 //!
 //! The writer drains the link's bounded inbox in batches (one syscall for
 //! many lines), adds heartbeats, and drops the link when the peer stops
@@ -20,14 +21,13 @@ use shared::event::EventBody;
 use shared::limits::MAX_PEER_LINE;
 use shared::line::{LineSplitter, LineTooLong};
 use shared::text::{sanitize_foreign_nick, sanitize_foreign_text};
-use shared::wire::{ACTION_PREFIX, MessageType, PeerMessage, PeerMeta, WireError};
-use socket2::{SockRef, TcpKeepalive};
+use shared::wire::{ACTION_PREFIX, MessageType, PeerMessage, WireError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout, timeout_at};
+use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{debug, info, warn};
 
 use super::table::{LinkId, NewLink, PeerIdentity, Refused};
 use super::{LinkStats, Mesh};
@@ -39,29 +39,14 @@ const LINK_INBOX: usize = 1024;
 /// Lines taken from the inbox for one write.
 const WRITE_BATCH: usize = 256;
 /// Read buffer growth step.
-const READ_CHUNK: usize = 16 * 1024;
+pub(super) const READ_CHUNK: usize = 16 * 1024;
 /// A peer that sends this many malformed lines is broken or hostile.
 const MAX_BAD_LINES: u32 = 100;
 /// Last flush of a closing link.
 const FLUSH_WAIT: Duration = Duration::from_millis(300);
-/// Negotiated heartbeats stay within these bounds.
-const MIN_HEARTBEAT: Duration = Duration::from_millis(200);
-const MAX_HEARTBEAT: Duration = Duration::from_secs(30);
 /// A Go peer that closes a fresh link this fast, having said nothing,
 /// refuses our peer id until it restarts (PROTOCOL §3).
 const GO_REFUSAL_WINDOW: Duration = Duration::from_secs(2);
-
-/// What a dialer knows before connecting.
-pub(crate) enum Expect {
-    /// Heard on discovery; `p2pchatd` peers answer our join with theirs.
-    Peer {
-        id: Arc<str>,
-        nick: String,
-        p2pchatd: bool,
-    },
-    /// A `--peer HOST:PORT`: whoever answers.
-    Unknown,
-}
 
 /// How a link ended, for the dialer's backoff.
 #[derive(Debug)]
@@ -104,57 +89,19 @@ impl End {
 
 /// Heartbeat period and how long silence means death.
 #[derive(Debug, Clone, Copy)]
-struct Liveness {
-    heartbeat: Duration,
-    dead_after: Option<Duration>,
-}
-
-fn liveness(mesh: &Mesh, kind: PeerKind, peer_meta: Option<&PeerMeta>) -> Liveness {
-    let t = mesh.timing();
-    match kind {
-        // The Go peer never sends heartbeats: only our side keeps it alive.
-        PeerKind::Go => Liveness {
-            heartbeat: t.go_heartbeat,
-            dead_after: None,
-        },
-        PeerKind::P2pchatd => {
-            let theirs = peer_meta
-                .and_then(|m| m.heartbeat_ms)
-                .map_or(t.heartbeat, Duration::from_millis);
-            let heartbeat = t.heartbeat.max(theirs).clamp(MIN_HEARTBEAT, MAX_HEARTBEAT);
-            Liveness {
-                heartbeat,
-                dead_after: Some(heartbeat * t.missed_heartbeats),
-            }
-        }
-    }
-}
-
-/// Keepalive and a user timeout catch dead Go links, which carry no
-/// heartbeats from their side; no delay keeps latency low.
-fn tune(stream: &TcpStream) {
-    let sock = SockRef::from(stream);
-    let keepalive = TcpKeepalive::new()
-        .with_time(Duration::from_secs(30))
-        .with_interval(Duration::from_secs(10))
-        .with_retries(3);
-    let res = stream
-        .set_nodelay(true)
-        .and_then(|()| sock.set_tcp_keepalive(&keepalive))
-        .and_then(|()| sock.set_tcp_user_timeout(Some(Duration::from_secs(30))));
-    if let Err(e) = res {
-        debug!(error = %e, "could not tune link socket");
-    }
+pub(super) struct Liveness {
+    pub(super) heartbeat: Duration,
+    pub(super) dead_after: Option<Duration>,
 }
 
 /// Reads lines with a length limit, keeping what follows in its buffer.
-struct LineReader {
-    buf: BytesMut,
-    split: LineSplitter,
+pub(super) struct LineReader {
+    pub(super) buf: BytesMut,
+    pub(super) split: LineSplitter,
 }
 
 impl LineReader {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             buf: BytesMut::with_capacity(READ_CHUNK),
             split: LineSplitter::new(MAX_PEER_LINE),
@@ -162,7 +109,7 @@ impl LineReader {
     }
 
     /// The next line; `Ok(None)` at end of stream.
-    async fn next<R: AsyncRead + Unpin>(
+    pub(super) async fn next<R: AsyncRead + Unpin>(
         &mut self,
         r: &mut R,
     ) -> io::Result<Option<Result<BytesMut, LineTooLong>>> {
@@ -178,204 +125,9 @@ impl LineReader {
     }
 }
 
-/// Serves an inbound connection: it must identify itself with a `join`.
-/// `permit` is a handshake slot, given back once the peer is identified.
-pub(crate) async fn accept(
-    mesh: Mesh,
-    mut stream: TcpStream,
-    remote: SocketAddr,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) {
-    tune(&stream);
-    let mut reader = LineReader::new();
-    let wait = mesh.timing().handshake_timeout;
-    let first = match timeout(wait, reader.next(&mut stream)).await {
-        Ok(Ok(Some(Ok(line)))) => line,
-        Ok(Ok(Some(Err(e)))) => return warn!(%remote, "identifying line refused: {e}"),
-        Ok(Ok(None)) => return debug!(%remote, "closed before identifying"),
-        Ok(Err(e)) => return debug!(%remote, error = %e, "read failed before identifying"),
-        Err(_) => return debug!(%remote, "did not identify in time"),
-    };
-    let msg = match PeerMessage::decode(&first) {
-        Ok(m) if m.kind == MessageType::Join => m,
-        Ok(m) => return warn!(%remote, kind = m.kind.as_str(), "first line is not a join"),
-        Err(e) => return warn!(%remote, "identifying line refused: {e}"),
-    };
-    if *msg.sender_id == **mesh.peer_id() {
-        return debug!(%remote, "connection from ourselves");
-    }
-    let meta = msg.metadata.as_ref().filter(|m| m.is_p2pchatd());
-    let kind = if meta.is_some() {
-        PeerKind::P2pchatd
-    } else {
-        PeerKind::Go
-    };
-    if meta.is_some() {
-        // Our peers learn who answered from this reply; Go dialers get none
-        // (the Go acceptor sends nothing either).
-        let reply = mesh.identifying_join();
-        if let Err(e) = timeout(wait, stream.write_all(&reply))
-            .await
-            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "reply timed out")))
-        {
-            return debug!(%remote, error = %e, "could not answer the join");
-        }
-    }
-    let who = PeerIdentity {
-        id: Arc::from(msg.sender_id.as_str()),
-        nick: sanitize_foreign_nick(&msg.username).into_owned(),
-        kind,
-    };
-    let live = liveness(&mesh, kind, meta);
-    drop(permit);
-    let span = info_span!("link", peer = %who.id, %remote);
-    run(
-        &mesh,
-        stream,
-        remote,
-        LinkDirection::Accepted,
-        Some(who),
-        reader,
-        Vec::new(),
-        live,
-    )
-    .instrument(span)
-    .await;
-}
-
-/// Runs a link we dialed, from the handshake to its end.
-pub(crate) async fn dial(
-    mesh: &Mesh,
-    mut stream: TcpStream,
-    remote: SocketAddr,
-    expect: Expect,
-) -> LinkOutcome {
-    let started = Instant::now();
-    let failed = |go_refusal| LinkOutcome {
-        peer: None,
-        lasted: started.elapsed(),
-        lines: 0,
-        refused: None,
-        go_refusal,
-    };
-    tune(&stream);
-    // Identify, then say hello as the Go dialer does: a Go acceptor shows
-    // the second join as our arrival.
-    let mut hello = mesh.identifying_join();
-    hello.extend_from_slice(&mesh.hello_join().await);
-    let t = mesh.timing().clone();
-    if !matches!(
-        timeout(t.dial_timeout, stream.write_all(&hello)).await,
-        Ok(Ok(()))
-    ) {
-        debug!(%remote, "could not send our join");
-        return failed(false);
-    }
-    let mut reader = LineReader::new();
-    let mut early = Vec::new();
-    let wait_reply = match &expect {
-        Expect::Peer { p2pchatd, .. } => *p2pchatd,
-        Expect::Unknown => true,
-    };
-    // (who answered, their metadata) once known.
-    let mut answered: Option<(PeerIdentity, Option<PeerMeta>)> = None;
-    if wait_reply {
-        let deadline = Instant::now() + t.reply_wait;
-        loop {
-            let next = tokio::select! {
-                () = mesh.cancel_token().cancelled() => return failed(false),
-                r = timeout_at(deadline, reader.next(&mut stream)) => r,
-            };
-            match next {
-                Err(_) => break, // silent: a Go acceptor
-                Ok(Ok(None)) => {
-                    debug!(%remote, "closed during handshake");
-                    return failed(matches!(
-                        expect,
-                        Expect::Peer {
-                            p2pchatd: false,
-                            ..
-                        }
-                    ));
-                }
-                Ok(Err(e)) => {
-                    debug!(%remote, error = %e, "handshake read failed");
-                    return failed(false);
-                }
-                Ok(Ok(Some(Err(e)))) => {
-                    warn!(%remote, "handshake line refused: {e}");
-                    return failed(false);
-                }
-                Ok(Ok(Some(Ok(line)))) => match PeerMessage::decode(&line) {
-                    Ok(m)
-                        if m.kind == MessageType::Join
-                            && m.metadata.as_ref().is_some_and(PeerMeta::is_p2pchatd) =>
-                    {
-                        let who = PeerIdentity {
-                            id: Arc::from(m.sender_id.as_str()),
-                            nick: sanitize_foreign_nick(&m.username).into_owned(),
-                            kind: PeerKind::P2pchatd,
-                        };
-                        answered = Some((who, m.metadata));
-                        break;
-                    }
-                    // A Go acceptor's user typed before we knew it was Go.
-                    Ok(m) => {
-                        early.push(m);
-                        break;
-                    }
-                    Err(e) => debug!(%remote, "dropped a malformed line: {e}"),
-                },
-            }
-        }
-    }
-    let (who, meta) = match (answered, expect) {
-        (Some((who, _)), Expect::Peer { id, .. }) if who.id != id => {
-            warn!(%remote, expected = %id, answered = %who.id, "a different peer answered");
-            return failed(false);
-        }
-        (Some((who, meta)), _) => (Some(who), meta),
-        // A p2pchatd that does not answer is frozen or overloaded, not a
-        // Go peer: try again later rather than link without liveness.
-        (None, Expect::Peer { p2pchatd: true, .. }) if early.is_empty() => {
-            debug!(%remote, "no answer to our join");
-            return failed(false);
-        }
-        (None, Expect::Peer { id, nick, .. }) => (
-            Some(PeerIdentity {
-                id,
-                nick,
-                kind: PeerKind::Go,
-            }),
-            None,
-        ),
-        (None, Expect::Unknown) => (None, None),
-    };
-    let kind = who.as_ref().map_or(PeerKind::Go, |w| w.kind);
-    let live = liveness(mesh, kind, meta.as_ref());
-    let span = match &who {
-        Some(w) => info_span!("link", peer = %w.id, %remote),
-        None => info_span!("link", peer = "?", %remote),
-    };
-    let mut outcome = run(
-        mesh,
-        stream,
-        remote,
-        LinkDirection::Dialed,
-        who,
-        reader,
-        early,
-        live,
-    )
-    .instrument(span)
-    .await;
-    outcome.lasted = started.elapsed();
-    outcome
-}
-
 /// Registers the link and runs its reader and writer until one ends.
 #[allow(clippy::too_many_arguments)]
-async fn run(
+pub(super) async fn run(
     mesh: &Mesh,
     mut stream: TcpStream,
     remote: SocketAddr,
@@ -720,23 +472,5 @@ mod tests {
         assert!(beats.iter().all(|m| m.kind == MessageType::Heartbeat));
         let ids: std::collections::HashSet<&str> = beats.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids.len(), beats.len(), "every heartbeat has its own id");
-    }
-
-    #[test]
-    fn heartbeats_negotiate_to_the_slower_side() {
-        let mesh = crate::mesh::tests::test_mesh();
-        let theirs = PeerMeta {
-            heartbeat_ms: Some(5000),
-            ..PeerMeta::ours(5000)
-        };
-        let l = liveness(&mesh, PeerKind::P2pchatd, Some(&theirs));
-        assert_eq!(l.heartbeat, Duration::from_secs(5));
-        let silly = PeerMeta {
-            heartbeat_ms: Some(1),
-            ..PeerMeta::ours(1)
-        };
-        let l = liveness(&mesh, PeerKind::P2pchatd, Some(&silly));
-        assert_eq!(l.heartbeat, mesh.timing().heartbeat);
-        assert!(liveness(&mesh, PeerKind::Go, None).dead_after.is_none());
     }
 }

@@ -7,6 +7,7 @@
 //! async lock, so every peer sees them in sequence.
 
 mod dial;
+mod handshake;
 mod link;
 pub(crate) mod table;
 
@@ -378,7 +379,7 @@ impl Mesh {
                     }
                 },
             };
-            self.spawn(link::accept(self.clone(), stream, remote, permit));
+            self.spawn(handshake::accept(self.clone(), stream, remote, permit));
         }
     }
 }

@@ -1,0 +1,296 @@
+//! The handshake of PROTOCOL §3, both ways. An accepted connection must
+//! identify itself with a `join`; a p2pchatd dialer gets our `join` back.
+//! A dialer sends its identifying `join` and the hello `join` Go acceptors
+//! show, then waits briefly for a p2pchatd acceptor's answer. Either way
+//! the link then runs in [`super::link`] with the heartbeat both sides
+//! agreed on.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::api::{LinkDirection, PeerKind};
+use shared::text::sanitize_foreign_nick;
+use shared::wire::{MessageType, PeerMessage, PeerMeta};
+use socket2::{SockRef, TcpKeepalive};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout, timeout_at};
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::Mesh;
+use super::link::{self, LineReader, LinkOutcome, Liveness};
+use super::table::PeerIdentity;
+
+/// Negotiated heartbeats stay within these bounds.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(200);
+const MAX_HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// What a dialer knows before connecting.
+pub(crate) enum Expect {
+    /// Heard on discovery; `p2pchatd` peers answer our join with theirs.
+    Peer {
+        id: Arc<str>,
+        nick: String,
+        p2pchatd: bool,
+    },
+    /// A `--peer HOST:PORT`: whoever answers.
+    Unknown,
+}
+
+pub(super) fn liveness(mesh: &Mesh, kind: PeerKind, peer_meta: Option<&PeerMeta>) -> Liveness {
+    let t = mesh.timing();
+    match kind {
+        // The Go peer never sends heartbeats: only our side keeps it alive.
+        PeerKind::Go => Liveness {
+            heartbeat: t.go_heartbeat,
+            dead_after: None,
+        },
+        PeerKind::P2pchatd => {
+            let theirs = peer_meta
+                .and_then(|m| m.heartbeat_ms)
+                .map_or(t.heartbeat, Duration::from_millis);
+            let heartbeat = t.heartbeat.max(theirs).clamp(MIN_HEARTBEAT, MAX_HEARTBEAT);
+            Liveness {
+                heartbeat,
+                dead_after: Some(heartbeat * t.missed_heartbeats),
+            }
+        }
+    }
+}
+
+/// Keepalive and a user timeout catch dead Go links, which carry no
+/// heartbeats from their side; no delay keeps latency low.
+fn tune(stream: &TcpStream) {
+    let sock = SockRef::from(stream);
+    let keepalive = TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    let res = stream
+        .set_nodelay(true)
+        .and_then(|()| sock.set_tcp_keepalive(&keepalive))
+        .and_then(|()| sock.set_tcp_user_timeout(Some(Duration::from_secs(30))));
+    if let Err(e) = res {
+        debug!(error = %e, "could not tune link socket");
+    }
+}
+
+/// Serves an inbound connection: it must identify itself with a `join`.
+/// `permit` is a handshake slot, given back once the peer is identified.
+pub(crate) async fn accept(
+    mesh: Mesh,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    tune(&stream);
+    let mut reader = LineReader::new();
+    let wait = mesh.timing().handshake_timeout;
+    let first = match timeout(wait, reader.next(&mut stream)).await {
+        Ok(Ok(Some(Ok(line)))) => line,
+        Ok(Ok(Some(Err(e)))) => return warn!(%remote, "identifying line refused: {e}"),
+        Ok(Ok(None)) => return debug!(%remote, "closed before identifying"),
+        Ok(Err(e)) => return debug!(%remote, error = %e, "read failed before identifying"),
+        Err(_) => return debug!(%remote, "did not identify in time"),
+    };
+    let msg = match PeerMessage::decode(&first) {
+        Ok(m) if m.kind == MessageType::Join => m,
+        Ok(m) => return warn!(%remote, kind = m.kind.as_str(), "first line is not a join"),
+        Err(e) => return warn!(%remote, "identifying line refused: {e}"),
+    };
+    if *msg.sender_id == **mesh.peer_id() {
+        return debug!(%remote, "connection from ourselves");
+    }
+    let meta = msg.metadata.as_ref().filter(|m| m.is_p2pchatd());
+    let kind = if meta.is_some() {
+        PeerKind::P2pchatd
+    } else {
+        PeerKind::Go
+    };
+    if meta.is_some() {
+        // Our peers learn who answered from this reply; Go dialers get none
+        // (the Go acceptor sends nothing either).
+        let reply = mesh.identifying_join();
+        if let Err(e) = timeout(wait, stream.write_all(&reply))
+            .await
+            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "reply timed out")))
+        {
+            return debug!(%remote, error = %e, "could not answer the join");
+        }
+    }
+    let who = PeerIdentity {
+        id: Arc::from(msg.sender_id.as_str()),
+        nick: sanitize_foreign_nick(&msg.username).into_owned(),
+        kind,
+    };
+    let live = liveness(&mesh, kind, meta);
+    drop(permit);
+    let span = info_span!("link", peer = %who.id, %remote);
+    link::run(
+        &mesh,
+        stream,
+        remote,
+        LinkDirection::Accepted,
+        Some(who),
+        reader,
+        Vec::new(),
+        live,
+    )
+    .instrument(span)
+    .await;
+}
+
+/// Runs a link we dialed, from the handshake to its end.
+pub(crate) async fn dial(
+    mesh: &Mesh,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    expect: Expect,
+) -> LinkOutcome {
+    let started = Instant::now();
+    let failed = |go_refusal| LinkOutcome {
+        peer: None,
+        lasted: started.elapsed(),
+        lines: 0,
+        refused: None,
+        go_refusal,
+    };
+    tune(&stream);
+    // Identify, then say hello as the Go dialer does: a Go acceptor shows
+    // the second join as our arrival.
+    let mut hello = mesh.identifying_join();
+    hello.extend_from_slice(&mesh.hello_join().await);
+    let t = mesh.timing().clone();
+    if !matches!(
+        timeout(t.dial_timeout, stream.write_all(&hello)).await,
+        Ok(Ok(()))
+    ) {
+        debug!(%remote, "could not send our join");
+        return failed(false);
+    }
+    let mut reader = LineReader::new();
+    let mut early = Vec::new();
+    let wait_reply = match &expect {
+        Expect::Peer { p2pchatd, .. } => *p2pchatd,
+        Expect::Unknown => true,
+    };
+    // (who answered, their metadata) once known.
+    let mut answered: Option<(PeerIdentity, Option<PeerMeta>)> = None;
+    if wait_reply {
+        let deadline = Instant::now() + t.reply_wait;
+        loop {
+            let next = tokio::select! {
+                () = mesh.cancel_token().cancelled() => return failed(false),
+                r = timeout_at(deadline, reader.next(&mut stream)) => r,
+            };
+            match next {
+                Err(_) => break, // silent: a Go acceptor
+                Ok(Ok(None)) => {
+                    debug!(%remote, "closed during handshake");
+                    return failed(matches!(
+                        expect,
+                        Expect::Peer {
+                            p2pchatd: false,
+                            ..
+                        }
+                    ));
+                }
+                Ok(Err(e)) => {
+                    debug!(%remote, error = %e, "handshake read failed");
+                    return failed(false);
+                }
+                Ok(Ok(Some(Err(e)))) => {
+                    warn!(%remote, "handshake line refused: {e}");
+                    return failed(false);
+                }
+                Ok(Ok(Some(Ok(line)))) => match PeerMessage::decode(&line) {
+                    Ok(m)
+                        if m.kind == MessageType::Join
+                            && m.metadata.as_ref().is_some_and(PeerMeta::is_p2pchatd) =>
+                    {
+                        let who = PeerIdentity {
+                            id: Arc::from(m.sender_id.as_str()),
+                            nick: sanitize_foreign_nick(&m.username).into_owned(),
+                            kind: PeerKind::P2pchatd,
+                        };
+                        answered = Some((who, m.metadata));
+                        break;
+                    }
+                    // A Go acceptor's user typed before we knew it was Go.
+                    Ok(m) => {
+                        early.push(m);
+                        break;
+                    }
+                    Err(e) => debug!(%remote, "dropped a malformed line: {e}"),
+                },
+            }
+        }
+    }
+    let (who, meta) = match (answered, expect) {
+        (Some((who, _)), Expect::Peer { id, .. }) if who.id != id => {
+            warn!(%remote, expected = %id, answered = %who.id, "a different peer answered");
+            return failed(false);
+        }
+        (Some((who, meta)), _) => (Some(who), meta),
+        // A p2pchatd that does not answer is frozen or overloaded, not a
+        // Go peer: try again later rather than link without liveness.
+        (None, Expect::Peer { p2pchatd: true, .. }) if early.is_empty() => {
+            debug!(%remote, "no answer to our join");
+            return failed(false);
+        }
+        (None, Expect::Peer { id, nick, .. }) => (
+            Some(PeerIdentity {
+                id,
+                nick,
+                kind: PeerKind::Go,
+            }),
+            None,
+        ),
+        (None, Expect::Unknown) => (None, None),
+    };
+    let kind = who.as_ref().map_or(PeerKind::Go, |w| w.kind);
+    let live = liveness(mesh, kind, meta.as_ref());
+    let span = match &who {
+        Some(w) => info_span!("link", peer = %w.id, %remote),
+        None => info_span!("link", peer = "?", %remote),
+    };
+    let mut outcome = link::run(
+        mesh,
+        stream,
+        remote,
+        LinkDirection::Dialed,
+        who,
+        reader,
+        early,
+        live,
+    )
+    .instrument(span)
+    .await;
+    outcome.lasted = started.elapsed();
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_negotiate_to_the_slower_side() {
+        let mesh = crate::mesh::tests::test_mesh();
+        let theirs = PeerMeta {
+            heartbeat_ms: Some(5000),
+            ..PeerMeta::ours(5000)
+        };
+        let l = liveness(&mesh, PeerKind::P2pchatd, Some(&theirs));
+        assert_eq!(l.heartbeat, Duration::from_secs(5));
+        let silly = PeerMeta {
+            heartbeat_ms: Some(1),
+            ..PeerMeta::ours(1)
+        };
+        let l = liveness(&mesh, PeerKind::P2pchatd, Some(&silly));
+        assert_eq!(l.heartbeat, mesh.timing().heartbeat);
+        assert!(liveness(&mesh, PeerKind::Go, None).dead_after.is_none());
+    }
+}
