@@ -63,6 +63,11 @@ struct Inner {
     topology: watch::Sender<u64>,
 }
 
+/// How long a full link inbox may hold up our lines before its peer counts
+/// as not reading. A peer that reads at all frees a slot in microseconds;
+/// its kernel buffers and 1,024 queued lines must fill first.
+const SLOW_PEER_GRACE: Duration = Duration::from_millis(500);
+
 /// How long shutdown waits to hand our `leave` to every link.
 const LEAVE_WAIT: Duration = Duration::from_millis(500);
 
@@ -250,17 +255,22 @@ impl Mesh {
         self.table().close_all();
     }
 
-    /// Hands `line` to every link. A link whose inbox is full makes this one
-    /// caller wait (backpressure on whoever floods); a link that stops
-    /// reading altogether is dropped by its own writer after
-    /// `Timing::write_stall`, which ends the wait.
+    /// Hands `line` to every link. A link whose inbox is full makes this
+    /// caller wait (backpressure on whoever floods) while the peer drains
+    /// it; a peer that takes nothing for `SLOW_PEER_GRACE` has stopped
+    /// reading: its link is dropped (and redialed if it is ours to dial),
+    /// so it never holds up the others for longer than that, once.
     async fn fan_out(&self, line: Bytes) {
         let targets = self.table().targets();
-        for tx in targets.iter() {
-            match tx.try_send(line.clone()) {
+        for t in targets.iter() {
+            match t.tx.try_send(line.clone()) {
                 Ok(()) | Err(TrySendError::Closed(_)) => {}
                 Err(TrySendError::Full(line)) => {
-                    let _ = tx.send(line).await;
+                    if timeout(SLOW_PEER_GRACE, t.tx.send(line)).await.is_err() {
+                        tracing::warn!(link = %t.id, "peer stopped reading; dropping its link");
+                        t.close.cancel();
+                        self.link_closed(t.id, "stopped reading");
+                    }
                 }
             }
         }

@@ -83,6 +83,14 @@ pub(crate) struct PeerIdentity {
     pub kind: PeerKind,
 }
 
+/// A link our lines go to: its inbox, and how to close it.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub id: LinkId,
+    pub tx: mpsc::Sender<Bytes>,
+    pub close: CancellationToken,
+}
+
 /// Why a link was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum Refused {
@@ -103,8 +111,8 @@ pub(crate) struct Table {
     links: HashMap<LinkId, Link>,
     next_link: u64,
     next_dialer: u64,
-    /// Senders of the links our lines go to; rebuilt after a change.
-    targets: Option<Arc<[mpsc::Sender<Bytes>]>>,
+    /// The links our lines go to; rebuilt after a change.
+    targets: Option<Arc<[Target]>>,
 }
 
 /// The link a pair keeps is the one the smaller peer id dialed.
@@ -403,9 +411,18 @@ impl Table {
     }
 
     /// The senders our own lines go to: every link but replaced ones.
-    pub(crate) fn targets(&mut self) -> Arc<[mpsc::Sender<Bytes>]> {
+    pub(crate) fn targets(&mut self) -> Arc<[Target]> {
         self.targets
-            .get_or_insert_with(|| self.links.values().map(|l| l.tx.clone()).collect())
+            .get_or_insert_with(|| {
+                self.links
+                    .iter()
+                    .map(|(id, l)| Target {
+                        id: *id,
+                        tx: l.tx.clone(),
+                        close: l.close.clone(),
+                    })
+                    .collect()
+            })
             .clone()
     }
 

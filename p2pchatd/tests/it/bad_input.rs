@@ -168,3 +168,99 @@ async fn bad_datagrams_are_ignored() {
     }
     still_flows(&b, &mut at_a, "fine", 20).await;
 }
+
+/// A peer that stops reading is dropped, and holds up the others only
+/// briefly: its link's queue is bounded and the wait for it too.
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_dropped_without_stalling_the_others() {
+    let net = TestNet::new();
+    let a = net.daemon_with("mmm", &["--history", "30000"]).await;
+    let b = net.daemon("nnn").await;
+    wait_full_mesh(&[&a, &b], T).await;
+    let port = a.status().await.port;
+
+    // A Go-like peer links with a tiny receive buffer and never reads.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = sock.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    stuck
+        .write_all(b"{\"id\":\"j1\",\"type\":\"join\",\"sender_id\":\"aaa_1\",\"username\":\"stuck\",\"content\":\"stuck joined the chat\",\"sequence\":0,\"room_id\":\"general\"}\n")
+        .await
+        .unwrap();
+    wait_until("the stuck peer to be linked", T, || async {
+        let p = a.try_peers().await.ok()?;
+        p.iter()
+            .any(|p| p.peer_id == "aaa_1" && p.connected)
+            .then_some(())
+    })
+    .await;
+
+    // Bob's arrivals are timed on a thread of their own.
+    let n = 20_000;
+    let b_socket = b.socket.clone();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let timing = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut at_b = subscribe_at(&b_socket).await;
+            ready_tx.send(()).unwrap();
+            let mut last = std::time::Instant::now();
+            let mut worst = Duration::ZERO;
+            for _ in 0..n {
+                at_b.messages(1, Duration::from_secs(30)).await;
+                worst = worst.max(last.elapsed());
+                last = std::time::Instant::now();
+            }
+            worst
+        })
+    });
+    ready_rx.await.unwrap();
+
+    // Far more than the stuck peer's buffers and queue hold.
+    let client = a.client().await;
+    let text = "x".repeat(1000);
+    let mut window = std::collections::VecDeque::new();
+    for i in 0..n {
+        let call = shared::api::Call::Say(shared::api::SayParams {
+            text: format!("{i} {text}"),
+            action: false,
+        });
+        window.push_back(client.send(&call).await.unwrap());
+        if window.len() == 256 {
+            window
+                .pop_front()
+                .unwrap()
+                .wait::<shared::api::SayResult>()
+                .await
+                .unwrap();
+        }
+    }
+    for p in window {
+        p.wait::<shared::api::SayResult>().await.unwrap();
+    }
+    let worst = timing.join().unwrap();
+    eprintln!("the longest pause bob saw while a peer was stuck: {worst:?}");
+    assert!(worst < Duration::from_secs(2), "bob waited {worst:?}");
+
+    // Alice dropped the link, saying why.
+    let h: shared::api::HistoryResult = a
+        .client()
+        .await
+        .call(&shared::api::Call::History(shared::api::HistoryParams {
+            limit: Some(30_000),
+            before: None,
+        }))
+        .await
+        .unwrap();
+    let leave = h.events.iter().find_map(|e| match &e.body {
+        shared::event::EventBody::Leave {
+            peer_id, reason, ..
+        } if peer_id == "aaa_1" => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(leave, Some(Some("stopped reading".to_owned())));
+    drop(stuck);
+}
