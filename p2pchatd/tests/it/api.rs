@@ -95,20 +95,10 @@ async fn a_subscriber_that_never_reads_slows_nobody_and_later_gets_a_gap() {
     // Bob's subscriber reads all along, on a thread of its own, while this
     // test floods alice.
     let n = 20_000;
-    let b_socket = b.socket.clone();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let reader = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut at_b = subscribe_at(&b_socket).await;
-            ready_tx.send(()).unwrap();
-            at_b.messages(n, Duration::from_secs(60)).await
-        })
-    });
-    ready_rx.await.unwrap();
+    let reader = on_own_thread(&b.socket, move |mut at_b| async move {
+        at_b.messages(n, Duration::from_secs(60)).await
+    })
+    .await;
 
     // A subscriber on alice that never reads.
     let (mut stuck, mut stuck_r) = raw(&a.socket);

@@ -197,27 +197,17 @@ async fn a_peer_that_stops_reading_is_dropped_without_stalling_the_others() {
 
     // Bob's arrivals are timed on a thread of their own.
     let n = 20_000;
-    let b_socket = b.socket.clone();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let timing = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut at_b = subscribe_at(&b_socket).await;
-            ready_tx.send(()).unwrap();
-            let mut last = std::time::Instant::now();
-            let mut worst = Duration::ZERO;
-            for _ in 0..n {
-                at_b.messages(1, Duration::from_secs(30)).await;
-                worst = worst.max(last.elapsed());
-                last = std::time::Instant::now();
-            }
-            worst
-        })
-    });
-    ready_rx.await.unwrap();
+    let timing = on_own_thread(&b.socket, move |mut at_b| async move {
+        let mut last = std::time::Instant::now();
+        let mut worst = Duration::ZERO;
+        for _ in 0..n {
+            at_b.messages(1, Duration::from_secs(30)).await;
+            worst = worst.max(last.elapsed());
+            last = std::time::Instant::now();
+        }
+        worst
+    })
+    .await;
 
     // Far more than the stuck peer's buffers and queue hold.
     let client = a.client().await;

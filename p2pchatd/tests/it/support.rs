@@ -283,6 +283,32 @@ impl Daemon {
     }
 }
 
+/// Subscribes to the daemon at `socket` and hands the subscription to
+/// `work` on a thread and runtime of its own, so what it reads and times
+/// does not wait on the test's own thread. Returns once subscribed.
+pub async fn on_own_thread<T, F, Fut>(socket: &Path, work: F) -> std::thread::JoinHandle<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Subscriber) -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+{
+    let socket = socket.to_owned();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let handle = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let sub = subscribe_at(&socket).await;
+            let _ = ready_tx.send(());
+            work(sub).await
+        })
+    });
+    ready_rx.await.expect("subscribed");
+    handle
+}
+
 /// A live subscription on the daemon at `socket`.
 pub async fn subscribe_at(socket: &Path) -> Subscriber {
     subscribe_since(socket, None).await
