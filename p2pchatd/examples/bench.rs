@@ -189,6 +189,15 @@ async fn flood(socket: &Path, tag: &str, n: usize) -> Duration {
     started.elapsed()
 }
 
+/// Links a sender dropped because their peer stopped reading (it logs a
+/// warning for each; its history may no longer hold the leave).
+async fn link_drops(d: &Daemon) -> usize {
+    std::fs::read_to_string(&d.log)
+        .unwrap_or_default()
+        .matches("peer stopped reading")
+        .count()
+}
+
 fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
@@ -290,7 +299,10 @@ async fn latency(c: &Counts) -> (f64, f64) {
 
 async fn throughput(c: &Counts) -> (f64, usize) {
     let net = TestNet::new().quiet();
-    let a = net.daemon("a").await;
+    // a holds every event of the run, so a dropped link would show.
+    let a = net
+        .daemon_with("a", &["--history", &(c.throughput + 1000).to_string()])
+        .await;
     let b = net.daemon_with("b", &["--history", "1000"]).await;
     wait_full_mesh(&[&a, &b], Duration::from_secs(10)).await;
     let mut sub = Raw::subscribe(&b.socket).await;
@@ -301,8 +313,11 @@ async fn throughput(c: &Counts) -> (f64, usize) {
         count(&mut sub, b"\"text\":\"tp ", n, Duration::from_secs(3)),
     );
     let secs = last.duration_since(started).as_secs_f64();
+    // If anything was lost, say where: a gap is this process reading too
+    // slowly; a leave is the link dropped as not reading.
+    let drops = link_drops(&a).await;
     eprintln!(
-        "  throughput: {n} sent in {:.0} ms, {got} received in {:.0} ms, {gaps} gaps",
+        "  throughput: {n} sent in {:.0} ms, {got} received in {:.0} ms, {gaps} subscriber gaps, {drops} link drops",
         sent_in.as_secs_f64() * 1e3,
         secs * 1e3
     );
@@ -371,10 +386,12 @@ async fn fanout(c: &Counts) -> (usize, f64, usize, f64) {
     }
     let last = results.iter().map(|r| r.1).max().unwrap_or(t0);
     let got: usize = results.iter().map(|r| r.0).sum();
+    let gaps: usize = results.iter().map(|r| r.2).sum();
+    let drops = link_drops(sender).await;
     let receivers = c.fanout_peers - 1;
     let rate = n as f64 / last.duration_since(t0).as_secs_f64();
     eprintln!(
-        "  fan-out: {n} to {receivers} peers each, {got} of {} delivered",
+        "  fan-out: {n} to {receivers} peers each, {got} of {} delivered, {gaps} subscriber gaps, {drops} link drops",
         n * receivers
     );
     (c.fanout_peers, rate, n * receivers - got, join_ms)
