@@ -66,11 +66,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Reports a failure to the waiting parent of `--daemon`, else to stderr.
+/// Reports a failure to the waiting parent of `--daemon` (and the log
+/// file, which is the daemon's stderr), else once to stderr.
 fn fail_daemon(pipe: Option<ReadyPipe>, e: &anyhow::Error, code: u8) -> ExitCode {
-    tracing::error!("{e:#}");
     match pipe {
         Some(p) => {
+            tracing::error!("{e:#}");
             p.failed(&message(e));
             ExitCode::from(code)
         }

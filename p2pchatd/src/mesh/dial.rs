@@ -82,16 +82,11 @@ pub(super) async fn discovered(mesh: Mesh, peer: Arc<str>, dialer: u64) {
         let cancel = mesh.cancel_token().clone();
         let mut backoff = Backoff::default();
         loop {
-            let Some((addr, p2pchatd)) = mesh.table_op(|t, _| t.dial_plan(&peer, dialer)) else {
+            let Some(plan) = mesh.table_op(|t, _| t.dial_plan(&peer, dialer)) else {
                 debug!("dialing stops");
                 break;
             };
-            let nick = mesh
-                .peers()
-                .into_iter()
-                .find(|p| *p.peer_id == *peer)
-                .map(|p| p.nick)
-                .unwrap_or_default();
+            let addr = plan.addr;
             // Only connecting is cut short by shutdown; a link, once up,
             // stops by itself and says goodbye first.
             let connected = tokio::select! {
@@ -102,8 +97,8 @@ pub(super) async fn discovered(mesh: Mesh, peer: Arc<str>, dialer: u64) {
                 Ok(stream) => {
                     let expect = Expect::Peer {
                         id: peer.clone(),
-                        nick,
-                        p2pchatd,
+                        nick: plan.nick,
+                        p2pchatd: plan.p2pchatd,
                     };
                     Some(handshake::dial(&mesh, stream, addr, expect).await)
                 }

@@ -83,6 +83,15 @@ pub(crate) struct PeerIdentity {
     pub kind: PeerKind,
 }
 
+/// Where and whom a dial loop dials next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DialPlan {
+    pub addr: SocketAddr,
+    pub nick: String,
+    /// The peer will answer our join (p2pchatd) rather than stay silent (Go).
+    pub p2pchatd: bool,
+}
+
 /// A link our lines go to: its inbox, and how to close it.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
@@ -218,17 +227,18 @@ impl Table {
 
     /// Dial loop `dialer` asks where to dial next: `None` tells it to stop
     /// (the peer is forgotten, quit, linked by its own dial, or served by a
-    /// newer loop) and releases its claim. The flag says whether the peer
-    /// will answer (p2pchatd) or stay silent (Go).
-    pub(crate) fn dial_plan(&mut self, peer: &str, dialer: u64) -> Option<(SocketAddr, bool)> {
+    /// newer loop) and releases its claim.
+    pub(crate) fn dial_plan(&mut self, peer: &str, dialer: u64) -> Option<DialPlan> {
         let p = self.peers.get_mut(peer)?;
         if p.dialing != Some(dialer) {
             return None;
         }
         match p.dial_addr {
-            Some(addr) if !p.quit && p.link.is_none() => {
-                Some((addr, p.kind == Some(PeerKind::P2pchatd)))
-            }
+            Some(addr) if !p.quit && p.link.is_none() => Some(DialPlan {
+                addr,
+                nick: p.nick.clone(),
+                p2pchatd: p.kind == Some(PeerKind::P2pchatd),
+            }),
             _ => {
                 p.dialing = None;
                 None
@@ -603,7 +613,8 @@ mod tests {
         );
         assert_eq!(t.heard(&s("a", true), now, &h), (true, None), "a dials us");
         assert_eq!(t.heard(&s("m", true), now, &h), (false, None), "ourselves");
-        assert_eq!(t.dial_plan("z", 1).map(|p| p.1), Some(true));
+        let plan = t.dial_plan("z", 1).unwrap();
+        assert_eq!((plan.nick.as_str(), plan.p2pchatd), ("z", true));
         assert_eq!(t.dial_plan("z", 7), None, "not this loop's peer");
         let (l, _c, _r) = link(&mut t, Dialed, Some("z"), &h);
         assert_eq!(t.dial_plan("z", 1), None, "linked: the dialer stops");

@@ -318,12 +318,10 @@ async fn the_socket_is_private_single_instance_and_reclaimed_after_a_crash() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!(
-            "p2pchatd already running (socket {})",
-            a.socket.display()
-        )),
-        "{stderr}"
+    assert_eq!(
+        stderr.trim(),
+        format!("p2pchatd already running (socket {})", a.socket.display()),
+        "said once, and nothing else"
     );
     assert_eq!(a.status().await.nick, "alice", "the first one is unharmed");
 
