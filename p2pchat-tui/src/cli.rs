@@ -177,7 +177,7 @@ async fn say(client: &Client, a: SayArgs) -> Result<(), CommandError> {
         if line.is_empty() {
             continue;
         }
-        let Ok(text) = String::from_utf8(line.clone()) else {
+        let Ok(text) = std::str::from_utf8(&line).map(str::to_owned) else {
             report(n, "not valid UTF-8");
             refused += 1;
             continue;

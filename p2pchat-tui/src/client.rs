@@ -145,10 +145,10 @@ async fn read_loop(
         while let Some(line) = split.next_line(&mut buf) {
             let Ok(line) = line else { break 'read };
             match decode_server_message(&line) {
+                // Waits while the consumer lags (so the daemon, not this
+                // process, buffers); a dropped receiver just discards.
                 Ok(ServerMessage::Event(e)) => {
-                    if events.send(e).await.is_err() {
-                        // Nobody listens for events; keep serving responses.
-                    }
+                    let _ = events.send(e).await;
                 }
                 Ok(ServerMessage::Response { id, outcome }) => {
                     let waiter = id.as_u64().and_then(|id| lock(&pending).remove(&id));

@@ -3,27 +3,11 @@
 use std::fmt::Write as _;
 
 use chrono::Local;
-use shared::api::{PeerInfo, PeerKind, StatusInfo};
+use shared::api::{LinkDirection, PeerInfo, PeerKind, StatusInfo};
 use shared::event::{Event, EventBody};
-
-/// Replaces control characters so nothing printed can drive the terminal.
-/// The daemon already cleans what peers send; this is the last line.
-pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.chars().any(|c| c.is_control() && c != '\t') {
-        s.chars()
-            .map(|c| {
-                if c.is_control() && c != '\t' {
-                    '\u{FFFD}'
-                } else {
-                    c
-                }
-            })
-            .collect::<String>()
-            .into()
-    } else {
-        s.into()
-    }
-}
+// Nothing printed may drive the terminal. The daemon already cleans what
+// peers send; this is the last line, with the same rule.
+use shared::text::sanitize_foreign_text as clean;
 
 /// One event as an IRC-style line, in local time.
 pub fn event_line(e: &Event) -> String {
@@ -74,14 +58,7 @@ pub fn peers_table(peers: &[PeerInfo]) -> String {
                 clean(&p.nick).into_owned(),
                 clean(&p.peer_id).into_owned(),
                 p.addr.clone().unwrap_or_else(|| "-".into()),
-                p.link
-                    .map(|l| {
-                        serde_json::to_value(l)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default()
-                    })
-                    .unwrap_or_else(|| "-".into()),
+                p.link.map_or("-", LinkDirection::as_str).to_owned(),
                 state,
             ]
         })
@@ -189,7 +166,7 @@ mod tests {
             nick: "bob".into(),
             addr: Some("127.0.0.1:8080".into()),
             connected: true,
-            link: Some(shared::api::LinkDirection::Dialed),
+            link: Some(LinkDirection::Dialed),
             kind: Some(PeerKind::P2pchatd),
             last_seen_ms: Some(0),
         }]);

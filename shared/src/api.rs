@@ -142,32 +142,37 @@ impl Call {
         })
     }
 
-    fn params(&self) -> Option<Value> {
-        let v = match self {
-            Self::Say(p) => serde_json::to_value(p),
-            Self::History(p) => serde_json::to_value(p),
-            Self::Subscribe(p) => serde_json::to_value(p),
-            Self::Nick(p) => serde_json::to_value(p),
-            Self::Peers | Self::Status | Self::Shutdown => return None,
-        };
-        v.ok()
-    }
-
     /// The request line a client sends, newline included.
     pub fn encode_request(&self, id: u64) -> Vec<u8> {
+        /// The params, borrowed and written once (no `Value` in between).
+        #[derive(Serialize)]
+        #[serde(untagged)]
+        enum Params<'a> {
+            Say(&'a SayParams),
+            History(&'a HistoryParams),
+            Subscribe(&'a SubscribeParams),
+            Nick(&'a NickParams),
+        }
         #[derive(Serialize)]
         struct Out<'a> {
             jsonrpc: &'static str,
             id: u64,
             method: &'a str,
             #[serde(skip_serializing_if = "Option::is_none")]
-            params: Option<Value>,
+            params: Option<Params<'a>>,
         }
+        let params = match self {
+            Self::Say(p) => Some(Params::Say(p)),
+            Self::History(p) => Some(Params::History(p)),
+            Self::Subscribe(p) => Some(Params::Subscribe(p)),
+            Self::Nick(p) => Some(Params::Nick(p)),
+            Self::Peers | Self::Status | Self::Shutdown => None,
+        };
         let mut out = serde_json::to_vec(&Out {
             jsonrpc: "2.0",
             id,
             method: self.method(),
-            params: self.params(),
+            params,
         })
         .unwrap_or_default();
         out.push(b'\n');
@@ -415,6 +420,15 @@ pub enum LinkDirection {
     Accepted,
 }
 
+impl LinkDirection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dialed => "dialed",
+            Self::Accepted => "accepted",
+        }
+    }
+}
+
 /// What kind of program a peer runs, once known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -485,6 +499,24 @@ mod tests {
         let req = decode_request(&line[..line.len() - 1]).unwrap();
         assert_eq!(req.id, Some(Value::from(42)));
         assert_eq!(req.call, call);
+    }
+
+    #[test]
+    fn requests_are_written_as_documented() {
+        let say = Call::Say(SayParams {
+            text: "hi".into(),
+            action: false,
+        })
+        .encode_request(1);
+        assert_eq!(
+            String::from_utf8(say).unwrap(),
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"say\",\"params\":{\"text\":\"hi\"}}\n"
+        );
+        let peers = Call::Peers.encode_request(2);
+        assert_eq!(
+            String::from_utf8(peers).unwrap(),
+            "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"peers\"}\n"
+        );
     }
 
     #[test]

@@ -136,13 +136,19 @@ impl LineKind {
     }
 }
 
-/// A laid-out line: the marker's width, and the body's rows. Continuation
-/// rows are indented under the body unless that leaves too little room.
+/// Where a line's body starts (its lead: time and marker) and where its
+/// continuation rows are indented to: under the body unless that leaves
+/// too little room.
+fn lead_and_indent(marker: &str, width: usize) -> (usize, usize) {
+    let lead = TIME_WIDTH + str_width(marker);
+    (lead, if lead * 2 <= width { lead } else { 0 })
+}
+
+/// A laid-out line: the continuation indent, the marker, the body's rows.
 pub fn layout(kind: &LineKind, width: usize) -> (usize, String, Vec<String>) {
     let marker = kind.marker();
+    let (lead, indent) = lead_and_indent(&marker, width);
     let body = kind.body();
-    let lead = TIME_WIDTH + str_width(&marker);
-    let indent = if lead * 2 <= width { lead } else { 0 };
     let rows = wrap(
         &body,
         width.saturating_sub(lead),
@@ -152,6 +158,17 @@ pub fn layout(kind: &LineKind, width: usize) -> (usize, String, Vec<String>) {
     .map(str::to_owned)
     .collect();
     (indent, marker, rows)
+}
+
+/// How many rows a line takes, without building them.
+fn row_count(kind: &LineKind, width: usize) -> usize {
+    let (lead, indent) = lead_and_indent(&kind.marker(), width);
+    wrap(
+        &kind.body(),
+        width.saturating_sub(lead),
+        width.saturating_sub(indent),
+    )
+    .len()
 }
 
 #[derive(Debug)]
@@ -232,7 +249,7 @@ impl State {
     }
 
     pub fn push(&mut self, ts: Timestamp, kind: LineKind) {
-        let rows = layout(&kind, self.message_width()).2.len();
+        let rows = row_count(&kind, self.message_width());
         let is_message = matches!(kind, LineKind::Message { .. });
         self.lines.push_back(ChatLine { ts, kind, rows });
         self.total_rows += rows;
@@ -296,7 +313,7 @@ impl State {
         let width = self.message_width();
         let mut total = 0;
         for l in &mut self.lines {
-            l.rows = layout(&l.kind, width).2.len();
+            l.rows = row_count(&l.kind, width);
             total += l.rows;
         }
         self.total_rows = total;

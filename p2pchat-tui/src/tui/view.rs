@@ -6,7 +6,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph};
-use shared::api::{LinkDirection, PeerKind};
+use shared::api::PeerKind;
 
 use super::command::{HELP, KEYS};
 use super::state::{ChatLine, DaemonLink, LineKind, State, USERS_WIDTH, layout};
@@ -151,8 +151,7 @@ fn users(state: &State, frame: &mut Frame<'_>, area: Rect) {
     for p in peers {
         let label = match (p.connected, p.link, p.kind) {
             (true, _, Some(PeerKind::Go)) => "go",
-            (true, Some(LinkDirection::Dialed), _) => "dialed",
-            (true, Some(LinkDirection::Accepted), _) => "accepted",
+            (true, Some(dir), _) => dir.as_str(),
             (true, None, _) => "linked",
             (false, _, _) => "away",
         };
@@ -285,7 +284,7 @@ mod tests {
     use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
-    use shared::api::{PeerInfo, StatusInfo};
+    use shared::api::{LinkDirection, PeerInfo, StatusInfo};
     use shared::event::{Event, EventBody};
 
     const ME: &str = "alice_0f3a9c21";
