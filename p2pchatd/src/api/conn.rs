@@ -29,6 +29,10 @@ use crate::history::Subscription;
 const REPLY_QUEUE: usize = 64;
 /// Events copied into one write.
 const EVENT_BATCH: usize = 512;
+/// The write buffer a connection keeps between writes. A larger reply (a
+/// long `history`) is written and then let go, so an attached client does
+/// not pin megabytes for as long as it stays.
+const OUT_KEEP: usize = 16 * 1024;
 /// Time a stopping daemon gives a client to take its last replies.
 const FLUSH_WAIT: Duration = Duration::from_millis(200);
 
@@ -101,7 +105,7 @@ async fn write_replies(
     cancel: &CancellationToken,
 ) {
     let mut sub: Option<Subscription> = None;
-    let mut out = Vec::with_capacity(16 * 1024);
+    let mut out = Vec::with_capacity(OUT_KEEP);
     let mut rx_open = true;
     let mut more = false;
     loop {
@@ -146,6 +150,7 @@ async fn write_replies(
                 return;
             }
             out.clear();
+            out.shrink_to(OUT_KEEP);
         }
         if !rx_open && sub.is_none() {
             break;
@@ -155,10 +160,18 @@ async fn write_replies(
 }
 
 fn take(reply: Reply, out: &mut Vec<u8>, sub: &mut Option<Subscription>) {
-    match reply {
-        Reply::Line(line) => out.extend_from_slice(&line),
-        Reply::Subscribed { line, subscription } => {
+    let append = |out: &mut Vec<u8>, line: Vec<u8>| {
+        if out.is_empty() {
+            // A big reply is written as it is, not copied first.
+            *out = line;
+        } else {
             out.extend_from_slice(&line);
+        }
+    };
+    match reply {
+        Reply::Line(line) => append(out, line),
+        Reply::Subscribed { line, subscription } => {
+            append(out, line);
             *sub = Some(subscription);
         }
         Reply::None => {}
