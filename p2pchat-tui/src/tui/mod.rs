@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crossterm::event::{
     DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture, Event,
-    EventStream,
+    EventStream, MouseEventKind,
 };
 use futures_util::StreamExt;
 use ratatui::DefaultTerminal;
@@ -236,7 +236,11 @@ pub async fn run(opts: Options) -> Result<(), TuiError> {
 fn to_action(ev: Event) -> Option<Action> {
     match ev {
         Event::Key(k) => Some(Action::Key(k)),
-        Event::Mouse(m) => Some(Action::Mouse(m)),
+        // Only the wheel matters; moves and clicks would only redraw.
+        Event::Mouse(m) => match m.kind {
+            MouseEventKind::ScrollUp | MouseEventKind::ScrollDown => Some(Action::Mouse(m)),
+            _ => None,
+        },
         Event::Paste(p) => Some(Action::Paste(p)),
         Event::Resize(w, h) => Some(Action::Resize(w, h)),
         Event::FocusGained | Event::FocusLost => None,

@@ -48,24 +48,30 @@ fn messages(state: &State, frame: &mut Frame<'_>, area: Rect) {
     }
     let height = usize::from(area.height);
     let width = state.message_width();
-    let offset = state.scroll.min(state.max_scroll());
-    let wanted = offset + height;
-    // Walk back from the newest line until the screen (and what is
-    // scrolled past) is covered; render only those.
+    // Walk back from the newest line: lines below the view are skipped by
+    // their cached heights, only lines on screen are wrapped and styled.
+    let mut below = state.scroll.min(state.max_scroll());
     let mut chunks: Vec<Vec<Line<'static>>> = Vec::new();
     let mut rows = 0;
     for line in state.lines.iter().rev() {
-        if rows >= wanted {
+        if rows >= height {
             break;
         }
-        let rendered = render_line(state, line, width);
+        if below >= line.rows {
+            below -= line.rows;
+            continue;
+        }
+        let mut rendered = render_line(state, line, width);
+        // The view's bottom edge may cut through this line.
+        rendered.truncate(rendered.len() - below);
+        below = 0;
         rows += rendered.len();
         chunks.push(rendered);
     }
-    let all: Vec<Line<'static>> = chunks.into_iter().rev().flatten().collect();
-    let end = all.len().saturating_sub(offset);
-    let start = end.saturating_sub(height);
-    let visible: Vec<Line<'static>> = all[start..end].to_vec();
+    let mut visible: Vec<Line<'static>> = chunks.into_iter().rev().flatten().collect();
+    // The top edge may cut through the oldest line shown.
+    let cut = visible.len().saturating_sub(height);
+    visible.drain(..cut);
     // New lines sit at the bottom, next to the input, as in a chat.
     let pad = height - visible.len();
     let target = Rect {
@@ -456,6 +462,61 @@ mod tests {
         let mut t = Terminal::new(TestBackend::new(s.width, s.height)).unwrap();
         t.draw(|f| view(s, f)).unwrap();
         t
+    }
+
+    /// Every scroll position shows exactly its window of the whole room,
+    /// also where the view's edges cut through wrapped lines.
+    #[test]
+    fn each_scroll_offset_shows_its_window() {
+        let mut s = room(40, 9, true);
+        for i in 0..30u64 {
+            let text = "word ".repeat(usize::try_from(i % 7).unwrap() * 4 + 1);
+            update(
+                &mut s,
+                Action::Daemon(DaemonMsg::Event(say(
+                    i + 1,
+                    1,
+                    "bob_7be1d0aa",
+                    "bob",
+                    text.trim(),
+                    false,
+                ))),
+            );
+        }
+        let text_of = |l: &Line<'_>| {
+            l.spans
+                .iter()
+                .map(|sp| sp.content.as_ref())
+                .collect::<String>()
+        };
+        let all: Vec<String> = s
+            .lines
+            .iter()
+            .flat_map(|l| render_line(&s, l, s.message_width()))
+            .map(|l| text_of(&l))
+            .collect();
+        let height = s.message_height();
+        assert!(all.len() > 3 * height);
+        for offset in 0..=s.max_scroll() {
+            s.scroll = offset;
+            let t = draw(&s);
+            let buf = t.backend().buffer();
+            let shown: Vec<String> = (0..height as u16)
+                .map(|y| {
+                    (0..s.width)
+                        .map(|x| buf[(x, y)].symbol())
+                        .collect::<String>()
+                        .trim_end()
+                        .to_owned()
+                })
+                .collect();
+            let end = all.len() - offset;
+            let want: Vec<String> = all[end - height..end]
+                .iter()
+                .map(|r| r.trim_end().to_owned())
+                .collect();
+            assert_eq!(shown, want, "scrolled {offset} rows up");
+        }
     }
 
     #[test]
