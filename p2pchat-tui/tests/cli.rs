@@ -1,17 +1,13 @@
 //! The `p2pchat` shell commands against real daemons on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-#[path = "../../p2pchatd/tests/it/support.rs"]
-#[allow(dead_code)]
-mod support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 use shared::event::{Event, EventBody};
-use support::*;
+use testkit::*;
 
 const T: Duration = Duration::from_secs(10);
 const P2PCHAT: &str = env!("CARGO_BIN_EXE_p2pchat");

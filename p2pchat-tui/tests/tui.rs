@@ -2,121 +2,16 @@
 //! against real daemons on loopback. Each test has a tmux server of its own.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-#[path = "../../p2pchatd/tests/it/support.rs"]
-#[allow(dead_code)]
-mod support;
-
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use shared::event::EventBody;
-use support::*;
+use testkit::*;
 
 const T: Duration = Duration::from_secs(10);
 const P2PCHAT: &str = env!("CARGO_BIN_EXE_p2pchat");
-
-/// A private tmux server, killed at the end.
-struct Tmux {
-    name: String,
-}
-
-impl Tmux {
-    /// `None` (and a note) when tmux is not installed.
-    fn new() -> Option<Self> {
-        if Command::new("tmux").arg("-V").output().is_err() {
-            eprintln!("skipped: tmux is not installed (.ci/run installs it)");
-            return None;
-        }
-        Some(Self {
-            name: format!("p2pchat-it-{}-{}", std::process::id(), fastrand::u32(..)),
-        })
-    }
-
-    fn tmux(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .args(["-L", &self.name, "-f", "/dev/null"])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    /// Runs `cmd` in a new 100x30 session.
-    fn start(&self, session: &str, cmd: &str) {
-        let out = self.tmux(&[
-            "new-session",
-            "-d",
-            "-s",
-            session,
-            "-x",
-            "100",
-            "-y",
-            "30",
-            cmd,
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // Keep the pane after its program exits, to see that it did.
-        self.tmux(&["set-option", "-t", session, "remain-on-exit", "on"]);
-    }
-
-    fn screen(&self, session: &str) -> String {
-        String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p", "-t", session]).stdout)
-            .into_owned()
-    }
-
-    fn keys(&self, session: &str, text: &str) {
-        self.tmux(&["send-keys", "-t", session, "-l", text]);
-    }
-
-    fn enter(&self, session: &str, text: &str) {
-        self.keys(session, text);
-        self.tmux(&["send-keys", "-t", session, "Enter"]);
-    }
-
-    /// Waits until the screen satisfies `pred`.
-    fn wait(&self, session: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let start = Instant::now();
-        loop {
-            let s = self.screen(session);
-            if pred(&s) {
-                return s;
-            }
-            assert!(
-                start.elapsed() < T,
-                "timed out waiting for {what}; the screen:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn exited(&self, session: &str) -> bool {
-        let out = self.tmux(&["list-panes", "-t", session, "-F", "#{pane_dead}"]);
-        String::from_utf8_lossy(&out.stdout).trim() == "1"
-    }
-
-    fn wait_exit(&self, session: &str) {
-        let start = Instant::now();
-        while !self.exited(session) {
-            assert!(
-                start.elapsed() < T,
-                "p2pchat did not exit; the screen:\n{}",
-                self.screen(session)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.tmux(&["kill-server"]);
-    }
-}
 
 fn ui(socket: &Path) -> String {
     format!("{P2PCHAT} --no-autostart --socket {}", socket.display())

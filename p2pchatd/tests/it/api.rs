@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use shared::api::{Call, SayParams, SayResult, code};
 use shared::event::EventBody;
 
-use crate::support::*;
+use testkit::*;
 
 const T: Duration = Duration::from_secs(10);
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use shared::event::EventBody;
 
-use crate::support::*;
+use testkit::*;
 
 const T: Duration = Duration::from_secs(10);
 

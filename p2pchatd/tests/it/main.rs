@@ -7,4 +7,3 @@ mod go_peer;
 mod lifecycle;
 mod mesh;
 mod service;
-mod support;

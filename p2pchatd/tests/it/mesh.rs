@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use shared::api::LinkDirection;
 use shared::event::EventBody;
 
-use crate::support::*;
+use testkit::procfs::established_on;
+use testkit::*;
 
 const T: Duration = Duration::from_secs(10);
 

@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 use p2pchat_tui::client::Client;
 use shared::api::{Call, ShutdownResult, StatusInfo};
 
-use crate::support::*;
+use testkit::*;
 
 const T: Duration = Duration::from_secs(10);
 

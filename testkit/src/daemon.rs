@@ -1,0 +1,292 @@
+//! Real p2pchatd processes on a private loopback network: each [`TestNet`]
+//! has a multicast group and port of its own and a temp folder, and each
+//! daemon on it its own socket, log, and data, state and config folders
+//! (so no two share a key or a store).
+
+use std::ffi::OsStr;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use p2pchat_tui::client::{Client, ClientError};
+use shared::api::{Call, PeerInfo, SayParams, SayResult, StatusInfo};
+
+use crate::dir::TempDir;
+use crate::wait::{Subscriber, subscribe_since, wait_until};
+
+/// How long a daemon may take to answer its socket after it was started.
+const START_WAIT: Duration = Duration::from_secs(10);
+
+/// A binary of the workspace, beside the running test or example
+/// (`target/release/deps/x` or `target/release/examples/x`): `make test`
+/// builds the whole workspace first.
+fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace first (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The daemon, `p2pchatd`.
+pub fn daemon_bin() -> PathBuf {
+    workspace_bin("p2pchatd")
+}
+
+/// The client, `p2pchat`.
+pub fn client_bin() -> PathBuf {
+    workspace_bin("p2pchat")
+}
+
+/// A private network for one test: a multicast group and port nobody else
+/// uses, and a temp folder for sockets, logs and the daemons' own folders.
+pub struct TestNet {
+    pub group: SocketAddrV4,
+    pub dir: TempDir,
+    /// Daemons log at debug (their logs print when a test fails).
+    log_level: &'static str,
+}
+
+impl Default for TestNet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestNet {
+    pub fn new() -> Self {
+        // A free UDP port, and a random administratively scoped group.
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+            .expect("free udp port");
+        let group = Ipv4Addr::new(239, 255, fastrand::u8(1..255), fastrand::u8(1..255));
+        Self {
+            group: SocketAddrV4::new(group, port),
+            dir: TempDir::new("p2pchat-it-"),
+            log_level: "debug",
+        }
+    }
+
+    /// Daemons that log as users' do (info), for measurements.
+    pub fn quiet(mut self) -> Self {
+        self.log_level = "info";
+        self
+    }
+
+    /// Arguments that pin a daemon to loopback and this net.
+    pub fn loopback_args(&self) -> Vec<String> {
+        [
+            "--interface",
+            "127.0.0.1",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--multicast",
+            &self.group.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// The folder of everything that belongs to the daemon named `nick`.
+    pub fn home_of(&self, nick: &str) -> PathBuf {
+        self.dir.path().join(nick)
+    }
+
+    pub fn socket_for(&self, nick: &str) -> PathBuf {
+        self.home_of(nick).join("p2pchatd.sock")
+    }
+
+    /// `XDG_DATA_HOME`, `XDG_STATE_HOME` and `XDG_CONFIG_HOME` for `nick`,
+    /// the same across its restarts.
+    pub fn xdg_env(&self, nick: &str) -> Vec<(&'static str, PathBuf)> {
+        let home = self.home_of(nick);
+        vec![
+            ("XDG_DATA_HOME", home.join("data")),
+            ("XDG_STATE_HOME", home.join("state")),
+            ("XDG_CONFIG_HOME", home.join("config")),
+        ]
+    }
+
+    /// A daemon on this net, with discovery.
+    pub async fn daemon(&self, nick: &str) -> Daemon {
+        self.daemon_with(nick, &[]).await
+    }
+
+    /// A daemon on this net with extra flags (which may repeat ours).
+    pub async fn daemon_with(&self, nick: &str, extra: &[&str]) -> Daemon {
+        let d = self.spawn(nick, extra);
+        d.wait_ready().await;
+        d
+    }
+
+    /// Starts a daemon without waiting for it to answer.
+    pub fn spawn(&self, nick: &str, extra: &[&str]) -> Daemon {
+        self.spawn_with_env(nick, extra, &[])
+    }
+
+    /// Starts a daemon with extra environment, without waiting for it.
+    pub fn spawn_with_env(&self, nick: &str, extra: &[&str], env: &[(&str, &OsStr)]) -> Daemon {
+        let socket = self.socket_for(nick);
+        let log = self.dir.path().join(format!("{nick}.log"));
+        let mut args = self.loopback_args();
+        if extra.contains(&"--port") {
+            let i = args.iter().position(|a| a == "--port").expect("--port");
+            args.drain(i..i + 2);
+        }
+        args.extend(["--nick".into(), nick.into(), "--socket".into()]);
+        args.push(socket.display().to_string());
+        args.extend(["--log-level".into(), self.log_level.into()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new(daemon_bin())
+            .args(&args)
+            .env_remove("P2PCHAT_SOCKET")
+            .env_remove("NOTIFY_SOCKET")
+            .envs(self.xdg_env(nick))
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn p2pchatd");
+        Daemon {
+            child,
+            socket,
+            log,
+            nick: nick.to_owned(),
+        }
+    }
+}
+
+/// A p2pchatd process; killed when dropped (its log is printed if the test
+/// failed).
+pub struct Daemon {
+    child: Child,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    pub nick: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("----- log of {} -----\n{log}", self.nick);
+        }
+    }
+}
+
+impl Daemon {
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits i32"))
+    }
+
+    pub fn signal(&self, s: Signal) {
+        kill(self.pid(), s).expect("signal");
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
+        let child = &mut self.child;
+        wait_until("the daemon to exit", limit, || {
+            let r = child.try_wait().expect("try_wait");
+            async move { r }
+        })
+        .await
+    }
+
+    /// Waits until the daemon answers `status` on its socket.
+    pub async fn wait_ready(&self) {
+        let socket = self.socket.clone();
+        wait_until(&format!("{} to answer", self.nick), START_WAIT, || {
+            let socket = socket.clone();
+            async move {
+                let c = Client::connect(&socket).await.ok()?;
+                c.call::<StatusInfo>(&Call::Status).await.ok()
+            }
+        })
+        .await;
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.socket).await.expect("connect")
+    }
+
+    pub async fn status(&self) -> StatusInfo {
+        self.client()
+            .await
+            .call(&Call::Status)
+            .await
+            .expect("status")
+    }
+
+    pub async fn peers(&self) -> Vec<PeerInfo> {
+        self.client().await.call(&Call::Peers).await.expect("peers")
+    }
+
+    pub async fn try_peers(&self) -> Result<Vec<PeerInfo>, ClientError> {
+        Client::connect(&self.socket)
+            .await?
+            .call(&Call::Peers)
+            .await
+    }
+
+    /// A live subscription (optionally resuming after `since`).
+    pub async fn subscribe(&self, since: Option<u64>) -> Subscriber {
+        subscribe_since(&self.socket, since).await
+    }
+
+    pub async fn say(&self, text: &str) {
+        let _: SayResult = self
+            .client()
+            .await
+            .call(&Call::Say(SayParams {
+                text: text.into(),
+                action: false,
+            }))
+            .await
+            .expect("say");
+    }
+}
+
+/// Kills a background daemon by its pidfile if a test leaves it running.
+pub struct Reaper(pub PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0)
+            && let Ok(pid) = pid.trim().parse()
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free tcp port")
+}
+
+/// The permission bits of a file or folder.
+pub fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+}

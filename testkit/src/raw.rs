@@ -1,0 +1,112 @@
+//! A raw API client: pre-encoded request lines out, lines in, no parsing
+//! on the way. The bench drives daemons with it at full speed; tests send
+//! it what the typed client never would.
+
+use std::path::Path;
+use std::time::Duration;
+
+use shared::api::{Call, SayParams};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+/// Bytes read from the socket at once.
+const READ_CHUNK: usize = 64 * 1024;
+/// How long a daemon may take to answer `subscribe`.
+const ANSWER_WAIT: Duration = Duration::from_secs(10);
+
+/// A connection to a daemon's API socket.
+pub struct Raw {
+    pub lines: RawLines,
+    pub w: OwnedWriteHalf,
+}
+
+/// The reading half: newline-cut lines.
+pub struct RawLines {
+    r: OwnedReadHalf,
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Raw {
+    pub async fn connect(socket: &Path) -> Self {
+        let (r, w) = UnixStream::connect(socket)
+            .await
+            .expect("connect to the API socket")
+            .into_split();
+        Self {
+            lines: RawLines {
+                r,
+                buf: Vec::with_capacity(1 << 20),
+                start: 0,
+            },
+            w,
+        }
+    }
+
+    pub async fn send(&mut self, line: &[u8]) {
+        self.w.write_all(line).await.expect("write a request");
+    }
+
+    /// The next line, or `None` at `deadline` or end of stream.
+    pub async fn line(&mut self, deadline: tokio::time::Instant) -> Option<&[u8]> {
+        self.lines.next(deadline).await
+    }
+
+    /// Subscribes (live, or after `since`) and returns once answered.
+    pub async fn subscribe(socket: &Path, since: Option<u64>) -> Self {
+        let mut c = Self::connect(socket).await;
+        let params = since.map_or(String::new(), |s| format!(",\"params\":{{\"since\":{s}}}"));
+        c.send(
+            format!("{{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"subscribe\"{params}}}\n")
+                .as_bytes(),
+        )
+        .await;
+        let l = c
+            .line(tokio::time::Instant::now() + ANSWER_WAIT)
+            .await
+            .expect("subscribe answer");
+        assert!(contains(l, b"\"result\""), "{}", String::from_utf8_lossy(l));
+        c
+    }
+}
+
+impl RawLines {
+    /// The next line, or `None` at `deadline` or end of stream.
+    pub async fn next(&mut self, deadline: tokio::time::Instant) -> Option<&[u8]> {
+        loop {
+            if let Some(i) = self.buf[self.start..].iter().position(|&b| b == b'\n') {
+                let s = self.start;
+                self.start += i + 1;
+                return Some(&self.buf[s..s + i]);
+            }
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            let mut chunk = [0u8; READ_CHUNK];
+            let n = tokio::time::timeout_at(deadline, self.r.read(&mut chunk))
+                .await
+                .ok()?
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// True when `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A `say` request line with `id`, newline included.
+pub fn say_line(id: u64, text: &str) -> Vec<u8> {
+    Call::Say(SayParams {
+        text: text.into(),
+        action: false,
+    })
+    .encode_request(id)
+}
