@@ -1,0 +1,63 @@
+//! A linked pair at rest: memory, CPU and wakeups of an idle daemon, then
+//! the memory of one holding 10,000 messages.
+
+use std::time::{Duration, Instant};
+
+use testkit::procfs::{cpu_sample, rss_kib};
+use testkit::raw::Raw;
+use testkit::{TestNet, wait_full_mesh};
+
+use crate::Counts;
+use crate::drive::{count, flood};
+
+const SETUP_WAIT: Duration = Duration::from_secs(10);
+
+pub struct Idle {
+    pub rss_kib: u64,
+    pub cpu_pct: f64,
+    pub wakeups_per_s: f64,
+    pub rss_10k_kib: u64,
+}
+
+pub async fn memory_and_idle(c: &Counts) -> Idle {
+    let net = TestNet::new().quiet();
+    let a = net.daemon("a").await;
+    let b = net
+        .daemon_with("b", &["--history", &c.history.to_string()])
+        .await;
+    wait_full_mesh(&[&a, &b], SETUP_WAIT).await;
+    let pid = a.status().await.pid;
+    let before = cpu_sample(pid);
+    let t0 = Instant::now();
+    tokio::time::sleep(c.idle).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let used = cpu_sample(pid) - before;
+    let rss = rss_kib(pid).unwrap_or(0);
+    eprintln!(
+        "  idle {secs:.0} s: {:.3} ms CPU, {} context switches",
+        used.cpu_ns as f64 / 1e6,
+        used.switches
+    );
+
+    // B holds 10,000 messages of ~100 bytes from A.
+    let mut sub = Raw::subscribe(&b.socket, None).await;
+    let tag = format!("mem {}", "x".repeat(90));
+    let (_, got) = tokio::join!(
+        flood(&a.socket, &tag, c.history),
+        count(
+            &mut sub,
+            b"\"text\":\"mem ",
+            c.history,
+            Duration::from_secs(5)
+        ),
+    );
+    assert_eq!(got.n, c.history);
+    drop(sub);
+    let b_pid = b.status().await.pid;
+    Idle {
+        rss_kib: rss,
+        cpu_pct: used.cpu_ns as f64 / 1e9 / secs * 100.0,
+        wakeups_per_s: used.switches as f64 / secs,
+        rss_10k_kib: rss_kib(b_pid).unwrap_or(0),
+    }
+}

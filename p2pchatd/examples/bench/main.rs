@@ -1,0 +1,163 @@
+//! `make bench`: the numbers of DESIGN §6, measured on real daemons, and a
+//! scaling table of how they grow with the room.
+//!
+//! Every daemon is a release process on loopback with a multicast group and
+//! port of this run's own, driven through its local API the way a client
+//! would (pipelined JSON-RPC on the Unix socket). Prints the goals and the
+//! scaling table and writes `target/bench/report.json`. `--quick`
+//! (`make bench QUICK=1`) uses smaller counts. Nothing here is asserted:
+//! figures are reported, and judged against the goals in [`goals`].
+// A harness: a step that fails ends the run, and says which.
+#![allow(clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
+
+mod drive;
+mod goals;
+mod idle;
+mod pair;
+mod scale;
+mod tui;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+/// How big each scenario is.
+pub struct Counts {
+    warmup: usize,
+    latency: usize,
+    throughput: usize,
+    fanout: usize,
+    idle: Duration,
+    history: usize,
+    tui_runs: usize,
+    /// Mesh sizes of the scaling table; the one of DESIGN's fan-out and
+    /// join goals (20) is among them.
+    scale: &'static [usize],
+}
+
+/// The mesh size DESIGN's fan-out and join goals speak of.
+const GOAL_MESH: usize = 20;
+
+const FULL: Counts = Counts {
+    warmup: 1_000,
+    latency: 10_000,
+    throughput: 200_000,
+    fanout: 20_000,
+    idle: Duration::from_secs(10),
+    history: 10_000,
+    tui_runs: 5,
+    scale: &[5, 10, GOAL_MESH, 50],
+};
+
+const QUICK: Counts = Counts {
+    warmup: 200,
+    latency: 2_000,
+    throughput: 30_000,
+    fanout: 3_000,
+    idle: Duration::from_secs(3),
+    history: 10_000,
+    tui_runs: 3,
+    scale: &[5, GOAL_MESH],
+};
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let c = if quick { &QUICK } else { &FULL };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let started = Instant::now();
+    eprintln!(
+        "p2pchat bench ({}), daemons on loopback",
+        if quick { "quick" } else { "full" }
+    );
+    let mut report = rt.block_on(async {
+        eprintln!("latency: {} says after {} warm-up", c.latency, c.warmup);
+        let (p50, p99) = pair::latency(c).await;
+        eprintln!("throughput: {} says A -> B", c.throughput);
+        let (tp, tp_lost) = pair::throughput(c).await;
+        eprintln!(
+            "scale: meshes of {:?}, {} says fanned out in each",
+            c.scale, c.fanout
+        );
+        let mut rows = Vec::new();
+        for &peers in c.scale {
+            rows.push(scale::mesh_of(c, peers).await);
+        }
+        eprintln!("memory and idle");
+        let idle = idle::memory_and_idle(c).await;
+        eprintln!("tui attach");
+        let tui = tui::first_frame(c).await;
+        let goal_mesh = rows.iter().find(|r| r.peers == GOAL_MESH);
+        json!({
+            "latency_p50_us": p50,
+            "latency_p99_us": p99,
+            "throughput_msgs_per_s": tp,
+            "throughput_lost": tp_lost,
+            "fanout_peers": GOAL_MESH,
+            "fanout_msgs_per_s": goal_mesh.map(|r| r.fanout_msgs_per_s),
+            "fanout_lost": goal_mesh.map(|r| r.fanout_lost),
+            "join_ms": goal_mesh.map(|r| r.join_ms),
+            "idle_rss_kib": idle.rss_kib,
+            "rss_10k_kib": idle.rss_10k_kib,
+            "idle_cpu_pct": idle.cpu_pct,
+            "idle_wakeups_per_s": idle.wakeups_per_s,
+            "tui_first_frame_ms": tui,
+            "scale": rows.iter().map(scale::ScaleRow::to_json).collect::<Vec<_>>(),
+            "quick": quick,
+        })
+    });
+    report["goals"] = goals::judge(&report);
+    println!();
+    let (measured, met) = goals::print_table(&report);
+    println!();
+    print_scale(&report["scale"]);
+    println!(
+        "\n{met} of {measured} goals met; finished in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    let dir = target_dir().join("bench");
+    std::fs::create_dir_all(&dir).expect("target/bench");
+    let path = dir.join("report.json");
+    let text = serde_json::to_string_pretty(&report).expect("report") + "\n";
+    std::fs::write(&path, text).expect("write the report");
+    println!("report: {}", path.display());
+}
+
+fn print_scale(rows: &serde_json::Value) {
+    println!(
+        "{:>6} {:>10} {:>14} {:>18} {:>12} {:>14} {:>8}",
+        "peers",
+        "join ms",
+        "RSS KiB/daemon",
+        "idle CPU ms/10 s",
+        "wakeups/s",
+        "fan-out msg/s",
+        "lost"
+    );
+    for r in rows.as_array().into_iter().flatten() {
+        let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "{:>6} {:>10.1} {:>14.0} {:>18.3} {:>12.1} {:>14.0} {:>8}",
+            r["peers"].as_u64().unwrap_or(0),
+            f("join_ms"),
+            f("rss_kib_per_daemon"),
+            // % of one CPU over 10 s, in ms: pct / 100 * 10_000 ms.
+            f("idle_cpu_pct_per_daemon") * 100.0,
+            f("idle_wakeups_per_s"),
+            f("fanout_msgs_per_s"),
+            r["fanout_lost"].as_u64().unwrap_or(0),
+        );
+    }
+}
+
+fn target_dir() -> PathBuf {
+    // target/release/examples/bench -> target
+    let exe = std::env::current_exe().expect("bench path");
+    exe.ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("target"))
+}

@@ -1,0 +1,162 @@
+//! How cost grows with the room: for meshes of several sizes, the time for
+//! one more peer to be fully linked, memory and idle CPU per daemon, and
+//! the fan-out rate of one sender to everyone else.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use testkit::procfs::{CpuSample, cpu_sample, rss_kib};
+use testkit::raw::Raw;
+use testkit::{Daemon, TestNet, wait_full_mesh, wait_until};
+
+use crate::Counts;
+use crate::drive::{count, flood, link_drops};
+
+/// How long a mesh may take to link fully, per daemon in it.
+const LINK_WAIT_PER_PEER: Duration = Duration::from_secs(1);
+/// How long a newcomer may take to link with everyone.
+const JOIN_WAIT: Duration = Duration::from_secs(10);
+/// A receiver that hears nothing for this long has all it will get.
+const QUIET: Duration = Duration::from_secs(5);
+
+/// One row of the scaling table.
+#[derive(Debug, Clone)]
+pub struct ScaleRow {
+    pub peers: usize,
+    pub join_ms: f64,
+    pub rss_kib_per_daemon: f64,
+    pub idle_cpu_pct_per_daemon: f64,
+    pub idle_wakeups_per_s: f64,
+    pub fanout_msgs_per_s: f64,
+    pub fanout_lost: usize,
+}
+
+impl ScaleRow {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "peers": self.peers,
+            "join_ms": self.join_ms,
+            "rss_kib_per_daemon": self.rss_kib_per_daemon,
+            "idle_cpu_pct_per_daemon": self.idle_cpu_pct_per_daemon,
+            "idle_wakeups_per_s": self.idle_wakeups_per_s,
+            "fanout_msgs_per_s": self.fanout_msgs_per_s,
+            "fanout_lost": self.fanout_lost,
+        })
+    }
+}
+
+/// Measures a mesh of `peers` daemons.
+pub async fn mesh_of(c: &Counts, peers: usize) -> ScaleRow {
+    let net = TestNet::new().quiet();
+    let mut daemons = Vec::with_capacity(peers);
+    for i in 0..peers {
+        daemons.push(net.daemon(&format!("p{i:02}")).await);
+    }
+    let refs: Vec<&Daemon> = daemons.iter().collect();
+    let link_wait = LINK_WAIT_PER_PEER * u32::try_from(peers).unwrap_or(u32::MAX);
+    wait_full_mesh(&refs, link_wait.max(JOIN_WAIT)).await;
+
+    let join_ms = join(&net, peers).await;
+    // Let the others see the newcomer go, so the mesh is as it was.
+    let sender = &daemons[0];
+    wait_until("the newcomer to be gone", JOIN_WAIT, || async {
+        let p = sender.try_peers().await.ok()?;
+        (p.iter().filter(|p| p.connected).count() == peers - 1).then_some(())
+    })
+    .await;
+
+    let (cpu_pct, wakeups, rss) = idle(&daemons, c.idle).await;
+    let (rate, lost) = fanout(&daemons, c.fanout).await;
+    let row = ScaleRow {
+        peers,
+        join_ms,
+        rss_kib_per_daemon: rss,
+        idle_cpu_pct_per_daemon: cpu_pct,
+        idle_wakeups_per_s: wakeups,
+        fanout_msgs_per_s: rate,
+        fanout_lost: lost,
+    };
+    eprintln!(
+        "  {peers} peers: join {:.1} ms, {:.0} KiB and {:.3} ms CPU per 10 s per daemon, {:.1} wakeups/s, fan-out {:.0} msg/s, {lost} lost",
+        row.join_ms,
+        row.rss_kib_per_daemon,
+        row.idle_cpu_pct_per_daemon * 100.0,
+        row.idle_wakeups_per_s,
+        row.fanout_msgs_per_s,
+    );
+    row
+}
+
+/// Milliseconds from a newcomer's start until it is linked with all
+/// `peers`, as its own join events tell; the newcomer is gone after.
+async fn join(net: &TestNet, peers: usize) -> f64 {
+    let started = Instant::now();
+    let newcomer = net.spawn("newcomer", &[]);
+    let deadline = Instant::now() + JOIN_WAIT;
+    while !newcomer.socket.exists() {
+        assert!(Instant::now() < deadline, "the newcomer did not start");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut joins = Raw::subscribe(&newcomer.socket, Some(0)).await;
+    let got = count(&mut joins, b"\"kind\":\"join\"", peers, JOIN_WAIT).await;
+    assert_eq!(got.n, peers, "the newcomer linked with every peer");
+    got.last.duration_since(started).as_secs_f64() * 1e3
+}
+
+/// Mean idle CPU (%), wakeups per second and RSS (KiB) per daemon, all
+/// sampled over the same `span`.
+async fn idle(daemons: &[Daemon], span: Duration) -> (f64, f64, f64) {
+    let pids: Vec<u32> = daemons
+        .iter()
+        .map(|d| u32::try_from(d.pid().as_raw()).unwrap_or(0))
+        .collect();
+    let before: Vec<CpuSample> = pids.iter().map(|&p| cpu_sample(p)).collect();
+    let t0 = Instant::now();
+    tokio::time::sleep(span).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let used: Vec<CpuSample> = pids
+        .iter()
+        .zip(&before)
+        .map(|(&p, &b)| cpu_sample(p) - b)
+        .collect();
+    let n = daemons.len() as f64;
+    let cpu_ns: u64 = used.iter().map(|u| u.cpu_ns).sum();
+    let switches: u64 = used.iter().map(|u| u.switches).sum();
+    let rss: u64 = pids.iter().filter_map(|&p| rss_kib(p)).sum();
+    (
+        cpu_ns as f64 / 1e9 / secs * 100.0 / n,
+        switches as f64 / secs / n,
+        rss as f64 / n,
+    )
+}
+
+/// One sender floods `n` lines; every other daemon's subscriber counts
+/// them. Returns msg/s (every line to all) and how many deliveries failed.
+async fn fanout(daemons: &[Daemon], n: usize) -> (f64, usize) {
+    let (sender, receivers) = daemons.split_first().expect("a mesh");
+    let mut counters = Vec::new();
+    for d in receivers {
+        let mut sub = Raw::subscribe(&d.socket, None).await;
+        // Each receiver is read by a task of its own, all at once.
+        counters.push(tokio::spawn(async move {
+            count(&mut sub, b"\"text\":\"fan ", n, QUIET).await
+        }));
+    }
+    let t0 = Instant::now();
+    flood(&sender.socket, "fan", n).await;
+    let mut results = Vec::new();
+    for h in counters {
+        results.push(h.await.expect("a counter"));
+    }
+    let last = results.iter().map(|r| r.last).max().unwrap_or(t0);
+    let got: usize = results.iter().map(|r| r.n).sum();
+    let gaps: usize = results.iter().map(|r| r.gaps).sum();
+    let want = n * receivers.len();
+    if got < want {
+        eprintln!(
+            "  fan-out: {got} of {want} delivered, {gaps} subscriber gaps, {} link drops",
+            link_drops(sender)
+        );
+    }
+    (n as f64 / last.duration_since(t0).as_secs_f64(), want - got)
+}
