@@ -322,6 +322,24 @@ pub fn encode_result<T: Serialize + ?Sized>(id: &Value, result: &T, out: &mut Ve
     out.push(b'\n');
 }
 
+/// Appends a `history` response line to `out`. `write_events` writes the
+/// JSON array of events: the daemon keeps every event as JSON, so a page of
+/// them is copied, not encoded again.
+pub fn encode_history_result(
+    id: &Value,
+    write_events: impl FnOnce(&mut Vec<u8>),
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    // A `Value` of ours always encodes; an id is a number, string or null.
+    if serde_json::to_writer(&mut *out, id).is_err() {
+        out.extend_from_slice(b"null");
+    }
+    out.extend_from_slice(br#","result":{"events":"#);
+    write_events(out);
+    out.extend_from_slice(b"}}\n");
+}
+
 /// Appends an error response line to `out`.
 pub fn encode_error(id: Option<&Value>, error: &RpcError, out: &mut Vec<u8>) {
     #[derive(Serialize)]
@@ -637,6 +655,34 @@ mod tests {
             decode_server_message(lines[2]).unwrap(),
             ServerMessage::Event(Event { cursor: 3, .. })
         ));
+    }
+
+    #[test]
+    fn a_history_reply_reads_back_as_its_events() {
+        let events: Vec<Event> = ["join", "gap"]
+            .iter()
+            .map(|k| {
+                serde_json::from_str(&format!(
+                    r#"{{"kind":"{k}","cursor":4,"ts":"2026-11-25T12:34:35.832Z","peer_id":"p","nick":"n","missed":1}}"#
+                ))
+                .unwrap()
+            })
+            .collect();
+        let mut out = Vec::new();
+        encode_history_result(
+            &Value::from("h1"),
+            |out| out.extend_from_slice(serde_json::to_string(&events).unwrap().as_bytes()),
+            &mut out,
+        );
+        assert_eq!(out.pop(), Some(b'\n'));
+        match decode_server_message(&out).unwrap() {
+            ServerMessage::Response { id, outcome: Ok(v) } => {
+                assert_eq!(id, Value::from("h1"));
+                let r: HistoryResult = serde_json::from_value(v).unwrap();
+                assert_eq!(r.events, events);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -92,10 +92,6 @@ impl PeerMeta {
             .is_some_and(|p| p.starts_with("p2pchatd/"))
     }
 
-    pub fn has_cap(&self, cap: &str) -> bool {
-        self.caps.iter().any(|c| c == cap)
-    }
-
     fn from_value(v: &serde_json::Value) -> Option<Self> {
         let obj = v.as_object()?;
         let short = |s: &str| (s.len() <= MAX_META_STRING).then(|| s.to_owned());
@@ -204,30 +200,30 @@ impl PeerMessage {
         Ok(msg)
     }
 
-    /// Appends the message and its newline to `out`.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        // Serializing plain strings and numbers into a Vec cannot fail.
-        if serde_json::to_writer(&mut *out, self).is_ok() {
-            out.push(b'\n');
-        }
-    }
-
     /// The message as one line, newline included.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(160 + self.content.len());
-        self.encode_into(&mut out);
+        // Serializing plain strings and numbers into a Vec cannot fail.
+        if serde_json::to_writer(&mut out, self).is_ok() {
+            out.push(b'\n');
+        }
         out
     }
+}
+
+/// The content of a `join` that announces `nick` (PROTOCOL §5).
+pub fn join_content(nick: &str) -> String {
+    format!("{nick} joined the chat")
+}
+
+/// The content of a `leave` (PROTOCOL §5).
+pub fn leave_content(nick: &str) -> String {
+    format!("{nick} left the chat")
 }
 
 /// The content of the Go program's nick-change `join` (PROTOCOL §2).
 pub fn nick_change_content(old: &str, new: &str) -> String {
     format!("{old} changed their name to {new}")
-}
-
-/// Reads a Go-style nick-change sentence back into `(old, new)`.
-pub fn parse_nick_change(content: &str) -> Option<(&str, &str)> {
-    content.split_once(" changed their name to ")
 }
 
 /// Prefix by which an action (IRC `/me`) travels in `content`. A Go user sees
@@ -318,7 +314,7 @@ mod tests {
             "0123456789abcdef".into(),
             "bob_1",
             "bob",
-            "bob joined the chat".into(),
+            join_content("bob"),
             chrono::Utc::now(),
             0,
         );
@@ -328,7 +324,7 @@ mod tests {
         let back = PeerMessage::decode(&enc[..enc.len() - 1]).unwrap();
         assert_eq!(back, m);
         let meta = back.metadata.unwrap();
-        assert!(meta.is_p2pchatd() && meta.has_cap(CAP_HEARTBEAT));
+        assert!(meta.is_p2pchatd() && meta.caps == [CAP_HEARTBEAT]);
     }
 
     #[test]
@@ -354,11 +350,15 @@ mod tests {
     }
 
     #[test]
-    fn nick_change_sentence() {
-        let c = nick_change_content("amy", "amelia");
-        assert_eq!(c, "amy changed their name to amelia");
-        assert_eq!(parse_nick_change(&c), Some(("amy", "amelia")));
-        assert_eq!(parse_nick_change("amy joined the chat"), None);
+    fn sentences_are_the_go_programs() {
+        let content = |line: &str| PeerMessage::decode(line.as_bytes()).unwrap().content;
+        assert_eq!(join_content("amy"), content(GO_LINES[0]));
+        assert_eq!(join_content("amy"), content(GO_LINES[1]));
+        assert_eq!(leave_content("amy"), content(GO_LINES[3]));
+        assert_eq!(
+            nick_change_content("amy", "amelia"),
+            "amy changed their name to amelia"
+        );
     }
 
     proptest::proptest! {

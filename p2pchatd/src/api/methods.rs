@@ -4,12 +4,15 @@ use serde::Serialize;
 use serde_json::Value;
 use shared::api::{
     Call, HISTORY_DEFAULT_LIMIT, NickResult, Request, RpcError, ShutdownResult, StatusInfo,
-    SubscribeResult, code, encode_error, encode_result,
+    SubscribeResult, code, encode_error, encode_history_result, encode_result,
 };
 use shared::text::{validate_nick, validate_text};
 
 use super::ApiContext;
 use crate::history::Subscription;
+
+/// Bytes of JSON a typical event takes, to size a `history` reply.
+const EVENT_JSON_GUESS: usize = 256;
 
 /// What the writer sends for one request.
 pub(super) enum Reply {
@@ -40,14 +43,12 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
             let (_, held) = ctx.history.stats();
             let limit = p.limit.unwrap_or(HISTORY_DEFAULT_LIMIT).min(held);
             let Some(id) = id else { return Reply::None };
-            let mut out = Vec::with_capacity(256 * limit.min(1024) + 64);
-            out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
-            if serde_json::to_writer(&mut out, &id).is_err() {
-                return Reply::None;
-            }
-            out.extend_from_slice(br#","result":{"events":"#);
-            ctx.history.page_json(limit, p.before, &mut out);
-            out.extend_from_slice(b"}}\n");
+            let mut out = Vec::with_capacity(EVENT_JSON_GUESS * limit.min(1024) + 64);
+            encode_history_result(
+                &id,
+                |out| ctx.history.page_json(limit, p.before, out),
+                &mut out,
+            );
             Reply::Line(out)
         }
         Call::Subscribe(p) => match ctx.history.subscribe(p.since) {

@@ -20,7 +20,10 @@ use chrono::Utc;
 use shared::api::{PeerInfo, SayResult};
 use shared::event::EventBody;
 use shared::limits::PROTO_TAG;
-use shared::wire::{ACTION_PREFIX, MessageType, PeerMessage, PeerMeta, nick_change_content};
+use shared::wire::{
+    ACTION_PREFIX, MessageType, PeerMessage, PeerMeta, join_content, leave_content,
+    nick_change_content,
+};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc::error::TrySendError, watch};
 use tokio::time::{Duration, timeout};
@@ -241,7 +244,7 @@ impl Mesh {
             let mut seq = self.inner.outbox.lock().await;
             *seq += 1;
             let nick = self.nick();
-            let line = self.line(MessageType::Leave, format!("{nick} left the chat"), *seq);
+            let line = self.line(MessageType::Leave, leave_content(&nick), *seq);
             self.fan_out(line).await;
         };
         if timeout(LEAVE_WAIT, send).await.is_err() {
@@ -301,7 +304,7 @@ impl Mesh {
             new_message_id(),
             &self.inner.me.peer_id,
             &nick,
-            format!("{nick} joined the chat"),
+            join_content(&nick),
             Utc::now(),
             0,
         );
@@ -325,7 +328,7 @@ impl Mesh {
         let mut seq = self.inner.outbox.lock().await;
         *seq += 1;
         let nick = self.nick();
-        self.line(MessageType::Join, format!("{nick} joined the chat"), *seq)
+        self.line(MessageType::Join, join_content(&nick), *seq)
     }
 
     /// A heartbeat line; per link, outside the sequence.
