@@ -141,7 +141,7 @@ pub async fn run(socket: &Path, command: Command) -> Result<(), CommandError> {
 
 /// Warns when the daemon runs another version than this client.
 #[allow(clippy::print_stderr)]
-pub fn warn_on_version(daemon: &str) {
+pub(crate) fn warn_on_version(daemon: &str) {
     let ours = env!("CARGO_PKG_VERSION");
     if daemon != ours {
         eprintln!("p2pchat: warning: p2pchatd is version {daemon}, this client is {ours}");

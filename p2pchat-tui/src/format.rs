@@ -10,7 +10,7 @@ use shared::event::{Event, EventBody};
 use shared::text::sanitize_foreign_text as clean;
 
 /// One event as an IRC-style line, in local time.
-pub fn event_line(e: &Event) -> String {
+pub(crate) fn event_line(e: &Event) -> String {
     let time = e.ts.with_timezone(&Local).format("%H:%M:%S");
     let body = match &e.body {
         EventBody::Message {
@@ -39,7 +39,7 @@ pub fn event_line(e: &Event) -> String {
 }
 
 /// The `peers` table.
-pub fn peers_table(peers: &[PeerInfo]) -> String {
+pub(crate) fn peers_table(peers: &[PeerInfo]) -> String {
     if peers.is_empty() {
         return "no peers known\n".into();
     }
@@ -89,7 +89,7 @@ pub fn peers_table(peers: &[PeerInfo]) -> String {
 }
 
 /// The `status` summary.
-pub fn status_text(s: &StatusInfo) -> String {
+pub(crate) fn status_text(s: &StatusInfo) -> String {
     let up = s.uptime_s;
     let uptime = if up >= 3600 {
         format!("{}h{:02}m", up / 3600, up % 3600 / 60)

@@ -6,5 +6,5 @@
 
 pub mod cli;
 pub mod client;
-pub mod format;
+mod format;
 pub mod tui;

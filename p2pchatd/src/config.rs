@@ -70,10 +70,10 @@ impl Default for Timing {
 }
 
 /// The default discovery group and port (PROTOCOL §1).
-pub const DEFAULT_MULTICAST: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 1), 9999);
+pub(crate) const DEFAULT_MULTICAST: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 1), 9999);
 
 /// Ports tried in order when `--port` is not given, as the Go program does.
-pub const DEFAULT_PORTS: std::ops::RangeInclusive<u16> = 8080..=8999;
+pub(crate) const DEFAULT_PORTS: std::ops::RangeInclusive<u16> = 8080..=8999;
 
 #[cfg(test)]
 mod tests {

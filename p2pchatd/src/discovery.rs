@@ -23,7 +23,7 @@ use crate::mesh::{Mesh, Sighting};
 
 /// The bound discovery sockets: one to receive on the group, one per
 /// interface to send from (each with its own multicast interface set).
-pub struct DiscoverySockets {
+pub(crate) struct DiscoverySockets {
     recv: UdpSocket,
     senders: Vec<(Ipv4Addr, UdpSocket)>,
     group: SocketAddrV4,
@@ -35,7 +35,7 @@ fn udp() -> io::Result<Socket> {
 
 /// Binds the group's port (shared with other daemons on this host) and
 /// joins the group on every interface. Needs a tokio runtime.
-pub fn bind(cfg: &DiscoveryConfig) -> io::Result<DiscoverySockets> {
+pub(crate) fn bind(cfg: &DiscoveryConfig) -> io::Result<DiscoverySockets> {
     let group = cfg.group;
     let recv = udp()?;
     recv.set_reuse_address(true)?;
@@ -69,7 +69,7 @@ pub fn bind(cfg: &DiscoveryConfig) -> io::Result<DiscoverySockets> {
 
 /// Announces, listens and answers until `cancel`, then says `leave`.
 /// `address` is what we put in the `address` field (`LISTEN:PORT`).
-pub async fn run(
+pub(crate) async fn run(
     sockets: DiscoverySockets,
     mesh: Mesh,
     address: String,

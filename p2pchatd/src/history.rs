@@ -20,7 +20,7 @@ use tokio::sync::watch;
 /// Subscribers may fall this far behind even when `--history` is smaller:
 /// a burst must not gap a healthy client that was descheduled for a moment
 /// (8,192 events are ~40 ms at 200k msg/s, ~2 MiB when full).
-pub const MIN_RING: usize = 8192;
+pub(crate) const MIN_RING: usize = 8192;
 
 /// How many message ids are remembered for deduplication. Messages arrive
 /// once per link in a full mesh, so a duplicate is at most a reconnect away;
@@ -46,7 +46,7 @@ struct Ring {
 
 /// The history handle; cheap to share behind an `Arc`.
 #[derive(Debug)]
-pub struct History {
+pub(crate) struct History {
     ring: Mutex<Ring>,
     /// The newest cursor, for subscribers to wait on.
     head: watch::Sender<u64>,
@@ -54,7 +54,7 @@ pub struct History {
 
 /// Where a subscriber starts reading.
 #[derive(Debug)]
-pub struct Subscription {
+pub(crate) struct Subscription {
     /// The next cursor to deliver.
     next: u64,
     head: watch::Receiver<u64>,
@@ -65,13 +65,13 @@ pub struct Subscription {
 /// `subscribe {since}` named a cursor this daemon has not reached.
 #[derive(Debug, thiserror::Error)]
 #[error("cursor {since} is newer than the newest event {head}; the daemon was restarted")]
-pub struct CursorAhead {
+pub(crate) struct CursorAhead {
     pub since: u64,
     pub head: u64,
 }
 
 impl History {
-    pub fn new(held: usize) -> Self {
+    pub(crate) fn new(held: usize) -> Self {
         let capacity = held.max(MIN_RING);
         Self {
             ring: Mutex::new(Ring {
@@ -92,7 +92,7 @@ impl History {
     }
 
     /// Records an event; returns its cursor.
-    pub fn append(&self, body: EventBody) -> u64 {
+    pub(crate) fn append(&self, body: EventBody) -> u64 {
         let mut ring = self.lock();
         let cursor = ring.push(body);
         drop(ring);
@@ -102,7 +102,7 @@ impl History {
 
     /// Records a chat message unless its id was seen before. `body` is only
     /// built for a new message.
-    pub fn append_message(
+    pub(crate) fn append_message(
         &self,
         sender: &str,
         id: &str,
@@ -116,7 +116,7 @@ impl History {
     /// Like `append_message`, but subscribers are not woken until
     /// [`History::publish`]: a link that reads a batch of lines wakes them
     /// once per batch, not once per line.
-    pub fn append_message_unpublished(
+    pub(crate) fn append_message_unpublished(
         &self,
         sender: &str,
         id: &str,
@@ -130,7 +130,7 @@ impl History {
     }
 
     /// Wakes subscribers for everything appended so far.
-    pub fn publish(&self) {
+    pub(crate) fn publish(&self) {
         let head = self.newest_cursor();
         self.head.send_if_modified(|h| {
             let changed = *h != head;
@@ -140,18 +140,18 @@ impl History {
     }
 
     /// (held events, how many may be held).
-    pub fn stats(&self) -> (usize, usize) {
+    pub(crate) fn stats(&self) -> (usize, usize) {
         let ring = self.lock();
         (ring.events.len().min(ring.held), ring.held)
     }
 
-    pub fn newest_cursor(&self) -> u64 {
+    pub(crate) fn newest_cursor(&self) -> u64 {
         self.lock().next_cursor - 1
     }
 
     /// Writes the JSON array of the newest `limit` held events with a cursor
     /// below `before`, oldest first, into `out`.
-    pub fn page_json(&self, limit: usize, before: Option<u64>, out: &mut Vec<u8>) {
+    pub(crate) fn page_json(&self, limit: usize, before: Option<u64>, out: &mut Vec<u8>) {
         let ring = self.lock();
         let held = ring.held_range();
         let first = ring.first_cursor();
@@ -173,7 +173,7 @@ impl History {
 
     /// Starts a subscription: live events only, or with `since` every held
     /// event after that cursor first.
-    pub fn subscribe(&self, since: Option<u64>) -> Result<Subscription, CursorAhead> {
+    pub(crate) fn subscribe(&self, since: Option<u64>) -> Result<Subscription, CursorAhead> {
         let ring = self.lock();
         let head = ring.next_cursor - 1;
         let mut sub = Subscription {
@@ -202,7 +202,7 @@ impl History {
     /// Appends `event` notifications for what `sub` has not seen yet, up to
     /// `max` events, to `out`. Returns true when it stopped at `max` (more
     /// are ready).
-    pub fn fill(&self, sub: &mut Subscription, out: &mut Vec<u8>, max: usize) -> bool {
+    pub(crate) fn fill(&self, sub: &mut Subscription, out: &mut Vec<u8>, max: usize) -> bool {
         sub.head.borrow_and_update();
         if let Some((missed, last)) = sub.pending_gap.take() {
             push_gap(out, missed, last);
@@ -236,7 +236,7 @@ impl History {
 impl Subscription {
     /// Waits until an event newer than the last `fill` exists. Errors only
     /// when the history is gone (daemon stopping).
-    pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
+    pub(crate) async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
         self.head.changed().await
     }
 }

@@ -4,12 +4,15 @@
 //! One module per concern — [`discovery`], [`mesh`], [`history`], [`api`] —
 //! wired together in [`node`], which also owns the shutdown order.
 
-pub mod api;
+mod api;
 pub mod cli;
 pub mod config;
-pub mod discovery;
-pub mod history;
+mod discovery;
+mod history;
 pub mod logging;
-pub mod mesh;
+mod mesh;
 pub mod node;
 pub mod service;
+
+pub use api::ApiBindError;
+pub use mesh::Mesh;

@@ -9,13 +9,6 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
 
-/// Where logs go; decided once at start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sink {
-    Journal,
-    Stderr,
-}
-
 /// True when stderr is the journal stream systemd gave us: its
 /// `device:inode` equals `$JOURNAL_STREAM` (systemd.exec(5)).
 fn stderr_is_journal() -> bool {
@@ -30,7 +23,7 @@ fn stderr_is_journal() -> bool {
 
 /// Installs the global subscriber. `filter` is a level (`info`) or
 /// per-target directives (`warn,p2pchatd=debug`).
-pub fn init(filter: &str) -> anyhow::Result<Sink> {
+pub fn init(filter: &str) -> anyhow::Result<()> {
     let targets: Targets = filter
         .parse()
         .map_err(|e| anyhow::anyhow!("invalid --log-level {filter:?}: {e}"))?;
@@ -45,7 +38,7 @@ pub fn init(filter: &str) -> anyhow::Result<Sink> {
                             .with_filter(targets),
                     )
                     .try_init()?;
-                return Ok(Sink::Journal);
+                return Ok(());
             }
             // The stream is still there: plain lines on it, and say why.
             Err(e) => fallback = Some(e),
@@ -62,5 +55,5 @@ pub fn init(filter: &str) -> anyhow::Result<Sink> {
             "stderr is the journal stream but its socket is unavailable ({e}); logging plain lines"
         );
     }
-    Ok(Sink::Stderr)
+    Ok(())
 }

@@ -87,7 +87,7 @@ fn fail(e: &anyhow::Error, code: u8) -> ExitCode {
 
 fn message(e: &anyhow::Error) -> String {
     // The single-instance message is the whole line (DESIGN §2).
-    if e.downcast_ref::<p2pchatd::api::ApiBindError>().is_some() {
+    if e.downcast_ref::<p2pchatd::ApiBindError>().is_some() {
         e.to_string()
     } else {
         format!("p2pchatd: {e:#}")

@@ -34,13 +34,6 @@ pub struct Bound {
     discovery: Option<DiscoverySockets>,
 }
 
-impl Bound {
-    /// The TCP chat address.
-    pub fn chat_addr(&self) -> std::io::Result<SocketAddr> {
-        self.peers.local_addr()
-    }
-}
-
 /// Binds the API socket (single instance), the chat port and the discovery
 /// group, in that order. Needs a tokio runtime.
 pub fn bind(config: &Config, own_socket_folder: bool) -> anyhow::Result<Bound> {
@@ -151,7 +144,7 @@ pub async fn serve(
         warn!("some tasks did not stop in time");
     }
     drop(bound.guard);
-    info!(ms = stop_started.elapsed().as_millis() as u64, "stopped");
+    info!(ms = shared::millis(stop_started.elapsed()), "stopped");
     Ok(())
 }
 

@@ -16,4 +16,4 @@ pub mod text;
 mod time;
 pub mod wire;
 
-pub use time::{Timestamp, format_rfc3339};
+pub use time::{Timestamp, format_rfc3339, millis};

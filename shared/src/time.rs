@@ -5,6 +5,12 @@ use chrono::{DateTime, SecondsFormat, Utc};
 /// A point in time, always handled in UTC inside the program.
 pub type Timestamp = DateTime<Utc>;
 
+/// Whole milliseconds of `d`, saturating (a `Duration` holds more than a
+/// `u64` of them only after 584 million years).
+pub fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// RFC 3339 with nanoseconds and `Z`, the form Go's `time.Time` writes and
 /// parses.
 pub fn format_rfc3339(ts: &Timestamp) -> String {

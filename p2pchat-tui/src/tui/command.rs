@@ -4,7 +4,7 @@ use shared::text::{validate_nick, validate_text};
 
 /// What a submitted input line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub(super) enum Command {
     Say(String),
     Me(String),
     Nick(String),
@@ -17,7 +17,7 @@ pub enum Command {
     Invalid(String),
 }
 
-pub const HELP: &[(&str, &str)] = &[
+pub(super) const HELP: &[(&str, &str)] = &[
     ("/help", "this help (F1)"),
     ("/users, /who", "who is here (F2: the pane)"),
     ("/nick NAME", "change your nick"),
@@ -28,7 +28,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("//text", "send text starting with /"),
 ];
 
-pub const KEYS: &[(&str, &str)] = &[
+pub(super) const KEYS: &[(&str, &str)] = &[
     ("Up, Down", "recall sent lines"),
     ("^A ^E, Ctrl-arrows", "line start/end, by word"),
     ("^W ^U ^K", "delete word, to start, to end"),
@@ -37,7 +37,7 @@ pub const KEYS: &[(&str, &str)] = &[
 ];
 
 /// Reads one submitted line. `None`: nothing to do (blank line).
-pub fn parse(line: &str) -> Option<Command> {
+pub(super) fn parse(line: &str) -> Option<Command> {
     let line = line.trim_end();
     if line.trim().is_empty() {
         return None;

@@ -6,13 +6,13 @@
 //! This module owns the terminal and the loop that feeds actions in and
 //! carries effects out; [`session`] owns the link to the daemon.
 
-pub mod command;
-pub mod session;
-pub mod state;
-pub mod theme;
-pub mod update;
-pub mod view;
-pub mod wrap;
+mod command;
+mod session;
+mod state;
+mod theme;
+mod update;
+mod view;
+mod wrap;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -69,7 +69,7 @@ pub enum TuiError {
 /// Makes sure a daemon answers on the socket, starting one unless told not
 /// to. Returns a note for the view, if any. Runs before the terminal is
 /// taken over, so a failure prints normally.
-pub async fn ensure_daemon(opts: &Options) -> Result<Option<String>, TuiError> {
+pub(crate) async fn ensure_daemon(opts: &Options) -> Result<Option<String>, TuiError> {
     match Client::connect(&opts.socket).await {
         Ok(_) if opts.daemon_args.is_empty() => return Ok(None),
         Ok(_) => {

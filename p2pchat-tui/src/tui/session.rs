@@ -24,7 +24,7 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// What the UI asks of the daemon.
 #[derive(Debug)]
-pub enum Request {
+pub(super) enum Request {
     Say { text: String, action: bool },
     Nick(String),
     Peers,
@@ -41,7 +41,7 @@ struct Attached {
 }
 
 /// Runs until the UI goes away (its channels close).
-pub async fn run(
+pub(super) async fn run(
     socket: PathBuf,
     actions: mpsc::Sender<Action>,
     mut requests: mpsc::Receiver<Request>,

@@ -2,7 +2,9 @@
 
 use std::collections::VecDeque;
 
-use chrono::{FixedOffset, Local, Utc};
+#[cfg(test)]
+use chrono::FixedOffset;
+use chrono::{Local, Utc};
 use shared::Timestamp;
 use shared::api::PeerInfo;
 use shared::event::{Event, EventBody};
@@ -13,23 +15,23 @@ use super::wrap::{str_width, wrap};
 
 /// Lines kept in the view; older ones scroll away for good (the daemon's
 /// history is the record).
-pub const MAX_LINES: usize = 10_000;
+pub(super) const MAX_LINES: usize = 10_000;
 /// Sent lines kept for Up/Down recall.
-pub const MAX_RECALL: usize = 100;
+pub(super) const MAX_RECALL: usize = 100;
 /// Width of the users pane, and the narrowest terminal that shows it.
-pub const USERS_WIDTH: u16 = 24;
-pub const USERS_MIN_TERMINAL: u16 = 60;
+pub(super) const USERS_WIDTH: u16 = 24;
+pub(super) const USERS_MIN_TERMINAL: u16 = 60;
 
 /// Who we are, once attached.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Me {
+pub(super) struct Me {
     pub peer_id: String,
     pub nick: String,
 }
 
 /// The link to the daemon, for the status bar.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DaemonLink {
+pub(super) enum DaemonLink {
     Connecting,
     Connected,
     Lost,
@@ -37,7 +39,7 @@ pub enum DaemonLink {
 
 /// What a line in the message area says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LineKind {
+pub(super) enum LineKind {
     Message {
         peer_id: String,
         nick: String,
@@ -66,43 +68,49 @@ pub enum LineKind {
 
 /// One entry of the message area, with its height at the current width.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChatLine {
+pub(super) struct ChatLine {
     pub ts: Timestamp,
     pub kind: LineKind,
     pub rows: usize,
 }
 
-/// Time for the view: the local zone and the real time, or a fixed zone
-/// and a fixed "now" (tests render the same every run).
+/// Time for the view: the local zone and the real time, or in tests a
+/// fixed zone and a fixed "now" (so they render the same every run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Clock {
+pub(super) enum Clock {
     Local,
-    Fixed { tz: FixedOffset, now: Timestamp },
+    #[cfg(test)]
+    Fixed {
+        tz: FixedOffset,
+        now: Timestamp,
+    },
 }
 
 impl Clock {
-    pub fn hhmm(self, ts: &Timestamp) -> String {
+    pub(super) fn hhmm(self, ts: &Timestamp) -> String {
         match self {
             Self::Local => ts.with_timezone(&Local).format("%H:%M").to_string(),
+            #[cfg(test)]
             Self::Fixed { tz, .. } => ts.with_timezone(&tz).format("%H:%M").to_string(),
         }
     }
 
     /// The time of lines the client adds itself.
-    pub fn now(self) -> Timestamp {
+    pub(super) fn now(self) -> Timestamp {
         match self {
             Self::Local => Utc::now(),
+            #[cfg(test)]
             Self::Fixed { now, .. } => now,
         }
     }
 }
 
 /// Columns of the time column ("HH:MM ").
-pub const TIME_WIDTH: usize = 6;
+pub(super) const TIME_WIDTH: usize = 6;
 
 impl LineKind {
     /// The marker after the time (`<nick> `, `* nick `, `--> `...).
-    pub fn marker(&self) -> String {
+    pub(super) fn marker(&self) -> String {
         match self {
             Self::Message {
                 nick,
@@ -120,7 +128,7 @@ impl LineKind {
     }
 
     /// The text after the marker.
-    pub fn body(&self) -> String {
+    pub(super) fn body(&self) -> String {
         match self {
             Self::Message { text, .. } => text.replace('\t', "    "),
             Self::Join { nick, peer_id } => format!("{nick} ({peer_id}) joined"),
@@ -145,7 +153,7 @@ fn lead_and_indent(marker: &str, width: usize) -> (usize, usize) {
 }
 
 /// A laid-out line: the continuation indent, the marker, the body's rows.
-pub fn layout(kind: &LineKind, width: usize) -> (usize, String, Vec<String>) {
+pub(super) fn layout(kind: &LineKind, width: usize) -> (usize, String, Vec<String>) {
     let marker = kind.marker();
     let (lead, indent) = lead_and_indent(&marker, width);
     let body = kind.body();
@@ -172,7 +180,7 @@ fn row_count(kind: &LineKind, width: usize) -> usize {
 }
 
 #[derive(Debug)]
-pub struct State {
+pub(super) struct State {
     pub me: Option<Me>,
     pub link: DaemonLink,
     pub lines: VecDeque<ChatLine>,
@@ -200,7 +208,7 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(width: u16, height: u16, theme: Theme, clock: Clock) -> Self {
+    pub(super) fn new(width: u16, height: u16, theme: Theme, clock: Clock) -> Self {
         Self {
             me: None,
             link: DaemonLink::Connecting,
@@ -224,12 +232,12 @@ impl State {
     }
 
     /// Whether the users pane is on screen.
-    pub fn users_visible(&self) -> bool {
+    pub(super) fn users_visible(&self) -> bool {
         self.show_users && self.width >= USERS_MIN_TERMINAL
     }
 
     /// Columns of the message area.
-    pub fn message_width(&self) -> usize {
+    pub(super) fn message_width(&self) -> usize {
         let w = if self.users_visible() {
             self.width - USERS_WIDTH
         } else {
@@ -239,16 +247,16 @@ impl State {
     }
 
     /// Rows of the message area (the status bar and input take two).
-    pub fn message_height(&self) -> usize {
+    pub(super) fn message_height(&self) -> usize {
         usize::from(self.height.saturating_sub(2)).max(1)
     }
 
     /// The largest useful scroll offset.
-    pub fn max_scroll(&self) -> usize {
+    pub(super) fn max_scroll(&self) -> usize {
         self.total_rows.saturating_sub(self.message_height())
     }
 
-    pub fn push(&mut self, ts: Timestamp, kind: LineKind) {
+    pub(super) fn push(&mut self, ts: Timestamp, kind: LineKind) {
         let rows = row_count(&kind, self.message_width());
         let is_message = matches!(kind, LineKind::Message { .. });
         self.lines.push_back(ChatLine { ts, kind, rows });
@@ -269,12 +277,12 @@ impl State {
     }
 
     /// A line of our own, timed now.
-    pub fn note(&mut self, kind: LineKind) {
+    pub(super) fn note(&mut self, kind: LineKind) {
         self.push(self.clock.now(), kind);
     }
 
     /// Adds a daemon event as a line.
-    pub fn push_event(&mut self, e: &Event) {
+    pub(super) fn push_event(&mut self, e: &Event) {
         let own = |peer_id: &str| self.me.as_ref().is_some_and(|m| m.peer_id == peer_id);
         let kind = match &e.body {
             EventBody::Message {
@@ -309,7 +317,7 @@ impl State {
     }
 
     /// Lays every line out again (the width changed).
-    pub fn relayout(&mut self) {
+    pub(super) fn relayout(&mut self) {
         let width = self.message_width();
         let mut total = 0;
         for l in &mut self.lines {
@@ -320,7 +328,7 @@ impl State {
         self.scroll = self.scroll.min(self.max_scroll());
     }
 
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.lines.clear();
         self.total_rows = 0;
         self.scroll = 0;
@@ -328,7 +336,7 @@ impl State {
     }
 
     /// Connected peers.
-    pub fn connected(&self) -> usize {
+    pub(super) fn connected(&self) -> usize {
         self.peers.iter().filter(|p| p.connected).count()
     }
 }

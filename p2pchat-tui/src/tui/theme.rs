@@ -4,7 +4,7 @@ use ratatui::style::{Color, Modifier, Style};
 
 /// Ten colours that read well on dark and light terminals; a peer's colour
 /// is picked from its id, so it stays the same everywhere and every time.
-pub const PALETTE: [Color; 10] = [
+pub(super) const PALETTE: [Color; 10] = [
     Color::Red,
     Color::Green,
     Color::Yellow,
@@ -18,23 +18,24 @@ pub const PALETTE: [Color; 10] = [
 ];
 
 /// FNV-1a: stable across runs and machines, unlike std's hasher.
-pub fn palette_index(peer_id: &str) -> usize {
+pub(super) fn palette_index(peer_id: &str) -> usize {
     let mut h: u32 = 0x811c_9dc5;
     for b in peer_id.bytes() {
         h ^= u32::from(b);
         h = h.wrapping_mul(0x0100_0193);
     }
-    (h % PALETTE.len() as u32) as usize
+    // A u32 always fits a usize on the targets we build for (32/64-bit).
+    usize::try_from(h).unwrap_or(0) % PALETTE.len()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Theme {
+pub(super) struct Theme {
     pub color: bool,
 }
 
 impl Theme {
     /// Colour unless `NO_COLOR` is set to anything but "" (no-color.org).
-    pub fn from_env() -> Self {
+    pub(super) fn from_env() -> Self {
         Self {
             color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         }
@@ -48,7 +49,7 @@ impl Theme {
         }
     }
 
-    pub fn nick(self, peer_id: &str, own: bool) -> Style {
+    pub(super) fn nick(self, peer_id: &str, own: bool) -> Style {
         let s = self.fg(PALETTE[palette_index(peer_id)]);
         let s = s.add_modifier(Modifier::BOLD);
         if own {
@@ -58,7 +59,7 @@ impl Theme {
         }
     }
 
-    pub fn time(self) -> Style {
+    pub(super) fn time(self) -> Style {
         if self.color {
             Style::new().fg(Color::DarkGray)
         } else {
@@ -66,19 +67,19 @@ impl Theme {
         }
     }
 
-    pub fn join(self) -> Style {
+    pub(super) fn join(self) -> Style {
         self.fg(Color::Green).add_modifier(Modifier::DIM)
     }
 
-    pub fn leave(self) -> Style {
+    pub(super) fn leave(self) -> Style {
         self.fg(Color::Red).add_modifier(Modifier::DIM)
     }
 
-    pub fn notice(self) -> Style {
+    pub(super) fn notice(self) -> Style {
         self.fg(Color::Yellow)
     }
 
-    pub fn info(self) -> Style {
+    pub(super) fn info(self) -> Style {
         if self.color {
             Style::new().fg(Color::DarkGray)
         } else {
@@ -86,11 +87,11 @@ impl Theme {
         }
     }
 
-    pub fn error(self) -> Style {
+    pub(super) fn error(self) -> Style {
         self.fg(Color::Red).add_modifier(Modifier::BOLD)
     }
 
-    pub fn status_bar(self) -> Style {
+    pub(super) fn status_bar(self) -> Style {
         if self.color {
             Style::new().fg(Color::White).bg(Color::Blue)
         } else {
@@ -98,7 +99,7 @@ impl Theme {
         }
     }
 
-    pub fn status_alert(self) -> Style {
+    pub(super) fn status_alert(self) -> Style {
         if self.color {
             Style::new()
                 .fg(Color::White)
@@ -109,7 +110,7 @@ impl Theme {
         }
     }
 
-    pub fn border(self) -> Style {
+    pub(super) fn border(self) -> Style {
         self.fg(Color::DarkGray)
     }
 }

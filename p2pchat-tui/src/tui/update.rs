@@ -14,7 +14,7 @@ const WHEEL_ROWS: usize = 3;
 
 /// Everything that can happen to the TUI.
 #[derive(Debug, Clone)]
-pub enum Action {
+pub(super) enum Action {
     Key(KeyEvent),
     Mouse(MouseEvent),
     Paste(String),
@@ -26,7 +26,7 @@ pub enum Action {
 
 /// What the daemon session reports.
 #[derive(Debug, Clone)]
-pub enum DaemonMsg {
+pub(super) enum DaemonMsg {
     /// Attached (again). `history` is empty when resuming the same daemon
     /// by cursor: the missed events follow as `Event`s.
     Attached {
@@ -39,13 +39,11 @@ pub enum DaemonMsg {
     Lost(String),
     /// A request failed; say so in the view.
     Failed(String),
-    /// Something worth a line in the view (e.g. ignored flags).
-    Note(String),
 }
 
 /// Work for the event loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
+pub(super) enum Effect {
     Say {
         text: String,
         action: bool,
@@ -57,7 +55,7 @@ pub enum Effect {
     Quit,
 }
 
-pub fn update(state: &mut State, action: Action) -> Vec<Effect> {
+pub(super) fn update(state: &mut State, action: Action) -> Vec<Effect> {
     match action {
         Action::Key(k) if k.kind != KeyEventKind::Release => key(state, k),
         Action::Key(_) => vec![],
@@ -312,10 +310,6 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
         }
         DaemonMsg::Failed(why) => {
             state.note(LineKind::Error(why));
-            vec![]
-        }
-        DaemonMsg::Note(text) => {
-            state.note(LineKind::Info(text));
             vec![]
         }
     }

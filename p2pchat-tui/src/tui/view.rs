@@ -12,7 +12,7 @@ use super::command::{HELP, KEYS};
 use super::state::{ChatLine, DaemonLink, LineKind, State, USERS_WIDTH, layout};
 use super::wrap::str_width;
 
-pub fn view(state: &State, frame: &mut Frame<'_>) {
+pub(super) fn view(state: &State, frame: &mut Frame<'_>) {
     let area = frame.area();
     let [main, status, input] = Layout::vertical([
         Constraint::Min(1),
@@ -75,8 +75,8 @@ fn messages(state: &State, frame: &mut Frame<'_>, area: Rect) {
     // New lines sit at the bottom, next to the input, as in a chat.
     let pad = height - visible.len();
     let target = Rect {
-        y: area.y + pad as u16,
-        height: visible.len() as u16,
+        y: area.y + cells(pad),
+        height: cells(visible.len()),
         ..area
     };
     frame.render_widget(Paragraph::new(visible), target);
@@ -219,21 +219,27 @@ fn status_bar(state: &State, frame: &mut Frame<'_>, area: Rect) {
     frame.render_widget(Paragraph::new(Line::from(spans)).style(bar), area);
 }
 
+/// A count of terminal cells as ratatui takes it; a terminal is far
+/// smaller than `u16::MAX` cells on a side.
+fn cells(n: usize) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
+
 fn input_line(state: &State, frame: &mut Frame<'_>, area: Rect) {
     let prompt = "> ";
     let [p, field] =
-        Layout::horizontal([Constraint::Length(prompt.len() as u16), Constraint::Min(1)])
+        Layout::horizontal([Constraint::Length(cells(prompt.len())), Constraint::Min(1)])
             .areas(area);
     frame.render_widget(Paragraph::new(Span::styled(prompt, state.theme.info())), p);
     // Keep the cursor on screen: scroll the text, never the prompt.
     let width = usize::from(field.width).max(1);
     let scroll = state.input.visual_scroll(width.saturating_sub(1));
     frame.render_widget(
-        Paragraph::new(state.input.value()).scroll((0, scroll as u16)),
+        Paragraph::new(state.input.value()).scroll((0, cells(scroll))),
         field,
     );
     if !state.show_help {
-        let x = (state.input.visual_cursor().saturating_sub(scroll)) as u16;
+        let x = cells(state.input.visual_cursor().saturating_sub(scroll));
         frame.set_cursor_position((field.x + x.min(field.width.saturating_sub(1)), field.y));
     }
 }
@@ -258,8 +264,8 @@ fn help(state: &State, frame: &mut Frame<'_>, area: Rect) {
         lines.push(Line::raw(""));
         lines.extend(KEYS.iter().map(row));
     }
-    let want_w = lines.iter().map(Line::width).max().unwrap_or(0) as u16 + 3;
-    let want_h = lines.len() as u16 + 2;
+    let want_w = cells(lines.iter().map(Line::width).max().unwrap_or(0)).saturating_add(3);
+    let want_h = cells(lines.len()).saturating_add(2);
     let w = want_w.min(area.width);
     let h = want_h.min(area.height);
     let popup = Rect {
@@ -501,7 +507,7 @@ mod tests {
             s.scroll = offset;
             let t = draw(&s);
             let buf = t.backend().buffer();
-            let shown: Vec<String> = (0..height as u16)
+            let shown: Vec<String> = (0..cells(height))
                 .map(|y| {
                     (0..s.width)
                         .map(|x| buf[(x, y)].symbol())

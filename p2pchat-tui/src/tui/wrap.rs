@@ -5,17 +5,17 @@ use unicode_width::UnicodeWidthChar;
 
 /// Display width of one character (control characters count as 0; the
 /// daemon never lets them through).
-pub fn char_width(c: char) -> usize {
+pub(super) fn char_width(c: char) -> usize {
     c.width().unwrap_or(0)
 }
 
-pub fn str_width(s: &str) -> usize {
+pub(super) fn str_width(s: &str) -> usize {
     s.chars().map(char_width).sum()
 }
 
 /// Splits `text` into rows: the first row has `first` columns, the others
 /// `rest`. Spaces at a break are dropped. Always at least one row.
-pub fn wrap(text: &str, first: usize, rest: usize) -> Vec<&str> {
+pub(super) fn wrap(text: &str, first: usize, rest: usize) -> Vec<&str> {
     let mut rows = Vec::new();
     let mut avail = first.max(1);
     let mut start = 0;

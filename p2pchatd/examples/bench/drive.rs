@@ -15,7 +15,7 @@ const FLOOD_WAIT: Duration = Duration::from_secs(120);
 
 /// What a subscriber counted.
 #[derive(Debug, Clone, Copy)]
-pub struct Counted {
+pub(crate) struct Counted {
     pub n: usize,
     /// When the last counted event arrived.
     pub last: Instant,
@@ -25,7 +25,7 @@ pub struct Counted {
 
 /// Counts message events carrying `tag` until `want`, or until nothing
 /// arrives for `quiet`.
-pub async fn count(sub: &mut Raw, tag: &[u8], want: usize, quiet: Duration) -> Counted {
+pub(crate) async fn count(sub: &mut Raw, tag: &[u8], want: usize, quiet: Duration) -> Counted {
     let mut c = Counted {
         n: 0,
         last: Instant::now(),
@@ -48,7 +48,7 @@ pub async fn count(sub: &mut Raw, tag: &[u8], want: usize, quiet: Duration) -> C
 /// Writes `n` says (`"{tag} {i}"`) as fast as the daemon's API takes them
 /// while reading their answers (a client that stops reading is stopped
 /// being read); returns when all are answered.
-pub async fn flood(socket: &Path, tag: &str, n: usize) -> Duration {
+pub(crate) async fn flood(socket: &Path, tag: &str, n: usize) -> Duration {
     let mut all = Vec::with_capacity(n * 80);
     for i in 0..n {
         all.extend_from_slice(&say_line(i as u64, &format!("{tag} {i}")));
@@ -77,7 +77,7 @@ pub async fn flood(socket: &Path, tag: &str, n: usize) -> Duration {
 
 /// Links a sender dropped because their peer stopped reading (it logs a
 /// warning for each; its history may no longer hold the leave).
-pub fn link_drops(d: &Daemon) -> usize {
+pub(crate) fn link_drops(d: &Daemon) -> usize {
     std::fs::read_to_string(&d.log)
         .unwrap_or_default()
         .matches("peer stopped reading")
@@ -86,7 +86,7 @@ pub fn link_drops(d: &Daemon) -> usize {
 
 /// The `p`-quantile of sorted samples.
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
 }

@@ -5,14 +5,14 @@ use serde_json::{Value, json};
 
 /// Which side of the goal a figure must stay on.
 #[derive(Debug, Clone, Copy)]
-pub enum Cmp {
+pub(crate) enum Cmp {
     AtMost,
     AtLeast,
 }
 
 /// One goal: the report key it judges, what it is, and the bound.
 #[derive(Debug)]
-pub struct Goal {
+pub(crate) struct Goal {
     pub key: &'static str,
     pub figure: &'static str,
     pub unit: &'static str,
@@ -51,7 +51,7 @@ impl Goal {
         }
     }
 
-    pub fn met(&self, v: f64) -> bool {
+    pub(crate) fn met(&self, v: f64) -> bool {
         match self.cmp {
             Cmp::AtMost => v <= self.goal,
             Cmp::AtLeast => v >= self.goal,
@@ -68,7 +68,7 @@ impl Goal {
 }
 
 /// DESIGN §6.
-pub const GOALS: &[Goal] = &[
+pub(crate) const GOALS: &[Goal] = &[
     Goal::at_most(
         "latency_p50_us",
         "latency p50 (say on A -> event on B)",
@@ -117,7 +117,7 @@ fn number(v: f64) -> String {
 }
 
 /// Each goal with its measured figure and verdict, for `report.json`.
-pub fn judge(report: &Value) -> Value {
+pub(crate) fn judge(report: &Value) -> Value {
     GOALS
         .iter()
         .map(|g| {
@@ -134,7 +134,7 @@ pub fn judge(report: &Value) -> Value {
 }
 
 /// The table of goals; returns how many were measured and how many met.
-pub fn print_table(report: &Value) -> (usize, usize) {
+pub(crate) fn print_table(report: &Value) -> (usize, usize) {
     let (mut measured, mut met) = (0, 0);
     println!("{:<40} {:>16} {:>16}  meets", "figure", "goal", "measured");
     for g in GOALS {

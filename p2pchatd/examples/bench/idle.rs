@@ -12,14 +12,14 @@ use crate::drive::{count, flood};
 
 const SETUP_WAIT: Duration = Duration::from_secs(10);
 
-pub struct Idle {
+pub(crate) struct Idle {
     pub rss_kib: u64,
     pub cpu_pct: f64,
     pub wakeups_per_s: f64,
     pub rss_10k_kib: u64,
 }
 
-pub async fn memory_and_idle(c: &Counts) -> Idle {
+pub(crate) async fn memory_and_idle(c: &Counts) -> Idle {
     let net = TestNet::new().quiet();
     let a = net.daemon("a").await;
     let b = net

@@ -14,7 +14,7 @@ const SETUP_WAIT: Duration = Duration::from_secs(10);
 
 /// Latency p50 and p99 in µs: `say` written on A's socket until the event
 /// is read from B's.
-pub async fn latency(c: &Counts) -> (f64, f64) {
+pub(crate) async fn latency(c: &Counts) -> (f64, f64) {
     let net = TestNet::new().quiet();
     let a = net.daemon("a").await;
     let b = net.daemon("b").await;
@@ -51,7 +51,7 @@ pub async fn latency(c: &Counts) -> (f64, f64) {
 }
 
 /// Messages per second A -> B, and how many were lost.
-pub async fn throughput(c: &Counts) -> (f64, usize) {
+pub(crate) async fn throughput(c: &Counts) -> (f64, usize) {
     let net = TestNet::new().quiet();
     // A holds every event of the run, so a dropped link would show.
     let a = net

@@ -21,7 +21,7 @@ const QUIET: Duration = Duration::from_secs(5);
 
 /// One row of the scaling table.
 #[derive(Debug, Clone)]
-pub struct ScaleRow {
+pub(crate) struct ScaleRow {
     pub peers: usize,
     pub join_ms: f64,
     pub rss_kib_per_daemon: f64,
@@ -32,7 +32,7 @@ pub struct ScaleRow {
 }
 
 impl ScaleRow {
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         json!({
             "peers": self.peers,
             "join_ms": self.join_ms,
@@ -46,7 +46,7 @@ impl ScaleRow {
 }
 
 /// Measures a mesh of `peers` daemons.
-pub async fn mesh_of(c: &Counts, peers: usize) -> ScaleRow {
+pub(crate) async fn mesh_of(c: &Counts, peers: usize) -> ScaleRow {
     let net = TestNet::new().quiet();
     let mut daemons = Vec::with_capacity(peers);
     for i in 0..peers {

@@ -14,7 +14,7 @@ const FRAME_WAIT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(5);
 
 /// The median time to the first frame in ms, or `None` without tmux.
-pub async fn first_frame(c: &Counts) -> Option<f64> {
+pub(crate) async fn first_frame(c: &Counts) -> Option<f64> {
     Tmux::new()?;
     let net = TestNet::new().quiet();
     let a = net.daemon("a").await;

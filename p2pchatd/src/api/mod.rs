@@ -56,19 +56,15 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> A
 /// Removes the socket file and the pidfile when the daemon stops. Holding
 /// it holds the pidfile lock.
 #[derive(Debug)]
-pub struct SocketGuard {
+pub(crate) struct SocketGuard {
     socket: PathBuf,
     pidfile: PathBuf,
     _lock: File,
 }
 
 impl SocketGuard {
-    pub fn socket(&self) -> &Path {
+    pub(crate) fn socket(&self) -> &Path {
         &self.socket
-    }
-
-    pub fn pidfile(&self) -> &Path {
-        &self.pidfile
     }
 }
 
@@ -85,14 +81,17 @@ impl Drop for SocketGuard {
 }
 
 /// The pidfile that sits beside the socket: `p2pchatd.sock` → `p2pchatd.pid`.
-pub fn pidfile_for(socket: &Path) -> PathBuf {
+pub(crate) fn pidfile_for(socket: &Path) -> PathBuf {
     socket.with_extension("pid")
 }
 
 /// Creates the folder, takes the pidfile lock, reclaims a stale socket and
 /// binds. `own_folder`: the folder is ours alone (the default location), so
 /// an existing one must belong to us and is set to 0700.
-pub fn bind(socket: &Path, own_folder: bool) -> Result<(Listener, SocketGuard), ApiBindError> {
+pub(crate) fn bind(
+    socket: &Path,
+    own_folder: bool,
+) -> Result<(Listener, SocketGuard), ApiBindError> {
     let dir = socket
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -178,7 +177,7 @@ fn prepare_folder(dir: &Path, own_folder: bool) -> Result<(), ApiBindError> {
 }
 
 /// What the API serves from; shared by all connections.
-pub struct ApiContext {
+pub(crate) struct ApiContext {
     pub mesh: Mesh,
     pub history: Arc<History>,
     pub started: Instant,
@@ -191,7 +190,7 @@ pub struct ApiContext {
 }
 
 /// Accepts clients until `cancel`; every connection ends with it.
-pub async fn serve(listener: Listener, ctx: Arc<ApiContext>, cancel: CancellationToken) {
+pub(crate) async fn serve(listener: Listener, ctx: Arc<ApiContext>, cancel: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     let tasks = tokio_util::task::TaskTracker::new();
     loop {

@@ -170,7 +170,7 @@ pub(super) async fn run(
         }
     };
     mesh.topology_changed();
-    info!(link = %id, ?direction, ?kind, heartbeat_ms = live.heartbeat.as_millis() as u64, "link up");
+    info!(link = %id, ?direction, ?kind, heartbeat_ms = shared::millis(live.heartbeat), "link up");
     let stats = LinkStats::default();
     let mut ctx = Reader {
         mesh,
@@ -260,10 +260,10 @@ impl Reader<'_> {
             lines.buf.reserve(READ_CHUNK);
             match r.read_buf(&mut lines.buf).await {
                 Ok(0) => return End::Eof,
-                Ok(_) => self.stats.last_rx_ms.store(
-                    opened.elapsed().as_millis().try_into().unwrap_or(u64::MAX),
-                    Ordering::Relaxed,
-                ),
+                Ok(_) => self
+                    .stats
+                    .last_rx_ms
+                    .store(shared::millis(opened.elapsed()), Ordering::Relaxed),
                 Err(e) => return End::Io(e),
             }
         }

@@ -32,7 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Timing;
 use crate::history::History;
-pub use table::Sighting;
+pub(crate) use table::Sighting;
 use table::Table;
 
 /// Our own identity on the network.
@@ -75,7 +75,7 @@ const SLOW_PEER_GRACE: Duration = Duration::from_millis(500);
 const LEAVE_WAIT: Duration = Duration::from_millis(500);
 
 impl Mesh {
-    pub fn new(
+    pub(crate) fn new(
         peer_id: Arc<str>,
         nick: &str,
         port: u16,
@@ -106,11 +106,11 @@ impl Mesh {
         self.inner.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn peer_id(&self) -> &Arc<str> {
+    pub(crate) fn peer_id(&self) -> &Arc<str> {
         &self.inner.me.peer_id
     }
 
-    pub fn nick(&self) -> Arc<str> {
+    pub(crate) fn nick(&self) -> Arc<str> {
         self.inner
             .me
             .nick
@@ -119,7 +119,7 @@ impl Mesh {
             .clone()
     }
 
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.inner.me.port
     }
 
@@ -145,7 +145,7 @@ impl Mesh {
 
     /// A discovery datagram arrived. Returns true when the peer is new to
     /// us, so discovery answers at once.
-    pub fn heard(&self, sighting: &Sighting) -> bool {
+    pub(crate) fn heard(&self, sighting: &Sighting) -> bool {
         let (new, dial) = self
             .table()
             .heard(sighting, Instant::now(), &self.inner.history);
@@ -160,28 +160,28 @@ impl Mesh {
     }
 
     /// Forgets peers not heard of for a while. Called on discovery's period.
-    pub fn expire(&self) {
+    pub(crate) fn expire(&self) {
         self.table()
             .expire(Instant::now(), self.inner.timing.peer_expiry);
     }
 
     /// Starts dialing a `--peer HOST:PORT`, for the life of the mesh.
-    pub fn add_static_peer(&self, target: String) {
+    pub(crate) fn add_static_peer(&self, target: String) {
         self.spawn(dial::static_peer(self.clone(), target));
     }
 
-    pub fn peers(&self) -> Vec<PeerInfo> {
+    pub(crate) fn peers(&self) -> Vec<PeerInfo> {
         self.table().peers(Instant::now())
     }
 
     /// (connected peers, known peers).
-    pub fn counts(&self) -> (usize, usize) {
+    pub(crate) fn counts(&self) -> (usize, usize) {
         let t = self.table();
         (t.connected(), t.known())
     }
 
     /// Sends a chat line to every peer; the API validated `text`.
-    pub async fn say(&self, text: &str, action: bool) -> SayResult {
+    pub(crate) async fn say(&self, text: &str, action: bool) -> SayResult {
         let mut seq = self.inner.outbox.lock().await;
         *seq += 1;
         let id = new_message_id();
@@ -218,7 +218,7 @@ impl Mesh {
 
     /// Changes our nick; Go peers see it as the `join` they send for one.
     /// Returns the old nick, or `None` when it was already `new`.
-    pub async fn set_nick(&self, new: &str) -> Option<String> {
+    pub(crate) async fn set_nick(&self, new: &str) -> Option<String> {
         let mut seq = self.inner.outbox.lock().await;
         let old = {
             let mut nick = self.inner.me.nick.lock().unwrap_or_else(|p| p.into_inner());
@@ -239,7 +239,7 @@ impl Mesh {
     }
 
     /// Says goodbye on every link; part of shutdown, bounded in time.
-    pub async fn leave_all(&self) {
+    pub(crate) async fn leave_all(&self) {
         let send = async {
             let mut seq = self.inner.outbox.lock().await;
             *seq += 1;
@@ -253,7 +253,7 @@ impl Mesh {
     }
 
     /// Stops dialers and closes every link after a last flush.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.inner.cancel.cancel();
         self.table().close_all();
     }
@@ -308,14 +308,7 @@ impl Mesh {
             Utc::now(),
             0,
         );
-        msg.metadata = Some(PeerMeta::ours(
-            self.inner
-                .timing
-                .heartbeat
-                .as_millis()
-                .try_into()
-                .unwrap_or(u64::MAX),
-        ));
+        msg.metadata = Some(PeerMeta::ours(shared::millis(self.inner.timing.heartbeat)));
         debug_assert_eq!(
             msg.metadata.as_ref().and_then(|m| m.proto.as_deref()),
             Some(PROTO_TAG)
@@ -346,7 +339,7 @@ impl Mesh {
     }
 
     /// Changes whenever a link comes or goes.
-    pub fn watch_topology(&self) -> watch::Receiver<u64> {
+    pub(crate) fn watch_topology(&self) -> watch::Receiver<u64> {
         self.inner.topology.subscribe()
     }
 
@@ -367,7 +360,7 @@ impl Mesh {
 
     /// Accepts peers' connections until the mesh stops. Only handshakes
     /// are limited here; the table limits links.
-    pub async fn serve_peers(self, listener: TcpListener) {
+    pub(crate) async fn serve_peers(self, listener: TcpListener) {
         let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
         let cancel = self.inner.cancel.clone();
         loop {
@@ -408,7 +401,7 @@ pub(crate) fn new_message_id() -> String {
 
 /// A fresh peer id for this daemon's life: `<nick>_<8 hex>`. Unique per
 /// start, so clients can tell a restarted daemon by it.
-pub fn new_peer_id(nick: &str) -> String {
+pub(crate) fn new_peer_id(nick: &str) -> String {
     format!("{nick}_{:08x}", fastrand::u32(..))
 }
 

@@ -31,7 +31,7 @@ impl std::fmt::Display for LinkId {
 
 /// A peer heard on the discovery group.
 #[derive(Debug, Clone)]
-pub struct Sighting {
+pub(crate) struct Sighting {
     pub peer_id: String,
     pub nick: String,
     /// Datagram source IP with the announced port.
@@ -478,16 +478,11 @@ impl Table {
                     connected: link.is_some(),
                     link: link.map(|l| l.direction),
                     kind: p.kind,
-                    last_seen_ms: Some(
-                        if link.is_some() {
-                            Duration::ZERO
-                        } else {
-                            now.duration_since(p.last_seen)
-                        }
-                        .as_millis()
-                        .try_into()
-                        .unwrap_or(u64::MAX),
-                    ),
+                    last_seen_ms: Some(shared::millis(if link.is_some() {
+                        Duration::ZERO
+                    } else {
+                        now.duration_since(p.last_seen)
+                    })),
                 }
             })
             .collect();

@@ -95,7 +95,7 @@ impl GoPeer {
                 assert!(v["sequence"].is_u64() && v["port"].is_u64());
                 return (
                     v["peer_id"].as_str().unwrap().to_owned(),
-                    v["port"].as_u64().unwrap() as u16,
+                    u16::try_from(v["port"].as_u64().unwrap()).unwrap(),
                 );
             }
         })
