@@ -3,7 +3,7 @@
 //! terminal UI.
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -22,6 +22,8 @@ use crate::format;
 const SAY_WINDOW: usize = 256;
 /// How long `stop` waits for the daemon to be gone.
 const STOP_WAIT: Duration = Duration::from_secs(5);
+/// How often `stop` looks whether the socket file is gone.
+const STOP_POLL: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -78,27 +80,35 @@ pub struct TailArgs {
 pub enum CommandError {
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// Standard output or input failed, e.g. its reader went away.
+    #[error("{0}")]
+    Stdio(#[source] io::Error),
     #[error("{0}")]
     Failed(String),
 }
 
 impl CommandError {
+    /// 2 when no daemon answers, else 1.
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Self::Client(ClientError::NotRunning(_)) => ExitCode::from(2),
             _ => ExitCode::from(1),
         }
     }
+
+    /// The reader of our output went away (`p2pchat tail | head`): not a
+    /// failure, the reader had what it wanted.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Self::Stdio(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
 }
 
-/// Output that stops quietly when the reader goes away (`| head`).
+/// Writes to standard output at once (a script follows `tail -f` live).
 fn emit(text: &str) -> Result<(), CommandError> {
     let mut out = io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
-        Err(e) => Err(CommandError::Client(e.into())),
-        Ok(()) => Ok(()),
-    }
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(CommandError::Stdio)
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<String, CommandError> {
@@ -166,7 +176,7 @@ async fn say(client: &Client, a: SayArgs) -> Result<(), CommandError> {
         let read = stdin
             .read_until(b'\n', &mut line)
             .await
-            .map_err(|e| CommandError::Client(e.into()))?;
+            .map_err(CommandError::Stdio)?;
         if read == 0 {
             break;
         }
@@ -264,19 +274,14 @@ async fn stop(client: &Client, socket: &Path) -> Result<(), CommandError> {
             while ev.recv().await.is_some() {}
         }
         while socket.exists() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(STOP_POLL).await;
         }
     };
-    tokio::time::timeout(STOP_WAIT, gone)
-        .await
-        .map_err(|_| CommandError::Failed("p2pchatd did not stop within 5 s".into()))?;
+    tokio::time::timeout(STOP_WAIT, gone).await.map_err(|_| {
+        CommandError::Failed(format!(
+            "p2pchatd did not stop within {} s",
+            STOP_WAIT.as_secs()
+        ))
+    })?;
     emit("p2pchatd stopped\n")
-}
-
-/// The socket to use: `--socket`/`P2PCHAT_SOCKET`, else the default.
-pub fn socket_or_default(socket: Option<PathBuf>) -> PathBuf {
-    socket.unwrap_or_else(|| {
-        let xdg = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
-        shared::paths::default_socket_path(xdg.as_deref(), nix::unistd::getuid().as_raw())
-    })
 }

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::BytesMut;
 use interprocess::local_socket::tokio::{Stream, prelude::*};
 use interprocess::local_socket::{GenericFilePath, ToFsName};
 use serde::de::DeserializeOwned;
@@ -16,11 +15,13 @@ use serde_json::Value;
 use shared::api::{Call, RpcError, ServerMessage, decode_server_message};
 use shared::event::Event;
 use shared::limits::MAX_RESPONSE_LINE;
-use shared::line::LineSplitter;
+use shared::line::LineReader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+/// Bytes read from the daemon at once: events come in batches.
+const READ_CHUNK: usize = 64 * 1024;
 /// Events buffered for the consumer. When it lags, the client stops reading
 /// the socket and the daemon, not this process, decides (it sends a gap).
 const EVENT_QUEUE: usize = 1024;
@@ -139,10 +140,9 @@ async fn read_loop(
     pending: Arc<Mutex<HashMap<u64, Waiter>>>,
     events: mpsc::Sender<Event>,
 ) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut split = LineSplitter::new(MAX_RESPONSE_LINE);
+    let mut lines = LineReader::new(MAX_RESPONSE_LINE, READ_CHUNK);
     'read: loop {
-        while let Some(line) = split.next_line(&mut buf) {
+        while let Some(line) = lines.next_line() {
             let Ok(line) = line else { break 'read };
             match decode_server_message(&line) {
                 // Waits while the consumer lags (so the daemon, not this
@@ -165,8 +165,7 @@ async fn read_loop(
                 Err(_) => break 'read,
             }
         }
-        buf.reserve(64 * 1024);
-        match (&*stream).read_buf(&mut buf).await {
+        match (&*stream).read_buf(lines.space()).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }

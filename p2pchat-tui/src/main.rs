@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{Args, Parser};
+use clap::{Args, CommandFactory, Parser};
 use p2pchat_tui::cli::{self, Command};
 use p2pchat_tui::tui;
+use shared::cli::{DocFlags, socket_or_default};
 use shared::paths::SOCKET_ENV;
 
 const EXAMPLES: &str = "\
@@ -40,13 +41,8 @@ struct Cli {
     #[command(flatten)]
     daemon: DaemonFlags,
 
-    /// Print a completion script for SHELL and exit
-    #[arg(long, value_name = "SHELL", hide = true)]
-    print_completions: Option<clap_complete::Shell>,
-
-    /// Write the man pages into DIR and exit
-    #[arg(long, value_name = "DIR", hide = true)]
-    write_man_pages: Option<PathBuf>,
+    #[command(flatten)]
+    docs: DocFlags,
 
     /// Write the time to the first frame showing history into FILE (bench)
     #[arg(long, value_name = "FILE", hide = true)]
@@ -117,29 +113,16 @@ impl DaemonFlags {
 fn main() -> ExitCode {
     let started = Instant::now();
     let cli = Cli::parse();
-    if let Some(shell) = cli.print_completions {
-        use clap::CommandFactory;
-        clap_complete::generate(
-            shell,
-            &mut Cli::command(),
-            "p2pchat",
-            &mut std::io::stdout(),
-        );
-        return ExitCode::SUCCESS;
-    }
-    if let Some(dir) = &cli.write_man_pages {
-        use clap::CommandFactory;
-        return match clap_mangen::generate_to(Cli::command(), dir) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("p2pchat: {e}");
-                ExitCode::FAILURE
-            }
-        };
+    match cli.docs.write(Cli::command()) {
+        Ok(true) => return ExitCode::SUCCESS,
+        Ok(false) => {}
+        Err(e) => {
+            eprintln!("p2pchat: {e}");
+            return ExitCode::FAILURE;
+        }
     }
     let daemon_args = cli.daemon.to_args();
     if cli.command.is_some() && (cli.no_autostart || !daemon_args.is_empty()) {
-        use clap::CommandFactory;
         Cli::command()
             .error(
                 clap::error::ErrorKind::ArgumentConflict,
@@ -147,7 +130,7 @@ fn main() -> ExitCode {
             )
             .exit();
     }
-    let socket = cli::socket_or_default(cli.socket);
+    let socket = socket_or_default(cli.socket.as_deref());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -170,17 +153,14 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("p2pchat: {e}");
-                match e {
-                    tui::TuiError::Client(p2pchat_tui::client::ClientError::NotRunning(_)) => {
-                        ExitCode::from(2)
-                    }
-                    _ => ExitCode::FAILURE,
-                }
+                e.exit_code()
             }
         };
     };
     match runtime.block_on(cli::run(&socket, command)) {
         Ok(()) => ExitCode::SUCCESS,
+        // `p2pchat tail | head`: the reader had what it wanted.
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("p2pchat: {e}");
             e.exit_code()

@@ -209,3 +209,30 @@ async fn say_tail_peers_status_nick_and_stop() {
     let status = wait_child(&mut tail);
     assert_eq!(status.code(), Some(1), "tail -f reports the lost daemon");
 }
+
+#[tokio::test]
+async fn tail_ends_quietly_when_its_reader_goes_away() {
+    let net = TestNet::new();
+    let a = net.daemon("alice").await;
+    a.say("one").await;
+    let mut tail = Command::new(P2PCHAT)
+        .arg("--socket")
+        .arg(&a.socket)
+        .args(["tail", "-n", "10", "-f"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one line and close the pipe, as `| head -n 1` does.
+    let mut out = BufReader::new(tail.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(first.ends_with("<alice> one\n"), "{first:?}");
+    drop(out);
+    // The next line finds no reader: status 0, nothing said.
+    a.say("two").await;
+    assert_eq!(wait_child(&mut tail).code(), Some(0));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut tail.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(err, "");
+}

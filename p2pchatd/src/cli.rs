@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Parser;
 use nix::net::if_::InterfaceFlags;
-use shared::paths::{SOCKET_ENV, default_socket_path};
+use shared::cli::{DocFlags, socket_or_default};
+use shared::paths::SOCKET_ENV;
 use shared::text::validate_nick;
 
 use crate::config::{Config, DEFAULT_MULTICAST, DiscoveryConfig, Timing};
@@ -77,13 +78,8 @@ pub struct Cli {
     #[arg(long)]
     pub daemon: bool,
 
-    /// Print a completion script for SHELL and exit
-    #[arg(long, value_name = "SHELL", hide = true)]
-    pub print_completions: Option<clap_complete::Shell>,
-
-    /// Write the man page into DIR and exit
-    #[arg(long, value_name = "DIR", hide = true)]
-    pub write_man_pages: Option<PathBuf>,
+    #[command(flatten)]
+    pub docs: DocFlags,
 
     /// Log at debug level (same as --log-level debug)
     #[arg(long)]
@@ -106,13 +102,12 @@ impl Cli {
         if self.debug { "debug" } else { &self.log_level }
     }
 
-    /// The socket path (absolute: `--daemon` leaves the working folder),
-    /// and whether it is the default (a folder of ours).
+    /// The socket path, and whether it is the default (a folder of ours).
     pub fn socket_path(&self) -> (PathBuf, bool) {
-        match &self.socket {
-            Some(p) => (std::path::absolute(p).unwrap_or_else(|_| p.clone()), false),
-            None => (default_socket(), true),
-        }
+        (
+            socket_or_default(self.socket.as_deref()),
+            self.socket.is_none(),
+        )
     }
 
     /// Checks the flags and resolves interfaces and defaults.
@@ -152,25 +147,6 @@ impl Cli {
     }
 }
 
-/// Handles `--print-completions` and `--write-man-pages`; true when one
-/// was asked for (the program then exits).
-pub fn generate_docs(cli: &Cli) -> std::io::Result<bool> {
-    use clap::CommandFactory;
-    if let Some(shell) = cli.print_completions {
-        clap_complete::generate(
-            shell,
-            &mut Cli::command(),
-            "p2pchatd",
-            &mut std::io::stdout(),
-        );
-    } else if let Some(dir) = &cli.write_man_pages {
-        clap_mangen::generate_to(Cli::command(), dir)?;
-    } else {
-        return Ok(false);
-    }
-    Ok(true)
-}
-
 /// `$USER`, else `$LOGNAME`, else the name of our uid.
 fn login_name() -> Option<String> {
     ["USER", "LOGNAME"]
@@ -182,12 +158,6 @@ fn login_name() -> Option<String> {
                 .flatten()
                 .map(|u| u.name)
         })
-}
-
-/// The default socket path for this user.
-pub fn default_socket() -> PathBuf {
-    let xdg = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
-    default_socket_path(xdg.as_deref(), nix::unistd::getuid().as_raw())
 }
 
 fn check_host_port(s: &str) -> anyhow::Result<()> {

@@ -70,7 +70,12 @@ impl Default for Timing {
 }
 
 /// The default discovery group and port (PROTOCOL §1).
-pub(crate) const DEFAULT_MULTICAST: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 1), 9999);
+pub(crate) const DEFAULT_MULTICAST: SocketAddrV4 =
+    SocketAddrV4::new(Ipv4Addr::new(224, 0, 0, 1), 9999);
+
+/// After a failed accept (out of descriptors and the like), the wait before
+/// the next: the condition passes, and spinning on it would not help.
+pub(crate) const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Ports tried in order when `--port` is not given, as the Go program does.
 pub(crate) const DEFAULT_PORTS: std::ops::RangeInclusive<u16> = 8080..=8999;

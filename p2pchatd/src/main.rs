@@ -1,34 +1,78 @@
 //! `p2pchatd`: parse flags, detach if asked (before any runtime exists), set
-//! up logging, run the node until a signal.
+//! up logging, run the node until a signal. Only here are errors turned
+//! into messages and exit statuses.
 
+use std::error::Error;
 use std::process::ExitCode;
 
-use clap::Parser;
-use p2pchatd::cli::{Cli, generate_docs};
-use p2pchatd::service::{self, ReadyPipe};
-use p2pchatd::{logging, node};
+use clap::{CommandFactory, Parser};
+use p2pchatd::cli::Cli;
+use p2pchatd::node::{self, StartError};
+use p2pchatd::service::{self, Forked, ReadyPipe};
+use p2pchatd::{ApiBindError, logging};
 use tokio_util::sync::CancellationToken;
+
+/// Why the daemon did not run.
+enum Failure {
+    /// Bad flags or settings: exit 2.
+    Usage(anyhow::Error),
+    /// It could not start or serve: exit 1.
+    Start(StartError),
+    /// Anything else on the way (forking, the runtime): exit 1.
+    Other(anyhow::Error),
+}
+
+impl Failure {
+    fn status(&self) -> u8 {
+        match self {
+            Self::Usage(_) => 2,
+            Self::Start(_) | Self::Other(_) => 1,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            // The single-instance message is the whole line (DESIGN §2).
+            Self::Start(e @ StartError::Api(ApiBindError::AlreadyRunning(_))) => e.to_string(),
+            Self::Start(e) => format!("p2pchatd: {}", chain(e)),
+            Self::Usage(e) | Self::Other(e) => format!("p2pchatd: {e:#}"),
+        }
+    }
+}
+
+/// An error and its sources, outermost first: `cannot listen on X: Address in use`.
+fn chain(e: &dyn Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match generate_docs(&cli) {
+    match cli.docs.write(Cli::command()) {
         Ok(true) => return ExitCode::SUCCESS,
         Ok(false) => {}
-        Err(e) => return fail(&e.into(), 1),
+        Err(e) => return fail(None, &Failure::Other(e.into())),
     }
     let config = match cli.config() {
         Ok(c) => c,
-        Err(e) => return fail(&e, 2),
+        Err(e) => return fail(None, &Failure::Usage(e)),
     };
     let mut pipe = None;
     if cli.daemon {
         match service::log_file().and_then(|log| service::daemonize(&log)) {
-            Ok(p) => pipe = Some(p),
-            Err(e) => return fail(&e, 1),
+            Ok(Forked::Daemon(p)) => pipe = Some(p),
+            Ok(Forked::Exit(status)) => return ExitCode::from(status),
+            Err(e) => return fail(None, &Failure::Other(e)),
         }
     }
     if let Err(e) = logging::init(cli.log_filter()) {
-        return fail_daemon(pipe, &e, 2);
+        return fail(pipe, &Failure::Usage(e));
     }
     // One thread: the daemon waits on sockets, and a single-threaded
     // runtime wakes tasks without cross-thread handoffs.
@@ -37,18 +81,19 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(r) => r,
-        Err(e) => return fail_daemon(pipe, &e.into(), 1),
+        Err(e) => return fail(pipe, &Failure::Other(e.into())),
     };
     let own_folder = cli.socket_path().1;
-    let result = runtime.block_on(async {
-        let bound = match node::bind(&config, own_folder) {
-            Ok(b) => b,
-            Err(e) => return Err((e, pipe)),
+    runtime.block_on(async {
+        let started = node::bind(&config, own_folder).and_then(|bound| {
+            let shutdown = CancellationToken::new();
+            node::cancel_on_signals(shutdown.clone())?;
+            Ok((bound, shutdown))
+        });
+        let (bound, shutdown) = match started {
+            Ok(s) => s,
+            Err(e) => return fail(pipe, &Failure::Start(e)),
         };
-        let shutdown = CancellationToken::new();
-        if let Err(e) = node::cancel_on_signals(shutdown.clone()) {
-            return Err((e.into(), pipe));
-        }
         let stopping = shutdown.clone();
         node::serve(config, bound, shutdown, move |mesh| {
             service::notify_ready(mesh);
@@ -57,39 +102,22 @@ fn main() -> ExitCode {
                 p.ready();
             }
         })
-        .await
-        .map_err(|e| (e, None))
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err((e, pipe)) => fail_daemon(pipe, &e, 1),
-    }
+        .await;
+        ExitCode::SUCCESS
+    })
 }
 
-/// Reports a failure to the waiting parent of `--daemon` (and the log
-/// file, which is the daemon's stderr), else once to stderr.
-fn fail_daemon(pipe: Option<ReadyPipe>, e: &anyhow::Error, code: u8) -> ExitCode {
+/// Says why the daemon did not run: to the parent waiting on `--daemon`
+/// (and the log file, which is then our stderr), else once to stderr.
+#[allow(clippy::print_stderr)]
+fn fail(pipe: Option<ReadyPipe>, failure: &Failure) -> ExitCode {
+    let message = failure.message();
     match pipe {
         Some(p) => {
-            tracing::error!("{e:#}");
-            p.failed(&message(e));
-            ExitCode::from(code)
+            tracing::error!("{message}");
+            p.failed(&message);
         }
-        None => fail(e, code),
+        None => eprintln!("{message}"),
     }
-}
-
-#[allow(clippy::print_stderr)]
-fn fail(e: &anyhow::Error, code: u8) -> ExitCode {
-    eprintln!("{}", message(e));
-    ExitCode::from(code)
-}
-
-fn message(e: &anyhow::Error) -> String {
-    // The single-instance message is the whole line (DESIGN §2).
-    if e.downcast_ref::<p2pchatd::ApiBindError>().is_some() {
-        e.to_string()
-    } else {
-        format!("p2pchatd: {e:#}")
-    }
+    ExitCode::from(failure.status())
 }

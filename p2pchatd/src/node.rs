@@ -7,7 +7,8 @@
 //! flush and close the links, say `leave` on multicast, remove the socket
 //! file and pidfile — well within 2 s.
 
-use std::net::{IpAddr, SocketAddr, TcpListener as StdTcpListener};
+use std::io;
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, TcpListener as StdTcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::api::{self, ApiContext, SocketGuard};
+use crate::api::{self, ApiBindError, ApiContext, SocketGuard};
 use crate::config::{Config, DEFAULT_PORTS};
 use crate::discovery::{self, DiscoverySockets};
 use crate::history::History;
@@ -31,42 +32,82 @@ pub struct Bound {
     api: Listener,
     guard: SocketGuard,
     peers: TcpListener,
+    /// The chat port `peers` listens on.
+    port: u16,
     discovery: Option<DiscoverySockets>,
+}
+
+/// Why the daemon could not start or serve. Each keeps its cause as its
+/// `source`; `main` prints the chain and picks the exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Api(#[from] ApiBindError),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot join discovery group {group}")]
+    Discovery {
+        group: SocketAddrV4,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot catch signals")]
+    Signals(#[source] io::Error),
 }
 
 /// Binds the API socket (single instance), the chat port and the discovery
 /// group, in that order. Needs a tokio runtime.
-pub fn bind(config: &Config, own_socket_folder: bool) -> anyhow::Result<Bound> {
+pub fn bind(config: &Config, own_socket_folder: bool) -> Result<Bound, StartError> {
     let (api, guard) = api::bind(&config.socket, own_socket_folder)?;
     let peers = bind_chat_port(config.listen, config.port)?;
+    let port = peers
+        .local_addr()
+        .map_err(|source| StartError::Listen {
+            addr: config.listen.to_string(),
+            source,
+        })?
+        .port();
     let discovery = match &config.discovery {
-        Some(d) => Some(
-            discovery::bind(d)
-                .map_err(|e| anyhow::anyhow!("cannot join discovery group {}: {e}", d.group))?,
-        ),
+        Some(d) => Some(discovery::bind(d).map_err(|source| StartError::Discovery {
+            group: d.group,
+            source,
+        })?),
         None => None,
     };
     Ok(Bound {
         api,
         guard,
         peers,
+        port,
         discovery,
     })
 }
 
 /// `--port N`, else the first free port in 8080-8999, else any.
-fn bind_chat_port(ip: IpAddr, port: Option<u16>) -> anyhow::Result<TcpListener> {
-    let std = match port {
-        Some(p) => StdTcpListener::bind((ip, p))
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", SocketAddr::new(ip, p)))?,
-        None => DEFAULT_PORTS
-            .map(|p| StdTcpListener::bind((ip, p)))
-            .find_map(Result::ok)
-            .map_or_else(|| StdTcpListener::bind((ip, 0)), Ok)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {ip}: {e}"))?,
+fn bind_chat_port(ip: IpAddr, port: Option<u16>) -> Result<TcpListener, StartError> {
+    let listen = |p: u16| {
+        let std = StdTcpListener::bind((ip, p))?;
+        std.set_nonblocking(true)?;
+        TcpListener::from_std(std)
     };
-    std.set_nonblocking(true)?;
-    Ok(TcpListener::from_std(std)?)
+    match port {
+        Some(p) => listen(p).map_err(|source| StartError::Listen {
+            addr: SocketAddr::new(ip, p).to_string(),
+            source,
+        }),
+        None => DEFAULT_PORTS
+            .map(listen)
+            .find_map(Result::ok)
+            .map_or_else(|| listen(0), Ok)
+            .map_err(|source| StartError::Listen {
+                addr: ip.to_string(),
+                source,
+            }),
+    }
 }
 
 /// Serves until `shutdown` is cancelled, then stops in order. `ready` is
@@ -76,9 +117,9 @@ pub async fn serve(
     bound: Bound,
     shutdown: CancellationToken,
     ready: impl FnOnce(&Mesh),
-) -> anyhow::Result<()> {
+) {
     let started = Instant::now();
-    let port = bound.peers.local_addr()?.port();
+    let port = bound.port;
     let peer_id: Arc<str> = Arc::from(new_peer_id(&config.nick));
     let history = Arc::new(History::new(config.history));
     let tasks = TaskTracker::new();
@@ -145,15 +186,15 @@ pub async fn serve(
     }
     drop(bound.guard);
     info!(ms = shared::millis(stop_started.elapsed()), "stopped");
-    Ok(())
 }
 
 /// Cancels `token` on SIGTERM, SIGINT or SIGHUP.
-pub fn cancel_on_signals(token: CancellationToken) -> std::io::Result<()> {
+pub fn cancel_on_signals(token: CancellationToken) -> Result<(), StartError> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+    let catch = |kind| signal(kind).map_err(StartError::Signals);
+    let mut term = catch(SignalKind::terminate())?;
+    let mut int = catch(SignalKind::interrupt())?;
+    let mut hup = catch(SignalKind::hangup())?;
     tokio::spawn(async move {
         let name = tokio::select! {
             _ = term.recv() => "SIGTERM",

@@ -58,9 +58,20 @@ impl ReadyPipe {
     }
 }
 
-/// Forks into the background, with stderr appended to `log`. Returns only
-/// in the daemon. Must run before any thread or runtime exists.
-pub fn daemonize(log: &std::path::Path) -> anyhow::Result<ReadyPipe> {
+/// Where a process stands after [`daemonize`].
+#[derive(Debug)]
+pub enum Forked {
+    /// This is the daemon: serve, and tell the waiting parent through the
+    /// pipe.
+    Daemon(ReadyPipe),
+    /// This process is done (the parent heard the daemon's verdict, or the
+    /// child could not detach and told it so): exit with this status.
+    Exit(u8),
+}
+
+/// Forks into the background, with stderr appended to `log`. Must run
+/// before any thread or runtime exists.
+pub fn daemonize(log: &std::path::Path) -> anyhow::Result<Forked> {
     let log_out = OpenOptions::new()
         .create(true)
         .append(true)
@@ -77,24 +88,23 @@ pub fn daemonize(log: &std::path::Path) -> anyhow::Result<ReadyPipe> {
     match outcome {
         daemonize::Outcome::Parent(Ok(_)) => {
             drop(write_end);
-            std::process::exit(wait_for_daemon(read_end, log))
+            Ok(Forked::Exit(wait_for_daemon(read_end, log)))
         }
         daemonize::Outcome::Parent(Err(e)) => Err(anyhow::anyhow!("cannot fork: {e}")),
         daemonize::Outcome::Child(Ok(_)) => {
             drop(read_end);
-            Ok(ReadyPipe(File::from(write_end)))
+            Ok(Forked::Daemon(ReadyPipe(File::from(write_end))))
         }
         daemonize::Outcome::Child(Err(e)) => {
-            let mut pipe = ReadyPipe(File::from(write_end));
-            let _ = writeln!(pipe.0, "p2pchatd: cannot detach: {e}");
-            std::process::exit(1)
+            ReadyPipe(File::from(write_end)).failed(&format!("p2pchatd: cannot detach: {e}"));
+            Ok(Forked::Exit(1))
         }
     }
 }
 
-/// In the parent: the daemon's verdict, as an exit code.
+/// In the parent: the daemon's verdict, as an exit status.
 #[allow(clippy::print_stderr)]
-fn wait_for_daemon(read_end: OwnedFd, log: &std::path::Path) -> i32 {
+fn wait_for_daemon(read_end: OwnedFd, log: &std::path::Path) -> u8 {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut said = String::new();

@@ -7,6 +7,8 @@
 //! ([`limits`]). No I/O, no runtime: types and pure codecs only.
 
 pub mod api;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod discovery;
 pub mod event;
 pub mod limits;

@@ -77,6 +77,40 @@ impl LineSplitter {
     }
 }
 
+/// A read buffer that hands out whole lines: the one line reader of every
+/// framed stream (peer links, API connections, the client). No I/O of its
+/// own: the caller reads into [`LineReader::space`] and takes lines with
+/// [`LineReader::next_line`].
+#[derive(Debug)]
+pub struct LineReader {
+    buf: BytesMut,
+    split: LineSplitter,
+    chunk: usize,
+}
+
+impl LineReader {
+    /// Lines of at most `max_line` bytes, read `chunk` bytes at a time.
+    pub fn new(max_line: usize, chunk: usize) -> Self {
+        Self {
+            buf: BytesMut::with_capacity(chunk),
+            split: LineSplitter::new(max_line),
+            chunk,
+        }
+    }
+
+    /// The next complete line in the buffer (see
+    /// [`LineSplitter::next_line`]); `None`: read more.
+    pub fn next_line(&mut self) -> Option<Result<BytesMut, LineTooLong>> {
+        self.split.next_line(&mut self.buf)
+    }
+
+    /// The buffer to read more into, with room for at least one chunk.
+    pub fn space(&mut self) -> &mut BytesMut {
+        self.buf.reserve(self.chunk);
+        &mut self.buf
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +153,20 @@ mod tests {
             all(&mut s, &mut buf),
             vec![Err(LineTooLong { max: 4 }), Ok("fine".to_owned())]
         );
+    }
+
+    #[test]
+    fn the_reader_gives_lines_read_in_pieces() {
+        let mut r = LineReader::new(8, 4);
+        assert!(r.next_line().is_none());
+        r.space().extend_from_slice(b"ab\ncd");
+        assert!(r.space().capacity() >= 4 + 2);
+        assert_eq!(r.next_line(), Some(Ok(BytesMut::from(&b"ab"[..]))));
+        assert!(r.next_line().is_none());
+        r.space().extend_from_slice(b"\n0123456789\n");
+        assert_eq!(r.next_line(), Some(Ok(BytesMut::from(&b"cd"[..]))));
+        assert_eq!(r.next_line(), Some(Err(LineTooLong { max: 8 })));
+        assert!(r.next_line().is_none());
     }
 
     proptest::proptest! {

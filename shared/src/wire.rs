@@ -151,6 +151,9 @@ pub struct PeerMessage {
     pub metadata: Option<PeerMeta>,
 }
 
+/// Bytes the JSON of a message takes besides its content, about.
+const FIELDS_JSON_GUESS: usize = 160;
+
 /// Why a peer line was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
@@ -202,7 +205,7 @@ impl PeerMessage {
 
     /// The message as one line, newline included.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(160 + self.content.len());
+        let mut out = Vec::with_capacity(FIELDS_JSON_GUESS + self.content.len());
         // Serializing plain strings and numbers into a Vec cannot fail.
         if serde_json::to_writer(&mut out, self).is_ok() {
             out.push(b'\n');

@@ -66,6 +66,17 @@ pub enum TuiError {
     Terminal(#[from] io::Error),
 }
 
+impl TuiError {
+    /// 2 when no daemon answers and none was to be started, else 1, as
+    /// the shell commands do.
+    pub fn exit_code(&self) -> std::process::ExitCode {
+        match self {
+            Self::Client(ClientError::NotRunning(_)) => std::process::ExitCode::from(2),
+            _ => std::process::ExitCode::from(1),
+        }
+    }
+}
+
 /// Makes sure a daemon answers on the socket, starting one unless told not
 /// to. Returns a note for the view, if any. Runs before the terminal is
 /// taken over, so a failure prints normally.

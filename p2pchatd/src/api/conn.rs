@@ -9,12 +9,11 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
 use interprocess::local_socket::tokio::Stream;
 use serde_json::Value;
 use shared::api::{RpcError, code, decode_request, encode_error};
 use shared::limits::MAX_API_LINE;
-use shared::line::LineSplitter;
+use shared::line::LineReader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +23,8 @@ use super::ApiContext;
 use super::methods::{Reply, dispatch};
 use crate::history::Subscription;
 
+/// Bytes read from a client at once: requests are small.
+const READ_CHUNK: usize = 4096;
 /// Replies waiting to be written. Full means the client does not read:
 /// the reader then waits, so that client's requests wait too.
 const REPLY_QUEUE: usize = 64;
@@ -62,10 +63,9 @@ async fn read_requests(
     tx: mpsc::Sender<Reply>,
     cancel: &CancellationToken,
 ) {
-    let mut buf = BytesMut::with_capacity(4096);
-    let mut split = LineSplitter::new(MAX_API_LINE);
+    let mut lines = LineReader::new(MAX_API_LINE, READ_CHUNK);
     loop {
-        while let Some(line) = split.next_line(&mut buf) {
+        while let Some(line) = lines.next_line() {
             let reply = match line {
                 Err(e) => error_reply(None, code::INVALID_REQUEST, format!("request is a {e}")),
                 Ok(line) => match decode_request(&line) {
@@ -80,10 +80,9 @@ async fn read_requests(
                 return;
             }
         }
-        buf.reserve(4096);
         tokio::select! {
             () = cancel.cancelled() => return,
-            r = stream.read_buf(&mut buf) => match r {
+            r = stream.read_buf(lines.space()) => match r {
                 Ok(0) => return,
                 Ok(_) => {}
                 Err(e) => return debug!(error = %e, "client read failed"),

@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::config::ACCEPT_RETRY;
 use crate::history::History;
 use crate::mesh::Mesh;
 
@@ -37,7 +38,7 @@ pub enum ApiBindError {
     AlreadyRunning(PathBuf),
     #[error("socket folder {}: {reason}", .path.display())]
     Folder { path: PathBuf, reason: String },
-    #[error("{what} {}: {source}", .path.display())]
+    #[error("{what} {}", .path.display())]
     Io {
         what: &'static str,
         path: PathBuf,
@@ -202,7 +203,7 @@ pub(crate) async fn serve(listener: Listener, ctx: Arc<ApiContext>, cancel: Canc
                     warn!(error = %e, "accept failed");
                     tokio::select! {
                         () = cancel.cancelled() => break,
-                        () = tokio::time::sleep(std::time::Duration::from_millis(100)) => continue,
+                        () = tokio::time::sleep(ACCEPT_RETRY) => continue,
                     }
                 }
             },

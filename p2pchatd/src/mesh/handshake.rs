@@ -20,7 +20,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::Mesh;
-use super::link::{self, LineReader, LinkOutcome, Liveness};
+use super::link::{self, LinkOutcome, LinkSetup, Liveness, peer_lines, read_line};
 use super::table::PeerIdentity;
 
 /// Negotiated heartbeats stay within these bounds.
@@ -60,18 +60,27 @@ pub(super) fn liveness(mesh: &Mesh, kind: PeerKind, peer_meta: Option<&PeerMeta>
     }
 }
 
+/// TCP keepalive on links: probes after this much silence, ...
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// ... this far apart, ...
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// ... and the kernel gives up after this many unanswered.
+const KEEPALIVE_PROBES: u32 = 3;
+/// Bytes we sent that go unacknowledged this long end the link.
+const USER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Keepalive and a user timeout catch dead Go links, which carry no
 /// heartbeats from their side; no delay keeps latency low.
 fn tune(stream: &TcpStream) {
     let sock = SockRef::from(stream);
     let keepalive = TcpKeepalive::new()
-        .with_time(Duration::from_secs(30))
-        .with_interval(Duration::from_secs(10))
-        .with_retries(3);
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
     let res = stream
         .set_nodelay(true)
         .and_then(|()| sock.set_tcp_keepalive(&keepalive))
-        .and_then(|()| sock.set_tcp_user_timeout(Some(Duration::from_secs(30))));
+        .and_then(|()| sock.set_tcp_user_timeout(Some(USER_TIMEOUT)));
     if let Err(e) = res {
         debug!(error = %e, "could not tune link socket");
     }
@@ -86,9 +95,9 @@ pub(crate) async fn accept(
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     tune(&stream);
-    let mut reader = LineReader::new();
+    let mut lines = peer_lines();
     let wait = mesh.timing().handshake_timeout;
-    let first = match timeout(wait, reader.next(&mut stream)).await {
+    let first = match timeout(wait, read_line(&mut lines, &mut stream)).await {
         Ok(Ok(Some(Ok(line)))) => line,
         Ok(Ok(Some(Err(e)))) => return warn!(%remote, "identifying line refused: {e}"),
         Ok(Ok(None)) => return debug!(%remote, "closed before identifying"),
@@ -128,18 +137,16 @@ pub(crate) async fn accept(
     let live = liveness(&mesh, kind, meta);
     drop(permit);
     let span = info_span!("link", peer = %who.id, %remote);
-    link::run(
-        &mesh,
+    let setup = LinkSetup {
         stream,
         remote,
-        LinkDirection::Accepted,
-        Some(who),
-        reader,
-        Vec::new(),
+        direction: LinkDirection::Accepted,
+        who: Some(who),
+        lines,
+        early: Vec::new(),
         live,
-    )
-    .instrument(span)
-    .await;
+    };
+    link::run(&mesh, setup).instrument(span).await;
 }
 
 /// Runs a link we dialed, from the handshake to its end.
@@ -170,7 +177,7 @@ pub(crate) async fn dial(
         debug!(%remote, "could not send our join");
         return failed(false);
     }
-    let mut reader = LineReader::new();
+    let mut lines = peer_lines();
     let mut early = Vec::new();
     let wait_reply = match &expect {
         Expect::Peer { p2pchatd, .. } => *p2pchatd,
@@ -183,7 +190,7 @@ pub(crate) async fn dial(
         loop {
             let next = tokio::select! {
                 () = mesh.cancel_token().cancelled() => return failed(false),
-                r = timeout_at(deadline, reader.next(&mut stream)) => r,
+                r = timeout_at(deadline, read_line(&mut lines, &mut stream)) => r,
             };
             match next {
                 Err(_) => break, // silent: a Go acceptor
@@ -256,18 +263,16 @@ pub(crate) async fn dial(
         Some(w) => info_span!("link", peer = %w.id, %remote),
         None => info_span!("link", peer = "?", %remote),
     };
-    let mut outcome = link::run(
-        mesh,
+    let setup = LinkSetup {
         stream,
         remote,
-        LinkDirection::Dialed,
+        direction: LinkDirection::Dialed,
         who,
-        reader,
+        lines,
         early,
         live,
-    )
-    .instrument(span)
-    .await;
+    };
+    let mut outcome = link::run(mesh, setup).instrument(span).await;
     outcome.lasted = started.elapsed();
     outcome
 }

@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use shared::api::{LinkDirection, PeerKind};
 use shared::event::EventBody;
 use shared::limits::MAX_PEER_LINE;
-use shared::line::{LineSplitter, LineTooLong};
+use shared::line::{LineReader, LineTooLong};
 use shared::text::{sanitize_foreign_nick, sanitize_foreign_text};
 use shared::wire::{ACTION_PREFIX, MessageType, PeerMessage, WireError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -38,8 +38,8 @@ use super::{LinkStats, Mesh};
 const LINK_INBOX: usize = 1024;
 /// Lines taken from the inbox for one write.
 const WRITE_BATCH: usize = 256;
-/// Read buffer growth step.
-pub(super) const READ_CHUNK: usize = 16 * 1024;
+/// Bytes read from a link at once, and the write buffer it keeps.
+const READ_CHUNK: usize = 16 * 1024;
 /// A peer that sends this many malformed lines is broken or hostile.
 const MAX_BAD_LINES: u32 = 100;
 /// Last flush of a closing link.
@@ -94,49 +94,52 @@ pub(super) struct Liveness {
     pub(super) dead_after: Option<Duration>,
 }
 
-/// Reads lines with a length limit, keeping what follows in its buffer.
-pub(super) struct LineReader {
-    pub(super) buf: BytesMut,
-    pub(super) split: LineSplitter,
+/// A line reader for a peer connection: lines up to [`MAX_PEER_LINE`].
+pub(super) fn peer_lines() -> LineReader {
+    LineReader::new(MAX_PEER_LINE, READ_CHUNK)
 }
 
-impl LineReader {
-    pub(super) fn new() -> Self {
-        Self {
-            buf: BytesMut::with_capacity(READ_CHUNK),
-            split: LineSplitter::new(MAX_PEER_LINE),
+/// The next line from `r`; `Ok(None)` at end of stream.
+pub(super) async fn read_line<R: AsyncRead + Unpin>(
+    lines: &mut LineReader,
+    r: &mut R,
+) -> io::Result<Option<Result<BytesMut, LineTooLong>>> {
+    loop {
+        if let Some(line) = lines.next_line() {
+            return Ok(Some(line));
+        }
+        if r.read_buf(lines.space()).await? == 0 {
+            return Ok(None);
         }
     }
+}
 
-    /// The next line; `Ok(None)` at end of stream.
-    pub(super) async fn next<R: AsyncRead + Unpin>(
-        &mut self,
-        r: &mut R,
-    ) -> io::Result<Option<Result<BytesMut, LineTooLong>>> {
-        loop {
-            if let Some(line) = self.split.next_line(&mut self.buf) {
-                return Ok(Some(line));
-            }
-            self.buf.reserve(READ_CHUNK);
-            if r.read_buf(&mut self.buf).await? == 0 {
-                return Ok(None);
-            }
-        }
-    }
+/// A connection whose handshake is done, ready to run as a link.
+pub(super) struct LinkSetup {
+    pub(super) stream: TcpStream,
+    pub(super) remote: SocketAddr,
+    pub(super) direction: LinkDirection,
+    /// `None` for a `--peer` dial to a silent (Go) acceptor: its first line
+    /// names it.
+    pub(super) who: Option<PeerIdentity>,
+    /// Holds what arrived after the handshake's own lines.
+    pub(super) lines: LineReader,
+    /// Lines the handshake read that belong to the chat.
+    pub(super) early: Vec<PeerMessage>,
+    pub(super) live: Liveness,
 }
 
 /// Registers the link and runs its reader and writer until one ends.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn run(
-    mesh: &Mesh,
-    mut stream: TcpStream,
-    remote: SocketAddr,
-    direction: LinkDirection,
-    who: Option<PeerIdentity>,
-    reader: LineReader,
-    early: Vec<PeerMessage>,
-    live: Liveness,
-) -> LinkOutcome {
+pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
+    let LinkSetup {
+        mut stream,
+        remote,
+        direction,
+        who,
+        lines,
+        early,
+        live,
+    } = setup;
     let opened = Instant::now();
     let (tx, rx) = mpsc::channel(LINK_INBOX);
     let close = mesh.cancel_token().child_token();
@@ -192,7 +195,7 @@ pub(super) async fn run(
         None => {
             let (r, w) = stream.split();
             tokio::select! {
-                e = ctx.read_loop(r, reader, opened) => e,
+                e = ctx.read_loop(r, lines, opened) => e,
                 e = write_loop(mesh, w, rx, &close, live, &stats, opened) => e,
             }
         }
@@ -240,7 +243,7 @@ impl Reader<'_> {
         let history = self.mesh.history();
         let _publish = PublishOnDrop(history);
         loop {
-            while let Some(line) = lines.split.next_line(&mut lines.buf) {
+            while let Some(line) = lines.next_line() {
                 let Ok(line) = line else { return End::TooLong };
                 match PeerMessage::decode(&line) {
                     Ok(msg) => {
@@ -257,8 +260,7 @@ impl Reader<'_> {
             }
             // The batch is in; wake subscribers before waiting for more.
             history.publish();
-            lines.buf.reserve(READ_CHUNK);
-            match r.read_buf(&mut lines.buf).await {
+            match r.read_buf(lines.space()).await {
                 Ok(0) => return End::Eof,
                 Ok(_) => self
                     .stats

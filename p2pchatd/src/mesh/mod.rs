@@ -30,7 +30,7 @@ use tokio::time::{Duration, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Timing;
+use crate::config::{ACCEPT_RETRY, Timing};
 use crate::history::History;
 pub(crate) use table::Sighting;
 use table::Table;
@@ -380,7 +380,7 @@ impl Mesh {
                         tracing::warn!(error = %e, "accept failed");
                         tokio::select! {
                             () = cancel.cancelled() => break,
-                            () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                            () = tokio::time::sleep(ACCEPT_RETRY) => continue,
                         }
                     }
                 },
