@@ -82,9 +82,7 @@ fn without_a_daemon_commands_say_so_and_exit_2() {
 #[tokio::test]
 async fn say_tail_peers_status_nick_and_stop() {
     let net = TestNet::new();
-    let a = net.daemon("alice").await;
-    let mut b = net.daemon("bob").await;
-    wait_full_mesh(&[&a, &b], T).await;
+    let [a, mut b] = net.linked(["alice", "bob"]).await;
 
     // tail -f --json on bob: held events, then live ones, none lost
     // whenever it subscribes. A thread reads it, so waits have a bound.

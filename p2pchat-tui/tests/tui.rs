@@ -21,9 +21,7 @@ fn ui(socket: &Path) -> String {
 async fn chat_detach_reattach_and_survive_a_daemon_restart() {
     let Some(tmux) = Tmux::new() else { return };
     let net = TestNet::new();
-    let mut a = net.daemon("alice").await;
-    let b = net.daemon("bob").await;
-    wait_full_mesh(&[&a, &b], T).await;
+    let [mut a, b] = net.linked(["alice", "bob"]).await;
     let mut at_b = b.subscribe(None).await;
     // `p2pchat tail -f` on the other daemon, read by a thread.
     let mut tail = Command::new(P2PCHAT)

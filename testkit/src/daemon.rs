@@ -15,10 +15,12 @@ use p2pchat_tui::client::{Client, ClientError};
 use shared::api::{Call, PeerInfo, SayParams, SayResult, StatusInfo};
 
 use crate::dir::TempDir;
-use crate::wait::{Subscriber, subscribe_since, wait_until};
+use crate::wait::{Subscriber, subscribe_since, wait_full_mesh, wait_until};
 
 /// How long a daemon may take to answer its socket after it was started.
 const START_WAIT: Duration = Duration::from_secs(10);
+/// How long a few daemons may take to link with each other.
+const LINK_WAIT: Duration = Duration::from_secs(10);
 
 /// A binary of the workspace, beside the running test or example
 /// (`target/release/deps/x` or `target/release/examples/x`): `make test`
@@ -124,6 +126,20 @@ impl TestNet {
     /// A daemon on this net, with discovery.
     pub async fn daemon(&self, nick: &str) -> Daemon {
         self.daemon_with(nick, &[]).await
+    }
+
+    /// Daemons named `nicks`, started in turn; returns once each is linked
+    /// with all the others.
+    pub async fn linked<const N: usize>(&self, nicks: [&str; N]) -> [Daemon; N] {
+        let mut daemons = Vec::with_capacity(N);
+        for nick in nicks {
+            daemons.push(self.daemon(nick).await);
+        }
+        let refs: Vec<&Daemon> = daemons.iter().collect();
+        wait_full_mesh(&refs, LINK_WAIT).await;
+        daemons
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("{N} daemons were started"))
     }
 
     /// A daemon on this net with extra flags (which may repeat ours).

@@ -3,6 +3,8 @@
 
 use serde_json::{Value, json};
 
+use Cmp::{AtLeast, AtMost};
+
 /// Which side of the goal a figure must stay on.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Cmp {
@@ -21,91 +23,53 @@ pub(crate) struct Goal {
 }
 
 impl Goal {
-    const fn at_most(
+    const fn new(
         key: &'static str,
         figure: &'static str,
-        unit: &'static str,
+        cmp: Cmp,
         goal: f64,
+        unit: &'static str,
     ) -> Self {
         Self {
             key,
             figure,
             unit,
-            cmp: Cmp::AtMost,
-            goal,
-        }
-    }
-
-    const fn at_least(
-        key: &'static str,
-        figure: &'static str,
-        unit: &'static str,
-        goal: f64,
-    ) -> Self {
-        Self {
-            key,
-            figure,
-            unit,
-            cmp: Cmp::AtLeast,
+            cmp,
             goal,
         }
     }
 
     pub(crate) fn met(&self, v: f64) -> bool {
         match self.cmp {
-            Cmp::AtMost => v <= self.goal,
-            Cmp::AtLeast => v >= self.goal,
+            AtMost => v <= self.goal,
+            AtLeast => v >= self.goal,
         }
     }
 
     fn goal_text(&self) -> String {
         let op = match self.cmp {
-            Cmp::AtMost => "<=",
-            Cmp::AtLeast => ">=",
+            AtMost => "<=",
+            AtLeast => ">=",
         };
         format!("{op} {} {}", number(self.goal), self.unit)
     }
 }
 
 /// DESIGN §6.
+#[rustfmt::skip]
 pub(crate) const GOALS: &[Goal] = &[
-    Goal::at_most(
-        "latency_p50_us",
-        "latency p50 (say on A -> event on B)",
-        "us",
-        100.0,
-    ),
-    Goal::at_most("latency_p99_us", "latency p99", "us", 300.0),
-    Goal::at_least(
-        "throughput_msgs_per_s",
-        "throughput A -> B",
-        "msg/s",
-        100_000.0,
-    ),
-    Goal::at_most("throughput_lost", "throughput lost", "msgs", 0.0),
-    Goal::at_least(
-        "fanout_msgs_per_s",
-        "fan-out, every message to all",
-        "msg/s",
-        20_000.0,
-    ),
-    Goal::at_most("fanout_lost", "fan-out lost", "msgs", 0.0),
-    Goal::at_most("join_ms", "a new peer fully linked", "ms", 300.0),
-    Goal::at_most("idle_rss_kib", "idle RSS", "KiB", 4096.0),
-    Goal::at_most("rss_10k_kib", "RSS with 10,000 held", "KiB", 12288.0),
-    Goal::at_most("idle_cpu_pct", "idle CPU", "%", 0.02),
-    Goal::at_most(
-        "idle_wakeups_per_s",
-        "idle wakeups (a few per s)",
-        "/s",
-        5.0,
-    ),
-    Goal::at_most(
-        "tui_first_frame_ms",
-        "TUI attach, 1,000 held -> frame",
-        "ms",
-        50.0,
-    ),
+    Goal::new("latency_p50_us", "latency p50 (say on A -> event on B)", AtMost, 100.0, "us"),
+    Goal::new("latency_p99_us", "latency p99", AtMost, 300.0, "us"),
+    Goal::new("throughput_msgs_per_s", "throughput A -> B", AtLeast, 100_000.0, "msg/s"),
+    Goal::new("throughput_lost", "throughput lost", AtMost, 0.0, "msgs"),
+    Goal::new("fanout_msgs_per_s", "fan-out, every message to all", AtLeast, 20_000.0, "msg/s"),
+    Goal::new("fanout_lost", "fan-out lost", AtMost, 0.0, "msgs"),
+    Goal::new("join_ms", "a new peer fully linked", AtMost, 300.0, "ms"),
+    Goal::new("idle_rss_kib", "idle RSS", AtMost, 4096.0, "KiB"),
+    Goal::new("rss_10k_kib", "RSS with 10,000 held", AtMost, 12288.0, "KiB"),
+    Goal::new("idle_cpu_pct", "idle CPU", AtMost, 0.02, "%"),
+    Goal::new("idle_wakeups_per_s", "idle wakeups (a few per s)", AtMost, 5.0, "/s"),
+    Goal::new("tui_first_frame_ms", "TUI attach, 1,000 held -> frame", AtMost, 50.0, "ms"),
 ];
 
 fn number(v: f64) -> String {
@@ -125,7 +89,7 @@ pub(crate) fn judge(report: &Value) -> Value {
             json!({
                 "key": g.key,
                 "goal": g.goal,
-                "cmp": match g.cmp { Cmp::AtMost => "at_most", Cmp::AtLeast => "at_least" },
+                "cmp": match g.cmp { AtMost => "at_most", AtLeast => "at_least" },
                 "measured": v,
                 "met": v.map(|v| g.met(v)),
             })

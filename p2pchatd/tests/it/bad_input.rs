@@ -40,9 +40,7 @@ async fn closed_by_daemon(s: &mut TcpStream) -> bool {
 #[tokio::test]
 async fn garbage_on_a_peer_connection_costs_only_that_connection() {
     let net = TestNet::new();
-    let a = net.daemon("alice").await;
-    let b = net.daemon("bob").await;
-    wait_full_mesh(&[&a, &b], T).await;
+    let [a, b] = net.linked(["alice", "bob"]).await;
     let mut at_a = a.subscribe(None).await;
     let port = a.status().await.port;
 
@@ -119,9 +117,7 @@ async fn garbage_on_a_peer_connection_costs_only_that_connection() {
 #[tokio::test]
 async fn bad_datagrams_are_ignored() {
     let net = TestNet::new();
-    let a = net.daemon("alice").await;
-    let b = net.daemon("bob").await;
-    wait_full_mesh(&[&a, &b], T).await;
+    let [a, b] = net.linked(["alice", "bob"]).await;
     let mut at_a = a.subscribe(None).await;
 
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -16,10 +16,7 @@ fn is_leave_of(id: &str) -> impl Fn(&shared::event::Event) -> bool + '_ {
 #[tokio::test]
 async fn sigterm_says_goodbye_everywhere_and_cleans_up_within_2s() {
     let net = TestNet::new();
-    let a = net.daemon("alice").await;
-    let mut b = net.daemon("bob").await;
-    let c = net.daemon("carol").await;
-    wait_full_mesh(&[&a, &b, &c], T).await;
+    let [a, mut b, c] = net.linked(["alice", "bob", "carol"]).await;
     let b_id = b.status().await.peer_id;
     let mut at_a = a.subscribe(None).await;
     let mut at_c = c.subscribe(None).await;
@@ -57,10 +54,7 @@ async fn sigterm_says_goodbye_everywhere_and_cleans_up_within_2s() {
 #[tokio::test]
 async fn a_killed_peer_is_seen_gone() {
     let net = TestNet::new();
-    let a = net.daemon("alice").await;
-    let b = net.daemon("bob").await;
-    let mut c = net.daemon("carol").await;
-    wait_full_mesh(&[&a, &b, &c], T).await;
+    let [a, b, mut c] = net.linked(["alice", "bob", "carol"]).await;
     let c_id = c.status().await.peer_id;
     let mut at_a = a.subscribe(None).await;
     let mut at_b = b.subscribe(None).await;
@@ -77,9 +71,7 @@ async fn a_killed_peer_is_seen_gone() {
 #[tokio::test]
 async fn a_peer_that_vanishes_without_a_fin_is_seen_gone_within_10s_and_relinks() {
     let net = TestNet::new();
-    let a = net.daemon("alice").await;
-    let b = net.daemon("bob").await;
-    wait_full_mesh(&[&a, &b], T).await;
+    let [a, b] = net.linked(["alice", "bob"]).await;
     let b_id = b.status().await.peer_id;
     let mut at_a = a.subscribe(None).await;
 

@@ -14,10 +14,7 @@ const T: Duration = Duration::from_secs(10);
 #[tokio::test]
 async fn three_find_each_other_with_one_link_per_pair_and_a_fourth_joins_fast() {
     let net = TestNet::new();
-    let a = net.daemon("alice").await;
-    let b = net.daemon("bob").await;
-    let c = net.daemon("carol").await;
-    wait_full_mesh(&[&a, &b, &c], T).await;
+    let [a, b, c] = net.linked(["alice", "bob", "carol"]).await;
 
     let started = Instant::now();
     let d = net.spawn("dave", &[]);
@@ -59,10 +56,7 @@ async fn three_find_each_other_with_one_link_per_pair_and_a_fourth_joins_fast() 
 #[tokio::test]
 async fn say_reaches_every_peer_exactly_once_in_order() {
     let net = TestNet::new();
-    let a = net.daemon("alice").await;
-    let b = net.daemon("bob").await;
-    let c = net.daemon("carol").await;
-    wait_full_mesh(&[&a, &b, &c], T).await;
+    let [a, b, c] = net.linked(["alice", "bob", "carol"]).await;
     let mut at_b = b.subscribe(None).await;
     let mut at_c = c.subscribe(None).await;
 
@@ -164,9 +158,7 @@ async fn a_static_peer_links_without_discovery_and_crossed_dials_keep_one_link()
 #[tokio::test]
 async fn a_nick_change_is_seen_by_the_others() {
     let net = TestNet::new();
-    let a = net.daemon("alice").await;
-    let b = net.daemon("bob").await;
-    wait_full_mesh(&[&a, &b], T).await;
+    let [a, b] = net.linked(["alice", "bob"]).await;
     let mut at_a = a.subscribe(None).await;
     let mut at_b = b.subscribe(None).await;
     let a_id = a.status().await.peer_id;
