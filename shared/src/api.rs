@@ -251,6 +251,15 @@ pub fn decode_request(line: &[u8]) -> Result<Request, BadRequest> {
         id,
         error: RpcError::new(code, msg),
     };
+    // serde would read an array as a struct's fields in order, so `[1,2,3]`
+    // would pass for a request with id 2: batches are refused up front.
+    if line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(bad(
+            None,
+            code::INVALID_REQUEST,
+            "batches are not supported: send one request object per line".into(),
+        ));
+    }
     let raw: RawRequest<'_> = match serde_json::from_slice(line) {
         Ok(r) => r,
         Err(e) if e.is_data() => {
@@ -570,6 +579,11 @@ mod tests {
         assert_eq!(err_code("{"), (None, code::PARSE_ERROR));
         assert_eq!(err_code("\u{1}"), (None, code::PARSE_ERROR));
         assert_eq!(err_code("[]"), (None, code::INVALID_REQUEST));
+        assert_eq!(err_code("[1,2,3]"), (None, code::INVALID_REQUEST));
+        assert_eq!(
+            err_code(r#" [{"jsonrpc":"2.0","id":1,"method":"status"}]"#),
+            (None, code::INVALID_REQUEST)
+        );
         assert_eq!(err_code("42"), (None, code::INVALID_REQUEST));
         assert_eq!(
             err_code(r#"{"id":1,"method":"status"}"#),

@@ -23,10 +23,6 @@ pub const MAX_TEXT_BYTES: usize = 4096;
 /// A nick is 1..=20 characters (DESIGN §2).
 pub const MAX_NICK_CHARS: usize = 20;
 
-/// Nicks of foreign peers (Go users may pick anything) are cut to this many
-/// characters for display.
-pub const MAX_FOREIGN_NICK_CHARS: usize = 64;
-
 /// Longest peer id we accept. The Go peer's is `<nick>_<0-999>`.
 pub const MAX_PEER_ID_BYTES: usize = 128;
 

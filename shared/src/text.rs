@@ -3,9 +3,7 @@
 
 use std::borrow::Cow;
 
-use crate::limits::{
-    MAX_FOREIGN_NICK_CHARS, MAX_MESSAGE_ID_BYTES, MAX_NICK_CHARS, MAX_PEER_ID_BYTES, MAX_TEXT_BYTES,
-};
+use crate::limits::{MAX_MESSAGE_ID_BYTES, MAX_NICK_CHARS, MAX_PEER_ID_BYTES, MAX_TEXT_BYTES};
 
 /// Why a nick, text or id was refused. The message is meant for the user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,10 +74,11 @@ fn is_forbidden_in_text(c: char) -> bool {
 }
 
 /// Makes a nick that arrived from the network showable: whitespace and control
-/// characters become `_`, it is cut to 64 characters, an empty one is `?`.
-/// Go users may pick nicks our own rules refuse; they are still shown.
+/// characters become `_`, it is cut to 20 characters as ours are, an empty
+/// one is `?`. Go users may pick nicks our own rules refuse; they are still
+/// shown, within the same bounds.
 pub fn sanitize_foreign_nick(nick: &str) -> Cow<'_, str> {
-    let clean = nick.chars().count() <= MAX_FOREIGN_NICK_CHARS
+    let clean = nick.chars().count() <= MAX_NICK_CHARS
         && !nick.is_empty()
         && !nick.chars().any(|c| c.is_whitespace() || c.is_control());
     if clean {
@@ -87,7 +86,7 @@ pub fn sanitize_foreign_nick(nick: &str) -> Cow<'_, str> {
     }
     let s: String = nick
         .chars()
-        .take(MAX_FOREIGN_NICK_CHARS)
+        .take(MAX_NICK_CHARS)
         .map(|c| {
             if c.is_whitespace() || c.is_control() {
                 '_'
@@ -175,7 +174,11 @@ mod tests {
         assert!(matches!(sanitize_foreign_nick("bob"), Cow::Borrowed("bob")));
         assert_eq!(sanitize_foreign_nick("Bob Smith"), "Bob_Smith");
         assert_eq!(sanitize_foreign_nick(""), "?");
-        assert_eq!(sanitize_foreign_nick(&"y".repeat(100)).chars().count(), 64);
+        assert_eq!(
+            sanitize_foreign_nick(&"y".repeat(60_000)).chars().count(),
+            MAX_NICK_CHARS
+        );
+        assert!(validate_nick(&sanitize_foreign_nick(&"漢 ".repeat(30))).is_ok());
         assert!(matches!(
             sanitize_foreign_text("hi\tthere"),
             Cow::Borrowed(_)

@@ -261,6 +261,19 @@ async fn bad_requests_get_clear_errors_and_the_connection_keeps_serving() {
                 .is_some_and(|m| !m.is_empty())
         );
     }
+    // A batch gets one error with a null id, never an answer to one of its
+    // members (once, `[1,2,3]` was answered as a request with id 2).
+    for batch in [
+        &b"[1,2,3]"[..],
+        br#"[{"jsonrpc":"2.0","id":5,"method":"status"}]"#,
+    ] {
+        let v = roundtrip(&mut w, &mut r, batch);
+        assert_eq!(
+            (err(&v), &v["id"]),
+            (code::INVALID_REQUEST, &Value::Null),
+            "{v}"
+        );
+    }
     // Same connection, still serving; the id comes back as sent.
     let v = roundtrip(
         &mut w,

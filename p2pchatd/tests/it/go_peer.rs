@@ -467,3 +467,36 @@ async fn an_idle_link_to_go_never_trips_its_silence_rule() {
     stop.cancel();
     node.await.unwrap();
 }
+
+/// A Go user may pick any nick; a 60 KB one is still shown in at most the
+/// 20 characters ours may have (it was once cut to 64).
+#[tokio::test]
+async fn a_huge_foreign_nick_is_shown_in_twenty_characters() {
+    let net = TestNet::new();
+    let d = net.daemon("mmm").await;
+    let mut events = d.subscribe(None).await;
+    let huge = "g".repeat(60_000);
+    let mut go = GoPeer::new(net.group, "aaa_8", "gopher", 1);
+    go.datagram("announce").await;
+    let (_, daemon_port) = go.hear_daemon().await;
+    let mut s = TcpStream::connect(("127.0.0.1", daemon_port))
+        .await
+        .unwrap();
+    let join = format!(
+        r#"{{"id":"{:016x}","type":"join","sender_id":"aaa_8","username":"{huge}","content":"joined","timestamp":"{}","sequence":0,"room_id":"general"}}"#,
+        fastrand::u64(..),
+        go_now()
+    ) + "\n";
+    s.write_all(join.as_bytes()).await.unwrap();
+    s.write_all(go.line("chat", "hi", &huge).as_bytes())
+        .await
+        .unwrap();
+    let m = events.messages(1, T).await;
+    let EventBody::Message { nick, .. } = &m[0].body else {
+        unreachable!()
+    };
+    assert_eq!(nick.chars().count(), 20, "shown as {nick:?}");
+    let peers = d.peers().await;
+    let p = peers.iter().find(|p| p.peer_id == "aaa_8").unwrap();
+    assert_eq!(p.nick.chars().count(), 20, "listed as {:?}", p.nick);
+}
