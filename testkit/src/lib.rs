@@ -2,7 +2,8 @@
 //! real daemons on loopback with folders of their own ([`daemon`]), waits on
 //! events instead of sleeps ([`wait`]), a raw API client that sends bytes
 //! the typed client never would ([`raw`]), a tmux driver for the real TUI
-//! ([`tmux`]), `/proc` readings ([`procfs`]) and temp folders ([`dir`]).
+//! ([`tmux`]), `/proc` readings ([`procfs`]), temp folders ([`dir`]) and
+//! someone else on the LAN ([`lan`]).
 //!
 //! It is a dev-dependency only and uses only crates and features the normal
 //! build already has, so tests and the bench run the binaries users get.
@@ -11,6 +12,7 @@
 
 pub mod daemon;
 pub mod dir;
+pub mod lan;
 pub mod procfs;
 pub mod raw;
 pub mod tmux;

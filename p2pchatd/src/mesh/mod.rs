@@ -146,9 +146,7 @@ impl Mesh {
     /// A discovery datagram arrived. Returns true when the peer is new to
     /// us, so discovery answers at once.
     pub(crate) fn heard(&self, sighting: &Sighting) -> bool {
-        let (new, dial) = self
-            .table()
-            .heard(sighting, Instant::now(), &self.inner.history);
+        let (new, dial) = self.table().heard(sighting, Instant::now());
         if let Some(dialer) = dial {
             self.spawn(dial::discovered(
                 self.clone(),

@@ -153,23 +153,12 @@ impl Table {
 
     /// Records a discovery datagram. Returns whether the peer is new (answer
     /// it at once) and the id of a dial loop to start, if it needs one.
-    pub(crate) fn heard(
-        &mut self,
-        s: &Sighting,
-        now: Instant,
-        history: &History,
-    ) -> (bool, Option<u64>) {
+    pub(crate) fn heard(&mut self, s: &Sighting, now: Instant) -> (bool, Option<u64>) {
         if *s.peer_id == *self.me {
             return (false, None);
         }
         if !s.alive {
-            if let Some(id) = self
-                .peers
-                .get_key_value(s.peer_id.as_str())
-                .map(|(k, _)| k.clone())
-            {
-                self.quit(&id, history);
-            }
+            self.forget_on_leave_datagram(&s.peer_id);
             return (false, None);
         }
         let kind = if s.p2pchatd {
@@ -207,6 +196,20 @@ impl Table {
             }
         };
         (new, self.claim_dial(&s.peer_id))
+    }
+
+    /// A `leave` datagram proves nothing: anyone on the LAN can send one in
+    /// any peer's name. So it never ends a link or a dial (only the link's
+    /// own `leave` or its death does); it only forgets a peer we neither
+    /// link nor dial, which its next announce brings back.
+    fn forget_on_leave_datagram(&mut self, id: &str) {
+        if self
+            .peers
+            .get(id)
+            .is_some_and(|p| p.link.is_none() && p.dialing.is_none() && !p.quit)
+        {
+            self.peers.remove(id);
+        }
     }
 
     /// If the peer needs dialing and nobody dials it yet, claims it for a
@@ -600,29 +603,57 @@ mod tests {
             alive,
             p2pchatd: true,
         };
-        assert_eq!(t.heard(&s("z", true), now, &h), (true, Some(1)));
+        assert_eq!(t.heard(&s("z", true), now), (true, Some(1)));
         assert_eq!(
-            t.heard(&s("z", true), now, &h),
+            t.heard(&s("z", true), now),
             (false, None),
             "already dialing"
         );
-        assert_eq!(t.heard(&s("a", true), now, &h), (true, None), "a dials us");
-        assert_eq!(t.heard(&s("m", true), now, &h), (false, None), "ourselves");
+        assert_eq!(t.heard(&s("a", true), now), (true, None), "a dials us");
+        assert_eq!(t.heard(&s("m", true), now), (false, None), "ourselves");
         let plan = t.dial_plan("z", 1).unwrap();
         assert_eq!((plan.nick.as_str(), plan.p2pchatd), ("z", true));
         assert_eq!(t.dial_plan("z", 7), None, "not this loop's peer");
-        let (l, _c, _r) = link(&mut t, Dialed, Some("z"), &h);
+        let (l, c, _r) = link(&mut t, Dialed, Some("z"), &h);
         assert_eq!(t.dial_plan("z", 1), None, "linked: the dialer stops");
-        t.heard(&s("z", false), now, &h);
+        t.heard(&s("z", false), now);
+        assert!(
+            t.is_linked("z") && !c.is_cancelled(),
+            "a datagram never ends a link"
+        );
+        t.quit("z", &h); // the link's own leave
         assert_eq!(t.closed(l.unwrap(), "eof", now, &h).as_deref(), Some("z"));
         assert_eq!(kinds(&h), vec!["join", "leave"], "one leave, the quit");
         assert_eq!(
-            t.heard(&s("z", true), now, &h),
+            t.heard(&s("z", true), now),
             (false, None),
             "a late announce"
         );
         t.expire(now + Duration::from_secs(31), Duration::from_secs(30));
         assert_eq!(t.known(), 0);
+    }
+
+    #[test]
+    fn a_leave_datagram_forgets_only_a_peer_nobody_links_or_dials() {
+        let mut t = Table::new("m".into());
+        let now = Instant::now();
+        let s = |id: &str, alive| Sighting {
+            peer_id: id.into(),
+            nick: id.into(),
+            addr: "127.0.0.1:9".parse().unwrap(),
+            alive,
+            p2pchatd: true,
+        };
+        // "z" is ours to dial: a leave does not stop the dial.
+        assert_eq!(t.heard(&s("z", true), now), (true, Some(1)));
+        t.heard(&s("z", false), now);
+        assert!(t.dial_plan("z", 1).is_some(), "still dialed");
+        // "a" dials us: unlinked and not dialed, so it is forgotten, and
+        // its next announce makes it new again.
+        assert_eq!(t.heard(&s("a", true), now), (true, None));
+        t.heard(&s("a", false), now);
+        assert_eq!(t.known(), 1);
+        assert_eq!(t.heard(&s("a", true), now), (true, None));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod api;
 mod bad_input;
 mod go_peer;
+mod hostile;
 mod lifecycle;
 mod mesh;
 mod service;
