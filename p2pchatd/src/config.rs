@@ -39,7 +39,9 @@ pub struct Timing {
     /// Heartbeat toward Go peers, which drop a link silent for 2 minutes and
     /// never send heartbeats themselves (PROTOCOL §3): at most 60 s.
     pub go_heartbeat: Duration,
-    /// Discovery announce period; Go peers expect 5 s.
+    /// Discovery announce period. Go peers announce every 5 s and call a
+    /// peer stale after 10 s of silence; 4 s keeps us fresh through one lost
+    /// datagram, on the same 2 s beat as the heartbeats.
     pub announce_every: Duration,
     /// Unlinked peers not heard from for this long are forgotten (Go: 30 s).
     pub peer_expiry: Duration,
@@ -59,7 +61,7 @@ impl Default for Timing {
             heartbeat: Duration::from_secs(2),
             missed_heartbeats: 3,
             go_heartbeat: Duration::from_secs(30),
-            announce_every: Duration::from_secs(5),
+            announce_every: Duration::from_secs(4),
             peer_expiry: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(5),
             reply_wait: Duration::from_secs(1),
@@ -68,6 +70,28 @@ impl Default for Timing {
         }
     }
 }
+
+impl Timing {
+    /// The period of the one clock every link and discovery run on: the
+    /// shortest of their periods (2 s by default).
+    pub(crate) fn beat(&self) -> Duration {
+        self.heartbeat
+            .min(self.go_heartbeat)
+            .min(self.announce_every)
+            .max(MIN_BEAT)
+    }
+
+    /// How many beats make `period`, at least one.
+    pub(crate) fn beats(&self, period: Duration) -> u64 {
+        let beat = self.beat().as_nanos().max(1);
+        u64::try_from(period.as_nanos().div_ceil(beat))
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+}
+
+/// Beats never come faster than this, whatever a test sets.
+const MIN_BEAT: Duration = Duration::from_millis(10);
 
 /// The default discovery group and port (PROTOCOL §1).
 pub(crate) const DEFAULT_MULTICAST: SocketAddrV4 =
@@ -87,9 +111,32 @@ mod tests {
     #[test]
     fn go_silence_rule_holds() {
         let t = Timing::default();
-        assert!(t.go_heartbeat <= Duration::from_secs(60));
+        assert!(
+            t.beat() * u32::try_from(t.beats(t.go_heartbeat)).unwrap() <= Duration::from_secs(60)
+        );
         // A silent p2pchatd peer is declared dead, and noticed at the next
-        // tick, within 10 s.
-        assert!(t.heartbeat * (t.missed_heartbeats + 1) <= Duration::from_secs(10));
+        // beat, within 10 s.
+        assert!(t.heartbeat * t.missed_heartbeats + t.beat() <= Duration::from_secs(10));
+    }
+
+    #[test]
+    fn every_period_is_whole_beats() {
+        let t = Timing::default();
+        assert_eq!(t.beat(), Duration::from_secs(2));
+        assert_eq!(
+            (
+                t.beats(t.heartbeat),
+                t.beats(t.announce_every),
+                t.beats(t.go_heartbeat)
+            ),
+            (1, 2, 15)
+        );
+        let fast = Timing {
+            go_heartbeat: Duration::from_millis(250),
+            ..Timing::default()
+        };
+        assert_eq!(fast.beat(), Duration::from_millis(250));
+        assert_eq!(fast.beats(fast.heartbeat), 8);
+        assert_eq!(fast.beats(Duration::from_millis(300)), 2, "rounded up");
     }
 }

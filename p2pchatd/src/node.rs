@@ -8,11 +8,12 @@
 //! file and pidfile — well within 2 s.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, SocketAddrV4, TcpListener as StdTcpListener};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use interprocess::local_socket::tokio::Listener;
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,7 +23,22 @@ use crate::api::{self, ApiBindError, ApiContext, SocketGuard};
 use crate::config::{Config, DEFAULT_PORTS};
 use crate::discovery::{self, DiscoverySockets};
 use crate::history::History;
-use crate::mesh::{Mesh, new_peer_id};
+use crate::mesh::{Mesh, admission, new_peer_id};
+
+/// Open files the daemon may hold at once, at most: every link, handshake,
+/// dial and client the bounds allow, plus its own sockets, log and pidfile.
+/// It stays inside the 1,024 a user service gets by default, so no flood
+/// of peers, announces or clients can leave it without a descriptor (the
+/// unit allows 2,048 all the same).
+const FD_BUDGET: usize = admission::MAX_LINKS
+    + admission::MAX_HANDSHAKES
+    + admission::MAX_DIALS
+    + api::MAX_CLIENTS
+    + OWN_FDS;
+/// stdio, the runtime's epoll and wakers, the listeners, the discovery
+/// sockets (one per interface), signals, the log and the pidfile.
+const OWN_FDS: usize = 48;
+const _: () = assert!(FD_BUDGET <= 1000);
 
 /// How long stopping waits for tasks after links were told to close.
 const STOP_WAIT: Duration = Duration::from_millis(1200);
@@ -87,12 +103,20 @@ pub fn bind(config: &Config, own_socket_folder: bool) -> Result<Bound, StartErro
     })
 }
 
+/// Connections the kernel holds for us until we accept them: a burst of a
+/// thousand at once is not turned away at the door (the default is 128).
+const BACKLOG: i32 = 1024;
+
 /// `--port N`, else the first free port in 8080-8999, else any.
 fn bind_chat_port(ip: IpAddr, port: Option<u16>) -> Result<TcpListener, StartError> {
     let listen = |p: u16| {
-        let std = StdTcpListener::bind((ip, p))?;
-        std.set_nonblocking(true)?;
-        TcpListener::from_std(std)
+        let addr = SocketAddr::new(ip, p);
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        s.bind(&addr.into())?;
+        s.listen(BACKLOG)?;
+        s.set_nonblocking(true)?;
+        TcpListener::from_std(s.into())
     };
     match port {
         Some(p) => listen(p).map_err(|source| StartError::Listen {
@@ -132,6 +156,7 @@ pub async fn serve(
         tasks.clone(),
         CancellationToken::new(),
     );
+    tasks.spawn(mesh.clone().run_beats());
     tasks.spawn(mesh.clone().serve_peers(bound.peers));
 
     let discovery_stop = CancellationToken::new();

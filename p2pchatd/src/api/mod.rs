@@ -29,7 +29,7 @@ use crate::mesh::Mesh;
 
 /// Clients served at once. Each costs two small buffers; more than this
 /// from one user is a runaway script.
-const MAX_CLIENTS: usize = 64;
+pub(crate) const MAX_CLIENTS: usize = 64;
 
 /// Why the API socket could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -82,6 +82,13 @@ pub(super) async fn discovered(mesh: Mesh, peer: Arc<str>, dialer: u64) {
         let cancel = mesh.cancel_token().clone();
         let mut backoff = Backoff::default();
         loop {
+            let slot = tokio::select! {
+                () = cancel.cancelled() => break,
+                s = mesh.dial_slot() => match s {
+                    Some(s) => s,
+                    None => break,
+                },
+            };
             let Some(plan) = mesh.table_op(|t, _| t.dial_plan(&peer, dialer)) else {
                 debug!("dialing stops");
                 break;
@@ -100,7 +107,7 @@ pub(super) async fn discovered(mesh: Mesh, peer: Arc<str>, dialer: u64) {
                         nick: plan.nick,
                         p2pchatd: plan.p2pchatd,
                     };
-                    Some(handshake::dial(&mesh, stream, addr, expect).await)
+                    Some(handshake::dial(&mesh, stream, addr, expect, slot).await)
                 }
                 Err(e) => {
                     debug!(%addr, error = %e, "dial failed");
@@ -144,6 +151,7 @@ pub(super) async fn static_peer(mesh: Mesh, target: String) {
                 continue;
             }
             let connect = async {
+                let slot = mesh.dial_slot().await?;
                 let addr = match tokio::net::lookup_host(target.as_str()).await {
                     Ok(mut addrs) => addrs.next(),
                     Err(e) => {
@@ -152,7 +160,7 @@ pub(super) async fn static_peer(mesh: Mesh, target: String) {
                     }
                 }?;
                 match connect(&mesh, addr).await {
-                    Ok(stream) => Some((stream, addr)),
+                    Ok(stream) => Some((stream, addr, slot)),
                     Err(e) => {
                         debug!(%addr, error = %e, "dial failed");
                         None
@@ -164,8 +172,8 @@ pub(super) async fn static_peer(mesh: Mesh, target: String) {
                 c = connect => c,
             };
             let outcome = match connected {
-                Some((stream, addr)) => {
-                    Some(handshake::dial(&mesh, stream, addr, Expect::Unknown).await)
+                Some((stream, addr, slot)) => {
+                    Some(handshake::dial(&mesh, stream, addr, Expect::Unknown, slot).await)
                 }
                 None => None,
             };

@@ -16,12 +16,13 @@ use shared::wire::{MessageType, PeerMessage, PeerMeta};
 use socket2::{SockRef, TcpKeepalive};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{Instrument, debug, info_span, warn};
 
-use super::Mesh;
 use super::link::{self, LinkOutcome, LinkSetup, Liveness, peer_lines, read_line};
 use super::table::PeerIdentity;
+use super::{HandshakeSlot, Mesh};
 
 /// Negotiated heartbeats stay within these bounds.
 const MIN_HEARTBEAT: Duration = Duration::from_millis(200);
@@ -45,6 +46,7 @@ pub(super) fn liveness(mesh: &Mesh, kind: PeerKind, peer_meta: Option<&PeerMeta>
         // The Go peer never sends heartbeats: only our side keeps it alive.
         PeerKind::Go => Liveness {
             heartbeat: t.go_heartbeat,
+            heartbeat_beats: t.beats(t.go_heartbeat),
             dead_after: None,
         },
         PeerKind::P2pchatd => {
@@ -54,6 +56,7 @@ pub(super) fn liveness(mesh: &Mesh, kind: PeerKind, peer_meta: Option<&PeerMeta>
             let heartbeat = t.heartbeat.max(theirs).clamp(MIN_HEARTBEAT, MAX_HEARTBEAT);
             Liveness {
                 heartbeat,
+                heartbeat_beats: t.beats(heartbeat),
                 dead_after: Some(heartbeat * t.missed_heartbeats),
             }
         }
@@ -87,17 +90,22 @@ fn tune(stream: &TcpStream) {
 }
 
 /// Serves an inbound connection: it must identify itself with a `join`.
-/// `permit` is a handshake slot, given back once the peer is identified.
+/// `slot` is its place among those waiting to identify, given back once it
+/// has; a newer connection may take it over, which ends this one.
 pub(crate) async fn accept(
     mesh: Mesh,
     mut stream: TcpStream,
     remote: SocketAddr,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    slot: HandshakeSlot,
 ) {
     tune(&stream);
     let mut lines = peer_lines();
     let wait = mesh.timing().handshake_timeout;
-    let first = match timeout(wait, read_line(&mut lines, &mut stream)).await {
+    let read = tokio::select! {
+        () = slot.evicted.cancelled() => return debug!(%remote, "made room for a newer connection"),
+        r = timeout(wait, read_line(&mut lines, &mut stream)) => r,
+    };
+    let first = match read {
         Ok(Ok(Some(Ok(line)))) => line,
         Ok(Ok(Some(Err(e)))) => return warn!(%remote, "identifying line refused: {e}"),
         Ok(Ok(None)) => return debug!(%remote, "closed before identifying"),
@@ -135,7 +143,7 @@ pub(crate) async fn accept(
         kind,
     };
     let live = liveness(&mesh, kind, meta);
-    drop(permit);
+    drop(slot);
     let span = info_span!("link", peer = %who.id, %remote);
     let setup = LinkSetup {
         stream,
@@ -149,12 +157,14 @@ pub(crate) async fn accept(
     link::run(&mesh, setup).instrument(span).await;
 }
 
-/// Runs a link we dialed, from the handshake to its end.
+/// Runs a link we dialed, from the handshake to its end. `slot` is the
+/// dial's place among those in flight, given back once the link runs.
 pub(crate) async fn dial(
     mesh: &Mesh,
     mut stream: TcpStream,
     remote: SocketAddr,
     expect: Expect,
+    slot: OwnedSemaphorePermit,
 ) -> LinkOutcome {
     let started = Instant::now();
     let failed = |go_refusal| LinkOutcome {
@@ -263,6 +273,7 @@ pub(crate) async fn dial(
         Some(w) => info_span!("link", peer = %w.id, %remote),
         None => info_span!("link", peer = "?", %remote),
     };
+    drop(slot);
     let setup = LinkSetup {
         stream,
         remote,

@@ -12,7 +12,6 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -25,10 +24,11 @@ use shared::wire::{ACTION_PREFIX, MessageType, PeerMessage, WireError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::admission::UNPROVEN_GRACE;
 use super::table::{LinkId, NewLink, PeerIdentity, Refused};
 use super::{LinkStats, Mesh};
 
@@ -68,6 +68,7 @@ enum End {
     Garbage,
     Stalled,
     Timeout,
+    Unproven,
     Closed,
     Refused(Refused),
 }
@@ -81,6 +82,7 @@ impl End {
             Self::Garbage => "sent too many malformed lines".into(),
             Self::Stalled => "stopped reading".into(),
             Self::Timeout => "ping timeout".into(),
+            Self::Unproven => "never showed it is who it claims".into(),
             Self::Closed => "closed".into(),
             Self::Refused(r) => r.to_string(),
         }
@@ -91,6 +93,9 @@ impl End {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Liveness {
     pub(super) heartbeat: Duration,
+    /// The heartbeat period in beats of the mesh's clock.
+    pub(super) heartbeat_beats: u64,
+    /// `None` toward Go peers, which never send heartbeats.
     pub(super) dead_after: Option<Duration>,
 }
 
@@ -140,10 +145,11 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
         early,
         live,
     } = setup;
-    let opened = Instant::now();
     let (tx, rx) = mpsc::channel(LINK_INBOX);
     let close = mesh.cancel_token().child_token();
     let kind = who.as_ref().map(|w| w.kind);
+    // A peer we dialed is the one we meant to reach.
+    let stats = Arc::new(LinkStats::new(direction == LinkDirection::Dialed));
     let mut outcome = LinkOutcome {
         peer: who.as_ref().map(|w| w.id.clone()),
         lasted: Duration::ZERO,
@@ -159,22 +165,23 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
                 peer: who.clone(),
                 tx,
                 close: close.clone(),
+                stats: stats.clone(),
+                heartbeat: live.dead_after.map(|_| live.heartbeat),
             },
-            opened.into_std(),
+            std::time::Instant::now(),
             h,
         )
     });
     let id = match registered {
         Ok(id) => id,
         Err(refused) => {
-            debug!("link refused: {refused}");
+            refused.log(remote);
             outcome.refused = Some(refused);
             return outcome;
         }
     };
     mesh.topology_changed();
     info!(link = %id, ?direction, ?kind, heartbeat_ms = shared::millis(live.heartbeat), "link up");
-    let stats = LinkStats::default();
     let mut ctx = Reader {
         mesh,
         id,
@@ -194,9 +201,13 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
         Some(e) => e,
         None => {
             let (r, w) = stream.split();
+            // The reader first, always: after a pause (a laptop lid, a
+            // SIGSTOP) what already arrived is read before the writer
+            // judges the peer by its silence.
             tokio::select! {
-                e = ctx.read_loop(r, lines, opened) => e,
-                e = write_loop(mesh, w, rx, &close, live, &stats, opened) => e,
+                biased;
+                e = ctx.read_loop(r, lines) => e,
+                e = write_loop(mesh, w, rx, &close, live, &stats, direction) => e,
             }
         }
     };
@@ -207,7 +218,7 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
     }
     outcome.peer = ctx.peer.clone();
     outcome.lines = stats.lines();
-    outcome.lasted = opened.elapsed();
+    outcome.lasted = stats.age();
     outcome.refused = match end {
         End::Refused(r) => Some(r),
         _ => None,
@@ -233,12 +244,7 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    async fn read_loop<R: AsyncRead + Unpin>(
-        &mut self,
-        mut r: R,
-        mut lines: LineReader,
-        opened: Instant,
-    ) -> End {
+    async fn read_loop<R: AsyncRead + Unpin>(&mut self, mut r: R, mut lines: LineReader) -> End {
         // Subscribers are woken once per batch of lines, on every way out.
         let history = self.mesh.history();
         let _publish = PublishOnDrop(history);
@@ -262,10 +268,7 @@ impl Reader<'_> {
             history.publish();
             match r.read_buf(lines.space()).await {
                 Ok(0) => return End::Eof,
-                Ok(_) => self
-                    .stats
-                    .last_rx_ms
-                    .store(shared::millis(opened.elapsed()), Ordering::Relaxed),
+                Ok(_) => self.stats.received(),
                 Err(e) => return End::Io(e),
             }
         }
@@ -282,7 +285,7 @@ impl Reader<'_> {
     }
 
     fn handle(&mut self, msg: &PeerMessage) -> Result<(), End> {
-        self.stats.lines.fetch_add(1, Ordering::Relaxed);
+        self.stats.line();
         let peer = match &self.peer {
             Some(p) => p.clone(),
             None => self.identify(msg)?,
@@ -299,7 +302,12 @@ impl Reader<'_> {
             }
         }
         match msg.kind {
-            MessageType::Chat => self.chat(&peer, msg),
+            MessageType::Chat => {
+                if !self.stats.proven() {
+                    self.mesh.table_op(|t, h| t.talked(self.id, h));
+                }
+                self.chat(&peer, msg);
+            }
             MessageType::Leave => self.mesh.table_op(|t, h| t.quit(&peer, h)),
             // Joins only matter for the nick (above); link state makes the
             // join event. Heartbeats only prove life.
@@ -359,7 +367,8 @@ impl Drop for PublishOnDrop<'_> {
     }
 }
 
-/// The writing side: inbox batches, heartbeats, stall and silence checks.
+/// The writing side: inbox batches; and on each beat a heartbeat if the
+/// link has been silent, and the peer judged by its silence.
 async fn write_loop<W: AsyncWrite + Unpin>(
     mesh: &Mesh,
     mut w: W,
@@ -367,11 +376,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     close: &CancellationToken,
     live: Liveness,
     stats: &LinkStats,
-    opened: Instant,
+    direction: LinkDirection,
 ) -> End {
     let stall = mesh.timing().write_stall;
-    let mut tick = interval_at(opened + live.heartbeat, live.heartbeat);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut beats = mesh.beats();
+    beats.borrow_and_update();
+    // Beats since we last wrote: a link that carries lines needs no
+    // heartbeat.
+    let mut quiet_beats = 0;
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     loop {
@@ -396,19 +408,42 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     buf.extend_from_slice(&line);
                 }
             }
-            _ = tick.tick() => {
-                if let Some(dead) = live.dead_after {
-                    let last = Duration::from_millis(stats.last_rx_ms.load(Ordering::Relaxed));
-                    if opened.elapsed().saturating_sub(last) > dead {
+            r = beats.changed() => {
+                if r.is_err() {
+                    return End::Closed;
+                }
+                let silent = || live.dead_after.is_some_and(|dead| stats.silent_for() > dead);
+                if silent() {
+                    // After a pause (SIGSTOP, a suspended laptop) the
+                    // runtime may run the overdue beat before its I/O
+                    // driver has seen what arrived meanwhile. Yielding
+                    // gives the driver a turn and the reader (polled
+                    // first) the data; only then is silence a verdict.
+                    tokio::task::yield_now().await;
+                    if silent() {
                         return End::Timeout;
                     }
                 }
-                buf.extend_from_slice(&mesh.heartbeat());
+                // A link that sends no heartbeats (Go-style) and has not
+                // shown in time that it is who it claims is a squatter.
+                if live.dead_after.is_none()
+                    && direction == LinkDirection::Accepted
+                    && !stats.proven()
+                    && stats.age() > UNPROVEN_GRACE
+                {
+                    return End::Unproven;
+                }
+                quiet_beats += 1;
+                if quiet_beats < live.heartbeat_beats {
+                    continue;
+                }
+                buf.extend_from_slice(&beats.borrow_and_update().heartbeat);
             }
         }
         if let Err(end) = write_progressing(&mut w, &buf, stall).await {
             return end;
         }
+        quiet_beats = 0;
         buf.clear();
     }
 }
@@ -435,44 +470,103 @@ async fn write_progressing<W: AsyncWrite + Unpin>(
 mod tests {
     use super::*;
 
-    /// An idle link still carries a heartbeat every period, on a real
-    /// socket. (Timing::default keeps the Go period within the Go peer's
-    /// silence rule; see config's test.)
-    #[tokio::test]
-    async fn an_idle_link_gets_a_heartbeat_every_period() {
+    /// A link's writer on a real socket, driven by beats the test gives;
+    /// returns the client end to read what it wrote.
+    async fn writer(
+        heartbeat_beats: u64,
+    ) -> (
+        Mesh,
+        mpsc::Sender<Bytes>,
+        CancellationToken,
+        TcpStream,
+        tokio::task::JoinHandle<End>,
+    ) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let mut client = client.unwrap();
         let (server, _) = server.unwrap();
         let mesh = crate::mesh::tests::test_mesh();
-        let (_tx, rx) = mpsc::channel(4);
+        let (tx, rx) = mpsc::channel(4);
         let close = CancellationToken::new();
-        let stats = LinkStats::default();
         let live = Liveness {
-            heartbeat: Duration::from_millis(20),
+            heartbeat: Duration::from_secs(2),
+            heartbeat_beats,
             dead_after: None,
         };
-        let writer = write_loop(&mesh, server, rx, &close, live, &stats, Instant::now());
-        let watcher = async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            close.cancel();
-        };
-        let (end, ()) = tokio::join!(writer, watcher);
-        assert!(matches!(end, End::Closed));
+        let (m, c) = (mesh.clone(), close.clone());
+        let task = tokio::spawn(async move {
+            let stats = LinkStats::new(true);
+            write_loop(&m, server, rx, &c, live, &stats, LinkDirection::Dialed).await
+        });
+        settle().await;
+        (mesh, tx, close, client.unwrap(), task)
+    }
+
+    /// Lets the writer task run until it waits again.
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    async fn beat(mesh: &Mesh) {
+        let heartbeat = mesh.heartbeat();
+        mesh.inner.beats.send_modify(|b| {
+            b.n += 1;
+            b.heartbeat = heartbeat;
+        });
+        settle().await;
+    }
+
+    async fn lines(client: &mut TcpStream, close: &CancellationToken) -> Vec<PeerMessage> {
+        close.cancel();
         let mut got = String::new();
         client.read_to_string(&mut got).await.unwrap();
-        let beats: Vec<PeerMessage> = got
-            .lines()
+        got.lines()
             .map(|l| PeerMessage::decode(l.as_bytes()).unwrap())
-            .collect();
-        assert!(
-            beats.len() >= 5,
-            "{} heartbeats in 300 ms at 20 ms",
-            beats.len()
-        );
+            .collect()
+    }
+
+    /// An idle link carries a heartbeat every period, each with its own id.
+    #[tokio::test]
+    async fn an_idle_link_gets_a_heartbeat_every_period() {
+        let (mesh, _tx, close, mut client, task) = writer(2).await;
+        for _ in 0..10 {
+            beat(&mesh).await;
+        }
+        let beats = lines(&mut client, &close).await;
+        assert!(matches!(task.await.unwrap(), End::Closed));
+        assert_eq!(beats.len(), 5, "one heartbeat every 2 beats");
         assert!(beats.iter().all(|m| m.kind == MessageType::Heartbeat));
         let ids: std::collections::HashSet<&str> = beats.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids.len(), beats.len(), "every heartbeat has its own id");
+    }
+
+    /// A link that carries lines needs no heartbeat; once quiet, it does.
+    #[tokio::test]
+    async fn a_busy_link_sends_no_heartbeat() {
+        use MessageType::{Chat, Heartbeat};
+        let (mesh, tx, close, mut client, _task) = writer(2).await;
+        for i in 0..3 {
+            let chat = PeerMessage::new(
+                Chat,
+                format!("c{i}"),
+                "x_1",
+                "x",
+                "hi".into(),
+                chrono::Utc::now(),
+                i,
+            );
+            tx.send(Bytes::from(chat.encode())).await.unwrap();
+            settle().await;
+            beat(&mesh).await;
+        }
+        beat(&mesh).await;
+        let kinds: Vec<MessageType> = lines(&mut client, &close)
+            .await
+            .iter()
+            .map(|m| m.kind)
+            .collect();
+        assert_eq!(kinds, [Chat, Chat, Chat, Heartbeat]);
     }
 }

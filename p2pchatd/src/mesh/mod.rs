@@ -6,12 +6,15 @@
 //! holds who is linked how; our own lines go out in one order through one
 //! async lock, so every peer sees them in sequence.
 
+pub(crate) mod admission;
+mod beat;
 mod dial;
 mod handshake;
 mod link;
 pub(crate) mod table;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -25,13 +28,15 @@ use shared::wire::{
     nick_change_content,
 };
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc::error::TrySendError, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc::error::TrySendError, watch};
 use tokio::time::{Duration, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ACCEPT_RETRY, Timing};
 use crate::history::History;
+use admission::{Handshakes, MAX_DIALS};
+pub(crate) use beat::Beat;
 pub(crate) use table::Sighting;
 use table::Table;
 
@@ -64,6 +69,10 @@ struct Inner {
     /// Bumped whenever a link comes or goes, for `--peer` dialers waiting
     /// for their peer to lose its link.
     topology: watch::Sender<u64>,
+    /// The clock of every link and of discovery ([`beat`]).
+    beats: watch::Sender<Beat>,
+    handshakes: Mutex<Handshakes>,
+    dials: Arc<Semaphore>,
 }
 
 /// How long a full link inbox may hold up our lines before its peer counts
@@ -98,6 +107,9 @@ impl Mesh {
                 tasks,
                 cancel,
                 topology: watch::Sender::new(0),
+                beats: watch::Sender::new(Beat::default()),
+                handshakes: Mutex::default(),
+                dials: Arc::new(Semaphore::new(MAX_DIALS)),
             }),
         }
     }
@@ -135,6 +147,16 @@ impl Mesh {
         &self.inner.cancel
     }
 
+    /// The beat every link and discovery run on.
+    pub(crate) fn beats(&self) -> watch::Receiver<Beat> {
+        self.inner.beats.subscribe()
+    }
+
+    /// Runs the beat until the mesh stops.
+    pub(crate) async fn run_beats(self) {
+        beat::run(self).await;
+    }
+
     /// Runs `fut` as a task of the mesh, so shutdown waits for it.
     pub(crate) fn spawn<F>(&self, fut: F)
     where
@@ -146,7 +168,9 @@ impl Mesh {
     /// A discovery datagram arrived. Returns true when the peer is new to
     /// us, so discovery answers at once.
     pub(crate) fn heard(&self, sighting: &Sighting) -> bool {
-        let (new, dial) = self.table().heard(sighting, Instant::now());
+        let (new, dial) = self
+            .table()
+            .heard(sighting, Instant::now(), &self.inner.history);
         if let Some(dialer) = dial {
             self.spawn(dial::discovered(
                 self.clone(),
@@ -356,19 +380,12 @@ impl Mesh {
         }
     }
 
-    /// Accepts peers' connections until the mesh stops. Only handshakes
-    /// are limited here; the table limits links.
+    /// Accepts peers' connections until the mesh stops. Every connection
+    /// is taken off the backlog at once; [`Handshakes`] decides which may
+    /// wait to identify, so a crowd of idle ones cannot keep a peer out.
     pub(crate) async fn serve_peers(self, listener: TcpListener) {
-        let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
         let cancel = self.inner.cancel.clone();
         loop {
-            let permit = tokio::select! {
-                () = cancel.cancelled() => break,
-                p = handshakes.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
             let (stream, remote) = tokio::select! {
                 () = cancel.cancelled() => break,
                 r = listener.accept() => match r {
@@ -383,14 +400,55 @@ impl Mesh {
                     }
                 },
             };
-            self.spawn(handshake::accept(self.clone(), stream, remote, permit));
+            match self.handshake_slot(remote.ip()) {
+                Some(slot) => self.spawn(handshake::accept(self.clone(), stream, remote, slot)),
+                None => {
+                    tracing::debug!(%remote, "closed a connection: its address has enough waiting to identify")
+                }
+            }
         }
+    }
+
+    fn handshake_slot(&self, from: IpAddr) -> Option<HandshakeSlot> {
+        let (id, evicted) = self
+            .inner
+            .handshakes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(from)?;
+        Some(HandshakeSlot {
+            mesh: self.clone(),
+            id,
+            evicted,
+        })
+    }
+
+    /// A slot to dial in: dials in flight are bounded, the rest queue here.
+    /// `None` once the mesh stops.
+    pub(crate) async fn dial_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.inner.dials.clone().acquire_owned().await.ok()
     }
 }
 
-/// Connections accepted but not yet identified. Each may hold a 64 KiB
-/// line buffer for the handshake timeout.
-const MAX_HANDSHAKES: usize = 64;
+/// A connection's place among those waiting to identify; given back when
+/// dropped.
+pub(crate) struct HandshakeSlot {
+    mesh: Mesh,
+    id: u64,
+    /// Cancelled when a newer connection needed the room.
+    pub(crate) evicted: CancellationToken,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.mesh
+            .inner
+            .handshakes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .done(self.id);
+    }
+}
 
 /// A fresh message id: 16 lowercase hex characters, like the Go peer's.
 pub(crate) fn new_message_id() -> String {
@@ -403,17 +461,58 @@ pub(crate) fn new_peer_id(nick: &str) -> String {
     format!("{nick}_{:08x}", fastrand::u32(..))
 }
 
-/// Counts lines a link received, shared between its reader and writer.
-#[derive(Debug, Default)]
+/// What a link's reader, its writer and the table know of its traffic.
+#[derive(Debug)]
 pub(crate) struct LinkStats {
-    pub lines: AtomicU64,
-    /// Milliseconds after the link opened when bytes last arrived.
-    pub last_rx_ms: AtomicU64,
+    opened: Instant,
+    lines: AtomicU64,
+    /// Milliseconds after `opened` when bytes last arrived.
+    last_rx_ms: AtomicU64,
+    /// The peer showed it is who it claims: we dialed it, discovery heard
+    /// it from this link's address, or it talked.
+    proven: AtomicBool,
 }
 
 impl LinkStats {
+    pub(crate) fn new(proven: bool) -> Self {
+        Self {
+            opened: Instant::now(),
+            lines: AtomicU64::new(0),
+            last_rx_ms: AtomicU64::new(0),
+            proven: AtomicBool::new(proven),
+        }
+    }
+
+    /// Bytes arrived just now.
+    pub(crate) fn received(&self) {
+        self.last_rx_ms
+            .store(shared::millis(self.opened.elapsed()), Ordering::Relaxed);
+    }
+
+    pub(crate) fn line(&self) {
+        self.lines.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn lines(&self) -> u64 {
         self.lines.load(Ordering::Relaxed)
+    }
+
+    /// How long nothing has arrived (since the link opened, at first).
+    pub(crate) fn silent_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_rx_ms.load(Ordering::Relaxed));
+        self.opened.elapsed().saturating_sub(last)
+    }
+
+    pub(crate) fn age(&self) -> Duration {
+        self.opened.elapsed()
+    }
+
+    pub(crate) fn prove(&self) {
+        self.proven.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn proven(&self) -> bool {
+        self.proven.load(Ordering::Relaxed)
     }
 }
 

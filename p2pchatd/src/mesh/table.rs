@@ -7,7 +7,7 @@
 //! mesh acts on what it returns.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,11 @@ use shared::event::EventBody;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::LinkStats;
+use super::admission::{
+    Contender, MAX_ACCEPTED_PER_ADDRESS, MAX_LINKS, MAX_UNLINKED, MAX_UNLINKED_PER_ADDRESS,
+    MAX_UNPROVEN, MAX_UNPROVEN_PER_ADDRESS, new_link_wins,
+};
 use crate::history::History;
 
 /// Identifies one TCP link for its whole life.
@@ -46,6 +51,10 @@ pub(crate) struct Sighting {
 struct Peer {
     nick: String,
     dial_addr: Option<SocketAddr>,
+    /// Where discovery last heard it from: what proves a link from there.
+    heard_from: Option<IpAddr>,
+    /// A join was recorded for its current link (see `attach` for when).
+    shown: bool,
     last_seen: Instant,
     kind: Option<PeerKind>,
     link: Option<LinkId>,
@@ -63,6 +72,22 @@ struct Link {
     remote: SocketAddr,
     tx: mpsc::Sender<Bytes>,
     close: CancellationToken,
+    stats: Arc<LinkStats>,
+    /// The negotiated heartbeat of a p2pchatd link; `None` toward Go.
+    heartbeat: Option<Duration>,
+}
+
+impl Link {
+    /// Silent for two heartbeat periods: it missed one whole. A Go link is
+    /// silent when idle, so only TCP can tell it is dead.
+    fn dead(&self) -> bool {
+        self.heartbeat
+            .is_some_and(|h| self.stats.silent_for() > h * 2)
+    }
+
+    fn unproven(&self) -> bool {
+        self.direction == LinkDirection::Accepted && !self.stats.proven()
+    }
 }
 
 /// A link as it is registered.
@@ -74,6 +99,8 @@ pub(crate) struct NewLink {
     pub peer: Option<PeerIdentity>,
     pub tx: mpsc::Sender<Bytes>,
     pub close: CancellationToken,
+    pub stats: Arc<LinkStats>,
+    pub heartbeat: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,12 +134,26 @@ pub(crate) enum Refused {
     SelfLink,
     #[error("a better link to this peer exists")]
     Duplicate,
+    /// Someone claims the id of a peer whose link is healthy.
+    #[error("it claims a peer that has a healthy link")]
+    Taken,
     #[error("too many links")]
     Full,
+    #[error("too many links from {0}")]
+    TooManyFrom(IpAddr),
 }
 
-/// Links beyond this are refused: a LAN room, not a botnet.
-pub(crate) const MAX_LINKS: usize = 512;
+impl Refused {
+    /// Logs the refusal of a link from `remote`: loudly what someone may
+    /// be trying, quietly what is routine.
+    pub(crate) fn log(&self, remote: SocketAddr) {
+        match self {
+            Self::Taken => tracing::warn!(%remote, "refused a link: {self}"),
+            Self::Full | Self::TooManyFrom(_) => tracing::info!(%remote, "refused a link: {self}"),
+            Self::SelfLink | Self::Duplicate => tracing::debug!(%remote, "refused a link: {self}"),
+        }
+    }
+}
 
 pub(crate) struct Table {
     me: Arc<str>,
@@ -132,11 +173,36 @@ fn canonical(me: &str, peer: &str, dir: LinkDirection) -> bool {
     }
 }
 
-/// Whether a new link replaces the current one: the canonical link wins; of
-/// two equal ones the newer wins, since the older is what a reconnecting peer
-/// has given up on (the Go peer does the same).
-pub(crate) fn new_link_wins(me: &str, peer: &str, old: LinkDirection, new: LinkDirection) -> bool {
-    canonical(me, peer, new) || !canonical(me, peer, old)
+/// Whether `peers` lists it. Peers that said goodbye are kept only to
+/// ignore their late announces; a link's peer is listed once it proved
+/// itself (and shown with a join), so squatters do not fill the list.
+fn listed(p: &Peer) -> bool {
+    match p.link {
+        Some(_) => p.shown,
+        None => !p.quit,
+    }
+}
+
+/// Records the peer's join for its current link, once.
+fn show(id: &str, peer: &mut Peer, history: &History) {
+    if !peer.shown {
+        peer.shown = true;
+        history.append(EventBody::Join {
+            peer_id: id.to_owned(),
+            nick: peer.nick.clone(),
+        });
+    }
+}
+
+/// Records the peer's leave, if its join was recorded.
+fn leave(id: &str, peer: &mut Peer, reason: &str, history: &History) {
+    if std::mem::take(&mut peer.shown) {
+        history.append(EventBody::Leave {
+            peer_id: id.to_owned(),
+            nick: peer.nick.clone(),
+            reason: Some(reason.to_owned()),
+        });
+    }
 }
 
 impl Table {
@@ -153,7 +219,12 @@ impl Table {
 
     /// Records a discovery datagram. Returns whether the peer is new (answer
     /// it at once) and the id of a dial loop to start, if it needs one.
-    pub(crate) fn heard(&mut self, s: &Sighting, now: Instant) -> (bool, Option<u64>) {
+    pub(crate) fn heard(
+        &mut self,
+        s: &Sighting,
+        now: Instant,
+        history: &History,
+    ) -> (bool, Option<u64>) {
         if *s.peer_id == *self.me {
             return (false, None);
         }
@@ -166,10 +237,12 @@ impl Table {
         } else {
             PeerKind::Go
         };
+        let from = s.addr.ip();
         let new = match self.peers.get_mut(s.peer_id.as_str()) {
             Some(p) if p.quit => return (false, None),
             Some(p) => {
                 p.last_seen = now;
+                p.heard_from = Some(from);
                 if p.link.is_none() {
                     // Linked peers change nick through their link only, so a
                     // late datagram cannot undo a change.
@@ -180,11 +253,17 @@ impl Table {
                 false
             }
             None => {
+                if self.unlinked_from(from) >= MAX_UNLINKED_PER_ADDRESS {
+                    tracing::debug!(%from, peer = s.peer_id, "ignored an announce: that address announces enough peers");
+                    return (false, None);
+                }
                 self.peers.insert(
                     Arc::from(s.peer_id.as_str()),
                     Peer {
                         nick: s.nick.clone(),
                         dial_addr: Some(s.addr),
+                        heard_from: Some(from),
+                        shown: false,
                         last_seen: now,
                         kind: Some(kind),
                         link: None,
@@ -192,10 +271,65 @@ impl Table {
                         quit: false,
                     },
                 );
+                self.trim_unlinked();
                 true
             }
         };
+        self.prove_by_address(&s.peer_id, from, history);
         (new, self.claim_dial(&s.peer_id))
+    }
+
+    /// Discovery heard `peer` from `from`: a link from there is its own.
+    fn prove_by_address(&mut self, peer: &str, from: IpAddr, history: &History) {
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        if let Some(link) = p.link.and_then(|l| self.links.get(&l))
+            && link.remote.ip() == from
+            && !link.stats.proven()
+        {
+            link.stats.prove();
+            show(peer, p, history);
+        }
+    }
+
+    /// A chat line arrived on `link`: a peer that talks is no squatter.
+    pub(crate) fn talked(&mut self, link: LinkId, history: &History) {
+        let Some(l) = self.links.get(&link) else {
+            return;
+        };
+        l.stats.prove();
+        if let Some(id) = &l.peer
+            && let Some(p) = self.peers.get_mut(id)
+            && p.link == Some(link)
+        {
+            show(id, p, history);
+        }
+    }
+
+    /// Unlinked peers discovery heard from `from`.
+    fn unlinked_from(&self, from: IpAddr) -> usize {
+        self.peers
+            .values()
+            .filter(|p| p.link.is_none() && p.heard_from == Some(from))
+            .count()
+    }
+
+    /// Forgets the longest-unheard unlinked peers beyond the bound.
+    fn trim_unlinked(&mut self) {
+        let unlinked = self.peers.values().filter(|p| p.link.is_none()).count();
+        for _ in MAX_UNLINKED..unlinked {
+            let oldest = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.link.is_none())
+                .min_by_key(|(_, p)| p.last_seen)
+                .map(|(id, _)| id.clone());
+            match oldest {
+                Some(id) => self.peers.remove(&id),
+                None => break,
+            };
+        }
     }
 
     /// A `leave` datagram proves nothing: anyone on the LAN can send one in
@@ -267,7 +401,7 @@ impl Table {
         now: Instant,
         history: &History,
     ) -> Result<LinkId, Refused> {
-        if self.links.len() >= MAX_LINKS {
+        if self.links.len() >= MAX_LINKS && !self.evict_idlest_unproven(None, history) {
             return Err(Refused::Full);
         }
         let id = LinkId(self.next_link);
@@ -281,6 +415,8 @@ impl Table {
                 remote: link.remote,
                 tx: link.tx,
                 close: link.close,
+                stats: link.stats,
+                heartbeat: link.heartbeat,
             },
         );
         match peer {
@@ -297,7 +433,8 @@ impl Table {
         }
     }
 
-    /// Files a link under its peer, enforcing one link per pair.
+    /// Files a link under its peer, enforcing one link per pair and the
+    /// bounds on accepted links (see [`super::admission`]).
     pub(crate) fn attach(
         &mut self,
         id: LinkId,
@@ -308,51 +445,134 @@ impl Table {
         if *who.id == *self.me {
             return Err(Refused::SelfLink);
         }
-        let Some(direction) = self.links.get(&id).map(|l| l.direction) else {
+        let Some(link) = self.links.get(&id) else {
             return Err(Refused::Duplicate);
         };
+        let (direction, remote, stats) = (link.direction, link.remote, link.stats.clone());
+        let existing = self.peers.get(&who.id);
+        if existing.is_some_and(|p| p.heard_from == Some(remote.ip())) {
+            stats.prove();
+        }
+        let old = existing.and_then(|p| p.link);
+        if let Some(old) = old.and_then(|o| self.links.get(&o)) {
+            let rank = |dir, proven| Contender {
+                canonical: canonical(&self.me, &who.id, dir),
+                proven,
+                dead: false,
+            };
+            let theirs = Contender {
+                dead: old.dead(),
+                ..rank(old.direction, old.stats.proven())
+            };
+            let same_host = old.remote.ip() == remote.ip();
+            if !new_link_wins(theirs, rank(direction, stats.proven()), same_host) {
+                return Err(if same_host {
+                    Refused::Duplicate
+                } else {
+                    Refused::Taken
+                });
+            }
+        } else if direction == LinkDirection::Accepted {
+            self.admit_accepted(id, remote.ip(), stats.proven(), history)?;
+        }
+        if let Some(old_link) = old.and_then(|o| self.links.remove(&o)) {
+            tracing::info!(peer = %who.id, old = ?old, new = %id, "link replaced");
+            old_link.close.cancel();
+        }
         let peer = self.peers.entry(who.id.clone()).or_insert_with(|| Peer {
             nick: who.nick.clone(),
             dial_addr: None,
+            heard_from: None,
+            shown: false,
             last_seen: now,
             kind: None,
             link: None,
             dialing: None,
             quit: false,
         });
-        if let Some(old) = peer.link {
-            let old_dir = self
-                .links
-                .get(&old)
-                .map_or(LinkDirection::Accepted, |l| l.direction);
-            if !new_link_wins(&self.me, &who.id, old_dir, direction) {
-                return Err(Refused::Duplicate);
-            }
-            if let Some(old_link) = self.links.remove(&old) {
-                tracing::info!(peer = %who.id, old = %old, new = %id, "link replaced");
-                old_link.close.cancel();
-            }
+        if peer.link.is_none() {
+            peer.nick.clone_from(&who.nick);
+            peer.shown = false;
         }
-        let was_connected = peer.link.is_some();
         peer.link = Some(id);
         peer.kind = Some(who.kind);
         peer.last_seen = now;
         peer.quit = false;
+        if peer.dial_addr.is_none() && direction == LinkDirection::Dialed {
+            peer.dial_addr = Some(remote);
+        }
+        // A p2pchatd peer is shown at once: it must keep heartbeating to
+        // stay, and a `--peer` that dials us has no announce to prove it.
+        // A Go-style link is shown once it proves itself, so a silent
+        // squatter leaves no trace.
+        if stats.proven() || who.kind == PeerKind::P2pchatd {
+            show(&who.id, peer, history);
+        }
         if let Some(link) = self.links.get_mut(&id) {
-            link.peer = Some(who.id.clone());
-            if peer.dial_addr.is_none() && direction == LinkDirection::Dialed {
-                peer.dial_addr = Some(link.remote);
+            link.peer = Some(who.id);
+        }
+        self.targets = None;
+        Ok(())
+    }
+
+    /// Room for a new accepted link from `from`: its address may hold only
+    /// so many, and unproven ones are fewer still; when all the unproven
+    /// room is taken, the idlest unproven link makes way.
+    fn admit_accepted(
+        &mut self,
+        id: LinkId,
+        from: IpAddr,
+        proven: bool,
+        history: &History,
+    ) -> Result<(), Refused> {
+        let others = || {
+            self.links
+                .iter()
+                .filter(move |(l, link)| **l != id && link.peer.is_some())
+                .map(|(_, link)| link)
+        };
+        let accepted = |link: &&Link| link.direction == LinkDirection::Accepted;
+        let here = |link: &&Link| link.remote.ip() == from;
+        if others().filter(accepted).filter(here).count() >= MAX_ACCEPTED_PER_ADDRESS {
+            return Err(Refused::TooManyFrom(from));
+        }
+        if proven {
+            return Ok(());
+        }
+        if others().filter(|l| l.unproven()).filter(here).count() >= MAX_UNPROVEN_PER_ADDRESS {
+            return Err(Refused::TooManyFrom(from));
+        }
+        if others().filter(|l| l.unproven()).count() >= MAX_UNPROVEN {
+            self.evict_idlest_unproven(Some(id), history);
+        }
+        Ok(())
+    }
+
+    /// Drops the unproven link that has been silent longest (never
+    /// `keep`). False when there is none.
+    fn evict_idlest_unproven(&mut self, keep: Option<LinkId>, history: &History) -> bool {
+        let idlest = self
+            .links
+            .iter()
+            .filter(|(l, link)| Some(**l) != keep && link.unproven())
+            .max_by_key(|(_, link)| link.stats.silent_for())
+            .map(|(l, _)| *l);
+        let Some(id) = idlest else {
+            return false;
+        };
+        if let Some(link) = self.links.remove(&id) {
+            tracing::info!(link = %id, remote = %link.remote, "evicted an idle unproven link to make room");
+            link.close.cancel();
+            if let Some(who) = link.peer
+                && let Some(p) = self.peers.get_mut(&who)
+                && p.link == Some(id)
+            {
+                p.link = None;
+                leave(&who, p, "evicted", history);
             }
         }
         self.targets = None;
-        if !was_connected {
-            peer.nick.clone_from(&who.nick);
-            history.append(EventBody::Join {
-                peer_id: who.id.to_string(),
-                nick: who.nick,
-            });
-        }
-        Ok(())
+        true
     }
 
     /// A link ended. Returns its peer when that peer now has no link.
@@ -373,12 +593,10 @@ impl Table {
         peer.link = None;
         peer.last_seen = now;
         if !peer.quit {
-            history.append(EventBody::Leave {
-                peer_id: who.to_string(),
-                nick: peer.nick.clone(),
-                reason: Some(reason.to_owned()),
-            });
+            leave(&who, peer, reason, history);
         }
+        peer.shown = false;
+        self.trim_unlinked();
         Some(who)
     }
 
@@ -394,11 +612,7 @@ impl Table {
         peer.quit = true;
         if let Some(link) = peer.link.and_then(|l| self.links.get(&l)) {
             link.close.cancel();
-            history.append(EventBody::Leave {
-                peer_id: id.to_owned(),
-                nick: peer.nick.clone(),
-                reason: Some("quit".to_owned()),
-            });
+            leave(id, peer, "quit", history);
         }
     }
 
@@ -409,6 +623,9 @@ impl Table {
             return None;
         }
         let old = std::mem::replace(&mut peer.nick, new.to_owned());
+        if !peer.shown {
+            return None;
+        }
         history.append(EventBody::Nick {
             peer_id: id.to_owned(),
             old: old.clone(),
@@ -421,6 +638,10 @@ impl Table {
     pub(crate) fn expire(&mut self, now: Instant, expiry: Duration) {
         self.peers
             .retain(|_, p| p.link.is_some() || now.duration_since(p.last_seen) < expiry);
+        // A flood of announces grew the table; give the memory back.
+        if self.peers.capacity() > 4 * self.peers.len().max(16) {
+            self.peers.shrink_to_fit();
+        }
     }
 
     /// The senders our own lines go to: every link but replaced ones.
@@ -451,24 +672,23 @@ impl Table {
     }
 
     pub(crate) fn connected(&self) -> usize {
-        self.peers.values().filter(|p| p.link.is_some()).count()
-    }
-
-    /// Peers known, not counting those that said goodbye.
-    pub(crate) fn known(&self) -> usize {
         self.peers
             .values()
-            .filter(|p| !p.quit || p.link.is_some())
+            .filter(|p| p.link.is_some() && p.shown)
             .count()
+    }
+
+    /// Peers known, not counting those that said goodbye, nor a link's
+    /// claimed peer before it proved itself.
+    pub(crate) fn known(&self) -> usize {
+        self.peers.values().filter(|p| listed(p)).count()
     }
 
     pub(crate) fn peers(&self, now: Instant) -> Vec<PeerInfo> {
         let mut out: Vec<PeerInfo> = self
             .peers
             .iter()
-            // Peers that said goodbye are kept only to ignore their late
-            // announces; they are not shown.
-            .filter(|(_, p)| !p.quit || p.link.is_some())
+            .filter(|(_, p)| listed(p))
             .map(|(id, p)| {
                 let link = p.link.and_then(|l| self.links.get(&l));
                 PeerInfo {
@@ -500,30 +720,24 @@ mod tests {
     use LinkDirection::{Accepted, Dialed};
 
     #[test]
-    fn the_smaller_ids_dial_wins_else_the_newer() {
-        // me = "b"; peer "a" is smaller, so the canonical link is the one
-        // "a" dialed, which we accepted.
-        assert!(!new_link_wins("b", "a", Accepted, Dialed));
-        assert!(new_link_wins("b", "a", Dialed, Accepted));
-        assert!(new_link_wins("b", "a", Accepted, Accepted));
-        assert!(new_link_wins("b", "a", Dialed, Dialed));
-        // me = "a", peer "b": our dial is canonical.
-        assert!(new_link_wins("a", "b", Accepted, Dialed));
-        assert!(!new_link_wins("a", "b", Dialed, Accepted));
-        // Both ends agree on the survivor of two simultaneous links.
-        for (old_a, new_a) in [(Dialed, Accepted), (Accepted, Dialed)] {
-            let flip = |d| if d == Dialed { Accepted } else { Dialed };
-            // The same physical links seen from "b": directions flip.
-            let a_keeps_new = new_link_wins("a", "b", old_a, new_a);
-            let b_keeps_new = new_link_wins("b", "a", flip(old_a), flip(new_a));
-            assert_eq!(a_keeps_new, b_keeps_new);
+    fn the_smaller_ids_dial_is_canonical_at_both_ends() {
+        // me = "b"; peer "a" is smaller: canonical is the link "a" dialed.
+        assert!(canonical("b", "a", Accepted));
+        assert!(!canonical("b", "a", Dialed));
+        assert!(canonical("a", "b", Dialed));
+        // One physical link seen from both ends: directions flip, and both
+        // ends agree whether it is the canonical one.
+        let flip = |d| if d == Dialed { Accepted } else { Dialed };
+        for dir in [Dialed, Accepted] {
+            assert_eq!(canonical("a", "b", dir), canonical("b", "a", flip(dir)));
         }
     }
 
-    fn link(
+    fn link_as(
         table: &mut Table,
         dir: LinkDirection,
         peer: Option<&str>,
+        kind: PeerKind,
         h: &History,
     ) -> (
         Result<LinkId, Refused>,
@@ -539,15 +753,30 @@ mod tests {
                 peer: peer.map(|p| PeerIdentity {
                     id: p.into(),
                     nick: format!("nick-{p}"),
-                    kind: PeerKind::P2pchatd,
+                    kind,
                 }),
                 tx,
                 close: close.clone(),
+                stats: Arc::new(LinkStats::new(dir == Dialed)),
+                heartbeat: Some(Duration::from_secs(2)),
             },
             Instant::now(),
             h,
         );
         (r, close, rx)
+    }
+
+    fn link(
+        table: &mut Table,
+        dir: LinkDirection,
+        peer: Option<&str>,
+        h: &History,
+    ) -> (
+        Result<LinkId, Refused>,
+        CancellationToken,
+        mpsc::Receiver<Bytes>,
+    ) {
+        link_as(table, dir, peer, PeerKind::P2pchatd, h)
     }
 
     fn kinds(h: &History) -> Vec<String> {
@@ -603,20 +832,20 @@ mod tests {
             alive,
             p2pchatd: true,
         };
-        assert_eq!(t.heard(&s("z", true), now), (true, Some(1)));
+        assert_eq!(t.heard(&s("z", true), now, &h), (true, Some(1)));
         assert_eq!(
-            t.heard(&s("z", true), now),
+            t.heard(&s("z", true), now, &h),
             (false, None),
             "already dialing"
         );
-        assert_eq!(t.heard(&s("a", true), now), (true, None), "a dials us");
-        assert_eq!(t.heard(&s("m", true), now), (false, None), "ourselves");
+        assert_eq!(t.heard(&s("a", true), now, &h), (true, None), "a dials us");
+        assert_eq!(t.heard(&s("m", true), now, &h), (false, None), "ourselves");
         let plan = t.dial_plan("z", 1).unwrap();
         assert_eq!((plan.nick.as_str(), plan.p2pchatd), ("z", true));
         assert_eq!(t.dial_plan("z", 7), None, "not this loop's peer");
         let (l, c, _r) = link(&mut t, Dialed, Some("z"), &h);
         assert_eq!(t.dial_plan("z", 1), None, "linked: the dialer stops");
-        t.heard(&s("z", false), now);
+        t.heard(&s("z", false), now, &h);
         assert!(
             t.is_linked("z") && !c.is_cancelled(),
             "a datagram never ends a link"
@@ -625,7 +854,7 @@ mod tests {
         assert_eq!(t.closed(l.unwrap(), "eof", now, &h).as_deref(), Some("z"));
         assert_eq!(kinds(&h), vec!["join", "leave"], "one leave, the quit");
         assert_eq!(
-            t.heard(&s("z", true), now),
+            t.heard(&s("z", true), now, &h),
             (false, None),
             "a late announce"
         );
@@ -635,6 +864,7 @@ mod tests {
 
     #[test]
     fn a_leave_datagram_forgets_only_a_peer_nobody_links_or_dials() {
+        let h = History::new(10);
         let mut t = Table::new("m".into());
         let now = Instant::now();
         let s = |id: &str, alive| Sighting {
@@ -645,24 +875,71 @@ mod tests {
             p2pchatd: true,
         };
         // "z" is ours to dial: a leave does not stop the dial.
-        assert_eq!(t.heard(&s("z", true), now), (true, Some(1)));
-        t.heard(&s("z", false), now);
+        assert_eq!(t.heard(&s("z", true), now, &h), (true, Some(1)));
+        t.heard(&s("z", false), now, &h);
         assert!(t.dial_plan("z", 1).is_some(), "still dialed");
         // "a" dials us: unlinked and not dialed, so it is forgotten, and
         // its next announce makes it new again.
-        assert_eq!(t.heard(&s("a", true), now), (true, None));
-        t.heard(&s("a", false), now);
+        assert_eq!(t.heard(&s("a", true), now, &h), (true, None));
+        t.heard(&s("a", false), now, &h);
         assert_eq!(t.known(), 1);
-        assert_eq!(t.heard(&s("a", true), now), (true, None));
+        assert_eq!(t.heard(&s("a", true), now, &h), (true, None));
     }
 
     #[test]
     fn renames_once() {
         let h = History::new(10);
         let mut t = Table::new("m".into());
-        let _l = link(&mut t, Accepted, Some("a"), &h);
-        assert_eq!(t.renamed("a", "amy", &h).as_deref(), Some("nick-a"));
-        assert_eq!(t.renamed("a", "amy", &h), None);
+        let _l = link(&mut t, Dialed, Some("z"), &h);
+        assert_eq!(t.renamed("z", "zoe", &h).as_deref(), Some("nick-z"));
+        assert_eq!(t.renamed("z", "zoe", &h), None);
         assert_eq!(kinds(&h), vec!["join", "nick"]);
+    }
+
+    #[test]
+    fn an_unproven_go_link_is_shown_once_it_proves_itself() {
+        let h = History::new(10);
+        let mut t = Table::new("m".into());
+        let (l, _c, _r) = link_as(&mut t, Accepted, Some("a"), PeerKind::Go, &h);
+        let l = l.unwrap();
+        assert!(t.renamed("a", "amy", &h).is_none());
+        assert_eq!(kinds(&h), Vec::<String>::new(), "no trace yet");
+        t.talked(l, &h);
+        assert_eq!(kinds(&h), vec!["join"]);
+        t.talked(l, &h);
+        t.closed(l, "eof", Instant::now(), &h);
+        assert_eq!(kinds(&h), vec!["join", "leave"]);
+        // One that never proves itself comes and goes unseen.
+        let (l, _c, _r) = link_as(&mut t, Accepted, Some("b"), PeerKind::Go, &h);
+        t.closed(l.unwrap(), "eof", Instant::now(), &h);
+        assert_eq!(kinds(&h), vec!["join", "leave"]);
+    }
+
+    #[test]
+    fn announces_from_one_address_fill_only_its_share() {
+        let h = History::new(10);
+        let mut t = Table::new("m".into());
+        let now = Instant::now();
+        let from = |ip: &str, n: usize| Sighting {
+            peer_id: format!("p{ip}_{n}"),
+            nick: "x".into(),
+            addr: format!("{ip}:9").parse().unwrap(),
+            alive: true,
+            p2pchatd: true,
+        };
+        for n in 0..1000 {
+            t.heard(&from("10.0.0.9", n), now, &h);
+        }
+        assert_eq!(t.known(), MAX_UNLINKED_PER_ADDRESS);
+        // Another address is heard all the same.
+        assert!(t.heard(&from("10.0.0.1", 0), now, &h).0);
+        // And many addresses together stay within the bound.
+        for n in 0..1000 {
+            t.heard(&from(&format!("10.1.{}.{}", n / 250, n % 250), n), now, &h);
+        }
+        assert_eq!(t.known(), MAX_UNLINKED);
+        t.expire(now + Duration::from_secs(31), Duration::from_secs(30));
+        assert_eq!(t.known(), 0);
+        assert!(t.peers.capacity() < 64, "memory given back");
     }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use shared::discovery::DatagramType;
+use testkit::lan::{Forger, loopback};
 use testkit::*;
 
 const T: Duration = Duration::from_secs(10);
@@ -175,7 +177,14 @@ async fn a_peer_that_stops_reading_is_dropped_without_stalling_the_others() {
     wait_full_mesh(&[&a, &b], T).await;
     let port = a.status().await.port;
 
-    // A Go-like peer links with a tiny receive buffer and never reads.
+    // A Go-like peer announces, then links with a tiny receive buffer and
+    // never reads.
+    Forger::new(net.group, loopback(1)).send(DatagramType::Announce, "aaa_1", 1, false);
+    wait_until("the stuck peer to be heard", T, || async {
+        let p = a.try_peers().await.ok()?;
+        p.iter().any(|p| p.peer_id == "aaa_1").then_some(())
+    })
+    .await;
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     let mut stuck = sock.connect(([127, 0, 0, 1], port).into()).await.unwrap();
