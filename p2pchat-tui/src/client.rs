@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use shared::api::{Call, RpcError, ServerMessage, decode_server_message};
 use shared::event::Event;
 use shared::limits::MAX_RESPONSE_LINE;
 use shared::line::LineReader;
+use shared::paths::check_socket_folder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -30,6 +32,9 @@ const EVENT_QUEUE: usize = 1024;
 pub enum ClientError {
     #[error("p2pchatd is not running (socket {})", .0.display())]
     NotRunning(PathBuf),
+    /// Someone else may own what answers on the socket: nothing was sent.
+    #[error("refusing socket {}: {why}", .socket.display())]
+    Untrusted { socket: PathBuf, why: String },
     #[error("{}", .0.message)]
     Rpc(RpcError),
     #[error("connection to p2pchatd lost")]
@@ -75,7 +80,26 @@ impl Pending {
 
 impl Client {
     /// Connects; a missing or dead socket is [`ClientError::NotRunning`].
+    /// Nothing is sent unless the socket's folder is ours alone and the
+    /// daemon on it runs as us: another user could have put a socket of
+    /// theirs where ours should be ([`ClientError::Untrusted`]).
     pub async fn connect(path: &Path) -> Result<Self, ClientError> {
+        let me = nix::unistd::geteuid().as_raw();
+        let untrusted = |why: String| ClientError::Untrusted {
+            socket: path.to_owned(),
+            why,
+        };
+        let folder = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        match std::fs::metadata(folder) {
+            Ok(m) => check_socket_folder(folder, m.uid(), m.mode(), me)
+                .map_err(|why| untrusted(why.to_string()))?,
+            // No folder, no daemon: connecting says so.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
         let name = path.to_fs_name::<GenericFilePath>()?;
         let stream = match Stream::connect(name).await {
             Ok(s) => Arc::new(s),
@@ -89,6 +113,15 @@ impl Client {
             }
             Err(e) => return Err(e.into()),
         };
+        match stream.peer_creds().map(|c| c.euid()) {
+            Ok(Some(uid)) if uid == me => {}
+            Ok(Some(uid)) => {
+                return Err(untrusted(format!(
+                    "the daemon on it runs as uid {uid}, not as you (uid {me})"
+                )));
+            }
+            _ => return Err(untrusted("cannot tell who runs the daemon on it".into())),
+        }
         let pending: Arc<Mutex<HashMap<u64, Waiter>>> = Arc::default();
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let reader = tokio::spawn(read_loop(stream.clone(), pending.clone(), tx));

@@ -19,6 +19,7 @@ use std::time::Instant;
 use interprocess::local_socket::tokio::{Listener, prelude::*};
 use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
+use shared::paths::{UntrustedFolder, check_socket_folder};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -38,6 +39,11 @@ pub enum ApiBindError {
     AlreadyRunning(PathBuf),
     #[error("socket folder {}: {reason}", .path.display())]
     Folder { path: PathBuf, reason: String },
+    #[error("refusing socket {}: {why}; remove that folder or choose another --socket", .socket.display())]
+    Untrusted {
+        socket: PathBuf,
+        why: UntrustedFolder,
+    },
     #[error("{what} {}", .path.display())]
     Io {
         what: &'static str,
@@ -97,7 +103,7 @@ pub(crate) fn bind(
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    prepare_folder(dir, own_folder)?;
+    prepare_folder(socket, dir, own_folder)?;
     let pidfile = pidfile_for(socket);
     let lock = OpenOptions::new()
         .create(true)
@@ -147,7 +153,7 @@ fn write_pid(mut f: &File) -> io::Result<()> {
     f.sync_data()
 }
 
-fn prepare_folder(dir: &Path, own_folder: bool) -> Result<(), ApiBindError> {
+fn prepare_folder(socket: &Path, dir: &Path, own_folder: bool) -> Result<(), ApiBindError> {
     match fs::metadata(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => DirBuilder::new()
             .recursive(true)
@@ -159,22 +165,26 @@ fn prepare_folder(dir: &Path, own_folder: bool) -> Result<(), ApiBindError> {
             path: dir.to_owned(),
             reason: "not a folder".into(),
         }),
-        Ok(m) if own_folder => {
-            let me = nix::unistd::geteuid().as_raw();
-            if m.uid() != me {
-                return Err(ApiBindError::Folder {
-                    path: dir.to_owned(),
-                    reason: format!("owned by uid {}, not by us ({me})", m.uid()),
-                });
-            }
-            if m.mode() & 0o777 != 0o700 {
+        Ok(m) => {
+            // Our own folder (the default) is made 0700; any other must
+            // already be ours alone, as clients check too.
+            let mode = if own_folder && m.uid() == me() && m.mode() & 0o777 != 0o700 {
                 fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
                     .map_err(io_err("cannot set mode 0700 on", dir))?;
-            }
-            Ok(())
+                0o700
+            } else {
+                m.mode()
+            };
+            check_socket_folder(dir, m.uid(), mode, me()).map_err(|why| ApiBindError::Untrusted {
+                socket: socket.to_owned(),
+                why,
+            })
         }
-        Ok(_) => Ok(()),
     }
+}
+
+fn me() -> u32 {
+    nix::unistd::geteuid().as_raw()
 }
 
 /// What the API serves from; shared by all connections.
@@ -208,9 +218,8 @@ pub(crate) async fn serve(listener: Listener, ctx: Arc<ApiContext>, cancel: Canc
                 }
             },
         };
-        let me = nix::unistd::geteuid().as_raw();
         match stream.peer_creds().map(|c| c.euid()) {
-            Ok(Some(uid)) if uid == me => {}
+            Ok(Some(uid)) if uid == me() => {}
             other => {
                 warn!(peer = ?other, "refused a client of another user");
                 continue;

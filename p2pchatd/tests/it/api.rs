@@ -347,3 +347,103 @@ async fn the_socket_is_private_single_instance_and_reclaimed_after_a_crash() {
     assert_eq!(b.status().await.nick, "alice");
     assert_eq!(mode_of(&b.socket), 0o600);
 }
+
+/// Another local user who made the socket folder first once received the
+/// victim's `say` while `say` exited 0. Now neither end uses a folder that
+/// is not the user's alone, and the client sends nothing to a daemon that
+/// runs as someone else. Playing the other user needs root (chown).
+#[tokio::test]
+async fn a_socket_another_user_could_own_is_refused_by_both_ends() {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: playing another user needs root");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let net = TestNet::new();
+    // The daemon refuses a folder another user owns, and one others may
+    // write in, and names the fix.
+    let theirs = net.dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    chown(&theirs, Some(NOBODY), Some(NOBODY)).unwrap();
+    let open = net.dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for (folder, why) in [
+        (&theirs, "belongs to uid 65534"),
+        (&open, "others may write"),
+    ] {
+        let socket = folder.join("p2pchatd.sock");
+        let out = std::process::Command::new(daemon_bin())
+            .args(net.loopback_args())
+            .args(["--nick", "victim", "--socket"])
+            .arg(&socket)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&socket.display().to_string()) && stderr.contains(why),
+            "{stderr}"
+        );
+    }
+
+    // A squatter listens in a folder of its own; the victim's client
+    // refuses it, says why, and sends nothing.
+    let squat = |folder: &std::path::Path| {
+        let socket = folder.join("p2pchatd.sock");
+        let l = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        (socket, l)
+    };
+    let heard = |l: &std::os::unix::net::UnixListener| -> usize {
+        let mut n = 0;
+        while let Ok((mut s, _)) = l.accept() {
+            s.set_nonblocking(true).unwrap();
+            let mut buf = [0u8; 4096];
+            while let Ok(k) = std::io::Read::read(&mut s, &mut buf) {
+                if k == 0 {
+                    break;
+                }
+                n += k;
+            }
+        }
+        n
+    };
+    let say_as = |uid: u32, socket: &std::path::Path| {
+        let mut cmd = std::process::Command::new(client_bin());
+        cmd.arg("--socket").arg(socket).args(["say", "a secret"]);
+        if uid != 0 {
+            cmd.uid(uid).gid(uid);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Its folder belongs to someone else (root here, the victim nobody).
+    let (socket, l) = squat(&theirs);
+    let (code, stderr) = say_as(0, &socket);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("belongs to uid 65534, not to you"),
+        "{stderr}"
+    );
+    assert_eq!(heard(&l), 0, "the squatter heard something");
+    // The victim's own folder, but the daemon on it is someone else.
+    let victims = net.dir.path().join("victims");
+    std::fs::create_dir(&victims).unwrap();
+    let (socket, l) = squat(&victims);
+    chown(&victims, Some(NOBODY), Some(NOBODY)).unwrap();
+    let (code, stderr) = say_as(NOBODY, &socket);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("runs as uid 0, not as you (uid 65534)"),
+        "{stderr}"
+    );
+    assert_eq!(heard(&l), 0, "the squatter heard something");
+    eprintln!("both ends refused a socket another user could own; 0 bytes reached the squatter");
+}
