@@ -233,3 +233,33 @@ async fn a_stopped_peer_keeps_what_arrived_while_it_slept() {
     .await;
     eprintln!("{kept} of 30 lines that arrived while stopped were kept");
 }
+
+/// A peer flooding 100k lines/s once pushed everyone else's lines out of
+/// the held history (37 of 123 left). Now a flood thins only itself.
+#[tokio::test]
+async fn a_flood_leaves_everyone_elses_lines_in_the_history() {
+    let net = TestNet::new();
+    let [a, b, c] = net.linked(["alice", "bob", "carol"]).await;
+    let mut at_b = b.subscribe(None).await;
+    say_many(&a, "alice says", 50).await;
+    let flood = 5_000;
+    say_many(&c, "flood", flood).await;
+    all_arrive(&mut at_b, "", "flood", flood).await;
+    let h: shared::api::HistoryResult = b
+        .client()
+        .await
+        .call(&Call::History(shared::api::HistoryParams {
+            limit: Some(1000),
+            before: None,
+        }))
+        .await
+        .unwrap();
+    let kept = h
+        .events
+        .iter()
+        .filter(|e| text(e).starts_with("alice says"))
+        .count();
+    assert_eq!(kept, 50, "of alice's 50 lines after {flood} from carol");
+    assert_eq!(h.events.len(), 1000, "the history is full");
+    eprintln!("{kept} of 50 of alice's lines still held after {flood} from carol");
+}

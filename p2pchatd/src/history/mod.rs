@@ -6,16 +6,22 @@
 //! again. The ring is also every subscriber's queue: a subscriber is only a
 //! cursor into it, so a client that stops reading costs no memory; when the
 //! events it has not read are evicted it gets a `gap` and skips to the live
-//! edge (DESIGN §3).
+//! edge (DESIGN §3). What `history` pages through is kept apart, in
+//! [`held`]: the same events, shared, but thinned fairly when one author
+//! floods.
+
+mod held;
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::Utc;
 use shared::api::encode_event_notification;
 use shared::event::{Event, EventBody};
 use tokio::sync::watch;
+
+use held::Held;
 
 /// Subscribers may fall this far behind even when `--history` is smaller:
 /// a burst must not gap a healthy client that was descheduled for a moment
@@ -27,19 +33,24 @@ pub(crate) const MIN_RING: usize = 8192;
 /// the Go peer remembers 1,000.
 const SEEN_IDS: usize = 16 * 1024;
 
-/// One held event.
+/// One event in the ring.
 #[derive(Debug)]
 struct Stored {
     cursor: u64,
-    json: Box<str>,
+    json: Arc<str>,
 }
 
 #[derive(Debug)]
 struct Ring {
+    /// Every subscriber's queue: the newest events, contiguous cursors.
     events: VecDeque<Stored>,
-    /// How many events `history` and `subscribe {since}` see.
+    /// How many of the newest events `subscribe {since}` replays.
     held: usize,
     capacity: usize,
+    /// What `history` pages through: fair to each author.
+    window: Held,
+    /// Keys authors for `window`.
+    authors: RandomState,
     next_cursor: u64,
     seen: SeenIds,
 }
@@ -78,6 +89,8 @@ impl History {
                 events: VecDeque::new(),
                 held,
                 capacity,
+                window: Held::new(held),
+                authors: RandomState::new(),
                 next_cursor: 1,
                 seen: SeenIds::new(SEEN_IDS),
             }),
@@ -142,7 +155,7 @@ impl History {
     /// (held events, how many may be held).
     pub(crate) fn stats(&self) -> (usize, usize) {
         let ring = self.lock();
-        (ring.events.len().min(ring.held), ring.held)
+        (ring.window.len(), ring.window.capacity())
     }
 
     pub(crate) fn newest_cursor(&self) -> u64 {
@@ -152,23 +165,7 @@ impl History {
     /// Writes the JSON array of the newest `limit` held events with a cursor
     /// below `before`, oldest first, into `out`.
     pub(crate) fn page_json(&self, limit: usize, before: Option<u64>, out: &mut Vec<u8>) {
-        let ring = self.lock();
-        let held = ring.held_range();
-        let first = ring.first_cursor();
-        let end = before
-            .map_or(held.end, |b| {
-                usize::try_from(b.saturating_sub(first)).map_or(held.end, |i| i.min(held.end))
-            })
-            .max(held.start);
-        let start = end.saturating_sub(limit).max(held.start);
-        out.push(b'[');
-        for (n, e) in ring.events.range(start..end).enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(e.json.as_bytes());
-        }
-        out.push(b']');
+        self.lock().window.page(limit, before, out);
     }
 
     /// Starts a subscription: live events only, or with `since` every held
@@ -262,14 +259,13 @@ impl Ring {
             body,
         };
         // An event of strings and numbers always encodes.
-        let json = serde_json::to_string(&event).unwrap_or_default();
+        let json: Arc<str> = serde_json::to_string(&event).unwrap_or_default().into();
         if self.events.len() == self.capacity {
             self.events.pop_front();
         }
-        self.events.push_back(Stored {
-            cursor,
-            json: json.into_boxed_str(),
-        });
+        let author = author_of(&event.body).map_or(0, |id| self.authors.hash_one(id));
+        self.window.push(cursor, author, json.clone());
+        self.events.push_back(Stored { cursor, json });
         cursor
     }
 
@@ -286,6 +282,17 @@ impl Ring {
     /// The part of the ring that counts as held history.
     fn held_range(&self) -> std::ops::Range<usize> {
         self.events.len().saturating_sub(self.held)..self.events.len()
+    }
+}
+
+/// Who an event is about, for fairness in the held history.
+fn author_of(body: &EventBody) -> Option<&str> {
+    match body {
+        EventBody::Message { peer_id, .. }
+        | EventBody::Join { peer_id, .. }
+        | EventBody::Leave { peer_id, .. }
+        | EventBody::Nick { peer_id, .. } => Some(peer_id),
+        EventBody::Gap { .. } | EventBody::Other { .. } => None,
     }
 }
 
