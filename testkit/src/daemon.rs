@@ -156,6 +156,24 @@ impl TestNet {
 
     /// Starts a daemon with extra environment, without waiting for it.
     pub fn spawn_with_env(&self, nick: &str, extra: &[&str], env: &[(&str, &OsStr)]) -> Daemon {
+        self.spawn_as(nick, extra, env, None)
+    }
+
+    /// Starts a daemon that may open at most `files` descriptors (as a
+    /// user service may), and waits until it answers.
+    pub async fn daemon_with_file_limit(&self, nick: &str, files: u32) -> Daemon {
+        let d = self.spawn_as(nick, &[], &[], Some(files));
+        d.wait_ready().await;
+        d
+    }
+
+    fn spawn_as(
+        &self,
+        nick: &str,
+        extra: &[&str],
+        env: &[(&str, &OsStr)],
+        file_limit: Option<u32>,
+    ) -> Daemon {
         let socket = self.socket_for(nick);
         let log = self.dir.path().join(format!("{nick}.log"));
         let mut args = self.loopback_args();
@@ -167,7 +185,19 @@ impl TestNet {
         args.push(socket.display().to_string());
         args.extend(["--log-level".into(), self.log_level.into()]);
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new(daemon_bin())
+        // The limit is set by the shell that then becomes the daemon (exec),
+        // so the pid is the daemon's.
+        let mut cmd = match file_limit {
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(daemon_bin());
+                c
+            }
+            None => Command::new(daemon_bin()),
+        };
+        let child = cmd
             .args(&args)
             .env_remove("P2PCHAT_SOCKET")
             .env_remove("NOTIFY_SOCKET")

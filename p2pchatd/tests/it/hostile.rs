@@ -263,3 +263,107 @@ async fn a_flood_leaves_everyone_elses_lines_in_the_history() {
     assert_eq!(h.events.len(), 1000, "the history is full");
     eprintln!("{kept} of 50 of alice's lines still held after {flood} from carol");
 }
+
+/// Asks the daemon at `socket` for its status every 50 ms on a thread of
+/// its own until `stop`; returns the slowest answer.
+fn probe_api(
+    socket: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Duration> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut worst = Duration::ZERO;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = std::time::Instant::now();
+                let answered = tokio::time::timeout(T, async {
+                    let c = p2pchat_tui::client::Client::connect(&socket).await.ok()?;
+                    c.call::<shared::api::StatusInfo>(&Call::Status).await.ok()
+                })
+                .await;
+                assert!(matches!(answered, Ok(Some(_))), "an API call failed");
+                worst = worst.max(t.elapsed());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            worst
+        })
+    })
+}
+
+/// What the probe found, all at once, against a daemon with the open-file
+/// limit of a user service: 10,000 forged announces with fresh ids from 100
+/// addresses, pointing at a port that never answers, and 1,000 hostile
+/// connections (idle, Go-style joins, claims on the announced ids). Once,
+/// 2,000 announces used up the descriptors and API calls timed out.
+#[tokio::test]
+async fn a_flood_of_announces_and_connections_locks_nobody_out() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let net = TestNet::new();
+    let zed = net.daemon_with_file_limit("zed", 1024).await;
+    let pid = u32::try_from(zed.pid().as_raw()).unwrap();
+    let to = ([127, 0, 0, 1], zed.status().await.port).into();
+    // A port that takes connections and never answers them.
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole = blackhole.local_addr().unwrap().port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let probe = probe_api(zed.socket.clone(), stop.clone());
+
+    let announces = 10_000;
+    let flood = async {
+        let forgers: Vec<Forger> = (0..100u8)
+            .map(|i| Forger::new(net.group, loopback(100 + i)))
+            .collect();
+        for i in 0..announces {
+            forgers[i % 100].send(DatagramType::Announce, &format!("a{i:05}_1"), hole, true);
+            if i % 200 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    let crowd = async {
+        let mut held = Vec::new();
+        for i in 0..1000u32 {
+            let from = loopback(10 + u8::try_from(i % 4).unwrap());
+            let connect = connect_from(from, to);
+            let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_millis(200), connect).await else {
+                continue;
+            };
+            let first = match i % 3 {
+                0 => String::new(),
+                1 => line("join", &format!("sq{i}_1"), "joined", false),
+                _ => line("join", &format!("a{i:05}_1"), "joined", true),
+            };
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut s, first.as_bytes()).await;
+            held.push(s);
+        }
+        held
+    };
+    let ((), held) = tokio::join!(flood, crowd);
+    let fds = procfs::open_fds(pid);
+
+    let started = std::time::Instant::now();
+    let amy = net.daemon("amy").await;
+    let amy_id = amy.status().await.peer_id;
+    wait_until("amy to link with zed", Duration::from_secs(5), || async {
+        let p = zed.try_peers().await.ok()?;
+        p.iter()
+            .any(|p| p.peer_id == amy_id && p.connected)
+            .then_some(())
+    })
+    .await;
+    let joined = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let worst = probe.join().unwrap();
+    assert!(worst < Duration::from_secs(1), "an API call took {worst:?}");
+    assert!(fds < 1000, "zed held {fds} descriptors");
+    eprintln!(
+        "under {} hostile connections and {announces} forged announces a new peer linked in {joined:?}; \
+         the slowest API answer took {worst:?}; zed held {fds} of its 1,024 descriptors",
+        held.len()
+    );
+    drop(blackhole);
+}
