@@ -310,6 +310,53 @@ impl Daemon {
     }
 }
 
+/// Asks a daemon for its status every 50 ms, on a thread and runtime of
+/// its own (so a busy test does not slow it), until finished.
+pub struct ApiProbe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Duration>,
+}
+
+impl ApiProbe {
+    pub fn start(socket: &Path) -> Self {
+        use std::sync::atomic::Ordering;
+        let socket = socket.to_owned();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let mut worst = Duration::ZERO;
+                while !stopped.load(Ordering::Relaxed) {
+                    let t = std::time::Instant::now();
+                    let answered = tokio::time::timeout(START_WAIT, async {
+                        let c = Client::connect(&socket).await.ok()?;
+                        c.call::<StatusInfo>(&Call::Status).await.ok()
+                    })
+                    .await;
+                    assert!(matches!(answered, Ok(Some(_))), "an API call failed");
+                    worst = worst.max(t.elapsed());
+                    tokio::time::sleep(PROBE_EVERY).await;
+                }
+                worst
+            })
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops probing; returns the slowest answer.
+    pub fn finish(self) -> Duration {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the probe thread")
+    }
+}
+
+/// How often [`ApiProbe`] asks.
+const PROBE_EVERY: Duration = Duration::from_millis(50);
+
 /// Kills a background daemon by its pidfile if a test leaves it running.
 pub struct Reaper(pub PathBuf);
 

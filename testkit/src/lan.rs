@@ -63,3 +63,68 @@ pub async fn connect_from(from: Ipv4Addr, to: SocketAddr) -> io::Result<TcpStrea
     let s = tokio::net::TcpSocket::from_std_stream(s.into());
     s.connect(to).await
 }
+
+/// A chat-wire line in `sender`'s name, as anyone could send it; with our
+/// metadata when `p2pchatd`.
+pub fn forged_line(kind: &str, sender: &str, content: &str, p2pchatd: bool) -> String {
+    let meta = if p2pchatd {
+        r#","metadata":{"proto":"p2pchatd/1","caps":["heartbeat"],"heartbeat_ms":2000}"#
+    } else {
+        ""
+    };
+    format!(
+        r#"{{"id":"{:016x}","type":"{kind}","sender_id":"{sender}","username":"mallory","content":"{content}","sequence":0,"room_id":"general"{meta}}}"#,
+        fastrand::u64(..)
+    ) + "\n"
+}
+
+/// The id of the `i`th forged peer: `a00000_1` and on, smaller than any
+/// nick's id, so a daemon is the one to dial them.
+pub fn forged_id(i: usize) -> String {
+    format!("a{i:05}_1")
+}
+
+/// `n` announces with fresh ids ([`forged_id`]) from 100 addresses
+/// (127.0.0.100 and up), all pointing at `port`.
+pub async fn announce_flood(group: SocketAddrV4, n: usize, port: u16) {
+    let forgers: Vec<Forger> = (0..100u8)
+        .map(|i| Forger::new(group, loopback(100 + i)))
+        .collect();
+    for i in 0..n {
+        forgers[i % forgers.len()].send(DatagramType::Announce, &forged_id(i), port, true);
+        // Paced so that the daemon's receive buffer takes them all: a
+        // burst would mostly be dropped by the kernel, sparing it.
+        if i % 100 == 99 {
+            tokio::time::sleep(FLOOD_PACE).await;
+        }
+    }
+}
+
+/// `n` hostile connections to `to` from four addresses (127.0.0.10-13): a
+/// third idle, a third Go-style joins with fresh ids, a third claims on
+/// forged ids in our metadata. Returns those that connected, held open.
+pub async fn hostile_crowd(to: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for i in 0..n {
+        let from = loopback(10 + u8::try_from(i % 4).unwrap_or(0));
+        let connect = connect_from(from, to);
+        let Ok(Ok(mut s)) = tokio::time::timeout(CONNECT_WAIT, connect).await else {
+            continue;
+        };
+        let first = match i % 3 {
+            0 => String::new(),
+            1 => forged_line("join", &format!("sq{i}_1"), "joined", false),
+            _ => forged_line("join", &forged_id(i), "joined", true),
+        };
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut s, first.as_bytes()).await;
+        held.push(s);
+    }
+    held
+}
+
+/// The pause after every 100 forged announces: ~50,000 a second.
+const FLOOD_PACE: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// How long one hostile connect may take: a daemon that stopped accepting
+/// leaves it hanging in the kernel's backlog.
+const CONNECT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);

@@ -18,7 +18,9 @@ pub mod raw;
 pub mod tmux;
 pub mod wait;
 
-pub use daemon::{Daemon, Reaper, TestNet, client_bin, daemon_bin, free_tcp_port, mode_of};
+pub use daemon::{
+    ApiProbe, Daemon, Reaper, TestNet, client_bin, daemon_bin, free_tcp_port, mode_of,
+};
 pub use dir::TempDir;
 pub use raw::Raw;
 pub use tmux::Tmux;

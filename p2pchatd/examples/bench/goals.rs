@@ -70,6 +70,11 @@ pub(crate) const GOALS: &[Goal] = &[
     Goal::new("idle_cpu_pct", "idle CPU", AtMost, 0.02, "%"),
     Goal::new("idle_wakeups_per_s", "idle wakeups (a few per s)", AtMost, 5.0, "/s"),
     Goal::new("tui_first_frame_ms", "TUI attach, 1,000 held -> frame", AtMost, 50.0, "ms"),
+    // Issue 10: under 1,000 hostile connections and 10,000 forged announces.
+    Goal::new("hostile_join_ms", "under attack: a new peer linked", AtMost, 5000.0, "ms"),
+    Goal::new("hostile_api_worst_ms", "under attack: slowest API answer", AtMost, 1000.0, "ms"),
+    Goal::new("hostile_rss_growth_kib", "under attack: RSS growth", AtMost, 8192.0, "KiB"),
+    Goal::new("hostile_rss_after_kib", "under attack: RSS once expired", AtMost, 1024.0, "KiB"),
 ];
 
 fn number(v: f64) -> String {

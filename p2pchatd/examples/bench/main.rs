@@ -12,6 +12,7 @@
 
 mod drive;
 mod goals;
+mod hostile;
 mod idle;
 mod pair;
 mod scale;
@@ -31,6 +32,8 @@ pub struct Counts {
     idle: Duration,
     history: usize,
     tui_runs: usize,
+    /// A quick run: smaller counts, no waiting out expiries.
+    quick: bool,
     /// Mesh sizes of the scaling table; the one of DESIGN's fan-out and
     /// join goals (20) is among them.
     scale: &'static [usize],
@@ -47,6 +50,7 @@ const FULL: Counts = Counts {
     idle: Duration::from_secs(10),
     history: 10_000,
     tui_runs: 5,
+    quick: false,
     scale: &[5, 10, GOAL_MESH, 50],
 };
 
@@ -58,12 +62,17 @@ const QUICK: Counts = Counts {
     idle: Duration::from_secs(3),
     history: 10_000,
     tui_runs: 3,
+    quick: true,
     scale: &[5, GOAL_MESH],
 };
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let c = if quick { &QUICK } else { &FULL };
+    let c = if std::env::args().any(|a| a == "--quick") {
+        &QUICK
+    } else {
+        &FULL
+    };
+    let quick = c.quick;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -90,6 +99,8 @@ fn main() {
         let idle = idle::memory_and_idle(c).await;
         eprintln!("tui attach");
         let tui = tui::first_frame(c).await;
+        eprintln!("under attack (1,024 open files)");
+        let hostile = hostile::flood(c).await;
         let goal_mesh = rows.iter().find(|r| r.peers == GOAL_MESH);
         json!({
             "latency_p50_us": p50,
@@ -105,6 +116,12 @@ fn main() {
             "idle_cpu_pct": idle.cpu_pct,
             "idle_wakeups_per_s": idle.wakeups_per_s,
             "tui_first_frame_ms": tui,
+            "hostile_connections": hostile.connections,
+            "hostile_announces": hostile.announces,
+            "hostile_join_ms": hostile.join_ms,
+            "hostile_api_worst_ms": hostile.api_worst_ms,
+            "hostile_rss_growth_kib": hostile.rss_growth_kib,
+            "hostile_rss_after_kib": hostile.rss_after_kib,
             "scale": rows.iter().map(scale::ScaleRow::to_json).collect::<Vec<_>>(),
             "quick": quick,
         })
