@@ -39,10 +39,12 @@ pub struct Timing {
     /// Heartbeat toward Go peers, which drop a link silent for 2 minutes and
     /// never send heartbeats themselves (PROTOCOL §3): at most 60 s.
     pub go_heartbeat: Duration,
-    /// Discovery announce period. Go peers announce every 5 s and call a
-    /// peer stale after 10 s of silence; 4 s keeps us fresh through one lost
-    /// datagram, on the same 2 s beat as the heartbeats.
+    /// Discovery announce period while Go peers are around. They announce
+    /// every 5 s and call a peer stale after 10 s of silence; 4 s keeps us
+    /// fresh through one lost datagram, on the same 2 s beat as heartbeats.
     pub announce_every: Duration,
+    /// Announce period among p2pchatd peers only.
+    pub announce_quiet: Duration,
     /// Unlinked peers not heard from for this long are forgotten (Go: 30 s).
     pub peer_expiry: Duration,
     /// An accepted connection must identify itself within this.
@@ -62,6 +64,7 @@ impl Default for Timing {
             missed_heartbeats: 3,
             go_heartbeat: Duration::from_secs(30),
             announce_every: Duration::from_secs(4),
+            announce_quiet: Duration::from_secs(10),
             peer_expiry: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(5),
             reply_wait: Duration::from_secs(1),

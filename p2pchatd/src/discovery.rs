@@ -14,7 +14,6 @@ use shared::limits::{MAX_DATAGRAM, PROTO_TAG};
 use shared::wire::PeerMeta;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
-use tokio::time::{MissedTickBehavior, interval};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -75,8 +74,7 @@ pub(crate) async fn run(
     address: String,
     cancel: CancellationToken,
 ) {
-    let mut tick = interval(mesh.timing().announce_every);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut beats = mesh.beats();
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let ours = Announcer {
         sockets: &sockets,
@@ -84,13 +82,24 @@ pub(crate) async fn run(
         address,
     };
     info!(group = %sockets.group, interfaces = ?sockets.senders.iter().map(|s| s.0).collect::<Vec<_>>(), "discovery on");
+    ours.send(DatagramType::Announce).await;
+    // Beats since our last announce. Announces ride the links' beat, so
+    // daemons whose clocks agree announce together.
+    let mut quiet = 0;
     loop {
         tokio::select! {
             biased;
             () = cancel.cancelled() => break,
-            _ = tick.tick() => {
-                ours.send(DatagramType::Announce).await;
+            r = beats.changed() => {
+                if r.is_err() {
+                    break;
+                }
                 mesh.expire();
+                quiet += 1;
+                if quiet >= announce_beats(&mesh) {
+                    ours.send(DatagramType::Announce).await;
+                    quiet = 0;
+                }
             }
             r = sockets.recv.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
@@ -103,6 +112,20 @@ pub(crate) async fn run(
         }
     }
     ours.send(DatagramType::Leave).await;
+}
+
+/// Beats between our announces. Go peers call a peer stale after 10 s
+/// without one, so while any is around we announce every 4 s; our own
+/// peers know us through their links and hear a newcomer's first announce
+/// answered at once, so among them every 10 s will do (announces are most
+/// of what wakes an idle daemon in a large room).
+fn announce_beats(mesh: &Mesh) -> u64 {
+    let t = mesh.timing();
+    t.beats(if mesh.knows_go_peers() {
+        t.announce_every
+    } else {
+        t.announce_quiet
+    })
 }
 
 /// Handles one datagram; true when it came from a peer new to us.

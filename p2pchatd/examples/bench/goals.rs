@@ -70,6 +70,9 @@ pub(crate) const GOALS: &[Goal] = &[
     Goal::new("idle_cpu_pct", "idle CPU", AtMost, 0.02, "%"),
     Goal::new("idle_wakeups_per_s", "idle wakeups (a few per s)", AtMost, 5.0, "/s"),
     Goal::new("tui_first_frame_ms", "TUI attach, 1,000 held -> frame", AtMost, 50.0, "ms"),
+    // Issue 10: idle cost in a mesh of 50 (full runs), per daemon.
+    Goal::new("mesh50_idle_cpu_ms_per_10s", "50-mesh idle CPU per daemon, 10 s", AtMost, 5.0, "ms"),
+    Goal::new("mesh50_idle_wakeups_per_s", "50-mesh idle wakeups per daemon", AtMost, 10.0, "/s"),
     // Issue 10: under 1,000 hostile connections and 10,000 forged announces.
     Goal::new("hostile_join_ms", "under attack: a new peer linked", AtMost, 5000.0, "ms"),
     Goal::new("hostile_api_worst_ms", "under attack: slowest API answer", AtMost, 1000.0, "ms"),

@@ -136,17 +136,28 @@ async fn fanout(daemons: &[Daemon], n: usize) -> (f64, usize) {
     let (sender, receivers) = daemons.split_first().expect("a mesh");
     let mut counters = Vec::new();
     for d in receivers {
-        let mut sub = Raw::subscribe(&d.socket, None).await;
-        // Each receiver is read by a task of its own, all at once.
-        counters.push(tokio::spawn(async move {
-            count(&mut sub, b"\"text\":\"fan ", n, QUIET).await
+        // Each receiver is read on a thread of its own, so that the bench,
+        // not the daemons, is never what falls behind.
+        let socket = d.socket.clone();
+        let (subscribed, ready) = tokio::sync::oneshot::channel();
+        counters.push(std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let mut sub = Raw::subscribe(&socket, None).await;
+                let _ = subscribed.send(());
+                count(&mut sub, b"\"text\":\"fan ", n, QUIET).await
+            })
         }));
+        ready.await.expect("subscribed");
     }
     let t0 = Instant::now();
     flood(&sender.socket, "fan", n).await;
     let mut results = Vec::new();
     for h in counters {
-        results.push(h.await.expect("a counter"));
+        results.push(h.join().expect("a counter"));
     }
     let last = results.iter().map(|r| r.last).max().unwrap_or(t0);
     let got: usize = results.iter().map(|r| r.n).sum();

@@ -187,6 +187,11 @@ impl Mesh {
             .expire(Instant::now(), self.inner.timing.peer_expiry);
     }
 
+    /// Whether any Go peer is known (heard or linked).
+    pub(crate) fn knows_go_peers(&self) -> bool {
+        self.table().knows_go_peers()
+    }
+
     /// Starts dialing a `--peer HOST:PORT`, for the life of the mesh.
     pub(crate) fn add_static_peer(&self, target: String) {
         self.spawn(dial::static_peer(self.clone(), target));
@@ -415,7 +420,7 @@ impl Mesh {
             .handshakes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .admit(from)?;
+            .admit(from, Instant::now())?;
         Some(HandshakeSlot {
             mesh: self.clone(),
             id,

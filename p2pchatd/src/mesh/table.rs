@@ -315,14 +315,21 @@ impl Table {
             .count()
     }
 
-    /// Forgets the longest-unheard unlinked peers beyond the bound.
+    /// Forgets unlinked peers beyond the bound: the longest unheard of
+    /// the address that announces the most, so a flood from a few
+    /// addresses crowds out itself, not a lone peer at its own.
     fn trim_unlinked(&mut self) {
         let unlinked = self.peers.values().filter(|p| p.link.is_none()).count();
         for _ in MAX_UNLINKED..unlinked {
+            let mut per_address: HashMap<Option<IpAddr>, usize> = HashMap::new();
+            for p in self.peers.values().filter(|p| p.link.is_none()) {
+                *per_address.entry(p.heard_from).or_default() += 1;
+            }
+            let most = per_address.values().copied().max().unwrap_or(0);
             let oldest = self
                 .peers
                 .iter()
-                .filter(|(_, p)| p.link.is_none())
+                .filter(|(_, p)| p.link.is_none() && per_address.get(&p.heard_from) == Some(&most))
                 .min_by_key(|(_, p)| p.last_seen)
                 .map(|(id, _)| id.clone());
             match oldest {
@@ -660,6 +667,10 @@ impl Table {
             .clone()
     }
 
+    pub(crate) fn knows_go_peers(&self) -> bool {
+        self.peers.values().any(|p| p.kind == Some(PeerKind::Go))
+    }
+
     pub(crate) fn is_linked(&self, peer: &str) -> bool {
         self.peers.get(peer).is_some_and(|p| p.link.is_some())
     }
@@ -933,11 +944,18 @@ mod tests {
         assert_eq!(t.known(), MAX_UNLINKED_PER_ADDRESS);
         // Another address is heard all the same.
         assert!(t.heard(&from("10.0.0.1", 0), now, &h).0);
-        // And many addresses together stay within the bound.
+        // Many addresses together stay within the bound, and crowd out
+        // themselves, not the lone peer at its own address that keeps
+        // announcing.
         for n in 0..1000 {
-            t.heard(&from(&format!("10.1.{}.{}", n / 250, n % 250), n), now, &h);
+            let later = now + Duration::from_millis(u64::try_from(n).unwrap());
+            t.heard(&from(&format!("10.1.{}.1", n % 200), n), later, &h);
+            if n % 100 == 0 {
+                t.heard(&from("10.0.0.1", 0), later, &h);
+            }
         }
         assert_eq!(t.known(), MAX_UNLINKED);
+        assert!(t.peers.contains_key("p10.0.0.1_0"), "the lone peer stays");
         t.expire(now + Duration::from_secs(31), Duration::from_secs(30));
         assert_eq!(t.known(), 0);
         assert!(t.peers.capacity() < 64, "memory given back");
