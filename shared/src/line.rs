@@ -104,6 +104,12 @@ impl LineReader {
         self.split.next_line(&mut self.buf)
     }
 
+    /// Reads from now on take `chunk` bytes at a time (a connection that
+    /// proved worth it gets a bigger buffer).
+    pub fn set_chunk(&mut self, chunk: usize) {
+        self.chunk = chunk;
+    }
+
     /// The buffer to read more into, with room for at least one chunk.
     pub fn space(&mut self) -> &mut BytesMut {
         self.buf.reserve(self.chunk);

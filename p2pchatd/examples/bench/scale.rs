@@ -48,9 +48,16 @@ impl ScaleRow {
 /// Measures a mesh of `peers` daemons.
 pub(crate) async fn mesh_of(c: &Counts, peers: usize) -> ScaleRow {
     let net = TestNet::new().quiet();
+    // Each holds the whole fan-out, so a receiver this process reads late
+    // still gets every line: what is measured is the daemons, not the
+    // bench keeping up (a reader more than the history behind gets a gap).
+    let history = (c.fanout + 1000).to_string();
     let mut daemons = Vec::with_capacity(peers);
     for i in 0..peers {
-        daemons.push(net.daemon(&format!("p{i:02}")).await);
+        daemons.push(
+            net.daemon_with(&format!("p{i:02}"), &["--history", &history])
+                .await,
+        );
     }
     let refs: Vec<&Daemon> = daemons.iter().collect();
     let link_wait = LINK_WAIT_PER_PEER * u32::try_from(peers).unwrap_or(u32::MAX);

@@ -16,7 +16,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::Mesh;
 use super::handshake::{self, Expect};
 use super::link::LinkOutcome;
-use super::table::Refused;
+use super::table::{DialClaim, Refused};
 
 /// First retry after a failed dial: quick, because a Go peer announces
 /// before its listener is up (PROTOCOL §1).
@@ -75,8 +75,13 @@ async fn connect(mesh: &Mesh, addr: SocketAddr) -> std::io::Result<TcpStream> {
     }
 }
 
-/// Dials a peer heard on discovery until the table says stop.
-pub(super) async fn discovered(mesh: Mesh, peer: Arc<str>, dialer: u64) {
+/// Dials a peer heard on discovery until the table says stop, or revokes
+/// the claim (the peer was forgotten while this loop waited).
+pub(super) async fn discovered(mesh: Mesh, peer: Arc<str>, claim: DialClaim) {
+    let DialClaim {
+        id: dialer,
+        revoked,
+    } = claim;
     let span = info_span!("dial", %peer);
     async {
         let cancel = mesh.cancel_token().clone();
@@ -84,6 +89,7 @@ pub(super) async fn discovered(mesh: Mesh, peer: Arc<str>, dialer: u64) {
         loop {
             let slot = tokio::select! {
                 () = cancel.cancelled() => break,
+                () = revoked.cancelled() => break,
                 s = mesh.dial_slot() => match s {
                     Some(s) => s,
                     None => break,
@@ -122,6 +128,7 @@ pub(super) async fn discovered(mesh: Mesh, peer: Arc<str>, dialer: u64) {
             let wait = backoff.next(outcome.as_ref());
             tokio::select! {
                 () = cancel.cancelled() => break,
+                () = revoked.cancelled() => break,
                 () = sleep(wait) => {}
             }
         }

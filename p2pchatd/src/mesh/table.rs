@@ -59,10 +59,32 @@ struct Peer {
     kind: Option<PeerKind>,
     link: Option<LinkId>,
     /// The dial loop that serves it, if one runs.
-    dialing: Option<u64>,
+    dialing: Option<Dialer>,
     /// It said goodbye; not redialed, and its stale announces are ignored
     /// until it is forgotten.
     quit: bool,
+}
+
+/// A dial loop's claim on a peer. Dropped with the peer's entry (evicted,
+/// expired) or when the loop is told to stop, it revokes the loop, which
+/// may be waiting for a dial slot: forgotten peers cost no waiting tasks.
+#[derive(Debug)]
+struct Dialer {
+    id: u64,
+    revoked: CancellationToken,
+}
+
+impl Drop for Dialer {
+    fn drop(&mut self) {
+        self.revoked.cancel();
+    }
+}
+
+/// What a new dial loop gets: its id and the token that revokes it.
+#[derive(Debug)]
+pub(crate) struct DialClaim {
+    pub id: u64,
+    pub revoked: CancellationToken,
 }
 
 #[derive(Debug)]
@@ -224,7 +246,7 @@ impl Table {
         s: &Sighting,
         now: Instant,
         history: &History,
-    ) -> (bool, Option<u64>) {
+    ) -> (bool, Option<DialClaim>) {
         if *s.peer_id == *self.me {
             return (false, None);
         }
@@ -355,15 +377,19 @@ impl Table {
 
     /// If the peer needs dialing and nobody dials it yet, claims it for a
     /// new dial loop and returns that loop's id: the caller starts it.
-    pub(crate) fn claim_dial(&mut self, peer: &str) -> Option<u64> {
+    pub(crate) fn claim_dial(&mut self, peer: &str) -> Option<DialClaim> {
         let me = &*self.me;
         let p = self.peers.get_mut(peer)?;
         if me < peer && !p.quit && p.dialing.is_none() && p.link.is_none() && p.dial_addr.is_some()
         {
             let id = self.next_dialer;
             self.next_dialer += 1;
-            p.dialing = Some(id);
-            Some(id)
+            let revoked = CancellationToken::new();
+            p.dialing = Some(Dialer {
+                id,
+                revoked: revoked.clone(),
+            });
+            Some(DialClaim { id, revoked })
         } else {
             None
         }
@@ -374,7 +400,7 @@ impl Table {
     /// newer loop) and releases its claim.
     pub(crate) fn dial_plan(&mut self, peer: &str, dialer: u64) -> Option<DialPlan> {
         let p = self.peers.get_mut(peer)?;
-        if p.dialing != Some(dialer) {
+        if p.dialing.as_ref().map(|d| d.id) != Some(dialer) {
             return None;
         }
         match p.dial_addr {
@@ -395,7 +421,7 @@ impl Table {
         if let Some(p) = self
             .peers
             .get_mut(peer)
-            .filter(|p| p.dialing == Some(dialer))
+            .filter(|p| p.dialing.as_ref().map(|d| d.id) == Some(dialer))
         {
             p.dialing = None;
         }
@@ -730,6 +756,11 @@ mod tests {
     use super::*;
     use LinkDirection::{Accepted, Dialed};
 
+    /// A sighting's outcome with the dial claim as its id.
+    fn ids((new, claim): (bool, Option<DialClaim>)) -> (bool, Option<u64>) {
+        (new, claim.map(|c| c.id))
+    }
+
     #[test]
     fn the_smaller_ids_dial_is_canonical_at_both_ends() {
         // me = "b"; peer "a" is smaller: canonical is the link "a" dialed.
@@ -843,20 +874,28 @@ mod tests {
             alive,
             p2pchatd: true,
         };
-        assert_eq!(t.heard(&s("z", true), now, &h), (true, Some(1)));
+        assert_eq!(ids(t.heard(&s("z", true), now, &h)), (true, Some(1)));
         assert_eq!(
-            t.heard(&s("z", true), now, &h),
+            ids(t.heard(&s("z", true), now, &h)),
             (false, None),
             "already dialing"
         );
-        assert_eq!(t.heard(&s("a", true), now, &h), (true, None), "a dials us");
-        assert_eq!(t.heard(&s("m", true), now, &h), (false, None), "ourselves");
+        assert_eq!(
+            ids(t.heard(&s("a", true), now, &h)),
+            (true, None),
+            "a dials us"
+        );
+        assert_eq!(
+            ids(t.heard(&s("m", true), now, &h)),
+            (false, None),
+            "ourselves"
+        );
         let plan = t.dial_plan("z", 1).unwrap();
         assert_eq!((plan.nick.as_str(), plan.p2pchatd), ("z", true));
         assert_eq!(t.dial_plan("z", 7), None, "not this loop's peer");
         let (l, c, _r) = link(&mut t, Dialed, Some("z"), &h);
         assert_eq!(t.dial_plan("z", 1), None, "linked: the dialer stops");
-        t.heard(&s("z", false), now, &h);
+        ids(t.heard(&s("z", false), now, &h));
         assert!(
             t.is_linked("z") && !c.is_cancelled(),
             "a datagram never ends a link"
@@ -865,7 +904,7 @@ mod tests {
         assert_eq!(t.closed(l.unwrap(), "eof", now, &h).as_deref(), Some("z"));
         assert_eq!(kinds(&h), vec!["join", "leave"], "one leave, the quit");
         assert_eq!(
-            t.heard(&s("z", true), now, &h),
+            ids(t.heard(&s("z", true), now, &h)),
             (false, None),
             "a late announce"
         );
@@ -886,15 +925,36 @@ mod tests {
             p2pchatd: true,
         };
         // "z" is ours to dial: a leave does not stop the dial.
-        assert_eq!(t.heard(&s("z", true), now, &h), (true, Some(1)));
-        t.heard(&s("z", false), now, &h);
+        assert_eq!(ids(t.heard(&s("z", true), now, &h)), (true, Some(1)));
+        ids(t.heard(&s("z", false), now, &h));
         assert!(t.dial_plan("z", 1).is_some(), "still dialed");
         // "a" dials us: unlinked and not dialed, so it is forgotten, and
         // its next announce makes it new again.
-        assert_eq!(t.heard(&s("a", true), now, &h), (true, None));
-        t.heard(&s("a", false), now, &h);
+        assert_eq!(ids(t.heard(&s("a", true), now, &h)), (true, None));
+        ids(t.heard(&s("a", false), now, &h));
         assert_eq!(t.known(), 1);
-        assert_eq!(t.heard(&s("a", true), now, &h), (true, None));
+        assert_eq!(ids(t.heard(&s("a", true), now, &h)), (true, None));
+    }
+
+    #[test]
+    fn a_forgotten_peer_revokes_its_dial_loop() {
+        let h = History::new(10);
+        let mut t = Table::new("m".into());
+        let now = Instant::now();
+        let z = Sighting {
+            peer_id: "z".into(),
+            nick: "z".into(),
+            addr: "127.0.0.1:9".parse().unwrap(),
+            alive: true,
+            p2pchatd: true,
+        };
+        let claim = t.heard(&z, now, &h).1.unwrap();
+        assert!(!claim.revoked.is_cancelled());
+        t.expire(now + Duration::from_secs(31), Duration::from_secs(30));
+        assert!(
+            claim.revoked.is_cancelled(),
+            "no loop waits for a slot in vain"
+        );
     }
 
     #[test]
