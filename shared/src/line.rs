@@ -104,10 +104,13 @@ impl LineReader {
         self.split.next_line(&mut self.buf)
     }
 
-    /// Reads from now on take `chunk` bytes at a time (a connection that
-    /// proved worth it gets a bigger buffer).
-    pub fn set_chunk(&mut self, chunk: usize) {
-        self.chunk = chunk;
+    /// A read of `n` bytes happened: one that filled its whole chunk
+    /// doubles the next, up to `max`. A quiet connection keeps a small
+    /// buffer; a busy one soon reads in big pieces.
+    pub fn read(&mut self, n: usize, max: usize) {
+        if n >= self.chunk {
+            self.chunk = (self.chunk * 2).min(max.max(self.chunk));
+        }
     }
 
     /// The buffer to read more into, with room for at least one chunk.
@@ -167,6 +170,8 @@ mod tests {
         assert!(r.next_line().is_none());
         r.space().extend_from_slice(b"ab\ncd");
         assert!(r.space().capacity() >= 4 + 2);
+        r.read(4, 16);
+        assert!(r.space().capacity() - r.space().len() >= 8, "grown");
         assert_eq!(r.next_line(), Some(Ok(BytesMut::from(&b"ab"[..]))));
         assert!(r.next_line().is_none());
         r.space().extend_from_slice(b"\n0123456789\n");

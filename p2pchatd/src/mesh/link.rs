@@ -38,10 +38,11 @@ use super::{LinkStats, Mesh};
 const LINK_INBOX: usize = 1024;
 /// Lines taken from the inbox for one write.
 const WRITE_BATCH: usize = 256;
-/// Bytes read from a link at once.
+/// Bytes read from a busy link at once.
 const READ_CHUNK: usize = 16 * 1024;
-/// Bytes read at once while a connection shakes hands: a join is ~300.
-const HANDSHAKE_CHUNK: usize = 1024;
+/// Bytes read at once while a connection shakes hands (a join is ~300),
+/// and by a link until it carries more.
+const FIRST_CHUNK: usize = 1024;
 /// A peer that sends this many malformed lines is broken or hostile.
 const MAX_BAD_LINES: u32 = 100;
 /// Last flush of a closing link.
@@ -101,11 +102,11 @@ pub(super) struct Liveness {
     pub(super) dead_after: Option<Duration>,
 }
 
-/// A line reader for a connection still shaking hands: lines up to
-/// [`MAX_PEER_LINE`], read in small pieces until it is a link (a crowd of
-/// connections that never identify costs little memory).
+/// A line reader for a peer connection: lines up to [`MAX_PEER_LINE`],
+/// read in small pieces until it carries more (a crowd of connections that
+/// never do costs little memory).
 pub(super) fn peer_lines() -> LineReader {
-    LineReader::new(MAX_PEER_LINE, HANDSHAKE_CHUNK)
+    LineReader::new(MAX_PEER_LINE, FIRST_CHUNK)
 }
 
 /// The next line from `r`; `Ok(None)` at end of stream.
@@ -145,11 +146,10 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
         remote,
         direction,
         who,
-        mut lines,
+        lines,
         early,
         live,
     } = setup;
-    lines.set_chunk(READ_CHUNK);
     let (tx, rx) = mpsc::channel(LINK_INBOX);
     let close = mesh.cancel_token().child_token();
     let kind = who.as_ref().map(|w| w.kind);
@@ -273,7 +273,10 @@ impl Reader<'_> {
             history.publish();
             match r.read_buf(lines.space()).await {
                 Ok(0) => return End::Eof,
-                Ok(_) => self.stats.received(),
+                Ok(n) => {
+                    lines.read(n, READ_CHUNK);
+                    self.stats.received();
+                }
                 Err(e) => return End::Io(e),
             }
         }
@@ -389,7 +392,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     // Beats since we last wrote: a link that carries lines needs no
     // heartbeat.
     let mut quiet_beats = 0;
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut batch = Vec::new();
     // Grows to what the link carries; an idle link holds a heartbeat's worth.
     let mut buf: Vec<u8> = Vec::new();
     loop {
