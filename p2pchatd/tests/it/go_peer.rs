@@ -499,4 +499,5 @@ async fn a_huge_foreign_nick_is_shown_in_twenty_characters() {
     let peers = d.peers().await;
     let p = peers.iter().find(|p| p.peer_id == "aaa_8").unwrap();
     assert_eq!(p.nick.chars().count(), 20, "listed as {:?}", p.nick);
+    eprintln!("a nick of {} characters was shown in 20", huge.len());
 }
