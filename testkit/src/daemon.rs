@@ -12,7 +12,8 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use p2pchat_tui::client::{Client, ClientError};
-use shared::api::{Call, PeerInfo, SayParams, SayResult, StatusInfo};
+use shared::api::{Call, HistoryParams, HistoryResult, PeerInfo, SayParams, SayResult, StatusInfo};
+use shared::event::Event;
 
 use crate::dir::TempDir;
 use crate::wait::{Subscriber, subscribe_since, wait_full_mesh, wait_until};
@@ -295,6 +296,39 @@ impl Daemon {
     /// A live subscription (optionally resuming after `since`).
     pub async fn subscribe(&self, since: Option<u64>) -> Subscriber {
         subscribe_since(&self.socket, since).await
+    }
+
+    /// The newest `limit` held events, oldest first.
+    pub async fn history(&self, limit: usize) -> Vec<Event> {
+        self.try_history(limit).await.expect("history")
+    }
+
+    pub async fn try_history(&self, limit: usize) -> Result<Vec<Event>, ClientError> {
+        let h: HistoryResult = Client::connect(&self.socket)
+            .await?
+            .call(&Call::History(HistoryParams {
+                limit: Some(limit),
+                before: None,
+            }))
+            .await?;
+        Ok(h.events)
+    }
+
+    /// Says `n` lines `"{tag} {i}"` on one pipelined client; returns once
+    /// all were taken.
+    pub async fn say_many(&self, tag: &str, n: usize) {
+        let client = self.client().await;
+        let mut pending = Vec::with_capacity(n);
+        for i in 0..n {
+            let say = Call::Say(SayParams {
+                text: format!("{tag} {i}"),
+                action: false,
+            });
+            pending.push(client.send(&say).await.expect("say"));
+        }
+        for p in pending {
+            p.wait::<SayResult>().await.expect("said");
+        }
     }
 
     pub async fn say(&self, text: &str) {

@@ -5,29 +5,12 @@
 
 use std::time::Duration;
 
-use shared::api::{Call, SayParams, SayResult};
 use shared::discovery::DatagramType;
 use shared::event::{Event, EventBody};
 use testkit::lan::{Forger, announce_flood, connect_from, forged_line, hostile_crowd, loopback};
 use testkit::*;
 
 const T: Duration = Duration::from_secs(10);
-
-/// Says `n` numbered lines from `from` on one pipelined client.
-async fn say_many(from: &Daemon, tag: &str, n: usize) {
-    let client = from.client().await;
-    let mut pending = Vec::with_capacity(n);
-    for i in 0..n {
-        let say = Call::Say(SayParams {
-            text: format!("{tag} {i}"),
-            action: false,
-        });
-        pending.push(client.send(&say).await.expect("say"));
-    }
-    for p in pending {
-        p.wait::<SayResult>().await.expect("said");
-    }
-}
 
 /// Reads `sub` until `n` messages tagged `tag` arrived; fails on a gap or
 /// a leave of `peer`, or when they do not all come.
@@ -56,7 +39,7 @@ async fn a_forged_leave_datagram_cuts_nobody_off() {
     let mut at_a = a.subscribe(None).await;
     let forger = Forger::new(net.group, loopback(2));
     let n = 300;
-    let talk = say_many(&b, "line", n);
+    let talk = b.say_many("line", n);
     let forge = async {
         for _ in 0..30 {
             forger.send(DatagramType::Leave, &victim, 1, true);
@@ -109,22 +92,10 @@ async fn a_join_in_a_live_peers_name_takes_nothing_over() {
         }
         held
     };
-    let (_held, ()) = tokio::join!(attack, say_many(victim, "real", n));
+    let (_held, ()) = tokio::join!(attack, victim.say_many("real", n));
     all_arrive(&mut at_target, &victim_id, "real", n).await;
-    let h: shared::api::HistoryResult = target
-        .client()
-        .await
-        .call(&Call::History(shared::api::HistoryParams {
-            limit: Some(1000),
-            before: None,
-        }))
-        .await
-        .unwrap();
-    let forged = h
-        .events
-        .iter()
-        .filter(|e| text(e).starts_with("forged"))
-        .count();
+    let h = target.history(1000).await;
+    let forged = h.iter().filter(|e| text(e).starts_with("forged")).count();
     assert_eq!(forged, 0, "forged lines shown");
     let peers = target.peers().await;
     let p = peers.iter().find(|p| p.peer_id == victim_id).unwrap();
@@ -191,7 +162,7 @@ async fn a_stopped_peer_keeps_what_arrived_while_it_slept() {
     b.signal(nix::sys::signal::Signal::SIGSTOP);
     // Ten lines from each of the others wait in bob's socket buffers.
     for from in [&a, &c, &d] {
-        say_many(from, "while asleep", 10).await;
+        from.say_many("while asleep", 10).await;
     }
     // Alice gives bob up: his own links are then past their silence too.
     at_a.until(
@@ -202,17 +173,8 @@ async fn a_stopped_peer_keeps_what_arrived_while_it_slept() {
     .await;
     b.signal(nix::sys::signal::Signal::SIGCONT);
     let kept = wait_until("bob to read what arrived", T, || async {
-        let h: shared::api::HistoryResult = b
-            .client()
-            .await
-            .call(&Call::History(shared::api::HistoryParams {
-                limit: Some(1000),
-                before: None,
-            }))
-            .await
-            .ok()?;
+        let h = b.try_history(1000).await.ok()?;
         let n = h
-            .events
             .iter()
             .filter(|e| text(e).starts_with("while asleep"))
             .count();
@@ -229,26 +191,17 @@ async fn a_flood_leaves_everyone_elses_lines_in_the_history() {
     let net = TestNet::new();
     let [a, b, c] = net.linked(["alice", "bob", "carol"]).await;
     let mut at_b = b.subscribe(None).await;
-    say_many(&a, "alice says", 50).await;
+    a.say_many("alice says", 50).await;
     let flood = 5_000;
-    say_many(&c, "flood", flood).await;
+    c.say_many("flood", flood).await;
     all_arrive(&mut at_b, "", "flood", flood).await;
-    let h: shared::api::HistoryResult = b
-        .client()
-        .await
-        .call(&Call::History(shared::api::HistoryParams {
-            limit: Some(1000),
-            before: None,
-        }))
-        .await
-        .unwrap();
+    let h = b.history(1000).await;
     let kept = h
-        .events
         .iter()
         .filter(|e| text(e).starts_with("alice says"))
         .count();
     assert_eq!(kept, 50, "of alice's 50 lines after {flood} from carol");
-    assert_eq!(h.events.len(), 1000, "the history is full");
+    assert_eq!(h.len(), 1000, "the history is full");
     eprintln!("{kept} of 50 of alice's lines still held after {flood} from carol");
 }
 
