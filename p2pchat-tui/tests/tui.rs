@@ -139,7 +139,7 @@ async fn it_starts_a_daemon_with_its_flags_and_shutdown_stops_it() {
     // A peer on the same private net links with it.
     let d = net.daemon("dave").await;
     tmux.wait("ui", "dave", |s| {
-        s.contains("dave (dave_") && s.contains("1 peer │")
+        s.contains("dave (k") && s.contains("1 peer │")
     });
     tmux.enter("ui", "/shutdown");
     tmux.wait_exit("ui");

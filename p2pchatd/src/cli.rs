@@ -68,6 +68,12 @@ pub struct Cli {
     #[arg(long, env = SOCKET_ENV, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
+    /// Your identity: the key that is who you are to your peers, made on
+    /// first start [default: $XDG_DATA_HOME/p2pchat/identity, else
+    /// ~/.local/share/p2pchat/identity]
+    #[arg(long, value_name = "PATH")]
+    pub identity: Option<PathBuf>,
+
     /// Events held in history
     #[arg(long, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -141,6 +147,7 @@ impl Cli {
             discovery,
             static_peers: self.peers.clone(),
             socket: self.socket_path().0,
+            identity: self.identity.as_deref().map(|p| socket_or_default(Some(p))),
             history: self.history as usize,
             timing: Timing::default(),
         })

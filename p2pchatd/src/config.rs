@@ -16,6 +16,8 @@ pub struct Config {
     /// `HOST:PORT` to dial without discovery.
     pub static_peers: Vec<String>,
     pub socket: PathBuf,
+    /// The identity file (`--identity`); `None`: the default place.
+    pub identity: Option<PathBuf>,
     /// Events held in history.
     pub history: usize,
     pub timing: Timing,

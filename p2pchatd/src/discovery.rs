@@ -149,6 +149,7 @@ fn handle(mesh: &Mesh, bytes: &[u8], from: SocketAddr) -> bool {
         nick: shared::text::sanitize_foreign_nick(&d.username).into_owned(),
         alive: d.kind.is_alive(),
         p2pchatd: d.metadata.as_ref().is_some_and(PeerMeta::is_p2pchatd),
+        instance: d.metadata.and_then(|m| m.instance),
         peer_id: d.peer_id,
     };
     let new = mesh.heard(&sighting);
@@ -181,6 +182,7 @@ impl Announcer<'_> {
             sequence: 0,
             metadata: Some(PeerMeta {
                 proto: Some(PROTO_TAG.to_owned()),
+                instance: Some(self.mesh.instance().to_owned()),
                 ..PeerMeta::default()
             }),
         };

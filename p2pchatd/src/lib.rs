@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 mod discovery;
 mod history;
+pub mod identity;
 pub mod logging;
 mod mesh;
 pub mod node;

@@ -23,7 +23,8 @@ use crate::api::{self, ApiBindError, ApiContext, SocketGuard};
 use crate::config::{Config, DEFAULT_PORTS};
 use crate::discovery::{self, DiscoverySockets};
 use crate::history::History;
-use crate::mesh::{Mesh, admission, new_peer_id};
+use crate::identity::{Identity, IdentityError};
+use crate::mesh::{Mesh, admission};
 
 /// Open files the daemon may hold at once, at most: every link, handshake,
 /// dial and client the bounds allow, plus its own sockets, log and pidfile.
@@ -40,6 +41,9 @@ const FD_BUDGET: usize = admission::MAX_LINKS
 const OWN_FDS: usize = 48;
 const _: () = assert!(FD_BUDGET <= 1000);
 
+/// The identity's file name in the data folder.
+const IDENTITY_FILE: &str = "identity";
+
 /// How long stopping waits for tasks after links were told to close.
 const STOP_WAIT: Duration = Duration::from_millis(1200);
 
@@ -51,6 +55,7 @@ pub struct Bound {
     /// The chat port `peers` listens on.
     port: u16,
     discovery: Option<DiscoverySockets>,
+    identity: Identity,
 }
 
 /// Why the daemon could not start or serve. Each keeps its cause as its
@@ -73,11 +78,22 @@ pub enum StartError {
     },
     #[error("cannot catch signals")]
     Signals(#[source] io::Error),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("neither XDG_DATA_HOME nor HOME is set; pass --identity")]
+    NoDataDir,
 }
 
 /// Binds the API socket (single instance), the chat port and the discovery
 /// group, in that order. Needs a tokio runtime.
 pub fn bind(config: &Config, own_socket_folder: bool) -> Result<Bound, StartError> {
+    let identity_file = match &config.identity {
+        Some(p) => p.clone(),
+        None => shared::cli::data_dir()
+            .ok_or(StartError::NoDataDir)?
+            .join(IDENTITY_FILE),
+    };
+    let identity = Identity::load_or_create(&identity_file)?;
     let (api, guard) = api::bind(&config.socket, own_socket_folder)?;
     let peers = bind_chat_port(config.listen, config.port)?;
     let port = peers
@@ -100,6 +116,7 @@ pub fn bind(config: &Config, own_socket_folder: bool) -> Result<Bound, StartErro
         peers,
         port,
         discovery,
+        identity,
     })
 }
 
@@ -144,11 +161,12 @@ pub async fn serve(
 ) {
     let started = Instant::now();
     let port = bound.port;
-    let peer_id: Arc<str> = Arc::from(new_peer_id(&config.nick));
+    let identity = Arc::new(bound.identity);
+    let peer_id = identity.peer_id().to_owned();
     let history = Arc::new(History::new(config.history));
     let tasks = TaskTracker::new();
     let mesh = Mesh::new(
-        peer_id.clone(),
+        identity,
         &config.nick,
         port,
         history.clone(),

@@ -26,14 +26,7 @@ const READY_WAIT: Duration = Duration::from_secs(15);
 /// `$XDG_STATE_HOME/p2pchat/p2pchatd.log`, else
 /// `~/.local/state/p2pchat/p2pchatd.log`; the folder is created (0700).
 pub fn log_file() -> anyhow::Result<PathBuf> {
-    let state = match std::env::var_os("XDG_STATE_HOME").map(PathBuf::from) {
-        Some(p) if p.is_absolute() => p,
-        _ => PathBuf::from(
-            std::env::var_os("HOME").context("neither XDG_STATE_HOME nor HOME is set")?,
-        )
-        .join(".local/state"),
-    };
-    let dir = state.join("p2pchat");
+    let dir = shared::cli::state_dir().context("neither XDG_STATE_HOME nor HOME is set")?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

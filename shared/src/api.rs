@@ -430,13 +430,15 @@ pub struct HistoryResult {
     pub events: Vec<Event>,
 }
 
-/// Result of `subscribe`: the newest cursor when the subscription started
-/// and the daemon's peer id (new on every start, so a client can tell that
-/// its cursors belong to an earlier daemon).
+/// Result of `subscribe`: the newest cursor when the subscription started,
+/// the daemon's peer id (the same across its restarts) and its instance
+/// (new on every start: a client's cursors belong to one instance).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscribeResult {
     pub cursor: u64,
     pub peer_id: String,
+    #[serde(default)]
+    pub instance: String,
 }
 
 /// Which side opened a link.
@@ -482,7 +484,14 @@ pub struct PeerInfo {
 /// Result of `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusInfo {
+    /// Derived from the daemon's key: the same across restarts.
     pub peer_id: String,
+    /// New on every start: cursors belong to one instance.
+    #[serde(default)]
+    pub instance: String,
+    /// The key's fingerprint, to compare with a peer out of band.
+    #[serde(default)]
+    pub fingerprint: String,
     pub nick: String,
     /// The TCP chat port.
     pub port: u16,
@@ -501,6 +510,18 @@ pub struct StatusInfo {
     pub multicast: Option<String>,
     pub interfaces: Vec<String>,
     pub listen: String,
+}
+
+impl StatusInfo {
+    /// What tells one life of the daemon from the next: its instance (its
+    /// peer id, from daemons that had none, whose ids changed per start).
+    pub fn life(&self) -> &str {
+        if self.instance.is_empty() {
+            &self.peer_id
+        } else {
+            &self.instance
+        }
+    }
 }
 
 /// Result of `nick`.
@@ -713,6 +734,7 @@ mod tests {
         rt(SubscribeResult {
             cursor: 0,
             peer_id: "p".into(),
+            instance: "i".into(),
         });
         rt(PeerInfo {
             peer_id: "p".into(),
@@ -725,6 +747,8 @@ mod tests {
         });
         rt(StatusInfo {
             peer_id: "p".into(),
+            instance: "i".into(),
+            fingerprint: "12345 67890".into(),
             nick: "n".into(),
             port: 8080,
             peers: 1,

@@ -43,6 +43,28 @@ pub fn default_socket() -> PathBuf {
     default_socket_path(xdg.as_deref(), nix::unistd::getuid().as_raw())
 }
 
+/// An XDG base folder: `$VAR` when it is an absolute path, else
+/// `~/FALLBACK` (the spec's defaults: `.local/share`, `.local/state`,
+/// `.config`). `None` without either.
+fn xdg_dir(var: &str, fallback: &str) -> Option<PathBuf> {
+    match std::env::var_os(var).map(PathBuf::from) {
+        Some(p) if p.is_absolute() => Some(p),
+        _ => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(fallback)),
+    }
+}
+
+/// `$XDG_DATA_HOME/p2pchat` (default `~/.local/share/p2pchat`): the key
+/// and the known peers.
+pub fn data_dir() -> Option<PathBuf> {
+    xdg_dir("XDG_DATA_HOME", ".local/share").map(|d| d.join("p2pchat"))
+}
+
+/// `$XDG_STATE_HOME/p2pchat` (default `~/.local/state/p2pchat`): the log
+/// of a background daemon.
+pub fn state_dir() -> Option<PathBuf> {
+    xdg_dir("XDG_STATE_HOME", ".local/state").map(|d| d.join("p2pchat"))
+}
+
 /// `--socket PATH` (or `P2PCHAT_SOCKET`) made absolute, or the default.
 /// Absolute, because `--daemon` leaves the working folder.
 pub fn socket_or_default(given: Option<&Path>) -> PathBuf {

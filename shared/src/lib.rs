@@ -11,6 +11,7 @@ pub mod api;
 pub mod cli;
 pub mod discovery;
 pub mod event;
+pub mod keys;
 pub mod limits;
 pub mod line;
 pub mod paths;

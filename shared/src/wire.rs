@@ -65,6 +65,10 @@ pub struct PeerMeta {
     /// The heartbeat period the sender proposes for this link.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat_ms: Option<u64>,
+    /// The sender's life (new on every start): a peer that said goodbye
+    /// and comes back under its lasting id is told from its late announces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// Capability: the sender sends and expects fast heartbeats (negotiated
@@ -82,6 +86,7 @@ impl PeerMeta {
             proto: Some(PROTO_TAG.to_owned()),
             caps: vec![CAP_HEARTBEAT.to_owned()],
             heartbeat_ms: Some(heartbeat_ms),
+            instance: None,
         }
     }
 
@@ -108,6 +113,7 @@ impl PeerMeta {
                 })
                 .unwrap_or_default(),
             heartbeat_ms: obj.get("heartbeat_ms").and_then(|h| h.as_u64()),
+            instance: obj.get("instance").and_then(|p| p.as_str()).and_then(short),
         })
     }
 }

@@ -46,7 +46,7 @@ pub(super) async fn run(
     actions: mpsc::Sender<Action>,
     mut requests: mpsc::Receiver<Request>,
 ) {
-    // (daemon peer id, last cursor seen): where to resume.
+    // (the daemon's life, last cursor seen): where to resume.
     let mut resume: Option<(String, u64)> = None;
     let mut wait = RETRY_FIRST;
     loop {
@@ -104,7 +104,7 @@ async fn attach(
     let status: StatusInfo = client.call(&Call::Status).await?;
     let (history, since) = match resume {
         // The same daemon: the subscription replays what we missed.
-        Some((id, cursor)) if *id == status.peer_id => (Vec::new(), *cursor),
+        Some((life, cursor)) if life == status.life() => (Vec::new(), *cursor),
         _ => {
             let h: HistoryResult = client
                 .call(&Call::History(HistoryParams {
@@ -119,7 +119,7 @@ async fn attach(
     let _: SubscribeResult = client
         .call(&Call::Subscribe(SubscribeParams { since: Some(since) }))
         .await?;
-    let daemon_id = status.peer_id.clone();
+    let daemon_id = status.life().to_owned();
     let msg = DaemonMsg::Attached {
         status: Box::new(status),
         history,

@@ -203,7 +203,7 @@ pub(super) struct State {
     pub height: u16,
     pub theme: Theme,
     pub clock: Clock,
-    /// The daemon's peer id seen last, to tell a restarted daemon.
+    /// The daemon's life (instance) seen last, to tell a restarted daemon.
     pub daemon_id: Option<String>,
 }
 

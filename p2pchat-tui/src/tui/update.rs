@@ -252,7 +252,7 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
     match msg {
         DaemonMsg::Attached { status, history } => {
             if let Some(old) = &state.daemon_id
-                && *old != status.peer_id
+                && old != status.life()
             {
                 state.note(LineKind::Info(
                     "p2pchatd was restarted; its history follows".into(),
@@ -267,7 +267,7 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
                     status.version
                 )));
             }
-            state.daemon_id = Some(status.peer_id.clone());
+            state.daemon_id = Some(status.life().to_owned());
             state.me = Some(Me {
                 peer_id: status.peer_id,
                 nick: status.nick,
@@ -337,6 +337,8 @@ mod tests {
     fn status(peer_id: &str) -> StatusInfo {
         StatusInfo {
             peer_id: peer_id.into(),
+            instance: String::new(),
+            fingerprint: String::new(),
             nick: "me".into(),
             port: 8080,
             peers: 0,

@@ -313,6 +313,8 @@ mod tests {
         let mut s = State::new(w, h, Theme { color }, clock);
         let status = StatusInfo {
             peer_id: ME.into(),
+            instance: "1".into(),
+            fingerprint: String::new(),
             nick: "alice".into(),
             port: 8080,
             peers: 2,

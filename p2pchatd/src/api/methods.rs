@@ -57,6 +57,7 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
                 let result = SubscribeResult {
                     cursor: ctx.history.newest_cursor(),
                     peer_id: ctx.mesh.peer_id().to_string(),
+                    instance: ctx.mesh.instance().to_owned(),
                 };
                 let line = match respond(id, Ok(result)) {
                     Reply::Line(l) => l,
@@ -92,6 +93,8 @@ fn status(ctx: &ApiContext) -> StatusInfo {
     let (history, history_capacity) = ctx.history.stats();
     StatusInfo {
         peer_id: ctx.mesh.peer_id().to_string(),
+        instance: ctx.mesh.instance().to_owned(),
+        fingerprint: ctx.mesh.identity().fingerprint().to_owned(),
         nick: ctx.mesh.nick().to_string(),
         port: ctx.mesh.port(),
         peers,

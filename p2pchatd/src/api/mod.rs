@@ -155,11 +155,21 @@ fn write_pid(mut f: &File) -> io::Result<()> {
 
 fn prepare_folder(socket: &Path, dir: &Path, own_folder: bool) -> Result<(), ApiBindError> {
     match fs::metadata(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io_err("cannot create socket folder", dir)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_err("cannot create socket folder", dir))?;
+            // Someone may have made it between the look and the create.
+            let m = fs::metadata(dir).map_err(io_err("cannot read socket folder", dir))?;
+            check_socket_folder(dir, m.uid(), m.mode(), me()).map_err(|why| {
+                ApiBindError::Untrusted {
+                    socket: socket.to_owned(),
+                    why,
+                }
+            })
+        }
         Err(e) => Err(io_err("cannot read socket folder", dir)(e)),
         Ok(m) if !m.is_dir() => Err(ApiBindError::Folder {
             path: dir.to_owned(),

@@ -22,14 +22,19 @@ pub(crate) struct Beat {
     pub(crate) heartbeat: Bytes,
 }
 
-/// Time from `now` to the next multiple of `period` since the epoch.
+/// Time from `now` to the next multiple of `period` since the epoch, at
+/// least half a period away: a timer that wakes a little early (the
+/// monotonic clock and a slewed wall clock disagree) does not beat twice.
 fn until_boundary(now: SystemTime, period: Duration) -> Duration {
     let period_ns = period.as_nanos().max(1);
     let since_epoch = now
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
-    let left = period_ns - since_epoch % period_ns;
+    let mut left = period_ns - since_epoch % period_ns;
+    if left < period_ns / 2 {
+        left += period_ns;
+    }
     Duration::from_nanos(u64::try_from(left).unwrap_or(u64::MAX))
 }
 
@@ -60,10 +65,11 @@ mod tests {
         let two = Duration::from_secs(2);
         assert_eq!(until_boundary(at(10_000), two), two);
         assert_eq!(until_boundary(at(10_001), two), Duration::from_millis(1999));
-        assert_eq!(until_boundary(at(11_999), two), Duration::from_millis(1));
+        // Just before a boundary (woken early): the one after it.
+        assert_eq!(until_boundary(at(11_999), two), Duration::from_millis(2001));
         // Two daemons started apart beat together.
-        let a = at(5_300) + until_boundary(at(5_300), two);
-        let b = at(5_900) + until_boundary(at(5_900), two);
+        let a = at(4_300) + until_boundary(at(4_300), two);
+        let b = at(4_900) + until_boundary(at(4_900), two);
         assert_eq!(a, b);
     }
 }

@@ -206,12 +206,8 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
         Some(e) => e,
         None => {
             let (r, w) = stream.split();
-            // The reader first, always: after a pause (a laptop lid, a
-            // SIGSTOP) what already arrived is read before the writer
-            // judges the peer by its silence.
             tokio::select! {
-                biased;
-                e = ctx.read_loop(r, lines) => e,
+                e = ctx.read_loop(r, lines, live) => e,
                 e = write_loop(mesh, w, rx, &close, live, &stats, direction) => e,
             }
         }
@@ -249,10 +245,20 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    async fn read_loop<R: AsyncRead + Unpin>(&mut self, mut r: R, mut lines: LineReader) -> End {
+    /// Reads lines until the link ends; on each beat, judges the peer by
+    /// its silence (a p2pchatd peer sends a heartbeat every period).
+    async fn read_loop<R: AsyncRead + Unpin>(
+        &mut self,
+        mut r: R,
+        mut lines: LineReader,
+        live: Liveness,
+    ) -> End {
         // Subscribers are woken once per batch of lines, on every way out.
         let history = self.mesh.history();
         let _publish = PublishOnDrop(history);
+        let mut beats = self.mesh.beats();
+        beats.borrow_and_update();
+        let silent = |stats: &LinkStats| live.dead_after.is_some_and(|d| stats.silent_for() > d);
         loop {
             while let Some(line) = lines.next_line() {
                 let Ok(line) = line else { return End::TooLong };
@@ -271,7 +277,28 @@ impl Reader<'_> {
             }
             // The batch is in; wake subscribers before waiting for more.
             history.publish();
-            match r.read_buf(lines.space()).await {
+            let read = tokio::select! {
+                biased;
+                r = r.read_buf(lines.space()) => r,
+                beat = beats.changed() => match beat {
+                    Err(_) => return End::Closed,
+                    Ok(()) if !silent(self.stats) => continue,
+                    Ok(()) => {
+                        // After a pause (SIGSTOP, a suspended laptop) the
+                        // runtime may run the overdue beat before its I/O
+                        // driver has seen what arrived meanwhile: give the
+                        // driver a turn and look once more before the
+                        // verdict.
+                        tokio::task::yield_now().await;
+                        tokio::select! {
+                            biased;
+                            r = r.read_buf(lines.space()) => r,
+                            () = std::future::ready(()) => return End::Timeout,
+                        }
+                    }
+                },
+            };
+            match read {
                 Ok(0) => return End::Eof,
                 Ok(n) => {
                     lines.read(n, READ_CHUNK);
@@ -316,7 +343,7 @@ impl Reader<'_> {
                 }
                 self.chat(&peer, msg);
             }
-            MessageType::Leave => self.mesh.table_op(|t, h| t.quit(&peer, h)),
+            MessageType::Leave => self.mesh.table_op(|t, h| t.quit(self.id, h)),
             // Joins only matter for the nick (above); link state makes the
             // join event. Heartbeats only prove life.
             MessageType::Join | MessageType::Heartbeat | MessageType::Unknown => {}
@@ -375,8 +402,9 @@ impl Drop for PublishOnDrop<'_> {
     }
 }
 
-/// The writing side: inbox batches; and on each beat a heartbeat if the
-/// link has been silent, and the peer judged by its silence.
+/// The writing side: inbox batches, and on each beat a heartbeat if the
+/// link has been silent (and the end of a squatter that never proved
+/// itself).
 async fn write_loop<W: AsyncWrite + Unpin>(
     mesh: &Mesh,
     mut w: W,
@@ -420,18 +448,6 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             r = beats.changed() => {
                 if r.is_err() {
                     return End::Closed;
-                }
-                let silent = || live.dead_after.is_some_and(|dead| stats.silent_for() > dead);
-                if silent() {
-                    // After a pause (SIGSTOP, a suspended laptop) the
-                    // runtime may run the overdue beat before its I/O
-                    // driver has seen what arrived meanwhile. Yielding
-                    // gives the driver a turn and the reader (polled
-                    // first) the data; only then is silence a verdict.
-                    tokio::task::yield_now().await;
-                    if silent() {
-                        return End::Timeout;
-                    }
                 }
                 // A link that sends no heartbeats (Go-style) and has not
                 // shown in time that it is who it claims is a squatter.

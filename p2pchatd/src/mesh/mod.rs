@@ -35,6 +35,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{ACCEPT_RETRY, Timing};
 use crate::history::History;
+use crate::identity::Identity;
 use admission::{Handshakes, MAX_DIALS};
 pub(crate) use beat::Beat;
 pub(crate) use table::Sighting;
@@ -43,7 +44,10 @@ use table::Table;
 /// Our own identity on the network.
 #[derive(Debug)]
 struct Me {
+    identity: Arc<Identity>,
     peer_id: Arc<str>,
+    /// New on every start: this life of the daemon.
+    instance: String,
     nick: Mutex<Arc<str>>,
     port: u16,
 }
@@ -85,7 +89,7 @@ const LEAVE_WAIT: Duration = Duration::from_millis(500);
 
 impl Mesh {
     pub(crate) fn new(
-        peer_id: Arc<str>,
+        identity: Arc<Identity>,
         nick: &str,
         port: u16,
         history: Arc<History>,
@@ -93,11 +97,14 @@ impl Mesh {
         tasks: TaskTracker,
         cancel: CancellationToken,
     ) -> Self {
+        let peer_id: Arc<str> = Arc::from(identity.peer_id());
         Self {
             inner: Arc::new(Inner {
                 table: Mutex::new(Table::new(peer_id.clone())),
                 me: Me {
+                    identity,
                     peer_id,
+                    instance: format!("{:016x}", fastrand::u64(..)),
                     nick: Mutex::new(Arc::from(nick)),
                     port,
                 },
@@ -120,6 +127,15 @@ impl Mesh {
 
     pub(crate) fn peer_id(&self) -> &Arc<str> {
         &self.inner.me.peer_id
+    }
+
+    /// This life of the daemon (new on every start).
+    pub(crate) fn instance(&self) -> &str {
+        &self.inner.me.instance
+    }
+
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.inner.me.identity
     }
 
     pub(crate) fn nick(&self) -> Arc<str> {
@@ -460,12 +476,6 @@ pub(crate) fn new_message_id() -> String {
     format!("{:016x}", fastrand::u64(..))
 }
 
-/// A fresh peer id for this daemon's life: `<nick>_<8 hex>`. Unique per
-/// start, so clients can tell a restarted daemon by it.
-pub(crate) fn new_peer_id(nick: &str) -> String {
-    format!("{nick}_{:08x}", fastrand::u32(..))
-}
-
 /// What a link's reader, its writer and the table know of its traffic.
 #[derive(Debug)]
 pub(crate) struct LinkStats {
@@ -527,7 +537,7 @@ pub(crate) mod tests {
 
     pub(crate) fn test_mesh() -> Mesh {
         Mesh::new(
-            Arc::from("me_00000000"),
+            Arc::new(Identity::from_secret(&[1; 32])),
             "me",
             1,
             Arc::new(History::new(10)),

@@ -45,6 +45,8 @@ pub(crate) struct Sighting {
     pub alive: bool,
     /// It carried our metadata: a p2pchatd peer that will answer our dial.
     pub p2pchatd: bool,
+    /// The sender's life, when it says (p2pchatd peers do).
+    pub instance: Option<String>,
 }
 
 #[derive(Debug)]
@@ -53,6 +55,8 @@ struct Peer {
     dial_addr: Option<SocketAddr>,
     /// Where discovery last heard it from: what proves a link from there.
     heard_from: Option<IpAddr>,
+    /// Its life as its announces last said.
+    instance: Option<String>,
     /// A join was recorded for its current link (see `attach` for when).
     shown: bool,
     last_seen: Instant,
@@ -205,9 +209,10 @@ fn listed(p: &Peer) -> bool {
     }
 }
 
-/// Records the peer's join for its current link, once.
+/// Records the peer's join for its current link, once (not after it said
+/// goodbye).
 fn show(id: &str, peer: &mut Peer, history: &History) {
-    if !peer.shown {
+    if !peer.shown && !peer.quit {
         peer.shown = true;
         history.append(EventBody::Join {
             peer_id: id.to_owned(),
@@ -260,11 +265,23 @@ impl Table {
             PeerKind::Go
         };
         let from = s.addr.ip();
+        let links = &self.links;
         let new = match self.peers.get_mut(s.peer_id.as_str()) {
-            Some(p) if p.quit => return (false, None),
+            // It said goodbye: its late announces are ignored, but a new
+            // life of it (restarted, with the same key) is back.
+            Some(p) if p.quit && (s.instance.is_none() || s.instance == p.instance) => {
+                return (false, None);
+            }
             Some(p) => {
+                p.quit = false;
                 p.last_seen = now;
-                p.heard_from = Some(from);
+                p.instance.clone_from(&s.instance);
+                // A linked peer's address is its link's: an announce in its
+                // name from elsewhere proves nothing for a claimant there.
+                let link_ip = p.link.and_then(|l| links.get(&l)).map(|l| l.remote.ip());
+                if link_ip.is_none_or(|ip| ip == from) {
+                    p.heard_from = Some(from);
+                }
                 if p.link.is_none() {
                     // Linked peers change nick through their link only, so a
                     // late datagram cannot undo a change.
@@ -285,6 +302,7 @@ impl Table {
                         nick: s.nick.clone(),
                         dial_addr: Some(s.addr),
                         heard_from: Some(from),
+                        instance: s.instance.clone(),
                         shown: false,
                         last_seen: now,
                         kind: Some(kind),
@@ -434,7 +452,13 @@ impl Table {
         now: Instant,
         history: &History,
     ) -> Result<LinkId, Refused> {
-        if self.links.len() >= MAX_LINKS && !self.evict_idlest_unproven(None, history) {
+        // Room is needed only if the link adds to the table rather than
+        // replacing one of its peer's.
+        let grows = link
+            .peer
+            .as_ref()
+            .is_none_or(|w| self.peers.get(&w.id).is_none_or(|p| p.link.is_none()));
+        if grows && self.links.len() >= MAX_LINKS && !self.evict_for_room(history) {
             return Err(Refused::Full);
         }
         let id = LinkId(self.next_link);
@@ -516,6 +540,7 @@ impl Table {
             nick: who.nick.clone(),
             dial_addr: None,
             heard_from: None,
+            instance: None,
             shown: false,
             last_seen: now,
             kind: None,
@@ -576,25 +601,41 @@ impl Table {
             return Err(Refused::TooManyFrom(from));
         }
         if others().filter(|l| l.unproven()).count() >= MAX_UNPROVEN {
-            self.evict_idlest_unproven(Some(id), history);
+            self.evict_idlest(Some(id), history, Link::unproven);
         }
         Ok(())
     }
 
-    /// Drops the unproven link that has been silent longest (never
-    /// `keep`). False when there is none.
-    fn evict_idlest_unproven(&mut self, keep: Option<LinkId>, history: &History) -> bool {
+    /// Makes room in a full table: the idlest unproven link goes, else the
+    /// idlest accepted plaintext (Go-style) one, which nothing but an
+    /// address vouches for. Links with keys and links we dialed stay.
+    /// False when there is nothing to evict.
+    fn evict_for_room(&mut self, history: &History) -> bool {
+        self.evict_idlest(None, history, Link::unproven)
+            || self.evict_idlest(None, history, |l| {
+                l.direction == LinkDirection::Accepted && l.heartbeat.is_none()
+            })
+    }
+
+    /// Drops the link that has been silent longest among those `which`
+    /// picks (never `keep`). False when there is none.
+    fn evict_idlest(
+        &mut self,
+        keep: Option<LinkId>,
+        history: &History,
+        which: impl Fn(&Link) -> bool,
+    ) -> bool {
         let idlest = self
             .links
             .iter()
-            .filter(|(l, link)| Some(**l) != keep && link.unproven())
+            .filter(|(l, link)| Some(**l) != keep && which(link))
             .max_by_key(|(_, link)| link.stats.silent_for())
             .map(|(l, _)| *l);
         let Some(id) = idlest else {
             return false;
         };
         if let Some(link) = self.links.remove(&id) {
-            tracing::info!(link = %id, remote = %link.remote, "evicted an idle unproven link to make room");
+            tracing::info!(link = %id, remote = %link.remote, "evicted an idle link to make room");
             link.close.cancel();
             if let Some(who) = link.peer
                 && let Some(p) = self.peers.get_mut(&who)
@@ -633,20 +674,24 @@ impl Table {
         Some(who)
     }
 
-    /// The peer said goodbye (on its link or on multicast): one leave event,
-    /// its link closed, no redial.
-    pub(crate) fn quit(&mut self, id: &str, history: &History) {
-        let Some(peer) = self.peers.get_mut(id) else {
+    /// The peer said goodbye on `link`: one leave event, its link closed,
+    /// no redial. Only the peer's current link speaks for it: a leave on a
+    /// replaced, evicted or claimant's link is nobody's.
+    pub(crate) fn quit(&mut self, link: LinkId, history: &History) {
+        let Some(id) = self.links.get(&link).and_then(|l| l.peer.clone()) else {
             return;
         };
-        if peer.quit {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if peer.quit || peer.link != Some(link) {
             return;
         }
         peer.quit = true;
-        if let Some(link) = peer.link.and_then(|l| self.links.get(&l)) {
-            link.close.cancel();
-            leave(id, peer, "quit", history);
+        if let Some(l) = self.links.get(&link) {
+            l.close.cancel();
         }
+        leave(&id, peer, "quit", history);
     }
 
     /// A linked peer's nick changed. Returns the old nick when it did.
@@ -873,6 +918,7 @@ mod tests {
             addr: "127.0.0.1:9".parse().unwrap(),
             alive,
             p2pchatd: true,
+            instance: None,
         };
         assert_eq!(ids(t.heard(&s("z", true), now, &h)), (true, Some(1)));
         assert_eq!(
@@ -900,7 +946,7 @@ mod tests {
             t.is_linked("z") && !c.is_cancelled(),
             "a datagram never ends a link"
         );
-        t.quit("z", &h); // the link's own leave
+        t.quit(l.unwrap(), &h); // the link's own leave
         assert_eq!(t.closed(l.unwrap(), "eof", now, &h).as_deref(), Some("z"));
         assert_eq!(kinds(&h), vec!["join", "leave"], "one leave, the quit");
         assert_eq!(
@@ -923,6 +969,7 @@ mod tests {
             addr: "127.0.0.1:9".parse().unwrap(),
             alive,
             p2pchatd: true,
+            instance: None,
         };
         // "z" is ours to dial: a leave does not stop the dial.
         assert_eq!(ids(t.heard(&s("z", true), now, &h)), (true, Some(1)));
@@ -947,6 +994,7 @@ mod tests {
             addr: "127.0.0.1:9".parse().unwrap(),
             alive: true,
             p2pchatd: true,
+            instance: None,
         };
         let claim = t.heard(&z, now, &h).1.unwrap();
         assert!(!claim.revoked.is_cancelled());
@@ -997,6 +1045,7 @@ mod tests {
             addr: format!("{ip}:9").parse().unwrap(),
             alive: true,
             p2pchatd: true,
+            instance: None,
         };
         for n in 0..1000 {
             t.heard(&from("10.0.0.9", n), now, &h);
