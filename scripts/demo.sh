@@ -17,8 +17,12 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-start() { # nick
-    "$bin/p2pchatd" "${net[@]}" --nick "$1" --socket "$dir/$1.sock" 2>"$dir/$1.log" &
+start() { # nick [--identity-of-your-own]
+    local own=()
+    # The bots are people of their own: each gets a key (and a data folder)
+    # in the demo's folder; you keep yours.
+    [ "${2:-}" = mine ] || own=(--identity "$dir/$1.identity")
+    "$bin/p2pchatd" "${net[@]}" "${own[@]}" --nick "$1" --socket "$dir/$1.sock" 2>"$dir/$1.log" &
     pids+=($!)
 }
 
@@ -61,7 +65,7 @@ chatter() { # nick
 }
 
 me=${USER:-you}
-start "$me"
+start "$me" mine
 for bot in ada grace linus; do start "$bot"; done
 wait_ready "$me"
 for bot in ada grace linus; do

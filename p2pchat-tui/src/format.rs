@@ -168,6 +168,9 @@ mod tests {
             connected: true,
             link: Some(LinkDirection::Dialed),
             kind: Some(PeerKind::P2pchatd),
+            encrypted: false,
+            fingerprint: None,
+            trust: None,
             last_seen_ms: Some(0),
         }]);
         let lines: Vec<&str> = t.lines().collect();

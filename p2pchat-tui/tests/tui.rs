@@ -127,8 +127,10 @@ async fn it_starts_a_daemon_with_its_flags_and_shutdown_stops_it() {
     let socket = net.socket_for("carol");
     let _reaper = Reaper(socket.with_extension("pid"));
     let cmd = format!(
-        "env XDG_STATE_HOME={state} {P2PCHAT} --socket {sock} --nick carol --interface 127.0.0.1 --listen 127.0.0.1 --port 0 --multicast {group}",
+        "env XDG_STATE_HOME={state} XDG_DATA_HOME={data} XDG_CONFIG_HOME={config} {P2PCHAT} --socket {sock} --nick carol --interface 127.0.0.1 --listen 127.0.0.1 --port 0 --multicast {group}",
         state = net.dir.path().join("state").display(),
+        data = net.dir.path().join("data").display(),
+        config = net.dir.path().join("config").display(),
         sock = socket.display(),
         group = net.group,
     );
@@ -188,7 +190,7 @@ fn failing_to_start_leaves_the_terminal_alone() {
             "--multicast",
         ])
         .arg(net.group.to_string())
-        .env("XDG_STATE_HOME", net.dir.path().join("state"))
+        .envs(net.xdg_env("x"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

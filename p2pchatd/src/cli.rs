@@ -87,6 +87,16 @@ pub struct Cli {
     #[command(flatten)]
     pub docs: DocFlags,
 
+    /// Link only with holders of the 32-byte key in FILE (`p2pchat keygen`
+    /// makes one): a private room on a shared LAN. Implies
+    /// --require-encryption; announces then carry no nick
+    #[arg(long, value_name = "FILE")]
+    pub network_key: Option<PathBuf>,
+
+    /// Refuse plaintext peers (the Go program's): every link is encrypted
+    #[arg(long)]
+    pub require_encryption: bool,
+
     /// Log at debug level (same as --log-level debug)
     #[arg(long)]
     pub debug: bool,
@@ -146,6 +156,11 @@ impl Cli {
             port: self.port,
             discovery,
             static_peers: self.peers.clone(),
+            network_key: self
+                .network_key
+                .as_deref()
+                .map(|p| socket_or_default(Some(p))),
+            require_encryption: self.require_encryption,
             socket: self.socket_path().0,
             identity: self.identity.as_deref().map(|p| socket_or_default(Some(p))),
             history: self.history as usize,

@@ -18,6 +18,11 @@ pub struct Config {
     pub socket: PathBuf,
     /// The identity file (`--identity`); `None`: the default place.
     pub identity: Option<PathBuf>,
+    /// Only holders of the key in this file link with us (`--network-key`).
+    pub network_key: Option<PathBuf>,
+    /// Refuse plaintext (Go) peers (`--require-encryption`; always so
+    /// with a network key).
+    pub require_encryption: bool,
     /// Events held in history.
     pub history: usize,
     pub timing: Timing,

@@ -11,6 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use chrono::Utc;
 use shared::discovery::{Datagram, DatagramType};
 use shared::limits::{MAX_DATAGRAM, PROTO_TAG};
+use shared::secure::CAP_NOISE;
 use shared::wire::PeerMeta;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
@@ -149,6 +150,10 @@ fn handle(mesh: &Mesh, bytes: &[u8], from: SocketAddr) -> bool {
         nick: shared::text::sanitize_foreign_nick(&d.username).into_owned(),
         alive: d.kind.is_alive(),
         p2pchatd: d.metadata.as_ref().is_some_and(PeerMeta::is_p2pchatd),
+        noise: d
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.caps.iter().any(|c| c == CAP_NOISE)),
         instance: d.metadata.and_then(|m| m.instance),
         peer_id: d.peer_id,
     };
@@ -170,7 +175,12 @@ impl Announcer<'_> {
         let d = Datagram {
             kind,
             peer_id: self.mesh.peer_id().to_string(),
-            username: self.mesh.nick().to_string(),
+            // With a network key, those without it learn no nick either.
+            username: if self.mesh.secure().has_network_key() {
+                String::new()
+            } else {
+                self.mesh.nick().to_string()
+            },
             // The Go peer sends "" in a leave.
             address: if kind == DatagramType::Leave {
                 String::new()
@@ -182,6 +192,7 @@ impl Announcer<'_> {
             sequence: 0,
             metadata: Some(PeerMeta {
                 proto: Some(PROTO_TAG.to_owned()),
+                caps: self.mesh.caps(),
                 instance: Some(self.mesh.instance().to_owned()),
                 ..PeerMeta::default()
             }),

@@ -163,21 +163,64 @@ impl Identity {
     pub fn public_key(&self) -> [u8; KEY_LEN] {
         self.key.verifying_key().to_bytes()
     }
-
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the Noise handshake, next, vouches with it")
-    )]
     pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.key.sign(message).to_bytes()
     }
 }
 
+/// Length of a network key (a Noise PSK).
+pub const NETWORK_KEY_LEN: usize = 32;
+
+/// Why a network key file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkKeyError {
+    #[error("cannot read network key {}", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "network key {} holds {len} bytes, not {NETWORK_KEY_LEN}; make one with `p2pchat keygen`",
+        .path.display()
+    )]
+    Length { path: PathBuf, len: u64 },
+    #[error(
+        "network key {} may be read by others (mode {mode:04o}); make it yours alone: chmod 600 {}",
+        .path.display(), .path.display()
+    )]
+    Exposed { path: PathBuf, mode: u32 },
+}
+
+/// The network key in `path`: 32 bytes, readable by the user alone.
+pub fn load_network_key(path: &Path) -> Result<[u8; NETWORK_KEY_LEN], NetworkKeyError> {
+    let unreadable = |source| NetworkKeyError::Unreadable {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = fs::metadata(path).map_err(unreadable)?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(NetworkKeyError::Exposed {
+            path: path.to_owned(),
+            mode: meta.mode() & 0o7777,
+        });
+    }
+    if meta.len() != NETWORK_KEY_LEN as u64 {
+        return Err(NetworkKeyError::Length {
+            path: path.to_owned(),
+            len: meta.len(),
+        });
+    }
+    let bytes = fs::read(path).map_err(unreadable)?;
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| NetworkKeyError::Length {
+            path: path.to_owned(),
+            len: b.len() as u64,
+        })
+}
+
 /// Whether `signature` is `key`'s over `message`.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the Noise handshake, next, checks with it")
-)]
 pub(crate) fn verify(key: &[u8; KEY_LEN], message: &[u8], signature: &[u8; 64]) -> bool {
     VerifyingKey::from_bytes(key).is_ok_and(|k| {
         k.verify_strict(message, &Signature::from_bytes(signature))

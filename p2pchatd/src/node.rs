@@ -23,8 +23,8 @@ use crate::api::{self, ApiBindError, ApiContext, SocketGuard};
 use crate::config::{Config, DEFAULT_PORTS};
 use crate::discovery::{self, DiscoverySockets};
 use crate::history::History;
-use crate::identity::{Identity, IdentityError};
-use crate::mesh::{Mesh, admission};
+use crate::identity::{Identity, IdentityError, NetworkKeyError, load_network_key};
+use crate::mesh::{Local, Mesh, Secure, admission};
 
 /// Open files the daemon may hold at once, at most: every link, handshake,
 /// dial and client the bounds allow, plus its own sockets, log and pidfile.
@@ -56,6 +56,7 @@ pub struct Bound {
     port: u16,
     discovery: Option<DiscoverySockets>,
     identity: Identity,
+    secure: Secure,
 }
 
 /// Why the daemon could not start or serve. Each keeps its cause as its
@@ -82,11 +83,17 @@ pub enum StartError {
     Identity(#[from] IdentityError),
     #[error("neither XDG_DATA_HOME nor HOME is set; pass --identity")]
     NoDataDir,
+    #[error("cannot set up encrypted links: {0}")]
+    Noise(String),
+    #[error(transparent)]
+    NetworkKey(#[from] NetworkKeyError),
 }
 
-/// Binds the API socket (single instance), the chat port and the discovery
-/// group, in that order. Needs a tokio runtime.
+/// Binds the API socket (single instance), loads the identity, binds the
+/// chat port and the discovery group, in that order. Needs a tokio
+/// runtime.
 pub fn bind(config: &Config, own_socket_folder: bool) -> Result<Bound, StartError> {
+    let (api, guard) = api::bind(&config.socket, own_socket_folder)?;
     let identity_file = match &config.identity {
         Some(p) => p.clone(),
         None => shared::cli::data_dir()
@@ -94,7 +101,12 @@ pub fn bind(config: &Config, own_socket_folder: bool) -> Result<Bound, StartErro
             .join(IDENTITY_FILE),
     };
     let identity = Identity::load_or_create(&identity_file)?;
-    let (api, guard) = api::bind(&config.socket, own_socket_folder)?;
+    let network_key = match &config.network_key {
+        Some(path) => Some(load_network_key(path)?),
+        None => None,
+    };
+    let secure =
+        Secure::new(&identity, network_key).map_err(|e| StartError::Noise(e.to_string()))?;
     let peers = bind_chat_port(config.listen, config.port)?;
     let port = peers
         .local_addr()
@@ -117,6 +129,7 @@ pub fn bind(config: &Config, own_socket_folder: bool) -> Result<Bound, StartErro
         port,
         discovery,
         identity,
+        secure,
     })
 }
 
@@ -165,10 +178,15 @@ pub async fn serve(
     let peer_id = identity.peer_id().to_owned();
     let history = Arc::new(History::new(config.history));
     let tasks = TaskTracker::new();
-    let mesh = Mesh::new(
+    let local = Local {
         identity,
-        &config.nick,
+        nick: config.nick.clone(),
         port,
+        secure: bound.secure,
+        require_encryption: config.require_encryption,
+    };
+    let mesh = Mesh::new(
+        local,
         history.clone(),
         config.timing.clone(),
         tasks.clone(),

@@ -466,6 +466,34 @@ pub enum PeerKind {
     Go,
 }
 
+/// How far a peer is known to be who its nick says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trust {
+    /// Its fingerprint was compared out of band (`p2pchat trust`).
+    Verified,
+    /// Its key holds its nick, from an earlier meeting.
+    Pinned,
+    /// Met for the first time now; its key now holds its nick.
+    New,
+    /// Its nick belongs to another key: shown as `nick~tag`.
+    Conflict,
+    /// No key at all (a Go peer): anyone could be it.
+    Plaintext,
+}
+
+impl Trust {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Verified => "verified",
+            Self::Pinned => "pinned",
+            Self::New => "new",
+            Self::Conflict => "conflict",
+            Self::Plaintext => "plaintext",
+        }
+    }
+}
+
 /// One known peer in `peers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerInfo {
@@ -477,6 +505,15 @@ pub struct PeerInfo {
     pub link: Option<LinkDirection>,
     /// Known once linked: `p2pchatd` or `go`.
     pub kind: Option<PeerKind>,
+    /// Its link is Noise-encrypted and proved its key.
+    #[serde(default)]
+    pub encrypted: bool,
+    /// Its key's fingerprint, once a link proved the key.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// Known once linked.
+    #[serde(default)]
+    pub trust: Option<Trust>,
     /// Milliseconds since we last heard of it (discovery or link).
     pub last_seen_ms: Option<u64>,
 }
@@ -743,6 +780,9 @@ mod tests {
             connected: true,
             link: Some(LinkDirection::Dialed),
             kind: Some(PeerKind::Go),
+            encrypted: false,
+            fingerprint: None,
+            trust: Some(Trust::Plaintext),
             last_seen_ms: Some(5),
         });
         rt(StatusInfo {
@@ -775,6 +815,9 @@ mod tests {
             connected: false,
             link: None,
             kind: None,
+            encrypted: false,
+            fingerprint: None,
+            trust: None,
             last_seen_ms: None,
         })
         .unwrap();

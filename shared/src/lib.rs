@@ -15,6 +15,7 @@ pub mod keys;
 pub mod limits;
 pub mod line;
 pub mod paths;
+pub mod secure;
 pub mod text;
 mod time;
 pub mod wire;

@@ -113,6 +113,17 @@ impl LineReader {
         }
     }
 
+    /// What was read but not yet taken as lines.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Takes what was read but not yet taken as lines (the connection
+    /// turned out to speak something else).
+    pub fn take_buffered(&mut self) -> BytesMut {
+        std::mem::take(&mut self.buf)
+    }
+
     /// The buffer to read more into, with room for at least one chunk.
     pub fn space(&mut self) -> &mut BytesMut {
         self.buf.reserve(self.chunk);

@@ -470,6 +470,9 @@ mod tests {
             connected: true,
             link: None,
             kind: None,
+            encrypted: false,
+            fingerprint: None,
+            trust: None,
             last_seen_ms: None,
         }];
         assert_eq!(enter(&mut s, "/users"), vec![Effect::RefreshPeers]);

@@ -347,6 +347,9 @@ mod tests {
             connected,
             link,
             kind,
+            encrypted: false,
+            fingerprint: None,
+            trust: None,
             last_seen_ms: Some(0),
         };
         vec![

@@ -112,6 +112,7 @@ pub(super) async fn discovered(mesh: Mesh, peer: Arc<str>, claim: DialClaim) {
                         id: peer.clone(),
                         nick: plan.nick,
                         p2pchatd: plan.p2pchatd,
+                        noise: plan.noise,
                     };
                     Some(handshake::dial(&mesh, stream, addr, expect, slot).await)
                 }
@@ -146,6 +147,9 @@ pub(super) async fn static_peer(mesh: Mesh, target: String) {
         let mut topology = mesh.watch_topology();
         let mut backoff = Backoff::default();
         let mut known: Option<Arc<str>> = None;
+        // Noise first; plaintext once the target did not answer it (a Go
+        // peer), unless encryption is required.
+        let mut noise = true;
         loop {
             // Linked some other way (it dialed us, or discovery did): wait.
             if let Some(peer) = &known
@@ -179,9 +183,9 @@ pub(super) async fn static_peer(mesh: Mesh, target: String) {
                 c = connect => c,
             };
             let outcome = match connected {
-                Some((stream, addr, slot)) => {
-                    Some(handshake::dial(&mesh, stream, addr, Expect::Unknown, slot).await)
-                }
+                Some((stream, addr, slot)) => Some(
+                    handshake::dial(&mesh, stream, addr, Expect::Unknown { noise }, slot).await,
+                ),
                 None => None,
             };
             if let Some(o) = &outcome {
@@ -194,6 +198,10 @@ pub(super) async fn static_peer(mesh: Mesh, target: String) {
                 {
                     info!(%peer, "peer answered");
                     known = Some(peer.clone());
+                }
+                if o.no_noise && !mesh.encryption_required() {
+                    noise = false;
+                    backoff = Backoff::default();
                 }
             }
             topology.borrow_and_update();
@@ -219,6 +227,7 @@ mod tests {
             lines: 0,
             refused: None,
             go_refusal,
+            no_noise: false,
         }
     }
 

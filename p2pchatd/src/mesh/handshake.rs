@@ -11,16 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::api::{LinkDirection, PeerKind};
+use shared::keys::is_key_id;
 use shared::text::sanitize_foreign_nick;
 use shared::wire::{MessageType, PeerMessage, PeerMeta};
 use socket2::{SockRef, TcpKeepalive};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, timeout, timeout_at};
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::link::{self, LinkOutcome, LinkSetup, Liveness, peer_lines, read_line};
+use super::link::{self, LinkOutcome, LinkSetup, Liveness, Wire, peer_lines, read_line};
+use super::secure::{Established, SecureError};
 use super::table::PeerIdentity;
 use super::{HandshakeSlot, Mesh};
 
@@ -30,17 +32,21 @@ const MAX_HEARTBEAT: Duration = Duration::from_secs(30);
 
 /// What a dialer knows before connecting.
 pub(crate) enum Expect {
-    /// Heard on discovery; `p2pchatd` peers answer our join with theirs.
+    /// Heard on discovery; `p2pchatd` peers answer our join with theirs,
+    /// `noise` ones our Noise handshake.
     Peer {
         id: Arc<str>,
         nick: String,
         p2pchatd: bool,
+        noise: bool,
     },
-    /// A `--peer HOST:PORT`: whoever answers.
-    Unknown,
+    /// A `--peer HOST:PORT`: whoever answers; Noise is tried first.
+    Unknown { noise: bool },
 }
 
-pub(super) fn liveness(mesh: &Mesh, kind: PeerKind, peer_meta: Option<&PeerMeta>) -> Liveness {
+/// The heartbeat and silence limit of a link: `theirs` is the heartbeat
+/// the peer proposed (our peers do, Go peers do not).
+pub(super) fn liveness(mesh: &Mesh, kind: PeerKind, theirs: Option<u64>) -> Liveness {
     let t = mesh.timing();
     match kind {
         // The Go peer never sends heartbeats: only our side keeps it alive.
@@ -50,9 +56,7 @@ pub(super) fn liveness(mesh: &Mesh, kind: PeerKind, peer_meta: Option<&PeerMeta>
             dead_after: None,
         },
         PeerKind::P2pchatd => {
-            let theirs = peer_meta
-                .and_then(|m| m.heartbeat_ms)
-                .map_or(t.heartbeat, Duration::from_millis);
+            let theirs = theirs.map_or(t.heartbeat, Duration::from_millis);
             let heartbeat = t.heartbeat.max(theirs).clamp(MIN_HEARTBEAT, MAX_HEARTBEAT);
             Liveness {
                 heartbeat,
@@ -101,6 +105,24 @@ pub(crate) async fn accept(
     tune(&stream);
     let mut lines = peer_lines();
     let wait = mesh.timing().handshake_timeout;
+    // The first bytes tell a Noise dialer (its preamble starts with a NUL,
+    // which no JSON line does) from a plaintext join.
+    let started = tokio::select! {
+        () = slot.evicted.cancelled() => return debug!(%remote, "made room for a newer connection"),
+        r = timeout(wait, stream.read_buf(lines.space())) => r,
+    };
+    match started {
+        Ok(Ok(0)) => return debug!(%remote, "closed before identifying"),
+        Ok(Err(e)) => return debug!(%remote, error = %e, "read failed before identifying"),
+        Err(_) => return debug!(%remote, "did not identify in time"),
+        Ok(Ok(_)) => {}
+    }
+    if lines.buffered().first() == Some(&0) {
+        return accept_noise(mesh, stream, remote, slot, lines.take_buffered()).await;
+    }
+    if mesh.encryption_required() {
+        return info!(%remote, "refused a plaintext connection: encryption is required");
+    }
     let read = tokio::select! {
         () = slot.evicted.cancelled() => return debug!(%remote, "made room for a newer connection"),
         r = timeout(wait, read_line(&mut lines, &mut stream)) => r,
@@ -119,6 +141,10 @@ pub(crate) async fn accept(
     };
     if *msg.sender_id == **mesh.peer_id() {
         return debug!(%remote, "connection from ourselves");
+    }
+    if is_key_id(&msg.sender_id) {
+        // Peers with keys link over Noise, always: no downgrade.
+        return warn!(%remote, peer = msg.sender_id, "refused a plaintext join in a key's name");
     }
     let meta = msg.metadata.as_ref().filter(|m| m.is_p2pchatd());
     let kind = if meta.is_some() {
@@ -141,8 +167,9 @@ pub(crate) async fn accept(
         id: Arc::from(msg.sender_id.as_str()),
         nick: sanitize_foreign_nick(&msg.username).into_owned(),
         kind,
+        key: None,
     };
-    let live = liveness(&mesh, kind, meta);
+    let live = liveness(&mesh, kind, meta.and_then(|m| m.heartbeat_ms));
     drop(slot);
     let span = info_span!("link", peer = %who.id, %remote);
     let setup = LinkSetup {
@@ -153,8 +180,63 @@ pub(crate) async fn accept(
         lines,
         early: Vec::new(),
         live,
+        wire: Wire::Plain,
     };
     link::run(&mesh, setup).instrument(span).await;
+}
+
+/// Serves an inbound Noise connection; `raw` is what it sent so far.
+async fn accept_noise(
+    mesh: Mesh,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    slot: HandshakeSlot,
+    raw: bytes::BytesMut,
+) {
+    let wait = mesh.timing().handshake_timeout;
+    let shaken = tokio::select! {
+        () = slot.evicted.cancelled() => return debug!(%remote, "made room for a newer connection"),
+        r = timeout(wait, mesh.secure().respond(&mut stream, raw, mesh.our_hello())) => r,
+    };
+    let est = match shaken {
+        Ok(Ok(est)) => est,
+        Ok(Err(e)) => return warn!(%remote, "noise handshake failed: {e}"),
+        Err(_) => return debug!(%remote, "noise handshake stalled"),
+    };
+    if *est.peer.peer_id == **mesh.peer_id() {
+        return debug!(%remote, "connection from ourselves");
+    }
+    drop(slot);
+    run_noise_link(&mesh, stream, remote, LinkDirection::Accepted, est).await;
+}
+
+/// Runs a Noise link from its first frame to its end.
+async fn run_noise_link(
+    mesh: &Mesh,
+    stream: TcpStream,
+    remote: SocketAddr,
+    direction: LinkDirection,
+    est: Established,
+) -> LinkOutcome {
+    let live = liveness(mesh, PeerKind::P2pchatd, Some(est.peer.heartbeat_ms));
+    let who = PeerIdentity {
+        id: Arc::from(est.peer.peer_id.as_str()),
+        nick: est.peer.nick,
+        kind: PeerKind::P2pchatd,
+        key: Some(est.peer.key),
+    };
+    let span = info_span!("link", peer = %who.id, %remote);
+    let setup = LinkSetup {
+        stream,
+        remote,
+        direction,
+        who: Some(who),
+        lines: peer_lines(),
+        early: Vec::new(),
+        live,
+        wire: Wire::Noise(est.opener, est.sealer),
+    };
+    link::run(mesh, setup).instrument(span).await
 }
 
 /// Runs a link we dialed, from the handshake to its end. `slot` is the
@@ -173,8 +255,19 @@ pub(crate) async fn dial(
         lines: 0,
         refused: None,
         go_refusal,
+        no_noise: false,
     };
     tune(&stream);
+    let noise = match &expect {
+        Expect::Peer { noise, .. } | Expect::Unknown { noise } => *noise,
+    };
+    if noise {
+        return dial_noise(mesh, stream, remote, expect, slot).await;
+    }
+    if mesh.encryption_required() {
+        info!(%remote, "not dialing in plaintext: encryption is required");
+        return failed(false);
+    }
     // Identify, then say hello as the Go dialer does: a Go acceptor shows
     // the second join as our arrival.
     let mut hello = mesh.identifying_join();
@@ -191,7 +284,7 @@ pub(crate) async fn dial(
     let mut early = Vec::new();
     let wait_reply = match &expect {
         Expect::Peer { p2pchatd, .. } => *p2pchatd,
-        Expect::Unknown => true,
+        Expect::Unknown { .. } => true,
     };
     // (who answered, their metadata) once known.
     let mut answered: Option<(PeerIdentity, Option<PeerMeta>)> = None;
@@ -231,6 +324,7 @@ pub(crate) async fn dial(
                             id: Arc::from(m.sender_id.as_str()),
                             nick: sanitize_foreign_nick(&m.username).into_owned(),
                             kind: PeerKind::P2pchatd,
+                            key: None,
                         };
                         answered = Some((who, m.metadata));
                         break;
@@ -262,13 +356,18 @@ pub(crate) async fn dial(
                 id,
                 nick,
                 kind: PeerKind::Go,
+                key: None,
             }),
             None,
         ),
-        (None, Expect::Unknown) => (None, None),
+        (None, Expect::Unknown { .. }) => (None, None),
     };
+    if who.as_ref().is_some_and(|w| is_key_id(&w.id)) {
+        warn!(%remote, "refused a plaintext answer in a key's name");
+        return failed(false);
+    }
     let kind = who.as_ref().map_or(PeerKind::Go, |w| w.kind);
-    let live = liveness(mesh, kind, meta.as_ref());
+    let live = liveness(mesh, kind, meta.and_then(|m| m.heartbeat_ms));
     let span = match &who {
         Some(w) => info_span!("link", peer = %w.id, %remote),
         None => info_span!("link", peer = "?", %remote),
@@ -282,8 +381,60 @@ pub(crate) async fn dial(
         lines,
         early,
         live,
+        wire: Wire::Plain,
     };
     let mut outcome = link::run(mesh, setup).instrument(span).await;
+    outcome.lasted = started.elapsed();
+    outcome
+}
+
+/// Dials with the Noise handshake. A `--peer` that does not answer it (a
+/// Go peer) is reported, so the next dial tries plaintext.
+async fn dial_noise(
+    mesh: &Mesh,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    expect: Expect,
+    slot: OwnedSemaphorePermit,
+) -> LinkOutcome {
+    let started = Instant::now();
+    let failed = |no_noise| LinkOutcome {
+        peer: None,
+        lasted: started.elapsed(),
+        lines: 0,
+        refused: None,
+        go_refusal: false,
+        no_noise,
+    };
+    let unknown = matches!(expect, Expect::Unknown { .. });
+    let t = mesh.timing();
+    let shaken = tokio::select! {
+        () = mesh.cancel_token().cancelled() => return failed(false),
+        r = timeout(t.dial_timeout, mesh.secure().initiate(&mut stream, mesh.our_hello())) => r,
+    };
+    let est = match shaken {
+        Ok(Ok(est)) => est,
+        Ok(Err(SecureError::Closed)) | Err(_) if unknown => {
+            debug!(%remote, "no answer to the noise handshake; trying plaintext next");
+            return failed(true);
+        }
+        Ok(Err(e)) => {
+            warn!(%remote, "noise handshake failed: {e}");
+            return failed(false);
+        }
+        Err(_) => {
+            debug!(%remote, "noise handshake stalled");
+            return failed(false);
+        }
+    };
+    if let Expect::Peer { id, .. } = &expect
+        && **id != *est.peer.peer_id
+    {
+        warn!(%remote, expected = %id, answered = est.peer.peer_id, "a different peer answered");
+        return failed(false);
+    }
+    drop(slot);
+    let mut outcome = run_noise_link(mesh, stream, remote, LinkDirection::Dialed, est).await;
     outcome.lasted = started.elapsed();
     outcome
 }
@@ -299,13 +450,13 @@ mod tests {
             heartbeat_ms: Some(5000),
             ..PeerMeta::ours(5000)
         };
-        let l = liveness(&mesh, PeerKind::P2pchatd, Some(&theirs));
+        let l = liveness(&mesh, PeerKind::P2pchatd, theirs.heartbeat_ms);
         assert_eq!(l.heartbeat, Duration::from_secs(5));
         let silly = PeerMeta {
             heartbeat_ms: Some(1),
             ..PeerMeta::ours(1)
         };
-        let l = liveness(&mesh, PeerKind::P2pchatd, Some(&silly));
+        let l = liveness(&mesh, PeerKind::P2pchatd, silly.heartbeat_ms);
         assert_eq!(l.heartbeat, mesh.timing().heartbeat);
         assert!(liveness(&mesh, PeerKind::Go, None).dead_after.is_none());
     }

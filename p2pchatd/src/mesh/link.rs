@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::admission::UNPROVEN_GRACE;
+use super::secure::{Opener, Sealer};
 use super::table::{LinkId, NewLink, PeerIdentity, Refused};
 use super::{LinkStats, Mesh};
 
@@ -60,6 +61,8 @@ pub(crate) struct LinkOutcome {
     pub refused: Option<Refused>,
     /// A Go peer closed the link at once: it needs a restart.
     pub go_refusal: bool,
+    /// A `--peer` did not answer our Noise handshake: dial it in plaintext.
+    pub no_noise: bool,
 }
 
 /// Why a link ended; the text goes into the leave event.
@@ -137,6 +140,53 @@ pub(super) struct LinkSetup {
     /// Lines the handshake read that belong to the chat.
     pub(super) early: Vec<PeerMessage>,
     pub(super) live: Liveness,
+    pub(super) wire: Wire,
+}
+
+/// What carries a link's lines: the socket itself, or Noise frames.
+pub(super) enum Wire {
+    Plain,
+    Noise(Opener, Sealer),
+}
+
+/// Where a link's reader gets plaintext.
+enum Inbound {
+    Plain,
+    Noise(Opener),
+}
+
+impl Inbound {
+    /// Reads until some plaintext is in `lines`; `Ok(0)` at end of stream.
+    async fn fill<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+        lines: &mut LineReader,
+    ) -> io::Result<usize> {
+        match self {
+            Self::Plain => r.read_buf(lines.space()).await,
+            Self::Noise(opener) => opener.fill(r, lines).await,
+        }
+    }
+}
+
+/// How a link's writer puts plaintext on the wire.
+enum Outbound {
+    Plain,
+    Noise { sealer: Sealer, sealed: Vec<u8> },
+}
+
+impl Outbound {
+    /// The bytes to write for `plain`.
+    fn wire<'a>(&'a mut self, plain: &'a [u8]) -> io::Result<&'a [u8]> {
+        match self {
+            Self::Plain => Ok(plain),
+            Self::Noise { sealer, sealed } => {
+                sealed.clear();
+                sealer.seal(plain, sealed)?;
+                Ok(sealed)
+            }
+        }
+    }
 }
 
 /// Registers the link and runs its reader and writer until one ends.
@@ -149,18 +199,32 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
         lines,
         early,
         live,
+        wire,
     } = setup;
+    let (inbound, outbound) = match wire {
+        Wire::Plain => (Inbound::Plain, Outbound::Plain),
+        Wire::Noise(opener, sealer) => (
+            Inbound::Noise(opener),
+            Outbound::Noise {
+                sealer,
+                sealed: Vec::new(),
+            },
+        ),
+    };
     let (tx, rx) = mpsc::channel(LINK_INBOX);
     let close = mesh.cancel_token().child_token();
     let kind = who.as_ref().map(|w| w.kind);
-    // A peer we dialed is the one we meant to reach.
-    let stats = Arc::new(LinkStats::new(direction == LinkDirection::Dialed));
+    // A peer we dialed is the one we meant to reach; one with a key proved
+    // it holds it.
+    let keyed = who.as_ref().is_some_and(|w| w.key.is_some());
+    let stats = Arc::new(LinkStats::new(direction == LinkDirection::Dialed || keyed));
     let mut outcome = LinkOutcome {
         peer: who.as_ref().map(|w| w.id.clone()),
         lasted: Duration::ZERO,
         lines: 0,
         refused: None,
         go_refusal: false,
+        no_noise: false,
     };
     let registered = mesh.table_op(|t, h| {
         t.register(
@@ -207,8 +271,8 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
         None => {
             let (r, w) = stream.split();
             tokio::select! {
-                e = ctx.read_loop(r, lines, live) => e,
-                e = write_loop(mesh, w, rx, &close, live, &stats, direction) => e,
+                e = ctx.read_loop(r, lines, inbound, live) => e,
+                e = write_loop(mesh, w, outbound, rx, &close, live, &stats, direction) => e,
             }
         }
     };
@@ -251,6 +315,7 @@ impl Reader<'_> {
         &mut self,
         mut r: R,
         mut lines: LineReader,
+        mut inbound: Inbound,
         live: Liveness,
     ) -> End {
         // Subscribers are woken once per batch of lines, on every way out.
@@ -279,7 +344,7 @@ impl Reader<'_> {
             history.publish();
             let read = tokio::select! {
                 biased;
-                r = r.read_buf(lines.space()) => r,
+                r = inbound.fill(&mut r, &mut lines) => r,
                 beat = beats.changed() => match beat {
                     Err(_) => return End::Closed,
                     Ok(()) if !silent(self.stats) => continue,
@@ -292,7 +357,7 @@ impl Reader<'_> {
                         tokio::task::yield_now().await;
                         tokio::select! {
                             biased;
-                            r = r.read_buf(lines.space()) => r,
+                            r = inbound.fill(&mut r, &mut lines) => r,
                             () = std::future::ready(()) => return End::Timeout,
                         }
                     }
@@ -352,10 +417,15 @@ impl Reader<'_> {
     }
 
     fn identify(&mut self, msg: &PeerMessage) -> Result<Arc<str>, End> {
+        if shared::keys::is_key_id(&msg.sender_id) {
+            // Peers with keys link over Noise, always: no downgrade.
+            return Err(End::Refused(Refused::Taken));
+        }
         let who = PeerIdentity {
             id: Arc::from(msg.sender_id.as_str()),
             nick: sanitize_foreign_nick(&msg.username).into_owned(),
             kind: PeerKind::Go,
+            key: None,
         };
         let now = std::time::Instant::now();
         self.mesh
@@ -405,9 +475,11 @@ impl Drop for PublishOnDrop<'_> {
 /// The writing side: inbox batches, and on each beat a heartbeat if the
 /// link has been silent (and the end of a squatter that never proved
 /// itself).
+#[allow(clippy::too_many_arguments)]
 async fn write_loop<W: AsyncWrite + Unpin>(
     mesh: &Mesh,
     mut w: W,
+    mut outbound: Outbound,
     mut inbox: mpsc::Receiver<Bytes>,
     close: &CancellationToken,
     live: Liveness,
@@ -431,7 +503,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     buf.extend_from_slice(&line);
                 }
                 let flush = async {
-                    w.write_all(&buf).await?;
+                    w.write_all(outbound.wire(&buf)?).await?;
                     w.shutdown().await
                 };
                 let _ = timeout(FLUSH_WAIT, flush).await;
@@ -465,7 +537,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 buf.extend_from_slice(&beats.borrow_and_update().heartbeat);
             }
         }
-        if let Err(end) = write_progressing(&mut w, &buf, stall).await {
+        let bytes = match outbound.wire(&buf) {
+            Ok(b) => b,
+            Err(e) => return End::Io(e),
+        };
+        if let Err(end) = write_progressing(&mut w, bytes, stall).await {
             return end;
         }
         quiet_beats = 0;
@@ -521,7 +597,17 @@ mod tests {
         let (m, c) = (mesh.clone(), close.clone());
         let task = tokio::spawn(async move {
             let stats = LinkStats::new(true);
-            write_loop(&m, server, rx, &c, live, &stats, LinkDirection::Dialed).await
+            write_loop(
+                &m,
+                server,
+                Outbound::Plain,
+                rx,
+                &c,
+                live,
+                &stats,
+                LinkDirection::Dialed,
+            )
+            .await
         });
         settle().await;
         (mesh, tx, close, client.unwrap(), task)

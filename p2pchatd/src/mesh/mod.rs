@@ -11,6 +11,7 @@ mod beat;
 mod dial;
 mod handshake;
 mod link;
+mod secure;
 pub(crate) mod table;
 
 use std::net::IpAddr;
@@ -23,8 +24,9 @@ use chrono::Utc;
 use shared::api::{PeerInfo, SayResult};
 use shared::event::EventBody;
 use shared::limits::PROTO_TAG;
+use shared::secure::{CAP_NETWORK_KEY, CAP_NOISE};
 use shared::wire::{
-    ACTION_PREFIX, MessageType, PeerMessage, PeerMeta, join_content, leave_content,
+    ACTION_PREFIX, CAP_HEARTBEAT, MessageType, PeerMessage, PeerMeta, join_content, leave_content,
     nick_change_content,
 };
 use tokio::net::TcpListener;
@@ -38,11 +40,23 @@ use crate::history::History;
 use crate::identity::Identity;
 use admission::{Handshakes, MAX_DIALS};
 pub(crate) use beat::Beat;
+use secure::OurHello;
+pub(crate) use secure::Secure;
 pub(crate) use table::Sighting;
 use table::Table;
 
+/// Who we are and how we link, as the node sets it up.
+pub(crate) struct Local {
+    pub(crate) identity: Arc<Identity>,
+    pub(crate) nick: String,
+    pub(crate) port: u16,
+    /// Our side of Noise handshakes (with the network key, if any).
+    pub(crate) secure: Secure,
+    /// Plaintext (Go) peers are refused; always so with a network key.
+    pub(crate) require_encryption: bool,
+}
+
 /// Our own identity on the network.
-#[derive(Debug)]
 struct Me {
     identity: Arc<Identity>,
     peer_id: Arc<str>,
@@ -50,6 +64,8 @@ struct Me {
     instance: String,
     nick: Mutex<Arc<str>>,
     port: u16,
+    secure: Secure,
+    require_encryption: bool,
 }
 
 /// The mesh handle; cheap to clone.
@@ -89,24 +105,25 @@ const LEAVE_WAIT: Duration = Duration::from_millis(500);
 
 impl Mesh {
     pub(crate) fn new(
-        identity: Arc<Identity>,
-        nick: &str,
-        port: u16,
+        local: Local,
         history: Arc<History>,
         timing: Timing,
         tasks: TaskTracker,
         cancel: CancellationToken,
     ) -> Self {
-        let peer_id: Arc<str> = Arc::from(identity.peer_id());
+        let peer_id: Arc<str> = Arc::from(local.identity.peer_id());
+        let require_encryption = local.require_encryption || local.secure.has_network_key();
         Self {
             inner: Arc::new(Inner {
                 table: Mutex::new(Table::new(peer_id.clone())),
                 me: Me {
-                    identity,
+                    identity: local.identity,
                     peer_id,
                     instance: format!("{:016x}", fastrand::u64(..)),
-                    nick: Mutex::new(Arc::from(nick)),
-                    port,
+                    nick: Mutex::new(Arc::from(local.nick)),
+                    port: local.port,
+                    secure: local.secure,
+                    require_encryption,
                 },
                 history,
                 outbox: tokio::sync::Mutex::new(0),
@@ -136,6 +153,34 @@ impl Mesh {
 
     pub(crate) fn identity(&self) -> &Identity {
         &self.inner.me.identity
+    }
+
+    pub(crate) fn secure(&self) -> &Secure {
+        &self.inner.me.secure
+    }
+
+    /// Plaintext (Go) peers are refused.
+    pub(crate) fn encryption_required(&self) -> bool {
+        self.inner.me.require_encryption
+    }
+
+    /// What we put in our announces' and hellos' capabilities.
+    pub(crate) fn caps(&self) -> Vec<String> {
+        let mut caps = vec![CAP_HEARTBEAT.to_owned(), CAP_NOISE.to_owned()];
+        if self.secure().has_network_key() {
+            caps.push(CAP_NETWORK_KEY.to_owned());
+        }
+        caps
+    }
+
+    /// What we say of ourselves in a Noise handshake.
+    pub(crate) fn our_hello(&self) -> OurHello {
+        OurHello {
+            nick: self.nick().to_string(),
+            heartbeat_ms: shared::millis(self.inner.timing.heartbeat),
+            instance: self.instance().to_owned(),
+            caps: self.caps(),
+        }
     }
 
     pub(crate) fn nick(&self) -> Arc<str> {
@@ -536,10 +581,16 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn test_mesh() -> Mesh {
+        let identity = Arc::new(Identity::from_secret(&[1; 32]));
+        let local = Local {
+            secure: Secure::new(&identity, None).unwrap(),
+            identity,
+            nick: "me".into(),
+            port: 1,
+            require_encryption: false,
+        };
         Mesh::new(
-            Arc::new(Identity::from_secret(&[1; 32])),
-            "me",
-            1,
+            local,
             Arc::new(History::new(10)),
             Timing::default(),
             TaskTracker::new(),

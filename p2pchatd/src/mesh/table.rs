@@ -23,6 +23,7 @@ use super::admission::{
     MAX_UNPROVEN, MAX_UNPROVEN_PER_ADDRESS, new_link_wins,
 };
 use crate::history::History;
+use shared::keys::{KEY_LEN, fingerprint_of};
 
 /// Identifies one TCP link for its whole life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,6 +46,8 @@ pub(crate) struct Sighting {
     pub alive: bool,
     /// It carried our metadata: a p2pchatd peer that will answer our dial.
     pub p2pchatd: bool,
+    /// It speaks Noise links.
+    pub noise: bool,
     /// The sender's life, when it says (p2pchatd peers do).
     pub instance: Option<String>,
 }
@@ -57,6 +60,10 @@ struct Peer {
     heard_from: Option<IpAddr>,
     /// Its life as its announces last said.
     instance: Option<String>,
+    /// It announced that it speaks Noise.
+    noise: bool,
+    /// The identity key its last encrypted link proved.
+    key: Option<[u8; KEY_LEN]>,
     /// A join was recorded for its current link (see `attach` for when).
     shown: bool,
     last_seen: Instant,
@@ -101,6 +108,8 @@ struct Link {
     stats: Arc<LinkStats>,
     /// The negotiated heartbeat of a p2pchatd link; `None` toward Go.
     heartbeat: Option<Duration>,
+    /// The identity key the link proved (Noise); `None` on plaintext.
+    key: Option<[u8; KEY_LEN]>,
 }
 
 impl Link {
@@ -134,6 +143,8 @@ pub(crate) struct PeerIdentity {
     pub id: Arc<str>,
     pub nick: String,
     pub kind: PeerKind,
+    /// The identity key a Noise link proved; `None` on plaintext links.
+    pub key: Option<[u8; KEY_LEN]>,
 }
 
 /// Where and whom a dial loop dials next.
@@ -143,6 +154,8 @@ pub(crate) struct DialPlan {
     pub nick: String,
     /// The peer will answer our join (p2pchatd) rather than stay silent (Go).
     pub p2pchatd: bool,
+    /// The peer speaks Noise.
+    pub noise: bool,
 }
 
 /// A link our lines go to: its inbox, and how to close it.
@@ -273,6 +286,9 @@ impl Table {
                 return (false, None);
             }
             Some(p) => {
+                // A new life of a peer we know (it restarted) does not
+                // know us yet: answer it at once, as a new peer.
+                let reborn = s.instance.is_some() && s.instance != p.instance;
                 p.quit = false;
                 p.last_seen = now;
                 p.instance.clone_from(&s.instance);
@@ -288,8 +304,9 @@ impl Table {
                     p.nick.clone_from(&s.nick);
                     p.dial_addr = Some(s.addr);
                     p.kind = Some(kind);
+                    p.noise = s.noise;
                 }
-                false
+                reborn
             }
             None => {
                 if self.unlinked_from(from) >= MAX_UNLINKED_PER_ADDRESS {
@@ -303,6 +320,8 @@ impl Table {
                         dial_addr: Some(s.addr),
                         heard_from: Some(from),
                         instance: s.instance.clone(),
+                        noise: s.noise,
+                        key: None,
                         shown: false,
                         last_seen: now,
                         kind: Some(kind),
@@ -426,6 +445,7 @@ impl Table {
                 addr,
                 nick: p.nick.clone(),
                 p2pchatd: p.kind == Some(PeerKind::P2pchatd),
+                noise: p.noise,
             }),
             _ => {
                 p.dialing = None;
@@ -474,6 +494,7 @@ impl Table {
                 close: link.close,
                 stats: link.stats,
                 heartbeat: link.heartbeat,
+                key: peer.as_ref().and_then(|w| w.key),
             },
         );
         match peer {
@@ -521,7 +542,9 @@ impl Table {
                 dead: old.dead(),
                 ..rank(old.direction, old.stats.proven())
             };
-            let same_host = old.remote.ip() == remote.ip();
+            // The same key is the peer itself, wherever it comes from.
+            let same_host =
+                old.remote.ip() == remote.ip() || (who.key.is_some() && old.key == who.key);
             if !new_link_wins(theirs, rank(direction, stats.proven()), same_host) {
                 return Err(if same_host {
                     Refused::Duplicate
@@ -541,6 +564,8 @@ impl Table {
             dial_addr: None,
             heard_from: None,
             instance: None,
+            noise: false,
+            key: None,
             shown: false,
             last_seen: now,
             kind: None,
@@ -554,6 +579,7 @@ impl Table {
         }
         peer.link = Some(id);
         peer.kind = Some(who.kind);
+        peer.key = who.key.or(peer.key);
         peer.last_seen = now;
         peer.quit = false;
         if peer.dial_addr.is_none() && direction == LinkDirection::Dialed {
@@ -783,6 +809,9 @@ impl Table {
                     connected: link.is_some(),
                     link: link.map(|l| l.direction),
                     kind: p.kind,
+                    encrypted: link.is_some_and(|l| l.key.is_some()),
+                    fingerprint: p.key.as_ref().map(fingerprint_of),
+                    trust: None,
                     last_seen_ms: Some(shared::millis(if link.is_some() {
                         Duration::ZERO
                     } else {
@@ -841,6 +870,7 @@ mod tests {
                     id: p.into(),
                     nick: format!("nick-{p}"),
                     kind,
+                    key: None,
                 }),
                 tx,
                 close: close.clone(),
@@ -918,6 +948,7 @@ mod tests {
             addr: "127.0.0.1:9".parse().unwrap(),
             alive,
             p2pchatd: true,
+            noise: true,
             instance: None,
         };
         assert_eq!(ids(t.heard(&s("z", true), now, &h)), (true, Some(1)));
@@ -937,7 +968,10 @@ mod tests {
             "ourselves"
         );
         let plan = t.dial_plan("z", 1).unwrap();
-        assert_eq!((plan.nick.as_str(), plan.p2pchatd), ("z", true));
+        assert_eq!(
+            (plan.nick.as_str(), plan.p2pchatd, plan.noise),
+            ("z", true, true)
+        );
         assert_eq!(t.dial_plan("z", 7), None, "not this loop's peer");
         let (l, c, _r) = link(&mut t, Dialed, Some("z"), &h);
         assert_eq!(t.dial_plan("z", 1), None, "linked: the dialer stops");
@@ -969,6 +1003,7 @@ mod tests {
             addr: "127.0.0.1:9".parse().unwrap(),
             alive,
             p2pchatd: true,
+            noise: true,
             instance: None,
         };
         // "z" is ours to dial: a leave does not stop the dial.
@@ -994,6 +1029,7 @@ mod tests {
             addr: "127.0.0.1:9".parse().unwrap(),
             alive: true,
             p2pchatd: true,
+            noise: true,
             instance: None,
         };
         let claim = t.heard(&z, now, &h).1.unwrap();
@@ -1045,6 +1081,7 @@ mod tests {
             addr: format!("{ip}:9").parse().unwrap(),
             alive: true,
             p2pchatd: true,
+            noise: true,
             instance: None,
         };
         for n in 0..1000 {

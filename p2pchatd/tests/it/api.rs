@@ -324,6 +324,7 @@ async fn the_socket_is_private_single_instance_and_reclaimed_after_a_crash() {
 
     // A second daemon on the same socket says so and exits 1.
     let out = std::process::Command::new(daemon_bin())
+        .envs(net.xdg_env("again"))
         .args(net.loopback_args())
         .args(["--nick", "again", "--socket"])
         .arg(&a.socket)
@@ -376,6 +377,7 @@ async fn a_socket_another_user_could_own_is_refused_by_both_ends() {
     ] {
         let socket = folder.join("p2pchatd.sock");
         let out = std::process::Command::new(daemon_bin())
+            .envs(net.xdg_env("victim"))
             .args(net.loopback_args())
             .args(["--nick", "victim", "--socket"])
             .arg(&socket)

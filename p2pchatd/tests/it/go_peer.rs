@@ -433,6 +433,8 @@ async fn an_idle_link_to_go_never_trips_its_silence_rule() {
         static_peers: vec![],
         socket: net.socket_for("inproc"),
         identity: Some(net.home_of("inproc").join("identity")),
+        network_key: None,
+        require_encryption: false,
         history: 100,
         timing: Timing {
             go_heartbeat: Duration::from_millis(250),

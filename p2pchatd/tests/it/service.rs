@@ -214,6 +214,7 @@ async fn daemon_mode_detaches_once_ready_and_stops_cleanly() {
     let state = net.dir.path().join("state");
     let run = |extra: &[&str]| {
         Command::new(daemon_bin())
+            .envs(net.xdg_env("alice"))
             .args(net.loopback_args())
             .args(["--nick", "alice", "--daemon", "--socket"])
             .arg(&socket)
@@ -263,6 +264,7 @@ async fn daemon_mode_detaches_once_ready_and_stops_cleanly() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let out = Command::new(daemon_bin())
+        .envs(net.xdg_env("alice"))
         .args([
             "--interface",
             "127.0.0.1",
