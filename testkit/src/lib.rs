@@ -13,8 +13,10 @@
 pub mod daemon;
 pub mod dir;
 pub mod lan;
+pub mod noise;
 pub mod procfs;
 pub mod raw;
+pub mod relay;
 pub mod tmux;
 pub mod wait;
 

@@ -7,4 +7,5 @@ mod go_peer;
 mod hostile;
 mod lifecycle;
 mod mesh;
+mod secure;
 mod service;

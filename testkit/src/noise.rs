@@ -1,0 +1,146 @@
+//! A Noise dialer that plays any p2pchatd peer (any key, any nick), or
+//! misbehaves on purpose: garbage after the preamble, a replayed
+//! handshake, bad frames after a good one.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use ed25519_dalek::{Signer, SigningKey};
+use shared::keys::hex;
+use shared::secure::{
+    Hello, MAX_FRAME_PLAINTEXT, NOISE_XX, NOISE_XX_PSK, PREAMBLE, PROLOGUE, STATIC_KEY_CONTEXT,
+    frame_header, next_frame,
+};
+use snow::StatelessTransportState;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A finished handshake with a daemon.
+pub struct NoiseLink {
+    pub stream: TcpStream,
+    state: StatelessTransportState,
+    tx: u64,
+    /// What this side sent during the handshake, to replay.
+    pub handshake_bytes: Vec<u8>,
+    /// The daemon's hello.
+    pub theirs: Hello,
+}
+
+/// Handshakes with the daemon at `to` as the holder of `secret`, named
+/// `nick`; with `psk`, as a holder of that network key.
+pub async fn dial(
+    to: SocketAddr,
+    secret: [u8; 32],
+    nick: &str,
+    psk: Option<[u8; 32]>,
+) -> Result<NoiseLink, String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let pattern = if psk.is_some() {
+        NOISE_XX_PSK
+    } else {
+        NOISE_XX
+    };
+    let params = pattern.parse().map_err(|x: snow::Error| e(&x))?;
+    let keys = snow::Builder::new(pattern.parse().map_err(|x: snow::Error| e(&x))?)
+        .generate_keypair()
+        .map_err(|x| e(&x))?;
+    let mut b = snow::Builder::new(params)
+        .local_private_key(&keys.private)
+        .map_err(|x| e(&x))?
+        .prologue(PROLOGUE)
+        .map_err(|x| e(&x))?;
+    if let Some(k) = &psk {
+        b = b.psk(0, k).map_err(|x| e(&x))?;
+    }
+    let mut hs = b.build_initiator().map_err(|x| e(&x))?;
+    let signing = SigningKey::from_bytes(&secret);
+    let mut vouched = STATIC_KEY_CONTEXT.to_vec();
+    vouched.extend_from_slice(&keys.public);
+    let hello = Hello {
+        key: hex(&signing.verifying_key().to_bytes()),
+        sig: hex(&signing.sign(&vouched).to_bytes()),
+        nick: nick.into(),
+        heartbeat_ms: 2000,
+        instance: "test".into(),
+        caps: vec![],
+    };
+    let mut stream = TcpStream::connect(to).await.map_err(|x| e(&x))?;
+    let mut msg = vec![0u8; 4096];
+    let mut sent = PREAMBLE.to_vec();
+    let n = hs.write_message(&[], &mut msg).map_err(|x| e(&x))?;
+    sent.extend_from_slice(&frame_header(n));
+    sent.extend_from_slice(&msg[..n]);
+    stream.write_all(&sent).await.map_err(|x| e(&x))?;
+    let mut raw = BytesMut::new();
+    let second = loop {
+        if let Some(f) = next_frame(&mut raw) {
+            break f;
+        }
+        raw.reserve(4096);
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_buf(&mut raw)).await;
+        match read {
+            Ok(Ok(0)) => return Err("closed".into()),
+            Ok(Ok(_)) => {}
+            Ok(Err(x)) => return Err(e(&x)),
+            Err(_) => return Err("no answer".into()),
+        }
+    };
+    let mut payload = vec![0u8; 4096];
+    let n = hs.read_message(&second, &mut payload).map_err(|x| e(&x))?;
+    let theirs = Hello::decode(&payload[..n]).map_err(|x| e(&x))?;
+    let n = hs
+        .write_message(&hello.encode(), &mut msg)
+        .map_err(|x| e(&x))?;
+    let mut third = frame_header(n).to_vec();
+    third.extend_from_slice(&msg[..n]);
+    stream.write_all(&third).await.map_err(|x| e(&x))?;
+    sent.extend_from_slice(&third);
+    let state = hs.into_stateless_transport_mode().map_err(|x| e(&x))?;
+    Ok(NoiseLink {
+        stream,
+        state,
+        tx: 0,
+        handshake_bytes: sent,
+        theirs,
+    })
+}
+
+impl NoiseLink {
+    /// Sends `plain` sealed, in frames, as a daemon would.
+    pub async fn send(&mut self, plain: &[u8]) -> std::io::Result<()> {
+        let mut out = Vec::new();
+        for chunk in plain.chunks(MAX_FRAME_PLAINTEXT) {
+            let mut sealed = vec![0u8; chunk.len() + 16];
+            let n = self
+                .state
+                .write_message(self.tx, chunk, &mut sealed)
+                .map_err(std::io::Error::other)?;
+            self.tx += 1;
+            out.extend_from_slice(&frame_header(n));
+            out.extend_from_slice(&sealed[..n]);
+        }
+        self.stream.write_all(&out).await
+    }
+
+    /// Sends bytes as they are, past the encryption.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+}
+
+/// Whether the daemon closes `stream` within `limit` (whatever it sends
+/// meanwhile is read and dropped).
+pub async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
