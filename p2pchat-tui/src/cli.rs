@@ -1,16 +1,17 @@
-//! The shell commands: `say`, `tail`, `peers`, `nick`, `status`, `stop`.
-//! They speak to the daemon through [`crate::client`] and never touch the
+//! The shell commands: `say`, `tail`, `peers`, `nick`, `status`, `stop`,
+//! `fingerprint`, `trust`, `forget` speak to the daemon through
+//! [`crate::client`]; `keygen` writes a network key. None touches the
 //! terminal UI.
 
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use shared::api::{
     Call, HistoryParams, HistoryResult, NickParams, NickResult, PeerInfo, SayParams, SayResult,
-    ShutdownResult, StatusInfo, SubscribeParams, SubscribeResult,
+    ShutdownResult, StatusInfo, SubscribeParams, SubscribeResult, TrustParams, TrustResult,
 };
 use shared::event::Event;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -50,6 +51,26 @@ pub enum Command {
     },
     /// Stop the daemon (it says goodbye to everyone)
     Stop,
+    /// Print your key's fingerprint, or NICK's, to compare out of band
+    Fingerprint {
+        /// A peer's nick as `peers` shows it
+        nick: Option<String>,
+    },
+    /// Mark NICK's key verified, once its fingerprint was compared
+    Trust {
+        /// The nick, as `peers` shows it
+        nick: String,
+    },
+    /// Unpin NICK from its key (say, its owner has a new one)
+    Forget {
+        /// The nick, as `peers` shows it
+        nick: String,
+    },
+    /// Write a new network key (32 random bytes, mode 0600) for --network-key
+    Keygen {
+        /// Where to write it; an existing file is never overwritten
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +137,10 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, CommandError> {
 }
 
 pub async fn run(socket: &Path, command: Command) -> Result<(), CommandError> {
+    // The one command that needs no daemon.
+    if let Command::Keygen { path } = &command {
+        return keygen(path);
+    }
     let client = Client::connect(socket).await?;
     match command {
         Command::Say(a) => say(&client, a).await,
@@ -146,7 +171,67 @@ pub async fn run(socket: &Path, command: Command) -> Result<(), CommandError> {
             }
         }
         Command::Stop => stop(&client, socket).await,
+        Command::Fingerprint { nick: None } => {
+            let s: StatusInfo = client.call(&Call::Status).await?;
+            emit(&format!("{}  {}  (you)\n", s.nick, s.fingerprint))
+        }
+        Command::Fingerprint { nick: Some(nick) } => {
+            let peers: Vec<PeerInfo> = client.call(&Call::Peers).await?;
+            match peers.iter().find(|p| p.nick == nick) {
+                Some(p) => emit(&format::peer_fingerprint(p)),
+                None => Err(CommandError::Failed(format!("no peer is called {nick}"))),
+            }
+        }
+        Command::Trust { nick } => {
+            let r: TrustResult = client.call(&Call::Trust(TrustParams { nick })).await?;
+            emit(&format!(
+                "{} is verified: fingerprint {}\n",
+                r.nick, r.fingerprint
+            ))
+        }
+        Command::Forget { nick } => {
+            let r: TrustParams = client.call(&Call::Forget(TrustParams { nick })).await?;
+            emit(&format!(
+                "{} is no longer pinned: the next key to use it holds it\n",
+                r.nick
+            ))
+        }
+        Command::Keygen { path } => keygen(&path),
     }
+}
+
+/// Writes 32 random bytes to a new file only its owner can read.
+fn keygen(path: &Path) -> Result<(), CommandError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let failed = |e: io::Error| {
+        CommandError::Failed(match e.kind() {
+            io::ErrorKind::AlreadyExists => format!(
+                "{} exists; a network key is never overwritten (remove it first)",
+                path.display()
+            ),
+            _ => format!("cannot write {}: {e}", path.display()),
+        })
+    };
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key)
+        .map_err(|e| CommandError::Failed(format!("no randomness from the system: {e}")))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(failed)?;
+    if let Err(e) = file.write_all(&key).and_then(|()| file.sync_all()) {
+        // Half a key is no key.
+        let _ = std::fs::remove_file(path);
+        return Err(failed(e));
+    }
+    emit(&format!(
+        "wrote a network key to {}: give it (privately) to those who may join, \
+         and start p2pchatd with --network-key {}\n",
+        path.display(),
+        path.display()
+    ))
 }
 
 /// Warns when the daemon runs another version than this client.

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use chrono::Local;
-use shared::api::{LinkDirection, PeerInfo, PeerKind, StatusInfo};
+use shared::api::{LinkDirection, PeerInfo, PeerKind, StatusInfo, Trust};
 use shared::event::{Event, EventBody};
 // Nothing printed may drive the terminal. The daemon already cleans what
 // peers send; this is the last line, with the same rule.
@@ -14,14 +14,23 @@ pub(crate) fn event_line(e: &Event) -> String {
     let time = e.ts.with_timezone(&Local).format("%H:%M:%S");
     let body = match &e.body {
         EventBody::Message {
-            nick, text, action, ..
+            nick,
+            text,
+            action,
+            trust,
+            ..
         } => {
+            let mark = trust
+                .and_then(Trust::line_mark)
+                .map(|m| format!("{m} "))
+                .unwrap_or_default();
             if *action {
-                format!("* {} {}", clean(nick), clean(text))
+                format!("{mark}* {} {}", clean(nick), clean(text))
             } else {
-                format!("<{}> {}", clean(nick), clean(text))
+                format!("{mark}<{}> {}", clean(nick), clean(text))
             }
         }
+        EventBody::Alert { text, .. } => format!("!! {}", clean(text)),
         EventBody::Join { peer_id, nick } => {
             format!("--> {} ({}) joined", clean(nick), clean(peer_id))
         }
@@ -43,13 +52,14 @@ pub(crate) fn peers_table(peers: &[PeerInfo]) -> String {
     if peers.is_empty() {
         return "no peers known\n".into();
     }
-    let rows: Vec<[String; 5]> = peers
+    let rows: Vec<[String; 6]> = peers
         .iter()
         .map(|p| {
-            let state = match (p.connected, p.kind) {
-                (true, Some(PeerKind::Go)) => "connected (go)".to_owned(),
-                (true, _) => "connected".to_owned(),
-                (false, _) => match p.last_seen_ms {
+            let state = match (p.connected, p.kind, p.encrypted) {
+                (true, Some(PeerKind::Go), _) => "connected, plaintext (go)".to_owned(),
+                (true, _, true) => "connected, encrypted".to_owned(),
+                (true, _, false) => "connected, plaintext".to_owned(),
+                (false, _, _) => match p.last_seen_ms {
                     Some(ms) => format!("seen {}s ago", ms / 1000),
                     None => "not connected".to_owned(),
                 },
@@ -59,11 +69,12 @@ pub(crate) fn peers_table(peers: &[PeerInfo]) -> String {
                 clean(&p.peer_id).into_owned(),
                 p.addr.clone().unwrap_or_else(|| "-".into()),
                 p.link.map_or("-", LinkDirection::as_str).to_owned(),
+                p.trust.map_or("-", Trust::as_str).to_owned(),
                 state,
             ]
         })
         .collect();
-    let header = ["NICK", "PEER ID", "ADDRESS", "LINK", "STATE"];
+    let header = ["NICK", "PEER ID", "ADDRESS", "LINK", "TRUST", "STATE"];
     let mut widths = header.map(str::len);
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -71,9 +82,10 @@ pub(crate) fn peers_table(peers: &[PeerInfo]) -> String {
         }
     }
     let mut out = String::new();
-    let mut line = |cells: [&str; 5]| {
+    let mut line = |cells: [&str; 6]| {
+        let last = cells.len() - 1;
         for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
-            if i == 4 {
+            if i == last {
                 let _ = write!(out, "{c}");
             } else {
                 let _ = write!(out, "{c:<w$}  ");
@@ -83,9 +95,24 @@ pub(crate) fn peers_table(peers: &[PeerInfo]) -> String {
     };
     line(header);
     for r in &rows {
-        line([&r[0], &r[1], &r[2], &r[3], &r[4]]);
+        line(r.each_ref().map(String::as_str));
     }
     out
+}
+
+/// A peer's fingerprint, for `p2pchat fingerprint NICK`.
+pub(crate) fn peer_fingerprint(p: &PeerInfo) -> String {
+    match (&p.fingerprint, p.trust) {
+        (Some(f), trust) => format!(
+            "{}  {f}  ({})\n",
+            clean(&p.nick),
+            trust.map_or("unknown", Trust::as_str)
+        ),
+        (None, _) => format!(
+            "{}  has no key (a plaintext peer): it cannot be verified\n",
+            clean(&p.nick)
+        ),
+    }
 }
 
 /// The `status` summary.
@@ -105,6 +132,7 @@ pub(crate) fn status_text(s: &StatusInfo) -> String {
     format!(
         "p2pchatd {} (pid {}), up {uptime}\n\
          nick:      {} ({})\n\
+         key:       {}\n\
          chat port: {}:{}\n\
          peers:     {} connected, {} known\n\
          history:   {} of {} events\n\
@@ -114,6 +142,7 @@ pub(crate) fn status_text(s: &StatusInfo) -> String {
         s.pid,
         clean(&s.nick),
         s.peer_id,
+        s.fingerprint,
         s.listen,
         s.port,
         s.peers,
@@ -141,6 +170,8 @@ mod tests {
             nick: "amy".into(),
             text: "hi \u{1b}[2J".into(),
             action: false,
+            fingerprint: None,
+            trust: Some(Trust::Pinned),
         }));
         assert!(l.ends_with("<amy> hi \u{FFFD}[2J"), "{l}");
         let l = event_line(&e(EventBody::Message {
@@ -149,8 +180,30 @@ mod tests {
             nick: "amy".into(),
             text: "waves".into(),
             action: true,
+            fingerprint: None,
+            trust: None,
         }));
         assert!(l.ends_with("* amy waves"));
+        let l = event_line(&e(EventBody::Message {
+            id: "i".into(),
+            peer_id: "k0".into(),
+            nick: "amy~3fa2".into(),
+            text: "hi".into(),
+            action: false,
+            fingerprint: None,
+            trust: Some(Trust::Conflict),
+        }));
+        assert!(l.ends_with(" ! <amy~3fa2> hi"), "{l}");
+        let l = event_line(&e(EventBody::Message {
+            id: "i".into(),
+            peer_id: "amy_1".into(),
+            nick: "amy".into(),
+            text: "hi".into(),
+            action: true,
+            fingerprint: None,
+            trust: Some(Trust::Plaintext),
+        }));
+        assert!(l.ends_with(" ? * amy hi"), "{l}");
         let l = event_line(&e(EventBody::Leave {
             peer_id: "p".into(),
             nick: "amy".into(),
@@ -168,15 +221,15 @@ mod tests {
             connected: true,
             link: Some(LinkDirection::Dialed),
             kind: Some(PeerKind::P2pchatd),
-            encrypted: false,
+            encrypted: true,
             fingerprint: None,
-            trust: None,
+            trust: Some(Trust::Verified),
             last_seen_ms: Some(0),
         }]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 2);
-        assert!(
-            lines[1].starts_with("bob   bob_1    127.0.0.1:8080  dialed  connected"),
+        assert_eq!(
+            lines[1], "bob   bob_1    127.0.0.1:8080  dialed  verified  connected, encrypted",
             "{t}"
         );
     }

@@ -18,7 +18,9 @@ Examples:
   tail -f build.log | p2pchat say - send each line of a stream
   p2pchat tail -f                   follow the room
   p2pchat tail -n 0 -f --json       events for scripts, one JSON per line
-  p2pchat peers                     who is there";
+  p2pchat peers                     who is there
+  p2pchat fingerprint bob           bob's key, to compare with bob's own
+  p2pchat trust bob                 ... once it matches: bob is verified";
 
 /// The p2pchat client: a terminal UI and shell commands for the LAN chat
 ///

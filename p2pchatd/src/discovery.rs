@@ -145,9 +145,11 @@ fn handle(mesh: &Mesh, bytes: &[u8], from: SocketAddr) -> bool {
     if *d.peer_id == **mesh.peer_id() || d.kind == DatagramType::Unknown {
         return false;
     }
+    let nick = shared::text::sanitize_foreign_nick(&d.username).into_owned();
     let sighting = Sighting {
         addr: SocketAddr::new(from.ip(), d.port),
-        nick: shared::text::sanitize_foreign_nick(&d.username).into_owned(),
+        shown: mesh.announced_as(&d.peer_id, &nick),
+        nick,
         alive: d.kind.is_alive(),
         p2pchatd: d.metadata.as_ref().is_some_and(PeerMeta::is_p2pchatd),
         noise: d

@@ -14,6 +14,8 @@ pub mod logging;
 mod mesh;
 pub mod node;
 pub mod service;
+mod trust;
 
 pub use api::ApiBindError;
 pub use mesh::Mesh;
+pub use trust::TrustError;

@@ -25,6 +25,7 @@ use crate::discovery::{self, DiscoverySockets};
 use crate::history::History;
 use crate::identity::{Identity, IdentityError, NetworkKeyError, load_network_key};
 use crate::mesh::{Local, Mesh, Secure, admission};
+use crate::trust::{KnownPeers, TrustError};
 
 /// Open files the daemon may hold at once, at most: every link, handshake,
 /// dial and client the bounds allow, plus its own sockets, log and pidfile.
@@ -43,6 +44,8 @@ const _: () = assert!(FD_BUDGET <= 1000);
 
 /// The identity's file name in the data folder.
 const IDENTITY_FILE: &str = "identity";
+/// The known peers' file, beside the identity.
+const KNOWN_PEERS_FILE: &str = "known_peers.json";
 
 /// How long stopping waits for tasks after links were told to close.
 const STOP_WAIT: Duration = Duration::from_millis(1200);
@@ -57,6 +60,7 @@ pub struct Bound {
     discovery: Option<DiscoverySockets>,
     identity: Identity,
     secure: Secure,
+    known: KnownPeers,
 }
 
 /// Why the daemon could not start or serve. Each keeps its cause as its
@@ -87,6 +91,8 @@ pub enum StartError {
     Noise(String),
     #[error(transparent)]
     NetworkKey(#[from] NetworkKeyError),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
 }
 
 /// Binds the API socket (single instance), loads the identity, binds the
@@ -101,6 +107,7 @@ pub fn bind(config: &Config, own_socket_folder: bool) -> Result<Bound, StartErro
             .join(IDENTITY_FILE),
     };
     let identity = Identity::load_or_create(&identity_file)?;
+    let known = KnownPeers::load(&identity_file.with_file_name(KNOWN_PEERS_FILE))?;
     let network_key = match &config.network_key {
         Some(path) => Some(load_network_key(path)?),
         None => None,
@@ -130,6 +137,7 @@ pub fn bind(config: &Config, own_socket_folder: bool) -> Result<Bound, StartErro
         discovery,
         identity,
         secure,
+        known,
     })
 }
 
@@ -183,6 +191,7 @@ pub async fn serve(
         nick: config.nick.clone(),
         port,
         secure: bound.secure,
+        known: bound.known,
         require_encryption: config.require_encryption,
     };
     let mesh = Mesh::new(

@@ -34,6 +34,8 @@ pub mod code {
     pub const CURSOR_AHEAD: i64 = 1004;
     /// The daemon serves its maximum number of clients already.
     pub const TOO_MANY_CLIENTS: i64 = 1005;
+    /// `trust`, `forget`: no key holds that nick.
+    pub const UNKNOWN_NICK: i64 = 1006;
 }
 
 /// The method name of event notifications.
@@ -95,6 +97,21 @@ pub struct NickParams {
     pub name: String,
 }
 
+/// `trust {nick}` (the key holding it is verified) and `forget {nick}`
+/// (the nick is unpinned).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustParams {
+    pub nick: String,
+}
+
+/// Result of `trust`: the nick and the fingerprint now verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustResult {
+    pub nick: String,
+    pub fingerprint: String,
+}
+
 /// A request, by method, with its parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
@@ -104,6 +121,8 @@ pub enum Call {
     Peers,
     Status,
     Nick(NickParams),
+    Trust(TrustParams),
+    Forget(TrustParams),
     Shutdown,
 }
 
@@ -119,6 +138,8 @@ impl Call {
             Self::Peers => "peers",
             Self::Status => "status",
             Self::Nick(_) => "nick",
+            Self::Trust(_) => "trust",
+            Self::Forget(_) => "forget",
             Self::Shutdown => "shutdown",
         }
     }
@@ -132,6 +153,8 @@ impl Call {
             "peers" => no_params(params).map(|()| Self::Peers)?,
             "status" => no_params(params).map(|()| Self::Status)?,
             "nick" => Self::Nick(required(params)?),
+            "trust" => Self::Trust(required(params)?),
+            "forget" => Self::Forget(required(params)?),
             "shutdown" => no_params(params).map(|()| Self::Shutdown)?,
             other => {
                 return Err(RpcError::new(
@@ -152,6 +175,7 @@ impl Call {
             History(&'a HistoryParams),
             Subscribe(&'a SubscribeParams),
             Nick(&'a NickParams),
+            Trust(&'a TrustParams),
         }
         #[derive(Serialize)]
         struct Out<'a> {
@@ -166,6 +190,7 @@ impl Call {
             Self::History(p) => Some(Params::History(p)),
             Self::Subscribe(p) => Some(Params::Subscribe(p)),
             Self::Nick(p) => Some(Params::Nick(p)),
+            Self::Trust(p) | Self::Forget(p) => Some(Params::Trust(p)),
             Self::Peers | Self::Status | Self::Shutdown => None,
         };
         let mut out = serde_json::to_vec(&Out {
@@ -492,6 +517,27 @@ impl Trust {
             Self::Plaintext => "plaintext",
         }
     }
+
+    /// The mark a line from such a peer carries: `!` for a conflict, `?`
+    /// for plaintext; none for a peer whose key holds its nick.
+    pub fn line_mark(self) -> Option<char> {
+        match self {
+            Self::Conflict => Some('!'),
+            Self::Plaintext => Some('?'),
+            Self::Verified | Self::Pinned | Self::New => None,
+        }
+    }
+
+    /// One column for a list of peers: `✓` verified, `+` new, `!`
+    /// conflict, `?` plaintext, blank for pinned (the usual case).
+    pub fn glyph(self) -> char {
+        match self {
+            Self::Verified => '✓',
+            Self::Pinned => ' ',
+            Self::New => '+',
+            Self::Conflict | Self::Plaintext => self.line_mark().unwrap_or(' '),
+        }
+    }
 }
 
 /// One known peer in `peers`.
@@ -624,6 +670,8 @@ mod tests {
         roundtrip_call(Call::Peers);
         roundtrip_call(Call::Status);
         roundtrip_call(Call::Nick(NickParams { name: "x".into() }));
+        roundtrip_call(Call::Trust(TrustParams { nick: "x".into() }));
+        roundtrip_call(Call::Forget(TrustParams { nick: "x".into() }));
         roundtrip_call(Call::Shutdown);
     }
 

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::Trust;
 use crate::time::Timestamp;
 
 /// An event with its place in the daemon's history.
@@ -22,13 +23,16 @@ pub struct Event {
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventBody {
-    /// A chat line. `action` marks an IRC-style `/me` line.
+    /// A chat line. `action` marks an IRC-style `/me` line; `fingerprint`
+    /// and `trust` are the author's (none on our own lines).
     Message {
         id: String,
         peer_id: String,
         nick: String,
         text: String,
         action: bool,
+        fingerprint: Option<String>,
+        trust: Option<Trust>,
     },
     /// A peer became linked.
     Join { peer_id: String, nick: String },
@@ -44,6 +48,9 @@ pub enum EventBody {
         old: String,
         new: String,
     },
+    /// Something about who is who that must not go unseen: a verified
+    /// nick turned up with another key.
+    Alert { peer_id: String, text: String },
     /// This subscriber fell behind and `missed` events up to and including
     /// `cursor` were skipped; they can be fetched with `history` while held.
     Gap { missed: u64 },
@@ -58,6 +65,7 @@ impl EventBody {
             Self::Join { .. } => "join",
             Self::Leave { .. } => "leave",
             Self::Nick { .. } => "nick",
+            Self::Alert { .. } => "alert",
             Self::Gap { .. } => "gap",
             Self::Other { kind } => kind,
         }
@@ -81,6 +89,10 @@ struct FlatOut<'a> {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     action: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trust: Option<Trust>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     old: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     new: Option<&'a str>,
@@ -102,6 +114,8 @@ struct FlatIn {
     text: Option<String>,
     #[serde(default)]
     action: bool,
+    fingerprint: Option<String>,
+    trust: Option<Trust>,
     old: Option<String>,
     new: Option<String>,
     reason: Option<String>,
@@ -119,6 +133,8 @@ impl Serialize for Event {
             nick: None,
             text: None,
             action: false,
+            fingerprint: None,
+            trust: None,
             old: None,
             new: None,
             reason: None,
@@ -131,12 +147,20 @@ impl Serialize for Event {
                 nick,
                 text,
                 action,
+                fingerprint,
+                trust,
             } => {
                 out.id = Some(id);
                 out.peer_id = Some(peer_id);
                 out.nick = Some(nick);
                 out.text = Some(text);
                 out.action = *action;
+                out.fingerprint = fingerprint.as_deref();
+                out.trust = *trust;
+            }
+            EventBody::Alert { peer_id, text } => {
+                out.peer_id = Some(peer_id);
+                out.text = Some(text);
             }
             EventBody::Join { peer_id, nick } => {
                 out.peer_id = Some(peer_id);
@@ -177,6 +201,12 @@ impl<'de> Deserialize<'de> for Event {
                 nick: need(f.nick, "nick")?,
                 text: need(f.text, "text")?,
                 action: f.action,
+                fingerprint: f.fingerprint,
+                trust: f.trust,
+            },
+            "alert" => EventBody::Alert {
+                peer_id: need(f.peer_id, "peer_id")?,
+                text: need(f.text, "text")?,
             },
             "join" => EventBody::Join {
                 peer_id: need(f.peer_id, "peer_id")?,
@@ -223,6 +253,8 @@ mod tests {
                 nick: "amy".into(),
                 text: "hello \"world\"\t🌍".into(),
                 action: false,
+                fingerprint: None,
+                trust: None,
             },
             EventBody::Message {
                 id: "x".into(),
@@ -230,6 +262,12 @@ mod tests {
                 nick: "amy".into(),
                 text: "waves".into(),
                 action: true,
+                fingerprint: Some("12345 67890 12345 67890 12345 67890".into()),
+                trust: Some(Trust::Conflict),
+            },
+            EventBody::Alert {
+                peer_id: "k00".into(),
+                text: "alice's key changed".into(),
             },
             EventBody::Join {
                 peer_id: "bob_1".into(),
@@ -280,10 +318,10 @@ mod tests {
             serde_json::to_string(e).unwrap(),
             r#"{"kind":"message","cursor":1,"ts":"2026-11-25T12:34:35.832Z","id":"52041141e026c365","peer_id":"amy_76","nick":"amy","text":"hello \"world\"\t🌍"}"#
         );
-        let gap = &all_kinds()[6];
+        let gap = &all_kinds()[7];
         assert_eq!(
             serde_json::to_string(gap).unwrap(),
-            r#"{"kind":"gap","cursor":7,"ts":"2026-11-25T12:34:35.832Z","missed":12}"#
+            r#"{"kind":"gap","cursor":8,"ts":"2026-11-25T12:34:35.832Z","missed":12}"#
         );
     }
 

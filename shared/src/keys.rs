@@ -49,11 +49,17 @@ pub fn fingerprint_of(key: &[u8; KEY_LEN]) -> String {
         .join(" ")
 }
 
-/// Four hex digits of the key's fingerprint hash: what tells `alice~3fa2`
-/// from the `alice` whose nick it is.
+/// Four hex digits that tell `alice~3fa2` from the `alice` whose nick it
+/// is: the first four of its peer id, so a peer known only by an announce
+/// (its id, no key yet) is tagged the same as once its link proves the key.
 pub fn short_tag_of(key: &[u8; KEY_LEN]) -> String {
-    let d = digest("p2pchat 2026-11 fingerprint", key);
-    format!("{:02x}{:02x}", d[0], d[1])
+    peer_id_of(key)[1..5].to_owned()
+}
+
+/// The tag of a key-derived peer id (see `short_tag_of`); `None` for any
+/// other id.
+pub fn short_tag_of_id(id: &str) -> Option<&str> {
+    is_key_id(id).then(|| &id[1..5])
 }
 
 /// Hex of any bytes, lowercase.
@@ -101,6 +107,8 @@ mod tests {
         );
         assert_ne!(f, fingerprint_of(&b));
         assert_eq!(short_tag_of(&a).len(), 4);
+        assert_eq!(short_tag_of_id(&id), Some(short_tag_of(&a).as_str()));
+        assert_eq!(short_tag_of_id("alice_75"), None);
     }
 
     #[test]

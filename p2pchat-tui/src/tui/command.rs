@@ -8,6 +8,11 @@ pub(super) enum Command {
     Say(String),
     Me(String),
     Nick(String),
+    /// Mark the key holding a nick verified / unpin the nick.
+    Trust(String),
+    Forget(String),
+    /// Who a peer is by its key; empty: ourselves.
+    Whois(String),
     Users,
     Help,
     Clear,
@@ -22,6 +27,10 @@ pub(super) const HELP: &[(&str, &str)] = &[
     ("/users, /who", "who is here (F2: the pane)"),
     ("/nick NAME", "change your nick"),
     ("/me ACTION", "say an action"),
+    ("/whois NICK", "a peer's fingerprint and trust"),
+    ("/fingerprint", "your own fingerprint"),
+    ("/trust NICK", "fingerprints compared: verified"),
+    ("/forget NICK", "unpin a nick from its key"),
     ("/clear", "clear this view"),
     ("/quit, /q", "detach; you stay present"),
     ("/shutdown", "stop the daemon and quit"),
@@ -33,6 +42,7 @@ pub(super) const KEYS: &[(&str, &str)] = &[
     ("^A ^E, Ctrl-arrows", "line start/end, by word"),
     ("^W ^U ^K", "delete word, to start, to end"),
     ("PgUp PgDn Home End", "scroll (mouse wheel too)"),
+    ("Esc", "dismiss an alert"),
     ("^C, ^D", "quit (detach)"),
 ];
 
@@ -71,6 +81,19 @@ pub(super) fn parse(line: &str) -> Option<Command> {
                 Ok(()) => Command::Nick(n.to_owned()),
                 Err(e) => Command::Invalid(format!("cannot use that nick: {e}")),
             },
+        },
+        "whois" => match arg {
+            "" => Command::Invalid("usage: /whois NICK".into()),
+            n => Command::Whois(n.to_owned()),
+        },
+        "fingerprint" => no_arg(Command::Whois(String::new())),
+        "trust" | "forget" => match (arg, name.to_ascii_lowercase().as_str()) {
+            ("", n) => Command::Invalid(format!("usage: /{n} NICK")),
+            (a, _) if a.contains(char::is_whitespace) => {
+                Command::Invalid(format!("/{name} takes one nick"))
+            }
+            (a, "trust") => Command::Trust(a.to_owned()),
+            (a, _) => Command::Forget(a.to_owned()),
         },
         "me" => match arg {
             "" => Command::Invalid("usage: /me ACTION".into()),
@@ -118,6 +141,12 @@ mod tests {
         assert_eq!(parse("/who"), Some(Command::Users));
         assert!(matches!(parse("/who x"), Some(Command::Invalid(_))));
         assert_eq!(parse("/help"), Some(Command::Help));
+        assert_eq!(parse("/trust bob"), Some(Command::Trust("bob".into())));
+        assert_eq!(parse("/forget bob"), Some(Command::Forget("bob".into())));
+        assert!(matches!(parse("/trust"), Some(Command::Invalid(m)) if m.contains("usage")));
+        assert!(matches!(parse("/trust a b"), Some(Command::Invalid(_))));
+        assert_eq!(parse("/whois bob"), Some(Command::Whois("bob".into())));
+        assert_eq!(parse("/fingerprint"), Some(Command::Whois(String::new())));
         assert_eq!(parse("/clear"), Some(Command::Clear));
         assert_eq!(parse("/quit"), Some(Command::Quit));
         assert_eq!(parse("/q bye"), Some(Command::Quit));

@@ -226,6 +226,12 @@ pub async fn run(opts: Options) -> Result<(), TuiError> {
                     Effect::Nick(name) => {
                         let _ = requests.send(Request::Nick(name)).await;
                     }
+                    Effect::Trust(nick) => {
+                        let _ = requests.send(Request::Trust(nick)).await;
+                    }
+                    Effect::Forget(nick) => {
+                        let _ = requests.send(Request::Forget(nick)).await;
+                    }
                     Effect::RefreshPeers => {
                         // A refresh already queued will do.
                         let _ = requests.try_send(Request::Peers);

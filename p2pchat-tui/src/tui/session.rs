@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use shared::api::{
     Call, HistoryParams, HistoryResult, NickParams, NickResult, PeerInfo, SayParams, SayResult,
-    ShutdownResult, StatusInfo, SubscribeParams, SubscribeResult,
+    ShutdownResult, StatusInfo, SubscribeParams, SubscribeResult, TrustParams, TrustResult,
 };
 use shared::event::Event;
 use tokio::sync::{mpsc, oneshot};
@@ -27,6 +27,8 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 pub(super) enum Request {
     Say { text: String, action: bool },
     Nick(String),
+    Trust(String),
+    Forget(String),
     Peers,
     Shutdown(oneshot::Sender<Result<(), String>>),
 }
@@ -200,6 +202,33 @@ async fn forward(
                 }
             });
         }
+        Request::Trust(nick) => {
+            let p = client.send(&Call::Trust(TrustParams { nick })).await?;
+            tokio::spawn(async move {
+                let msg = match p.wait::<TrustResult>().await {
+                    Ok(r) => DaemonMsg::Done(format!(
+                        "{} is verified: fingerprint {}",
+                        r.nick, r.fingerprint
+                    )),
+                    Err(e) => DaemonMsg::Failed(format!("not trusted: {e}")),
+                };
+                let _ = actions.send(Action::Daemon(msg)).await;
+            });
+        }
+        Request::Forget(nick) => {
+            let p = client
+                .send(&Call::Forget(TrustParams { nick: nick.clone() }))
+                .await?;
+            tokio::spawn(async move {
+                let msg = match p.wait::<TrustParams>().await {
+                    Ok(_) => DaemonMsg::Done(format!(
+                        "{nick} is no longer pinned: the next key to use it holds it"
+                    )),
+                    Err(e) => DaemonMsg::Failed(format!("not forgotten: {e}")),
+                };
+                let _ = actions.send(Action::Daemon(msg)).await;
+            });
+        }
         Request::Peers => {
             let p = client.send(&Call::Peers).await?;
             tokio::spawn(async move {
@@ -228,6 +257,8 @@ async fn refuse(r: Request, actions: &mpsc::Sender<Action>) {
     let msg = match r {
         Request::Say { .. } => format!("not sent: {why}"),
         Request::Nick(_) => format!("nick not changed: {why}"),
+        Request::Trust(_) => format!("not trusted: {why}"),
+        Request::Forget(_) => format!("not forgotten: {why}"),
         Request::Peers => return,
         Request::Shutdown(done) => {
             let _ = done.send(Err(why.into()));

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use chrono::FixedOffset;
 use chrono::{Local, Utc};
 use shared::Timestamp;
-use shared::api::PeerInfo;
+use shared::api::{PeerInfo, Trust};
 use shared::event::{Event, EventBody};
 use tui_input::Input;
 
@@ -27,6 +27,7 @@ pub(super) const USERS_MIN_TERMINAL: u16 = 60;
 pub(super) struct Me {
     pub peer_id: String,
     pub nick: String,
+    pub fingerprint: String,
 }
 
 /// The link to the daemon, for the status bar.
@@ -46,6 +47,8 @@ pub(super) enum LineKind {
         text: String,
         action: bool,
         own: bool,
+        /// `!` (the nick belongs to another key) or `?` (plaintext).
+        mark: Option<char>,
     },
     Join {
         nick: String,
@@ -64,6 +67,8 @@ pub(super) enum LineKind {
     },
     Info(String),
     Error(String),
+    /// From the daemon: who is who is in doubt (a verified nick, another key).
+    Alert(String),
 }
 
 /// One entry of the message area, with its height at the current width.
@@ -109,21 +114,31 @@ impl Clock {
 pub(super) const TIME_WIDTH: usize = 6;
 
 impl LineKind {
-    /// The marker after the time (`<nick> `, `* nick `, `--> `...).
+    /// The marker after the time (`<nick> `, `* nick `, `--> `...), after
+    /// the line's trust mark if it has one.
     pub(super) fn marker(&self) -> String {
+        let mark = self.mark().unwrap_or_default();
         match self {
             Self::Message {
                 nick,
                 action: false,
                 ..
-            } => format!("<{nick}> "),
+            } => format!("{mark}<{nick}> "),
             Self::Message {
                 nick, action: true, ..
-            } => format!("* {nick} "),
+            } => format!("{mark}* {nick} "),
             Self::Join { .. } => "--> ".into(),
             Self::Leave { .. } => "<-- ".into(),
             Self::Nick { .. } | Self::Info(_) => "-- ".into(),
-            Self::Gap { .. } | Self::Error(_) => "!! ".into(),
+            Self::Gap { .. } | Self::Error(_) | Self::Alert(_) => "!! ".into(),
+        }
+    }
+
+    /// The trust mark a message starts with (`! ` or `? `), if any.
+    pub(super) fn mark(&self) -> Option<String> {
+        match self {
+            Self::Message { mark: Some(m), .. } => Some(format!("{m} ")),
+            _ => None,
         }
     }
 
@@ -139,7 +154,7 @@ impl LineKind {
             Self::Leave { nick, reason: None } => format!("{nick} left"),
             Self::Nick { old, new } => format!("{old} is now known as {new}"),
             Self::Gap { missed } => format!("{missed} events missed while this view lagged"),
-            Self::Info(t) | Self::Error(t) => t.clone(),
+            Self::Info(t) | Self::Error(t) | Self::Alert(t) => t.clone(),
         }
     }
 }
@@ -205,6 +220,8 @@ pub(super) struct State {
     pub clock: Clock,
     /// The daemon's life (instance) seen last, to tell a restarted daemon.
     pub daemon_id: Option<String>,
+    /// An alert shown in the status bar until dismissed (Esc).
+    pub alert: Option<String>,
 }
 
 impl State {
@@ -228,6 +245,7 @@ impl State {
             theme,
             clock,
             daemon_id: None,
+            alert: None,
         }
     }
 
@@ -246,9 +264,11 @@ impl State {
         usize::from(w).max(1)
     }
 
-    /// Rows of the message area (the status bar and input take two).
+    /// Rows of the message area (the status bar and input take two, an
+    /// alert one more).
     pub(super) fn message_height(&self) -> usize {
-        usize::from(self.height.saturating_sub(2)).max(1)
+        let below = 2 + u16::from(self.alert.is_some());
+        usize::from(self.height.saturating_sub(below)).max(1)
     }
 
     /// The largest useful scroll offset.
@@ -290,6 +310,7 @@ impl State {
                 nick,
                 text,
                 action,
+                trust,
                 ..
             } => LineKind::Message {
                 own: own(peer_id),
@@ -297,7 +318,9 @@ impl State {
                 nick: nick.clone(),
                 text: text.clone(),
                 action: *action,
+                mark: trust.and_then(Trust::line_mark),
             },
+            EventBody::Alert { text, .. } => LineKind::Alert(text.clone()),
             EventBody::Join { peer_id, nick } => LineKind::Join {
                 nick: nick.clone(),
                 peer_id: peer_id.clone(),

@@ -2,7 +2,7 @@
 //! must happen outside (talk to the daemon, quit) comes back as effects.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
-use shared::api::{PeerInfo, StatusInfo};
+use shared::api::{PeerInfo, StatusInfo, Trust};
 use shared::event::{Event, EventBody};
 use tui_input::InputRequest;
 
@@ -39,6 +39,8 @@ pub(super) enum DaemonMsg {
     Lost(String),
     /// A request failed; say so in the view.
     Failed(String),
+    /// A request did what it was asked; say so in the view.
+    Done(String),
 }
 
 /// Work for the event loop.
@@ -49,6 +51,9 @@ pub(super) enum Effect {
         action: bool,
     },
     Nick(String),
+    /// `trust NICK` / `forget NICK` at the daemon.
+    Trust(String),
+    Forget(String),
     RefreshPeers,
     /// Stop the daemon, then quit.
     Shutdown,
@@ -113,7 +118,8 @@ fn key(state: &mut State, k: KeyEvent) -> Vec<Effect> {
             state.show_users = !state.show_users;
             state.relayout();
         }
-        KeyCode::Esc => {}
+        // Esc dismisses an alert (it stays in the view).
+        KeyCode::Esc => state.alert = None,
         KeyCode::PageUp => scroll_up(state, state.message_height().saturating_sub(1).max(1)),
         KeyCode::PageDown => scroll_down(state, state.message_height().saturating_sub(1).max(1)),
         KeyCode::Home if !ctrl => scroll_up(state, usize::MAX),
@@ -208,6 +214,12 @@ fn submit(state: &mut State) -> Vec<Effect> {
         }],
         Command::Me(text) => vec![Effect::Say { text, action: true }],
         Command::Nick(name) => vec![Effect::Nick(name)],
+        Command::Trust(nick) => vec![Effect::Trust(nick)],
+        Command::Forget(nick) => vec![Effect::Forget(nick)],
+        Command::Whois(nick) => {
+            whois(state, &nick);
+            vec![]
+        }
         Command::Users => {
             list_users(state);
             vec![Effect::RefreshPeers]
@@ -248,6 +260,47 @@ fn list_users(state: &mut State) {
     state.note(LineKind::Info(text));
 }
 
+/// `/whois NICK` (or `/fingerprint` for ourselves): who a peer is, as far
+/// as its key says, from the last `peers` answer.
+fn whois(state: &mut State, nick: &str) {
+    if let Some(me) = state
+        .me
+        .as_ref()
+        .filter(|m| nick.is_empty() || m.nick == nick)
+    {
+        let text = format!("{} (you): fingerprint {}", me.nick, me.fingerprint);
+        state.note(LineKind::Info(text));
+        return;
+    }
+    let Some(p) = state.peers.iter().find(|p| p.nick == nick) else {
+        state.note(LineKind::Error(format!("no peer is called {nick}")));
+        return;
+    };
+    let trust = p.trust.map_or("unknown", Trust::as_str);
+    let link = match (p.connected, p.encrypted) {
+        (true, true) => "linked, encrypted",
+        (true, false) => "linked, plaintext",
+        (false, _) => "not linked",
+    };
+    let text = match &p.fingerprint {
+        Some(f) => format!(
+            "{} ({}): fingerprint {f}; {trust}; {link}",
+            p.nick, p.peer_id
+        ),
+        None => format!("{} ({}): no key; {trust}; {link}", p.nick, p.peer_id),
+    };
+    let hint = (p.trust != Some(Trust::Verified) && p.fingerprint.is_some()).then(|| {
+        format!(
+            "compare it with what {} reads from `p2pchat fingerprint`, then /trust {}",
+            p.nick, p.nick
+        )
+    });
+    state.note(LineKind::Info(text));
+    if let Some(hint) = hint {
+        state.note(LineKind::Info(hint));
+    }
+}
+
 fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
     match msg {
         DaemonMsg::Attached { status, history } => {
@@ -271,6 +324,7 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
             state.me = Some(Me {
                 peer_id: status.peer_id,
                 nick: status.nick,
+                fingerprint: status.fingerprint,
             });
             state.link = DaemonLink::Connected;
             for e in &history {
@@ -281,8 +335,14 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
         DaemonMsg::Event(e) => {
             let refresh = matches!(
                 e.body,
-                EventBody::Join { .. } | EventBody::Leave { .. } | EventBody::Nick { .. }
+                EventBody::Join { .. }
+                    | EventBody::Leave { .. }
+                    | EventBody::Nick { .. }
+                    | EventBody::Alert { .. }
             );
+            if let EventBody::Alert { text, .. } = &e.body {
+                state.alert = Some(text.clone());
+            }
             if let (EventBody::Nick { peer_id, new, .. }, Some(me)) = (&e.body, state.me.as_mut())
                 && *peer_id == me.peer_id
             {
@@ -311,6 +371,11 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
         DaemonMsg::Failed(why) => {
             state.note(LineKind::Error(why));
             vec![]
+        }
+        DaemonMsg::Done(what) => {
+            state.note(LineKind::Info(what));
+            // Trust shown in the pane changed with it.
+            vec![Effect::RefreshPeers]
         }
     }
 }
@@ -403,12 +468,84 @@ mod tests {
                 nick: peer.into(),
                 text: text.into(),
                 action: false,
+                fingerprint: None,
+                trust: None,
             },
         }
     }
 
     fn last_line(s: &State) -> &LineKind {
         &s.lines.back().unwrap().kind
+    }
+
+    #[test]
+    fn an_alert_stays_up_until_esc() {
+        let mut s = state();
+        let alert = Event {
+            cursor: 1,
+            ts: Utc::now(),
+            body: EventBody::Alert {
+                peer_id: "k1".into(),
+                text: "bob's key changed".into(),
+            },
+        };
+        let fx = update(&mut s, Action::Daemon(DaemonMsg::Event(alert)));
+        assert_eq!(
+            fx,
+            vec![Effect::RefreshPeers],
+            "the pane shows the conflict"
+        );
+        assert_eq!(s.alert.as_deref(), Some("bob's key changed"));
+        assert_eq!(*last_line(&s), LineKind::Alert("bob's key changed".into()));
+        // Typing, sending and scrolling leave it up...
+        enter(&mut s, "hello");
+        press(&mut s, KeyCode::PageUp);
+        assert!(s.alert.is_some());
+        // ... only Esc takes it down.
+        press(&mut s, KeyCode::Esc);
+        assert!(s.alert.is_none());
+    }
+
+    #[test]
+    fn trust_commands_go_to_the_daemon_and_whois_reads_the_peers() {
+        let mut s = state();
+        assert_eq!(
+            enter(&mut s, "/trust bob"),
+            vec![Effect::Trust("bob".into())]
+        );
+        assert_eq!(
+            enter(&mut s, "/forget bob"),
+            vec![Effect::Forget("bob".into())]
+        );
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Peers(vec![PeerInfo {
+                peer_id: "k2".into(),
+                nick: "bob".into(),
+                addr: None,
+                connected: true,
+                link: None,
+                kind: None,
+                encrypted: true,
+                fingerprint: Some("11111 22222 33333 44444 55555 66666".into()),
+                trust: Some(Trust::Pinned),
+                last_seen_ms: None,
+            }])),
+        );
+        enter(&mut s, "/whois bob");
+        let lines: Vec<String> = s.lines.iter().map(|l| l.kind.body()).collect();
+        let n = lines.len();
+        assert_eq!(
+            lines[n - 2],
+            "bob (k2): fingerprint 11111 22222 33333 44444 55555 66666; pinned; linked, encrypted"
+        );
+        assert!(lines[n - 1].contains("/trust bob"), "{lines:?}");
+        enter(&mut s, "/whois nobody");
+        assert!(matches!(last_line(&s), LineKind::Error(e) if e.contains("nobody")));
+        enter(&mut s, "/fingerprint");
+        assert!(
+            matches!(last_line(&s), LineKind::Info(t) if t.starts_with("me (you): fingerprint"))
+        );
     }
 
     #[test]

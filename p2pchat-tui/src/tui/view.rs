@@ -6,7 +6,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph};
-use shared::api::PeerKind;
+use shared::api::{PeerKind, Trust};
 
 use super::command::{HELP, KEYS};
 use super::state::{ChatLine, DaemonLink, LineKind, State, USERS_WIDTH, layout};
@@ -14,12 +14,18 @@ use super::wrap::str_width;
 
 pub(super) fn view(state: &State, frame: &mut Frame<'_>) {
     let area = frame.area();
-    let [main, status, input] = Layout::vertical([
+    // An alert takes a row of its own above the status bar until dismissed.
+    let banner_rows = u16::from(state.alert.is_some());
+    let [main, banner, status, input] = Layout::vertical([
         Constraint::Min(1),
+        Constraint::Length(banner_rows),
         Constraint::Length(1),
         Constraint::Length(1),
     ])
     .areas(area);
+    if let Some(text) = &state.alert {
+        alert_banner(state, text, frame, banner);
+    }
     let messages_area = if state.users_visible() {
         let [m, u] =
             Layout::horizontal([Constraint::Min(1), Constraint::Length(USERS_WIDTH)]).areas(main);
@@ -93,15 +99,25 @@ fn render_line(state: &State, line: &ChatLine, width: usize) -> Vec<Line<'static
         LineKind::Gap { .. } => (theme.notice(), theme.notice().add_modifier(Modifier::BOLD)),
         LineKind::Info(_) => (theme.info(), theme.info()),
         LineKind::Error(_) => (theme.error(), theme.error()),
+        LineKind::Alert(_) => (theme.status_alert(), theme.error()),
     };
     let mut out = Vec::with_capacity(rows.len());
     for (i, row) in rows.into_iter().enumerate() {
         if i == 0 {
-            out.push(Line::from(vec![
-                Span::styled(format!("{} ", state.clock.hhmm(&line.ts)), theme.time()),
-                Span::styled(marker.clone(), marker_style),
-                Span::styled(row, body_style),
-            ]));
+            let mut spans = vec![Span::styled(
+                format!("{} ", state.clock.hhmm(&line.ts)),
+                theme.time(),
+            )];
+            match line.kind.mark() {
+                Some(mark) => {
+                    let rest = marker[mark.len()..].to_owned();
+                    spans.push(Span::styled(mark, theme.error()));
+                    spans.push(Span::styled(rest, marker_style));
+                }
+                None => spans.push(Span::styled(marker.clone(), marker_style)),
+            }
+            spans.push(Span::styled(row, body_style));
+            out.push(Line::from(spans));
         } else {
             out.push(Line::from(vec![
                 Span::raw(" ".repeat(indent)),
@@ -144,9 +160,9 @@ fn users(state: &State, frame: &mut Frame<'_>, area: Rect) {
     let mut lines = Vec::new();
     if let Some(me) = &state.me {
         lines.push(Line::from(vec![
-            Span::raw(" ● "),
+            Span::raw(" ●  "),
             Span::styled(
-                fit(&me.nick, width.saturating_sub(9)),
+                fit(&me.nick, width.saturating_sub(10)),
                 theme.nick(&me.peer_id, true),
             ),
             Span::styled(" (you)", theme.info()),
@@ -161,10 +177,18 @@ fn users(state: &State, frame: &mut Frame<'_>, area: Rect) {
             (true, None, _) => "linked",
             (false, _, _) => "away",
         };
-        let dot = if p.connected { " ● " } else { " ○ " };
-        let nick_room = width.saturating_sub(3 + label.len() + 1);
+        let dot = if p.connected { " ●" } else { " ○" };
+        // One column of trust at a glance: ✓ verified, + new, ! conflict,
+        // ? plaintext, blank when the key holds its nick as before.
+        let glyph = p.trust.map_or(' ', Trust::glyph);
+        let glyph_style = match p.trust {
+            Some(Trust::Verified) => theme.join().remove_modifier(Modifier::DIM),
+            Some(Trust::Conflict | Trust::Plaintext) => theme.error(),
+            _ => theme.info(),
+        };
+        let nick_room = width.saturating_sub(4 + label.len() + 1);
         let nick = fit(&p.nick, nick_room);
-        let gap = width.saturating_sub(3 + str_width(&nick) + label.len());
+        let gap = width.saturating_sub(4 + str_width(&nick) + label.len());
         let nick_style = if p.connected {
             theme.nick(&p.peer_id, false)
         } else {
@@ -172,6 +196,7 @@ fn users(state: &State, frame: &mut Frame<'_>, area: Rect) {
         };
         lines.push(Line::from(vec![
             Span::raw(dot),
+            Span::styled(format!("{glyph} "), glyph_style),
             Span::styled(nick, nick_style),
             Span::raw(" ".repeat(gap)),
             Span::styled(label, theme.info()),
@@ -217,6 +242,19 @@ fn status_bar(state: &State, frame: &mut Frame<'_>, area: Rect) {
     spans.push(Span::styled(" ".repeat(fill), bar));
     spans.push(Span::styled(hint, bar));
     frame.render_widget(Paragraph::new(Line::from(spans)).style(bar), area);
+}
+
+/// The alert row: the text, cut to fit (the whole of it is in the view),
+/// and how to dismiss it.
+fn alert_banner(state: &State, text: &str, frame: &mut Frame<'_>, area: Rect) {
+    let style = state.theme.status_alert();
+    let tail = " (Esc dismisses) ";
+    let room = usize::from(area.width).saturating_sub(3 + tail.len());
+    let line = Line::from(vec![
+        Span::styled(format!(" ⚠ {}", fit(text, room)), style),
+        Span::styled(tail, style),
+    ]);
+    frame.render_widget(Paragraph::new(line).style(style), area);
 }
 
 /// A count of terminal cells as ratatui takes it; a terminal is far
@@ -347,9 +385,9 @@ mod tests {
             connected,
             link,
             kind,
-            encrypted: false,
+            encrypted: kind == Some(PeerKind::P2pchatd),
             fingerprint: None,
-            trust: None,
+            trust: Some(trust_of(id)),
             last_seen_ms: Some(0),
         };
         vec![
@@ -374,7 +412,24 @@ mod tests {
                 None,
                 Some(PeerKind::P2pchatd),
             ),
+            p(
+                "k3fa2c0de",
+                "bob~3fa2",
+                true,
+                Some(LinkDirection::Accepted),
+                Some(PeerKind::P2pchatd),
+            ),
         ]
+    }
+
+    /// Bob is verified, carol a Go peer, a second "bob" a conflict.
+    fn trust_of(peer: &str) -> Trust {
+        match peer {
+            "bob_7be1d0aa" => Trust::Verified,
+            "carol_51" => Trust::Plaintext,
+            "k3fa2c0de" => Trust::Conflict,
+            _ => Trust::Pinned,
+        }
     }
 
     fn event(cursor: u64, min: u32, body: EventBody) -> Event {
@@ -395,6 +450,8 @@ mod tests {
                 nick: nick.into(),
                 text: text.into(),
                 action,
+                fingerprint: None,
+                trust: (peer != ME).then(|| trust_of(peer)),
             },
         )
     }
@@ -462,6 +519,22 @@ mod tests {
                 },
             ),
             event(10, 9, EventBody::Gap { missed: 12 }),
+            say(
+                11,
+                10,
+                "k3fa2c0de",
+                "bob~3fa2",
+                "it's me, bob, new laptop",
+                false,
+            ),
+            event(
+                12,
+                10,
+                EventBody::Alert {
+                    peer_id: "k3fa2c0de".into(),
+                    text: "bob is verified, but a peer with another key claims the nick".into(),
+                },
+            ),
         ];
         for e in evs {
             update(s, Action::Daemon(DaemonMsg::Event(e)));

@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::Value;
 use shared::api::{
     Call, HISTORY_DEFAULT_LIMIT, NickResult, Request, RpcError, ShutdownResult, StatusInfo,
-    SubscribeResult, code, encode_error, encode_history_result, encode_result,
+    SubscribeResult, TrustResult, code, encode_error, encode_history_result, encode_result,
 };
 use shared::text::{validate_nick, validate_text};
 
@@ -78,6 +78,20 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
                     .unwrap_or_else(|| p.name.clone());
                 respond(id, Ok(NickResult { old, new: p.name }))
             }
+        },
+        Call::Trust(p) => match ctx.mesh.verify_nick(&p.nick) {
+            Ok(fingerprint) => respond(
+                id,
+                Ok(TrustResult {
+                    nick: p.nick,
+                    fingerprint,
+                }),
+            ),
+            Err(e) => respond::<()>(id, Err(RpcError::new(code::UNKNOWN_NICK, e.to_string()))),
+        },
+        Call::Forget(p) => match ctx.mesh.forget_nick(&p.nick) {
+            Ok(()) => respond(id, Ok(p)),
+            Err(e) => respond::<()>(id, Err(RpcError::new(code::UNKNOWN_NICK, e.to_string()))),
         },
         Call::Shutdown => {
             let reply = respond(id, Ok(ShutdownResult { stopping: true }));

@@ -289,6 +289,7 @@ impl Ring {
 fn author_of(body: &EventBody) -> Option<&str> {
     match body {
         EventBody::Message { peer_id, .. }
+        | EventBody::Alert { peer_id, .. }
         | EventBody::Join { peer_id, .. }
         | EventBody::Leave { peer_id, .. }
         | EventBody::Nick { peer_id, .. } => Some(peer_id),
@@ -348,6 +349,8 @@ mod tests {
             nick: "n".into(),
             text: format!("text {n}"),
             action: false,
+            fingerprint: None,
+            trust: None,
         }
     }
 

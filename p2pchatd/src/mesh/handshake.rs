@@ -168,6 +168,7 @@ pub(crate) async fn accept(
         nick: sanitize_foreign_nick(&msg.username).into_owned(),
         kind,
         key: None,
+        standing: None,
     };
     let live = liveness(&mesh, kind, meta.and_then(|m| m.heartbeat_ms));
     drop(slot);
@@ -224,6 +225,7 @@ async fn run_noise_link(
         nick: est.peer.nick,
         kind: PeerKind::P2pchatd,
         key: Some(est.peer.key),
+        standing: None,
     };
     let span = info_span!("link", peer = %who.id, %remote);
     let setup = LinkSetup {
@@ -325,6 +327,7 @@ pub(crate) async fn dial(
                             nick: sanitize_foreign_nick(&m.username).into_owned(),
                             kind: PeerKind::P2pchatd,
                             key: None,
+                            standing: None,
                         };
                         answered = Some((who, m.metadata));
                         break;
@@ -357,6 +360,7 @@ pub(crate) async fn dial(
                 nick,
                 kind: PeerKind::Go,
                 key: None,
+                standing: None,
             }),
             None,
         ),

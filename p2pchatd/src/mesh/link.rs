@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use shared::api::{LinkDirection, PeerKind};
+use shared::api::{LinkDirection, PeerKind, Trust};
 use shared::event::EventBody;
+use shared::keys::fingerprint_of;
 use shared::limits::MAX_PEER_LINE;
 use shared::line::{LineReader, LineTooLong};
 use shared::text::{sanitize_foreign_nick, sanitize_foreign_text};
@@ -218,6 +219,12 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
     // it holds it.
     let keyed = who.as_ref().is_some_and(|w| w.key.is_some());
     let stats = Arc::new(LinkStats::new(direction == LinkDirection::Dialed || keyed));
+    // How the peer is shown: never as a nick another key holds.
+    let epoch = mesh.trust_epoch();
+    let who = who.map(|mut w| {
+        w.standing = Some(mesh.standing(&w.id, w.key.as_ref(), &w.nick));
+        w
+    });
     let mut outcome = LinkOutcome {
         peer: who.as_ref().map(|w| w.id.clone()),
         lasted: Duration::ZERO,
@@ -255,7 +262,17 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
         mesh,
         id,
         peer: who.as_ref().map(|w| w.id.clone()),
-        nick: who.map(|w| w.nick).unwrap_or_default(),
+        key: who.as_ref().and_then(|w| w.key),
+        fingerprint: who
+            .as_ref()
+            .and_then(|w| w.key.as_ref().map(fingerprint_of)),
+        trust: who.as_ref().and_then(PeerIdentity::trust),
+        epoch,
+        said: who.as_ref().map(|w| w.nick.clone()).unwrap_or_default(),
+        nick: who
+            .as_ref()
+            .map(|w| w.shown().to_owned())
+            .unwrap_or_default(),
         stats: &stats,
         bad_lines: 0,
     };
@@ -302,7 +319,16 @@ struct Reader<'a> {
     id: LinkId,
     /// `None` until a `--peer` link to a silent acceptor names its peer.
     peer: Option<Arc<str>>,
-    /// The peer's nick as last seen on this link.
+    /// The key the link proved (Noise), its fingerprint, and how far the
+    /// peer is who its nick says.
+    key: Option<[u8; 32]>,
+    fingerprint: Option<String>,
+    trust: Option<Trust>,
+    /// The `trust_epoch` that `nick` and `trust` are of.
+    epoch: u64,
+    /// The peer's nick as it last said it on this link...
+    said: String,
+    /// ... and as it is shown (`nick~tag` when another key holds it).
     nick: String,
     stats: &'a LinkStats,
     bad_lines: u32,
@@ -394,11 +420,24 @@ impl Reader<'_> {
             debug!(link = %self.id, sender = msg.sender_id, "dropped a line sent on behalf of another peer");
             return Ok(());
         }
+        let epoch = self.mesh.trust_epoch();
+        if epoch != self.epoch {
+            // `trust` or `forget` ran: the table has how it is shown now.
+            self.epoch = epoch;
+            if let Some((nick, trust)) = self.mesh.table_op(|t, _| t.shown(&peer)) {
+                self.nick = nick;
+                self.trust = trust;
+            }
+        }
         if !msg.username.is_empty() {
-            let nick = sanitize_foreign_nick(&msg.username);
-            if *nick != *self.nick {
-                self.mesh.table_op(|t, h| t.renamed(&peer, &nick, h));
-                self.nick = nick.into_owned();
+            let said = sanitize_foreign_nick(&msg.username);
+            if *said != *self.said {
+                let standing = self.mesh.standing(&peer, self.key.as_ref(), &said);
+                self.mesh
+                    .table_op(|t, h| t.renamed(&peer, &said, &standing, h));
+                self.said = said.into_owned();
+                self.nick = standing.shown;
+                self.trust = Some(standing.trust);
             }
         }
         match msg.kind {
@@ -421,11 +460,14 @@ impl Reader<'_> {
             // Peers with keys link over Noise, always: no downgrade.
             return Err(End::Refused(Refused::Taken));
         }
+        let said = sanitize_foreign_nick(&msg.username).into_owned();
+        let standing = self.mesh.standing(&msg.sender_id, None, &said);
         let who = PeerIdentity {
             id: Arc::from(msg.sender_id.as_str()),
-            nick: sanitize_foreign_nick(&msg.username).into_owned(),
+            nick: said,
             kind: PeerKind::Go,
             key: None,
+            standing: Some(standing),
         };
         let now = std::time::Instant::now();
         self.mesh
@@ -434,7 +476,9 @@ impl Reader<'_> {
         self.mesh.topology_changed();
         info!(link = %self.id, peer = %who.id, "peer identified by its first line");
         self.peer = Some(who.id.clone());
-        self.nick = who.nick;
+        self.nick = who.shown().to_owned();
+        self.trust = who.trust();
+        self.said = who.nick;
         Ok(who.id)
     }
 
@@ -456,6 +500,8 @@ impl Reader<'_> {
                 nick: self.nick.clone(),
                 text: text.to_owned(),
                 action,
+                fingerprint: self.fingerprint.clone(),
+                trust: self.trust,
             });
         if added.is_none() {
             debug!(link = %self.id, id = msg.id, "dropped a duplicate");

@@ -38,6 +38,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{ACCEPT_RETRY, Timing};
 use crate::history::History;
 use crate::identity::Identity;
+use crate::trust::{KnownPeers, Standing, TrustError};
 use admission::{Handshakes, MAX_DIALS};
 pub(crate) use beat::Beat;
 use secure::OurHello;
@@ -52,6 +53,8 @@ pub(crate) struct Local {
     pub(crate) port: u16,
     /// Our side of Noise handshakes (with the network key, if any).
     pub(crate) secure: Secure,
+    /// Nicks pinned to keys (trust on first use).
+    pub(crate) known: KnownPeers,
     /// Plaintext (Go) peers are refused; always so with a network key.
     pub(crate) require_encryption: bool,
 }
@@ -65,6 +68,10 @@ struct Me {
     nick: Mutex<Arc<str>>,
     port: u16,
     secure: Secure,
+    known: Mutex<KnownPeers>,
+    /// Bumped when who holds which nick changed (`trust`, `forget`): link
+    /// readers then look up again how their peer is shown.
+    trust_epoch: AtomicU64,
     require_encryption: bool,
 }
 
@@ -123,6 +130,8 @@ impl Mesh {
                     nick: Mutex::new(Arc::from(local.nick)),
                     port: local.port,
                     secure: local.secure,
+                    known: Mutex::new(local.known),
+                    trust_epoch: AtomicU64::new(0),
                     require_encryption,
                 },
                 history,
@@ -157,6 +166,71 @@ impl Mesh {
 
     pub(crate) fn secure(&self) -> &Secure {
         &self.inner.me.secure
+    }
+
+    fn known(&self) -> MutexGuard<'_, KnownPeers> {
+        self.inner
+            .me
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How a peer with `key` (or none) under `nick` is to be shown; an
+    /// alert it raises goes into the history.
+    pub(crate) fn standing(&self, peer_id: &str, key: Option<&[u8; 32]>, nick: &str) -> Standing {
+        let standing = match key {
+            Some(k) => self.known().met(k, nick),
+            None => self.known().plaintext(nick),
+        };
+        if let Some(text) = &standing.alert {
+            tracing::warn!(peer = peer_id, "{text}");
+            self.inner.history.append(EventBody::Alert {
+                peer_id: peer_id.to_owned(),
+                text: text.clone(),
+            });
+        }
+        standing
+    }
+
+    /// How a peer known only by its announce is shown.
+    pub(crate) fn announced_as(&self, peer_id: &str, nick: &str) -> String {
+        self.known().announced_as(peer_id, nick)
+    }
+
+    /// `p2pchat trust NICK`: the key holding it is verified.
+    pub(crate) fn verify_nick(&self, nick: &str) -> Result<String, TrustError> {
+        let fingerprint = self.known().verify(nick)?;
+        self.reconsider();
+        Ok(fingerprint)
+    }
+
+    /// `p2pchat forget NICK`: the nick is unpinned (and taken at once by a
+    /// linked peer that says it, if any).
+    pub(crate) fn forget_nick(&self, nick: &str) -> Result<(), TrustError> {
+        self.known().forget(nick)?;
+        self.reconsider();
+        Ok(())
+    }
+
+    /// Judges every linked peer again, then tells the link readers.
+    fn reconsider(&self) {
+        self.table_op(|t, h| {
+            let mut known = self.known();
+            t.reconsider(
+                |key, said| match key {
+                    Some(k) => known.met(k, said),
+                    None => known.plaintext(said),
+                },
+                h,
+            );
+        });
+        self.inner.me.trust_epoch.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes whenever `reconsider` ran.
+    pub(crate) fn trust_epoch(&self) -> u64 {
+        self.inner.me.trust_epoch.load(Ordering::Acquire)
     }
 
     /// Plaintext (Go) peers are refused.
@@ -298,6 +372,8 @@ impl Mesh {
                 nick: nick.to_string(),
                 text: text.to_owned(),
                 action,
+                fingerprint: Some(self.identity().fingerprint().to_owned()),
+                trust: None,
             })
             .unwrap_or_default();
         self.fan_out(line).await;
@@ -584,6 +660,7 @@ pub(crate) mod tests {
         let identity = Arc::new(Identity::from_secret(&[1; 32]));
         let local = Local {
             secure: Secure::new(&identity, None).unwrap(),
+            known: KnownPeers::in_memory(),
             identity,
             nick: "me".into(),
             port: 1,

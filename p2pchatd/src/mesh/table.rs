@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use shared::api::{LinkDirection, PeerInfo, PeerKind};
+use shared::api::{LinkDirection, PeerInfo, PeerKind, Trust};
 use shared::event::EventBody;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +23,7 @@ use super::admission::{
     MAX_UNPROVEN, MAX_UNPROVEN_PER_ADDRESS, new_link_wins,
 };
 use crate::history::History;
+use crate::trust::Standing;
 use shared::keys::{KEY_LEN, fingerprint_of};
 
 /// Identifies one TCP link for its whole life.
@@ -39,7 +40,10 @@ impl std::fmt::Display for LinkId {
 #[derive(Debug, Clone)]
 pub(crate) struct Sighting {
     pub peer_id: String,
+    /// The nick it announces...
     pub nick: String,
+    /// ... and how it is shown: never as a nick another key holds.
+    pub shown: String,
     /// Datagram source IP with the announced port.
     pub addr: SocketAddr,
     /// `announce`/`ping`/`pong` (true) or `leave` (false).
@@ -54,7 +58,10 @@ pub(crate) struct Sighting {
 
 #[derive(Debug)]
 struct Peer {
+    /// Its nick as shown: `nick~tag` when another key holds the nick.
     nick: String,
+    /// Its nick as its link last said it.
+    said: String,
     dial_addr: Option<SocketAddr>,
     /// Where discovery last heard it from: what proves a link from there.
     heard_from: Option<IpAddr>,
@@ -64,6 +71,7 @@ struct Peer {
     noise: bool,
     /// The identity key its last encrypted link proved.
     key: Option<[u8; KEY_LEN]>,
+    trust: Option<Trust>,
     /// A join was recorded for its current link (see `attach` for when).
     shown: bool,
     last_seen: Instant,
@@ -141,10 +149,24 @@ pub(crate) struct NewLink {
 #[derive(Debug, Clone)]
 pub(crate) struct PeerIdentity {
     pub id: Arc<str>,
+    /// The nick it says.
     pub nick: String,
     pub kind: PeerKind,
     /// The identity key a Noise link proved; `None` on plaintext links.
     pub key: Option<[u8; KEY_LEN]>,
+    /// How it is shown, once judged (see `trust`).
+    pub standing: Option<Standing>,
+}
+
+impl PeerIdentity {
+    /// The nick it is shown by.
+    pub(crate) fn shown(&self) -> &str {
+        self.standing.as_ref().map_or(&self.nick, |s| &s.shown)
+    }
+
+    pub(crate) fn trust(&self) -> Option<Trust> {
+        self.standing.as_ref().map(|s| s.trust)
+    }
 }
 
 /// Where and whom a dial loop dials next.
@@ -224,6 +246,25 @@ fn listed(p: &Peer) -> bool {
 
 /// Records the peer's join for its current link, once (not after it said
 /// goodbye).
+/// Shows `peer` as `standing` says; a change of the shown nick is a nick
+/// event once its join was. Returns the old nick shown when it changed.
+fn show_as(id: &str, peer: &mut Peer, standing: &Standing, history: &History) -> Option<String> {
+    peer.trust = Some(standing.trust);
+    if peer.nick == standing.shown {
+        return None;
+    }
+    let old = std::mem::replace(&mut peer.nick, standing.shown.clone());
+    if !peer.shown {
+        return None;
+    }
+    history.append(EventBody::Nick {
+        peer_id: id.to_owned(),
+        old: old.clone(),
+        new: standing.shown.clone(),
+    });
+    Some(old)
+}
+
 fn show(id: &str, peer: &mut Peer, history: &History) {
     if !peer.shown && !peer.quit {
         peer.shown = true;
@@ -301,7 +342,8 @@ impl Table {
                 if p.link.is_none() {
                     // Linked peers change nick through their link only, so a
                     // late datagram cannot undo a change.
-                    p.nick.clone_from(&s.nick);
+                    p.nick.clone_from(&s.shown);
+                    p.said.clone_from(&s.nick);
                     p.dial_addr = Some(s.addr);
                     p.kind = Some(kind);
                     p.noise = s.noise;
@@ -316,12 +358,14 @@ impl Table {
                 self.peers.insert(
                     Arc::from(s.peer_id.as_str()),
                     Peer {
-                        nick: s.nick.clone(),
+                        nick: s.shown.clone(),
+                        said: s.nick.clone(),
                         dial_addr: Some(s.addr),
                         heard_from: Some(from),
                         instance: s.instance.clone(),
                         noise: s.noise,
                         key: None,
+                        trust: None,
                         shown: false,
                         last_seen: now,
                         kind: Some(kind),
@@ -560,12 +604,14 @@ impl Table {
             old_link.close.cancel();
         }
         let peer = self.peers.entry(who.id.clone()).or_insert_with(|| Peer {
-            nick: who.nick.clone(),
+            nick: who.shown().to_owned(),
+            said: who.nick.clone(),
             dial_addr: None,
             heard_from: None,
             instance: None,
             noise: false,
             key: None,
+            trust: None,
             shown: false,
             last_seen: now,
             kind: None,
@@ -574,12 +620,14 @@ impl Table {
             quit: false,
         });
         if peer.link.is_none() {
-            peer.nick.clone_from(&who.nick);
+            who.shown().clone_into(&mut peer.nick);
+            peer.said.clone_from(&who.nick);
             peer.shown = false;
         }
         peer.link = Some(id);
         peer.kind = Some(who.kind);
         peer.key = who.key.or(peer.key);
+        peer.trust = who.trust().or(peer.trust);
         peer.last_seen = now;
         peer.quit = false;
         if peer.dial_addr.is_none() && direction == LinkDirection::Dialed {
@@ -720,22 +768,39 @@ impl Table {
         leave(&id, peer, "quit", history);
     }
 
-    /// A linked peer's nick changed. Returns the old nick when it did.
-    pub(crate) fn renamed(&mut self, id: &str, new: &str, history: &History) -> Option<String> {
+    /// A linked peer said another nick, shown as `standing` says.
+    /// Returns the old nick shown when it changed.
+    pub(crate) fn renamed(
+        &mut self,
+        id: &str,
+        said: &str,
+        standing: &Standing,
+        history: &History,
+    ) -> Option<String> {
         let peer = self.peers.get_mut(id)?;
-        if peer.nick == new {
-            return None;
+        said.clone_into(&mut peer.said);
+        show_as(id, peer, standing, history)
+    }
+
+    /// Who holds which nick changed (`trust`, `forget`): every linked peer
+    /// is judged again, and one now shown by another name is announced as
+    /// a nick change.
+    pub(crate) fn reconsider(
+        &mut self,
+        mut judge: impl FnMut(Option<&[u8; KEY_LEN]>, &str) -> Standing,
+        history: &History,
+    ) {
+        for (id, peer) in &mut self.peers {
+            if peer.link.is_some() {
+                let standing = judge(peer.key.as_ref(), &peer.said);
+                show_as(id, peer, &standing, history);
+            }
         }
-        let old = std::mem::replace(&mut peer.nick, new.to_owned());
-        if !peer.shown {
-            return None;
-        }
-        history.append(EventBody::Nick {
-            peer_id: id.to_owned(),
-            old: old.clone(),
-            new: new.to_owned(),
-        });
-        Some(old)
+    }
+
+    /// How a linked peer is shown, and its trust, for its link's reader.
+    pub(crate) fn shown(&self, id: &str) -> Option<(String, Option<Trust>)> {
+        self.peers.get(id).map(|p| (p.nick.clone(), p.trust))
     }
 
     /// Forgets unlinked peers not seen for `expiry`.
@@ -811,7 +876,7 @@ impl Table {
                     kind: p.kind,
                     encrypted: link.is_some_and(|l| l.key.is_some()),
                     fingerprint: p.key.as_ref().map(fingerprint_of),
-                    trust: None,
+                    trust: p.trust,
                     last_seen_ms: Some(shared::millis(if link.is_some() {
                         Duration::ZERO
                     } else {
@@ -829,6 +894,15 @@ impl Table {
 mod tests {
     use super::*;
     use LinkDirection::{Accepted, Dialed};
+
+    /// How a peer without a key that nobody's nick clashes with is shown.
+    fn plain(nick: &str) -> Standing {
+        Standing {
+            trust: Trust::Plaintext,
+            shown: nick.into(),
+            alert: None,
+        }
+    }
 
     /// A sighting's outcome with the dial claim as its id.
     fn ids((new, claim): (bool, Option<DialClaim>)) -> (bool, Option<u64>) {
@@ -871,6 +945,7 @@ mod tests {
                     nick: format!("nick-{p}"),
                     kind,
                     key: None,
+                    standing: None,
                 }),
                 tx,
                 close: close.clone(),
@@ -945,6 +1020,7 @@ mod tests {
         let s = |id: &str, alive| Sighting {
             peer_id: id.into(),
             nick: id.into(),
+            shown: id.into(),
             addr: "127.0.0.1:9".parse().unwrap(),
             alive,
             p2pchatd: true,
@@ -1000,6 +1076,7 @@ mod tests {
         let s = |id: &str, alive| Sighting {
             peer_id: id.into(),
             nick: id.into(),
+            shown: id.into(),
             addr: "127.0.0.1:9".parse().unwrap(),
             alive,
             p2pchatd: true,
@@ -1026,6 +1103,7 @@ mod tests {
         let z = Sighting {
             peer_id: "z".into(),
             nick: "z".into(),
+            shown: "z".into(),
             addr: "127.0.0.1:9".parse().unwrap(),
             alive: true,
             p2pchatd: true,
@@ -1046,8 +1124,9 @@ mod tests {
         let h = History::new(10);
         let mut t = Table::new("m".into());
         let _l = link(&mut t, Dialed, Some("z"), &h);
-        assert_eq!(t.renamed("z", "zoe", &h).as_deref(), Some("nick-z"));
-        assert_eq!(t.renamed("z", "zoe", &h), None);
+        let zoe = plain("zoe");
+        assert_eq!(t.renamed("z", "zoe", &zoe, &h).as_deref(), Some("nick-z"));
+        assert_eq!(t.renamed("z", "zoe", &zoe, &h), None);
         assert_eq!(kinds(&h), vec!["join", "nick"]);
     }
 
@@ -1057,7 +1136,7 @@ mod tests {
         let mut t = Table::new("m".into());
         let (l, _c, _r) = link_as(&mut t, Accepted, Some("a"), PeerKind::Go, &h);
         let l = l.unwrap();
-        assert!(t.renamed("a", "amy", &h).is_none());
+        assert!(t.renamed("a", "amy", &plain("amy"), &h).is_none());
         assert_eq!(kinds(&h), Vec::<String>::new(), "no trace yet");
         t.talked(l, &h);
         assert_eq!(kinds(&h), vec!["join"]);
@@ -1078,6 +1157,7 @@ mod tests {
         let from = |ip: &str, n: usize| Sighting {
             peer_id: format!("p{ip}_{n}"),
             nick: "x".into(),
+            shown: "x".into(),
             addr: format!("{ip}:9").parse().unwrap(),
             alive: true,
             p2pchatd: true,
