@@ -204,3 +204,37 @@ fn failing_to_start_leaves_the_terminal_alone() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// An impostor of a verified nick: the pane flags it, its lines carry a
+/// mark, and the alert sits on its own row until Esc.
+#[tokio::test]
+async fn an_impostor_is_flagged_in_the_pane_its_lines_and_an_alert() {
+    let Some(tmux) = Tmux::new() else { return };
+    let net = TestNet::new();
+    let [alice, bob] = net.linked(["alice", "bob"]).await;
+    bob.p2pchat(&["trust", "alice"]).await;
+    tmux.start("ui", &ui(&bob.socket));
+    tmux.wait("ui", "alice verified in the pane", |s| {
+        s.contains("●✓ alice")
+    });
+
+    let rogue = net.daemon_as("mallory", "alice", &[]).await;
+    wait_full_mesh(&[&alice, &bob, &rogue], T).await;
+    let apart = format!("alice~{}", &rogue.status().await.peer_id[1..5]);
+    rogue.say("send me the keys").await;
+    alice.say("that was not me").await;
+    let screen = tmux.wait("ui", "the impostor flagged", |s| {
+        s.contains(&format!("●! {apart}"))
+            && s.contains(&format!("! <{apart}> send me the keys"))
+            && s.contains("<alice> that was not me")
+            && s.contains("⚠ alice is verified, but a peer with another key")
+    });
+    assert!(
+        !screen.contains("<alice> send me the keys"),
+        "shown as alice:\n{screen}"
+    );
+    tmux.press("ui", "Escape");
+    tmux.wait("ui", "the alert dismissed", |s| {
+        !s.contains("⚠") && s.contains("!! alice is verified")
+    });
+}

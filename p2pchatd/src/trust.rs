@@ -69,8 +69,12 @@ pub enum TrustError {
         #[source]
         source: io::Error,
     },
-    #[error("no peer holds the nick {0}")]
+    #[error("no key holds the nick {0}")]
     NoSuchNick(String),
+    #[error(
+        "{nick} is shown apart because another key holds {held}; if {held} has a new key, `p2pchat forget {held}` first"
+    )]
+    ShownApart { nick: String, held: String },
 }
 
 /// The known peers, in memory, saved to `path` (if any) on change.
@@ -80,6 +84,8 @@ pub(crate) struct KnownPeers {
     file: File,
     /// Keys first met in this life of the daemon: `new`, not `pinned`.
     met_now: std::collections::HashSet<String>,
+    /// Our own nick and key (hex): our nick is ours, whatever the file says.
+    own: Option<(String, String)>,
 }
 
 impl KnownPeers {
@@ -110,6 +116,7 @@ impl KnownPeers {
             path: Some(path.to_owned()),
             file,
             met_now: Default::default(),
+            own: None,
         })
     }
 
@@ -120,6 +127,7 @@ impl KnownPeers {
             path: None,
             file: File::default(),
             met_now: Default::default(),
+            own: None,
         }
     }
 
@@ -129,7 +137,7 @@ impl KnownPeers {
         let now = chrono::Utc::now().timestamp();
         let id = hex(key);
         let mut changed = false;
-        let holder = self.file.pins.get(nick).cloned();
+        let holder = self.holder(nick).map(str::to_owned);
         if holder.is_none() {
             self.file.pins.insert(nick.to_owned(), id.clone());
             changed = true;
@@ -148,7 +156,8 @@ impl KnownPeers {
                 last_seen: now,
                 verified: false,
             });
-        if known.nick != nick {
+        // Last seen is saved with other changes, or when an hour old.
+        if known.nick != nick || now - known.last_seen >= 3600 {
             known.nick = nick.to_owned();
             changed = true;
         }
@@ -189,7 +198,7 @@ impl KnownPeers {
 
     /// A peer without a key under `nick`: never as a nick a key holds.
     pub(crate) fn plaintext(&self, nick: &str) -> Standing {
-        let taken = self.file.pins.contains_key(nick);
+        let taken = self.holder(nick).is_some();
         Standing {
             trust: Trust::Plaintext,
             shown: if taken {
@@ -205,13 +214,26 @@ impl KnownPeers {
     /// only for that key's peer id (`nick~tag` for another key's, as its
     /// link will show it; `nick~go` for an id of no key).
     pub(crate) fn announced_as(&self, peer_id: &str, nick: &str) -> String {
-        let holder = self.file.pins.get(nick).and_then(|h| unhex::<KEY_LEN>(h));
+        let holder = self.holder(nick).and_then(unhex::<KEY_LEN>);
         match holder {
             Some(key) if peer_id_of(&key) != peer_id => match short_tag_of_id(peer_id) {
                 Some(tag) => format!("{nick}~{tag}"),
                 None => format!("{nick}~go"),
             },
             _ => nick.to_owned(),
+        }
+    }
+
+    /// We go by `nick` with `key`: no one else is shown by it.
+    pub(crate) fn set_own(&mut self, nick: &str, key: &[u8; KEY_LEN]) {
+        self.own = Some((nick.to_owned(), hex(key)));
+    }
+
+    /// The key (hex) that holds `nick`: ours for our own nick.
+    fn holder(&self, nick: &str) -> Option<&str> {
+        match &self.own {
+            Some((n, key)) if n == nick => Some(key),
+            _ => self.file.pins.get(nick).map(String::as_str),
         }
     }
 
@@ -222,7 +244,7 @@ impl KnownPeers {
             .pins
             .get(nick)
             .cloned()
-            .ok_or_else(|| TrustError::NoSuchNick(nick.to_owned()))?;
+            .ok_or_else(|| Self::no_such(nick))?;
         let key = self
             .file
             .keys
@@ -239,12 +261,22 @@ impl KnownPeers {
             .file
             .pins
             .remove(nick)
-            .ok_or_else(|| TrustError::NoSuchNick(nick.to_owned()))?;
+            .ok_or_else(|| Self::no_such(nick))?;
         if let Some(k) = self.file.keys.get_mut(&id) {
             k.verified = false;
         }
         self.save();
         Ok(())
+    }
+
+    fn no_such(nick: &str) -> TrustError {
+        match nick.rsplit_once('~') {
+            Some((held, _)) => TrustError::ShownApart {
+                nick: nick.to_owned(),
+                held: held.to_owned(),
+            },
+            None => TrustError::NoSuchNick(nick.to_owned()),
+        }
     }
 
     fn trim(&mut self) {
@@ -301,6 +333,25 @@ mod tests {
         k.forget("alice").unwrap();
         assert_eq!(k.met(&mallory, "alice").trust, Trust::New);
         assert!(k.verify("nobody").is_err());
+        let e = k.verify("alice~3fa2").unwrap_err().to_string();
+        assert!(e.contains("forget alice"), "{e}");
+    }
+
+    #[test]
+    fn our_own_nick_is_ours() {
+        let mut k = KnownPeers::in_memory();
+        let (me, mallory) = ([1u8; 32], [2u8; 32]);
+        k.set_own("me", &me);
+        let m = k.met(&mallory, "me");
+        assert_eq!(m.trust, Trust::Conflict);
+        assert_ne!(m.shown, "me");
+        assert_eq!(k.plaintext("me").shown, "me~go");
+        let id = peer_id_of(&mallory);
+        assert_eq!(k.announced_as(&id, "me"), format!("me~{}", &id[1..5]));
+        assert_eq!(k.announced_as("me_1", "me"), "me~go");
+        // Once we go by another nick, the old one is free.
+        k.set_own("notme", &me);
+        assert_eq!(k.met(&mallory, "me").shown, "me");
     }
 
     #[test]

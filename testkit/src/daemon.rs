@@ -157,26 +157,35 @@ impl TestNet {
 
     /// Starts a daemon with extra environment, without waiting for it.
     pub fn spawn_with_env(&self, nick: &str, extra: &[&str], env: &[(&str, &OsStr)]) -> Daemon {
-        self.spawn_as(nick, extra, env, None)
+        self.spawn_as(nick, nick, extra, env, None)
+    }
+
+    /// A daemon whose folders (and key) are `home`'s but whose nick is
+    /// `nick`: an impostor when another daemon holds that nick.
+    pub async fn daemon_as(&self, home: &str, nick: &str, extra: &[&str]) -> Daemon {
+        let d = self.spawn_as(home, nick, extra, &[], None);
+        d.wait_ready().await;
+        d
     }
 
     /// Starts a daemon that may open at most `files` descriptors (as a
     /// user service may), and waits until it answers.
     pub async fn daemon_with_file_limit(&self, nick: &str, files: u32) -> Daemon {
-        let d = self.spawn_as(nick, &[], &[], Some(files));
+        let d = self.spawn_as(nick, nick, &[], &[], Some(files));
         d.wait_ready().await;
         d
     }
 
     fn spawn_as(
         &self,
+        home: &str,
         nick: &str,
         extra: &[&str],
         env: &[(&str, &OsStr)],
         file_limit: Option<u32>,
     ) -> Daemon {
-        let socket = self.socket_for(nick);
-        let log = self.dir.path().join(format!("{nick}.log"));
+        let socket = self.socket_for(home);
+        let log = self.dir.path().join(format!("{home}.log"));
         let mut args = self.loopback_args();
         if extra.contains(&"--port") {
             let i = args.iter().position(|a| a == "--port").expect("--port");
@@ -202,7 +211,7 @@ impl TestNet {
             .args(&args)
             .env_remove("P2PCHAT_SOCKET")
             .env_remove("NOTIFY_SOCKET")
-            .envs(self.xdg_env(nick))
+            .envs(self.xdg_env(home))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -213,7 +222,7 @@ impl TestNet {
             child,
             socket,
             log,
-            nick: nick.to_owned(),
+            nick: home.to_owned(),
         }
     }
 }
@@ -268,6 +277,26 @@ impl Daemon {
             }
         })
         .await;
+    }
+
+    /// Runs `p2pchat ARGS` against this daemon; its stdout, or a panic
+    /// with its stderr when it fails.
+    pub async fn p2pchat(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new(client_bin());
+        cmd.arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("P2PCHAT_SOCKET");
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .expect("p2pchat runs")
+            .expect("run p2pchat");
+        assert!(
+            out.status.success(),
+            "p2pchat {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
     }
 
     pub async fn client(&self) -> Client {

@@ -72,8 +72,17 @@ pub fn forged_line(kind: &str, sender: &str, content: &str, p2pchatd: bool) -> S
     } else {
         ""
     };
+    line_as(kind, sender, "mallory", content, meta)
+}
+
+/// A Go peer's line: `sender` calling itself `nick`.
+pub fn go_line(kind: &str, sender: &str, nick: &str, content: &str) -> String {
+    line_as(kind, sender, nick, content, "")
+}
+
+fn line_as(kind: &str, sender: &str, nick: &str, content: &str, meta: &str) -> String {
     format!(
-        r#"{{"id":"{:016x}","type":"{kind}","sender_id":"{sender}","username":"mallory","content":"{content}","sequence":0,"room_id":"general"{meta}}}"#,
+        r#"{{"id":"{:016x}","type":"{kind}","sender_id":"{sender}","username":"{nick}","content":"{content}","sequence":0,"room_id":"general"{meta}}}"#,
         fastrand::u64(..)
     ) + "\n"
 }

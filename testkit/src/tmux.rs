@@ -62,10 +62,15 @@ impl Tmux {
         self.tmux(&["send-keys", "-t", session, "-l", text]);
     }
 
+    /// Presses a key by its tmux name (`Escape`, `F1`, `C-c`).
+    pub fn press(&self, session: &str, key: &str) {
+        self.tmux(&["send-keys", "-t", session, key]);
+    }
+
     /// Types `text`, then Enter.
     pub fn enter(&self, session: &str, text: &str) {
         self.keys(session, text);
-        self.tmux(&["send-keys", "-t", session, "Enter"]);
+        self.press(session, "Enter");
     }
 
     /// Waits until the screen satisfies `pred`; returns it.

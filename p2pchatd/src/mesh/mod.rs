@@ -120,6 +120,8 @@ impl Mesh {
     ) -> Self {
         let peer_id: Arc<str> = Arc::from(local.identity.peer_id());
         let require_encryption = local.require_encryption || local.secure.has_network_key();
+        let mut known = local.known;
+        known.set_own(&local.nick, &local.identity.public_key());
         Self {
             inner: Arc::new(Inner {
                 table: Mutex::new(Table::new(peer_id.clone())),
@@ -130,7 +132,7 @@ impl Mesh {
                     nick: Mutex::new(Arc::from(local.nick)),
                     port: local.port,
                     secure: local.secure,
-                    known: Mutex::new(local.known),
+                    known: Mutex::new(known),
                     trust_epoch: AtomicU64::new(0),
                     require_encryption,
                 },
@@ -391,6 +393,10 @@ impl Mesh {
             }
             std::mem::replace(&mut *nick, Arc::from(new))
         };
+        self.known()
+            .set_own(new, &self.inner.me.identity.public_key());
+        // A peer shown apart for our old nick is now itself again.
+        self.reconsider();
         self.inner.history.append(EventBody::Nick {
             peer_id: self.inner.me.peer_id.to_string(),
             old: old.to_string(),

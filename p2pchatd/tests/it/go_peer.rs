@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 use serde_json::Value;
-use shared::api::{LinkDirection, PeerKind};
+use shared::api::{LinkDirection, PeerKind, Trust};
 use shared::event::EventBody;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -232,6 +232,10 @@ async fn a_go_peer_that_dials_us_chats_both_ways() {
         (p.link, p.kind, p.nick.as_str()),
         (Some(LinkDirection::Accepted), Some(PeerKind::Go), "gopher")
     );
+    assert_eq!(
+        (p.encrypted, p.trust, p.fingerprint),
+        (false, Some(Trust::Plaintext), None)
+    );
     let join = events
         .until("the join", T, |e| matches!(e.body, EventBody::Join { .. }))
         .await;
@@ -255,7 +259,8 @@ async fn a_go_peer_that_dials_us_chats_both_ways() {
         .unwrap();
     let m = events.messages(2, T).await;
     assert!(
-        matches!(&m[0].body, EventBody::Message { nick, text, action: false, .. } if nick == "gopher" && text == "hello from go")
+        matches!(&m[0].body, EventBody::Message { nick, text, action: false, trust: Some(Trust::Plaintext), fingerprint: None, .. } if nick == "gopher" && text == "hello from go"),
+        "{m:?}"
     );
     assert!(matches!(&m[1].body, EventBody::Message { text, action: true, .. } if text == "waves"));
     let n = events
@@ -352,8 +357,13 @@ async fn we_dial_a_go_peer_whose_listener_comes_up_late() {
     })
     .await;
     assert_eq!(
-        (p.link, p.kind),
-        (Some(LinkDirection::Dialed), Some(PeerKind::Go))
+        (p.link, p.kind, p.encrypted, p.trust),
+        (
+            Some(LinkDirection::Dialed),
+            Some(PeerKind::Go),
+            false,
+            Some(Trust::Plaintext)
+        )
     );
 
     w.write_all(go.line("chat", "hi from go", "gopher").as_bytes())

@@ -9,3 +9,4 @@ mod lifecycle;
 mod mesh;
 mod secure;
 mod service;
+mod trust;
