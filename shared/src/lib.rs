@@ -7,6 +7,7 @@
 //! ([`limits`]). No I/O, no runtime: types and pure codecs only.
 
 pub mod api;
+pub mod authorship;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod discovery;

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::authorship::{Relay, Seal};
 use crate::limits::{MAX_PEER_LINE, PROTO_TAG, ROOM};
 use crate::text::{TextError, validate_message_id, validate_peer_id};
 use crate::time::{Timestamp, serde_rfc3339};
@@ -19,6 +20,11 @@ pub enum MessageType {
     Join,
     Leave,
     Heartbeat,
+    /// p2pchatd peers only (PROTOCOL-p2pchatd.md §5): the author's seal
+    /// over its latest run of lines, and a sealed run of another author's
+    /// lines passed on.
+    Seal,
+    Relay,
     /// A type this version does not know (a newer peer's). Never sent.
     Unknown,
 }
@@ -30,6 +36,8 @@ impl MessageType {
             Self::Join => "join",
             Self::Leave => "leave",
             Self::Heartbeat => "heartbeat",
+            Self::Seal => "seal",
+            Self::Relay => "relay",
             Self::Unknown => "unknown",
         }
     }
@@ -49,6 +57,8 @@ impl<'de> Deserialize<'de> for MessageType {
             "join" => Self::Join,
             "leave" => Self::Leave,
             "heartbeat" => Self::Heartbeat,
+            "seal" => Self::Seal,
+            "relay" => Self::Relay,
             _ => Self::Unknown,
         })
     }
@@ -155,6 +165,12 @@ pub struct PeerMessage {
         deserialize_with = "lenient_meta"
     )]
     pub metadata: Option<PeerMeta>,
+    /// Only in a `seal` line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<Seal>,
+    /// Only in a `relay` line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<Box<Relay>>,
 }
 
 /// Bytes the JSON of a message takes besides its content, about.
@@ -194,6 +210,8 @@ impl PeerMessage {
             sequence,
             room_id: ROOM.to_owned(),
             metadata: None,
+            seal: None,
+            relay: None,
         }
     }
 

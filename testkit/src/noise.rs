@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use ed25519_dalek::{Signer, SigningKey};
+use shared::authorship::CAP_SEALS;
 use shared::keys::hex;
 use shared::secure::{
     Hello, MAX_FRAME_PLAINTEXT, NOISE_XX, NOISE_XX_PSK, PREAMBLE, PROLOGUE, STATIC_KEY_CONTEXT,
     frame_header, next_frame,
 };
+use shared::wire::PeerMessage;
 use snow::StatelessTransportState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,6 +23,10 @@ pub struct NoiseLink {
     pub stream: TcpStream,
     state: StatelessTransportState,
     tx: u64,
+    rx: u64,
+    /// Sealed bytes read but not yet opened, and plaintext not yet a line.
+    raw: BytesMut,
+    plain: Vec<u8>,
     /// What this side sent during the handshake, to replay.
     pub handshake_bytes: Vec<u8>,
     /// The daemon's hello.
@@ -63,7 +69,7 @@ pub async fn dial(
         nick: nick.into(),
         heartbeat_ms: 2000,
         instance: "test".into(),
-        caps: vec![],
+        caps: vec![CAP_SEALS.into()],
     };
     let mut stream = TcpStream::connect(to).await.map_err(|x| e(&x))?;
     let mut msg = vec![0u8; 4096];
@@ -101,6 +107,9 @@ pub async fn dial(
         stream,
         state,
         tx: 0,
+        rx: 0,
+        raw,
+        plain: Vec::new(),
         handshake_bytes: sent,
         theirs,
     })
@@ -121,6 +130,34 @@ impl NoiseLink {
             out.extend_from_slice(&sealed[..n]);
         }
         self.stream.write_all(&out).await
+    }
+
+    /// The next line the daemon sends (a JSON message), opened.
+    pub async fn recv(&mut self, limit: Duration) -> Result<PeerMessage, String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(nl) = self.plain.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.plain.drain(..=nl).collect();
+                return PeerMessage::decode(&line[..nl]).map_err(|e| e.to_string());
+            }
+            if let Some(frame) = next_frame(&mut self.raw) {
+                let mut out = vec![0u8; frame.len()];
+                let n = self
+                    .state
+                    .read_message(self.rx, &frame, &mut out)
+                    .map_err(|e| e.to_string())?;
+                self.rx += 1;
+                self.plain.extend_from_slice(&out[..n]);
+                continue;
+            }
+            self.raw.reserve(4096);
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.raw)).await {
+                Ok(Ok(0)) => return Err("closed".into()),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => return Err(format!("nothing within {limit:?}")),
+            }
+        }
     }
 
     /// Sends bytes as they are, past the encryption.

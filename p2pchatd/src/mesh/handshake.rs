@@ -168,6 +168,7 @@ pub(crate) async fn accept(
         nick: sanitize_foreign_nick(&msg.username).into_owned(),
         kind,
         key: None,
+        seals: false,
         standing: None,
     };
     let live = liveness(&mesh, kind, meta.and_then(|m| m.heartbeat_ms));
@@ -225,6 +226,7 @@ async fn run_noise_link(
         nick: est.peer.nick,
         kind: PeerKind::P2pchatd,
         key: Some(est.peer.key),
+        seals: est.peer.seals,
         standing: None,
     };
     let span = info_span!("link", peer = %who.id, %remote);
@@ -327,6 +329,7 @@ pub(crate) async fn dial(
                             nick: sanitize_foreign_nick(&m.username).into_owned(),
                             kind: PeerKind::P2pchatd,
                             key: None,
+                            seals: false,
                             standing: None,
                         };
                         answered = Some((who, m.metadata));
@@ -360,6 +363,7 @@ pub(crate) async fn dial(
                 nick,
                 kind: PeerKind::Go,
                 key: None,
+                seals: false,
                 standing: None,
             }),
             None,

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use shared::api::{LinkDirection, PeerKind, Trust};
+use shared::authorship::RelayError;
 use shared::event::EventBody;
 use shared::keys::fingerprint_of;
 use shared::limits::MAX_PEER_LINE;
@@ -445,14 +446,81 @@ impl Reader<'_> {
                 if !self.stats.proven() {
                     self.mesh.table_op(|t, h| t.talked(self.id, h));
                 }
-                self.chat(&peer, msg);
+                let (nick, fingerprint) = (self.nick.clone(), self.fingerprint.clone());
+                self.chat(&peer, msg, nick, fingerprint, self.trust);
             }
             MessageType::Leave => self.mesh.table_op(|t, h| t.quit(self.id, h)),
+            MessageType::Relay if self.key.is_some() => {
+                if let Some(end) = self.relayed(msg) {
+                    return Err(end);
+                }
+            }
             // Joins only matter for the nick (above); link state makes the
-            // join event. Heartbeats only prove life.
-            MessageType::Join | MessageType::Heartbeat | MessageType::Unknown => {}
+            // join event. Heartbeats only prove life. A seal proves the
+            // lines it covers to those we pass them on to: kept with the
+            // history once history is kept (durable history). Relays from
+            // a peer without a key are not taken.
+            MessageType::Join
+            | MessageType::Heartbeat
+            | MessageType::Seal
+            | MessageType::Relay
+            | MessageType::Unknown => {}
         }
         Ok(())
+    }
+
+    /// A sealed run of another author's lines, passed on by this peer: its
+    /// lines are taken as the author's only if the chain and the author's
+    /// signature check out; otherwise the whole run is dropped, logged and
+    /// counted against the link like a malformed line.
+    fn relayed(&mut self, msg: &PeerMessage) -> Option<End> {
+        let checked = msg
+            .relay
+            .as_deref()
+            .ok_or(RelayError::Malformed)
+            .and_then(|r| r.open())
+            .and_then(|o| {
+                if crate::identity::verify(&o.key, &o.signed, &o.sig) {
+                    Ok(o)
+                } else {
+                    Err(RelayError::Signature)
+                }
+            });
+        let opened = match checked {
+            Ok(o) => o,
+            Err(e) => {
+                self.bad_lines += 1;
+                let author = msg.relay.as_deref().map_or("?", |r| r.key.as_str());
+                warn!(link = %self.id, %author, "dropped a relayed run: {e}");
+                return (self.bad_lines >= MAX_BAD_LINES).then_some(End::Garbage);
+            }
+        };
+        if *opened.author == **self.mesh.peer_id() {
+            return None;
+        }
+        let author: Arc<str> = Arc::from(opened.author.as_str());
+        let fingerprint = Some(fingerprint_of(&opened.key));
+        let mut shown: Option<(String, crate::trust::Standing)> = None;
+        for line in &opened.lines {
+            let said = sanitize_foreign_nick(&line.username);
+            let standing = match &shown {
+                Some((s, standing)) if *s == *said => standing.clone(),
+                _ => {
+                    let st = self.mesh.standing(&author, Some(&opened.key), &said);
+                    shown = Some((said.into_owned(), st.clone()));
+                    st
+                }
+            };
+            self.chat(
+                &author,
+                line,
+                standing.shown,
+                fingerprint.clone(),
+                Some(standing.trust),
+            );
+        }
+        debug!(link = %self.id, author = %author, lines = opened.lines.len(), "took a relayed run");
+        None
     }
 
     fn identify(&mut self, msg: &PeerMessage) -> Result<Arc<str>, End> {
@@ -467,6 +535,7 @@ impl Reader<'_> {
             nick: said,
             kind: PeerKind::Go,
             key: None,
+            seals: false,
             standing: Some(standing),
         };
         let now = std::time::Instant::now();
@@ -482,7 +551,15 @@ impl Reader<'_> {
         Ok(who.id)
     }
 
-    fn chat(&self, peer: &Arc<str>, msg: &PeerMessage) {
+    /// One chat line of `author`, shown as `nick`.
+    fn chat(
+        &self,
+        author: &Arc<str>,
+        msg: &PeerMessage,
+        nick: String,
+        fingerprint: Option<String>,
+        trust: Option<Trust>,
+    ) {
         let content = sanitize_foreign_text(&msg.content);
         let (text, action) = match content.strip_prefix(ACTION_PREFIX) {
             Some(rest) if !rest.is_empty() => (rest, true),
@@ -494,14 +571,14 @@ impl Reader<'_> {
         let added = self
             .mesh
             .history()
-            .append_message_unpublished(peer, &msg.id, || EventBody::Message {
+            .append_message_unpublished(author, &msg.id, || EventBody::Message {
                 id: msg.id.clone(),
-                peer_id: peer.to_string(),
-                nick: self.nick.clone(),
+                peer_id: author.to_string(),
+                nick,
                 text: text.to_owned(),
                 action,
-                fingerprint: self.fingerprint.clone(),
-                trust: self.trust,
+                fingerprint,
+                trust,
             });
         if added.is_none() {
             debug!(link = %self.id, id = msg.id, "dropped a duplicate");

@@ -7,6 +7,7 @@
 //! async lock, so every peer sees them in sequence.
 
 pub(crate) mod admission;
+mod author;
 mod beat;
 mod dial;
 mod handshake;
@@ -19,9 +20,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use author::{Next, Outbox};
 use bytes::Bytes;
 use chrono::Utc;
 use shared::api::{PeerInfo, SayResult};
+use shared::authorship::{CAP_SEALS, SEAL_DELAY_MS};
 use shared::event::EventBody;
 use shared::limits::PROTO_TAG;
 use shared::secure::{CAP_NETWORK_KEY, CAP_NOISE};
@@ -88,7 +91,7 @@ struct Inner {
     /// Orders our own lines: taken for the whole fan-out of one line, so
     /// every link gets our lines in the same order and sequence numbers
     /// match that order. Also holds the sequence counter.
-    outbox: tokio::sync::Mutex<u64>,
+    outbox: tokio::sync::Mutex<Outbox>,
     timing: Timing,
     tasks: TaskTracker,
     /// Cancelled when the mesh stops: dialers end, links flush and close.
@@ -107,6 +110,9 @@ struct Inner {
 /// its kernel buffers and 1,024 queued lines must fill first.
 const SLOW_PEER_GRACE: Duration = Duration::from_millis(500);
 
+/// How long a run of our lines stays open before it is sealed.
+const SEAL_DELAY: Duration = Duration::from_millis(SEAL_DELAY_MS);
+
 /// How long shutdown waits to hand our `leave` to every link.
 const LEAVE_WAIT: Duration = Duration::from_millis(500);
 
@@ -120,6 +126,8 @@ impl Mesh {
     ) -> Self {
         let peer_id: Arc<str> = Arc::from(local.identity.peer_id());
         let require_encryption = local.require_encryption || local.secure.has_network_key();
+        let instance = format!("{:016x}", fastrand::u64(..));
+        let outbox = Outbox::new(&local.identity, &instance);
         let mut known = local.known;
         known.set_own(&local.nick, &local.identity.public_key());
         Self {
@@ -128,7 +136,7 @@ impl Mesh {
                 me: Me {
                     identity: local.identity,
                     peer_id,
-                    instance: format!("{:016x}", fastrand::u64(..)),
+                    instance,
                     nick: Mutex::new(Arc::from(local.nick)),
                     port: local.port,
                     secure: local.secure,
@@ -137,7 +145,7 @@ impl Mesh {
                     require_encryption,
                 },
                 history,
-                outbox: tokio::sync::Mutex::new(0),
+                outbox: tokio::sync::Mutex::new(outbox),
                 timing,
                 tasks,
                 cancel,
@@ -242,7 +250,11 @@ impl Mesh {
 
     /// What we put in our announces' and hellos' capabilities.
     pub(crate) fn caps(&self) -> Vec<String> {
-        let mut caps = vec![CAP_HEARTBEAT.to_owned(), CAP_NOISE.to_owned()];
+        let mut caps = vec![
+            CAP_HEARTBEAT.to_owned(),
+            CAP_NOISE.to_owned(),
+            CAP_SEALS.to_owned(),
+        ];
         if self.secure().has_network_key() {
             caps.push(CAP_NETWORK_KEY.to_owned());
         }
@@ -346,8 +358,8 @@ impl Mesh {
 
     /// Sends a chat line to every peer; the API validated `text`.
     pub(crate) async fn say(&self, text: &str, action: bool) -> SayResult {
-        let mut seq = self.inner.outbox.lock().await;
-        *seq += 1;
+        let mut outbox = self.inner.outbox.lock().await;
+        outbox.seq += 1;
         let id = new_message_id();
         let nick = self.nick();
         let content = if action {
@@ -362,9 +374,10 @@ impl Mesh {
             &nick,
             content,
             Utc::now(),
-            *seq,
+            outbox.seq,
         );
         let line = Bytes::from(msg.encode());
+        let next = outbox.chain(&msg);
         let cursor = self
             .inner
             .history
@@ -378,14 +391,49 @@ impl Mesh {
                 trust: None,
             })
             .unwrap_or_default();
-        self.fan_out(line).await;
+        self.fan_out(line, false).await;
+        match next {
+            Next::SealNow => self.seal(&mut outbox, None).await,
+            Next::SealLater(run) => {
+                let mesh = self.clone();
+                self.inner.tasks.spawn(async move {
+                    tokio::select! {
+                        () = tokio::time::sleep(SEAL_DELAY) => {}
+                        // Shutdown seals what is open itself.
+                        () = mesh.inner.cancel.cancelled() => return,
+                    }
+                    let mut outbox = mesh.inner.outbox.lock().await;
+                    mesh.seal(&mut outbox, Some(run)).await;
+                });
+            }
+            Next::Nothing => {}
+        }
         SayResult { id, cursor }
+    }
+
+    /// Seals our open run (only if it is `run`, when given) and hands the
+    /// seal to every peer that takes seals.
+    async fn seal(&self, outbox: &mut Outbox, run: Option<u64>) {
+        let Some(seal) = outbox.seal(self.identity(), self.instance(), run) else {
+            return;
+        };
+        let mut msg = PeerMessage::new(
+            MessageType::Seal,
+            new_message_id(),
+            &self.inner.me.peer_id,
+            &self.nick(),
+            String::new(),
+            Utc::now(),
+            0,
+        );
+        msg.seal = Some(seal);
+        self.fan_out(Bytes::from(msg.encode()), true).await;
     }
 
     /// Changes our nick; Go peers see it as the `join` they send for one.
     /// Returns the old nick, or `None` when it was already `new`.
     pub(crate) async fn set_nick(&self, new: &str) -> Option<String> {
-        let mut seq = self.inner.outbox.lock().await;
+        let mut outbox = self.inner.outbox.lock().await;
         let old = {
             let mut nick = self.inner.me.nick.lock().unwrap_or_else(|p| p.into_inner());
             if &**nick == new {
@@ -402,20 +450,26 @@ impl Mesh {
             old: old.to_string(),
             new: new.to_owned(),
         });
-        *seq += 1;
-        let line = self.line(MessageType::Join, nick_change_content(&old, new), *seq);
-        self.fan_out(line).await;
+        outbox.seq += 1;
+        let line = self.line(
+            MessageType::Join,
+            nick_change_content(&old, new),
+            outbox.seq,
+        );
+        self.fan_out(line, false).await;
         Some(old.to_string())
     }
 
     /// Says goodbye on every link; part of shutdown, bounded in time.
     pub(crate) async fn leave_all(&self) {
         let send = async {
-            let mut seq = self.inner.outbox.lock().await;
-            *seq += 1;
+            let mut outbox = self.inner.outbox.lock().await;
+            // Our last lines leave sealed.
+            self.seal(&mut outbox, None).await;
+            outbox.seq += 1;
             let nick = self.nick();
-            let line = self.line(MessageType::Leave, leave_content(&nick), *seq);
-            self.fan_out(line).await;
+            let line = self.line(MessageType::Leave, leave_content(&nick), outbox.seq);
+            self.fan_out(line, false).await;
         };
         if timeout(LEAVE_WAIT, send).await.is_err() {
             tracing::warn!("could not hand our leave to every link in time");
@@ -433,9 +487,10 @@ impl Mesh {
     /// it; a peer that takes nothing for `SLOW_PEER_GRACE` has stopped
     /// reading: its link is dropped (and redialed if it is ours to dial),
     /// so it never holds up the others for longer than that, once.
-    async fn fan_out(&self, line: Bytes) {
+    /// `seals`: only to peers that take `seal` lines.
+    async fn fan_out(&self, line: Bytes, seals: bool) {
         let targets = self.table().targets();
-        for t in targets.iter() {
+        for t in targets.iter().filter(|t| t.seals || !seals) {
             match t.tx.try_send(line.clone()) {
                 Ok(()) | Err(TrySendError::Closed(_)) => {}
                 Err(TrySendError::Full(line)) => {
@@ -488,10 +543,10 @@ impl Mesh {
 
     /// The dialer's second `join`, which a Go acceptor shows as our arrival.
     pub(crate) async fn hello_join(&self) -> Bytes {
-        let mut seq = self.inner.outbox.lock().await;
-        *seq += 1;
+        let mut outbox = self.inner.outbox.lock().await;
+        outbox.seq += 1;
         let nick = self.nick();
-        self.line(MessageType::Join, join_content(&nick), *seq)
+        self.line(MessageType::Join, join_content(&nick), outbox.seq)
     }
 
     /// A heartbeat line; per link, outside the sequence.

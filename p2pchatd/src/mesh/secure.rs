@@ -8,6 +8,7 @@
 //! and writer each keep their own counter and share the keys without a
 //! lock. Every failure ends only the connection it happened on.
 
+use shared::authorship::CAP_SEALS;
 use std::io;
 use std::sync::Arc;
 
@@ -63,6 +64,8 @@ pub(crate) struct PeerHello {
     pub(crate) peer_id: String,
     pub(crate) nick: String,
     pub(crate) heartbeat_ms: u64,
+    /// It sends seals and takes relayed runs ([`CAP_SEALS`]).
+    pub(crate) seals: bool,
 }
 
 /// A finished handshake: who is on the other end, and the link's halves.
@@ -229,6 +232,7 @@ fn verified(payload: &[u8], remote_static: Option<&[u8]>) -> Result<PeerHello, S
         key,
         nick: sanitize_foreign_nick(&hello.nick).into_owned(),
         heartbeat_ms: hello.heartbeat_ms,
+        seals: hello.caps.iter().any(|c| c == CAP_SEALS),
     })
 }
 

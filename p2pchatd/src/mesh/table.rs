@@ -118,6 +118,8 @@ struct Link {
     heartbeat: Option<Duration>,
     /// The identity key the link proved (Noise); `None` on plaintext.
     key: Option<[u8; KEY_LEN]>,
+    /// Its peer takes `seal` lines.
+    seals: bool,
 }
 
 impl Link {
@@ -154,6 +156,8 @@ pub(crate) struct PeerIdentity {
     pub kind: PeerKind,
     /// The identity key a Noise link proved; `None` on plaintext links.
     pub key: Option<[u8; KEY_LEN]>,
+    /// It takes `seal` and `relay` lines (a Noise hello said so).
+    pub seals: bool,
     /// How it is shown, once judged (see `trust`).
     pub standing: Option<Standing>,
 }
@@ -186,6 +190,8 @@ pub(crate) struct Target {
     pub id: LinkId,
     pub tx: mpsc::Sender<Bytes>,
     pub close: CancellationToken,
+    /// Its peer takes `seal` lines.
+    pub seals: bool,
 }
 
 /// Why a link was not taken.
@@ -539,6 +545,7 @@ impl Table {
                 stats: link.stats,
                 heartbeat: link.heartbeat,
                 key: peer.as_ref().and_then(|w| w.key),
+                seals: peer.as_ref().is_some_and(|w| w.seals),
             },
         );
         match peer {
@@ -823,6 +830,7 @@ impl Table {
                         id: *id,
                         tx: l.tx.clone(),
                         close: l.close.clone(),
+                        seals: l.seals,
                     })
                     .collect()
             })
@@ -945,6 +953,7 @@ mod tests {
                     nick: format!("nick-{p}"),
                     kind,
                     key: None,
+                    seals: false,
                     standing: None,
                 }),
                 tx,

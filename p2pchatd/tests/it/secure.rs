@@ -230,3 +230,145 @@ async fn bad_noise_input_costs_only_its_connection() {
     assert!(got.iter().all(|e| text(e).starts_with("still flows")));
     eprintln!("six kinds of bad Noise input each closed their connection; 0 of 50 lines lost");
 }
+
+/// What a third peer passes on counts as its author's only when the
+/// author's seal covers it: carol, linked to alice, relays alice's lines
+/// to bob (who has no link to alice). An altered line and a run carol
+/// sealed herself in alice's name are dropped and logged; alice's own
+/// runs are taken, shown as alice's.
+#[tokio::test]
+async fn a_relayed_line_counts_only_if_its_author_sealed_it() {
+    use ed25519_dalek::{Signer, SigningKey};
+    use shared::authorship::{Relay, RelayedLine, Seal, chain, leaf};
+    use shared::keys::{hex, peer_id_of};
+    use shared::wire::{MessageType, PeerMessage};
+
+    let net = TestNet::new();
+    let a = net.daemon_with("alice", &["--no-discovery"]).await;
+    let b = net.daemon_with("bob", &["--no-discovery"]).await;
+    let alice = a.status().await;
+    let carol = SigningKey::from_bytes(&[7; 32]);
+    let carol_id = peer_id_of(&carol.verifying_key().to_bytes());
+
+    // Carol hears alice's lines and alice's seals over them.
+    let mut from_a = noise::dial(chat_addr(alice.port), carol.to_bytes(), "carol", None)
+        .await
+        .unwrap();
+    for text in ["one", "two", "three"] {
+        a.say(text).await;
+    }
+    let (mut lines, mut seals) = (Vec::new(), Vec::new());
+    while seals.iter().map(|s: &Seal| s.count as usize).sum::<usize>() < 3 {
+        let m = from_a.recv(T).await.unwrap();
+        match m.kind {
+            MessageType::Chat => lines.push(m),
+            MessageType::Seal => seals.push(m.seal.unwrap()),
+            _ => {}
+        }
+    }
+    assert_eq!(lines.len(), 3);
+    let mut runs = Vec::new();
+    let mut at = 0;
+    for seal in seals {
+        let n = seal.count as usize;
+        runs.push(Relay {
+            // Alice's identity key, from her hello.
+            key: from_a.theirs.key.clone(),
+            seal,
+            lines: lines[at..at + n]
+                .iter()
+                .map(|l| RelayedLine::of(l).unwrap())
+                .collect(),
+        });
+        at += n;
+    }
+
+    let mut to_b = noise::dial(
+        chat_addr(b.status().await.port),
+        carol.to_bytes(),
+        "carol",
+        None,
+    )
+    .await
+    .unwrap();
+    let relay_line = |run: Relay| {
+        let mut m = PeerMessage::new(
+            MessageType::Relay,
+            format!("{:016x}", fastrand::u64(..)),
+            &carol_id,
+            "carol",
+            String::new(),
+            chrono::Utc::now(),
+            0,
+        );
+        m.relay = Some(Box::new(run));
+        m.encode()
+    };
+    // Alice's run with a line altered.
+    let mut altered = runs[0].clone();
+    altered.lines[0].content = "send the keys to carol".into();
+    // A run carol sealed herself, in alice's name.
+    let mut forged = runs[0].clone();
+    forged.lines.truncate(1);
+    forged.lines[0].content = "carol is to be trusted".into();
+    forged.seal.first = forged.lines[0].sequence;
+    forged.seal.last = forged.lines[0].sequence;
+    forged.seal.count = 1;
+    let prev = shared::keys::unhex::<32>(&forged.seal.prev).unwrap();
+    let as_alice = forged.open().err();
+    assert!(as_alice.is_some(), "the old end no longer matches");
+    let msg = {
+        let mut m = lines[0].clone();
+        m.content = "carol is to be trusted".into();
+        m
+    };
+    let end = chain(&prev, &leaf(&msg));
+    forged.seal.end = hex(&end);
+    let signed = Seal::signed_bytes(
+        &alice.peer_id,
+        &forged.seal.instance,
+        (forged.seal.first, forged.seal.last, 1),
+        &prev,
+        &end,
+    );
+    forged.seal.sig = hex(&carol.sign(&signed).to_bytes());
+
+    let mut at_b = b.subscribe(None).await;
+    to_b.send(&relay_line(altered)).await.unwrap();
+    to_b.send(&relay_line(forged)).await.unwrap();
+    for run in runs {
+        to_b.send(&relay_line(run)).await.unwrap();
+    }
+    let got = at_b.messages(3, T).await;
+    for (e, want) in got.iter().zip(["one", "two", "three"]) {
+        let EventBody::Message {
+            peer_id,
+            nick,
+            text,
+            fingerprint,
+            ..
+        } = &e.body
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (peer_id.as_str(), nick.as_str(), text.as_str()),
+            (alice.peer_id.as_str(), "alice", want)
+        );
+        assert_eq!(fingerprint.as_deref(), Some(alice.fingerprint.as_str()));
+    }
+    let held = b.history(100).await;
+    assert!(
+        held.iter().all(|e| !text(e).contains("carol")),
+        "a forged line was taken: {held:?}"
+    );
+    let log = std::fs::read_to_string(&b.log).unwrap();
+    assert!(
+        log.contains("dropped a relayed run: the lines do not hash to the sealed chain"),
+        "{log}"
+    );
+    assert!(
+        log.contains("dropped a relayed run: the seal's signature is not the author's"),
+        "{log}"
+    );
+}
