@@ -1,4 +1,4 @@
-//! Authorship that survives relaying (see PROTOCOL-p2pchatd.md §5): a
+//! Authorship that survives relaying (see docs/PROTOCOL-p2pchatd.md §6): a
 //! line that reaches us through a third peer must be provably its
 //! author's. Pure: hashing and the wire forms; the daemon signs and
 //! verifies.
@@ -18,7 +18,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{KEY_LEN, peer_id_of, unhex};
+use blake2::{Blake2s256, Digest};
+
+use crate::keys::{KEY_LEN, peer_id_of, tagged, unhex};
 use crate::limits::{MAX_TEXT_BYTES, ROOM};
 use crate::text::{TextError, validate_message_id};
 use crate::time::{Timestamp, serde_rfc3339};
@@ -46,21 +48,21 @@ const SEAL: &[u8] = b"p2pchat seal 1:";
 
 /// The chain hash before an author's first line in one life.
 pub fn chain_start(key: &[u8; KEY_LEN], instance: &str) -> Hash {
-    let mut h = blake3::Hasher::new_derive_key(CHAIN_START);
+    let mut h = tagged(CHAIN_START);
     h.update(key);
     put(&mut h, instance.as_bytes());
-    *h.finalize().as_bytes()
+    h.finalize().into()
 }
 
 /// Feeds `bytes` with its length first, so no two field lists hash alike.
-fn put(h: &mut blake3::Hasher, bytes: &[u8]) {
-    h.update(&(bytes.len() as u64).to_be_bytes());
+fn put(h: &mut Blake2s256, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_be_bytes());
     h.update(bytes);
 }
 
 /// The hash of one chat line: every field a reader sees, and its place.
 pub fn leaf(msg: &PeerMessage) -> Hash {
-    let mut h = blake3::Hasher::new_derive_key(LEAF);
+    let mut h = tagged(LEAF);
     put(&mut h, msg.sender_id.as_bytes());
     put(&mut h, msg.id.as_bytes());
     put(&mut h, msg.username.as_bytes());
@@ -68,19 +70,19 @@ pub fn leaf(msg: &PeerMessage) -> Hash {
     let (secs, nanos) = msg
         .timestamp
         .map_or((0, 0), |t| (t.timestamp(), t.timestamp_subsec_nanos()));
-    h.update(&secs.to_be_bytes());
-    h.update(&nanos.to_be_bytes());
-    h.update(&msg.sequence.to_be_bytes());
+    h.update(secs.to_be_bytes());
+    h.update(nanos.to_be_bytes());
+    h.update(msg.sequence.to_be_bytes());
     put(&mut h, msg.room_id.as_bytes());
-    *h.finalize().as_bytes()
+    h.finalize().into()
 }
 
 /// The chain moved on by one line.
 pub fn chain(prev: &Hash, leaf: &Hash) -> Hash {
-    let mut h = blake3::Hasher::new_derive_key(CHAIN);
+    let mut h = tagged(CHAIN);
     h.update(prev);
     h.update(leaf);
-    *h.finalize().as_bytes()
+    h.finalize().into()
 }
 
 /// The author's signature over one run of its lines.

@@ -10,7 +10,20 @@ pub const KEY_LEN: usize = 32;
 pub const PEER_ID_PREFIX: char = 'k';
 
 fn digest(context: &str, key: &[u8; KEY_LEN]) -> [u8; 32] {
-    blake3::derive_key(context, key)
+    use blake2::Digest;
+    let mut h = tagged(context);
+    h.update(key);
+    h.finalize().into()
+}
+
+/// BLAKE2s (the hash the Noise links use already) with `context` hashed
+/// in first, length and all: hashes for different purposes never meet.
+pub fn tagged(context: &str) -> blake2::Blake2s256 {
+    use blake2::Digest;
+    let mut h = blake2::Blake2s256::new();
+    h.update((context.len() as u64).to_be_bytes());
+    h.update(context.as_bytes());
+    h
 }
 
 /// The peer id of `key`: `k` and 24 hex digits (96 bits of its hash). It

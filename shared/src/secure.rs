@@ -1,4 +1,4 @@
-//! The encrypted link between p2pchatd peers (see PROTOCOL-p2pchatd.md):
+//! The encrypted link between p2pchatd peers (see docs/PROTOCOL-p2pchatd.md §3):
 //! what goes on the wire before and during the Noise handshake, and how
 //! transport frames are cut. Pure: the daemon does the I/O and the crypto.
 //!

@@ -20,7 +20,7 @@ pub enum MessageType {
     Join,
     Leave,
     Heartbeat,
-    /// p2pchatd peers only (PROTOCOL-p2pchatd.md §5): the author's seal
+    /// p2pchatd peers only (docs/PROTOCOL-p2pchatd.md §6): the author's seal
     /// over its latest run of lines, and a sealed run of another author's
     /// lines passed on.
     Seal,
