@@ -97,6 +97,11 @@ pub struct Cli {
     #[arg(long)]
     pub require_encryption: bool,
 
+    /// Links with p2pchatd peers in plaintext, as with Go peers: only for
+    /// the bench, to measure what encryption costs. Both ends need it
+    #[arg(long, hide = true, conflicts_with_all = ["network_key", "require_encryption"])]
+    pub insecure_plaintext_links: bool,
+
     /// Log at debug level (same as --log-level debug)
     #[arg(long)]
     pub debug: bool,
@@ -161,6 +166,7 @@ impl Cli {
                 .as_deref()
                 .map(|p| socket_or_default(Some(p))),
             require_encryption: self.require_encryption,
+            plaintext_links: self.insecure_plaintext_links,
             socket: self.socket_path().0,
             identity: self.identity.as_deref().map(|p| socket_or_default(Some(p))),
             history: self.history as usize,

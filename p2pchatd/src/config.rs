@@ -23,6 +23,8 @@ pub struct Config {
     /// Refuse plaintext (Go) peers (`--require-encryption`; always so
     /// with a network key).
     pub require_encryption: bool,
+    /// p2pchatd peers link in plaintext too (the bench's comparison run).
+    pub plaintext_links: bool,
     /// Events held in history.
     pub history: usize,
     pub timing: Timing,

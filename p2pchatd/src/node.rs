@@ -193,6 +193,7 @@ pub async fn serve(
         secure: bound.secure,
         known: bound.known,
         require_encryption: config.require_encryption,
+        plaintext_links: config.plaintext_links,
     };
     let mesh = Mesh::new(
         local,

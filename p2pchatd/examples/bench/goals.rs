@@ -62,6 +62,9 @@ pub(crate) const GOALS: &[Goal] = &[
     Goal::new("latency_p99_us", "latency p99", AtMost, 300.0, "us"),
     Goal::new("throughput_msgs_per_s", "throughput A -> B", AtLeast, 100_000.0, "msg/s"),
     Goal::new("throughput_lost", "throughput lost", AtMost, 0.0, "msgs"),
+    // DESIGN §8, issue 11: what encrypted links cost.
+    Goal::new("encrypted_throughput_ratio", "throughput encrypted / plaintext", AtLeast, 0.8, "x"),
+    Goal::new("handshake_ms", "one Noise handshake, p50", AtMost, 50.0, "ms"),
     Goal::new("fanout_msgs_per_s", "fan-out, every message to all", AtLeast, 20_000.0, "msg/s"),
     Goal::new("fanout_lost", "fan-out lost", AtMost, 0.0, "msgs"),
     Goal::new("join_ms", "a new peer fully linked", AtMost, 300.0, "ms"),

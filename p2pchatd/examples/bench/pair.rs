@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use testkit::noise;
 use testkit::raw::{Raw, contains, say_line};
 use testkit::{TestNet, wait_full_mesh};
 use tokio::io::AsyncWriteExt;
@@ -50,15 +51,39 @@ pub(crate) async fn latency(c: &Counts) -> (f64, f64) {
     (percentile(&samples, 0.5), percentile(&samples, 0.99))
 }
 
-/// Messages per second A -> B, and how many were lost.
+/// Messages per second A -> B, and how many were lost (an encrypted link,
+/// as between any two p2pchatd peers).
 pub(crate) async fn throughput(c: &Counts) -> (f64, usize) {
+    throughput_over(c, Link::Encrypted).await
+}
+
+/// The link of a throughput run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Encrypted,
+    /// As it was before links were encrypted (a hidden daemon flag).
+    Plaintext,
+}
+
+async fn throughput_over(c: &Counts, link: Link) -> (f64, usize) {
     let net = TestNet::new().quiet();
+    let plain = ["--insecure-plaintext-links"];
+    let flags: &[&str] = if link == Link::Plaintext { &plain } else { &[] };
     // A holds every event of the run, so a dropped link would show.
+    let held = (c.throughput + 1000).to_string();
     let a = net
-        .daemon_with("a", &["--history", &(c.throughput + 1000).to_string()])
+        .daemon_with("a", &[&["--history", held.as_str()], flags].concat())
         .await;
-    let b = net.daemon_with("b", &["--history", "1000"]).await;
+    let b = net
+        .daemon_with("b", &[&["--history", "1000"], flags].concat())
+        .await;
     wait_full_mesh(&[&a, &b], SETUP_WAIT).await;
+    let encrypted = a.peers().await.iter().all(|p| p.encrypted);
+    assert_eq!(
+        encrypted,
+        link == Link::Encrypted,
+        "the link is not {link:?}"
+    );
     let mut sub = Raw::subscribe(&b.socket, None).await;
     let n = c.throughput;
     let started = Instant::now();
@@ -78,4 +103,40 @@ pub(crate) async fn throughput(c: &Counts) -> (f64, usize) {
         link_drops(&a)
     );
     (got.n as f64 / secs, n - got.n)
+}
+
+/// What encryption costs: throughput runs, encrypted and plaintext in
+/// turn (so the machine's drift touches both alike), and the ratio of
+/// their medians, encrypted over plaintext.
+pub(crate) async fn encrypted_throughput_ratio(c: &Counts) -> f64 {
+    let (mut encrypted, mut plain) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        encrypted.push(throughput_over(c, Link::Encrypted).await.0);
+        plain.push(throughput_over(c, Link::Plaintext).await.0);
+    }
+    encrypted.sort_by(f64::total_cmp);
+    plain.sort_by(f64::total_cmp);
+    let (e, p) = (percentile(&encrypted, 0.5), percentile(&plain, 0.5));
+    eprintln!("  encrypted {e:.0} msg/s, plaintext {p:.0} msg/s (medians of 3)");
+    e / p
+}
+
+/// One Noise handshake with a daemon, p50 in ms: TCP connect to both
+/// hellos verified, as a dialing peer sees it.
+pub(crate) async fn handshake_ms(c: &Counts) -> f64 {
+    let net = TestNet::new().quiet();
+    let a = net.daemon_with("a", &["--no-discovery"]).await;
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], a.status().await.port));
+    let mut samples = Vec::with_capacity(c.handshakes);
+    for i in 0..c.handshakes {
+        let secret: [u8; 32] = std::array::from_fn(|_| fastrand::u8(..));
+        let t0 = Instant::now();
+        let link = noise::dial(to, secret, &format!("hs{i}"), None)
+            .await
+            .expect("a handshake");
+        samples.push(t0.elapsed().as_secs_f64() * 1e3);
+        drop(link);
+    }
+    samples.sort_by(f64::total_cmp);
+    percentile(&samples, 0.5)
 }

@@ -112,7 +112,7 @@ pub(super) async fn discovered(mesh: Mesh, peer: Arc<str>, claim: DialClaim) {
                         id: peer.clone(),
                         nick: plan.nick,
                         p2pchatd: plan.p2pchatd,
-                        noise: plan.noise,
+                        noise: plan.noise && mesh.noise_links(),
                     };
                     Some(handshake::dial(&mesh, stream, addr, expect, slot).await)
                 }
@@ -149,7 +149,7 @@ pub(super) async fn static_peer(mesh: Mesh, target: String) {
         let mut known: Option<Arc<str>> = None;
         // Noise first; plaintext once the target did not answer it (a Go
         // peer), unless encryption is required.
-        let mut noise = true;
+        let mut noise = mesh.noise_links();
         loop {
             // Linked some other way (it dialed us, or discovery did): wait.
             if let Some(peer) = &known

@@ -142,7 +142,7 @@ pub(crate) async fn accept(
     if *msg.sender_id == **mesh.peer_id() {
         return debug!(%remote, "connection from ourselves");
     }
-    if is_key_id(&msg.sender_id) {
+    if is_key_id(&msg.sender_id) && mesh.noise_links() {
         // Peers with keys link over Noise, always: no downgrade.
         return warn!(%remote, peer = msg.sender_id, "refused a plaintext join in a key's name");
     }
@@ -370,7 +370,7 @@ pub(crate) async fn dial(
         ),
         (None, Expect::Unknown { .. }) => (None, None),
     };
-    if who.as_ref().is_some_and(|w| is_key_id(&w.id)) {
+    if who.as_ref().is_some_and(|w| is_key_id(&w.id)) && mesh.noise_links() {
         warn!(%remote, "refused a plaintext answer in a key's name");
         return failed(false);
     }

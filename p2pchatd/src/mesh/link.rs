@@ -524,7 +524,7 @@ impl Reader<'_> {
     }
 
     fn identify(&mut self, msg: &PeerMessage) -> Result<Arc<str>, End> {
-        if shared::keys::is_key_id(&msg.sender_id) {
+        if shared::keys::is_key_id(&msg.sender_id) && self.mesh.noise_links() {
             // Peers with keys link over Noise, always: no downgrade.
             return Err(End::Refused(Refused::Taken));
         }

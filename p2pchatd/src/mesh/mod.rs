@@ -60,6 +60,8 @@ pub(crate) struct Local {
     pub(crate) known: KnownPeers,
     /// Plaintext (Go) peers are refused; always so with a network key.
     pub(crate) require_encryption: bool,
+    /// p2pchatd peers link in plaintext (the bench's comparison only).
+    pub(crate) plaintext_links: bool,
 }
 
 /// Our own identity on the network.
@@ -76,6 +78,7 @@ struct Me {
     /// readers then look up again how their peer is shown.
     trust_epoch: AtomicU64,
     require_encryption: bool,
+    plaintext_links: bool,
 }
 
 /// The mesh handle; cheap to clone.
@@ -143,6 +146,7 @@ impl Mesh {
                     known: Mutex::new(known),
                     trust_epoch: AtomicU64::new(0),
                     require_encryption,
+                    plaintext_links: local.plaintext_links,
                 },
                 history,
                 outbox: tokio::sync::Mutex::new(outbox),
@@ -246,6 +250,13 @@ impl Mesh {
     /// Plaintext (Go) peers are refused.
     pub(crate) fn encryption_required(&self) -> bool {
         self.inner.me.require_encryption
+    }
+
+    /// We dial p2pchatd peers over Noise, and a peer with a key is never
+    /// taken in plaintext (no downgrade). Off only for the bench's
+    /// plaintext comparison (`--insecure-plaintext-links`).
+    pub(crate) fn noise_links(&self) -> bool {
+        !self.inner.me.plaintext_links
     }
 
     /// What we put in our announces' and hellos' capabilities.
@@ -726,6 +737,7 @@ pub(crate) mod tests {
             nick: "me".into(),
             port: 1,
             require_encryption: false,
+            plaintext_links: false,
         };
         Mesh::new(
             local,

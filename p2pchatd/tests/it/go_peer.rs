@@ -445,6 +445,7 @@ async fn an_idle_link_to_go_never_trips_its_silence_rule() {
         identity: Some(net.home_of("inproc").join("identity")),
         network_key: None,
         require_encryption: false,
+        plaintext_links: false,
         history: 100,
         timing: Timing {
             go_heartbeat: Duration::from_millis(250),
