@@ -4,7 +4,23 @@
 # workspace compiles once.
 
 CARGO   ?= cargo
+
+# The binaries link the C library statically where its static archive is
+# installed (glibc's libc.a, with the compiler): a shared libc maps over a
+# MiB of its text into every process, and an idle daemon's RSS is mostly
+# text (`make bench`: ~3.4 MiB static, ~4.2 MiB shared). Static linking
+# needs an explicit --target, so build scripts and proc macros stay
+# dynamic. STATIC=0, or any other system, builds the usual shared way.
+HOST    := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+LIBC_A  := $(shell $${CC:-cc} -print-file-name=libc.a 2>/dev/null)
+STATIC  ?= $(if $(and $(filter %-linux-gnu,$(HOST)),$(filter /%,$(LIBC_A))),1,0)
+ifeq ($(STATIC),1)
+export CARGO_BUILD_TARGET := $(HOST)
+export CARGO_TARGET_$(shell echo '$(HOST)' | tr 'a-z-' 'A-Z_')_RUSTFLAGS := -C target-feature=+crt-static
+BIN     := target/$(HOST)/release
+else
 BIN     := target/release
+endif
 PREFIX  ?= $(HOME)/.local
 DESTDIR ?=
 # Where install-service puts the user unit; systemd reads user units here.

@@ -24,7 +24,7 @@ const START_WAIT: Duration = Duration::from_secs(10);
 const LINK_WAIT: Duration = Duration::from_secs(10);
 
 /// A binary of the workspace, beside the running test or example
-/// (`target/release/deps/x` or `target/release/examples/x`): `make test`
+/// (`target/[<triple>/]release/deps/x` or `.../examples/x`): `make test`
 /// builds the whole workspace first.
 fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");

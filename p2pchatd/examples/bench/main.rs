@@ -18,7 +18,7 @@ mod pair;
 mod scale;
 mod tui;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -28,6 +28,8 @@ pub struct Counts {
     warmup: usize,
     latency: usize,
     throughput: usize,
+    /// Noise handshakes timed.
+    handshakes: usize,
     fanout: usize,
     idle: Duration,
     history: usize,
@@ -48,6 +50,7 @@ const FULL: Counts = Counts {
     warmup: 1_000,
     latency: 10_000,
     throughput: 200_000,
+    handshakes: 200,
     fanout: 20_000,
     idle: Duration::from_secs(10),
     history: 10_000,
@@ -60,6 +63,7 @@ const QUICK: Counts = Counts {
     warmup: 200,
     latency: 2_000,
     throughput: 30_000,
+    handshakes: 50,
     fanout: 3_000,
     idle: Duration::from_secs(3),
     history: 10_000,
@@ -89,6 +93,9 @@ fn main() {
         let (p50, p99) = pair::latency(c).await;
         eprintln!("throughput: {} says A -> B", c.throughput);
         let (tp, tp_lost) = pair::throughput(c).await;
+        eprintln!("encryption: throughput encrypted and plaintext, 3 runs each; handshakes");
+        let ratio = pair::encrypted_throughput_ratio(c).await;
+        let handshake = pair::handshake_ms(c).await;
         eprintln!(
             "scale: meshes of {:?}, {} says fanned out in each",
             c.scale, c.fanout
@@ -110,6 +117,8 @@ fn main() {
             "latency_p99_us": p99,
             "throughput_msgs_per_s": tp,
             "throughput_lost": tp_lost,
+            "encrypted_throughput_ratio": ratio,
+            "handshake_ms": handshake,
             "fanout_peers": GOAL_MESH,
             "fanout_msgs_per_s": goal_mesh.map(|r| r.fanout_msgs_per_s),
             "fanout_lost": goal_mesh.map(|r| r.fanout_lost),
@@ -176,10 +185,14 @@ fn print_scale(rows: &serde_json::Value) {
 }
 
 fn target_dir() -> PathBuf {
-    // target/release/examples/bench -> target
+    // target/release/examples/bench -> target; built for an explicit
+    // target (`make`'s static build), target/<triple>/release/... -> target.
     let exe = std::env::current_exe().expect("bench path");
-    exe.ancestors()
-        .nth(3)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("target"))
+    let Some(dir) = exe.ancestors().nth(3) else {
+        return PathBuf::from("target");
+    };
+    match dir.parent() {
+        Some(up) if up.join("CACHEDIR.TAG").exists() => up.to_path_buf(),
+        _ => dir.to_path_buf(),
+    }
 }
