@@ -11,6 +11,7 @@ mod discovery;
 mod history;
 pub mod identity;
 pub mod logging;
+mod memory;
 mod mesh;
 pub mod node;
 pub mod service;

@@ -7,6 +7,13 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     status_field(&s, "VmRSS:")
 }
 
+/// The anonymous part of the resident set (heap, stacks): what tables and
+/// buffers take, without the program's text.
+pub fn rss_anon_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_field(&s, "RssAnon:")
+}
+
 fn status_field(status: &str, name: &str) -> Option<u64> {
     status
         .lines()

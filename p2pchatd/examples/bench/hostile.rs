@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use testkit::lan::{announce_flood, hostile_crowd};
-use testkit::procfs::rss_kib;
+use testkit::procfs::{rss_anon_kib, rss_kib};
 use testkit::{ApiProbe, TestNet, wait_until};
 
 use crate::Counts;
@@ -34,6 +34,7 @@ pub(crate) async fn flood(c: &Counts) -> Hostile {
     let zed = net.daemon_with_file_limit("zed", FILE_LIMIT).await;
     let pid = u32::try_from(zed.pid().as_raw()).unwrap_or(0);
     let before = rss_kib(pid).unwrap_or(0);
+    let anon_before = rss_anon_kib(pid).unwrap_or(0);
     let to = ([127, 0, 0, 1], zed.status().await.port).into();
     let blackhole = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
     let hole = blackhole.local_addr().expect("its port").port();
@@ -65,10 +66,11 @@ pub(crate) async fn flood(c: &Counts) -> Hostile {
         tokio::time::sleep(EXPIRY).await;
         Some(delta(rss_kib(pid).unwrap_or(0), before))
     };
+    let anon_after = delta(rss_anon_kib(pid).unwrap_or(0), anon_before);
     drop(blackhole);
     eprintln!(
         "  {connections} connections and {announces} announces: a newcomer linked in {join_ms:.1} ms, \\
-         the slowest API answer {api_worst_ms:.1} ms, RSS {before} -> {peak} KiB{}",
+         the slowest API answer {api_worst_ms:.1} ms, RSS {before} -> {peak} KiB{} ({anon_after:+} KiB of it heap)",
         rss_after_kib.map_or(String::new(), |a| format!(", {a:+} KiB once they expired"))
     );
     Hostile {

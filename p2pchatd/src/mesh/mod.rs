@@ -106,6 +106,9 @@ struct Inner {
     beats: watch::Sender<Beat>,
     handshakes: Mutex<Handshakes>,
     dials: Arc<Semaphore>,
+    /// Connections accepted so far, and when memory last went back.
+    accepted: AtomicU64,
+    bursts: Mutex<crate::memory::Bursts>,
 }
 
 /// How long a full link inbox may hold up our lines before its peer counts
@@ -157,6 +160,8 @@ impl Mesh {
                 beats: watch::Sender::new(Beat::default()),
                 handshakes: Mutex::default(),
                 dials: Arc::new(Semaphore::new(MAX_DIALS)),
+                accepted: AtomicU64::new(0),
+                bursts: Mutex::default(),
             }),
         }
     }
@@ -341,10 +346,23 @@ impl Mesh {
         new
     }
 
-    /// Forgets peers not heard of for a while. Called on discovery's period.
+    /// Forgets peers not heard of for a while, and once a burst of
+    /// connections or announces has passed, gives the memory it took back
+    /// to the system. Called on every beat by discovery.
     pub(crate) fn expire(&self) {
-        self.table()
+        let shrank = self
+            .table()
             .expire(Instant::now(), self.inner.timing.peer_expiry);
+        let accepted = self.inner.accepted.load(Ordering::Relaxed);
+        let give_back = self
+            .inner
+            .bursts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .beat(accepted, shrank);
+        if give_back {
+            crate::memory::give_back();
+        }
     }
 
     /// Whether any Go peer is known (heard or linked).
@@ -614,6 +632,7 @@ impl Mesh {
                     }
                 },
             };
+            self.inner.accepted.fetch_add(1, Ordering::Relaxed);
             match self.handshake_slot(remote.ip()) {
                 Some(slot) => self.spawn(handshake::accept(self.clone(), stream, remote, slot)),
                 None => {

@@ -811,13 +811,16 @@ impl Table {
     }
 
     /// Forgets unlinked peers not seen for `expiry`.
-    pub(crate) fn expire(&mut self, now: Instant, expiry: Duration) {
+    /// Returns whether the table shrank (a flood of announces expired).
+    pub(crate) fn expire(&mut self, now: Instant, expiry: Duration) -> bool {
         self.peers
             .retain(|_, p| p.link.is_some() || now.duration_since(p.last_seen) < expiry);
         // A flood of announces grew the table; give the memory back.
-        if self.peers.capacity() > 4 * self.peers.len().max(16) {
+        let shrink = self.peers.capacity() > 4 * self.peers.len().max(16);
+        if shrink {
             self.peers.shrink_to_fit();
         }
+        shrink
     }
 
     /// The senders our own lines go to: every link but replaced ones.
