@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use crate::api::Trust;
 use crate::time::Timestamp;
 
@@ -31,7 +33,9 @@ pub enum EventBody {
         nick: String,
         text: String,
         action: bool,
-        fingerprint: Option<String>,
+        /// Shared by every line of one author: one allocation, not one
+        /// a line.
+        fingerprint: Option<Arc<str>>,
         trust: Option<Trust>,
     },
     /// A peer became linked.
@@ -201,7 +205,7 @@ impl<'de> Deserialize<'de> for Event {
                 nick: need(f.nick, "nick")?,
                 text: need(f.text, "text")?,
                 action: f.action,
-                fingerprint: f.fingerprint,
+                fingerprint: f.fingerprint.map(Arc::from),
                 trust: f.trust,
             },
             "alert" => EventBody::Alert {

@@ -266,7 +266,7 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
         key: who.as_ref().and_then(|w| w.key),
         fingerprint: who
             .as_ref()
-            .and_then(|w| w.key.as_ref().map(fingerprint_of)),
+            .and_then(|w| w.key.as_ref().map(|k| Arc::from(fingerprint_of(k)))),
         trust: who.as_ref().and_then(PeerIdentity::trust),
         epoch,
         said: who.as_ref().map(|w| w.nick.clone()).unwrap_or_default(),
@@ -323,7 +323,7 @@ struct Reader<'a> {
     /// The key the link proved (Noise), its fingerprint, and how far the
     /// peer is who its nick says.
     key: Option<[u8; 32]>,
-    fingerprint: Option<String>,
+    fingerprint: Option<Arc<str>>,
     trust: Option<Trust>,
     /// The `trust_epoch` that `nick` and `trust` are of.
     epoch: u64,
@@ -446,8 +446,13 @@ impl Reader<'_> {
                 if !self.stats.proven() {
                     self.mesh.table_op(|t, h| t.talked(self.id, h));
                 }
-                let (nick, fingerprint) = (self.nick.clone(), self.fingerprint.clone());
-                self.chat(&peer, msg, nick, fingerprint, self.trust);
+                self.chat(
+                    &peer,
+                    msg,
+                    &self.nick,
+                    self.fingerprint.as_ref(),
+                    self.trust,
+                );
             }
             MessageType::Leave => self.mesh.table_op(|t, h| t.quit(self.id, h)),
             MessageType::Relay if self.key.is_some() => {
@@ -499,7 +504,7 @@ impl Reader<'_> {
             return None;
         }
         let author: Arc<str> = Arc::from(opened.author.as_str());
-        let fingerprint = Some(fingerprint_of(&opened.key));
+        let fingerprint: Arc<str> = Arc::from(fingerprint_of(&opened.key));
         let mut shown: Option<(String, crate::trust::Standing)> = None;
         for line in &opened.lines {
             let said = sanitize_foreign_nick(&line.username);
@@ -514,8 +519,8 @@ impl Reader<'_> {
             self.chat(
                 &author,
                 line,
-                standing.shown,
-                fingerprint.clone(),
+                &standing.shown,
+                Some(&fingerprint),
                 Some(standing.trust),
             );
         }
@@ -556,8 +561,8 @@ impl Reader<'_> {
         &self,
         author: &Arc<str>,
         msg: &PeerMessage,
-        nick: String,
-        fingerprint: Option<String>,
+        nick: &str,
+        fingerprint: Option<&Arc<str>>,
         trust: Option<Trust>,
     ) {
         let content = sanitize_foreign_text(&msg.content);
@@ -574,10 +579,10 @@ impl Reader<'_> {
             .append_message_unpublished(author, &msg.id, || EventBody::Message {
                 id: msg.id.clone(),
                 peer_id: author.to_string(),
-                nick,
+                nick: nick.to_owned(),
                 text: text.to_owned(),
                 action,
-                fingerprint,
+                fingerprint: fingerprint.cloned(),
                 trust,
             });
         if added.is_none() {

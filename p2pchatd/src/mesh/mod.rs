@@ -70,6 +70,8 @@ struct Me {
     peer_id: Arc<str>,
     /// New on every start: this life of the daemon.
     instance: String,
+    /// Our key's fingerprint, as every event of ours carries it.
+    fingerprint: Arc<str>,
     nick: Mutex<Arc<str>>,
     port: u16,
     secure: Secure,
@@ -134,6 +136,7 @@ impl Mesh {
         let require_encryption = local.require_encryption || local.secure.has_network_key();
         let instance = format!("{:016x}", fastrand::u64(..));
         let outbox = Outbox::new(&local.identity, &instance);
+        let fingerprint = Arc::from(local.identity.fingerprint());
         let mut known = local.known;
         known.set_own(&local.nick, &local.identity.public_key());
         Self {
@@ -143,6 +146,7 @@ impl Mesh {
                     identity: local.identity,
                     peer_id,
                     instance,
+                    fingerprint,
                     nick: Mutex::new(Arc::from(local.nick)),
                     port: local.port,
                     secure: local.secure,
@@ -416,7 +420,7 @@ impl Mesh {
                 nick: nick.to_string(),
                 text: text.to_owned(),
                 action,
-                fingerprint: Some(self.identity().fingerprint().to_owned()),
+                fingerprint: Some(self.inner.me.fingerprint.clone()),
                 trust: None,
             })
             .unwrap_or_default();

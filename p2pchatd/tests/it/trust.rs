@@ -92,7 +92,11 @@ async fn an_impostor_of_a_pinned_nick_is_shown_apart_and_flagged() {
                     fingerprint,
                     trust,
                     ..
-                } if peer_id == id => Some((nick.clone(), fingerprint.clone(), *trust)),
+                } if peer_id == id => Some((
+                    nick.clone(),
+                    fingerprint.as_deref().map(str::to_owned),
+                    *trust,
+                )),
                 _ => None,
             })
             .unwrap_or_else(|| panic!("a line of {id} in {tail}"))
