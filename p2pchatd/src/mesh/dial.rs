@@ -222,12 +222,9 @@ mod tests {
 
     fn outcome(lasted: Duration, go_refusal: bool) -> LinkOutcome {
         LinkOutcome {
-            peer: None,
             lasted,
-            lines: 0,
-            refused: None,
             go_refusal,
-            no_noise: false,
+            ..LinkOutcome::default()
         }
     }
 

@@ -254,12 +254,9 @@ pub(crate) async fn dial(
 ) -> LinkOutcome {
     let started = Instant::now();
     let failed = |go_refusal| LinkOutcome {
-        peer: None,
         lasted: started.elapsed(),
-        lines: 0,
-        refused: None,
         go_refusal,
-        no_noise: false,
+        ..LinkOutcome::default()
     };
     tune(&stream);
     let noise = match &expect {
@@ -407,12 +404,9 @@ async fn dial_noise(
 ) -> LinkOutcome {
     let started = Instant::now();
     let failed = |no_noise| LinkOutcome {
-        peer: None,
         lasted: started.elapsed(),
-        lines: 0,
-        refused: None,
-        go_refusal: false,
         no_noise,
+        ..LinkOutcome::default()
     };
     let unknown = matches!(expect, Expect::Unknown { .. });
     let t = mesh.timing();

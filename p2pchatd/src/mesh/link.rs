@@ -54,8 +54,9 @@ const FLUSH_WAIT: Duration = Duration::from_millis(300);
 /// refuses our peer id until it restarts (PROTOCOL §3).
 const GO_REFUSAL_WINDOW: Duration = Duration::from_secs(2);
 
-/// How a link ended, for the dialer's backoff.
-#[derive(Debug)]
+/// How a link ended, for the dialer's backoff. The default is a link that
+/// never came up.
+#[derive(Debug, Default)]
 pub(crate) struct LinkOutcome {
     pub peer: Option<Arc<str>>,
     pub lasted: Duration,
@@ -228,11 +229,7 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
     });
     let mut outcome = LinkOutcome {
         peer: who.as_ref().map(|w| w.id.clone()),
-        lasted: Duration::ZERO,
-        lines: 0,
-        refused: None,
-        go_refusal: false,
-        no_noise: false,
+        ..LinkOutcome::default()
     };
     let registered = mesh.table_op(|t, h| {
         t.register(

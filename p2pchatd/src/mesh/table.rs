@@ -915,6 +915,20 @@ mod tests {
         }
     }
 
+    /// A p2pchatd peer speaking Noise, announced from loopback.
+    fn sighting(id: &str, alive: bool) -> Sighting {
+        Sighting {
+            peer_id: id.into(),
+            nick: id.into(),
+            shown: id.into(),
+            addr: "127.0.0.1:9".parse().unwrap(),
+            alive,
+            p2pchatd: true,
+            noise: true,
+            instance: None,
+        }
+    }
+
     /// A sighting's outcome with the dial claim as its id.
     fn ids((new, claim): (bool, Option<DialClaim>)) -> (bool, Option<u64>) {
         (new, claim.map(|c| c.id))
@@ -1029,16 +1043,7 @@ mod tests {
         let h = History::new(10);
         let mut t = Table::new("m".into());
         let now = Instant::now();
-        let s = |id: &str, alive| Sighting {
-            peer_id: id.into(),
-            nick: id.into(),
-            shown: id.into(),
-            addr: "127.0.0.1:9".parse().unwrap(),
-            alive,
-            p2pchatd: true,
-            noise: true,
-            instance: None,
-        };
+        let s = sighting;
         assert_eq!(ids(t.heard(&s("z", true), now, &h)), (true, Some(1)));
         assert_eq!(
             ids(t.heard(&s("z", true), now, &h)),
@@ -1085,16 +1090,7 @@ mod tests {
         let h = History::new(10);
         let mut t = Table::new("m".into());
         let now = Instant::now();
-        let s = |id: &str, alive| Sighting {
-            peer_id: id.into(),
-            nick: id.into(),
-            shown: id.into(),
-            addr: "127.0.0.1:9".parse().unwrap(),
-            alive,
-            p2pchatd: true,
-            noise: true,
-            instance: None,
-        };
+        let s = sighting;
         // "z" is ours to dial: a leave does not stop the dial.
         assert_eq!(ids(t.heard(&s("z", true), now, &h)), (true, Some(1)));
         ids(t.heard(&s("z", false), now, &h));
@@ -1112,16 +1108,7 @@ mod tests {
         let h = History::new(10);
         let mut t = Table::new("m".into());
         let now = Instant::now();
-        let z = Sighting {
-            peer_id: "z".into(),
-            nick: "z".into(),
-            shown: "z".into(),
-            addr: "127.0.0.1:9".parse().unwrap(),
-            alive: true,
-            p2pchatd: true,
-            noise: true,
-            instance: None,
-        };
+        let z = sighting("z", true);
         let claim = t.heard(&z, now, &h).1.unwrap();
         assert!(!claim.revoked.is_cancelled());
         t.expire(now + Duration::from_secs(31), Duration::from_secs(30));
@@ -1168,13 +1155,8 @@ mod tests {
         let now = Instant::now();
         let from = |ip: &str, n: usize| Sighting {
             peer_id: format!("p{ip}_{n}"),
-            nick: "x".into(),
-            shown: "x".into(),
             addr: format!("{ip}:9").parse().unwrap(),
-            alive: true,
-            p2pchatd: true,
-            noise: true,
-            instance: None,
+            ..sighting("x", true)
         };
         for n in 0..1000 {
             t.heard(&from("10.0.0.9", n), now, &h);
