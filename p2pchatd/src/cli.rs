@@ -11,6 +11,7 @@ use shared::paths::SOCKET_ENV;
 use shared::text::validate_nick;
 
 use crate::config::{Config, DEFAULT_MULTICAST, DiscoveryConfig, Timing};
+use crate::store::Retention;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -78,6 +79,17 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub history: u32,
+
+    /// Days of history the store keeps (in $XDG_STATE_HOME/p2pchat/history.db,
+    /// default ~/.local/state/p2pchat/)
+    #[arg(long, value_name = "DAYS", default_value_t = Retention::default().days,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub retain_days: u32,
+
+    /// Events the store keeps at most; the oldest go first
+    #[arg(long, value_name = "N", default_value_t = Retention::default().messages,
+          value_parser = clap::value_parser!(u64).range(1_000..=1_000_000_000))]
+    pub retain_messages: u64,
 
     /// Fork into the background once serving; logs go to
     /// $XDG_STATE_HOME/p2pchat/p2pchatd.log (default ~/.local/state/...)
@@ -170,6 +182,11 @@ impl Cli {
             socket: self.socket_path().0,
             identity: self.identity.as_deref().map(|p| socket_or_default(Some(p))),
             history: self.history as usize,
+            state_dir: shared::cli::state_dir(),
+            retention: Retention {
+                days: self.retain_days,
+                messages: self.retain_messages,
+            },
             timing: Timing::default(),
         })
     }

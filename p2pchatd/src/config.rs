@@ -27,6 +27,10 @@ pub struct Config {
     pub plaintext_links: bool,
     /// Events held in history.
     pub history: usize,
+    /// Where the history store lives (`None`: no store, for tests that
+    /// start nodes in-process), and how much it keeps.
+    pub state_dir: Option<PathBuf>,
+    pub retention: crate::store::Retention,
     pub timing: Timing,
 }
 

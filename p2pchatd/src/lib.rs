@@ -15,6 +15,7 @@ mod memory;
 mod mesh;
 pub mod node;
 pub mod service;
+pub mod store;
 mod trust;
 
 pub use api::ApiBindError;

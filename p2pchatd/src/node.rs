@@ -9,10 +9,12 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use interprocess::local_socket::tokio::Listener;
+use shared::event::EventBody;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +27,7 @@ use crate::discovery::{self, DiscoverySockets};
 use crate::history::History;
 use crate::identity::{Identity, IdentityError, NetworkKeyError, load_network_key};
 use crate::mesh::{Local, Mesh, Secure, admission};
+use crate::store::{self, Opened, StoreError};
 use crate::trust::{KnownPeers, TrustError};
 
 /// Open files the daemon may hold at once, at most: every link, handshake,
@@ -61,6 +64,7 @@ pub struct Bound {
     identity: Identity,
     secure: Secure,
     known: KnownPeers,
+    store: Opened,
 }
 
 /// Why the daemon could not start or serve. Each keeps its cause as its
@@ -93,6 +97,8 @@ pub enum StartError {
     NetworkKey(#[from] NetworkKeyError),
     #[error(transparent)]
     Trust(#[from] TrustError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Binds the API socket (single instance), loads the identity, binds the
@@ -129,6 +135,13 @@ pub fn bind(config: &Config, own_socket_folder: bool) -> Result<Bound, StartErro
         })?),
         None => None,
     };
+    let store = match &config.state_dir {
+        Some(dir) => store::open(dir, config.retention)?,
+        None => Opened::Off {
+            path: PathBuf::new(),
+            problem: "neither XDG_STATE_HOME nor HOME is set".into(),
+        },
+    };
     Ok(Bound {
         api,
         guard,
@@ -138,6 +151,7 @@ pub fn bind(config: &Config, own_socket_folder: bool) -> Result<Bound, StartErro
         identity,
         secure,
         known,
+        store,
     })
 }
 
@@ -184,7 +198,20 @@ pub async fn serve(
     let port = bound.port;
     let identity = Arc::new(bound.identity);
     let peer_id = identity.peer_id().to_owned();
-    let history = Arc::new(History::new(config.history));
+    let (store, store_off) = match bound.store {
+        Opened::Store(s) => (Some(s), None),
+        Opened::Off { path, problem } => {
+            let off = store::off_info(&path, &problem, config.retention);
+            (None, Some((off, problem)))
+        }
+    };
+    let history = Arc::new(History::with_store(config.history, store));
+    if let Some((_, problem)) = &store_off {
+        history.append(EventBody::Alert {
+            peer_id: peer_id.clone(),
+            text: format!("history is not being stored: {problem}"),
+        });
+    }
     let tasks = TaskTracker::new();
     let local = Local {
         identity,
@@ -222,7 +249,7 @@ pub async fn serve(
     let api_stop = CancellationToken::new();
     let ctx = Arc::new(ApiContext {
         mesh: mesh.clone(),
-        history,
+        history: history.clone(),
         started,
         socket: bound.guard.socket().to_owned(),
         multicast: config.discovery.as_ref().map(|d| d.group.to_string()),
@@ -232,6 +259,8 @@ pub async fn serve(
             .map(|d| d.interfaces.iter().map(ToString::to_string).collect())
             .unwrap_or_default(),
         listen: config.listen.to_string(),
+        retention: config.retention,
+        store_off: store_off.map(|(info, _)| info),
         shutdown: shutdown.clone(),
     });
     let api_task = tokio::spawn(api::serve(bound.api, ctx, api_stop.clone()));
@@ -255,6 +284,9 @@ pub async fn serve(
     if waited.is_err() {
         warn!("some tasks did not stop in time");
     }
+    // Off the runtime: the writer may still have a batch to commit.
+    let closing = history.clone();
+    let _ = tokio::task::spawn_blocking(move || closing.close()).await;
     drop(bound.guard);
     info!(ms = shared::millis(stop_started.elapsed()), "stopped");
 }

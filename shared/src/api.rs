@@ -593,6 +593,34 @@ pub struct StatusInfo {
     pub multicast: Option<String>,
     pub interfaces: Vec<String>,
     pub listen: String,
+    /// The history on disk; absent from daemons without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreInfo>,
+}
+
+/// The history store, as `status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreInfo {
+    /// The database file.
+    pub path: String,
+    pub state: StoreState,
+    /// What is wrong, when the state is not `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    pub retain_days: u32,
+    pub retain_messages: u64,
+}
+
+/// Whether history reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreState {
+    /// Every event is stored.
+    Ok,
+    /// Writes fail (a full disk): events wait in memory, retried.
+    Failing,
+    /// No store: the daemon chats on live (see `problem`).
+    Off,
 }
 
 impl StatusInfo {
@@ -850,6 +878,13 @@ mod tests {
             multicast: None,
             interfaces: vec!["127.0.0.1".into()],
             listen: "0.0.0.0".into(),
+            store: Some(StoreInfo {
+                path: "/s/history.db".into(),
+                state: StoreState::Failing,
+                problem: Some("the disk is full".into()),
+                retain_days: 365,
+                retain_messages: 1_000_000,
+            }),
         });
         rt(NickResult {
             old: "a".into(),

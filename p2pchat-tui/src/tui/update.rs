@@ -417,6 +417,7 @@ mod tests {
             multicast: None,
             interfaces: vec![],
             listen: "0.0.0.0".into(),
+            store: None,
         }
     }
 

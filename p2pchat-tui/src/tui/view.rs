@@ -366,6 +366,7 @@ mod tests {
             multicast: None,
             interfaces: vec![],
             listen: "0.0.0.0".into(),
+            store: None,
         };
         update(
             &mut s,

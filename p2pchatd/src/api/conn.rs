@@ -132,7 +132,7 @@ async fn write_replies(
             }
         }
         more = match sub.as_mut() {
-            Some(s) if !cancel.is_cancelled() => ctx.history.fill(s, &mut out, EVENT_BATCH),
+            Some(s) if !cancel.is_cancelled() => ctx.history.fill(s, &mut out, EVENT_BATCH).await,
             _ => false,
         };
         if !out.is_empty() {

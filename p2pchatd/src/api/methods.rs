@@ -13,6 +13,8 @@ use crate::history::Subscription;
 
 /// Bytes of JSON a typical event takes, to size a `history` reply.
 const EVENT_JSON_GUESS: usize = 256;
+/// The most events one `history` call returns from the store (~2.5 MB).
+const HISTORY_STORE_LIMIT: usize = 10_000;
 
 /// What the writer sends for one request.
 pub(super) enum Reply {
@@ -41,14 +43,18 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
         },
         Call::History(p) => {
             let (_, held) = ctx.history.stats();
-            let limit = p.limit.unwrap_or(HISTORY_DEFAULT_LIMIT).min(held);
+            // Past the held window, pages come from the store.
+            let most = if ctx.history.store().is_some() {
+                held.max(HISTORY_STORE_LIMIT)
+            } else {
+                held
+            };
+            let limit = p.limit.unwrap_or(HISTORY_DEFAULT_LIMIT).min(most);
             let Some(id) = id else { return Reply::None };
-            let mut out = Vec::with_capacity(EVENT_JSON_GUESS * limit.min(1024) + 64);
-            encode_history_result(
-                &id,
-                |out| ctx.history.page_json(limit, p.before, out),
-                &mut out,
-            );
+            let mut events = Vec::with_capacity(EVENT_JSON_GUESS * limit.min(1024) + 2);
+            ctx.history.page_json(limit, p.before, &mut events).await;
+            let mut out = Vec::with_capacity(events.len() + 64);
+            encode_history_result(&id, |out| out.extend_from_slice(&events), &mut out);
             Reply::Line(out)
         }
         Call::Subscribe(p) => match ctx.history.subscribe(p.since) {
@@ -122,6 +128,10 @@ fn status(ctx: &ApiContext) -> StatusInfo {
         multicast: ctx.multicast.clone(),
         interfaces: ctx.interfaces.clone(),
         listen: ctx.listen.clone(),
+        store: match ctx.history.store() {
+            Some(s) => Some(s.info(ctx.retention)),
+            None => ctx.store_off.clone(),
+        },
     }
 }
 

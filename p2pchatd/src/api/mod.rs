@@ -206,6 +206,9 @@ pub(crate) struct ApiContext {
     pub multicast: Option<String>,
     pub interfaces: Vec<String>,
     pub listen: String,
+    pub retention: crate::store::Retention,
+    /// Why there is no store, when there is none.
+    pub store_off: Option<shared::api::StoreInfo>,
     /// Cancelled by the `shutdown` method.
     pub shutdown: CancellationToken,
 }

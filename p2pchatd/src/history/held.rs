@@ -72,21 +72,25 @@ impl Held {
         }
     }
 
-    /// Writes the JSON array of the newest `limit` held events with a
-    /// cursor below `before`, oldest first, into `out`.
-    pub(super) fn page(&self, limit: usize, before: Option<u64>, out: &mut Vec<u8>) {
+    /// Writes the newest `limit` held events with a cursor below `before`,
+    /// oldest first and comma-separated, into `out`; returns how many.
+    pub(super) fn page_items(&self, limit: usize, before: Option<u64>, out: &mut Vec<u8>) -> usize {
         let end = before.map_or(self.events.len(), |b| {
             self.events.partition_point(|e| e.cursor < b)
         });
         let start = end.saturating_sub(limit);
-        out.push(b'[');
         for (n, e) in self.events.range(start..end).enumerate() {
             if n > 0 {
                 out.push(b',');
             }
             out.extend_from_slice(e.json.as_bytes());
         }
-        out.push(b']');
+        end - start
+    }
+
+    /// The oldest cursor held.
+    pub(super) fn oldest(&self) -> Option<u64> {
+        self.events.front().map(|e| e.cursor)
     }
 }
 
@@ -95,8 +99,9 @@ mod tests {
     use super::*;
 
     fn cursors(h: &Held, limit: usize, before: Option<u64>) -> Vec<u64> {
-        let mut out = Vec::new();
-        h.page(limit, before, &mut out);
+        let mut out = vec![b'['];
+        h.page_items(limit, before, &mut out);
+        out.push(b']');
         let v: Vec<serde_json::Value> = serde_json::from_slice(&out).unwrap();
         v.iter().map(|e| e["c"].as_u64().unwrap()).collect()
     }

@@ -9,6 +9,11 @@
 //! edge (DESIGN §3). What `history` pages through is kept apart, in
 //! [`held`]: the same events, shared, but thinned fairly when one author
 //! floods.
+//!
+//! With a [`Store`], every event also goes to disk: the ring starts with
+//! the newest stored events, cursors continue from the last life, `history`
+//! pages on into the store past the held window, and a subscriber behind
+//! the ring reads from the store instead of getting a gap.
 
 mod held;
 
@@ -20,7 +25,9 @@ use chrono::Utc;
 use shared::api::encode_event_notification;
 use shared::event::{Event, EventBody};
 use tokio::sync::watch;
+use tracing::warn;
 
+use crate::store::{Row, Store};
 use held::Held;
 
 /// Subscribers may fall this far behind even when `--history` is smaller:
@@ -61,6 +68,7 @@ pub(crate) struct History {
     ring: Mutex<Ring>,
     /// The newest cursor, for subscribers to wait on.
     head: watch::Sender<u64>,
+    store: Option<Arc<Store>>,
 }
 
 /// Where a subscriber starts reading.
@@ -82,19 +90,53 @@ pub(crate) struct CursorAhead {
 }
 
 impl History {
+    #[cfg(test)]
     pub(crate) fn new(held: usize) -> Self {
+        Self::with_store(held, None)
+    }
+
+    /// A history over `store`: the ring starts with its newest `held`
+    /// events, and cursors go on from where the last life stopped.
+    pub(crate) fn with_store(held: usize, store: Option<Store>) -> Self {
         let capacity = held.max(MIN_RING);
+        let mut ring = Ring {
+            events: VecDeque::new(),
+            held,
+            capacity,
+            window: Held::new(held),
+            authors: RandomState::new(),
+            next_cursor: 1,
+            seen: SeenIds::new(SEEN_IDS),
+        };
+        if let Some(store) = &store {
+            match store.newest(held) {
+                Ok(rows) => ring.load(rows),
+                Err(e) => warn!("could not read the newest history: {e}"),
+            }
+            ring.next_cursor = store.next_cursor();
+        }
+        let head = ring.next_cursor - 1;
         Self {
-            ring: Mutex::new(Ring {
-                events: VecDeque::new(),
-                held,
-                capacity,
-                window: Held::new(held),
-                authors: RandomState::new(),
-                next_cursor: 1,
-                seen: SeenIds::new(SEEN_IDS),
-            }),
-            head: watch::Sender::new(0),
+            ring: Mutex::new(ring),
+            head: watch::Sender::new(head),
+            store: store.map(Arc::new),
+        }
+    }
+
+    /// Stores what is queued and records a clean stop.
+    pub(crate) fn close(&self) {
+        if let Some(store) = &self.store {
+            store.close(self.newest_cursor());
+        }
+    }
+
+    pub(crate) fn store(&self) -> Option<&Store> {
+        self.store.as_deref()
+    }
+
+    fn persist(&self, row: Option<Row>) {
+        if let (Some(store), Some(row)) = (&self.store, row) {
+            store.write(row);
         }
     }
 
@@ -107,8 +149,9 @@ impl History {
     /// Records an event; returns its cursor.
     pub(crate) fn append(&self, body: EventBody) -> u64 {
         let mut ring = self.lock();
-        let cursor = ring.push(body);
+        let (cursor, row) = ring.push(body, self.store.is_some());
         drop(ring);
+        self.persist(row);
         self.head.send_replace(cursor);
         cursor
     }
@@ -139,7 +182,10 @@ impl History {
         if !ring.seen.insert(sender, id) {
             return None;
         }
-        Some(ring.push(body()))
+        let (cursor, row) = ring.push(body(), self.store.is_some());
+        drop(ring);
+        self.persist(row);
+        Some(cursor)
     }
 
     /// Wakes subscribers for everything appended so far.
@@ -164,8 +210,50 @@ impl History {
 
     /// Writes the JSON array of the newest `limit` held events with a cursor
     /// below `before`, oldest first, into `out`.
-    pub(crate) fn page_json(&self, limit: usize, before: Option<u64>, out: &mut Vec<u8>) {
-        self.lock().window.page(limit, before, out);
+    ///
+    /// The held window comes first; with a store, a page that reaches past
+    /// it goes on with the stored events older than the window.
+    pub(crate) async fn page_json(&self, limit: usize, before: Option<u64>, out: &mut Vec<u8>) {
+        let mut held = Vec::new();
+        let (n, oldest_held, newest) = {
+            let ring = self.lock();
+            (
+                ring.window.page_items(limit, before, &mut held),
+                ring.window.oldest(),
+                ring.next_cursor - 1,
+            )
+        };
+        out.push(b'[');
+        if n < limit
+            && let Some(store) = &self.store
+        {
+            let upto = before
+                .unwrap_or(u64::MAX)
+                .min(oldest_held.unwrap_or(u64::MAX))
+                .min(newest + 1);
+            if store.persisted() + 1 < upto {
+                store.flush().await;
+            }
+            let reader = store.clone();
+            let rows = tokio::task::spawn_blocking(move || reader.page(limit - n, upto)).await;
+            match rows {
+                Ok(Ok(rows)) => {
+                    for (i, (_, json)) in rows.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(json.as_bytes());
+                    }
+                    if !rows.is_empty() && n > 0 {
+                        out.push(b',');
+                    }
+                }
+                Ok(Err(e)) => warn!("could not read stored history: {e}"),
+                Err(e) => warn!("stored history read failed: {e}"),
+            }
+        }
+        out.extend_from_slice(&held);
+        out.push(b']');
     }
 
     /// Starts a subscription: live events only, or with `since` every held
@@ -186,7 +274,8 @@ impl History {
                 .events
                 .get(ring.held_range().start)
                 .map_or(head + 1, |e| e.cursor);
-            if since + 1 < oldest_held {
+            // With a store, what the ring no longer holds is read from it.
+            if since + 1 < oldest_held && self.store.is_none() {
                 sub.pending_gap = Some((oldest_held - since - 1, oldest_held - 1));
                 sub.next = oldest_held;
             } else {
@@ -199,10 +288,16 @@ impl History {
     /// Appends `event` notifications for what `sub` has not seen yet, up to
     /// `max` events, to `out`. Returns true when it stopped at `max` (more
     /// are ready).
-    pub(crate) fn fill(&self, sub: &mut Subscription, out: &mut Vec<u8>, max: usize) -> bool {
+    pub(crate) async fn fill(&self, sub: &mut Subscription, out: &mut Vec<u8>, max: usize) -> bool {
         sub.head.borrow_and_update();
         if let Some((missed, last)) = sub.pending_gap.take() {
             push_gap(out, missed, last);
+        }
+        let first = self.lock().first_cursor();
+        if sub.next < first
+            && let Some(store) = &self.store
+        {
+            return self.fill_from_store(store, sub, first, out, max).await;
         }
         let ring = self.lock();
         let head = ring.next_cursor - 1;
@@ -217,16 +312,68 @@ impl History {
             push_gap(out, missed, head);
             return false;
         }
-        let mut sent = 0;
-        while let Some(i) = ring.index_of(sub.next) {
+        let start = ring.position(sub.next);
+        for (sent, e) in ring.events.range(start..).enumerate() {
             if sent == max {
                 return true;
             }
-            encode_event_notification(&ring.events[i].json, out);
-            sub.next += 1;
-            sent += 1;
+            encode_event_notification(&e.json, out);
+            sub.next = e.cursor + 1;
         }
         false
+    }
+
+    /// Reads what `sub` missed below the ring's `first` cursor from the
+    /// store, a batch at a time; true: call again.
+    async fn fill_from_store(
+        &self,
+        store: &Arc<Store>,
+        sub: &mut Subscription,
+        first: u64,
+        out: &mut Vec<u8>,
+        max: usize,
+    ) -> bool {
+        if store.persisted() + 1 < first {
+            // Evicted from the ring while still queued for the disk.
+            store.flush().await;
+        }
+        let from = sub.next;
+        let reader = store.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let rows = reader.range(from, first, max)?;
+            // Only when the first row is missing: was it trimmed away?
+            let oldest = match rows.first() {
+                Some(&(c, _)) if c == from => None,
+                _ => reader.oldest()?,
+            };
+            Ok::<_, rusqlite::Error>((rows, oldest))
+        })
+        .await;
+        let (rows, oldest) = match read {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                warn!("could not read history for a subscriber: {e}");
+                (Vec::new(), None)
+            }
+            Err(e) => {
+                warn!("history read failed: {e}");
+                (Vec::new(), None)
+            }
+        };
+        // Trimmed away by retention: say so. Holes (duplicates skipped, a
+        // crashed life's unused cursors) are not gaps.
+        if let Some(upto) = oldest.filter(|&o| o > from).map(|o| o.min(first)) {
+            push_gap(out, upto - from, upto - 1);
+        }
+        let full = rows.len() == max;
+        for (cursor, json) in &rows {
+            encode_event_notification(json, out);
+            sub.next = cursor + 1;
+        }
+        if !full {
+            sub.next = sub.next.max(first);
+        }
+        true
     }
 }
 
@@ -250,7 +397,8 @@ fn push_gap(out: &mut Vec<u8>, missed: u64, last: u64) {
 }
 
 impl Ring {
-    fn push(&mut self, body: EventBody) -> u64 {
+    /// Adds an event; with `row`, also what the store needs of it.
+    fn push(&mut self, body: EventBody, row: bool) -> (u64, Option<Row>) {
         let cursor = self.next_cursor;
         self.next_cursor += 1;
         let event = Event {
@@ -263,20 +411,51 @@ impl Ring {
         if self.events.len() == self.capacity {
             self.events.pop_front();
         }
-        let author = author_of(&event.body).map_or(0, |id| self.authors.hash_one(id));
+        let author_id = author_of(&event.body);
+        let author = author_id.map_or(0, |id| self.authors.hash_one(id));
         self.window.push(cursor, author, json.clone());
+        let row = row.then(|| Row {
+            cursor,
+            ts_ms: event.ts.timestamp_millis(),
+            kind: event.body.kind().to_owned(),
+            peer_id: author_id.map(str::to_owned),
+            msg_id: match &event.body {
+                EventBody::Message { id, .. } => Some(id.clone()),
+                _ => None,
+            },
+            json: json.clone(),
+        });
         self.events.push_back(Stored { cursor, json });
-        cursor
+        (cursor, row)
     }
 
     fn first_cursor(&self) -> u64 {
         self.events.front().map_or(self.next_cursor, |e| e.cursor)
     }
 
-    /// Cursors are contiguous in the ring, so a cursor is an index.
-    fn index_of(&self, cursor: u64) -> Option<usize> {
-        let i = usize::try_from(cursor.checked_sub(self.first_cursor())?).ok()?;
-        (i < self.events.len()).then_some(i)
+    /// Where the first event at or after `cursor` is. Cursors increase
+    /// through the ring, with holes where the store skipped one.
+    fn position(&self, cursor: u64) -> usize {
+        self.events.partition_point(|e| e.cursor < cursor)
+    }
+
+    /// Starts with stored events, oldest first.
+    fn load(&mut self, rows: Vec<Row>) {
+        for r in rows {
+            if let (Some(author), Some(id)) = (&r.peer_id, &r.msg_id) {
+                self.seen.insert(author, id);
+            }
+            let author = r.peer_id.as_deref().map_or(0, |a| self.authors.hash_one(a));
+            self.window.push(r.cursor, author, r.json.clone());
+            if self.events.len() == self.capacity {
+                self.events.pop_front();
+            }
+            self.events.push_back(Stored {
+                cursor: r.cursor,
+                json: r.json,
+            });
+            self.next_cursor = r.cursor + 1;
+        }
     }
 
     /// The part of the ring that counts as held history.
@@ -342,6 +521,15 @@ mod tests {
     use super::*;
     use shared::api::{ServerMessage, decode_server_message};
 
+    /// Runs a future of the history to its end.
+    fn block<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
     fn msg(n: u64) -> EventBody {
         EventBody::Message {
             id: format!("m{n}"),
@@ -367,7 +555,7 @@ mod tests {
 
     fn page(h: &History, limit: usize, before: Option<u64>) -> Vec<u64> {
         let mut out = Vec::new();
-        h.page_json(limit, before, &mut out);
+        block(h.page_json(limit, before, &mut out));
         let evs: Vec<Event> = serde_json::from_slice(&out).unwrap();
         evs.iter().map(|e| e.cursor).collect()
     }
@@ -406,7 +594,7 @@ mod tests {
         h.publish();
         sub.changed().await.unwrap();
         let mut out = Vec::new();
-        h.fill(&mut sub, &mut out, 100);
+        h.fill(&mut sub, &mut out, 100).await;
         assert_eq!(events(&out).len(), 2, "both, in one wake");
     }
 
@@ -426,15 +614,15 @@ mod tests {
         }
         let mut sub = h.subscribe(Some(4)).unwrap();
         let mut out = Vec::new();
-        assert!(h.fill(&mut sub, &mut out, 3), "stopped at max");
-        assert!(!h.fill(&mut sub, &mut out, 100));
+        assert!(block(h.fill(&mut sub, &mut out, 3)), "stopped at max");
+        assert!(!block(h.fill(&mut sub, &mut out, 100)));
         let cursors: Vec<u64> = events(&out).iter().map(|e| e.cursor).collect();
         assert_eq!(cursors, (5..=10).collect::<Vec<_>>());
         out.clear();
-        assert!(!h.fill(&mut sub, &mut out, 100));
+        assert!(!block(h.fill(&mut sub, &mut out, 100)));
         assert!(out.is_empty());
         h.append(msg(11));
-        h.fill(&mut sub, &mut out, 100);
+        block(h.fill(&mut sub, &mut out, 100));
         assert_eq!(events(&out)[0].cursor, 11);
         assert!(h.subscribe(Some(12)).is_err());
     }
@@ -445,10 +633,10 @@ mod tests {
         h.append(msg(1));
         let mut sub = h.subscribe(None).unwrap();
         let mut out = Vec::new();
-        h.fill(&mut sub, &mut out, 100);
+        block(h.fill(&mut sub, &mut out, 100));
         assert!(out.is_empty());
         h.append(msg(2));
-        h.fill(&mut sub, &mut out, 100);
+        block(h.fill(&mut sub, &mut out, 100));
         assert_eq!(events(&out).len(), 1);
     }
 
@@ -460,7 +648,7 @@ mod tests {
         }
         let mut sub = h.subscribe(Some(2)).unwrap();
         let mut out = Vec::new();
-        h.fill(&mut sub, &mut out, 100);
+        block(h.fill(&mut sub, &mut out, 100));
         let evs = events(&out);
         assert_eq!(evs[0].body, EventBody::Gap { missed: 5 });
         assert_eq!(evs[0].cursor, 7);
@@ -477,14 +665,14 @@ mod tests {
             h.append(msg(i));
         }
         let mut out = Vec::new();
-        h.fill(&mut sub, &mut out, 100);
+        block(h.fill(&mut sub, &mut out, 100));
         let evs = events(&out);
         assert_eq!(evs.len(), 1);
         assert_eq!(evs[0].body, EventBody::Gap { missed: n });
         assert_eq!(evs[0].cursor, n);
         out.clear();
         h.append(msg(n + 1));
-        h.fill(&mut sub, &mut out, 100);
+        block(h.fill(&mut sub, &mut out, 100));
         assert_eq!(events(&out)[0].cursor, n + 1);
     }
 }

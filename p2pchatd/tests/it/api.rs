@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shared::api::{Call, SayParams, SayResult, code};
+use shared::api::{Call, SayParams, SayResult, StoreState, code};
 use shared::event::EventBody;
 
 use testkit::*;
@@ -87,14 +87,70 @@ fn roundtrip(w: &mut UnixStream, r: &mut BufReader<UnixStream>, line: &[u8]) -> 
 }
 
 #[tokio::test]
-async fn a_subscriber_that_never_reads_slows_nobody_and_later_gets_a_gap() {
+async fn a_subscriber_that_never_reads_slows_nobody_and_later_reads_all_from_the_store() {
+    let (net, a, mut stuck_r) = stuck_subscriber(true).await;
+    // The stuck subscriber reads at last: every line, in order, the older
+    // ones from the store, none lost.
+    let mut next = 0;
+    let mut line = String::new();
+    while next < FLOOD {
+        line.clear();
+        stuck_r.read_line(&mut line).unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        let p = &v["params"];
+        assert_ne!(p["kind"], "gap", "{p}");
+        if let Some(t) = p["text"].as_str().filter(|t| t.starts_with("flood ")) {
+            assert_eq!(t, flood_line(next), "in order");
+            next += 1;
+        }
+    }
+    assert_eq!(a.status().await.nick, "alice");
+    drop(net);
+}
+
+#[tokio::test]
+async fn without_a_store_a_subscriber_that_never_reads_later_gets_a_gap() {
+    let (_net, a, stuck_r) = stuck_subscriber(false).await;
+    // What fit in its socket, then a gap.
+    let mut found_gap = None;
+    for line in stuck_r.lines() {
+        let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if v["params"]["kind"] == "gap" {
+            found_gap = Some(v["params"].clone());
+            break;
+        }
+    }
+    let gap = found_gap.expect("a gap event");
+    assert!(gap["missed"].as_u64().unwrap() > 0, "{gap}");
+    // alice still answers.
+    assert_eq!(a.status().await.nick, "alice");
+}
+
+const FLOOD: usize = 20_000;
+
+fn flood_line(i: usize) -> String {
+    format!("flood {i} {}", "x".repeat(100))
+}
+
+/// Alice (holding 100 events in memory; with or without a store) with a
+/// subscriber that never reads, flooded with far more than its socket and
+/// her ring hold, while bob reads along: bob gets every line.
+async fn stuck_subscriber(store: bool) -> (TestNet, Daemon, BufReader<UnixStream>) {
     let net = TestNet::new();
+    if !store {
+        // Her state folder cannot be made: she chats on without a store.
+        let state = net.home_of("alice").join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(state.join("p2pchat"), b"in the way").unwrap();
+    }
     let a = net.daemon_with("alice", &["--history", "100"]).await;
+    let has_store = a.status().await.store.unwrap().state == StoreState::Ok;
+    assert_eq!(has_store, store);
     let b = net.daemon("bob").await;
     wait_full_mesh(&[&a, &b], T).await;
     // Bob's subscriber reads all along, on a thread of its own, while this
     // test floods alice.
-    let n = 20_000;
+    let n = FLOOD;
     let reader = on_own_thread(&b.socket, move |mut at_b| async move {
         at_b.messages(n, Duration::from_secs(60)).await
     })
@@ -117,7 +173,7 @@ async fn a_subscriber_that_never_reads_slows_nobody_and_later_gets_a_gap() {
         window.push_back(
             client
                 .send(&Call::Say(SayParams {
-                    text: format!("flood {i} {}", "x".repeat(100)),
+                    text: flood_line(i),
                     action: false,
                 }))
                 .await
@@ -141,25 +197,10 @@ async fn a_subscriber_that_never_reads_slows_nobody_and_later_gets_a_gap() {
     );
     // The mesh kept flowing: bob got every one.
     let got = reader.join().unwrap();
-    assert_eq!(
-        text(&got[n - 1]),
-        format!("flood {} {}", n - 1, "x".repeat(100))
-    );
-
-    // The stuck subscriber reads at last: what fit in its socket, then a gap.
-    let mut found_gap = None;
-    for line in stuck_r.lines() {
-        let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
-        if v["params"]["kind"] == "gap" {
-            found_gap = Some(v["params"].clone());
-            break;
-        }
-    }
-    let gap = found_gap.expect("a gap event");
-    assert!(gap["missed"].as_u64().unwrap() > 0, "{gap}");
+    assert_eq!(text(&got[n - 1]), flood_line(n - 1));
+    // The reading half is a second descriptor: the connection stays.
     drop(stuck);
-    // alice still answers.
-    assert_eq!(a.status().await.nick, "alice");
+    (net, a, stuck_r)
 }
 
 #[tokio::test]

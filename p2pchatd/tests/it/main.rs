@@ -9,4 +9,5 @@ mod lifecycle;
 mod mesh;
 mod secure;
 mod service;
+mod store;
 mod trust;

@@ -1,0 +1,411 @@
+//! The history on disk: every event, by cursor, in SQLite.
+//!
+//! The in-memory ring ([`crate::history`]) still serves subscribers; the
+//! store keeps everything retained, so a restart forgets nothing, `history`
+//! pages back past the ring, and a client resumes from any cursor it holds.
+//!
+//! One writer thread owns the writing connection: events reach it through
+//! a bounded queue and are committed in batches, one transaction each (WAL,
+//! `synchronous=NORMAL`: a crash of the daemon loses nothing committed, a
+//! power cut at most the last batches). Reads go through a second
+//! connection, off the runtime thread.
+//!
+//! What can go wrong, and what the daemon does (README, "Files"):
+//! - another daemon holds the store: refuse to start ([`StoreError`]);
+//! - the folder or file cannot be written, or the file is not a database:
+//!   chat on live without storing, say so in `status` and with an alert;
+//!   the file is never touched;
+//! - a write fails while running (a full disk): keep the unstored events
+//!   (bounded) and retry; `status` says so until a write succeeds.
+//!
+//! Cursors never go back: a clean stop records the last cursor given out,
+//! and after a crash the next life starts past every cursor the lost queue
+//! could have held.
+
+mod writer;
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use shared::api::{StoreInfo, StoreState};
+use tracing::{info, warn};
+
+pub(crate) use writer::Row;
+
+/// The database, in the state folder.
+pub const STORE_FILE: &str = "history.db";
+/// Held (flock) by the daemon that owns the store, with its pid inside.
+const LOCK_FILE: &str = "history.lock";
+
+/// Events waiting for the writer. Full means the disk is slower than the
+/// chat: appending then waits (a burst of 200k msg/s fills it in ~0.3 s).
+pub(crate) const QUEUE: usize = 64 * 1024;
+/// Events written in one transaction, at most.
+const BATCH: usize = 8192;
+/// Cursors a crashed life may have given out beyond what it stored.
+const CRASH_JUMP: u64 = (QUEUE + 2 * BATCH) as u64;
+
+/// The schema, by `user_version`.
+const SCHEMA: u32 = 1;
+const CREATE: &str = "
+    CREATE TABLE events (
+        cursor  INTEGER PRIMARY KEY,
+        ts      INTEGER NOT NULL,   -- ms since the epoch, when it happened here
+        kind    TEXT NOT NULL,
+        peer_id TEXT,               -- who it is about
+        msg_id  TEXT,               -- a message's id
+        json    TEXT NOT NULL       -- the event as the API sends it
+    );
+    CREATE UNIQUE INDEX events_msg ON events (peer_id, msg_id) WHERE msg_id IS NOT NULL;
+    CREATE INDEX events_ts ON events (ts);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+";
+
+/// How much history is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub days: u32,
+    pub messages: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            days: 365,
+            messages: 1_000_000,
+        }
+    }
+}
+
+/// Why the daemon will not start on this store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the history store {path} is in use by another p2pchatd{}; stop it, or give this one its own XDG_STATE_HOME",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked { path: PathBuf, pid: Option<u32> },
+}
+
+/// The store, or why there is none.
+#[derive(Debug)]
+pub(crate) enum Opened {
+    Store(Store),
+    /// Chat on live, without storing.
+    Off {
+        path: PathBuf,
+        problem: String,
+    },
+}
+
+/// What the store's health is now, for `status`.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    pub failing: Option<String>,
+}
+
+/// The open store: a reading connection here, the writer on its thread.
+#[derive(Debug)]
+pub(crate) struct Store {
+    path: PathBuf,
+    reader: Mutex<Connection>,
+    writer: writer::Handle,
+    shared: Arc<Shared>,
+    /// The first cursor of this life.
+    next_cursor: u64,
+    _lock: Flock<File>,
+}
+
+/// What the writer tells the rest.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Every event up to this cursor is stored (or was found a duplicate).
+    persisted: AtomicU64,
+    health: Mutex<Health>,
+}
+
+impl Shared {
+    fn health(&self) -> MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Opens the store in `dir`, creating both if needed. Only another daemon
+/// holding it is an error; anything else leaves the daemon without a store.
+pub(crate) fn open(dir: &Path, retention: Retention) -> Result<Opened, StoreError> {
+    let path = dir.join(STORE_FILE);
+    let off = |problem: String| {
+        warn!(path = %path.display(), "{problem}; chatting on without storing history");
+        Ok(Opened::Off {
+            path: path.clone(),
+            problem,
+        })
+    };
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        return off(format!("cannot create the folder {}: {e}", dir.display()));
+    }
+    let lock = match lock(&dir.join(LOCK_FILE)) {
+        Ok(Ok(l)) => l,
+        Ok(Err(pid)) => return Err(StoreError::Locked { path, pid }),
+        Err(e) => return off(format!("cannot lock the history store: {e}")),
+    };
+    let opened = (|| {
+        let writing = connect(&path, true)?;
+        let start = writer::prepare(&writing)?;
+        let reader = connect(&path, false)?;
+        Ok::<_, rusqlite::Error>((writing, start, reader))
+    })();
+    let (writing, start, reader) = match opened {
+        Ok(o) => o,
+        Err(e) => return off(describe(&e)),
+    };
+    let next_cursor = start.next_cursor;
+    if start.crashed {
+        info!(
+            next_cursor,
+            "the last daemon did not stop cleanly; cursors continue past what it may have given out"
+        );
+    }
+    let shared = Arc::new(Shared {
+        persisted: AtomicU64::new(next_cursor - 1),
+        health: Mutex::default(),
+    });
+    let writer = match writer::spawn(writing, shared.clone(), retention, next_cursor) {
+        Ok(w) => w,
+        Err(e) => return off(format!("cannot start the store's writer: {e}")),
+    };
+    Ok(Opened::Store(Store {
+        path,
+        reader: Mutex::new(reader),
+        writer,
+        shared,
+        next_cursor,
+        _lock: lock,
+    }))
+}
+
+/// Takes the lock file; `Ok(Err(pid))` when another process holds it.
+fn lock(path: &Path) -> io::Result<Result<Flock<File>, Option<u32>>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut held) => {
+            use std::io::{Seek, Write};
+            held.set_len(0)?;
+            held.seek(io::SeekFrom::Start(0))?;
+            writeln!(held, "{}", std::process::id())?;
+            Ok(Ok(held))
+        }
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            let pid = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            Ok(Err(pid))
+        }
+        Err((_, e)) => Err(e.into()),
+    }
+}
+
+/// A connection with the settings every one of ours uses.
+fn connect(path: &Path, create: bool) -> rusqlite::Result<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let c = Connection::open_with_flags(path, flags)?;
+    // The lock file keeps other daemons out; a reader waits for the
+    // writer's checkpoint at most this long.
+    c.busy_timeout(Duration::from_secs(2))?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(None, "synchronous", "NORMAL")?;
+    // Pages cached per connection (negative: KiB): the newest events are
+    // in the ring anyway; keep the daemon small.
+    c.pragma_update(None, "cache_size", -512)?;
+    Ok(c)
+}
+
+/// What went wrong with the database, in words a user can act on.
+fn describe(e: &rusqlite::Error) -> String {
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code() {
+        Some(C::NotADatabase | C::DatabaseCorrupt) => format!(
+            "the history store is damaged ({e}); it is left as it is: move it aside to start a new one"
+        ),
+        Some(C::ReadOnly | C::CannotOpen | C::PermissionDenied) => {
+            format!("the history store cannot be written ({e})")
+        }
+        Some(C::DiskFull) => format!("the disk is full ({e})"),
+        _ => format!("the history store cannot be used ({e})"),
+    }
+}
+
+impl Store {
+    /// The first cursor of this life: past everything the last one gave out.
+    pub(crate) fn next_cursor(&self) -> u64 {
+        self.next_cursor
+    }
+
+    /// Hands an event to the writer; waits only while its queue is full.
+    pub(crate) fn write(&self, row: Row) {
+        self.writer.write(row);
+    }
+
+    /// Every event handed over so far is stored (or failed) once this
+    /// returns.
+    pub(crate) async fn flush(&self) {
+        self.writer.flush().await;
+    }
+
+    /// Every cursor up to this one is stored.
+    pub(crate) fn persisted(&self) -> u64 {
+        self.shared.persisted.load(Ordering::Acquire)
+    }
+
+    /// Writes what is queued, records a clean stop, closes the writer.
+    pub(crate) fn close(&self, last_cursor: u64) {
+        self.writer.close(last_cursor);
+    }
+
+    pub(crate) fn info(&self, retention: Retention) -> StoreInfo {
+        let failing = self.shared.health().failing.clone();
+        StoreInfo {
+            path: self.path.display().to_string(),
+            state: if failing.is_some() {
+                StoreState::Failing
+            } else {
+                StoreState::Ok
+            },
+            problem: failing,
+            retain_days: retention.days,
+            retain_messages: retention.messages,
+        }
+    }
+
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The newest `limit` events with a cursor below `before`, oldest first.
+    pub(crate) fn page(&self, limit: usize, before: u64) -> rusqlite::Result<Vec<(u64, String)>> {
+        let c = self.reader();
+        let mut q = c.prepare_cached(
+            "SELECT cursor, json FROM events WHERE cursor < ?1 ORDER BY cursor DESC LIMIT ?2",
+        )?;
+        let mut rows = q
+            .query_map(params![to_sql(before), to_sql(limit as u64)], |r| {
+                Ok((from_sql(r.get(0)?), r.get(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// Up to `limit` events from cursor `from` on and below `upto`, in order.
+    pub(crate) fn range(
+        &self,
+        from: u64,
+        upto: u64,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<(u64, String)>> {
+        let c = self.reader();
+        let mut q = c.prepare_cached(
+            "SELECT cursor, json FROM events WHERE cursor >= ?1 AND cursor < ?2 ORDER BY cursor LIMIT ?3",
+        )?;
+        q.query_map(
+            params![to_sql(from), to_sql(upto), to_sql(limit as u64)],
+            |r| Ok((from_sql(r.get(0)?), r.get(1)?)),
+        )?
+        .collect()
+    }
+
+    /// The oldest cursor stored, if any.
+    pub(crate) fn oldest(&self) -> rusqlite::Result<Option<u64>> {
+        self.reader()
+            .query_row("SELECT min(cursor) FROM events", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .map(|c| c.map(from_sql))
+    }
+
+    /// The newest `n` events with their kind, author and message id, oldest
+    /// first: what the ring starts with.
+    pub(crate) fn newest(&self, n: usize) -> rusqlite::Result<Vec<Row>> {
+        let c = self.reader();
+        let mut q = c.prepare(
+            "SELECT cursor, ts, kind, peer_id, msg_id, json FROM events ORDER BY cursor DESC LIMIT ?1",
+        )?;
+        let mut rows = q
+            .query_map(params![to_sql(n as u64)], |r| {
+                Ok(Row {
+                    cursor: from_sql(r.get(0)?),
+                    ts_ms: r.get(1)?,
+                    kind: r.get(2)?,
+                    peer_id: r.get(3)?,
+                    msg_id: r.get(4)?,
+                    json: r.get::<_, String>(5)?.into(),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.reverse();
+        Ok(rows)
+    }
+}
+
+/// The store's state when there is none, for `status`.
+pub(crate) fn off_info(path: &Path, problem: &str, retention: Retention) -> StoreInfo {
+    StoreInfo {
+        path: path.display().to_string(),
+        state: StoreState::Off,
+        problem: Some(problem.to_owned()),
+        retain_days: retention.days,
+        retain_messages: retention.messages,
+    }
+}
+
+/// SQLite integers are signed; cursors stay far below 2^63.
+#[allow(clippy::cast_possible_wrap)]
+fn to_sql(n: u64) -> i64 {
+    n.min(i64::MAX as u64) as i64
+}
+
+#[allow(clippy::cast_sign_loss)]
+fn from_sql(n: i64) -> u64 {
+    n.max(0) as u64
+}
+
+/// A meta value, if set.
+fn meta(c: &Connection, key: &str) -> rusqlite::Result<Option<u64>> {
+    c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+        r.get::<_, i64>(0)
+    })
+    .optional()
+    .map(|v| v.map(from_sql))
+}
+
+fn set_meta(c: &Connection, key: &str, value: u64) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, to_sql(value)],
+    )
+    .map(drop)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,348 @@
+//! The store's writer thread: batches events into transactions, keeps what
+//! it could not write and tries again, trims by the retention rules.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, params};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::{
+    BATCH, CRASH_JUMP, CREATE, QUEUE, Retention, SCHEMA, Shared, describe, from_sql, meta,
+    set_meta, to_sql,
+};
+
+/// A write that failed is tried again after this long.
+const RETRY: Duration = Duration::from_secs(2);
+/// How often the retention rules run.
+const RETAIN_EVERY: Duration = Duration::from_secs(60);
+/// Rows deleted per statement, so a long-due trim never holds the
+/// database for long.
+const TRIM_CHUNK: u64 = 10_000;
+
+/// One event as stored.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub cursor: u64,
+    pub ts_ms: i64,
+    pub kind: String,
+    pub peer_id: Option<String>,
+    pub msg_id: Option<String>,
+    pub json: Arc<str>,
+}
+
+enum Job {
+    Row(Row),
+    Flush(oneshot::Sender<()>),
+    Close(u64),
+}
+
+/// Where a new life starts.
+pub(super) struct Start {
+    pub next_cursor: u64,
+    pub crashed: bool,
+}
+
+/// Creates or checks the schema, and marks the store as in use: a crash
+/// leaves the mark, and the next life skips past the cursors it may have
+/// given out unstored.
+pub(super) fn prepare(c: &Connection) -> rusqlite::Result<Start> {
+    let version: u32 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    match version {
+        0 => {
+            c.execute_batch(CREATE)?;
+            c.pragma_update(None, "user_version", SCHEMA)?;
+        }
+        SCHEMA => {}
+        newer => {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!(
+                    "its format ({newer}) is newer than this p2pchatd knows ({SCHEMA})"
+                )),
+            ));
+        }
+    }
+    let newest: u64 = c
+        .query_row("SELECT max(cursor) FROM events", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })?
+        .map_or(0, from_sql);
+    let last_given = meta(c, "last_cursor")?.unwrap_or(0);
+    let in_use = meta(c, "in_use")?.unwrap_or(0) == 1;
+    let base = newest.max(last_given);
+    let next_cursor = base + 1 + if in_use { CRASH_JUMP } else { 0 };
+    set_meta(c, "in_use", 1)?;
+    Ok(Start {
+        next_cursor,
+        crashed: in_use,
+    })
+}
+
+/// The writer's end of the queue, kept by the store.
+#[derive(Debug)]
+pub(super) struct Handle {
+    tx: SyncSender<Job>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+pub(super) fn spawn(
+    conn: Connection,
+    shared: Arc<Shared>,
+    retention: Retention,
+    next_cursor: u64,
+) -> io::Result<Handle> {
+    let (tx, rx) = mpsc::sync_channel(QUEUE);
+    let thread = std::thread::Builder::new()
+        .name("store".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            Writer {
+                conn,
+                shared,
+                retention,
+                pending: VecDeque::new(),
+                unstored: 0,
+                last_trim: None,
+                newest: next_cursor - 1,
+            }
+            .run(&rx);
+        })?;
+    Ok(Handle {
+        tx,
+        thread: Mutex::new(Some(thread)),
+    })
+}
+
+impl Handle {
+    pub(super) fn write(&self, row: Row) {
+        // Gone only after close: nothing is written then anyway.
+        let _ = self.tx.send(Job::Row(row));
+    }
+
+    pub(super) async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Job::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    pub(super) fn close(&self, last_cursor: u64) {
+        let _ = self.tx.send(Job::Close(last_cursor));
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = thread
+            && t.join().is_err()
+        {
+            warn!("the store's writer panicked");
+        }
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    shared: Arc<Shared>,
+    retention: Retention,
+    /// Events not yet written: the batch being written, or what a failing
+    /// disk refused, up to QUEUE.
+    pending: VecDeque<Row>,
+    /// Events given up on while the disk failed.
+    unstored: u64,
+    last_trim: Option<Instant>,
+    newest: u64,
+}
+
+impl Writer {
+    fn run(mut self, rx: &mpsc::Receiver<Job>) {
+        let mut flushes = Vec::new();
+        loop {
+            let first = if self.pending.is_empty() {
+                rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                rx.recv_timeout(RETRY)
+            };
+            // The store was dropped without a close: write what is here,
+            // but leave the mark of an unclean stop.
+            let mut gone = false;
+            let mut close = match first {
+                Ok(job) => self.take(job, &mut flushes),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    gone = true;
+                    None
+                }
+            };
+            while close.is_none() && !gone && self.pending.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(job) => close = self.take(job, &mut flushes),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => gone = true,
+                }
+            }
+            self.write_pending();
+            for f in flushes.drain(..) {
+                let _ = f.send(());
+            }
+            if let Some(last) = close {
+                self.close(last);
+                return;
+            }
+            if gone {
+                return;
+            }
+            self.trim_if_due();
+        }
+    }
+
+    /// Takes one job; `Some(last cursor)` on close.
+    fn take(&mut self, job: Job, flushes: &mut Vec<oneshot::Sender<()>>) -> Option<u64> {
+        match job {
+            Job::Row(row) => {
+                self.newest = self.newest.max(row.cursor);
+                self.pending.push_back(row);
+                if self.pending.len() > QUEUE {
+                    // The disk has refused for a while: the oldest go
+                    // unstored (subscribers still had them live).
+                    self.pending.pop_front();
+                    self.unstored += 1;
+                }
+                None
+            }
+            Job::Flush(tx) => {
+                flushes.push(tx);
+                None
+            }
+            Job::Close(last) => Some(last),
+        }
+    }
+
+    fn write_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        match insert(&mut self.conn, &self.pending) {
+            Ok(()) => {
+                let last = self.pending.back().map_or(0, |r| r.cursor);
+                self.pending.clear();
+                self.shared
+                    .persisted
+                    .store(last, std::sync::atomic::Ordering::Release);
+                let mut health = self.shared.health();
+                if health.failing.take().is_some() {
+                    info!(
+                        unstored = self.unstored,
+                        "the history store is written again"
+                    );
+                }
+            }
+            Err(e) => {
+                let problem = describe(&e);
+                let mut health = self.shared.health();
+                if health.failing.as_deref() != Some(problem.as_str()) {
+                    warn!(
+                        waiting = self.pending.len(),
+                        "{problem}; keeping events in memory and trying again"
+                    );
+                }
+                health.failing = Some(problem);
+            }
+        }
+    }
+
+    fn close(&mut self, last: u64) {
+        self.write_pending();
+        let done = set_meta(&self.conn, "last_cursor", last.max(self.newest))
+            .and_then(|()| {
+                if self.pending.is_empty() {
+                    set_meta(&self.conn, "in_use", 0)
+                } else {
+                    Ok(())
+                }
+            })
+            .and_then(|()| self.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE"));
+        if let Err(e) = done {
+            warn!(
+                "could not close the history store cleanly: {}",
+                describe(&e)
+            );
+        }
+        if !self.pending.is_empty() || self.unstored > 0 {
+            warn!(
+                unstored = self.pending.len() as u64 + self.unstored,
+                "stopping with events the store could not take"
+            );
+        }
+    }
+
+    fn trim_if_due(&mut self) {
+        if self.shared.health().failing.is_some()
+            || self.last_trim.is_some_and(|t| t.elapsed() < RETAIN_EVERY)
+        {
+            return;
+        }
+        self.last_trim = Some(Instant::now());
+        if let Err(e) = trim(&self.conn, self.retention) {
+            warn!("could not trim the history store: {}", describe(&e));
+        }
+    }
+}
+
+fn insert(conn: &mut Connection, rows: &VecDeque<Row>) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        // A message already stored (the same author and id) is skipped:
+        // its cursor stays a hole.
+        let mut q = tx.prepare_cached(
+            "INSERT OR IGNORE INTO events (cursor, ts, kind, peer_id, msg_id, json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for r in rows {
+            q.execute(params![
+                to_sql(r.cursor),
+                r.ts_ms,
+                r.kind,
+                r.peer_id,
+                r.msg_id,
+                &*r.json
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+/// Deletes what is older than the retention days, and the oldest beyond
+/// the retention count, a chunk at a time.
+pub(super) fn trim(c: &Connection, r: Retention) -> rusqlite::Result<()> {
+    let cutoff = chrono::Utc::now().timestamp_millis() - i64::from(r.days) * 86_400_000;
+    let mut deleted = c.execute(
+        "DELETE FROM events WHERE cursor IN
+           (SELECT cursor FROM events WHERE ts < ?1 ORDER BY cursor LIMIT ?2)",
+        params![cutoff, to_sql(TRIM_CHUNK)],
+    )?;
+    let oldest_kept: Option<i64> = c
+        .query_row(
+            "SELECT cursor FROM events ORDER BY cursor DESC LIMIT 1 OFFSET ?1",
+            params![to_sql(r.messages.saturating_sub(1))],
+            |row| row.get(0),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    if let Some(oldest) = oldest_kept {
+        deleted += c.execute(
+            "DELETE FROM events WHERE cursor IN
+               (SELECT cursor FROM events WHERE cursor < ?1 ORDER BY cursor LIMIT ?2)",
+            params![oldest, to_sql(TRIM_CHUNK)],
+        )?;
+    }
+    if deleted > 0 {
+        info!(deleted, "trimmed the history store");
+    }
+    Ok(())
+}
