@@ -247,6 +247,7 @@ pub async fn serve(
     }
 
     let api_stop = CancellationToken::new();
+    tasks.spawn(history.clone().pump(api_stop.clone()));
     let ctx = Arc::new(ApiContext {
         mesh: mesh.clone(),
         history: history.clone(),

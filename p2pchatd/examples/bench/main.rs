@@ -16,6 +16,7 @@ mod hostile;
 mod idle;
 mod pair;
 mod scale;
+mod store;
 mod tui;
 
 use std::path::PathBuf;
@@ -34,6 +35,8 @@ pub struct Counts {
     idle: Duration,
     history: usize,
     tui_runs: usize,
+    /// Lines flooded into one daemon's store, then held over a restart.
+    stored: usize,
     /// A quick run: smaller counts, no waiting out expiries.
     quick: bool,
     /// Mesh sizes of the scaling table; the one of DESIGN's fan-out and
@@ -55,6 +58,7 @@ const FULL: Counts = Counts {
     idle: Duration::from_secs(10),
     history: 10_000,
     tui_runs: 5,
+    stored: 1_000_000,
     quick: false,
     scale: &[5, 10, GOAL_MESH, BIG_MESH],
 };
@@ -68,6 +72,7 @@ const QUICK: Counts = Counts {
     idle: Duration::from_secs(3),
     history: 10_000,
     tui_runs: 3,
+    stored: 100_000,
     quick: true,
     scale: &[5, GOAL_MESH],
 };
@@ -110,6 +115,11 @@ fn main() {
         let tui = tui::first_frame(c).await;
         eprintln!("under attack (1,024 open files)");
         let hostile = hostile::flood(c).await;
+        eprintln!(
+            "store: {} says into one daemon's store, then a restart",
+            c.stored
+        );
+        let stored = store::store(c).await;
         let goal_mesh = rows.iter().find(|r| r.peers == GOAL_MESH);
         let big_mesh = rows.iter().find(|r| r.peers == BIG_MESH);
         json!({
@@ -136,6 +146,10 @@ fn main() {
             "hostile_api_worst_ms": hostile.api_worst_ms,
             "hostile_rss_growth_kib": hostile.rss_growth_kib,
             "hostile_rss_after_kib": hostile.rss_after_kib,
+            "store_msgs_per_s": stored.msgs_per_s,
+            "store_lost": stored.lost,
+            "stored": stored.stored,
+            "restart_ready_ms": stored.restart_ready_ms,
             "scale": rows.iter().map(scale::ScaleRow::to_json).collect::<Vec<_>>(),
             "quick": quick,
         })

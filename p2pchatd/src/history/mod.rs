@@ -24,10 +24,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::Utc;
 use shared::api::encode_event_notification;
 use shared::event::{Event, EventBody};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::store::{Row, Store};
+use crate::store::{HANDOFF, HANDOFF_DELAY, Row, Store};
 use held::Held;
 
 /// Subscribers may fall this far behind even when `--history` is smaller:
@@ -60,6 +61,8 @@ struct Ring {
     authors: RandomState,
     next_cursor: u64,
     seen: SeenIds,
+    /// Events for the store, not yet handed over.
+    unsent: Vec<Row>,
 }
 
 /// The history handle; cheap to share behind an `Arc`.
@@ -69,6 +72,8 @@ pub(crate) struct History {
     /// The newest cursor, for subscribers to wait on.
     head: watch::Sender<u64>,
     store: Option<Arc<Store>>,
+    /// Wakes [`History::pump`] when events wait for the store.
+    staged: Notify,
 }
 
 /// Where a subscriber starts reading.
@@ -107,6 +112,7 @@ impl History {
             authors: RandomState::new(),
             next_cursor: 1,
             seen: SeenIds::new(SEEN_IDS),
+            unsent: Vec::new(),
         };
         if let Some(store) = &store {
             match store.newest(held) {
@@ -120,24 +126,72 @@ impl History {
             ring: Mutex::new(ring),
             head: watch::Sender::new(head),
             store: store.map(Arc::new),
+            staged: Notify::new(),
         }
+    }
+
+    /// Hands gathered events to the store, a short while after the first
+    /// of them (a full batch goes at once), until `stop`.
+    pub(crate) async fn pump(self: Arc<Self>, stop: CancellationToken) {
+        if self.store.is_none() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = self.staged.notified() => {}
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(HANDOFF_DELAY) => {}
+            }
+            self.hand_over_staged();
+        }
+        self.hand_over_staged();
     }
 
     /// Stores what is queued and records a clean stop.
     pub(crate) fn close(&self) {
         if let Some(store) = &self.store {
+            self.hand_over_staged();
             store.close(self.newest_cursor());
         }
     }
 
-    pub(crate) fn store(&self) -> Option<&Store> {
-        self.store.as_deref()
+    /// Gathers an event for the store; a full batch comes back to be
+    /// handed over (outside the lock).
+    fn stage(&self, ring: &mut Ring, row: Option<Row>) -> Option<Vec<Row>> {
+        ring.unsent.push(row?);
+        if ring.unsent.len() >= HANDOFF {
+            return Some(std::mem::take(&mut ring.unsent));
+        }
+        if ring.unsent.len() == 1 {
+            self.staged.notify_one();
+        }
+        None
     }
 
-    fn persist(&self, row: Option<Row>) {
-        if let (Some(store), Some(row)) = (&self.store, row) {
-            store.write(row);
+    fn hand_over(&self, rows: Option<Vec<Row>>) {
+        if let (Some(store), Some(rows)) = (&self.store, rows) {
+            store.write(rows);
         }
+    }
+
+    fn hand_over_staged(&self) {
+        let rows = std::mem::take(&mut self.lock().unsent);
+        if !rows.is_empty() {
+            self.hand_over(Some(rows));
+        }
+    }
+
+    /// Everything appended so far is stored (or failed) once this returns.
+    async fn flush_store(&self, store: &Store) {
+        self.hand_over_staged();
+        store.flush().await;
+    }
+
+    pub(crate) fn store(&self) -> Option<&Store> {
+        self.store.as_deref()
     }
 
     fn lock(&self) -> MutexGuard<'_, Ring> {
@@ -150,8 +204,9 @@ impl History {
     pub(crate) fn append(&self, body: EventBody) -> u64 {
         let mut ring = self.lock();
         let (cursor, row) = ring.push(body, self.store.is_some());
+        let batch = self.stage(&mut ring, row);
         drop(ring);
-        self.persist(row);
+        self.hand_over(batch);
         self.head.send_replace(cursor);
         cursor
     }
@@ -183,8 +238,9 @@ impl History {
             return None;
         }
         let (cursor, row) = ring.push(body(), self.store.is_some());
+        let batch = self.stage(&mut ring, row);
         drop(ring);
-        self.persist(row);
+        self.hand_over(batch);
         Some(cursor)
     }
 
@@ -232,7 +288,7 @@ impl History {
                 .min(oldest_held.unwrap_or(u64::MAX))
                 .min(newest + 1);
             if store.persisted() + 1 < upto {
-                store.flush().await;
+                self.flush_store(store).await;
             }
             let reader = store.clone();
             let rows = tokio::task::spawn_blocking(move || reader.page(limit - n, upto)).await;
@@ -335,7 +391,7 @@ impl History {
     ) -> bool {
         if store.persisted() + 1 < first {
             // Evicted from the ring while still queued for the disk.
-            store.flush().await;
+            self.flush_store(store).await;
         }
         let from = sub.next;
         let reader = store.clone();
@@ -411,18 +467,11 @@ impl Ring {
         if self.events.len() == self.capacity {
             self.events.pop_front();
         }
-        let author_id = author_of(&event.body);
-        let author = author_id.map_or(0, |id| self.authors.hash_one(id));
+        let author = author_of(&event.body).map_or(0, |id| self.authors.hash_one(id));
         self.window.push(cursor, author, json.clone());
         let row = row.then(|| Row {
             cursor,
             ts_ms: event.ts.timestamp_millis(),
-            kind: event.body.kind().to_owned(),
-            peer_id: author_id.map(str::to_owned),
-            msg_id: match &event.body {
-                EventBody::Message { id, .. } => Some(id.clone()),
-                _ => None,
-            },
             json: json.clone(),
         });
         self.events.push_back(Stored { cursor, json });
@@ -442,10 +491,16 @@ impl Ring {
     /// Starts with stored events, oldest first.
     fn load(&mut self, rows: Vec<Row>) {
         for r in rows {
-            if let (Some(author), Some(id)) = (&r.peer_id, &r.msg_id) {
-                self.seen.insert(author, id);
+            // Who and which message, for fairness and deduplication.
+            let body = serde_json::from_str::<Event>(&r.json).map(|e| e.body);
+            if let Ok(EventBody::Message { peer_id, id, .. }) = &body {
+                self.seen.insert(peer_id, id);
             }
-            let author = r.peer_id.as_deref().map_or(0, |a| self.authors.hash_one(a));
+            let author = body
+                .as_ref()
+                .ok()
+                .and_then(author_of)
+                .map_or(0, |a| self.authors.hash_one(a));
             self.window.push(r.cursor, author, r.json.clone());
             if self.events.len() == self.capacity {
                 self.events.pop_front();

@@ -49,22 +49,25 @@ const LOCK_FILE: &str = "history.lock";
 pub(crate) const QUEUE: usize = 64 * 1024;
 /// Events written in one transaction, at most.
 const BATCH: usize = 8192;
+/// Events the history gathers before handing them over at once (it hands
+/// over sooner, [`HANDOFF_DELAY`] after the first): the writer wakes once
+/// per batch, not once per line.
+pub(crate) const HANDOFF: usize = 1024;
+pub(crate) const HANDOFF_DELAY: Duration = Duration::from_millis(5);
 /// Cursors a crashed life may have given out beyond what it stored.
-const CRASH_JUMP: u64 = (QUEUE + 2 * BATCH) as u64;
+const CRASH_JUMP: u64 = (QUEUE + 2 * BATCH + HANDOFF) as u64;
 
-/// The schema, by `user_version`.
+/// The schema, by `user_version`. One table, appended at its end: no
+/// secondary index to keep up on the hot path (duplicates are caught in
+/// memory before they get here; retention finds its boundary by cursor,
+/// as time only grows with it).
 const SCHEMA: u32 = 1;
 const CREATE: &str = "
     CREATE TABLE events (
         cursor  INTEGER PRIMARY KEY,
         ts      INTEGER NOT NULL,   -- ms since the epoch, when it happened here
-        kind    TEXT NOT NULL,
-        peer_id TEXT,               -- who it is about
-        msg_id  TEXT,               -- a message's id
         json    TEXT NOT NULL       -- the event as the API sends it
     );
-    CREATE UNIQUE INDEX events_msg ON events (peer_id, msg_id) WHERE msg_id IS NOT NULL;
-    CREATE INDEX events_ts ON events (ts);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
@@ -261,9 +264,9 @@ impl Store {
         self.next_cursor
     }
 
-    /// Hands an event to the writer; waits only while its queue is full.
-    pub(crate) fn write(&self, row: Row) {
-        self.writer.write(row);
+    /// Hands events to the writer; waits only while its queue is full.
+    pub(crate) fn write(&self, rows: Vec<Row>) {
+        self.writer.write(rows);
     }
 
     /// Every event handed over so far is stored (or failed) once this
@@ -343,22 +346,17 @@ impl Store {
             .map(|c| c.map(from_sql))
     }
 
-    /// The newest `n` events with their kind, author and message id, oldest
-    /// first: what the ring starts with.
+    /// The newest `n` events, oldest first: what the ring starts with.
     pub(crate) fn newest(&self, n: usize) -> rusqlite::Result<Vec<Row>> {
         let c = self.reader();
-        let mut q = c.prepare(
-            "SELECT cursor, ts, kind, peer_id, msg_id, json FROM events ORDER BY cursor DESC LIMIT ?1",
-        )?;
+        let mut q =
+            c.prepare("SELECT cursor, ts, json FROM events ORDER BY cursor DESC LIMIT ?1")?;
         let mut rows = q
             .query_map(params![to_sql(n as u64)], |r| {
                 Ok(Row {
                     cursor: from_sql(r.get(0)?),
                     ts_ms: r.get(1)?,
-                    kind: r.get(2)?,
-                    peer_id: r.get(3)?,
-                    msg_id: r.get(4)?,
-                    json: r.get::<_, String>(5)?.into(),
+                    json: r.get::<_, String>(2)?.into(),
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;

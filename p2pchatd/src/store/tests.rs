@@ -8,9 +8,6 @@ fn row(cursor: u64, id: &str) -> Row {
     Row {
         cursor,
         ts_ms: chrono::Utc::now().timestamp_millis(),
-        kind: "message".into(),
-        peer_id: Some("p".into()),
-        msg_id: Some(id.into()),
         json: Arc::from(format!(r#"{{"cursor":{cursor},"id":"{id}"}}"#)),
     }
 }
@@ -39,30 +36,30 @@ fn events_and_cursors_outlive_a_clean_stop() {
     let dir = TempDir::new("p2pchat-store-");
     let s = open_store(dir.path());
     assert_eq!(s.next_cursor(), 1);
-    for c in 1..=5 {
-        s.write(row(c, &format!("m{c}")));
-    }
-    // A duplicate message (same author and id) keeps its cursor a hole.
-    s.write(row(6, "m5"));
+    s.write((1..=4).map(|c| row(c, &format!("m{c}"))).collect());
+    // A hole in the cursors (as after a crash) is no trouble.
+    s.write(vec![row(5, "m5"), row(7, "m7")]);
     block(s.flush());
-    assert_eq!(s.persisted(), 6);
-    assert_eq!(cursors(&s.page(3, u64::MAX).unwrap()), [3, 4, 5]);
-    assert_eq!(cursors(&s.range(2, 6, 10).unwrap()), [2, 3, 4, 5]);
-    s.close(7);
+    assert_eq!(s.persisted(), 7);
+    assert_eq!(cursors(&s.page(3, u64::MAX).unwrap()), [4, 5, 7]);
+    assert_eq!(cursors(&s.page(2, 5).unwrap()), [3, 4]);
+    assert_eq!(cursors(&s.range(2, 7, 10).unwrap()), [2, 3, 4, 5]);
+    // Cursor 8 was given out but not stored (a duplicate, say).
+    s.close(8);
     drop(s);
 
     let s = open_store(dir.path());
-    assert_eq!(s.next_cursor(), 8, "past the last cursor given out");
+    assert_eq!(s.next_cursor(), 9, "past the last cursor given out");
     let newest = s.newest(2).unwrap();
-    assert_eq!(newest.iter().map(|r| r.cursor).collect::<Vec<_>>(), [4, 5]);
-    assert_eq!(newest[1].msg_id.as_deref(), Some("m5"));
+    assert_eq!(newest.iter().map(|r| r.cursor).collect::<Vec<_>>(), [5, 7]);
+    assert!(newest[1].json.contains(r#""id":"m7""#));
 }
 
 #[test]
 fn after_a_crash_cursors_skip_what_the_lost_queue_may_have_held() {
     let dir = TempDir::new("p2pchat-store-");
     let s = open_store(dir.path());
-    s.write(row(1, "a"));
+    s.write(vec![row(1, "a")]);
     block(s.flush());
     // No close: as after kill -9 (the lock goes with the process).
     drop(s);
@@ -109,15 +106,15 @@ fn retention_keeps_the_newest_by_count_and_drops_old_days() {
     let dir = TempDir::new("p2pchat-store-");
     let s = open_store(dir.path());
     let old = chrono::Utc::now().timestamp_millis() - 3 * 86_400_000;
-    for c in 1..=3 {
-        s.write(Row {
-            ts_ms: old,
-            ..row(c, &format!("old{c}"))
-        });
-    }
-    for c in 4..=1_500 {
-        s.write(row(c, &format!("m{c}")));
-    }
+    s.write(
+        (1..=3)
+            .map(|c| Row {
+                ts_ms: old,
+                ..row(c, &format!("old{c}"))
+            })
+            .collect(),
+    );
+    s.write((4..=1_500).map(|c| row(c, &format!("m{c}"))).collect());
     block(s.flush());
     s.close(1_500);
     let c = connect(&dir.path().join(STORE_FILE), false).unwrap();
@@ -135,6 +132,36 @@ fn retention_keeps_the_newest_by_count_and_drops_old_days() {
         })
         .unwrap();
     assert_eq!((n, min), (1_000, 501));
+}
+
+#[test]
+fn the_age_boundary_is_found_by_halving_cursors() {
+    let dir = TempDir::new("p2pchat-store-");
+    // Times from 1970: kept only by the longest retention.
+    let keep_all = Retention {
+        days: 36_500,
+        messages: 1_000_000_000,
+    };
+    let Ok(Opened::Store(s)) = open(dir.path(), keep_all) else {
+        panic!("no store");
+    };
+    // Cursors with holes, times growing with them.
+    let rows: Vec<Row> = (1..=200u32)
+        .map(|i| Row {
+            ts_ms: i64::from(i) * 10,
+            ..row(u64::from(i) * 3, &format!("m{i}"))
+        })
+        .collect();
+    s.write(rows);
+    block(s.flush());
+    let c = connect(&dir.path().join(STORE_FILE), false).unwrap();
+    let first = |ts| writer::first_at_or_after(&c, ts).unwrap();
+    assert_eq!(first(0), Some(3), "all kept");
+    assert_eq!(first(10), Some(3));
+    assert_eq!(first(11), Some(6));
+    assert_eq!(first(1_000), Some(300));
+    assert_eq!(first(2_000), Some(600), "the newest kept");
+    assert_eq!(first(2_001), Some(601), "none kept");
 }
 
 use super::writer::trim;

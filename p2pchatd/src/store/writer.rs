@@ -3,12 +3,13 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
@@ -30,15 +31,14 @@ const TRIM_CHUNK: u64 = 10_000;
 pub(crate) struct Row {
     pub cursor: u64,
     pub ts_ms: i64,
-    pub kind: String,
-    pub peer_id: Option<String>,
-    pub msg_id: Option<String>,
     pub json: Arc<str>,
 }
 
 enum Job {
-    Row(Row),
+    Rows(Vec<Row>),
     Flush(oneshot::Sender<()>),
+    /// Like `Flush`, for a thread that blocks on it.
+    Drained(Sender<()>),
     Close(u64),
 }
 
@@ -84,10 +84,13 @@ pub(super) fn prepare(c: &Connection) -> rusqlite::Result<Start> {
     })
 }
 
-/// The writer's end of the queue, kept by the store.
+/// The writer's end of the queue, kept by the store. The queue grows in
+/// small blocks as events come (a preallocated one would cost its full
+/// size for good), and is bounded by counting.
 #[derive(Debug)]
 pub(super) struct Handle {
-    tx: SyncSender<Job>,
+    tx: Sender<Job>,
+    queued: Arc<AtomicUsize>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -97,7 +100,9 @@ pub(super) fn spawn(
     retention: Retention,
     next_cursor: u64,
 ) -> io::Result<Handle> {
-    let (tx, rx) = mpsc::sync_channel(QUEUE);
+    let (tx, rx) = mpsc::channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let count = queued.clone();
     let thread = std::thread::Builder::new()
         .name("store".into())
         .stack_size(256 * 1024)
@@ -110,19 +115,29 @@ pub(super) fn spawn(
                 unstored: 0,
                 last_trim: None,
                 newest: next_cursor - 1,
+                retry_at: None,
+                queued: count,
             }
             .run(&rx);
         })?;
     Ok(Handle {
         tx,
+        queued,
         thread: Mutex::new(Some(thread)),
     })
 }
 
 impl Handle {
-    pub(super) fn write(&self, row: Row) {
+    pub(super) fn write(&self, rows: Vec<Row>) {
+        if self.queued.fetch_add(rows.len(), Ordering::Relaxed) >= QUEUE {
+            // The disk is slower than the chat: wait for it to catch up.
+            let (tx, rx) = mpsc::channel();
+            if self.tx.send(Job::Drained(tx)).is_ok() {
+                let _ = rx.recv();
+            }
+        }
         // Gone only after close: nothing is written then anyway.
-        let _ = self.tx.send(Job::Row(row));
+        let _ = self.tx.send(Job::Rows(rows));
     }
 
     pub(super) async fn flush(&self) {
@@ -154,11 +169,16 @@ struct Writer {
     unstored: u64,
     last_trim: Option<Instant>,
     newest: u64,
+    /// While writes fail: when to try again.
+    retry_at: Option<Instant>,
+    /// Events handed over and not yet taken.
+    queued: Arc<AtomicUsize>,
 }
 
 impl Writer {
     fn run(mut self, rx: &mpsc::Receiver<Job>) {
         let mut flushes = Vec::new();
+        let mut drained = Vec::new();
         loop {
             let first = if self.pending.is_empty() {
                 rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
@@ -169,16 +189,21 @@ impl Writer {
             // but leave the mark of an unclean stop.
             let mut gone = false;
             let mut close = match first {
-                Ok(job) => self.take(job, &mut flushes),
+                Ok(job) => self.take(job, &mut flushes, &mut drained),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
                     gone = true;
                     None
                 }
             };
-            while close.is_none() && !gone && self.pending.len() < BATCH {
+            // While the disk fails, take everything that comes (what is
+            // kept is bounded); else a batch at most.
+            while close.is_none()
+                && !gone
+                && (self.retry_at.is_some() || self.pending.len() < BATCH)
+            {
                 match rx.try_recv() {
-                    Ok(job) => close = self.take(job, &mut flushes),
+                    Ok(job) => close = self.take(job, &mut flushes, &mut drained),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => gone = true,
                 }
@@ -186,6 +211,9 @@ impl Writer {
             self.write_pending();
             for f in flushes.drain(..) {
                 let _ = f.send(());
+            }
+            for d in drained.drain(..) {
+                let _ = d.send(());
             }
             if let Some(last) = close {
                 self.close(last);
@@ -199,16 +227,25 @@ impl Writer {
     }
 
     /// Takes one job; `Some(last cursor)` on close.
-    fn take(&mut self, job: Job, flushes: &mut Vec<oneshot::Sender<()>>) -> Option<u64> {
+    fn take(
+        &mut self,
+        job: Job,
+        flushes: &mut Vec<oneshot::Sender<()>>,
+        drained: &mut Vec<Sender<()>>,
+    ) -> Option<u64> {
         match job {
-            Job::Row(row) => {
-                self.newest = self.newest.max(row.cursor);
-                self.pending.push_back(row);
+            Job::Rows(rows) => {
+                self.queued.fetch_sub(rows.len(), Ordering::Relaxed);
+                if let Some(last) = rows.last() {
+                    self.newest = self.newest.max(last.cursor);
+                }
+                self.pending.extend(rows);
                 if self.pending.len() > QUEUE {
                     // The disk has refused for a while: the oldest go
                     // unstored (subscribers still had them live).
-                    self.pending.pop_front();
-                    self.unstored += 1;
+                    let over = self.pending.len() - QUEUE;
+                    self.pending.drain(..over);
+                    self.unstored += over as u64;
                 }
                 None
             }
@@ -216,21 +253,24 @@ impl Writer {
                 flushes.push(tx);
                 None
             }
+            Job::Drained(tx) => {
+                drained.push(tx);
+                None
+            }
             Job::Close(last) => Some(last),
         }
     }
 
     fn write_pending(&mut self) {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() || self.retry_at.is_some_and(|t| Instant::now() < t) {
             return;
         }
         match insert(&mut self.conn, &self.pending) {
             Ok(()) => {
+                self.retry_at = None;
                 let last = self.pending.back().map_or(0, |r| r.cursor);
                 self.pending.clear();
-                self.shared
-                    .persisted
-                    .store(last, std::sync::atomic::Ordering::Release);
+                self.shared.persisted.store(last, Ordering::Release);
                 let mut health = self.shared.health();
                 if health.failing.take().is_some() {
                     info!(
@@ -240,6 +280,7 @@ impl Writer {
                 }
             }
             Err(e) => {
+                self.retry_at = Some(Instant::now() + RETRY);
                 let problem = describe(&e);
                 let mut health = self.shared.health();
                 if health.failing.as_deref() != Some(problem.as_str()) {
@@ -254,6 +295,7 @@ impl Writer {
     }
 
     fn close(&mut self, last: u64) {
+        self.retry_at = None;
         self.write_pending();
         let done = set_meta(&self.conn, "last_cursor", last.max(self.newest))
             .and_then(|()| {
@@ -297,18 +339,10 @@ fn insert(conn: &mut Connection, rows: &VecDeque<Row>) -> rusqlite::Result<()> {
         // A message already stored (the same author and id) is skipped:
         // its cursor stays a hole.
         let mut q = tx.prepare_cached(
-            "INSERT OR IGNORE INTO events (cursor, ts, kind, peer_id, msg_id, json)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT OR IGNORE INTO events (cursor, ts, json) VALUES (?1, ?2, ?3)",
         )?;
         for r in rows {
-            q.execute(params![
-                to_sql(r.cursor),
-                r.ts_ms,
-                r.kind,
-                r.peer_id,
-                r.msg_id,
-                &*r.json
-            ])?;
+            q.execute(params![to_sql(r.cursor), r.ts_ms, &*r.json])?;
         }
     }
     tx.commit()
@@ -318,11 +352,14 @@ fn insert(conn: &mut Connection, rows: &VecDeque<Row>) -> rusqlite::Result<()> {
 /// the retention count, a chunk at a time.
 pub(super) fn trim(c: &Connection, r: Retention) -> rusqlite::Result<()> {
     let cutoff = chrono::Utc::now().timestamp_millis() - i64::from(r.days) * 86_400_000;
-    let mut deleted = c.execute(
-        "DELETE FROM events WHERE cursor IN
-           (SELECT cursor FROM events WHERE ts < ?1 ORDER BY cursor LIMIT ?2)",
-        params![cutoff, to_sql(TRIM_CHUNK)],
-    )?;
+    let mut deleted = match first_at_or_after(c, cutoff)? {
+        Some(keep) => c.execute(
+            "DELETE FROM events WHERE cursor IN
+               (SELECT cursor FROM events WHERE cursor < ?1 ORDER BY cursor LIMIT ?2)",
+            params![keep, to_sql(TRIM_CHUNK)],
+        )?,
+        None => 0,
+    };
     let oldest_kept: Option<i64> = c
         .query_row(
             "SELECT cursor FROM events ORDER BY cursor DESC LIMIT 1 OFFSET ?1",
@@ -345,4 +382,34 @@ pub(super) fn trim(c: &Connection, r: Retention) -> rusqlite::Result<()> {
         info!(deleted, "trimmed the history store");
     }
     Ok(())
+}
+
+/// The first cursor whose event is from `ts_ms` or later, found by halving
+/// the cursor range (events are stored in time order, give or take a
+/// clock step): a few lookups by key instead of an index on time.
+pub(super) fn first_at_or_after(c: &Connection, ts_ms: i64) -> rusqlite::Result<Option<i64>> {
+    let mut q = c.prepare_cached(
+        "SELECT cursor, ts FROM events WHERE cursor >= ?1 ORDER BY cursor LIMIT 1",
+    )?;
+    let mut at = |cursor: i64| {
+        q.query_row([cursor], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            .optional()
+    };
+    let Some((mut lo, lo_ts)) = at(0)? else {
+        return Ok(None);
+    };
+    if lo_ts >= ts_ms {
+        return Ok(Some(lo));
+    }
+    let mut hi: i64 = c.query_row("SELECT max(cursor) FROM events", [], |r| r.get(0))?;
+    // Invariant: the event at `lo` is older than `ts_ms`; past `hi`, none is.
+    while lo < hi {
+        let mid = lo + (hi - lo + 1) / 2;
+        match at(mid)? {
+            Some((found, ts)) if ts < ts_ms => lo = found,
+            _ => hi = mid - 1,
+        }
+    }
+    // `lo` is the last old one; the next stored event, if any, is kept.
+    Ok(at(lo + 1)?.map(|(c, _)| c).or(Some(lo + 1)))
 }

@@ -1,0 +1,104 @@
+//! The history store: how fast it takes a sustained flood, none lost, and
+//! how soon a daemon holding all of it answers again after a restart.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use rusqlite::{Connection, OpenFlags};
+use testkit::TestNet;
+
+use crate::Counts;
+use crate::drive::flood;
+
+/// How long the store may take to catch up with a flood.
+const STORE_WAIT: Duration = Duration::from_secs(120);
+/// How often the bench looks at the database while it waits.
+const POLL: Duration = Duration::from_millis(10);
+/// How long a restart may take before the bench gives up.
+const RESTART_WAIT: Duration = Duration::from_secs(30);
+
+pub(crate) struct StoreFigures {
+    pub msgs_per_s: f64,
+    pub lost: u64,
+    pub stored: u64,
+    pub restart_ready_ms: f64,
+}
+
+/// Says `c.stored` lines on one daemon and waits until its database holds
+/// them all; then stops it and times its next start until the API answers.
+pub(crate) async fn store(c: &Counts) -> StoreFigures {
+    let net = TestNet::new().quiet();
+    let mut a = net.daemon("alice").await;
+    let db = net
+        .home_of("alice")
+        .join("state")
+        .join("p2pchat")
+        .join(p2pchatd::store::STORE_FILE);
+    let n = c.stored;
+    let tag = "stored";
+    let started = Instant::now();
+    let said = flood(&a.socket, tag, n).await;
+    // The last line said is the newest event: wait until it is stored.
+    let last = a.history(1).await.last().map_or(0, |e| e.cursor);
+    while started.elapsed() < STORE_WAIT && newest(&db) < last {
+        tokio::time::sleep(POLL).await;
+    }
+    let took = started.elapsed();
+    let held = count(&db, tag);
+    let msgs_per_s = held as f64 / took.as_secs_f64();
+    eprintln!(
+        "  {n} says answered in {} ms, all {held} stored in {} ms",
+        said.as_millis(),
+        took.as_millis()
+    );
+
+    a.signal(Signal::SIGTERM);
+    assert!(a.exit_within(RESTART_WAIT).await.success(), "alice stops");
+    drop(a);
+    let restarted = Instant::now();
+    let a = net.spawn("alice", &[]);
+    a.wait_ready().await;
+    let restart_ready_ms = restarted.elapsed().as_secs_f64() * 1e3;
+    let status = a.status().await;
+    eprintln!(
+        "  restarted with {held} stored: answering in {restart_ready_ms:.1} ms (store {:?})",
+        status.store.map(|s| s.state)
+    );
+    StoreFigures {
+        msgs_per_s,
+        lost: (n as u64).saturating_sub(held),
+        stored: held,
+        restart_ready_ms,
+    }
+}
+
+fn open(db: &Path) -> Option<Connection> {
+    Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).ok()
+}
+
+/// The newest cursor stored.
+fn newest(db: &Path) -> u64 {
+    open(db)
+        .and_then(|c| {
+            c.query_row("SELECT max(cursor) FROM events", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .ok()
+        })
+        .flatten()
+        .map_or(0, |n| u64::try_from(n).unwrap_or(0))
+}
+
+/// Messages tagged `tag` in the database, read as any other reader would.
+fn count(db: &Path, tag: &str) -> u64 {
+    let Some(c) = open(db) else {
+        return 0;
+    };
+    c.query_row(
+        "SELECT count(*) FROM events WHERE kind = 'message' AND json LIKE ?1",
+        [format!("%\"text\":\"{tag} %")],
+        |r| r.get::<_, i64>(0),
+    )
+    .map_or(0, |n| u64::try_from(n).unwrap_or(0))
+}
