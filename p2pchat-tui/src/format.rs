@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use chrono::Local;
-use shared::api::{LinkDirection, PeerInfo, PeerKind, StatusInfo, Trust};
+use shared::api::{LinkDirection, PeerInfo, PeerKind, StatusInfo, StoreState, Trust};
 use shared::event::{Event, EventBody};
 // Nothing printed may drive the terminal. The daemon already cleans what
 // peers send; this is the last line, with the same rule.
@@ -129,13 +129,33 @@ pub(crate) fn status_text(s: &StatusInfo) -> String {
         Some(g) => format!("{g} on {}", s.interfaces.join(", ")),
         None => "off".into(),
     };
+    let store = match &s.store {
+        None => "none (an older daemon)".into(),
+        Some(st) => {
+            let state = match st.state {
+                StoreState::Ok => "ok".to_owned(),
+                StoreState::Failing => "FAILING, events wait in memory".to_owned(),
+                StoreState::Off => "OFF, history is not being stored".to_owned(),
+            };
+            let problem = st
+                .problem
+                .as_deref()
+                .map(|p| format!(": {}", clean(p)))
+                .unwrap_or_default();
+            format!(
+                "{} ({state}{problem}; kept {} days, at most {} events)",
+                st.path, st.retain_days, st.retain_messages
+            )
+        }
+    };
     format!(
         "p2pchatd {} (pid {}), up {uptime}\n\
          nick:      {} ({})\n\
          key:       {}\n\
          chat port: {}:{}\n\
          peers:     {} connected, {} known\n\
-         history:   {} of {} events\n\
+         history:   {} of {} events in memory\n\
+         store:     {store}\n\
          discovery: {discovery}\n\
          socket:    {}\n",
         s.version,

@@ -108,9 +108,11 @@ async fn chat_detach_reattach_and_survive_a_daemon_restart() {
         s.contains("daemon: lost, reconnecting")
     });
     let a2 = net.daemon("alice").await;
-    tmux.wait("ui2", "the re-attach", |s| {
-        s.contains("daemon: connected") && s.contains("p2pchatd was restarted")
+    // Its store kept the cursors: the client resumes, nothing reloaded.
+    let screen = tmux.wait("ui2", "the re-attach", |s| {
+        s.contains("daemon: connected") && s.contains("p2pchatd was restarted; nothing was missed")
     });
+    assert_eq!(screen.matches("<bob> hi tui").count(), 1, "{screen}");
     wait_full_mesh(&[&a2, &b], T).await;
     b.say("after the restart").await;
     tmux.wait("ui2", "a line after the restart", |s| {

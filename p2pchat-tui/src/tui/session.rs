@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use shared::api::{
     Call, HistoryParams, HistoryResult, NickParams, NickResult, PeerInfo, SayParams, SayResult,
-    ShutdownResult, StatusInfo, SubscribeParams, SubscribeResult, TrustParams, TrustResult,
+    ShutdownResult, StatusInfo, StoreState, SubscribeParams, SubscribeResult, TrustParams,
+    TrustResult, code,
 };
 use shared::event::Event;
 use tokio::sync::{mpsc, oneshot};
@@ -95,6 +96,15 @@ pub(super) async fn run(
     }
 }
 
+/// What a cursor of this daemon stays valid across: its life, or with a
+/// store its key (cursors then go on across restarts).
+fn continuity(status: &StatusInfo) -> String {
+    match &status.store {
+        Some(s) if s.state != StoreState::Off => format!("{} (stored)", status.peer_id),
+        _ => status.life().to_owned(),
+    }
+}
+
 /// Connects and loads what the view needs. `Ok(None)`: the UI is gone.
 async fn attach(
     socket: &Path,
@@ -104,10 +114,28 @@ async fn attach(
     let client = Client::connect(socket).await?;
     let events = client.take_events().ok_or(ClientError::Disconnected)?;
     let status: StatusInfo = client.call(&Call::Status).await?;
-    let (history, since) = match resume {
-        // The same daemon: the subscription replays what we missed.
-        Some((life, cursor)) if life == status.life() => (Vec::new(), *cursor),
-        _ => {
+    let daemon_id = continuity(&status);
+    // Cursors we hold still mean the same events: the subscription replays
+    // what we missed, also across a restart of a daemon with its store.
+    let resumed = match resume {
+        Some((id, cursor)) if *id == daemon_id => {
+            let r: Result<SubscribeResult, _> = client
+                .call(&Call::Subscribe(SubscribeParams {
+                    since: Some(*cursor),
+                }))
+                .await;
+            match r {
+                Ok(_) => Some(*cursor),
+                // Its store was lost: load afresh.
+                Err(ClientError::Rpc(e)) if e.code == code::CURSOR_AHEAD => None,
+                Err(e) => return Err(e),
+            }
+        }
+        _ => None,
+    };
+    let (history, since) = match resumed {
+        Some(cursor) => (Vec::new(), cursor),
+        None => {
             let h: HistoryResult = client
                 .call(&Call::History(HistoryParams {
                     limit: Some(MAX_LINES),
@@ -115,13 +143,12 @@ async fn attach(
                 }))
                 .await?;
             let since = h.events.last().map_or(0, |e| e.cursor);
+            let _: SubscribeResult = client
+                .call(&Call::Subscribe(SubscribeParams { since: Some(since) }))
+                .await?;
             (h.events, since)
         }
     };
-    let _: SubscribeResult = client
-        .call(&Call::Subscribe(SubscribeParams { since: Some(since) }))
-        .await?;
-    let daemon_id = status.life().to_owned();
     let msg = DaemonMsg::Attached {
         status: Box::new(status),
         history,

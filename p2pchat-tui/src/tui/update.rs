@@ -307,9 +307,11 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
             if let Some(old) = &state.daemon_id
                 && old != status.life()
             {
-                state.note(LineKind::Info(
-                    "p2pchatd was restarted; its history follows".into(),
-                ));
+                state.note(LineKind::Info(if history.is_empty() {
+                    "p2pchatd was restarted; nothing was missed".into()
+                } else {
+                    "p2pchatd was restarted; its history follows".into()
+                }));
             } else if state.link == DaemonLink::Lost {
                 state.note(LineKind::Info("reattached to p2pchatd".into()));
             }

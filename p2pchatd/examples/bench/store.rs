@@ -74,7 +74,11 @@ pub(crate) async fn store(c: &Counts) -> StoreFigures {
 }
 
 fn open(db: &Path) -> Option<Connection> {
-    Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).ok()
+    let c = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| eprintln!("  cannot open {}: {e}", db.display()))
+        .ok()?;
+    c.busy_timeout(Duration::from_secs(5)).ok()?;
+    Some(c)
 }
 
 /// The newest cursor stored.
@@ -84,6 +88,7 @@ fn newest(db: &Path) -> u64 {
             c.query_row("SELECT max(cursor) FROM events", [], |r| {
                 r.get::<_, Option<i64>>(0)
             })
+            .map_err(|e| eprintln!("  cannot read the newest: {e}"))
             .ok()
         })
         .flatten()
@@ -96,9 +101,10 @@ fn count(db: &Path, tag: &str) -> u64 {
         return 0;
     };
     c.query_row(
-        "SELECT count(*) FROM events WHERE kind = 'message' AND json LIKE ?1",
+        "SELECT count(*) FROM events WHERE json LIKE ?1",
         [format!("%\"text\":\"{tag} %")],
         |r| r.get::<_, i64>(0),
     )
+    .map_err(|e| eprintln!("  cannot count: {e}"))
     .map_or(0, |n| u64::try_from(n).unwrap_or(0))
 }
