@@ -157,13 +157,35 @@ impl TestNet {
 
     /// Starts a daemon with extra environment, without waiting for it.
     pub fn spawn_with_env(&self, nick: &str, extra: &[&str], env: &[(&str, &OsStr)]) -> Daemon {
-        self.spawn_as(nick, nick, extra, env, None)
+        self.spawn_as(nick, nick, extra, env, &Wrap::None)
+    }
+
+    /// Starts a daemon through `wrapper` (e.g. `unshare -m`), after the
+    /// shell commands `prelude` ran in it; the daemon then replaces the
+    /// shell, so its pid is the wrapper's.
+    pub fn spawn_wrapped(
+        &self,
+        nick: &str,
+        extra: &[&str],
+        wrapper: &[&str],
+        prelude: &str,
+    ) -> Daemon {
+        self.spawn_as(
+            nick,
+            nick,
+            extra,
+            &[],
+            &Wrap::Shell {
+                wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
+                prelude: prelude.to_owned(),
+            },
+        )
     }
 
     /// A daemon whose folders (and key) are `home`'s but whose nick is
     /// `nick`: an impostor when another daemon holds that nick.
     pub async fn daemon_as(&self, home: &str, nick: &str, extra: &[&str]) -> Daemon {
-        let d = self.spawn_as(home, nick, extra, &[], None);
+        let d = self.spawn_as(home, nick, extra, &[], &Wrap::None);
         d.wait_ready().await;
         d
     }
@@ -171,7 +193,16 @@ impl TestNet {
     /// Starts a daemon that may open at most `files` descriptors (as a
     /// user service may), and waits until it answers.
     pub async fn daemon_with_file_limit(&self, nick: &str, files: u32) -> Daemon {
-        let d = self.spawn_as(nick, nick, &[], &[], Some(files));
+        let d = self.spawn_as(
+            nick,
+            nick,
+            &[],
+            &[],
+            &Wrap::Shell {
+                wrapper: Vec::new(),
+                prelude: format!("ulimit -n {files}"),
+            },
+        );
         d.wait_ready().await;
         d
     }
@@ -182,7 +213,7 @@ impl TestNet {
         nick: &str,
         extra: &[&str],
         env: &[(&str, &OsStr)],
-        file_limit: Option<u32>,
+        wrap: &Wrap,
     ) -> Daemon {
         let socket = self.socket_for(home);
         let log = self.dir.path().join(format!("{home}.log"));
@@ -195,17 +226,24 @@ impl TestNet {
         args.push(socket.display().to_string());
         args.extend(["--log-level".into(), self.log_level.into()]);
         args.extend(extra.iter().map(|s| s.to_string()));
-        // The limit is set by the shell that then becomes the daemon (exec),
-        // so the pid is the daemon's.
-        let mut cmd = match file_limit {
-            Some(n) => {
-                let mut c = Command::new("sh");
+        // The shell that sets things up then becomes the daemon (exec), so
+        // the pid is the daemon's.
+        let mut cmd = match wrap {
+            Wrap::None => Command::new(daemon_bin()),
+            Wrap::Shell { wrapper, prelude } => {
+                let mut c = match wrapper.split_first() {
+                    Some((first, rest)) => {
+                        let mut c = Command::new(first);
+                        c.args(rest).arg("sh");
+                        c
+                    }
+                    None => Command::new("sh"),
+                };
                 c.arg("-c")
-                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(format!("{prelude} && exec \"$0\" \"$@\""))
                     .arg(daemon_bin());
                 c
             }
-            None => Command::new(daemon_bin()),
         };
         let child = cmd
             .args(&args)
@@ -225,6 +263,16 @@ impl TestNet {
             nick: home.to_owned(),
         }
     }
+}
+
+/// How a daemon is started.
+enum Wrap {
+    None,
+    /// `wrapper... sh -c 'prelude && exec p2pchatd ...'`.
+    Shell {
+        wrapper: Vec<String>,
+        prelude: String,
+    },
 }
 
 /// A p2pchatd process; killed when dropped (its log is printed if the test

@@ -146,3 +146,110 @@ async fn a_damaged_store_is_left_as_it_is_and_the_chat_goes_on() {
         .await;
     assert_eq!(std::fs::read(&file).unwrap(), junk, "the file is untouched");
 }
+
+/// Whether this run may make mount namespaces (root with `unshare`): the
+/// full and read-only disks below are made in one.
+fn mount_namespaces() -> bool {
+    nix::unistd::geteuid().is_root()
+        && std::process::Command::new("unshare")
+            .args(["-m", "true"])
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// Runs `script` in the mount namespace of the daemon `pid`.
+fn in_namespace_of(pid: u32, script: &str) -> std::process::Output {
+    std::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-m", "--", "sh", "-c", script])
+        .output()
+        .expect("nsenter runs")
+}
+
+#[tokio::test]
+async fn a_full_disk_keeps_lines_in_memory_until_there_is_room_again() {
+    if !mount_namespaces() {
+        eprintln!("skipped: a small disk needs root and unshare -m");
+        return;
+    }
+    let net = TestNet::new();
+    let state = net.home_of("alice").join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let s = state.display().to_string();
+    // Alice's state folder is a 1 MiB disk of her own.
+    let a = net.spawn_wrapped(
+        "alice",
+        &["--history", "10"],
+        &["unshare", "-m", "--propagation", "private"],
+        &format!("mount -t tmpfs -o size=1m,mode=0700 tmpfs {s}"),
+    );
+    a.wait_ready().await;
+    let pid = a.status().await.pid;
+    assert_eq!(a.status().await.store.unwrap().state, StoreState::Ok);
+    // Fill it up.
+    in_namespace_of(pid, &format!("cat /dev/zero > {s}/filler"));
+    let mut said = 0;
+    let failing = loop {
+        a.say_many(&format!("full{said}"), 100).await;
+        said += 100;
+        let store = a.status().await.store.unwrap();
+        if store.state == StoreState::Failing {
+            break store;
+        }
+        assert!(said < 20_000, "the disk never filled: {store:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(failing.problem.unwrap().contains("full"));
+    // Room again: the next try (within 2 s) writes what waited.
+    let out = in_namespace_of(pid, &format!("rm {s}/filler"));
+    assert!(out.status.success(), "{out:?}");
+    wait_until("the store to write again", T, || async {
+        (a.status().await.store.unwrap().state == StoreState::Ok).then_some(())
+    })
+    .await;
+    // Every line is there, read back past the 10 held in memory.
+    let lines = texts(&a.history(said).await)
+        .into_iter()
+        .filter(|t| t.starts_with("full"))
+        .count();
+    assert_eq!(lines, said, "none lost");
+}
+
+#[tokio::test]
+async fn a_read_only_store_is_left_alone_and_the_chat_goes_on() {
+    if !mount_namespaces() {
+        eprintln!("skipped: a read-only disk needs root and unshare -m");
+        return;
+    }
+    let net = TestNet::new();
+    let mut a = net.daemon("alice").await;
+    a.say("kept").await;
+    a.signal(Signal::SIGTERM);
+    assert!(a.exit_within(T).await.success());
+    drop(a);
+    let file = net
+        .home_of("alice")
+        .join("state")
+        .join("p2pchat")
+        .join("history.db");
+    let before = std::fs::read(&file).unwrap();
+    let s = net.home_of("alice").join("state").display().to_string();
+    let a = net.spawn_wrapped(
+        "alice",
+        &[],
+        &["unshare", "-m", "--propagation", "private"],
+        &format!("mount --bind {s} {s} && mount -o remount,bind,ro {s}"),
+    );
+    a.wait_ready().await;
+    let store = a.status().await.store.unwrap();
+    assert_eq!(store.state, StoreState::Off, "{store:?}");
+    assert!(
+        store.problem.as_deref().unwrap().contains("ead-only"),
+        "{store:?}"
+    );
+    a.say("live").await;
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        before,
+        "the file is untouched"
+    );
+}
