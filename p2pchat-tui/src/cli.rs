@@ -11,7 +11,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use shared::api::{
     Call, HistoryParams, HistoryResult, NickParams, NickResult, PeerInfo, SayParams, SayResult,
-    ShutdownResult, StatusInfo, SubscribeParams, SubscribeResult, TrustParams, TrustResult,
+    SearchParams, ShutdownResult, StatusInfo, SubscribeParams, SubscribeResult, TrustParams,
+    TrustResult,
 };
 use shared::event::Event;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -66,6 +67,8 @@ pub enum Command {
         /// The nick, as `peers` shows it
         nick: String,
     },
+    /// Search the stored history for messages holding every word
+    Search(SearchArgs),
     /// Write a new network key (32 random bytes, mode 0600) for --network-key
     Keygen {
         /// Where to write it; an existing file is never overwritten
@@ -94,6 +97,60 @@ pub struct TailArgs {
     /// One JSON event per line (the schema in the README)
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Words that must all occur; `word*` matches as a prefix
+    #[arg(required = true, num_args = 1.., value_name = "WORDS")]
+    pub words: Vec<String>,
+    /// Only lines by this nick (as shown)
+    #[arg(long, value_name = "NICK")]
+    pub from: Option<String>,
+    /// Only lines from then on: `2h`, `3d`, `1w` ago, a date (`2026-11-24`)
+    /// or an RFC 3339 time
+    #[arg(long, value_name = "TIME", value_parser = parse_since)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// How many of the newest hits to print
+    #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = 100)]
+    pub lines: usize,
+    /// One JSON event per line (the schema in the README)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--since`: a span ago (`90s`, `30m`, `2h`, `3d`, `1w`), a local date, or
+/// an RFC 3339 time.
+fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    use chrono::{Local, NaiveDate, TimeZone, Utc};
+    let now = Utc::now();
+    if let Some(unit) = s.chars().last().filter(char::is_ascii_alphabetic)
+        && let Ok(n) = s[..s.len() - 1].parse::<i64>()
+    {
+        let secs = match unit {
+            's' => 1,
+            'm' => 60,
+            'h' => 3_600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            _ => return Err(format!("{s:?}: use s, m, h, d or w after the number")),
+        };
+        return n
+            .checked_mul(secs)
+            .and_then(chrono::TimeDelta::try_seconds)
+            .and_then(|d| now.checked_sub_signed(d))
+            .ok_or_else(|| format!("{s:?} is too long ago"));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return d
+            .and_hms_opt(0, 0, 0)
+            .and_then(|t| Local.from_local_datetime(&t).earliest())
+            .map(|t| t.with_timezone(&Utc))
+            .ok_or_else(|| format!("{s:?} is not a day here"));
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| format!("{s:?}: give 2h, 3d, a date like 2026-11-24, or an RFC 3339 time"))
 }
 
 /// Why a command failed; decides the exit code.
@@ -145,6 +202,7 @@ pub async fn run(socket: &Path, command: Command) -> Result<(), CommandError> {
     match command {
         Command::Say(a) => say(&client, a).await,
         Command::Tail(a) => tail(&client, a).await,
+        Command::Search(a) => search(&client, a).await,
         Command::Peers { json: as_json } => {
             let peers: Vec<PeerInfo> = client.call(&Call::Peers).await?;
             if as_json {
@@ -348,6 +406,27 @@ async fn tail(client: &Client, a: TailArgs) -> Result<(), CommandError> {
         print(&e)?;
     }
     Err(CommandError::Client(ClientError::Disconnected))
+}
+
+async fn search(client: &Client, a: SearchArgs) -> Result<(), CommandError> {
+    let hits: HistoryResult = client
+        .call(&Call::Search(SearchParams {
+            words: a.words.join(" "),
+            from: a.from,
+            since: a.since,
+            limit: Some(a.lines),
+        }))
+        .await?;
+    let mut out = String::new();
+    for e in &hits.events {
+        if a.json {
+            out += &json(e)?;
+        } else {
+            out += &format::dated_line(e);
+        }
+        out.push('\n');
+    }
+    emit(&out)
 }
 
 async fn stop(client: &Client, socket: &Path) -> Result<(), CommandError> {

@@ -10,6 +10,15 @@ use shared::event::{Event, EventBody};
 use shared::text::sanitize_foreign_text as clean;
 
 /// One event as an IRC-style line, in local time.
+/// An event's line with its day in front, for lines from any day.
+pub(crate) fn dated_line(e: &Event) -> String {
+    format!(
+        "{} {}",
+        e.ts.with_timezone(&Local).format("%Y-%m-%d"),
+        event_line(e)
+    )
+}
+
 pub(crate) fn event_line(e: &Event) -> String {
     let time = e.ts.with_timezone(&Local).format("%H:%M:%S");
     let body = match &e.body {

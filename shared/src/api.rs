@@ -36,6 +36,8 @@ pub mod code {
     pub const TOO_MANY_CLIENTS: i64 = 1005;
     /// `trust`, `forget`: no key holds that nick.
     pub const UNKNOWN_NICK: i64 = 1006;
+    /// `search` without a store, or with a query that has no words.
+    pub const SEARCH_UNAVAILABLE: i64 = 1007;
 }
 
 /// The method name of event notifications.
@@ -90,6 +92,25 @@ pub struct SubscribeParams {
     pub since: Option<u64>,
 }
 
+/// `search {words, from?, since?, limit?}`: stored messages that hold every
+/// word (a word ending in `*` matches as a prefix), newest `limit`
+/// (default 100), oldest first; `from` keeps one nick's, `since` those
+/// from that time on.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    pub words: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// Longest `search` words accepted.
+pub const MAX_SEARCH_BYTES: usize = 512;
+
 /// `nick {name}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,6 +144,7 @@ pub enum Call {
     Nick(NickParams),
     Trust(TrustParams),
     Forget(TrustParams),
+    Search(SearchParams),
     Shutdown,
 }
 
@@ -140,6 +162,7 @@ impl Call {
             Self::Nick(_) => "nick",
             Self::Trust(_) => "trust",
             Self::Forget(_) => "forget",
+            Self::Search(_) => "search",
             Self::Shutdown => "shutdown",
         }
     }
@@ -155,6 +178,7 @@ impl Call {
             "nick" => Self::Nick(required(params)?),
             "trust" => Self::Trust(required(params)?),
             "forget" => Self::Forget(required(params)?),
+            "search" => Self::Search(required(params)?),
             "shutdown" => no_params(params).map(|()| Self::Shutdown)?,
             other => {
                 return Err(RpcError::new(
@@ -176,6 +200,7 @@ impl Call {
             Subscribe(&'a SubscribeParams),
             Nick(&'a NickParams),
             Trust(&'a TrustParams),
+            Search(&'a SearchParams),
         }
         #[derive(Serialize)]
         struct Out<'a> {
@@ -191,6 +216,7 @@ impl Call {
             Self::Subscribe(p) => Some(Params::Subscribe(p)),
             Self::Nick(p) => Some(Params::Nick(p)),
             Self::Trust(p) | Self::Forget(p) => Some(Params::Trust(p)),
+            Self::Search(p) => Some(Params::Search(p)),
             Self::Peers | Self::Status | Self::Shutdown => None,
         };
         let mut out = serde_json::to_vec(&Out {
@@ -700,6 +726,16 @@ mod tests {
         roundtrip_call(Call::Nick(NickParams { name: "x".into() }));
         roundtrip_call(Call::Trust(TrustParams { nick: "x".into() }));
         roundtrip_call(Call::Forget(TrustParams { nick: "x".into() }));
+        roundtrip_call(Call::Search(SearchParams {
+            words: "deploy fri*".into(),
+            from: Some("amy".into()),
+            since: Some(chrono::DateTime::from_timestamp(1_764_000_000, 0).unwrap()),
+            limit: Some(5),
+        }));
+        roundtrip_call(Call::Search(SearchParams {
+            words: "x".into(),
+            ..SearchParams::default()
+        }));
         roundtrip_call(Call::Shutdown);
     }
 

@@ -86,6 +86,7 @@ pub(crate) const GOALS: &[Goal] = &[
     Goal::new("store_msgs_per_s", "store, sustained", AtLeast, 100_000.0, "msg/s"),
     Goal::new("store_lost", "store lost", AtMost, 0.0, "msgs"),
     Goal::new("restart_ready_ms", "restart with the store full -> API", AtMost, 300.0, "ms"),
+    Goal::new("search_ms", "search over the store, p50", AtMost, 50.0, "ms"),
 ];
 
 fn number(v: f64) -> String {

@@ -150,6 +150,7 @@ fn main() {
             "store_lost": stored.lost,
             "stored": stored.stored,
             "restart_ready_ms": stored.restart_ready_ms,
+            "search_ms": stored.search_ms,
             "scale": rows.iter().map(scale::ScaleRow::to_json).collect::<Vec<_>>(),
             "quick": quick,
         })

@@ -9,7 +9,8 @@ use rusqlite::{Connection, OpenFlags};
 use testkit::TestNet;
 
 use crate::Counts;
-use crate::drive::flood;
+use crate::drive::{flood, percentile};
+use shared::api::{Call, HistoryResult, SearchParams};
 
 /// How long the store may take to catch up with a flood.
 const STORE_WAIT: Duration = Duration::from_secs(120);
@@ -23,7 +24,12 @@ pub(crate) struct StoreFigures {
     pub lost: u64,
     pub stored: u64,
     pub restart_ready_ms: f64,
+    /// Median time of a `search` over everything stored.
+    pub search_ms: f64,
 }
+
+/// Searches timed over the full store.
+const SEARCHES: usize = 21;
 
 /// Says `c.stored` lines on one daemon and waits until its database holds
 /// them all; then stops it and times its next start until the API answers.
@@ -65,7 +71,35 @@ pub(crate) async fn store(c: &Counts) -> StoreFigures {
         "  restarted with {held} stored: answering in {restart_ready_ms:.1} ms (store {:?})",
         status.store.map(|s| s.state)
     );
+    // Searches for one line among all (two words: a common one and a rare
+    // one) and for the newest of the most common word.
+    let client = a.client().await;
+    let mut times = Vec::with_capacity(SEARCHES);
+    for i in 0..SEARCHES {
+        let words = if i % 3 == 0 {
+            tag.to_owned()
+        } else {
+            format!("{tag} {}", fastrand::usize(..n))
+        };
+        let t = Instant::now();
+        let hits: HistoryResult = client
+            .call(&Call::Search(SearchParams {
+                words,
+                ..SearchParams::default()
+            }))
+            .await
+            .expect("search");
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        assert!(!hits.events.is_empty(), "a search found nothing");
+    }
+    times.sort_by(f64::total_cmp);
+    let search_ms = percentile(&times, 0.5);
+    eprintln!(
+        "  {SEARCHES} searches over {held} stored: p50 {search_ms:.1} ms, slowest {:.1} ms",
+        times.last().copied().unwrap_or(0.0)
+    );
     StoreFigures {
+        search_ms,
         msgs_per_s,
         lost: (n as u64).saturating_sub(held),
         stored: held,

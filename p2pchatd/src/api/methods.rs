@@ -3,13 +3,15 @@
 use serde::Serialize;
 use serde_json::Value;
 use shared::api::{
-    Call, HISTORY_DEFAULT_LIMIT, NickResult, Request, RpcError, ShutdownResult, StatusInfo,
-    SubscribeResult, TrustResult, code, encode_error, encode_history_result, encode_result,
+    Call, HISTORY_DEFAULT_LIMIT, MAX_SEARCH_BYTES, NickResult, Request, RpcError, SearchParams,
+    ShutdownResult, StatusInfo, SubscribeResult, TrustResult, code, encode_error,
+    encode_history_result, encode_result,
 };
 use shared::text::{validate_nick, validate_text};
 
 use super::ApiContext;
 use crate::history::Subscription;
+use crate::store::match_query;
 
 /// Bytes of JSON a typical event takes, to size a `history` reply.
 const EVENT_JSON_GUESS: usize = 256;
@@ -99,6 +101,17 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
             Ok(()) => respond(id, Ok(p)),
             Err(e) => respond::<()>(id, Err(RpcError::new(code::UNKNOWN_NICK, e.to_string()))),
         },
+        Call::Search(p) => {
+            let Some(id) = id else { return Reply::None };
+            match search(ctx, p).await {
+                Ok(events) => {
+                    let mut out = Vec::with_capacity(events.len() + 64);
+                    encode_history_result(&id, |out| out.extend_from_slice(&events), &mut out);
+                    Reply::Line(out)
+                }
+                Err(e) => respond::<()>(Some(id), Err(e)),
+            }
+        }
         Call::Shutdown => {
             let reply = respond(id, Ok(ShutdownResult { stopping: true }));
             tracing::info!("shutdown requested by a client");
@@ -106,6 +119,54 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
             reply
         }
     }
+}
+
+/// The JSON array of a search's hits, oldest first.
+async fn search(ctx: &ApiContext, p: SearchParams) -> Result<Vec<u8>, RpcError> {
+    let unavailable = |m: String| RpcError::new(code::SEARCH_UNAVAILABLE, m);
+    if p.words.len() > MAX_SEARCH_BYTES {
+        return Err(RpcError::new(
+            code::INVALID_PARAMS,
+            format!("search words are over {MAX_SEARCH_BYTES} bytes"),
+        ));
+    }
+    if match_query(&p.words).is_none() {
+        return Err(unavailable(
+            "search needs a word (letters or digits)".into(),
+        ));
+    }
+    let Some(store) = ctx.history.store_handle() else {
+        let why = ctx
+            .store_off
+            .as_ref()
+            .and_then(|s| s.problem.clone())
+            .unwrap_or_default();
+        return Err(unavailable(format!(
+            "search needs the history store, and there is none: {why}"
+        )));
+    };
+    ctx.history.flush().await;
+    let limit = p
+        .limit
+        .unwrap_or(HISTORY_DEFAULT_LIMIT)
+        .min(HISTORY_STORE_LIMIT);
+    let since = p.since.map(|t| t.timestamp_millis());
+    let hits = tokio::task::spawn_blocking(move || {
+        store.search(&p.words, p.from.as_deref(), since, limit)
+    })
+    .await
+    .map_err(|e| RpcError::new(code::INTERNAL_ERROR, format!("search failed: {e}")))?
+    .map_err(|e| RpcError::new(code::INTERNAL_ERROR, format!("search failed: {e}")))?;
+    let mut out = Vec::with_capacity(hits.iter().map(|h| h.1.len() + 1).sum::<usize>() + 2);
+    out.push(b'[');
+    for (i, (_, json)) in hits.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(json.as_bytes());
+    }
+    out.push(b']');
+    Ok(out)
 }
 
 fn status(ctx: &ApiContext) -> StatusInfo {

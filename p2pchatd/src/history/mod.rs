@@ -194,6 +194,18 @@ impl History {
         self.store.as_deref()
     }
 
+    /// The store, to read from off the runtime.
+    pub(crate) fn store_handle(&self) -> Option<Arc<Store>> {
+        self.store.clone()
+    }
+
+    /// Everything appended so far is stored (or failed) once this returns.
+    pub(crate) async fn flush(&self) {
+        if let Some(store) = &self.store {
+            self.flush_store(store).await;
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Ring> {
         // A panic while holding the lock cannot leave the ring half-written
         // in a way that matters more than losing the daemon; keep serving.

@@ -61,7 +61,7 @@ const CRASH_JUMP: u64 = (QUEUE + 2 * BATCH + HANDOFF) as u64;
 /// secondary index to keep up on the hot path (duplicates are caught in
 /// memory before they get here; retention finds its boundary by cursor,
 /// as time only grows with it).
-const SCHEMA: u32 = 1;
+const SCHEMA: u32 = 2;
 const CREATE: &str = "
     CREATE TABLE events (
         cursor  INTEGER PRIMARY KEY,
@@ -69,6 +69,19 @@ const CREATE: &str = "
         json    TEXT NOT NULL       -- the event as the API sends it
     );
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+";
+/// Version 2: the words of every message, for `search` (rowid = cursor;
+/// the text itself stays in `events`).
+const CREATE_WORDS: &str = "
+    CREATE VIRTUAL TABLE words USING fts5 (
+        text, content = '', contentless_delete = 1,
+        tokenize = 'unicode61 remove_diacritics 2'
+    );
+";
+/// Fills `words` from the messages stored before it existed.
+const BACKFILL_WORDS: &str = "
+    INSERT INTO words (rowid, text)
+    SELECT cursor, json ->> '$.text' FROM events WHERE json ->> '$.kind' = 'message';
 ";
 
 /// How much history is kept.
@@ -337,6 +350,35 @@ impl Store {
         .collect()
     }
 
+    /// Stored messages holding every word of `words`, newest `limit`,
+    /// oldest first; only `from`'s (a nick as shown), only from `since_ms`
+    /// on.
+    pub(crate) fn search(
+        &self,
+        words: &str,
+        from: Option<&str>,
+        since_ms: Option<i64>,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<(u64, String)>> {
+        let Some(query) = match_query(words) else {
+            return Ok(Vec::new());
+        };
+        let c = self.reader();
+        let mut q = c.prepare_cached(
+            "SELECT e.cursor, e.json FROM words w JOIN events e ON e.cursor = w.rowid
+             WHERE words MATCH ?1 AND e.ts >= ?2 AND (?3 IS NULL OR e.json ->> '$.nick' = ?3)
+             ORDER BY w.rowid DESC LIMIT ?4",
+        )?;
+        let mut rows = q
+            .query_map(
+                params![query, since_ms.unwrap_or(0), from, to_sql(limit as u64)],
+                |r| Ok((from_sql(r.get(0)?), r.get(1)?)),
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.reverse();
+        Ok(rows)
+    }
+
     /// The oldest cursor stored, if any.
     pub(crate) fn oldest(&self) -> rusqlite::Result<Option<u64>> {
         self.reader()
@@ -374,6 +416,27 @@ pub(crate) fn off_info(path: &Path, problem: &str, retention: Retention) -> Stor
         retain_days: retention.days,
         retain_messages: retention.messages,
     }
+}
+
+/// A full-text query that means what a user typed: every word must occur,
+/// each taken literally (as a quoted phrase, so nothing in it is query
+/// syntax), a word ending in `*` as a prefix. `None` without a word.
+pub(crate) fn match_query(words: &str) -> Option<String> {
+    let mut out = Vec::new();
+    for w in words.split_whitespace() {
+        let (w, prefix) = match w.strip_suffix('*') {
+            Some(stem) => (stem, true),
+            None => (w, false),
+        };
+        // What the tokenizer would not index alone (punctuation) cannot
+        // match; a phrase of nothing is a syntax error.
+        if !w.chars().any(char::is_alphanumeric) {
+            continue;
+        }
+        let quoted = format!("\"{}\"", w.replace('"', "\"\""));
+        out.push(if prefix { quoted + "*" } else { quoted });
+    }
+    (!out.is_empty()).then(|| out.join(" "))
 }
 
 /// SQLite integers are signed; cursors stay far below 2^63.

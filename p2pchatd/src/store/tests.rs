@@ -165,3 +165,97 @@ fn the_age_boundary_is_found_by_halving_cursors() {
 }
 
 use super::writer::trim;
+
+#[test]
+fn search_words_are_taken_literally() {
+    assert_eq!(
+        match_query("deploy friday").unwrap(),
+        r#""deploy" "friday""#
+    );
+    assert_eq!(match_query("fri*").unwrap(), r#""fri"*"#);
+    // Query syntax is only ever text.
+    assert_eq!(
+        match_query(r#"a" OR "b NEAR(x"#).unwrap(),
+        r#""a""" "OR" """b" "NEAR(x""#
+    );
+    assert_eq!(match_query("  ... * \"\" "), None);
+}
+
+fn message(cursor: u64, nick: &str, text: &str, ts_ms: i64) -> Row {
+    Row {
+        cursor,
+        ts_ms,
+        json: Arc::from(
+            serde_json::json!({"kind": "message", "cursor": cursor, "nick": nick, "text": text})
+                .to_string(),
+        ),
+    }
+}
+
+#[test]
+fn search_finds_every_word_newest_last_by_nick_and_time() {
+    let dir = TempDir::new("p2pchat-store-");
+    let s = open_store(dir.path());
+    let now = chrono::Utc::now().timestamp_millis();
+    s.write(vec![
+        message(1, "amy", "Deploy on Friday?", now - 10_000),
+        message(2, "bob", "no deploy this week", now - 5_000),
+        message(3, "amy", "déploiement friday, then", now),
+        Row {
+            cursor: 4,
+            ts_ms: now,
+            json: Arc::from(r#"{"kind":"join","cursor":4,"nick":"deploy"}"#),
+        },
+    ]);
+    block(s.flush());
+    let hits = |w: &str, from: Option<&str>, since: Option<i64>| {
+        cursors(&s.search(w, from, since, 10).unwrap())
+    };
+    assert_eq!(
+        hits("deploy", None, None),
+        [1, 2],
+        "oldest first; not the join"
+    );
+    assert_eq!(hits("DEPLOY friday", None, None), [1]);
+    assert_eq!(hits("fri*", None, None), [1, 3]);
+    assert_eq!(hits("deploiement", None, None), [3], "without accents");
+    assert_eq!(hits("deploy", Some("bob"), None), [2]);
+    assert_eq!(hits("deploy", None, Some(now - 6_000)), [2]);
+    assert_eq!(cursors(&s.search("deploy", None, None, 1).unwrap()), [2]);
+    assert!(hits("nothing", None, None).is_empty());
+    // Trimmed lines are not found any more.
+    s.close(4);
+    drop(s);
+    let c = connect(&dir.path().join(STORE_FILE), false).unwrap();
+    trim(
+        &c,
+        Retention {
+            days: 365,
+            messages: 2,
+        },
+    )
+    .unwrap();
+    drop(c);
+    let s = open_store(dir.path());
+    assert_eq!(cursors(&s.search("fri*", None, None, 10).unwrap()), [3]);
+}
+
+#[test]
+fn a_store_from_before_search_gets_its_words_once() {
+    let dir = TempDir::new("p2pchat-store-");
+    let path = dir.path().join(STORE_FILE);
+    {
+        // What version 1 wrote.
+        let c = connect(&path, true).unwrap();
+        c.execute_batch(CREATE).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        c.execute(
+            "INSERT INTO events (cursor, ts, json) VALUES (7, 0, ?1)",
+            [r#"{"kind":"message","cursor":7,"nick":"amy","text":"old words"}"#],
+        )
+        .unwrap();
+    }
+    let s = open_store(dir.path());
+    assert_eq!(cursors(&s.search("old", None, None, 10).unwrap()), [7]);
+    assert_eq!(s.next_cursor(), 8);
+}

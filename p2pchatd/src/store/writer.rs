@@ -14,8 +14,8 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::{
-    BATCH, CRASH_JUMP, CREATE, QUEUE, Retention, SCHEMA, Shared, describe, from_sql, meta,
-    set_meta, to_sql,
+    BACKFILL_WORDS, BATCH, CRASH_JUMP, CREATE, CREATE_WORDS, QUEUE, Retention, SCHEMA, Shared,
+    describe, from_sql, meta, set_meta, to_sql,
 };
 
 /// A write that failed is tried again after this long.
@@ -55,7 +55,12 @@ pub(super) fn prepare(c: &Connection) -> rusqlite::Result<Start> {
     let version: u32 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
     match version {
         0 => {
-            c.execute_batch(CREATE)?;
+            c.execute_batch(&format!("BEGIN; {CREATE} {CREATE_WORDS} COMMIT;"))?;
+            c.pragma_update(None, "user_version", SCHEMA)?;
+        }
+        1 => {
+            info!("adding search to the history store (once)");
+            c.execute_batch(&format!("BEGIN; {CREATE_WORDS} {BACKFILL_WORDS} COMMIT;"))?;
             c.pragma_update(None, "user_version", SCHEMA)?;
         }
         SCHEMA => {}
@@ -336,13 +341,23 @@ impl Writer {
 fn insert(conn: &mut Connection, rows: &VecDeque<Row>) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
-        // A message already stored (the same author and id) is skipped:
-        // its cursor stays a hole.
+        // A cursor already stored (never, but a retry after a failed
+        // commit must not fail on it) is skipped.
         let mut q = tx.prepare_cached(
             "INSERT OR IGNORE INTO events (cursor, ts, json) VALUES (?1, ?2, ?3)",
         )?;
         for r in rows {
             q.execute(params![to_sql(r.cursor), r.ts_ms, &*r.json])?;
+        }
+        // The messages' words, read from their JSON by SQLite itself, in
+        // one statement for the batch.
+        if let (Some(first), Some(last)) = (rows.front(), rows.back()) {
+            tx.prepare_cached(
+                "INSERT INTO words (rowid, text)
+                 SELECT cursor, json ->> '$.text' FROM events
+                 WHERE cursor BETWEEN ?1 AND ?2 AND json ->> '$.kind' = 'message'",
+            )?
+            .execute(params![to_sql(first.cursor), to_sql(last.cursor)])?;
         }
     }
     tx.commit()
@@ -376,6 +391,13 @@ pub(super) fn trim(c: &Connection, r: Retention) -> rusqlite::Result<()> {
             "DELETE FROM events WHERE cursor IN
                (SELECT cursor FROM events WHERE cursor < ?1 ORDER BY cursor LIMIT ?2)",
             params![oldest, to_sql(TRIM_CHUNK)],
+        )?;
+    }
+    if deleted > 0 {
+        // The words of what is gone go too.
+        c.execute(
+            "DELETE FROM words WHERE rowid < (SELECT coalesce(min(cursor), 0) FROM events)",
+            [],
         )?;
     }
     if deleted > 0 {

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use shared::api::StoreState;
+use p2pchat_tui::client::ClientError;
+use shared::api::{Call, HistoryResult, SearchParams, StoreState, code};
 use shared::event::{Event, EventBody};
 use testkit::*;
 
@@ -145,6 +146,75 @@ async fn a_damaged_store_is_left_as_it_is_and_the_chat_goes_on() {
     at_b.until("the live line", T, |e| text(e) == "still here")
         .await;
     assert_eq!(std::fs::read(&file).unwrap(), junk, "the file is untouched");
+    // Search says why it cannot.
+    let r: Result<HistoryResult, _> = a
+        .client()
+        .await
+        .call(&Call::Search(SearchParams {
+            words: "still".into(),
+            ..SearchParams::default()
+        }))
+        .await;
+    match r {
+        Err(ClientError::Rpc(e)) => {
+            assert_eq!(e.code, code::SEARCH_UNAVAILABLE);
+            assert!(e.message.contains("damaged"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn search_finds_lines_by_their_words_nick_and_time_also_after_a_restart() {
+    let net = TestNet::new();
+    let [a, mut b] = net.linked(["alice", "bob"]).await;
+    let mut at_b = b.subscribe(None).await;
+    a.say("the deploy is on Friday").await;
+    b.say("deploy what?").await;
+    a.say("unrelated").await;
+    at_b.until("alice's last line", T, |e| text(e) == "unrelated")
+        .await;
+    let found = |out: String| -> Vec<String> {
+        out.lines()
+            .map(|l| {
+                l.split_once(' ')
+                    .unwrap()
+                    .1
+                    .split_once(' ')
+                    .unwrap()
+                    .1
+                    .to_owned()
+            })
+            .collect()
+    };
+    let both = ["<alice> the deploy is on Friday", "<bob> deploy what?"];
+    assert_eq!(found(b.p2pchat(&["search", "deploy"]).await), both);
+    let json = b
+        .p2pchat(&["search", "DEPLOY", "--from", "alice", "--json"])
+        .await;
+    let hits: Vec<Event> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(texts(&hits), ["the deploy is on Friday"]);
+    assert_eq!(
+        found(b.p2pchat(&["search", "fri*", "--since", "1h"]).await).len(),
+        1
+    );
+    assert!(
+        b.p2pchat(&["search", "deploy", "--since", "2099-01-01"])
+            .await
+            .is_empty()
+    );
+
+    b.signal(Signal::SIGTERM);
+    assert!(b.exit_within(T).await.success());
+    drop(b);
+    let b = net.daemon("bob").await;
+    assert_eq!(
+        found(b.p2pchat(&["search", "deploy", "-n", "5"]).await),
+        both
+    );
 }
 
 /// Whether this run may make mount namespaces (root with `unshare`): the
