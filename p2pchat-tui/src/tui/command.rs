@@ -13,6 +13,8 @@ pub(super) enum Command {
     Forget(String),
     /// Who a peer is by its key; empty: ourselves.
     Whois(String),
+    /// Stored lines holding these words.
+    Search(String),
     Users,
     Help,
     Clear,
@@ -31,6 +33,7 @@ pub(super) const HELP: &[(&str, &str)] = &[
     ("/fingerprint", "your own fingerprint"),
     ("/trust NICK", "fingerprints compared: verified"),
     ("/forget NICK", "unpin a nick from its key"),
+    ("/search WORDS", "find stored lines (word* too)"),
     ("/clear", "clear this view"),
     ("/quit, /q", "detach; you stay present"),
     ("/shutdown", "stop the daemon and quit"),
@@ -87,6 +90,10 @@ pub(super) fn parse(line: &str) -> Option<Command> {
             n => Command::Whois(n.to_owned()),
         },
         "fingerprint" => no_arg(Command::Whois(String::new())),
+        "search" | "grep" => match arg {
+            "" => Command::Invalid("usage: /search WORDS".into()),
+            w => Command::Search(w.to_owned()),
+        },
         "trust" | "forget" => match (arg, name.to_ascii_lowercase().as_str()) {
             ("", n) => Command::Invalid(format!("usage: /{n} NICK")),
             (a, _) if a.contains(char::is_whitespace) => {
@@ -142,6 +149,11 @@ mod tests {
         assert!(matches!(parse("/who x"), Some(Command::Invalid(_))));
         assert_eq!(parse("/help"), Some(Command::Help));
         assert_eq!(parse("/trust bob"), Some(Command::Trust("bob".into())));
+        assert_eq!(
+            parse("/search deploy fri*"),
+            Some(Command::Search("deploy fri*".into()))
+        );
+        assert!(matches!(parse("/search"), Some(Command::Invalid(m)) if m.contains("usage")));
         assert_eq!(parse("/forget bob"), Some(Command::Forget("bob".into())));
         assert!(matches!(parse("/trust"), Some(Command::Invalid(m)) if m.contains("usage")));
         assert!(matches!(parse("/trust a b"), Some(Command::Invalid(_))));

@@ -232,6 +232,9 @@ pub async fn run(opts: Options) -> Result<(), TuiError> {
                     Effect::Forget(nick) => {
                         let _ = requests.send(Request::Forget(nick)).await;
                     }
+                    Effect::Search(words) => {
+                        let _ = requests.send(Request::Search(words)).await;
+                    }
                     Effect::RefreshPeers => {
                         // A refresh already queued will do.
                         let _ = requests.try_send(Request::Peers);

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use shared::api::{
     Call, HistoryParams, HistoryResult, NickParams, NickResult, PeerInfo, SayParams, SayResult,
-    ShutdownResult, StatusInfo, StoreState, SubscribeParams, SubscribeResult, TrustParams,
-    TrustResult, code,
+    SearchParams, ShutdownResult, StatusInfo, StoreState, SubscribeParams, SubscribeResult,
+    TrustParams, TrustResult, code,
 };
 use shared::event::Event;
 use tokio::sync::{mpsc, oneshot};
@@ -30,6 +30,7 @@ pub(super) enum Request {
     Nick(String),
     Trust(String),
     Forget(String),
+    Search(String),
     Peers,
     Shutdown(oneshot::Sender<Result<(), String>>),
 }
@@ -95,6 +96,9 @@ pub(super) async fn run(
         wait = (wait * 2).min(RETRY_MAX);
     }
 }
+
+/// Hits `/search` shows at most.
+const SEARCH_HITS: usize = 50;
 
 /// What a cursor of this daemon stays valid across: its life, or with a
 /// store its key (cursors then go on across restarts).
@@ -256,6 +260,25 @@ async fn forward(
                 let _ = actions.send(Action::Daemon(msg)).await;
             });
         }
+        Request::Search(words) => {
+            let p = client
+                .send(&Call::Search(SearchParams {
+                    words: words.clone(),
+                    limit: Some(SEARCH_HITS),
+                    ..SearchParams::default()
+                }))
+                .await?;
+            tokio::spawn(async move {
+                let msg = match p.wait::<HistoryResult>().await {
+                    Ok(r) => DaemonMsg::Found {
+                        words,
+                        hits: r.events,
+                    },
+                    Err(e) => DaemonMsg::Failed(format!("search failed: {e}")),
+                };
+                let _ = actions.send(Action::Daemon(msg)).await;
+            });
+        }
         Request::Peers => {
             let p = client.send(&Call::Peers).await?;
             tokio::spawn(async move {
@@ -286,6 +309,7 @@ async fn refuse(r: Request, actions: &mpsc::Sender<Action>) {
         Request::Nick(_) => format!("nick not changed: {why}"),
         Request::Trust(_) => format!("not trusted: {why}"),
         Request::Forget(_) => format!("not forgotten: {why}"),
+        Request::Search(_) => format!("search failed: {why}"),
         Request::Peers => return,
         Request::Shutdown(done) => {
             let _ = done.send(Err(why.into()));

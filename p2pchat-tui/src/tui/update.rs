@@ -41,6 +41,11 @@ pub(super) enum DaemonMsg {
     Failed(String),
     /// A request did what it was asked; say so in the view.
     Done(String),
+    /// What `/search` found, oldest first.
+    Found {
+        words: String,
+        hits: Vec<Event>,
+    },
 }
 
 /// Work for the event loop.
@@ -54,6 +59,7 @@ pub(super) enum Effect {
     /// `trust NICK` / `forget NICK` at the daemon.
     Trust(String),
     Forget(String),
+    Search(String),
     RefreshPeers,
     /// Stop the daemon, then quit.
     Shutdown,
@@ -215,6 +221,7 @@ fn submit(state: &mut State) -> Vec<Effect> {
         Command::Me(text) => vec![Effect::Say { text, action: true }],
         Command::Nick(name) => vec![Effect::Nick(name)],
         Command::Trust(nick) => vec![Effect::Trust(nick)],
+        Command::Search(words) => vec![Effect::Search(words)],
         Command::Forget(nick) => vec![Effect::Forget(nick)],
         Command::Whois(nick) => {
             whois(state, &nick);
@@ -374,6 +381,20 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
             state.note(LineKind::Error(why));
             vec![]
         }
+        DaemonMsg::Found { words, hits } => {
+            state.note(LineKind::Info(match hits.len() {
+                0 => format!("search {words:?}: nothing stored holds every word"),
+                1 => format!("search {words:?}: 1 line"),
+                n => format!("search {words:?}: {n} lines, oldest first"),
+            }));
+            for e in &hits {
+                state.note(LineKind::Info(format!(
+                    "  {}",
+                    crate::format::dated_line(e)
+                )));
+            }
+            Vec::new()
+        }
         DaemonMsg::Done(what) => {
             state.note(LineKind::Info(what));
             // Trust shown in the pane changed with it.
@@ -479,6 +500,30 @@ mod tests {
 
     fn last_line(s: &State) -> &LineKind {
         &s.lines.back().unwrap().kind
+    }
+
+    #[test]
+    fn search_asks_the_daemon_and_lists_the_hits() {
+        let mut s = state();
+        let fx = enter(&mut s, "/search deploy");
+        assert_eq!(fx, vec![Effect::Search("deploy".into())]);
+        let hit = msg(9, "amy", "deploy friday");
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Found {
+                words: "deploy".into(),
+                hits: vec![hit],
+            }),
+        );
+        let n = s.lines.len();
+        assert_eq!(
+            s.lines[n - 2].kind,
+            LineKind::Info("search \"deploy\": 1 line".into())
+        );
+        let LineKind::Info(line) = last_line(&s) else {
+            panic!("{:?}", last_line(&s))
+        };
+        assert!(line.ends_with("<amy> deploy friday"), "{line}");
     }
 
     #[test]
