@@ -201,6 +201,8 @@ mod tests {
             action: false,
             fingerprint: None,
             trust: Some(Trust::Pinned),
+            seq: None,
+            sent: None,
         }));
         assert!(l.ends_with("<amy> hi \u{FFFD}[2J"), "{l}");
         let l = event_line(&e(EventBody::Message {
@@ -211,6 +213,8 @@ mod tests {
             action: true,
             fingerprint: None,
             trust: None,
+            seq: None,
+            sent: None,
         }));
         assert!(l.ends_with("* amy waves"));
         let l = event_line(&e(EventBody::Message {
@@ -221,6 +225,8 @@ mod tests {
             action: false,
             fingerprint: None,
             trust: Some(Trust::Conflict),
+            seq: None,
+            sent: None,
         }));
         assert!(l.ends_with(" ! <amy~3fa2> hi"), "{l}");
         let l = event_line(&e(EventBody::Message {
@@ -231,6 +237,8 @@ mod tests {
             action: true,
             fingerprint: None,
             trust: Some(Trust::Plaintext),
+            seq: None,
+            sent: None,
         }));
         assert!(l.ends_with(" ? * amy hi"), "{l}");
         let l = event_line(&e(EventBody::Leave {

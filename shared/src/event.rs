@@ -37,6 +37,11 @@ pub enum EventBody {
         /// a line.
         fingerprint: Option<Arc<str>>,
         trust: Option<Trust>,
+        /// The author's sequence number for the line, counted per life of
+        /// the author's daemon (none from a Go peer, which sends 0).
+        seq: Option<u64>,
+        /// When the author sent it, by the author's clock.
+        sent: Option<Timestamp>,
     },
     /// A peer became linked.
     Join { peer_id: String, nick: String },
@@ -97,6 +102,10 @@ struct FlatOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     trust: Option<Trust>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     old: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     new: Option<&'a str>,
@@ -120,6 +129,8 @@ struct FlatIn {
     action: bool,
     fingerprint: Option<String>,
     trust: Option<Trust>,
+    seq: Option<u64>,
+    sent: Option<Timestamp>,
     old: Option<String>,
     new: Option<String>,
     reason: Option<String>,
@@ -139,6 +150,8 @@ impl Serialize for Event {
             action: false,
             fingerprint: None,
             trust: None,
+            seq: None,
+            sent: None,
             old: None,
             new: None,
             reason: None,
@@ -153,6 +166,8 @@ impl Serialize for Event {
                 action,
                 fingerprint,
                 trust,
+                seq,
+                sent,
             } => {
                 out.id = Some(id);
                 out.peer_id = Some(peer_id);
@@ -161,6 +176,8 @@ impl Serialize for Event {
                 out.action = *action;
                 out.fingerprint = fingerprint.as_deref();
                 out.trust = *trust;
+                out.seq = *seq;
+                out.sent = sent.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
             }
             EventBody::Alert { peer_id, text } => {
                 out.peer_id = Some(peer_id);
@@ -207,6 +224,8 @@ impl<'de> Deserialize<'de> for Event {
                 action: f.action,
                 fingerprint: f.fingerprint.map(Arc::from),
                 trust: f.trust,
+                seq: f.seq,
+                sent: f.sent,
             },
             "alert" => EventBody::Alert {
                 peer_id: need(f.peer_id, "peer_id")?,
@@ -259,6 +278,8 @@ mod tests {
                 action: false,
                 fingerprint: None,
                 trust: None,
+                seq: None,
+                sent: None,
             },
             EventBody::Message {
                 id: "x".into(),
@@ -268,6 +289,8 @@ mod tests {
                 action: true,
                 fingerprint: Some("12345 67890 12345 67890 12345 67890".into()),
                 trust: Some(Trust::Conflict),
+                seq: Some(17),
+                sent: Some(chrono::DateTime::from_timestamp_millis(1_764_000_000_123).unwrap()),
             },
             EventBody::Alert {
                 peer_id: "k00".into(),

@@ -494,6 +494,8 @@ mod tests {
                 action: false,
                 fingerprint: None,
                 trust: None,
+                seq: None,
+                sent: None,
             },
         }
     }

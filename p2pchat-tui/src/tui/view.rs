@@ -453,6 +453,8 @@ mod tests {
                 action,
                 fingerprint: None,
                 trust: (peer != ME).then(|| trust_of(peer)),
+                seq: None,
+                sent: None,
             },
         )
     }

@@ -581,6 +581,9 @@ impl Reader<'_> {
                 action,
                 fingerprint: fingerprint.cloned(),
                 trust,
+                // Go peers send 0: no sequence.
+                seq: (msg.sequence > 0).then_some(msg.sequence),
+                sent: msg.timestamp,
             });
         if added.is_none() {
             debug!(link = %self.id, id = msg.id, "dropped a duplicate");

@@ -422,6 +422,8 @@ impl Mesh {
                 action,
                 fingerprint: Some(self.inner.me.fingerprint.clone()),
                 trust: None,
+                seq: Some(msg.sequence),
+                sent: msg.timestamp,
             })
             .unwrap_or_default();
         self.fan_out(line, false).await;

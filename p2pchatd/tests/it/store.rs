@@ -170,6 +170,10 @@ async fn search_finds_lines_by_their_words_nick_and_time_also_after_a_restart() 
     let [a, mut b] = net.linked(["alice", "bob"]).await;
     let mut at_b = b.subscribe(None).await;
     a.say("the deploy is on Friday").await;
+    at_b.until("alice's first line", T, |e| {
+        text(e) == "the deploy is on Friday"
+    })
+    .await;
     b.say("deploy what?").await;
     a.say("unrelated").await;
     at_b.until("alice's last line", T, |e| text(e) == "unrelated")
@@ -322,4 +326,35 @@ async fn a_read_only_store_is_left_alone_and_the_chat_goes_on() {
         before,
         "the file is untouched"
     );
+}
+
+#[tokio::test]
+async fn lines_carry_their_authors_sequence_and_time() {
+    let net = TestNet::new();
+    let [a, b] = net.linked(["alice", "bob"]).await;
+    let mut at_b = b.subscribe(None).await;
+    let before = chrono::Utc::now();
+    a.say_many("numbered", 3).await;
+    let got = at_b.messages(3, T).await;
+    let seqs: Vec<u64> = got
+        .iter()
+        .map(|e| match &e.body {
+            EventBody::Message { seq, sent, .. } => {
+                let sent = sent.expect("sent");
+                assert!(sent >= before - chrono::TimeDelta::seconds(1) && sent <= e.ts);
+                seq.expect("seq")
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        [seqs[0], seqs[0] + 1, seqs[0] + 2],
+        "in order, none skipped"
+    );
+    // As scripts see them.
+    let json = b.p2pchat(&["tail", "-n", "1", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["seq"], seqs[2]);
+    assert!(v["sent"].is_string(), "{v}");
 }
