@@ -146,6 +146,7 @@ async fn search(ctx: &ApiContext, p: SearchParams) -> Result<Vec<u8>, RpcError> 
         )));
     };
     ctx.history.flush().await;
+    store.index().await;
     let limit = p
         .limit
         .unwrap_or(HISTORY_DEFAULT_LIMIT)

@@ -78,11 +78,6 @@ const CREATE_WORDS: &str = "
         tokenize = 'unicode61 remove_diacritics 2'
     );
 ";
-/// Fills `words` from the messages stored before it existed.
-const BACKFILL_WORDS: &str = "
-    INSERT INTO words (rowid, text)
-    SELECT cursor, json ->> '$.text' FROM events WHERE json ->> '$.kind' = 'message';
-";
 
 /// How much history is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,7 +192,13 @@ pub(crate) fn open(dir: &Path, retention: Retention) -> Result<Opened, StoreErro
         persisted: AtomicU64::new(next_cursor - 1),
         health: Mutex::default(),
     });
-    let writer = match writer::spawn(writing, shared.clone(), retention, next_cursor) {
+    let writer = match writer::spawn(
+        writing,
+        shared.clone(),
+        retention,
+        next_cursor,
+        start.indexed,
+    ) {
         Ok(w) => w,
         Err(e) => return off(format!("cannot start the store's writer: {e}")),
     };
@@ -286,6 +287,12 @@ impl Store {
     /// returns.
     pub(crate) async fn flush(&self) {
         self.writer.flush().await;
+    }
+
+    /// Every event handed over so far is stored and its words indexed once
+    /// this returns (`search` asks this first).
+    pub(crate) async fn index(&self) {
+        self.writer.index().await;
     }
 
     /// Every cursor up to this one is stored.

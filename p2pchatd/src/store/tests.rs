@@ -207,7 +207,7 @@ fn search_finds_every_word_newest_last_by_nick_and_time() {
             json: Arc::from(r#"{"kind":"join","cursor":4,"nick":"deploy"}"#),
         },
     ]);
-    block(s.flush());
+    block(s.index());
     let hits = |w: &str, from: Option<&str>, since: Option<i64>| {
         cursors(&s.search(w, from, since, 10).unwrap())
     };
@@ -237,6 +237,7 @@ fn search_finds_every_word_newest_last_by_nick_and_time() {
     .unwrap();
     drop(c);
     let s = open_store(dir.path());
+    block(s.index());
     assert_eq!(cursors(&s.search("fri*", None, None, 10).unwrap()), [3]);
 }
 
@@ -256,6 +257,8 @@ fn a_store_from_before_search_gets_its_words_once() {
         .unwrap();
     }
     let s = open_store(dir.path());
+    // Indexed in the background; a search asks for it to catch up.
+    block(s.index());
     assert_eq!(cursors(&s.search("old", None, None, 10).unwrap()), [7]);
     assert_eq!(s.next_cursor(), 8);
 }

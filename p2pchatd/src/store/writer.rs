@@ -14,12 +14,20 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::{
-    BACKFILL_WORDS, BATCH, CRASH_JUMP, CREATE, CREATE_WORDS, QUEUE, Retention, SCHEMA, Shared,
-    describe, from_sql, meta, set_meta, to_sql,
+    BATCH, CRASH_JUMP, CREATE, CREATE_WORDS, QUEUE, Retention, SCHEMA, Shared, describe, from_sql,
+    meta, set_meta, to_sql,
 };
 
 /// A write that failed is tried again after this long.
 const RETRY: Duration = Duration::from_secs(2);
+/// The words index follows the events in the quiet after a burst (this
+/// long without a new batch), so a burst of chat is not slowed by it...
+const INDEX_QUIET: Duration = Duration::from_millis(50);
+/// ... unless it lags this many cursors behind: then a chunk goes with
+/// every batch.
+const INDEX_LAG: u64 = 100_000;
+/// Cursors indexed at once.
+const INDEX_CHUNK: u64 = 16_384;
 /// How often the retention rules run.
 const RETAIN_EVERY: Duration = Duration::from_secs(60);
 /// Rows deleted per statement, so a long-due trim never holds the
@@ -37,6 +45,8 @@ pub(crate) struct Row {
 enum Job {
     Rows(Vec<Row>),
     Flush(oneshot::Sender<()>),
+    /// Like `Flush`, with the words index caught up too (for `search`).
+    Index(oneshot::Sender<()>),
     /// Like `Flush`, for a thread that blocks on it.
     Drained(Sender<()>),
     Close(u64),
@@ -46,6 +56,8 @@ enum Job {
 pub(super) struct Start {
     pub next_cursor: u64,
     pub crashed: bool,
+    /// Every message up to this cursor is in the words index.
+    pub indexed: u64,
 }
 
 /// Creates or checks the schema, and marks the store as in use: a crash
@@ -59,8 +71,9 @@ pub(super) fn prepare(c: &Connection) -> rusqlite::Result<Start> {
             c.pragma_update(None, "user_version", SCHEMA)?;
         }
         1 => {
-            info!("adding search to the history store (once)");
-            c.execute_batch(&format!("BEGIN; {CREATE_WORDS} {BACKFILL_WORDS} COMMIT;"))?;
+            // The words of what is stored are indexed in the background.
+            info!("adding search to the history store");
+            c.execute_batch(&format!("BEGIN; {CREATE_WORDS} COMMIT;"))?;
             c.pragma_update(None, "user_version", SCHEMA)?;
         }
         SCHEMA => {}
@@ -86,6 +99,7 @@ pub(super) fn prepare(c: &Connection) -> rusqlite::Result<Start> {
     Ok(Start {
         next_cursor,
         crashed: in_use,
+        indexed: meta(c, "indexed")?.unwrap_or(0),
     })
 }
 
@@ -104,6 +118,7 @@ pub(super) fn spawn(
     shared: Arc<Shared>,
     retention: Retention,
     next_cursor: u64,
+    indexed: u64,
 ) -> io::Result<Handle> {
     let (tx, rx) = mpsc::channel();
     let queued = Arc::new(AtomicUsize::new(0));
@@ -120,6 +135,8 @@ pub(super) fn spawn(
                 unstored: 0,
                 last_trim: None,
                 newest: next_cursor - 1,
+                stored: next_cursor - 1,
+                indexed,
                 retry_at: None,
                 queued: count,
             }
@@ -152,6 +169,13 @@ impl Handle {
         }
     }
 
+    pub(super) async fn index(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Job::Index(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     pub(super) fn close(&self, last_cursor: u64) {
         let _ = self.tx.send(Job::Close(last_cursor));
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -174,6 +198,10 @@ struct Writer {
     unstored: u64,
     last_trim: Option<Instant>,
     newest: u64,
+    /// Every event up to this cursor is written.
+    stored: u64,
+    /// Every message up to this cursor is in the words index.
+    indexed: u64,
     /// While writes fail: when to try again.
     retry_at: Option<Instant>,
     /// Events handed over and not yet taken.
@@ -184,17 +212,22 @@ impl Writer {
     fn run(mut self, rx: &mpsc::Receiver<Job>) {
         let mut flushes = Vec::new();
         let mut drained = Vec::new();
+        let mut indexes = Vec::new();
         loop {
-            let first = if self.pending.is_empty() {
-                rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
-            } else {
+            let lagging = self.indexed < self.stored;
+            let first = if !self.pending.is_empty() {
                 rx.recv_timeout(RETRY)
+            } else if lagging {
+                rx.recv_timeout(INDEX_QUIET)
+            } else {
+                rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
             };
+            let quiet = matches!(first, Err(RecvTimeoutError::Timeout));
             // The store was dropped without a close: write what is here,
             // but leave the mark of an unclean stop.
             let mut gone = false;
             let mut close = match first {
-                Ok(job) => self.take(job, &mut flushes, &mut drained),
+                Ok(job) => self.take(job, &mut flushes, &mut drained, &mut indexes),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
                     gone = true;
@@ -208,7 +241,7 @@ impl Writer {
                 && (self.retry_at.is_some() || self.pending.len() < BATCH)
             {
                 match rx.try_recv() {
-                    Ok(job) => close = self.take(job, &mut flushes, &mut drained),
+                    Ok(job) => close = self.take(job, &mut flushes, &mut drained, &mut indexes),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => gone = true,
                 }
@@ -219,6 +252,14 @@ impl Writer {
             }
             for d in drained.drain(..) {
                 let _ = d.send(());
+            }
+            if !indexes.is_empty() {
+                self.index_all();
+                for i in indexes.drain(..) {
+                    let _ = i.send(());
+                }
+            } else if quiet || self.stored.saturating_sub(self.indexed) > INDEX_LAG {
+                self.index_chunk();
             }
             if let Some(last) = close {
                 self.close(last);
@@ -237,6 +278,7 @@ impl Writer {
         job: Job,
         flushes: &mut Vec<oneshot::Sender<()>>,
         drained: &mut Vec<Sender<()>>,
+        indexes: &mut Vec<oneshot::Sender<()>>,
     ) -> Option<u64> {
         match job {
             Job::Rows(rows) => {
@@ -262,6 +304,10 @@ impl Writer {
                 drained.push(tx);
                 None
             }
+            Job::Index(tx) => {
+                indexes.push(tx);
+                None
+            }
             Job::Close(last) => Some(last),
         }
     }
@@ -274,6 +320,7 @@ impl Writer {
             Ok(()) => {
                 self.retry_at = None;
                 let last = self.pending.back().map_or(0, |r| r.cursor);
+                self.stored = last;
                 self.pending.clear();
                 self.shared.persisted.store(last, Ordering::Release);
                 let mut health = self.shared.health();
@@ -325,6 +372,29 @@ impl Writer {
         }
     }
 
+    /// Indexes the words of the next stored chunk.
+    fn index_chunk(&mut self) {
+        if self.indexed >= self.stored || self.retry_at.is_some() {
+            return;
+        }
+        let upto = self.stored.min(self.indexed + INDEX_CHUNK);
+        match index(&mut self.conn, self.indexed, upto) {
+            Ok(()) => self.indexed = upto,
+            Err(e) => {
+                warn!("could not index words for search: {}", describe(&e));
+                // Tried again with the next write.
+                self.retry_at = Some(Instant::now() + RETRY);
+            }
+        }
+    }
+
+    /// Catches the index up with everything stored.
+    fn index_all(&mut self) {
+        while self.indexed < self.stored && self.retry_at.is_none() {
+            self.index_chunk();
+        }
+    }
+
     fn trim_if_due(&mut self) {
         if self.shared.health().failing.is_some()
             || self.last_trim.is_some_and(|t| t.elapsed() < RETAIN_EVERY)
@@ -349,17 +419,22 @@ fn insert(conn: &mut Connection, rows: &VecDeque<Row>) -> rusqlite::Result<()> {
         for r in rows {
             q.execute(params![to_sql(r.cursor), r.ts_ms, &*r.json])?;
         }
-        // The messages' words, read from their JSON by SQLite itself, in
-        // one statement for the batch.
-        if let (Some(first), Some(last)) = (rows.front(), rows.back()) {
-            tx.prepare_cached(
-                "INSERT INTO words (rowid, text)
-                 SELECT cursor, json ->> '$.text' FROM events
-                 WHERE cursor BETWEEN ?1 AND ?2 AND json ->> '$.kind' = 'message'",
-            )?
-            .execute(params![to_sql(first.cursor), to_sql(last.cursor)])?;
-        }
     }
+    tx.commit()
+}
+
+/// Indexes the words of the messages with a cursor above `after` and up to
+/// `upto`, read out of their JSON by SQLite itself in one statement, and
+/// records how far the index reaches, in one transaction.
+fn index(conn: &mut Connection, after: u64, upto: u64) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.prepare_cached(
+        "INSERT INTO words (rowid, text)
+         SELECT cursor, json ->> '$.text' FROM events
+         WHERE cursor > ?1 AND cursor <= ?2 AND json ->> '$.kind' = 'message'",
+    )?
+    .execute(params![to_sql(after), to_sql(upto)])?;
+    set_meta(&tx, "indexed", upto)?;
     tx.commit()
 }
 
