@@ -250,9 +250,13 @@ fn a_store_from_before_search_gets_its_words_once() {
         let c = connect(&path, true).unwrap();
         c.execute_batch(CREATE).unwrap();
         c.pragma_update(None, "user_version", 1).unwrap();
+        // Of today: retention must keep it.
         c.execute(
-            "INSERT INTO events (cursor, ts, json) VALUES (7, 0, ?1)",
-            [r#"{"kind":"message","cursor":7,"nick":"amy","text":"old words"}"#],
+            "INSERT INTO events (cursor, ts, json) VALUES (7, ?1, ?2)",
+            rusqlite::params![
+                chrono::Utc::now().timestamp_millis(),
+                r#"{"kind":"message","cursor":7,"nick":"amy","text":"old words"}"#
+            ],
         )
         .unwrap();
     }
