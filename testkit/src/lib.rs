@@ -26,4 +26,6 @@ pub use daemon::{
 pub use dir::TempDir;
 pub use raw::Raw;
 pub use tmux::Tmux;
-pub use wait::{Subscriber, on_own_thread, subscribe_at, text, wait_full_mesh, wait_until};
+pub use wait::{
+    Subscriber, block_on, on_own_thread, subscribe_at, text, wait_full_mesh, wait_until,
+};

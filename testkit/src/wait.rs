@@ -149,3 +149,13 @@ pub fn text(e: &Event) -> &str {
         _ => "",
     }
 }
+
+/// Runs `f` to its end on a runtime of its own: for a synchronous test of
+/// code that awaits.
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(f)
+}

@@ -588,14 +588,7 @@ mod tests {
     use super::*;
     use shared::api::{ServerMessage, decode_server_message};
 
-    /// Runs a future of the history to its end.
-    fn block<F: Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
+    use testkit::block_on as block;
 
     fn msg(n: u64) -> EventBody {
         EventBody::Message {

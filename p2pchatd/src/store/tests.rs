@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use testkit::TempDir;
+use testkit::{TempDir, block_on as block};
 
 use super::*;
 
@@ -17,14 +17,6 @@ fn open_store(dir: &Path) -> Store {
         Opened::Store(s) => s,
         Opened::Off { problem, .. } => panic!("no store: {problem}"),
     }
-}
-
-fn block<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 fn cursors(rows: &[(u64, String)]) -> Vec<u64> {
