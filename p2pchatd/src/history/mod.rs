@@ -63,6 +63,11 @@ struct Ring {
     seen: SeenIds,
     /// Events for the store, not yet handed over.
     unsent: Vec<Row>,
+    /// The time of the newest event.
+    last_ts: chrono::DateTime<Utc>,
+    /// Cursors up to this one may be given out; past it, the store's mark
+    /// moves on first (none without a store).
+    reserved: u64,
 }
 
 /// The history handle; cheap to share behind an `Arc`.
@@ -113,6 +118,8 @@ impl History {
             next_cursor: 1,
             seen: SeenIds::new(SEEN_IDS),
             unsent: Vec::new(),
+            last_ts: chrono::DateTime::<Utc>::MIN_UTC,
+            reserved: u64::MAX,
         };
         if let Some(store) = &store {
             match store.newest(held) {
@@ -120,6 +127,7 @@ impl History {
                 Err(e) => warn!("could not read the newest history: {e}"),
             }
             ring.next_cursor = store.next_cursor();
+            ring.reserved = store.reserve(ring.next_cursor);
         }
         let head = ring.next_cursor - 1;
         Self {
@@ -159,9 +167,16 @@ impl History {
     }
 
     /// Gathers an event for the store; a full batch comes back to be
-    /// handed over (outside the lock).
+    /// handed over (outside the lock). Moves the store's cursor mark on
+    /// before a cursor past it is seen by anyone.
     fn stage(&self, ring: &mut Ring, row: Option<Row>) -> Option<Vec<Row>> {
-        ring.unsent.push(row?);
+        let row = row?;
+        if row.cursor > ring.reserved
+            && let Some(store) = &self.store
+        {
+            ring.reserved = store.reserve(row.cursor);
+        }
+        ring.unsent.push(row);
         if ring.unsent.len() >= HANDOFF {
             return Some(std::mem::take(&mut ring.unsent));
         }
@@ -417,14 +432,17 @@ impl History {
             Ok::<_, rusqlite::Error>((rows, oldest))
         })
         .await;
+        let mut failed = false;
         let (rows, oldest) = match read {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 warn!("could not read history for a subscriber: {e}");
+                failed = true;
                 (Vec::new(), None)
             }
             Err(e) => {
                 warn!("history read failed: {e}");
+                failed = true;
                 (Vec::new(), None)
             }
         };
@@ -438,8 +456,13 @@ impl History {
             encode_event_notification(json, out);
             sub.next = cursor + 1;
         }
-        if !full {
-            sub.next = sub.next.max(first);
+        if !full && sub.next < first {
+            // The rest up to the ring is holes, unless the store could not
+            // be read or has not got it all (a failing disk): then say so.
+            if failed || store.persisted() + 1 < first {
+                push_gap(out, first - sub.next, first - 1);
+            }
+            sub.next = first;
         }
         true
     }
@@ -469,9 +492,13 @@ impl Ring {
     fn push(&mut self, body: EventBody, row: bool) -> (u64, Option<Row>) {
         let cursor = self.next_cursor;
         self.next_cursor += 1;
+        // Never before the last event, even when the clock steps back: the
+        // store finds its retention boundary by time growing with cursors.
+        let now = Utc::now().max(self.last_ts);
+        self.last_ts = now;
         let event = Event {
             cursor,
-            ts: Utc::now(),
+            ts: now,
             body,
         };
         // An event of strings and numbers always encodes.
@@ -522,6 +549,9 @@ impl Ring {
                 json: r.json,
             });
             self.next_cursor = r.cursor + 1;
+            if let Some(ts) = chrono::DateTime::from_timestamp_millis(r.ts_ms) {
+                self.last_ts = self.last_ts.max(ts);
+            }
         }
     }
 

@@ -41,8 +41,13 @@ pub(crate) use writer::Row;
 
 /// The database, in the state folder.
 pub const STORE_FILE: &str = "history.db";
-/// Held (flock) by the daemon that owns the store, with its pid inside.
+/// Held (flock) by the daemon that owns the store. Inside: its pid, and the
+/// cursor mark: `running N` while it runs (no cursor above N was given
+/// out), `stopped N` after a clean stop (N was the last).
 const LOCK_FILE: &str = "history.lock";
+/// Cursors reserved at once in the mark: a crash costs at most this many
+/// unused cursors, and the mark is written (and synced) once per this many.
+const RESERVE: u64 = 1_000_000;
 
 /// Events waiting for the writer. Full means the disk is slower than the
 /// chat: appending then waits (a burst of 200k msg/s fills it in ~0.3 s).
@@ -131,7 +136,8 @@ pub(crate) struct Store {
     shared: Arc<Shared>,
     /// The first cursor of this life.
     next_cursor: u64,
-    _lock: Flock<File>,
+    /// The lock, with the cursor mark in it.
+    mark: Mutex<MarkFile>,
 }
 
 /// What the writer tells the rest.
@@ -166,7 +172,7 @@ pub(crate) fn open(dir: &Path, retention: Retention) -> Result<Opened, StoreErro
     {
         return off(format!("cannot create the folder {}: {e}", dir.display()));
     }
-    let lock = match lock(&dir.join(LOCK_FILE)) {
+    let (lock, mark) = match lock(&dir.join(LOCK_FILE)) {
         Ok(Ok(l)) => l,
         Ok(Err(pid)) => return Err(StoreError::Locked { path, pid }),
         Err(e) => return off(format!("cannot lock the history store: {e}")),
@@ -181,8 +187,20 @@ pub(crate) fn open(dir: &Path, retention: Retention) -> Result<Opened, StoreErro
         Ok(o) => o,
         Err(e) => return off(describe(&e)),
     };
-    let next_cursor = start.next_cursor;
-    if start.crashed {
+    // The mark in the lock file is synced apart from the database, so it
+    // holds also when the database could not record a stop (a full disk)
+    // or lost its last commits (a power cut).
+    let (next_cursor, crashed) = match mark {
+        Some(Mark::Stopped(m)) => (start.known.max(m) + 1, false),
+        Some(Mark::Running(m)) => (start.known.max(m) + 1, true),
+        None => (start.next_cursor, start.crashed),
+    };
+    let mut mark = MarkFile {
+        file: lock,
+        reserved: 0,
+    };
+    mark.reserve(next_cursor);
+    if crashed {
         info!(
             next_cursor,
             "the last daemon did not stop cleanly; cursors continue past what it may have given out"
@@ -208,12 +226,69 @@ pub(crate) fn open(dir: &Path, retention: Retention) -> Result<Opened, StoreErro
         writer,
         shared,
         next_cursor,
-        _lock: lock,
+        mark: Mutex::new(mark),
     }))
 }
 
-/// Takes the lock file; `Ok(Err(pid))` when another process holds it.
-fn lock(path: &Path) -> io::Result<Result<Flock<File>, Option<u32>>> {
+/// The cursor mark, as the last life left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    Running(u64),
+    Stopped(u64),
+}
+
+impl Mark {
+    fn parse(text: &str) -> Option<Self> {
+        let line = text.lines().nth(1)?;
+        let (state, n) = line.split_once(' ')?;
+        let n = n.trim().parse().ok()?;
+        match state {
+            "running" => Some(Self::Running(n)),
+            "stopped" => Some(Self::Stopped(n)),
+            _ => None,
+        }
+    }
+}
+
+/// The locked file the mark lives in.
+#[derive(Debug)]
+struct MarkFile {
+    file: Flock<File>,
+    /// No cursor above this is given out before the mark moves on.
+    reserved: u64,
+}
+
+impl MarkFile {
+    /// Writes the mark in place (the same length each time: no new blocks
+    /// on a full disk) and syncs it.
+    fn write(&mut self, state: &str, n: u64) {
+        use std::io::{Seek, Write};
+        let text = format!("{}\n{state} {n:020}\n", std::process::id());
+        let done = self
+            .file
+            .seek(io::SeekFrom::Start(0))
+            .and_then(|_| self.file.write_all(text.as_bytes()))
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = done {
+            warn!("could not record the cursor mark: {e}");
+        }
+    }
+
+    /// Makes sure cursors up to `cursor` may be given out; returns the
+    /// cursor up to which they may.
+    fn reserve(&mut self, cursor: u64) -> u64 {
+        if cursor > self.reserved {
+            self.reserved = cursor + RESERVE;
+            self.write("running", self.reserved);
+        }
+        self.reserved
+    }
+}
+
+/// Takes the lock file, with the mark the last life left in it;
+/// `Ok(Err(pid))` when another process holds it.
+#[allow(clippy::type_complexity)]
+fn lock(path: &Path) -> io::Result<Result<(Flock<File>, Option<Mark>), Option<u32>>> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -222,17 +297,16 @@ fn lock(path: &Path) -> io::Result<Result<Flock<File>, Option<u32>>> {
         .mode(0o600)
         .open(path)?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(mut held) => {
-            use std::io::{Seek, Write};
-            held.set_len(0)?;
-            held.seek(io::SeekFrom::Start(0))?;
-            writeln!(held, "{}", std::process::id())?;
-            Ok(Ok(held))
+        Ok(held) => {
+            let mark = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| Mark::parse(&t));
+            Ok(Ok((held, mark)))
         }
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
             let pid = std::fs::read_to_string(path)
                 .ok()
-                .and_then(|s| s.trim().parse().ok());
+                .and_then(|s| s.lines().next()?.trim().parse().ok());
             Ok(Err(pid))
         }
         Err((_, e)) => Err(e.into()),
@@ -303,9 +377,22 @@ impl Store {
         self.shared.persisted.load(Ordering::Acquire)
     }
 
+    /// Makes sure cursors up to `cursor` may be given out (the history
+    /// asks before it passes the mark); returns how far they may.
+    pub(crate) fn reserve(&self, cursor: u64) -> u64 {
+        self.mark
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reserve(cursor)
+    }
+
     /// Writes what is queued, records a clean stop, closes the writer.
     pub(crate) fn close(&self, last_cursor: u64) {
         self.writer.close(last_cursor);
+        self.mark
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write("stopped", last_cursor);
     }
 
     pub(crate) fn info(&self, retention: Retention) -> StoreInfo {

@@ -48,15 +48,43 @@ fn events_and_cursors_outlive_a_clean_stop() {
 }
 
 #[test]
-fn after_a_crash_cursors_skip_what_the_lost_queue_may_have_held() {
+fn after_a_crash_cursors_skip_past_every_one_given_out() {
     let dir = TempDir::new("p2pchat-store-");
     let s = open_store(dir.path());
     s.write(vec![row(1, "a")]);
     block(s.flush());
+    // The history passed the reserved mark: it moved on first.
+    assert_eq!(s.reserve(2), 1 + RESERVE);
+    assert_eq!(s.reserve(3 * RESERVE), 4 * RESERVE);
     // No close: as after kill -9 (the lock goes with the process).
     drop(s);
     let s = open_store(dir.path());
+    assert_eq!(s.next_cursor(), 4 * RESERVE + 1, "past the mark");
+    drop(s);
+    // Without the lock file (an older daemon's), the database's own mark
+    // still skips what the lost queue may have held.
+    std::fs::remove_file(dir.path().join(LOCK_FILE)).unwrap();
+    let s = open_store(dir.path());
     assert_eq!(s.next_cursor(), 2 + CRASH_JUMP);
+}
+
+#[test]
+fn a_clean_stop_is_recorded_even_when_the_database_cannot_take_it() {
+    let dir = TempDir::new("p2pchat-store-");
+    let s = open_store(dir.path());
+    s.write(vec![row(1, "a")]);
+    block(s.flush());
+    // Cursors up to 50 were given out; the database never heard of them
+    // (as when the disk is full), the mark did.
+    s.close(50);
+    drop(s);
+    // What the database holds when it could not record the stop.
+    let c = connect(&dir.path().join(STORE_FILE), false).unwrap();
+    c.execute_batch("UPDATE meta SET value = 1 WHERE key IN ('last_cursor', 'in_use')")
+        .unwrap();
+    drop(c);
+    let s = open_store(dir.path());
+    assert_eq!(s.next_cursor(), 51, "the mark's, not a crash's jump");
 }
 
 #[test]

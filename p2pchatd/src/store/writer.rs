@@ -31,8 +31,10 @@ const INDEX_CHUNK: u64 = 16_384;
 /// How often the retention rules run.
 const RETAIN_EVERY: Duration = Duration::from_secs(60);
 /// Rows deleted per statement, so a long-due trim never holds the
-/// database for long.
+/// database for long...
 const TRIM_CHUNK: u64 = 10_000;
+/// ... and statements per trim (up to 1,000,000 rows a minute).
+const TRIM_PASSES: usize = 100;
 
 /// One event as stored.
 #[derive(Debug, Clone)]
@@ -54,7 +56,11 @@ enum Job {
 
 /// Where a new life starts.
 pub(super) struct Start {
+    /// Past every cursor the store knows of, and after an unclean stop past
+    /// what the lost queue may have held.
     pub next_cursor: u64,
+    /// Past every cursor the store knows of, nothing more.
+    pub known: u64,
     pub crashed: bool,
     /// Every message up to this cursor is in the words index.
     pub indexed: u64,
@@ -67,14 +73,18 @@ pub(super) fn prepare(c: &Connection) -> rusqlite::Result<Start> {
     let version: u32 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
     match version {
         0 => {
-            c.execute_batch(&format!("BEGIN; {CREATE} {CREATE_WORDS} COMMIT;"))?;
-            c.pragma_update(None, "user_version", SCHEMA)?;
+            // The version goes with the tables, in one transaction: a kill
+            // in between leaves neither.
+            c.execute_batch(&format!(
+                "BEGIN; {CREATE} {CREATE_WORDS} PRAGMA user_version = {SCHEMA}; COMMIT;"
+            ))?;
         }
         1 => {
             // The words of what is stored are indexed in the background.
             info!("adding search to the history store");
-            c.execute_batch(&format!("BEGIN; {CREATE_WORDS} COMMIT;"))?;
-            c.pragma_update(None, "user_version", SCHEMA)?;
+            c.execute_batch(&format!(
+                "BEGIN; {CREATE_WORDS} PRAGMA user_version = {SCHEMA}; COMMIT;"
+            ))?;
         }
         SCHEMA => {}
         newer => {
@@ -98,6 +108,7 @@ pub(super) fn prepare(c: &Connection) -> rusqlite::Result<Start> {
     set_meta(c, "in_use", 1)?;
     Ok(Start {
         next_cursor,
+        known: base,
         crashed: in_use,
         indexed: meta(c, "indexed")?.unwrap_or(0),
     })
@@ -138,6 +149,7 @@ pub(super) fn spawn(
                 stored: next_cursor - 1,
                 indexed,
                 retry_at: None,
+                index_retry_at: None,
                 queued: count,
             }
             .run(&rx);
@@ -204,6 +216,8 @@ struct Writer {
     indexed: u64,
     /// While writes fail: when to try again.
     retry_at: Option<Instant>,
+    /// While indexing fails: when to try again (writes go on meanwhile).
+    index_retry_at: Option<Instant>,
     /// Events handed over and not yet taken.
     queued: Arc<AtomicUsize>,
 }
@@ -374,23 +388,29 @@ impl Writer {
 
     /// Indexes the words of the next stored chunk.
     fn index_chunk(&mut self) {
-        if self.indexed >= self.stored || self.retry_at.is_some() {
+        if self.indexed >= self.stored
+            || self.retry_at.is_some()
+            || self.index_retry_at.is_some_and(|t| Instant::now() < t)
+        {
             return;
         }
         let upto = self.stored.min(self.indexed + INDEX_CHUNK);
         match index(&mut self.conn, self.indexed, upto) {
-            Ok(()) => self.indexed = upto,
+            Ok(()) => {
+                self.indexed = upto;
+                self.index_retry_at = None;
+            }
             Err(e) => {
                 warn!("could not index words for search: {}", describe(&e));
-                // Tried again with the next write.
-                self.retry_at = Some(Instant::now() + RETRY);
+                self.index_retry_at = Some(Instant::now() + RETRY);
             }
         }
     }
 
     /// Catches the index up with everything stored.
     fn index_all(&mut self) {
-        while self.indexed < self.stored && self.retry_at.is_none() {
+        while self.indexed < self.stored && self.retry_at.is_none() && self.index_retry_at.is_none()
+        {
             self.index_chunk();
         }
     }
@@ -402,8 +422,17 @@ impl Writer {
             return;
         }
         self.last_trim = Some(Instant::now());
-        if let Err(e) = trim(&self.conn, self.retention) {
-            warn!("could not trim the history store: {}", describe(&e));
+        // Chunk by chunk, so that a long-due trim (retention lowered, a
+        // busy room) catches up without holding the database at once.
+        for _ in 0..TRIM_PASSES {
+            match trim(&self.conn, self.retention) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    warn!("could not trim the history store: {}", describe(&e));
+                    break;
+                }
+            }
         }
     }
 }
@@ -440,7 +469,8 @@ fn index(conn: &mut Connection, after: u64, upto: u64) -> rusqlite::Result<()> {
 
 /// Deletes what is older than the retention days, and the oldest beyond
 /// the retention count, a chunk at a time.
-pub(super) fn trim(c: &Connection, r: Retention) -> rusqlite::Result<()> {
+/// Returns how many events went.
+pub(super) fn trim(c: &Connection, r: Retention) -> rusqlite::Result<usize> {
     let cutoff = chrono::Utc::now().timestamp_millis() - i64::from(r.days) * 86_400_000;
     let mut deleted = match first_at_or_after(c, cutoff)? {
         Some(keep) => c.execute(
@@ -478,7 +508,7 @@ pub(super) fn trim(c: &Connection, r: Retention) -> rusqlite::Result<()> {
     if deleted > 0 {
         info!(deleted, "trimmed the history store");
     }
-    Ok(())
+    Ok(deleted)
 }
 
 /// The first cursor whose event is from `ts_ms` or later, found by halving
