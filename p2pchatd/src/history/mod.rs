@@ -158,11 +158,21 @@ impl History {
         self.hand_over_staged();
     }
 
-    /// Stores what is queued and records a clean stop.
+    /// Stores what is queued and records a clean stop. An event that comes
+    /// after (a task that did not stop in time) moves the store's cursor
+    /// mark on again, so its cursor is never given out twice.
     pub(crate) fn close(&self) {
         if let Some(store) = &self.store {
-            self.hand_over_staged();
-            store.close(self.newest_cursor());
+            // Under the lock: no event slips between the last cursor read
+            // and the stop recorded.
+            let mut ring = self.lock();
+            let rows = std::mem::take(&mut ring.unsent);
+            if !rows.is_empty() {
+                store.write(rows);
+            }
+            let newest = ring.next_cursor - 1;
+            ring.reserved = newest;
+            store.close(newest);
         }
     }
 

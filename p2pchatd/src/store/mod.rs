@@ -389,10 +389,9 @@ impl Store {
     /// Writes what is queued, records a clean stop, closes the writer.
     pub(crate) fn close(&self, last_cursor: u64) {
         self.writer.close(last_cursor);
-        self.mark
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .write("stopped", last_cursor);
+        let mut mark = self.mark.lock().unwrap_or_else(|p| p.into_inner());
+        mark.write("stopped", last_cursor);
+        mark.reserved = last_cursor;
     }
 
     pub(crate) fn info(&self, retention: Retention) -> StoreInfo {

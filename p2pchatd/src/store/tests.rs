@@ -286,3 +286,15 @@ fn a_store_from_before_search_gets_its_words_once() {
     assert_eq!(cursors(&s.search("old", None, None, 10).unwrap()), [7]);
     assert_eq!(s.next_cursor(), 8);
 }
+
+#[test]
+fn an_event_after_the_stop_moves_the_mark_on_again() {
+    let dir = TempDir::new("p2pchat-store-");
+    let s = open_store(dir.path());
+    s.close(10);
+    // A task that did not stop in time gives out cursor 11.
+    assert_eq!(s.reserve(11), 11 + RESERVE);
+    drop(s);
+    let s = open_store(dir.path());
+    assert_eq!(s.next_cursor(), 12 + RESERVE, "past 11, not 11 again");
+}
