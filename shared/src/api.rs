@@ -400,6 +400,18 @@ pub fn encode_history_result(
     out.extend_from_slice(b"}}\n");
 }
 
+/// Appends the JSON array of `items` (each already JSON) to `out`.
+pub fn write_json_array<'a>(items: impl IntoIterator<Item = &'a str>, out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item.as_bytes());
+    }
+    out.push(b']');
+}
+
 /// Appends an error response line to `out`.
 pub fn encode_error(id: Option<&Value>, error: &RpcError, out: &mut Vec<u8>) {
     #[derive(Serialize)]

@@ -5,7 +5,7 @@ use serde_json::Value;
 use shared::api::{
     Call, HISTORY_DEFAULT_LIMIT, MAX_SEARCH_BYTES, NickResult, Request, RpcError, SearchParams,
     ShutdownResult, StatusInfo, SubscribeResult, TrustResult, code, encode_error,
-    encode_history_result, encode_result,
+    encode_history_result, encode_result, write_json_array,
 };
 use shared::text::{validate_nick, validate_text};
 
@@ -53,10 +53,9 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
             };
             let limit = p.limit.unwrap_or(HISTORY_DEFAULT_LIMIT).min(most);
             let Some(id) = id else { return Reply::None };
-            let mut events = Vec::with_capacity(EVENT_JSON_GUESS * limit.min(1024) + 2);
-            ctx.history.page_json(limit, p.before, &mut events).await;
-            let mut out = Vec::with_capacity(events.len() + 64);
-            encode_history_result(&id, |out| out.extend_from_slice(&events), &mut out);
+            let page = ctx.history.page(limit, p.before).await;
+            let mut out = Vec::with_capacity(EVENT_JSON_GUESS * limit.min(1024) + 64);
+            encode_history_result(&id, |out| page.write_json(out), &mut out);
             Reply::Line(out)
         }
         Call::Subscribe(p) => match ctx.history.subscribe(p.since) {
@@ -104,9 +103,14 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
         Call::Search(p) => {
             let Some(id) = id else { return Reply::None };
             match search(ctx, p).await {
-                Ok(events) => {
-                    let mut out = Vec::with_capacity(events.len() + 64);
-                    encode_history_result(&id, |out| out.extend_from_slice(&events), &mut out);
+                Ok(hits) => {
+                    let size = hits.iter().map(|h| h.1.len() + 1).sum::<usize>() + 64;
+                    let mut out = Vec::with_capacity(size);
+                    encode_history_result(
+                        &id,
+                        |out| write_json_array(hits.iter().map(|h| h.1.as_str()), out),
+                        &mut out,
+                    );
                     Reply::Line(out)
                 }
                 Err(e) => respond::<()>(Some(id), Err(e)),
@@ -121,8 +125,8 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
     }
 }
 
-/// The JSON array of a search's hits, oldest first.
-async fn search(ctx: &ApiContext, p: SearchParams) -> Result<Vec<u8>, RpcError> {
+/// A search's hits (cursor, event JSON), oldest first.
+async fn search(ctx: &ApiContext, p: SearchParams) -> Result<Vec<(u64, String)>, RpcError> {
     let unavailable = |m: String| RpcError::new(code::SEARCH_UNAVAILABLE, m);
     if p.words.len() > MAX_SEARCH_BYTES {
         return Err(RpcError::new(
@@ -130,11 +134,11 @@ async fn search(ctx: &ApiContext, p: SearchParams) -> Result<Vec<u8>, RpcError> 
             format!("search words are over {MAX_SEARCH_BYTES} bytes"),
         ));
     }
-    if match_query(&p.words).is_none() {
+    let Some(query) = match_query(&p.words) else {
         return Err(unavailable(
             "search needs a word (letters or digits)".into(),
         ));
-    }
+    };
     let Some(store) = ctx.history.store_handle() else {
         let why = ctx
             .store_off
@@ -152,22 +156,17 @@ async fn search(ctx: &ApiContext, p: SearchParams) -> Result<Vec<u8>, RpcError> 
         .unwrap_or(HISTORY_DEFAULT_LIMIT)
         .min(HISTORY_STORE_LIMIT);
     let since = p.since.map(|t| t.timestamp_millis());
-    let hits = tokio::task::spawn_blocking(move || {
-        store.search(&p.words, p.from.as_deref(), since, limit)
-    })
-    .await
-    .map_err(|e| RpcError::new(code::INTERNAL_ERROR, format!("search failed: {e}")))?
-    .map_err(|e| RpcError::new(code::INTERNAL_ERROR, format!("search failed: {e}")))?;
-    let mut out = Vec::with_capacity(hits.iter().map(|h| h.1.len() + 1).sum::<usize>() + 2);
-    out.push(b'[');
-    for (i, (_, json)) in hits.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(json.as_bytes());
+    let hits =
+        tokio::task::spawn_blocking(move || store.search(&query, p.from.as_deref(), since, limit))
+            .await;
+    let failed = |e: &dyn std::fmt::Display| {
+        RpcError::new(code::INTERNAL_ERROR, format!("search failed: {e}"))
+    };
+    match hits {
+        Ok(Ok(hits)) => Ok(hits),
+        Ok(Err(e)) => Err(failed(&e)),
+        Err(e) => Err(failed(&e)),
     }
-    out.push(b']');
-    Ok(out)
 }
 
 fn status(ctx: &ApiContext) -> StatusInfo {

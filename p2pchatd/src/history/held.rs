@@ -72,20 +72,17 @@ impl Held {
         }
     }
 
-    /// Writes the newest `limit` held events with a cursor below `before`,
-    /// oldest first and comma-separated, into `out`; returns how many.
-    pub(super) fn page_items(&self, limit: usize, before: Option<u64>, out: &mut Vec<u8>) -> usize {
+    /// The newest `limit` held events with a cursor below `before`, oldest
+    /// first (shared, not copied).
+    pub(super) fn page(&self, limit: usize, before: Option<u64>) -> Vec<Arc<str>> {
         let end = before.map_or(self.events.len(), |b| {
             self.events.partition_point(|e| e.cursor < b)
         });
         let start = end.saturating_sub(limit);
-        for (n, e) in self.events.range(start..end).enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(e.json.as_bytes());
-        }
-        end - start
+        self.events
+            .range(start..end)
+            .map(|e| e.json.clone())
+            .collect()
     }
 
     /// The oldest cursor held.
@@ -99,11 +96,14 @@ mod tests {
     use super::*;
 
     fn cursors(h: &Held, limit: usize, before: Option<u64>) -> Vec<u64> {
-        let mut out = vec![b'['];
-        h.page_items(limit, before, &mut out);
-        out.push(b']');
-        let v: Vec<serde_json::Value> = serde_json::from_slice(&out).unwrap();
-        v.iter().map(|e| e["c"].as_u64().unwrap()).collect()
+        h.page(limit, before)
+            .iter()
+            .map(|j| {
+                serde_json::from_str::<serde_json::Value>(j).unwrap()["c"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
     }
 
     fn push(h: &mut Held, cursor: u64, author: u64) {

@@ -22,7 +22,7 @@ use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::Utc;
-use shared::api::encode_event_notification;
+use shared::api::{encode_event_notification, write_json_array};
 use shared::event::{Event, EventBody};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -79,6 +79,22 @@ pub(crate) struct History {
     store: Option<Arc<Store>>,
     /// Wakes [`History::pump`] when events wait for the store.
     staged: Notify,
+}
+
+/// A page of history, oldest first: stored events older than the held
+/// window, then held ones.
+#[derive(Debug)]
+pub(crate) struct Page {
+    stored: Vec<(u64, String)>,
+    held: Vec<Arc<str>>,
+}
+
+impl Page {
+    /// Appends the page as a JSON array.
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
+        let stored = self.stored.iter().map(|(_, json)| json.as_str());
+        write_json_array(stored.chain(self.held.iter().map(|j| &**j)), out);
+    }
 }
 
 /// Where a subscriber starts reading.
@@ -306,18 +322,17 @@ impl History {
     ///
     /// The held window comes first; with a store, a page that reaches past
     /// it goes on with the stored events older than the window.
-    pub(crate) async fn page_json(&self, limit: usize, before: Option<u64>, out: &mut Vec<u8>) {
-        let mut held = Vec::new();
-        let (n, oldest_held, newest) = {
+    pub(crate) async fn page(&self, limit: usize, before: Option<u64>) -> Page {
+        let (held, oldest_held, newest) = {
             let ring = self.lock();
             (
-                ring.window.page_items(limit, before, &mut held),
+                ring.window.page(limit, before),
                 ring.window.oldest(),
                 ring.next_cursor - 1,
             )
         };
-        out.push(b'[');
-        if n < limit
+        let mut stored = Vec::new();
+        if held.len() < limit
             && let Some(store) = &self.store
         {
             let upto = before
@@ -328,25 +343,14 @@ impl History {
                 self.flush_store(store).await;
             }
             let reader = store.clone();
-            let rows = tokio::task::spawn_blocking(move || reader.page(limit - n, upto)).await;
-            match rows {
-                Ok(Ok(rows)) => {
-                    for (i, (_, json)) in rows.iter().enumerate() {
-                        if i > 0 {
-                            out.push(b',');
-                        }
-                        out.extend_from_slice(json.as_bytes());
-                    }
-                    if !rows.is_empty() && n > 0 {
-                        out.push(b',');
-                    }
-                }
+            let more = limit - held.len();
+            match tokio::task::spawn_blocking(move || reader.page(more, upto)).await {
+                Ok(Ok(rows)) => stored = rows,
                 Ok(Err(e)) => warn!("could not read stored history: {e}"),
                 Err(e) => warn!("stored history read failed: {e}"),
             }
         }
-        out.extend_from_slice(&held);
-        out.push(b']');
+        Page { stored, held }
     }
 
     /// Starts a subscription: live events only, or with `since` every held
@@ -657,7 +661,7 @@ mod tests {
 
     fn page(h: &History, limit: usize, before: Option<u64>) -> Vec<u64> {
         let mut out = Vec::new();
-        block(h.page_json(limit, before, &mut out));
+        block(h.page(limit, before)).write_json(&mut out);
         let evs: Vec<Event> = serde_json::from_slice(&out).unwrap();
         evs.iter().map(|e| e.cursor).collect()
     }

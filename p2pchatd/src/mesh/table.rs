@@ -999,7 +999,7 @@ mod tests {
 
     fn kinds(h: &History) -> Vec<String> {
         let mut out = Vec::new();
-        testkit::block_on(h.page_json(100, None, &mut out));
+        testkit::block_on(h.page(100, None)).write_json(&mut out);
         let evs: Vec<shared::event::Event> = serde_json::from_slice(&out).unwrap();
         evs.iter().map(|e| e.body.kind().to_owned()).collect()
     }

@@ -446,19 +446,16 @@ impl Store {
         .collect()
     }
 
-    /// Stored messages holding every word of `words`, newest `limit`,
-    /// oldest first; only `from`'s (a nick as shown), only from `since_ms`
-    /// on.
+    /// Stored messages matching `query` (from [`match_query`]), newest
+    /// `limit`, oldest first; only `from`'s (a nick as shown), only from
+    /// `since_ms` on.
     pub(crate) fn search(
         &self,
-        words: &str,
+        query: &str,
         from: Option<&str>,
         since_ms: Option<i64>,
         limit: usize,
     ) -> rusqlite::Result<Vec<(u64, String)>> {
-        let Some(query) = match_query(words) else {
-            return Ok(Vec::new());
-        };
         let c = self.reader();
         let mut q = c.prepare_cached(
             "SELECT e.cursor, e.json FROM words w JOIN events e ON e.cursor = w.rowid

@@ -228,9 +228,10 @@ fn search_finds_every_word_newest_last_by_nick_and_time() {
         },
     ]);
     block(s.index());
-    let hits = |w: &str, from: Option<&str>, since: Option<i64>| {
-        cursors(&s.search(w, from, since, 10).unwrap())
+    let search = |w: &str, from: Option<&str>, since: Option<i64>, n: usize| {
+        cursors(&s.search(&match_query(w).unwrap(), from, since, n).unwrap())
     };
+    let hits = |w: &str, from: Option<&str>, since: Option<i64>| search(w, from, since, 10);
     assert_eq!(
         hits("deploy", None, None),
         [1, 2],
@@ -241,7 +242,7 @@ fn search_finds_every_word_newest_last_by_nick_and_time() {
     assert_eq!(hits("deploiement", None, None), [3], "without accents");
     assert_eq!(hits("deploy", Some("bob"), None), [2]);
     assert_eq!(hits("deploy", None, Some(now - 6_000)), [2]);
-    assert_eq!(cursors(&s.search("deploy", None, None, 1).unwrap()), [2]);
+    assert_eq!(search("deploy", None, None, 1), [2]);
     assert!(hits("nothing", None, None).is_empty());
     // Trimmed lines are not found any more.
     s.close(4);
@@ -258,7 +259,13 @@ fn search_finds_every_word_newest_last_by_nick_and_time() {
     drop(c);
     let s = open_store(dir.path());
     block(s.index());
-    assert_eq!(cursors(&s.search("fri*", None, None, 10).unwrap()), [3]);
+    assert_eq!(
+        cursors(
+            &s.search(&match_query("fri*").unwrap(), None, None, 10)
+                .unwrap()
+        ),
+        [3]
+    );
 }
 
 #[test]
@@ -283,7 +290,13 @@ fn a_store_from_before_search_gets_its_words_once() {
     let s = open_store(dir.path());
     // Indexed in the background; a search asks for it to catch up.
     block(s.index());
-    assert_eq!(cursors(&s.search("old", None, None, 10).unwrap()), [7]);
+    assert_eq!(
+        cursors(
+            &s.search(&match_query("old").unwrap(), None, None, 10)
+                .unwrap()
+        ),
+        [7]
+    );
     assert_eq!(s.next_cursor(), 8);
 }
 
