@@ -30,11 +30,9 @@ const INDEX_LAG: u64 = 100_000;
 const INDEX_CHUNK: u64 = 16_384;
 /// How often the retention rules run.
 const RETAIN_EVERY: Duration = Duration::from_secs(60);
-/// Rows deleted per statement, so a long-due trim never holds the
-/// database for long...
+/// Rows deleted per statement, so a long-due trim (retention lowered, a
+/// busy room) never holds the database for long.
 const TRIM_CHUNK: u64 = 10_000;
-/// ... and statements per trim (up to 1,000,000 rows a minute).
-const TRIM_PASSES: usize = 100;
 
 /// One event as stored.
 #[derive(Debug, Clone)]
@@ -422,17 +420,8 @@ impl Writer {
             return;
         }
         self.last_trim = Some(Instant::now());
-        // Chunk by chunk, so that a long-due trim (retention lowered, a
-        // busy room) catches up without holding the database at once.
-        for _ in 0..TRIM_PASSES {
-            match trim(&self.conn, self.retention) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => {
-                    warn!("could not trim the history store: {}", describe(&e));
-                    break;
-                }
-            }
+        if let Err(e) = trim(&self.conn, self.retention) {
+            warn!("could not trim the history store: {}", describe(&e));
         }
     }
 }
@@ -467,45 +456,38 @@ fn index(conn: &mut Connection, after: u64, upto: u64) -> rusqlite::Result<()> {
     tx.commit()
 }
 
-/// Deletes what is older than the retention days, and the oldest beyond
-/// the retention count, a chunk at a time.
+/// Deletes what is older than the retention days and the oldest beyond the
+/// retention count: finds the first cursor to keep once, then deletes below
+/// it a chunk per statement, so the database is never held for long.
 /// Returns how many events went.
 pub(super) fn trim(c: &Connection, r: Retention) -> rusqlite::Result<usize> {
     let cutoff = chrono::Utc::now().timestamp_millis() - i64::from(r.days) * 86_400_000;
-    let mut deleted = match first_at_or_after(c, cutoff)? {
-        Some(keep) => c.execute(
-            "DELETE FROM events WHERE cursor IN
-               (SELECT cursor FROM events WHERE cursor < ?1 ORDER BY cursor LIMIT ?2)",
-            params![keep, to_sql(TRIM_CHUNK)],
-        )?,
-        None => 0,
-    };
-    let oldest_kept: Option<i64> = c
+    let by_age = first_at_or_after(c, cutoff)?;
+    let by_count: Option<i64> = c
         .query_row(
             "SELECT cursor FROM events ORDER BY cursor DESC LIMIT 1 OFFSET ?1",
             params![to_sql(r.messages.saturating_sub(1))],
             |row| row.get(0),
         )
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
-    if let Some(oldest) = oldest_kept {
-        deleted += c.execute(
-            "DELETE FROM events WHERE cursor IN
-               (SELECT cursor FROM events WHERE cursor < ?1 ORDER BY cursor LIMIT ?2)",
-            params![oldest, to_sql(TRIM_CHUNK)],
-        )?;
+        .optional()?;
+    let Some(keep) = by_age.max(by_count) else {
+        return Ok(0);
+    };
+    let mut chunk = c.prepare_cached(
+        "DELETE FROM events WHERE cursor IN
+           (SELECT cursor FROM events WHERE cursor < ?1 ORDER BY cursor LIMIT ?2)",
+    )?;
+    let mut deleted = 0;
+    loop {
+        let n = chunk.execute(params![keep, to_sql(TRIM_CHUNK)])?;
+        deleted += n;
+        if n < usize::try_from(TRIM_CHUNK).unwrap_or(usize::MAX) {
+            break;
+        }
     }
     if deleted > 0 {
         // The words of what is gone go too.
-        c.execute(
-            "DELETE FROM words WHERE rowid < (SELECT coalesce(min(cursor), 0) FROM events)",
-            [],
-        )?;
-    }
-    if deleted > 0 {
+        c.execute("DELETE FROM words WHERE rowid < ?1", [keep])?;
         info!(deleted, "trimmed the history store");
     }
     Ok(deleted)
