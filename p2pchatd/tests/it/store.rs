@@ -231,6 +231,23 @@ fn mount_namespaces() -> bool {
             .is_ok_and(|s| s.success())
 }
 
+/// Alice, in a mount namespace of her own where `mount` (shell commands)
+/// ran first; `None` (said) where this run may not make one.
+async fn alice_with_own_mounts(net: &TestNet, extra: &[&str], mount: &str) -> Option<Daemon> {
+    if !mount_namespaces() {
+        eprintln!("skipped: a disk of alice's own needs root and unshare -m");
+        return None;
+    }
+    let a = net.spawn_wrapped(
+        "alice",
+        extra,
+        &["unshare", "-m", "--propagation", "private"],
+        mount,
+    );
+    a.wait_ready().await;
+    Some(a)
+}
+
 /// Runs `script` in the mount namespace of the daemon `pid`.
 fn in_namespace_of(pid: u32, script: &str) -> std::process::Output {
     std::process::Command::new("nsenter")
@@ -241,37 +258,27 @@ fn in_namespace_of(pid: u32, script: &str) -> std::process::Output {
 
 #[tokio::test]
 async fn a_full_disk_keeps_lines_in_memory_until_there_is_room_again() {
-    if !mount_namespaces() {
-        eprintln!("skipped: a small disk needs root and unshare -m");
-        return;
-    }
     let net = TestNet::new();
     let state = net.home_of("alice").join("state");
     std::fs::create_dir_all(&state).unwrap();
     let s = state.display().to_string();
     // Alice's state folder is a 1 MiB disk of her own.
-    let a = net.spawn_wrapped(
-        "alice",
-        &["--history", "10"],
-        &["unshare", "-m", "--propagation", "private"],
-        &format!("mount -t tmpfs -o size=1m,mode=0700 tmpfs {s}"),
-    );
-    a.wait_ready().await;
+    let mount = format!("mount -t tmpfs -o size=1m,mode=0700 tmpfs {s}");
+    let Some(a) = alice_with_own_mounts(&net, &["--history", "10"], &mount).await else {
+        return;
+    };
     let pid = a.status().await.pid;
     assert_eq!(a.status().await.store.unwrap().state, StoreState::Ok);
-    // Fill it up.
+    // Fill it up (cat stops at the full disk), then say more than the
+    // log has room for (~350 KiB).
     in_namespace_of(pid, &format!("cat /dev/zero > {s}/filler"));
-    let mut said = 0;
-    let failing = loop {
-        a.say_many(&format!("full{said}"), 100).await;
-        said += 100;
+    let said = 1_000;
+    a.say_many("full", said).await;
+    let failing = wait_until("the store to fail", T, || async {
         let store = a.status().await.store.unwrap();
-        if store.state == StoreState::Failing {
-            break store;
-        }
-        assert!(said < 20_000, "the disk never filled: {store:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        (store.state == StoreState::Failing).then_some(store)
+    })
+    .await;
     assert!(failing.problem.unwrap().contains("full"));
     // Room again: the next try (within 2 s) writes what waited.
     let out = in_namespace_of(pid, &format!("rm {s}/filler"));
@@ -290,10 +297,6 @@ async fn a_full_disk_keeps_lines_in_memory_until_there_is_room_again() {
 
 #[tokio::test]
 async fn a_read_only_store_is_left_alone_and_the_chat_goes_on() {
-    if !mount_namespaces() {
-        eprintln!("skipped: a read-only disk needs root and unshare -m");
-        return;
-    }
     let net = TestNet::new();
     let mut a = net.daemon("alice").await;
     a.say("kept").await;
@@ -307,13 +310,10 @@ async fn a_read_only_store_is_left_alone_and_the_chat_goes_on() {
         .join("history.db");
     let before = std::fs::read(&file).unwrap();
     let s = net.home_of("alice").join("state").display().to_string();
-    let a = net.spawn_wrapped(
-        "alice",
-        &[],
-        &["unshare", "-m", "--propagation", "private"],
-        &format!("mount --bind {s} {s} && mount -o remount,bind,ro {s}"),
-    );
-    a.wait_ready().await;
+    let mount = format!("mount --bind {s} {s} && mount -o remount,bind,ro {s}");
+    let Some(a) = alice_with_own_mounts(&net, &[], &mount).await else {
+        return;
+    };
     let store = a.status().await.store.unwrap();
     assert_eq!(store.state, StoreState::Off, "{store:?}");
     assert!(
