@@ -77,6 +77,9 @@ pub enum TrustError {
     ShownApart { nick: String, held: String },
 }
 
+/// Keys remembered as already alerted about, at most.
+const MAX_ALERTED: usize = 4096;
+
 /// The known peers, in memory, saved to `path` (if any) on change.
 #[derive(Debug)]
 pub(crate) struct KnownPeers {
@@ -84,6 +87,9 @@ pub(crate) struct KnownPeers {
     file: File,
     /// Keys first met in this life of the daemon: `new`, not `pinned`.
     met_now: std::collections::HashSet<String>,
+    /// Keys whose claim on a verified nick was already raised in this life:
+    /// an alert is said once, not on every line or relayed run.
+    alerted: std::collections::HashSet<String>,
     /// Our own nick and key (hex): our nick is ours, whatever the file says.
     own: Option<(String, String)>,
 }
@@ -116,6 +122,7 @@ impl KnownPeers {
             path: Some(path.to_owned()),
             file,
             met_now: Default::default(),
+            alerted: Default::default(),
             own: None,
         })
     }
@@ -127,6 +134,7 @@ impl KnownPeers {
             path: None,
             file: File::default(),
             met_now: Default::default(),
+            alerted: Default::default(),
             own: None,
         }
     }
@@ -156,20 +164,27 @@ impl KnownPeers {
                 last_seen: now,
                 verified: false,
             });
-        // Last seen is saved with other changes, or when an hour old.
-        if known.nick != nick || now - known.last_seen >= 3600 {
+        // The nick it last used and when are saved with other changes, or
+        // when an hour old: a peer changing nicks costs no disk write.
+        if known.nick != nick {
             known.nick = nick.to_owned();
+        }
+        if now - known.last_seen >= 3600 {
             changed = true;
         }
         known.last_seen = now;
         let verified = known.verified;
         let standing = match holder {
             Some(h) if h != id => {
-                let theirs_verified = self.file.keys.get(&h).is_some_and(|k| k.verified);
+                if self.alerted.len() >= MAX_ALERTED {
+                    self.alerted.clear();
+                }
+                let raise =
+                    self.file.keys.get(&h).is_some_and(|k| k.verified) && self.alerted.insert(id);
                 Standing {
                     trust: Trust::Conflict,
                     shown: format!("{nick}~{}", short_tag_of(key)),
-                    alert: theirs_verified.then(|| {
+                    alert: raise.then(|| {
                         format!(
                             "{nick} is verified, but a peer with another key (fingerprint {}) claims the nick",
                             fingerprint_of(key)
@@ -329,6 +344,9 @@ mod tests {
         k.verify("alice").unwrap();
         assert_eq!(k.met(&alice, "alice").trust, Trust::Verified);
         assert!(k.met(&mallory, "alice").alert.is_some());
+        let again = k.met(&mallory, "alice");
+        assert_eq!(again.trust, Trust::Conflict, "still told apart");
+        assert!(again.alert.is_none(), "said once per life, not per line");
         // Forgotten: the nick is free, the next key pins it.
         k.forget("alice").unwrap();
         assert_eq!(k.met(&mallory, "alice").trust, Trust::New);
