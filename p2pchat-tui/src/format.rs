@@ -9,7 +9,6 @@ use shared::event::{Event, EventBody};
 // peers send; this is the last line, with the same rule.
 use shared::text::sanitize_foreign_text as clean;
 
-/// One event as an IRC-style line, in local time.
 /// An event's line with its day in front, for lines from any day.
 pub(crate) fn dated_line(e: &Event) -> String {
     format!(
@@ -19,6 +18,7 @@ pub(crate) fn dated_line(e: &Event) -> String {
     )
 }
 
+/// One event as an IRC-style line, in local time.
 pub(crate) fn event_line(e: &Event) -> String {
     let time = e.ts.with_timezone(&Local).format("%H:%M:%S");
     let body = match &e.body {

@@ -250,8 +250,6 @@ fn listed(p: &Peer) -> bool {
     }
 }
 
-/// Records the peer's join for its current link, once (not after it said
-/// goodbye).
 /// Shows `peer` as `standing` says; a change of the shown nick is a nick
 /// event once its join was. Returns the old nick shown when it changed.
 fn show_as(id: &str, peer: &mut Peer, standing: &Standing, history: &History) -> Option<String> {
@@ -271,6 +269,8 @@ fn show_as(id: &str, peer: &mut Peer, standing: &Standing, history: &History) ->
     Some(old)
 }
 
+/// Records the peer's join for its current link, once (not after it said
+/// goodbye).
 fn show(id: &str, peer: &mut Peer, history: &History) {
     if !peer.shown && !peer.quit {
         peer.shown = true;
