@@ -18,7 +18,7 @@
 mod held;
 
 use std::collections::{HashSet, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::Utc;
@@ -63,6 +63,9 @@ struct Ring {
     seen: SeenIds,
     /// Events for the store, not yet handed over.
     unsent: Vec<Row>,
+    /// Where each event is encoded before it is shared: grown once, not
+    /// per event.
+    scratch: Vec<u8>,
     /// The time of the newest event.
     last_ts: chrono::DateTime<Utc>,
     /// Cursors up to this one may be given out; past it, the store's mark
@@ -134,6 +137,7 @@ impl History {
             next_cursor: 1,
             seen: SeenIds::new(SEEN_IDS),
             unsent: Vec::new(),
+            scratch: Vec::new(),
             last_ts: chrono::DateTime::<Utc>::MIN_UTC,
             reserved: u64::MAX,
         };
@@ -515,8 +519,14 @@ impl Ring {
             ts: now,
             body,
         };
-        // An event of strings and numbers always encodes.
-        let json: Arc<str> = serde_json::to_string(&event).unwrap_or_default().into();
+        // An event of strings and numbers always encodes, as UTF-8.
+        self.scratch.clear();
+        let json: Arc<str> = match serde_json::to_writer(&mut self.scratch, &event) {
+            Ok(()) => std::str::from_utf8(&self.scratch)
+                .unwrap_or_default()
+                .into(),
+            Err(_) => "".into(),
+        };
         if self.events.len() == self.capacity {
             self.events.pop_front();
         }
@@ -592,7 +602,8 @@ fn author_of(body: &EventBody) -> Option<&str> {
 /// window, and the key is random per daemon so no peer can aim for one.
 #[derive(Debug)]
 struct SeenIds {
-    set: HashSet<u64>,
+    /// Already keyed hashes: hashed again by nothing.
+    set: HashSet<u64, BuildHasherDefault<Prehashed>>,
     order: VecDeque<u64>,
     capacity: usize,
     key: RandomState,
@@ -601,7 +612,7 @@ struct SeenIds {
 impl SeenIds {
     fn new(capacity: usize) -> Self {
         Self {
-            set: HashSet::with_capacity(capacity),
+            set: HashSet::with_capacity_and_hasher(capacity, BuildHasherDefault::default()),
             order: VecDeque::with_capacity(capacity),
             capacity,
             key: RandomState::new(),
@@ -624,6 +635,27 @@ impl SeenIds {
         }
         self.order.push_back(h);
         true
+    }
+}
+
+/// The hasher of a set of keyed hashes: each is its own hash.
+#[derive(Debug, Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64`s are hashed here; anything else still spreads.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
