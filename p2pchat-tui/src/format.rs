@@ -203,6 +203,7 @@ mod tests {
             trust: Some(Trust::Pinned),
             seq: None,
             sent: None,
+            late: false,
         }));
         assert!(l.ends_with("<amy> hi \u{FFFD}[2J"), "{l}");
         let l = event_line(&e(EventBody::Message {
@@ -215,6 +216,7 @@ mod tests {
             trust: None,
             seq: None,
             sent: None,
+            late: false,
         }));
         assert!(l.ends_with("* amy waves"));
         let l = event_line(&e(EventBody::Message {
@@ -227,6 +229,7 @@ mod tests {
             trust: Some(Trust::Conflict),
             seq: None,
             sent: None,
+            late: false,
         }));
         assert!(l.ends_with(" ! <amy~3fa2> hi"), "{l}");
         let l = event_line(&e(EventBody::Message {
@@ -239,6 +242,7 @@ mod tests {
             trust: Some(Trust::Plaintext),
             seq: None,
             sent: None,
+            late: false,
         }));
         assert!(l.ends_with(" ? * amy hi"), "{l}");
         let l = event_line(&e(EventBody::Leave {

@@ -16,6 +16,7 @@ mod mesh;
 pub mod node;
 pub mod service;
 pub mod store;
+mod sync;
 mod trust;
 
 pub use api::ApiBindError;

@@ -163,6 +163,7 @@ impl RelayedLine {
             metadata: None,
             seal: None,
             relay: None,
+            sync: None,
         }
     }
 }

@@ -42,6 +42,9 @@ pub enum EventBody {
         seq: Option<u64>,
         /// When the author sent it, by the author's clock.
         sent: Option<Timestamp>,
+        /// It came through catch-up after a partition or a restart, not
+        /// live: shown with its own time.
+        late: bool,
     },
     /// A peer became linked.
     Join { peer_id: String, nick: String },
@@ -105,6 +108,8 @@ struct FlatOut<'a> {
     seq: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sent: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    late: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     old: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -131,6 +136,8 @@ struct FlatIn {
     trust: Option<Trust>,
     seq: Option<u64>,
     sent: Option<Timestamp>,
+    #[serde(default)]
+    late: bool,
     old: Option<String>,
     new: Option<String>,
     reason: Option<String>,
@@ -152,6 +159,7 @@ impl Serialize for Event {
             trust: None,
             seq: None,
             sent: None,
+            late: false,
             old: None,
             new: None,
             reason: None,
@@ -168,6 +176,7 @@ impl Serialize for Event {
                 trust,
                 seq,
                 sent,
+                late,
             } => {
                 out.id = Some(id);
                 out.peer_id = Some(peer_id);
@@ -178,6 +187,7 @@ impl Serialize for Event {
                 out.trust = *trust;
                 out.seq = *seq;
                 out.sent = sent.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+                out.late = *late;
             }
             EventBody::Alert { peer_id, text } => {
                 out.peer_id = Some(peer_id);
@@ -226,6 +236,7 @@ impl<'de> Deserialize<'de> for Event {
                 trust: f.trust,
                 seq: f.seq,
                 sent: f.sent,
+                late: f.late,
             },
             "alert" => EventBody::Alert {
                 peer_id: need(f.peer_id, "peer_id")?,
@@ -280,6 +291,7 @@ mod tests {
                 trust: None,
                 seq: None,
                 sent: None,
+                late: false,
             },
             EventBody::Message {
                 id: "x".into(),
@@ -291,6 +303,7 @@ mod tests {
                 trust: Some(Trust::Conflict),
                 seq: Some(17),
                 sent: Some(chrono::DateTime::from_timestamp_millis(1_764_000_000_123).unwrap()),
+                late: true,
             },
             EventBody::Alert {
                 peer_id: "k00".into(),

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod line;
 pub mod paths;
 pub mod secure;
+pub mod sync;
 pub mod text;
 mod time;
 pub mod wire;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::authorship::{Relay, Seal};
 use crate::limits::{MAX_PEER_LINE, PROTO_TAG, ROOM};
+use crate::sync::SyncVector;
 use crate::text::{TextError, validate_message_id, validate_peer_id};
 use crate::time::{Timestamp, serde_rfc3339};
 
@@ -25,6 +26,8 @@ pub enum MessageType {
     /// lines passed on.
     Seal,
     Relay,
+    /// p2pchatd peers only (§7): a part of the sender's version vector.
+    Sync,
     /// A type this version does not know (a newer peer's). Never sent.
     Unknown,
 }
@@ -38,6 +41,7 @@ impl MessageType {
             Self::Heartbeat => "heartbeat",
             Self::Seal => "seal",
             Self::Relay => "relay",
+            Self::Sync => "sync",
             Self::Unknown => "unknown",
         }
     }
@@ -59,6 +63,7 @@ impl<'de> Deserialize<'de> for MessageType {
             "heartbeat" => Self::Heartbeat,
             "seal" => Self::Seal,
             "relay" => Self::Relay,
+            "sync" => Self::Sync,
             _ => Self::Unknown,
         })
     }
@@ -171,6 +176,9 @@ pub struct PeerMessage {
     /// Only in a `relay` line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay: Option<Box<Relay>>,
+    /// Only in a `sync` line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<Box<SyncVector>>,
 }
 
 /// Bytes the JSON of a message takes besides its content, about.
@@ -212,6 +220,7 @@ impl PeerMessage {
             metadata: None,
             seal: None,
             relay: None,
+            sync: None,
         }
     }
 

@@ -1,8 +1,9 @@
 //! A TCP relay on loopback between a dialer and a daemon, that records
 //! every byte it carries, so a test can see what an eavesdropper on the
-//! LAN would.
+//! LAN would, and that can be cut and healed, as a partition would.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,6 +19,10 @@ pub struct Relay {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<u8>>>,
     task: JoinHandle<()>,
+    /// While set, connections are closed as they come.
+    cut: Arc<AtomicBool>,
+    /// The copying tasks of the connections carried now.
+    pipes: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl Relay {
@@ -26,18 +31,51 @@ impl Relay {
         let addr = listener.local_addr().expect("relay address");
         let seen: Arc<Mutex<Vec<u8>>> = Arc::default();
         let record = seen.clone();
+        let cut = Arc::new(AtomicBool::new(false));
+        let pipes: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (is_cut, carried) = (cut.clone(), pipes.clone());
         let task = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
+                if is_cut.load(Ordering::SeqCst) {
+                    continue;
+                }
                 let Ok(outbound) = TcpStream::connect(target).await else {
                     continue;
                 };
                 let (ir, iw) = inbound.into_split();
                 let (or, ow) = outbound.into_split();
-                tokio::spawn(pipe(ir, ow, record.clone()));
-                tokio::spawn(pipe(or, iw, record.clone()));
+                let mut carried = carried.lock().unwrap_or_else(|p| p.into_inner());
+                carried.retain(|p| !p.is_finished());
+                carried.push(tokio::spawn(pipe(ir, ow, record.clone())));
+                carried.push(tokio::spawn(pipe(or, iw, record.clone())));
             }
         });
-        Self { addr, seen, task }
+        Self {
+            addr,
+            seen,
+            task,
+            cut,
+            pipes,
+        }
+    }
+
+    /// Closes every connection it carries and refuses new ones (they are
+    /// accepted and closed at once), until [`Relay::heal`].
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for p in self
+            .pipes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            p.abort();
+        }
+    }
+
+    /// Carries connections again.
+    pub fn heal(&self) {
+        self.cut.store(false, Ordering::SeqCst);
     }
 
     /// Everything carried so far, both ways.
@@ -54,6 +92,7 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         self.task.abort();
+        self.cut();
     }
 }
 

@@ -496,6 +496,7 @@ mod tests {
                 trust: None,
                 seq: None,
                 sent: None,
+                late: false,
             },
         }
     }

@@ -455,6 +455,7 @@ mod tests {
                 trust: (peer != ME).then(|| trust_of(peer)),
                 seq: None,
                 sent: None,
+                late: false,
             },
         )
     }

@@ -677,6 +677,7 @@ mod tests {
             trust: None,
             seq: None,
             sent: None,
+            late: false,
         }
     }
 

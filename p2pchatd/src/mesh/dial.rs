@@ -182,6 +182,8 @@ pub(super) async fn static_peer(mesh: Mesh, target: String) {
                 () = cancel.cancelled() => break,
                 c = connect => c,
             };
+            let tried_noise = noise;
+            let mut switched_back = false;
             let outcome = match connected {
                 Some((stream, addr, slot)) => Some(
                     handshake::dial(&mesh, stream, addr, Expect::Unknown { noise }, slot).await,
@@ -199,13 +201,25 @@ pub(super) async fn static_peer(mesh: Mesh, target: String) {
                     info!(%peer, "peer answered");
                     known = Some(peer.clone());
                 }
-                if o.no_noise && !mesh.encryption_required() {
+                if tried_noise && o.no_noise && !mesh.encryption_required() {
                     noise = false;
-                    backoff = Backoff::default();
+                } else if !tried_noise && mesh.noise_links() && o.lines == 0 {
+                    // Plaintext got nothing either: what looked like a Go
+                    // peer may be a p2pchatd that was not there yet (a
+                    // connection closed at once looks alike), which
+                    // refuses our plaintext. Noise again, next.
+                    noise = true;
+                    switched_back = true;
                 }
             }
             topology.borrow_and_update();
-            let wait = backoff.next(outcome.as_ref());
+            // A refusal in plaintext is no Go peer's verdict when we go
+            // back to Noise: back off as after any failure.
+            let wait = backoff.next(if switched_back {
+                None
+            } else {
+                outcome.as_ref()
+            });
             tokio::select! {
                 () = cancel.cancelled() => break,
                 () = sleep(wait) => {}

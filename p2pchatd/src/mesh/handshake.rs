@@ -169,6 +169,8 @@ pub(crate) async fn accept(
         kind,
         key: None,
         seals: false,
+        life: None,
+        sync: false,
         standing: None,
     };
     let live = liveness(&mesh, kind, meta.and_then(|m| m.heartbeat_ms));
@@ -227,6 +229,8 @@ async fn run_noise_link(
         kind: PeerKind::P2pchatd,
         key: Some(est.peer.key),
         seals: est.peer.seals,
+        life: est.peer.life.clone(),
+        sync: est.peer.sync,
         standing: None,
     };
     let span = info_span!("link", peer = %who.id, %remote);
@@ -327,6 +331,8 @@ pub(crate) async fn dial(
                             kind: PeerKind::P2pchatd,
                             key: None,
                             seals: false,
+                            life: None,
+                            sync: false,
                             standing: None,
                         };
                         answered = Some((who, m.metadata));
@@ -361,6 +367,8 @@ pub(crate) async fn dial(
                 kind: PeerKind::Go,
                 key: None,
                 seals: false,
+                life: None,
+                sync: false,
                 standing: None,
             }),
             None,

@@ -16,11 +16,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use shared::api::{LinkDirection, PeerKind, Trust};
-use shared::authorship::RelayError;
+use shared::authorship::{Relay, RelayError};
 use shared::event::EventBody;
 use shared::keys::fingerprint_of;
 use shared::limits::MAX_PEER_LINE;
 use shared::line::{LineReader, LineTooLong};
+use shared::sync::{SyncVector, valid_life};
 use shared::text::{sanitize_foreign_nick, sanitize_foreign_text};
 use shared::wire::{ACTION_PREFIX, MessageType, PeerMessage, WireError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -34,6 +35,7 @@ use super::admission::UNPROVEN_GRACE;
 use super::secure::{Opener, Sealer};
 use super::table::{LinkId, NewLink, PeerIdentity, Refused};
 use super::{LinkStats, Mesh};
+use crate::sync::{SEND_BATCH, Send, TheirVector};
 
 /// Lines queued for one link. When full, our sender waits (see
 /// `Mesh::fan_out`); 1,024 lines is ~250 KiB, enough to ride out a busy
@@ -215,6 +217,7 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
         ),
     };
     let (tx, rx) = mpsc::channel(LINK_INBOX);
+    let own_tx = tx.clone();
     let close = mesh.cancel_token().child_token();
     let kind = who.as_ref().map(|w| w.kind);
     // A peer we dialed is the one we meant to reach; one with a key proved
@@ -256,6 +259,13 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
     };
     mesh.topology_changed();
     info!(link = %id, ?direction, ?kind, heartbeat_ms = shared::millis(live.heartbeat), "link up");
+    let syncs = who
+        .as_ref()
+        .is_some_and(|w| w.sync && w.key.is_some() && w.life.is_some())
+        && mesh.syncs();
+    if syncs {
+        send_vector(mesh, &own_tx);
+    }
     let mut ctx = Reader {
         mesh,
         id,
@@ -273,6 +283,10 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
             .unwrap_or_default(),
         stats: &stats,
         bad_lines: 0,
+        life: who.as_ref().and_then(|w| w.life.clone()),
+        syncs,
+        tx: own_tx,
+        their: None,
     };
     let mut end = None;
     for msg in early {
@@ -330,6 +344,14 @@ struct Reader<'a> {
     nick: String,
     stats: &'a LinkStats,
     bad_lines: u32,
+    /// The peer's life (Noise), what its live lines and seals are of.
+    life: Option<Arc<str>>,
+    /// Both sides take part in catch-up.
+    syncs: bool,
+    /// The link's own inbox, for what catch-up sends back.
+    tx: mpsc::Sender<Bytes>,
+    /// The peer's version vector, while its parts arrive.
+    their: Option<TheirVector>,
 }
 
 impl Reader<'_> {
@@ -443,13 +465,29 @@ impl Reader<'_> {
                 if !self.stats.proven() {
                     self.mesh.table_op(|t, h| t.talked(self.id, h));
                 }
+                if let (Some(_), Some(life)) = (&self.key, &self.life) {
+                    self.mesh.sync().line(&peer, life, msg);
+                }
                 self.chat(
                     &peer,
                     msg,
                     &self.nick,
                     self.fingerprint.as_ref(),
                     self.trust,
+                    false,
                 );
+            }
+            MessageType::Seal => {
+                if let (Some(key), Some(life), Some(seal)) = (&self.key, &self.life, &msg.seal)
+                    && let Some(run) = self.mesh.sync().sealed(&peer, life, key, seal)
+                {
+                    self.mesh.store_run(run);
+                }
+            }
+            MessageType::Sync if self.syncs => {
+                if let Some(end) = self.vector_part(&peer, msg) {
+                    return Err(end);
+                }
             }
             MessageType::Leave => self.mesh.table_op(|t, h| t.quit(self.id, h)),
             MessageType::Relay if self.key.is_some() => {
@@ -458,14 +496,13 @@ impl Reader<'_> {
                 }
             }
             // Joins only matter for the nick (above); link state makes the
-            // join event. Heartbeats only prove life. A seal proves the
-            // lines it covers to those we pass them on to: kept with the
-            // history once history is kept (durable history). Relays from
-            // a peer without a key are not taken.
+            // join event. Heartbeats only prove life. Relays from a peer
+            // without a key are not taken, nor vectors from one that does
+            // not take part in catch-up.
             MessageType::Join
             | MessageType::Heartbeat
-            | MessageType::Seal
             | MessageType::Relay
+            | MessageType::Sync
             | MessageType::Unknown => {}
         }
         Ok(())
@@ -480,7 +517,13 @@ impl Reader<'_> {
             .relay
             .as_deref()
             .ok_or(RelayError::Malformed)
-            .and_then(|r| r.open())
+            .and_then(|r| {
+                if valid_life(&r.seal.instance) {
+                    r.open()
+                } else {
+                    Err(RelayError::Malformed)
+                }
+            })
             .and_then(|o| {
                 if crate::identity::verify(&o.key, &o.signed, &o.sig) {
                     Ok(o)
@@ -501,6 +544,10 @@ impl Reader<'_> {
             return None;
         }
         let author: Arc<str> = Arc::from(opened.author.as_str());
+        // A run we hold already (the author's own link or another peer
+        // brought it) shows nothing twice.
+        let relay = msg.relay.as_deref()?;
+        let run = self.mesh.sync().relayed(&author, &opened.key, relay)?;
         let fingerprint: Arc<str> = Arc::from(fingerprint_of(&opened.key));
         let mut shown: Option<(String, crate::trust::Standing)> = None;
         for line in &opened.lines {
@@ -519,10 +566,49 @@ impl Reader<'_> {
                 &standing.shown,
                 Some(&fingerprint),
                 Some(standing.trust),
+                true,
             );
         }
+        self.mesh.store_run(run);
         debug!(link = %self.id, author = %author, lines = opened.lines.len(), "took a relayed run");
         None
+    }
+
+    /// A part of the peer's version vector; once whole, what it lacks is
+    /// sent back on this link. A part over the limits counts as a
+    /// malformed line.
+    fn vector_part(&mut self, peer: &Arc<str>, msg: &PeerMessage) -> Option<End> {
+        let their = self.their.get_or_insert_with(TheirVector::default);
+        let added = msg
+            .sync
+            .as_deref()
+            .ok_or("a sync line without its vector")
+            .and_then(|part| {
+                let more = part.more;
+                their.add(part.clone()).map(|()| more)
+            });
+        match added {
+            Ok(true) => None,
+            Ok(false) => {
+                let their = self.their.take().unwrap_or_default();
+                let plan = self.mesh.sync().plan(peer, &their);
+                if !plan.is_empty() {
+                    self.mesh.spawn(send_missing(
+                        self.mesh.clone(),
+                        self.tx.clone(),
+                        self.id,
+                        plan,
+                    ));
+                }
+                None
+            }
+            Err(e) => {
+                self.their = None;
+                warn!(link = %self.id, "dropped a version vector: {e}");
+                self.bad_lines += 1;
+                (self.bad_lines >= MAX_BAD_LINES).then_some(End::Garbage)
+            }
+        }
     }
 
     fn identify(&mut self, msg: &PeerMessage) -> Result<Arc<str>, End> {
@@ -538,6 +624,8 @@ impl Reader<'_> {
             kind: PeerKind::Go,
             key: None,
             seals: false,
+            life: None,
+            sync: false,
             standing: Some(standing),
         };
         let now = std::time::Instant::now();
@@ -553,7 +641,8 @@ impl Reader<'_> {
         Ok(who.id)
     }
 
-    /// One chat line of `author`, shown as `nick`.
+    /// One chat line of `author`, shown as `nick`; `late` when it came
+    /// through catch-up.
     fn chat(
         &self,
         author: &Arc<str>,
@@ -561,6 +650,7 @@ impl Reader<'_> {
         nick: &str,
         fingerprint: Option<&Arc<str>>,
         trust: Option<Trust>,
+        late: bool,
     ) {
         let content = sanitize_foreign_text(&msg.content);
         let (text, action) = match content.strip_prefix(ACTION_PREFIX) {
@@ -584,11 +674,82 @@ impl Reader<'_> {
                 // Go peers send 0: no sequence.
                 seq: (msg.sequence > 0).then_some(msg.sequence),
                 sent: msg.timestamp,
+                late,
             });
         if added.is_none() {
             debug!(link = %self.id, id = msg.id, "dropped a duplicate");
         }
     }
+}
+
+/// Sends our version vector, in parts, first thing on a new link.
+fn send_vector(mesh: &Mesh, tx: &mpsc::Sender<Bytes>) {
+    let linked = mesh
+        .peers()
+        .into_iter()
+        .filter(|p| p.connected)
+        .map(|p| p.peer_id)
+        .collect();
+    for part in SyncVector::parts(mesh.sync().have(), linked) {
+        let mut msg = mesh.own_line(MessageType::Sync);
+        msg.sync = Some(Box::new(part));
+        // A new link's inbox is empty: far more room than a vector takes.
+        if tx.try_send(Bytes::from(msg.encode())).is_err() {
+            warn!("could not queue our version vector");
+            return;
+        }
+    }
+}
+
+/// Sends a peer the runs it lacks, read from the store a batch at a time,
+/// as relayed runs on its link (waiting while the link is busy); ends with
+/// the link.
+async fn send_missing(mesh: Mesh, tx: mpsc::Sender<Bytes>, link: LinkId, plan: Vec<Send>) {
+    let Some(store) = mesh.history().store_handle() else {
+        return;
+    };
+    // Runs handed to the writer just now are read back too.
+    store.flush().await;
+    let mut sent = 0usize;
+    for Send {
+        author,
+        life,
+        mut after,
+    } in plan
+    {
+        loop {
+            let reader = store.clone();
+            let (a, l) = (author.clone(), life.clone());
+            let read =
+                tokio::task::spawn_blocking(move || reader.runs_after(&a, &l, after, SEND_BATCH))
+                    .await;
+            let runs = match read {
+                Ok(Ok(runs)) => runs,
+                Ok(Err(e)) => {
+                    warn!(%link, "could not read runs to catch a peer up: {e}");
+                    return;
+                }
+                Err(e) => {
+                    warn!(%link, "reading runs to catch a peer up failed: {e}");
+                    return;
+                }
+            };
+            let Some(&(last, _)) = runs.last() else { break };
+            for (_, json) in runs {
+                let Ok(relay) = serde_json::from_str::<Relay>(&json) else {
+                    continue;
+                };
+                let mut msg = mesh.own_line(MessageType::Relay);
+                msg.relay = Some(Box::new(relay));
+                if tx.send(Bytes::from(msg.encode())).await.is_err() {
+                    return;
+                }
+                sent += 1;
+            }
+            after = last;
+        }
+    }
+    debug!(%link, runs = sent, "caught a peer up");
 }
 
 /// Publishes the history when the reader stops, however it stops.

@@ -28,6 +28,7 @@ use shared::authorship::{CAP_SEALS, SEAL_DELAY_MS};
 use shared::event::EventBody;
 use shared::limits::PROTO_TAG;
 use shared::secure::{CAP_NETWORK_KEY, CAP_NOISE};
+use shared::sync::CAP_SYNC;
 use shared::wire::{
     ACTION_PREFIX, CAP_HEARTBEAT, MessageType, PeerMessage, PeerMeta, join_content, leave_content,
     nick_change_content,
@@ -69,7 +70,7 @@ struct Me {
     identity: Arc<Identity>,
     peer_id: Arc<str>,
     /// New on every start: this life of the daemon.
-    instance: String,
+    instance: Arc<str>,
     /// Our key's fingerprint, as every event of ours carries it.
     fingerprint: Arc<str>,
     nick: Mutex<Arc<str>>,
@@ -92,6 +93,8 @@ pub struct Mesh {
 struct Inner {
     me: Me,
     history: Arc<History>,
+    /// What catch-up holds and knows.
+    sync: crate::sync::Sync,
     table: Mutex<Table>,
     /// Orders our own lines: taken for the whole fan-out of one line, so
     /// every link gets our lines in the same order and sequence numbers
@@ -134,9 +137,10 @@ impl Mesh {
     ) -> Self {
         let peer_id: Arc<str> = Arc::from(local.identity.peer_id());
         let require_encryption = local.require_encryption || local.secure.has_network_key();
-        let instance = format!("{:016x}", fastrand::u64(..));
+        let instance: Arc<str> = Arc::from(format!("{:016x}", fastrand::u64(..)));
         let outbox = Outbox::new(&local.identity, &instance);
         let fingerprint = Arc::from(local.identity.fingerprint());
+        let sync = crate::sync::Sync::load(peer_id.clone(), history.store());
         let mut known = local.known;
         known.set_own(&local.nick, &local.identity.public_key());
         Self {
@@ -155,6 +159,7 @@ impl Mesh {
                     require_encryption,
                     plaintext_links: local.plaintext_links,
                 },
+                sync,
                 history,
                 outbox: tokio::sync::Mutex::new(outbox),
                 timing,
@@ -181,6 +186,23 @@ impl Mesh {
     /// This life of the daemon (new on every start).
     pub(crate) fn instance(&self) -> &str {
         &self.inner.me.instance
+    }
+
+    /// What catch-up holds and knows.
+    pub(crate) fn sync(&self) -> &crate::sync::Sync {
+        &self.inner.sync
+    }
+
+    /// Whether we take part in catch-up: only with a store to keep runs in.
+    pub(crate) fn syncs(&self) -> bool {
+        self.inner.history.store().is_some()
+    }
+
+    /// Keeps a sealed run for catch-up.
+    pub(crate) fn store_run(&self, run: crate::store::RunRow) {
+        if let Some(store) = self.inner.history.store() {
+            store.write_run(run);
+        }
     }
 
     pub(crate) fn identity(&self) -> &Identity {
@@ -275,6 +297,9 @@ impl Mesh {
             CAP_NOISE.to_owned(),
             CAP_SEALS.to_owned(),
         ];
+        if self.syncs() {
+            caps.push(CAP_SYNC.to_owned());
+        }
         if self.secure().has_network_key() {
             caps.push(CAP_NETWORK_KEY.to_owned());
         }
@@ -411,6 +436,9 @@ impl Mesh {
         );
         let line = Bytes::from(msg.encode());
         let next = outbox.chain(&msg);
+        self.inner
+            .sync
+            .line(&self.inner.me.peer_id, &self.inner.me.instance, &msg);
         let cursor = self
             .inner
             .history
@@ -424,6 +452,7 @@ impl Mesh {
                 trust: None,
                 seq: Some(msg.sequence),
                 sent: msg.timestamp,
+                late: false,
             })
             .unwrap_or_default();
         self.fan_out(line, false).await;
@@ -452,6 +481,14 @@ impl Mesh {
         let Some(seal) = outbox.seal(self.identity(), self.instance(), run) else {
             return;
         };
+        let me = &self.inner.me;
+        if let Some(run) =
+            self.inner
+                .sync
+                .sealed(&me.peer_id, &me.instance, &me.identity.public_key(), &seal)
+        {
+            self.store_run(run);
+        }
         let mut msg = PeerMessage::new(
             MessageType::Seal,
             new_message_id(),
@@ -553,6 +590,20 @@ impl Mesh {
                 seq,
             )
             .encode(),
+        )
+    }
+
+    /// A line of ours of `kind` with no content, outside the sequence
+    /// (catch-up's vectors and relays).
+    pub(crate) fn own_line(&self, kind: MessageType) -> PeerMessage {
+        PeerMessage::new(
+            kind,
+            new_message_id(),
+            &self.inner.me.peer_id,
+            &self.nick(),
+            String::new(),
+            Utc::now(),
+            0,
         )
     }
 
@@ -747,6 +798,12 @@ impl LinkStats {
     pub(crate) fn proven(&self) -> bool {
         self.proven.load(Ordering::Relaxed)
     }
+}
+
+/// An author's chain, for tests elsewhere.
+#[cfg(test)]
+pub(crate) fn author_outbox(identity: &Identity, life: &str) -> Outbox {
+    Outbox::new(identity, life)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! lock. Every failure ends only the connection it happened on.
 
 use shared::authorship::CAP_SEALS;
+use shared::sync::{CAP_SYNC, valid_life};
 use std::io;
 use std::sync::Arc;
 
@@ -66,6 +67,10 @@ pub(crate) struct PeerHello {
     pub(crate) heartbeat_ms: u64,
     /// It sends seals and takes relayed runs ([`CAP_SEALS`]).
     pub(crate) seals: bool,
+    /// Its life, if it said a valid one: what its seals are of.
+    pub(crate) life: Option<Arc<str>>,
+    /// It takes part in catch-up ([`CAP_SYNC`]).
+    pub(crate) sync: bool,
 }
 
 /// A finished handshake: who is on the other end, and the link's halves.
@@ -233,6 +238,8 @@ fn verified(payload: &[u8], remote_static: Option<&[u8]>) -> Result<PeerHello, S
         nick: sanitize_foreign_nick(&hello.nick).into_owned(),
         heartbeat_ms: hello.heartbeat_ms,
         seals: hello.caps.iter().any(|c| c == CAP_SEALS),
+        life: valid_life(&hello.instance).then(|| Arc::from(hello.instance.as_str())),
+        sync: hello.caps.iter().any(|c| c == CAP_SYNC),
     })
 }
 

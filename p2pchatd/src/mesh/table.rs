@@ -158,6 +158,10 @@ pub(crate) struct PeerIdentity {
     pub key: Option<[u8; KEY_LEN]>,
     /// It takes `seal` and `relay` lines (a Noise hello said so).
     pub seals: bool,
+    /// Its life (a Noise hello said it): what its seals are of.
+    pub life: Option<Arc<str>>,
+    /// It takes part in catch-up (a Noise hello said so).
+    pub sync: bool,
     /// How it is shown, once judged (see `trust`).
     pub standing: Option<Standing>,
 }
@@ -971,6 +975,8 @@ mod tests {
                     kind,
                     key: None,
                     seals: false,
+                    life: None,
+                    sync: false,
                     standing: None,
                 }),
                 tx,

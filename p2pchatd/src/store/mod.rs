@@ -37,7 +37,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use shared::api::{StoreInfo, StoreState};
 use tracing::{info, warn};
 
-pub(crate) use writer::Row;
+pub(crate) use writer::{LifeRow, Row, RunRow};
 
 /// The database, in the state folder.
 pub const STORE_FILE: &str = "history.db";
@@ -66,7 +66,7 @@ const CRASH_JUMP: u64 = (QUEUE + 2 * BATCH + HANDOFF) as u64;
 /// secondary index to keep up on the hot path (duplicates are caught in
 /// memory before they get here; retention finds its boundary by cursor,
 /// as time only grows with it).
-const SCHEMA: u32 = 2;
+const SCHEMA: u32 = 3;
 const CREATE: &str = "
     CREATE TABLE events (
         cursor  INTEGER PRIMARY KEY,
@@ -83,6 +83,38 @@ const CREATE_WORDS: &str = "
         tokenize = 'unicode61 remove_diacritics 2'
     );
 ";
+
+/// Version 3: what catch-up sends and knows (see [`crate::sync`]). Each
+/// sealed run of an author's lines, ready to relay, keyed by the author,
+/// its life and the run's last sequence number; `cursor` is the newest
+/// cursor when it was stored, for retention. Per author and life, how far
+/// the runs held reach without a hole.
+const CREATE_SYNC: &str = "
+    CREATE TABLE runs (
+        author  TEXT NOT NULL,
+        life    TEXT NOT NULL,
+        last    INTEGER NOT NULL,
+        prev    BLOB NOT NULL,      -- the chain hash before the run
+        end     BLOB NOT NULL,      -- and after it
+        cursor  INTEGER NOT NULL,
+        relay   TEXT NOT NULL,      -- the run as a relay object
+        PRIMARY KEY (author, life, last)
+    ) WITHOUT ROWID;
+    CREATE INDEX runs_by_cursor ON runs (cursor);
+    CREATE TABLE lives (
+        author  TEXT NOT NULL,
+        life    TEXT NOT NULL,
+        key     BLOB NOT NULL,      -- the author's identity key
+        last    INTEGER NOT NULL,
+        end     BLOB NOT NULL,
+        cursor  INTEGER NOT NULL,
+        PRIMARY KEY (author, life)
+    ) WITHOUT ROWID;
+";
+
+/// A stored run's last sequence number, and the chain hashes before and
+/// after it.
+pub(crate) type RunEnds = (u64, [u8; 32], [u8; 32]);
 
 /// How much history is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,6 +392,11 @@ impl Store {
         self.writer.write(rows);
     }
 
+    /// Hands a sealed run (and how far its life now reaches) to the writer.
+    pub(crate) fn write_run(&self, run: RunRow) {
+        self.writer.write_run(run);
+    }
+
     /// Every event handed over so far is stored (or failed) once this
     /// returns.
     pub(crate) async fn flush(&self) {
@@ -479,6 +516,64 @@ impl Store {
                 r.get::<_, Option<i64>>(0)
             })
             .map(|c| c.map(from_sql))
+    }
+
+    /// Every life with runs held: how far they reach without a hole.
+    pub(crate) fn lives(&self) -> rusqlite::Result<Vec<LifeRow>> {
+        let c = self.reader();
+        let mut q = c.prepare("SELECT author, life, key, last, end FROM lives")?;
+        q.query_map([], |r| {
+            Ok(LifeRow {
+                author: r.get::<_, String>(0)?.into(),
+                life: r.get::<_, String>(1)?.into(),
+                key: r.get(2)?,
+                last: from_sql(r.get(3)?),
+                end: r.get(4)?,
+            })
+        })?
+        .collect()
+    }
+
+    /// The runs of `life` held past its hole-free reach `after`:
+    /// (last, prev, end) each, in order, at most `limit`.
+    pub(crate) fn runs_beyond(
+        &self,
+        author: &str,
+        life: &str,
+        after: u64,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<RunEnds>> {
+        let c = self.reader();
+        let mut q = c.prepare_cached(
+            "SELECT last, prev, end FROM runs WHERE author = ?1 AND life = ?2 AND last > ?3
+             ORDER BY last LIMIT ?4",
+        )?;
+        q.query_map(
+            params![author, life, to_sql(after), to_sql(limit as u64)],
+            |r| Ok((from_sql(r.get(0)?), r.get(1)?, r.get(2)?)),
+        )?
+        .collect()
+    }
+
+    /// Up to `limit` runs of `life` whose last line comes after `after`,
+    /// in order: (last, the run as a relay object).
+    pub(crate) fn runs_after(
+        &self,
+        author: &str,
+        life: &str,
+        after: u64,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<(u64, String)>> {
+        let c = self.reader();
+        let mut q = c.prepare_cached(
+            "SELECT last, relay FROM runs WHERE author = ?1 AND life = ?2 AND last > ?3
+             ORDER BY last LIMIT ?4",
+        )?;
+        q.query_map(
+            params![author, life, to_sql(after), to_sql(limit as u64)],
+            |r| Ok((from_sql(r.get(0)?), r.get(1)?)),
+        )?
+        .collect()
     }
 
     /// The newest `n` events, oldest first: what the ring starts with.

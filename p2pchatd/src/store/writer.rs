@@ -14,8 +14,8 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::{
-    BATCH, CRASH_JUMP, CREATE, CREATE_WORDS, QUEUE, Retention, SCHEMA, Shared, describe, from_sql,
-    meta, set_meta, to_sql,
+    BATCH, CRASH_JUMP, CREATE, CREATE_SYNC, CREATE_WORDS, QUEUE, Retention, SCHEMA, Shared,
+    describe, from_sql, meta, set_meta, to_sql,
 };
 
 /// A write that failed is tried again after this long.
@@ -42,8 +42,38 @@ pub(crate) struct Row {
     pub json: Arc<str>,
 }
 
+/// One sealed run of an author's lines, as catch-up relays it.
+#[derive(Debug, Clone)]
+pub(crate) struct RunRow {
+    pub author: Arc<str>,
+    pub life: Arc<str>,
+    pub last: u64,
+    pub prev: [u8; 32],
+    pub end: [u8; 32],
+    /// The run as a relay object (key, seal, lines), JSON.
+    pub relay: String,
+    /// How far the life's runs now reach without a hole, if the run moved
+    /// that on.
+    pub reach: Option<LifeRow>,
+}
+
+/// How far one author's life is held without a hole.
+#[derive(Debug, Clone)]
+pub(crate) struct LifeRow {
+    pub author: Arc<str>,
+    pub life: Arc<str>,
+    pub key: [u8; 32],
+    pub last: u64,
+    pub end: [u8; 32],
+}
+
+/// Runs waiting for the writer at most; past that (a disk that has failed
+/// for long), the oldest go unstored and are caught up again later.
+const RUNS_QUEUE: usize = 16 * 1024;
+
 enum Job {
     Rows(Vec<Row>),
+    Run(Box<RunRow>),
     Flush(oneshot::Sender<()>),
     /// Like `Flush`, with the words index caught up too (for `search`).
     Index(oneshot::Sender<()>),
@@ -74,14 +104,20 @@ pub(super) fn prepare(c: &Connection) -> rusqlite::Result<Start> {
             // The version goes with the tables, in one transaction: a kill
             // in between leaves neither.
             c.execute_batch(&format!(
-                "BEGIN; {CREATE} {CREATE_WORDS} PRAGMA user_version = {SCHEMA}; COMMIT;"
+                "BEGIN; {CREATE} {CREATE_WORDS} {CREATE_SYNC} PRAGMA user_version = {SCHEMA}; COMMIT;"
             ))?;
         }
         1 => {
             // The words of what is stored are indexed in the background.
-            info!("adding search to the history store");
+            info!("adding search and catch-up to the history store");
             c.execute_batch(&format!(
-                "BEGIN; {CREATE_WORDS} PRAGMA user_version = {SCHEMA}; COMMIT;"
+                "BEGIN; {CREATE_WORDS} {CREATE_SYNC} PRAGMA user_version = {SCHEMA}; COMMIT;"
+            ))?;
+        }
+        2 => {
+            info!("adding catch-up to the history store");
+            c.execute_batch(&format!(
+                "BEGIN; {CREATE_SYNC} PRAGMA user_version = {SCHEMA}; COMMIT;"
             ))?;
         }
         SCHEMA => {}
@@ -141,6 +177,7 @@ pub(super) fn spawn(
                 shared,
                 retention,
                 pending: VecDeque::new(),
+                runs: VecDeque::new(),
                 unstored: 0,
                 last_trim: None,
                 newest: next_cursor - 1,
@@ -170,6 +207,10 @@ impl Handle {
         }
         // Gone only after close: nothing is written then anyway.
         let _ = self.tx.send(Job::Rows(rows));
+    }
+
+    pub(super) fn write_run(&self, run: RunRow) {
+        let _ = self.tx.send(Job::Run(Box::new(run)));
     }
 
     pub(super) async fn flush(&self) {
@@ -204,6 +245,8 @@ struct Writer {
     /// Events not yet written: the batch being written, or what a failing
     /// disk refused, up to QUEUE.
     pending: VecDeque<Row>,
+    /// Sealed runs not yet written, up to RUNS_QUEUE.
+    runs: VecDeque<RunRow>,
     /// Events given up on while the disk failed.
     unstored: u64,
     last_trim: Option<Instant>,
@@ -227,7 +270,7 @@ impl Writer {
         let mut indexes = Vec::new();
         loop {
             let lagging = self.indexed < self.stored;
-            let first = if !self.pending.is_empty() {
+            let first = if !self.pending.is_empty() || !self.runs.is_empty() {
                 rx.recv_timeout(RETRY)
             } else if lagging {
                 rx.recv_timeout(INDEX_QUIET)
@@ -308,6 +351,13 @@ impl Writer {
                 }
                 None
             }
+            Job::Run(run) => {
+                self.runs.push_back(*run);
+                if self.runs.len() > RUNS_QUEUE {
+                    self.runs.pop_front();
+                }
+                None
+            }
             Job::Flush(tx) => {
                 flushes.push(tx);
                 None
@@ -325,16 +375,21 @@ impl Writer {
     }
 
     fn write_pending(&mut self) {
-        if self.pending.is_empty() || self.retry_at.is_some_and(|t| Instant::now() < t) {
+        if (self.pending.is_empty() && self.runs.is_empty())
+            || self.retry_at.is_some_and(|t| Instant::now() < t)
+        {
             return;
         }
-        match insert(&mut self.conn, &self.pending) {
+        let newest = self.pending.back().map_or(self.newest, |r| r.cursor);
+        match insert(&mut self.conn, &self.pending, &self.runs, newest) {
             Ok(()) => {
                 self.retry_at = None;
-                let last = self.pending.back().map_or(0, |r| r.cursor);
-                self.stored = last;
-                self.pending.clear();
-                self.shared.persisted.store(last, Ordering::Release);
+                self.runs.clear();
+                if let Some(last) = self.pending.back().map(|r| r.cursor) {
+                    self.stored = last;
+                    self.pending.clear();
+                    self.shared.persisted.store(last, Ordering::Release);
+                }
                 let mut health = self.shared.health();
                 if health.failing.take().is_some() {
                     info!(
@@ -426,7 +481,14 @@ impl Writer {
     }
 }
 
-fn insert(conn: &mut Connection, rows: &VecDeque<Row>) -> rusqlite::Result<()> {
+/// Writes events and sealed runs in one transaction; runs are filed
+/// under `newest`, the newest cursor, for retention.
+fn insert(
+    conn: &mut Connection,
+    rows: &VecDeque<Row>,
+    runs: &VecDeque<RunRow>,
+    newest: u64,
+) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
         // A cursor already stored (never, but a retry after a failed
@@ -436,6 +498,41 @@ fn insert(conn: &mut Connection, rows: &VecDeque<Row>) -> rusqlite::Result<()> {
         )?;
         for r in rows {
             q.execute(params![to_sql(r.cursor), r.ts_ms, &*r.json])?;
+        }
+    }
+    if !runs.is_empty() {
+        let mut run = tx.prepare_cached(
+            "INSERT OR IGNORE INTO runs (author, life, last, prev, end, cursor, relay)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        let mut reach = tx.prepare_cached(
+            "INSERT INTO lives (author, life, key, last, end, cursor)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (author, life) DO UPDATE SET
+               last = excluded.last, end = excluded.end, cursor = excluded.cursor
+             WHERE excluded.last > lives.last",
+        )?;
+        let newest = to_sql(newest);
+        for r in runs {
+            run.execute(params![
+                &*r.author,
+                &*r.life,
+                to_sql(r.last),
+                r.prev,
+                r.end,
+                newest,
+                r.relay
+            ])?;
+            if let Some(l) = &r.reach {
+                reach.execute(params![
+                    &*l.author,
+                    &*l.life,
+                    l.key,
+                    to_sql(l.last),
+                    l.end,
+                    newest
+                ])?;
+            }
         }
     }
     tx.commit()
@@ -486,8 +583,12 @@ pub(super) fn trim(c: &Connection, r: Retention) -> rusqlite::Result<usize> {
         }
     }
     if deleted > 0 {
-        // The words of what is gone go too.
+        // The words of what is gone go too, and the runs filed before it
+        // (with the lives nothing was heard of since): catch-up no longer
+        // sends or asks for them.
         c.execute("DELETE FROM words WHERE rowid < ?1", [keep])?;
+        c.execute("DELETE FROM runs WHERE cursor < ?1", [keep])?;
+        c.execute("DELETE FROM lives WHERE cursor < ?1", [keep])?;
         info!(deleted, "trimmed the history store");
     }
     Ok(deleted)

@@ -10,4 +10,5 @@ mod mesh;
 mod secure;
 mod service;
 mod store;
+mod sync;
 mod trust;

@@ -1,0 +1,224 @@
+//! Catch-up: what was said while peers were apart (a partition, a frozen
+//! peer) reaches them once they are linked again, verified, once each, in
+//! each author's order, marked late.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use shared::event::{Event, EventBody};
+use testkit::relay::Relay;
+use testkit::*;
+
+const T: Duration = Duration::from_secs(10);
+/// How long catch-up may take once links are back, on a busy machine (the
+/// goal is 1 s; `make bench` measures it).
+const CATCH_UP: Duration = Duration::from_secs(10);
+
+/// Reads messages from `sub` until it has seen every text in `want`;
+/// returns every message it read. Fails on a gap.
+async fn until_all(sub: &mut Subscriber, want: &HashSet<String>, limit: Duration) -> Vec<Event> {
+    let mut got = Vec::new();
+    let mut missing = want.clone();
+    while !missing.is_empty() {
+        let e = sub
+            .until(
+                &format!(
+                    "{} more lines (e.g. {:?})",
+                    missing.len(),
+                    missing.iter().next()
+                ),
+                limit,
+                |e| matches!(e.body, EventBody::Message { .. } | EventBody::Gap { .. }),
+            )
+            .await;
+        assert!(
+            !matches!(e.body, EventBody::Gap { .. }),
+            "lost lines: {e:?}"
+        );
+        missing.remove(text(&e));
+        got.push(e);
+    }
+    got
+}
+
+/// No line twice, and each author's lines in the order it said them.
+fn once_each_in_order(events: &[Event]) {
+    let mut ids = HashSet::new();
+    let mut last_seq: HashMap<&str, u64> = HashMap::new();
+    for e in events {
+        let EventBody::Message {
+            id, peer_id, seq, ..
+        } = &e.body
+        else {
+            continue;
+        };
+        assert!(ids.insert(id.clone()), "a line came twice: {e:?}");
+        let seq = seq.expect("p2pchatd lines carry a sequence number");
+        let before = last_seq.insert(peer_id, seq).unwrap_or(0);
+        assert!(
+            seq > before,
+            "{peer_id}'s lines out of order: {seq} after {before}"
+        );
+    }
+}
+
+fn is_late(e: &Event) -> bool {
+    matches!(e.body, EventBody::Message { late: true, .. })
+}
+
+fn lines(tag: &str, n: usize) -> HashSet<String> {
+    (0..n).map(|i| format!("{tag} {i}")).collect()
+}
+
+/// Five daemons, each pair linked through a relay that can be cut, split
+/// {A,B} | {C,D,E}: lines said on both sides meanwhile reach everyone after
+/// the heal.
+#[tokio::test]
+async fn a_partition_heals_with_every_line_everywhere_once_in_order() {
+    const N: usize = 5;
+    const SAID: usize = 30;
+    let net = TestNet::new();
+    let ports: Vec<u16> = (0..N).map(|_| free_tcp_port()).collect();
+    // Pair (i, j), i < j: i dials j through relays[(i, j)].
+    let mut relays = HashMap::new();
+    for (j, &port) in ports.iter().enumerate() {
+        for i in 0..j {
+            let target: SocketAddr = ([127, 0, 0, 1], port).into();
+            relays.insert((i, j), Relay::start(target).await);
+        }
+    }
+    let names = ["amy", "ben", "cat", "dan", "eve"];
+    let mut daemons = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let port = port.to_string();
+        let mut args = vec!["--no-discovery".to_owned(), "--port".into(), port];
+        for j in i + 1..N {
+            args.push("--peer".into());
+            args.push(relays[&(i, j)].addr.to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        daemons.push(net.daemon_with(names[i], &args).await);
+    }
+    let refs: Vec<&Daemon> = daemons.iter().collect();
+    wait_full_mesh(&refs, T).await;
+    let mut subs = Vec::new();
+    for d in &daemons {
+        subs.push(d.subscribe(None).await);
+    }
+
+    let left = |i: usize| i < 2;
+    for (&(i, j), r) in &relays {
+        if left(i) != left(j) {
+            r.cut();
+        }
+    }
+    for (i, d) in daemons.iter().enumerate() {
+        let want = if left(i) { 1 } else { 2 };
+        wait_until(&format!("{} to see the partition", d.nick), T, || async {
+            let p = d.try_peers().await.ok()?;
+            (p.iter().filter(|p| p.connected).count() == want).then_some(())
+        })
+        .await;
+    }
+    // Both sides talk; each side hears its own.
+    daemons[0].say_many("amy", SAID).await;
+    daemons[2].say_many("cat", SAID).await;
+    daemons[3].say_many("dan", SAID).await;
+    let (amy, cat, dan) = (lines("amy", SAID), lines("cat", SAID), lines("dan", SAID));
+    let mut seen: Vec<Vec<Event>> = Vec::new();
+    for (i, sub) in subs.iter_mut().enumerate() {
+        let side = if left(i) {
+            amy.clone()
+        } else {
+            cat.union(&dan).cloned().collect()
+        };
+        seen.push(until_all(sub, &side, T).await);
+    }
+
+    for r in relays.values() {
+        r.heal();
+    }
+    wait_full_mesh(&refs, T).await;
+    let back = Instant::now();
+    let everything: HashSet<String> = amy.iter().chain(&cat).chain(&dan).cloned().collect();
+    for (i, sub) in subs.iter_mut().enumerate() {
+        let other = if left(i) {
+            cat.union(&dan).cloned().collect()
+        } else {
+            amy.clone()
+        };
+        let late = until_all(sub, &other, CATCH_UP).await;
+        assert!(
+            late.iter().filter(|e| other.contains(text(e))).all(is_late),
+            "lines from the other side are marked late"
+        );
+        seen[i].extend(late);
+        once_each_in_order(&seen[i]);
+        let all: HashSet<&str> = seen[i].iter().map(text).collect();
+        assert!(everything.iter().all(|t| all.contains(t.as_str())));
+    }
+    eprintln!(
+        "every daemon held every line {:?} after the mesh was whole again",
+        back.elapsed()
+    );
+    // Nothing more comes: no line twice, late or not.
+    daemons[4].say("the end").await;
+    for sub in &mut subs {
+        let e = sub
+            .until("the end", T, |e| {
+                matches!(e.body, EventBody::Message { .. })
+            })
+            .await;
+        assert_eq!(text(&e), "the end", "nothing came twice after catch-up");
+    }
+}
+
+/// C is frozen past the heartbeat timeout while A says 100 lines, then A
+/// stops for good: C, thawed, gets all 100 from B, as A's, verified.
+#[tokio::test]
+async fn a_frozen_peer_gets_what_it_missed_from_a_third_when_the_author_is_gone() {
+    let net = TestNet::new();
+    let [mut a, b, c] = net.linked(["amy", "ben", "cat"]).await;
+    let a_id = a.status().await.peer_id;
+    let c_id = c.status().await.peer_id;
+    let mut at_b = b.subscribe(None).await;
+    let mut at_c = c.subscribe(None).await;
+    c.signal(Signal::SIGSTOP);
+    for d in [&a, &b] {
+        wait_until(&format!("{} to see cat gone", d.nick), T, || async {
+            let p = d.try_peers().await.ok()?;
+            (!p.iter().any(|p| p.peer_id == c_id && p.connected)).then_some(())
+        })
+        .await;
+    }
+    a.say_many("while away", 100).await;
+    let want = lines("while away", 100);
+    until_all(&mut at_b, &want, T).await;
+    a.signal(Signal::SIGTERM);
+    a.exit_within(T).await;
+    at_b.until(
+        "amy's leave",
+        T,
+        |e| matches!(&e.body, EventBody::Leave { peer_id, .. } if *peer_id == a_id),
+    )
+    .await;
+
+    c.signal(Signal::SIGCONT);
+    let got = until_all(&mut at_c, &want, CATCH_UP + T).await;
+    let caught: Vec<&Event> = got.iter().filter(|e| want.contains(text(e))).collect();
+    assert_eq!(caught.len(), 100);
+    assert!(caught.iter().all(|e| is_late(e)), "marked late");
+    assert!(
+        caught.iter().all(|e| matches!(&e.body,
+            EventBody::Message { peer_id, nick, fingerprint: Some(_), .. }
+                if *peer_id == a_id && nick == "amy")),
+        "shown as amy's, with her key's fingerprint"
+    );
+    once_each_in_order(&got);
+    // In the store too: a restart of C still shows them.
+    let held = c.history(200).await;
+    let stored: HashSet<&str> = held.iter().map(text).collect();
+    assert!(want.iter().all(|t| stored.contains(t.as_str())));
+}
