@@ -20,7 +20,14 @@ pub(crate) fn dated_line(e: &Event) -> String {
 
 /// One event as an IRC-style line, in local time.
 pub(crate) fn event_line(e: &Event) -> String {
-    let time = e.ts.with_timezone(&Local).format("%H:%M:%S");
+    // A line caught up after a partition shows when it was said, marked.
+    let (ts, gap) = match &e.body {
+        EventBody::Message {
+            late: true, sent, ..
+        } => (sent.unwrap_or(e.ts), LATE_MARK),
+        _ => (e.ts, " "),
+    };
+    let time = ts.with_timezone(&Local).format("%H:%M:%S");
     let body = match &e.body {
         EventBody::Message {
             nick,
@@ -53,8 +60,11 @@ pub(crate) fn event_line(e: &Event) -> String {
         EventBody::Gap { missed } => format!("-- {missed} events missed (reading too slowly)"),
         EventBody::Other { kind } => format!("-- ({} event)", clean(kind)),
     };
-    format!("{time} {body}")
+    format!("{time}{gap}{body}")
 }
+
+/// After the time of a line that was said while we were apart.
+pub(crate) const LATE_MARK: &str = "↺";
 
 /// The `peers` table.
 pub(crate) fn peers_table(peers: &[PeerInfo]) -> String {
@@ -245,6 +255,22 @@ mod tests {
             late: false,
         }));
         assert!(l.ends_with(" ? * amy hi"), "{l}");
+        // Caught up later: when it was said, and marked.
+        let said = chrono::Utc::now() - chrono::TimeDelta::hours(3);
+        let l = event_line(&e(EventBody::Message {
+            id: "i".into(),
+            peer_id: "k0".into(),
+            nick: "amy".into(),
+            text: "while you were away".into(),
+            action: false,
+            fingerprint: None,
+            trust: None,
+            seq: Some(4),
+            sent: Some(said),
+            late: true,
+        }));
+        let when = said.with_timezone(&Local).format("%H:%M:%S").to_string();
+        assert_eq!(l, format!("{when}{LATE_MARK}<amy> while you were away"));
         let l = event_line(&e(EventBody::Leave {
             peer_id: "p".into(),
             nick: "amy".into(),

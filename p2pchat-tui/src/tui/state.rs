@@ -49,6 +49,9 @@ pub(super) enum LineKind {
         own: bool,
         /// `!` (the nick belongs to another key) or `?` (plaintext).
         mark: Option<char>,
+        /// Said while we were apart, caught up later: shown with its own
+        /// time and [`LATE_MARK`].
+        late: bool,
     },
     Join {
         nick: String,
@@ -112,6 +115,9 @@ impl Clock {
 
 /// Columns of the time column ("HH:MM ").
 pub(super) const TIME_WIDTH: usize = 6;
+/// In place of the space after the time: the line was said while we were
+/// apart and reached us later (catch-up).
+pub(super) const LATE_MARK: &str = "↺";
 
 impl LineKind {
     /// The marker after the time (`<nick> `, `* nick `, `--> `...), after
@@ -135,6 +141,10 @@ impl LineKind {
     }
 
     /// The trust mark a message starts with (`! ` or `? `), if any.
+    pub(super) fn is_late(&self) -> bool {
+        matches!(self, Self::Message { late: true, .. })
+    }
+
     pub(super) fn mark(&self) -> Option<String> {
         match self {
             Self::Message { mark: Some(m), .. } => Some(format!("{m} ")),
@@ -304,6 +314,7 @@ impl State {
     /// Adds a daemon event as a line.
     pub(super) fn push_event(&mut self, e: &Event) {
         let own = |peer_id: &str| self.me.as_ref().is_some_and(|m| m.peer_id == peer_id);
+        let mut ts = e.ts;
         let kind = match &e.body {
             EventBody::Message {
                 peer_id,
@@ -311,15 +322,24 @@ impl State {
                 text,
                 action,
                 trust,
+                sent,
+                late,
                 ..
-            } => LineKind::Message {
-                own: own(peer_id),
-                peer_id: peer_id.clone(),
-                nick: nick.clone(),
-                text: text.clone(),
-                action: *action,
-                mark: trust.and_then(Trust::line_mark),
-            },
+            } => {
+                if *late {
+                    // When it was said, not when it reached us.
+                    ts = sent.unwrap_or(ts);
+                }
+                LineKind::Message {
+                    own: own(peer_id),
+                    peer_id: peer_id.clone(),
+                    nick: nick.clone(),
+                    text: text.clone(),
+                    action: *action,
+                    mark: trust.and_then(Trust::line_mark),
+                    late: *late,
+                }
+            }
             EventBody::Alert { text, .. } => LineKind::Alert(text.clone()),
             EventBody::Join { peer_id, nick } => LineKind::Join {
                 nick: nick.clone(),
@@ -336,7 +356,7 @@ impl State {
             EventBody::Gap { missed } => LineKind::Gap { missed: *missed },
             EventBody::Other { .. } => return,
         };
-        self.push(e.ts, kind);
+        self.push(ts, kind);
     }
 
     /// Lays every line out again (the width changed).

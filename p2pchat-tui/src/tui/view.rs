@@ -9,7 +9,7 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use shared::api::{PeerKind, Trust};
 
 use super::command::{HELP, KEYS};
-use super::state::{ChatLine, DaemonLink, LineKind, State, USERS_WIDTH, layout};
+use super::state::{ChatLine, DaemonLink, LATE_MARK, LineKind, State, USERS_WIDTH, layout};
 use super::wrap::str_width;
 
 pub(super) fn view(state: &State, frame: &mut Frame<'_>) {
@@ -104,10 +104,12 @@ fn render_line(state: &State, line: &ChatLine, width: usize) -> Vec<Line<'static
     let mut out = Vec::with_capacity(rows.len());
     for (i, row) in rows.into_iter().enumerate() {
         if i == 0 {
-            let mut spans = vec![Span::styled(
-                format!("{} ", state.clock.hhmm(&line.ts)),
-                theme.time(),
-            )];
+            let mut spans = vec![Span::styled(state.clock.hhmm(&line.ts), theme.time())];
+            if line.kind.is_late() {
+                spans.push(Span::styled(LATE_MARK, theme.notice()));
+            } else {
+                spans.push(Span::styled(" ", theme.time()));
+            }
             match line.kind.mark() {
                 Some(mark) => {
                     let rest = marker[mark.len()..].to_owned();
@@ -708,5 +710,27 @@ mod tests {
         let mut s = room(40, 16, true);
         busy(&mut s);
         insta::assert_snapshot!(draw(&s).backend());
+    }
+
+    #[test]
+    fn a_late_line_shows_when_it_was_said_with_a_mark() {
+        let mut s = room(60, 8, true);
+        let mut late = say(2, 30, "bob_7be1d0aa", "bob", "said while apart", false);
+        if let EventBody::Message { sent, late: l, .. } = &mut late.body {
+            *sent = Some(at(5));
+            *l = true;
+        }
+        update(&mut s, Action::Daemon(DaemonMsg::Event(late)));
+        let line = s.lines.back().expect("a line");
+        let rows: Vec<String> = render_line(&s, line, s.message_width())
+            .iter()
+            .map(|l| l.spans.iter().map(|s| s.content.as_ref()).collect())
+            .collect();
+        let said = s.clock.hhmm(&at(5));
+        assert!(
+            rows[0].starts_with(&format!("{said}{LATE_MARK}")),
+            "its own time, marked: {rows:?}"
+        );
+        assert!(rows[0].ends_with("said while apart"), "{rows:?}");
     }
 }
