@@ -271,6 +271,14 @@ impl Sync {
         })
     }
 
+    /// How far `life`'s runs reach without a hole (0 when none are held).
+    pub(crate) fn reach(&self, author: &Arc<str>, life: &Arc<str>) -> u64 {
+        self.state()
+            .lives
+            .get(&(author.clone(), life.clone()))
+            .map_or(0, |l| l.last)
+    }
+
     /// Our version vector: per life, how far its runs reach without a hole.
     pub(crate) fn have(&self) -> Vec<Have> {
         let state = self.state();

@@ -87,6 +87,8 @@ pub(crate) const GOALS: &[Goal] = &[
     Goal::new("store_lost", "store lost", AtMost, 0.0, "msgs"),
     Goal::new("restart_ready_ms", "restart with the store full -> API", AtMost, 300.0, "ms"),
     Goal::new("search_ms", "search over the store, p50", AtMost, 50.0, "ms"),
+    Goal::new("catchup_10k_ms", "10,000 missed lines to a returning peer", AtMost, 1000.0, "ms"),
+    Goal::new("catchup_lost", "catch-up lost", AtMost, 0.0, "msgs"),
 ];
 
 fn number(v: f64) -> String {

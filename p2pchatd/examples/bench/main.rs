@@ -10,6 +10,7 @@
 // A harness: a step that fails ends the run, and says which.
 #![allow(clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
 
+mod catchup;
 mod drive;
 mod goals;
 mod hostile;
@@ -37,6 +38,8 @@ pub struct Counts {
     tui_runs: usize,
     /// Lines flooded into one daemon's store, then held over a restart.
     stored: usize,
+    /// Lines said while a peer was away, caught up when it is back.
+    missed: usize,
     /// A quick run: smaller counts, no waiting out expiries.
     quick: bool,
     /// Mesh sizes of the scaling table; the one of DESIGN's fan-out and
@@ -59,6 +62,7 @@ const FULL: Counts = Counts {
     history: 10_000,
     tui_runs: 5,
     stored: 1_000_000,
+    missed: 10_000,
     quick: false,
     scale: &[5, 10, GOAL_MESH, BIG_MESH],
 };
@@ -73,6 +77,7 @@ const QUICK: Counts = Counts {
     history: 10_000,
     tui_runs: 3,
     stored: 100_000,
+    missed: 10_000,
     quick: true,
     scale: &[5, GOAL_MESH],
 };
@@ -120,6 +125,8 @@ fn main() {
             c.stored
         );
         let stored = store::store(c).await;
+        eprintln!("catch-up: {} lines said while a peer was away", c.missed);
+        let (catchup_ms, catchup_lost) = catchup::catch_up(c).await;
         let goal_mesh = rows.iter().find(|r| r.peers == GOAL_MESH);
         let big_mesh = rows.iter().find(|r| r.peers == BIG_MESH);
         json!({
@@ -151,6 +158,8 @@ fn main() {
             "stored": stored.stored,
             "restart_ready_ms": stored.restart_ready_ms,
             "search_ms": stored.search_ms,
+            "catchup_10k_ms": catchup_ms,
+            "catchup_lost": catchup_lost,
             "scale": rows.iter().map(scale::ScaleRow::to_json).collect::<Vec<_>>(),
             "quick": quick,
         })

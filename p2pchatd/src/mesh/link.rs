@@ -50,6 +50,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const FIRST_CHUNK: usize = 1024;
 /// A peer that sends this many malformed lines is broken or hostile.
 const MAX_BAD_LINES: u32 = 100;
+/// A link asks its peer again for what it lacks at most this often.
+const RESYNC_EVERY: Duration = Duration::from_secs(1);
 /// Last flush of a closing link.
 const FLUSH_WAIT: Duration = Duration::from_millis(300);
 /// A Go peer that closes a fresh link this fast, having said nothing,
@@ -287,6 +289,7 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
         syncs,
         tx: own_tx,
         their: None,
+        asked: None,
     };
     let mut end = None;
     for msg in early {
@@ -352,6 +355,8 @@ struct Reader<'a> {
     tx: mpsc::Sender<Bytes>,
     /// The peer's version vector, while its parts arrive.
     their: Option<TheirVector>,
+    /// When we last asked the peer for what we lack.
+    asked: Option<std::time::Instant>,
 }
 
 impl Reader<'_> {
@@ -478,10 +483,16 @@ impl Reader<'_> {
                 );
             }
             MessageType::Seal => {
-                if let (Some(key), Some(life), Some(seal)) = (&self.key, &self.life, &msg.seal)
-                    && let Some(run) = self.mesh.sync().sealed(&peer, life, key, seal)
-                {
-                    self.mesh.store_run(run);
+                if let (Some(key), Some(life), Some(seal)) = (&self.key, &self.life, &msg.seal) {
+                    let sync = self.mesh.sync();
+                    if let Some(run) = sync.sealed(&peer, life, key, seal) {
+                        self.mesh.store_run(run);
+                    }
+                    // Lines of this life are missing (said before the link
+                    // was up, or lost): ask the author for them now.
+                    if self.syncs && sync.reach(&peer, life) < seal.last {
+                        self.ask_again();
+                    }
                 }
             }
             MessageType::Sync if self.syncs => {
@@ -572,6 +583,17 @@ impl Reader<'_> {
         self.mesh.store_run(run);
         debug!(link = %self.id, author = %author, lines = opened.lines.len(), "took a relayed run");
         None
+    }
+
+    /// Sends our version vector again, so the peer sends what we lack; at
+    /// most once per [`RESYNC_EVERY`] on a link.
+    fn ask_again(&mut self) {
+        if self.asked.is_some_and(|t| t.elapsed() < RESYNC_EVERY) {
+            return;
+        }
+        self.asked = Some(std::time::Instant::now());
+        debug!(link = %self.id, "lines are missing; asking for them");
+        send_vector(self.mesh, &self.tx);
     }
 
     /// A part of the peer's version vector; once whole, what it lacks is

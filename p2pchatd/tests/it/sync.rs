@@ -222,3 +222,23 @@ async fn a_frozen_peer_gets_what_it_missed_from_a_third_when_the_author_is_gone(
     let stored: HashSet<&str> = held.iter().map(text).collect();
     assert!(want.iter().all(|t| stored.contains(t.as_str())));
 }
+
+/// Carol is stopped while Alice talks; started again, she has every line,
+/// the last run (sealed after she was back) included, each once.
+#[tokio::test]
+async fn a_restarted_peer_gets_what_was_said_while_it_was_down() {
+    let net = TestNet::new();
+    let [a, mut c] = net.linked(["amy", "cat"]).await;
+    let before = c.history(1).await.last().map_or(0, |e| e.cursor);
+    c.signal(Signal::SIGTERM);
+    c.exit_within(T).await;
+    drop(c);
+    // Not a whole number of runs: the last one is sealed after a delay.
+    a.say_many("while down", 300).await;
+    let c = net.daemon("cat").await;
+    let mut at_c = c.subscribe(Some(before)).await;
+    let want = lines("while down", 300);
+    let got = until_all(&mut at_c, &want, CATCH_UP).await;
+    assert!(got.iter().filter(|e| want.contains(text(e))).all(is_late));
+    once_each_in_order(&got);
+}
