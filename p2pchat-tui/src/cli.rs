@@ -84,6 +84,22 @@ pub struct SayArgs {
     /// Send as an action, like IRC's /me
     #[arg(long)]
     pub me: bool,
+    /// Return once every peer linked now holds the line; exit 1 naming
+    /// those that did not confirm in time
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0, requires = "wait",
+          value_parser = parse_wait)]
+    pub timeout: f64,
+}
+
+/// A `--timeout`: seconds, more than 0, at most 600.
+fn parse_wait(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(t) if t > 0.0 && t <= 600.0 => Ok(t),
+        _ => Err("seconds, more than 0 and at most 600".into()),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -304,9 +320,7 @@ pub(crate) fn warn_on_version(daemon: &str) {
 async fn say(client: &Client, a: SayArgs) -> Result<(), CommandError> {
     if a.text != ["-"] {
         let text = a.text.join(" ");
-        let _: SayResult = client
-            .call(&Call::Say(SayParams { text, action: a.me }))
-            .await?;
+        let _: SayResult = client.call(&Call::Say(say_params(text, &a))).await?;
         return Ok(());
     }
     let mut stdin = BufReader::new(tokio::io::stdin());
@@ -340,9 +354,7 @@ async fn say(client: &Client, a: SayArgs) -> Result<(), CommandError> {
         {
             refused += settle(k, p).await?;
         }
-        let pending = client
-            .send(&Call::Say(SayParams { text, action: a.me }))
-            .await?;
+        let pending = client.send(&Call::Say(say_params(text, &a))).await?;
         window.push_back((n, pending));
     }
     for (k, p) in window {
@@ -352,6 +364,17 @@ async fn say(client: &Client, a: SayArgs) -> Result<(), CommandError> {
         return Err(CommandError::Failed(format!("{refused} line(s) not sent")));
     }
     Ok(())
+}
+
+fn say_params(text: String, a: &SayArgs) -> SayParams {
+    SayParams {
+        text,
+        action: a.me,
+        wait: a.wait,
+        // Whole milliseconds; the parser bounds it.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        timeout_ms: a.wait.then(|| (a.timeout * 1000.0).round() as u64),
+    }
 }
 
 /// Waits for one say; a refused line is reported and counted, a lost

@@ -449,6 +449,7 @@ mod tests {
                 have: vec![],
                 linked: vec![],
                 more: false,
+                ack: false,
             })
             .unwrap();
         let want = vec![Send {
@@ -466,6 +467,7 @@ mod tests {
                 have: vec![],
                 linked: vec![amy_id.to_string()],
                 more: false,
+                ack: false,
             })
             .unwrap();
         assert!(sync.plan("kbob000000000000000000000", &linked).is_empty());
@@ -478,6 +480,7 @@ mod tests {
             }],
             linked: vec![],
             more: false,
+            ack: false,
         })
         .unwrap();
         assert!(sync.plan("kbob000000000000000000000", &has).is_empty());

@@ -38,6 +38,9 @@ pub mod code {
     pub const UNKNOWN_NICK: i64 = 1006;
     /// `search` without a store, or with a query that has no words.
     pub const SEARCH_UNAVAILABLE: i64 = 1007;
+    /// `say {wait}`: a peer linked when the line was sent did not confirm
+    /// it holds it in time (or cannot: a Go peer); the line was sent.
+    pub const UNCONFIRMED: i64 = 1008;
 }
 
 /// The method name of event notifications.
@@ -63,14 +66,27 @@ impl RpcError {
     }
 }
 
-/// `say {text, action?}`: send a line to everyone. `action` marks a `/me`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `say {text, action?, wait?, timeout_ms?}`: send a line to everyone.
+/// `action` marks a `/me`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SayParams {
     pub text: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub action: bool,
+    /// Answer only once every peer linked now holds the line (or fail
+    /// with [`code::UNCONFIRMED`] after `timeout_ms`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait: bool,
+    /// How long `wait` waits, ms: default [`SAY_WAIT_DEFAULT_MS`], at most
+    /// [`SAY_WAIT_MAX_MS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
+
+/// How long `say {wait}` waits by default, and at most (ms).
+pub const SAY_WAIT_DEFAULT_MS: u64 = 5_000;
+pub const SAY_WAIT_MAX_MS: u64 = 600_000;
 
 /// `history {limit?, before?}`: the newest `limit` held events (default 100)
 /// with a cursor below `before`, oldest first.
@@ -485,6 +501,9 @@ pub fn decode_server_message(line: &[u8]) -> Result<ServerMessage, serde_json::E
 pub struct SayResult {
     pub id: String,
     pub cursor: u64,
+    /// With `wait`: the peers (ids) that confirmed they hold the line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed: Option<Vec<String>>,
 }
 
 /// Result of `history`.
@@ -703,6 +722,7 @@ mod tests {
         let say = Call::Say(SayParams {
             text: "hi".into(),
             action: false,
+            ..Default::default()
         })
         .encode_request(1);
         assert_eq!(
@@ -721,10 +741,12 @@ mod tests {
         roundtrip_call(Call::Say(SayParams {
             text: "hi".into(),
             action: false,
+            ..Default::default()
         }));
         roundtrip_call(Call::Say(SayParams {
             text: "waves".into(),
             action: true,
+            ..Default::default()
         }));
         roundtrip_call(Call::History(HistoryParams::default()));
         roundtrip_call(Call::History(HistoryParams {
@@ -816,6 +838,7 @@ mod tests {
             &SayResult {
                 id: "abc".into(),
                 cursor: 9,
+                confirmed: None,
             },
             &mut out,
         );
@@ -890,6 +913,12 @@ mod tests {
         rt(SayResult {
             id: "a".into(),
             cursor: 1,
+            confirmed: None,
+        });
+        rt(SayResult {
+            id: "a".into(),
+            cursor: 1,
+            confirmed: Some(vec!["k0".into()]),
         });
         rt(HistoryResult { events: vec![] });
         rt(SubscribeResult {

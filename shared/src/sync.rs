@@ -29,6 +29,10 @@ pub struct SyncVector {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub linked: Vec<String>,
     pub more: bool,
+    /// Not a vector but a receipt: the sender now holds the author's (the
+    /// receiver's) lines up to `have[0].last` of that life.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ack: bool,
 }
 
 /// Runs held of one author's life.
@@ -64,6 +68,20 @@ impl SyncVector {
                 .all(|p| crate::text::validate_peer_id(p).is_ok())
     }
 
+    /// A receipt to `author`: its `life` is held up to `last`.
+    pub fn receipt(author: &str, life: &str, last: u64) -> Self {
+        Self {
+            have: vec![Have {
+                author: author.to_owned(),
+                life: life.to_owned(),
+                last,
+            }],
+            linked: Vec::new(),
+            more: false,
+            ack: true,
+        }
+    }
+
     /// `have` cut into lines of at most [`HAVE_PER_LINE`]; `linked` rides
     /// on the last. Always at least one line.
     pub fn parts(have: Vec<Have>, linked: Vec<String>) -> Vec<Self> {
@@ -73,6 +91,7 @@ impl SyncVector {
                 have: c.to_vec(),
                 linked: Vec::new(),
                 more: true,
+                ack: false,
             })
             .collect();
         if parts.is_empty() {

@@ -400,6 +400,7 @@ impl Daemon {
             let say = Call::Say(SayParams {
                 text: format!("{tag} {i}"),
                 action: false,
+                ..Default::default()
             });
             pending.push(client.send(&say).await.expect("say"));
         }
@@ -415,6 +416,7 @@ impl Daemon {
             .call(&Call::Say(SayParams {
                 text: text.into(),
                 action: false,
+                ..Default::default()
             }))
             .await
             .expect("say");

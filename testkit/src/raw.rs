@@ -107,6 +107,7 @@ pub fn say_line(id: u64, text: &str) -> Vec<u8> {
     Call::Say(SayParams {
         text: text.into(),
         action: false,
+        ..Default::default()
     })
     .encode_request(id)
 }

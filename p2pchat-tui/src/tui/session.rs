@@ -212,7 +212,13 @@ async fn forward(
     let actions = actions.clone();
     match r {
         Request::Say { text, action } => {
-            let p = client.send(&Call::Say(SayParams { text, action })).await?;
+            let p = client
+                .send(&Call::Say(SayParams {
+                    text,
+                    action,
+                    ..Default::default()
+                }))
+                .await?;
             tokio::spawn(async move {
                 if let Err(e) = p.wait::<SayResult>().await {
                     let _ = actions

@@ -24,6 +24,7 @@ pub(crate) async fn first_frame(c: &Counts) -> Option<f64> {
         let say = Call::Say(SayParams {
             text: format!("held message {i} with some words in it"),
             action: false,
+            ..Default::default()
         });
         waits.push(client.send(&say).await.expect("say"));
     }

@@ -1,11 +1,14 @@
 //! Answers to API requests.
 
+use std::time::Duration;
+
 use serde::Serialize;
 use serde_json::Value;
 use shared::api::{
-    Call, HISTORY_DEFAULT_LIMIT, MAX_SEARCH_BYTES, NickResult, Request, RpcError, SearchParams,
-    ShutdownResult, StatusInfo, SubscribeResult, TrustResult, code, encode_error,
-    encode_history_result, encode_result, write_json_array,
+    Call, HISTORY_DEFAULT_LIMIT, MAX_SEARCH_BYTES, NickResult, Request, RpcError,
+    SAY_WAIT_DEFAULT_MS, SAY_WAIT_MAX_MS, SearchParams, ShutdownResult, StatusInfo,
+    SubscribeResult, TrustResult, code, encode_error, encode_history_result, encode_result,
+    write_json_array,
 };
 use shared::text::{validate_nick, validate_text};
 
@@ -41,6 +44,17 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
     match call {
         Call::Say(p) => match validate_text(&p.text) {
             Err(e) => respond::<()>(id, Err(RpcError::new(code::INVALID_TEXT, e.to_string()))),
+            Ok(()) if p.wait => {
+                let wait = p
+                    .timeout_ms
+                    .unwrap_or(SAY_WAIT_DEFAULT_MS)
+                    .min(SAY_WAIT_MAX_MS);
+                let said = ctx
+                    .mesh
+                    .say_confirmed(&p.text, p.action, Duration::from_millis(wait))
+                    .await;
+                respond(id, said)
+            }
             Ok(()) => respond(id, Ok(ctx.mesh.say(&p.text, p.action).await)),
         },
         Call::History(p) => {

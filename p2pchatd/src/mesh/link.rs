@@ -486,6 +486,9 @@ impl Reader<'_> {
                 if let (Some(key), Some(life), Some(seal)) = (&self.key, &self.life, &msg.seal) {
                     let sync = self.mesh.sync();
                     if let Some(run) = sync.sealed(&peer, life, key, seal) {
+                        if let Some(reach) = &run.reach {
+                            self.receipt(reach);
+                        }
                         self.mesh.store_run(run);
                     }
                     // Lines of this life are missing (said before the link
@@ -580,9 +583,30 @@ impl Reader<'_> {
                 true,
             );
         }
+        if let Some(reach) = &run.reach
+            && self.peer.as_deref() == Some(&*author)
+        {
+            self.receipt(reach);
+        }
         self.mesh.store_run(run);
         debug!(link = %self.id, author = %author, lines = opened.lines.len(), "took a relayed run");
         None
+    }
+
+    /// Tells the peer, the author of `reach`'s life, that we hold its
+    /// lines that far (its `say {wait}` counts on it). A full inbox skips
+    /// one: the next receipt says as much and more.
+    fn receipt(&self, reach: &crate::store::LifeRow) {
+        if !self.syncs {
+            return;
+        }
+        let mut msg = self.mesh.own_line(MessageType::Sync);
+        msg.sync = Some(Box::new(SyncVector::receipt(
+            &reach.author,
+            &reach.life,
+            reach.last,
+        )));
+        let _ = self.tx.try_send(Bytes::from(msg.encode()));
     }
 
     /// Sends our version vector again, so the peer sends what we lack; at
@@ -600,6 +624,18 @@ impl Reader<'_> {
     /// sent back on this link. A part over the limits counts as a
     /// malformed line.
     fn vector_part(&mut self, peer: &Arc<str>, msg: &PeerMessage) -> Option<End> {
+        if let Some(part) = msg.sync.as_deref()
+            && part.ack
+        {
+            // A receipt for our own lines: how far the peer holds them.
+            match part.have.as_slice() {
+                [h] if h.author == **self.mesh.peer_id() => {
+                    self.mesh.receipt(peer, &h.life, h.last);
+                }
+                _ => debug!(link = %self.id, "dropped a receipt that is not for our lines"),
+            }
+            return None;
+        }
         let their = self.their.get_or_insert_with(TheirVector::default);
         let added = msg
             .sync

@@ -15,6 +15,7 @@ mod link;
 mod secure;
 pub(crate) mod table;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,7 +24,7 @@ use std::time::Instant;
 use author::{Next, Outbox};
 use bytes::Bytes;
 use chrono::Utc;
-use shared::api::{PeerInfo, SayResult};
+use shared::api::{PeerInfo, RpcError, SayResult, code};
 use shared::authorship::{CAP_SEALS, SEAL_DELAY_MS};
 use shared::event::EventBody;
 use shared::limits::PROTO_TAG;
@@ -95,6 +96,9 @@ struct Inner {
     history: Arc<History>,
     /// What catch-up holds and knows.
     sync: crate::sync::Sync,
+    /// Per peer, how far it confirmed holding our lines of this life;
+    /// bumped on each receipt, for `say {wait}`.
+    receipts: watch::Sender<HashMap<Arc<str>, u64>>,
     table: Mutex<Table>,
     /// Orders our own lines: taken for the whole fan-out of one line, so
     /// every link gets our lines in the same order and sequence numbers
@@ -160,6 +164,7 @@ impl Mesh {
                     plaintext_links: local.plaintext_links,
                 },
                 sync,
+                receipts: watch::Sender::new(HashMap::new()),
                 history,
                 outbox: tokio::sync::Mutex::new(outbox),
                 timing,
@@ -416,6 +421,65 @@ impl Mesh {
 
     /// Sends a chat line to every peer; the API validated `text`.
     pub(crate) async fn say(&self, text: &str, action: bool) -> SayResult {
+        self.say_numbered(text, action).await.0
+    }
+
+    /// Sends a chat line, then waits until every peer linked now confirms
+    /// it holds it (a receipt once the line's run is sealed and checked),
+    /// for at most `wait`. A peer that cannot confirm (a Go peer, or one
+    /// without a store) counts as not confirming.
+    pub(crate) async fn say_confirmed(
+        &self,
+        text: &str,
+        action: bool,
+        wait: Duration,
+    ) -> Result<SayResult, RpcError> {
+        let audience = self.table().audience();
+        let mut receipts = self.inner.receipts.subscribe();
+        let (mut said, seq) = self.say_numbered(text, action).await;
+        let deadline = tokio::time::Instant::now() + wait;
+        let pending = |held: &HashMap<Arc<str>, u64>| -> Vec<&(Arc<str>, String, bool)> {
+            audience
+                .iter()
+                .filter(|(id, _, _)| held.get(id).is_none_or(|&last| last < seq))
+                .collect()
+        };
+        loop {
+            let missing: Vec<(Arc<str>, String, bool)> = pending(&receipts.borrow_and_update())
+                .into_iter()
+                .cloned()
+                .collect();
+            // Those that cannot confirm never will: do not wait for them.
+            if missing.iter().all(|(_, _, confirms)| !confirms) {
+                if missing.is_empty() {
+                    said.confirmed =
+                        Some(audience.iter().map(|(id, _, _)| id.to_string()).collect());
+                    return Ok(said);
+                }
+                return Err(unconfirmed(&missing, wait));
+            }
+            tokio::select! {
+                r = receipts.changed() => if r.is_err() { return Err(unconfirmed(&missing, wait)) },
+                () = tokio::time::sleep_until(deadline) => return Err(unconfirmed(&missing, wait)),
+            }
+        }
+    }
+
+    /// A peer confirmed it holds our lines of `life` up to `last`.
+    pub(crate) fn receipt(&self, peer: &Arc<str>, life: &str, last: u64) {
+        if life != self.instance() {
+            return;
+        }
+        self.inner.receipts.send_if_modified(|held| {
+            let at = held.entry(peer.clone()).or_insert(0);
+            let moved = last > *at;
+            *at = (*at).max(last);
+            moved
+        });
+    }
+
+    /// Sends a chat line; with the sequence number it got.
+    async fn say_numbered(&self, text: &str, action: bool) -> (SayResult, u64) {
         let mut outbox = self.inner.outbox.lock().await;
         outbox.seq += 1;
         let id = new_message_id();
@@ -472,7 +536,14 @@ impl Mesh {
             }
             Next::Nothing => {}
         }
-        SayResult { id, cursor }
+        (
+            SayResult {
+                id,
+                cursor,
+                confirmed: None,
+            },
+            msg.sequence,
+        )
     }
 
     /// Seals our open run (only if it is `run`, when given) and hands the
@@ -738,6 +809,30 @@ impl Drop for HandshakeSlot {
             .unwrap_or_else(|p| p.into_inner())
             .done(self.id);
     }
+}
+
+/// The error of a `say {wait}` that some peers did not confirm in time.
+fn unconfirmed(missing: &[(Arc<str>, String, bool)], wait: Duration) -> RpcError {
+    let names = |confirms: bool| {
+        missing
+            .iter()
+            .filter(|(_, _, c)| *c == confirms)
+            .map(|(_, nick, _)| nick.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (late, never) = (names(true), names(false));
+    let mut message = String::from("sent, but ");
+    if !late.is_empty() {
+        message += &format!("not confirmed within {} s by {late}", wait.as_secs_f64());
+    }
+    if !never.is_empty() {
+        if !late.is_empty() {
+            message += "; ";
+        }
+        message += &format!("{never} cannot confirm (no receipts: a Go peer or no history store)");
+    }
+    RpcError::new(code::UNCONFIRMED, message)
 }
 
 /// A fresh message id: 16 lowercase hex characters, like the Go peer's.

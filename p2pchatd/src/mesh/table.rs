@@ -120,6 +120,8 @@ struct Link {
     key: Option<[u8; KEY_LEN]>,
     /// Its peer takes `seal` lines.
     seals: bool,
+    /// Its peer takes part in catch-up, and confirms what it holds.
+    sync: bool,
 }
 
 impl Link {
@@ -550,6 +552,7 @@ impl Table {
                 heartbeat: link.heartbeat,
                 key: peer.as_ref().and_then(|w| w.key),
                 seals: peer.as_ref().is_some_and(|w| w.seals),
+                sync: peer.as_ref().is_some_and(|w| w.sync),
             },
         );
         match peer {
@@ -846,6 +849,19 @@ impl Table {
 
     pub(crate) fn knows_go_peers(&self) -> bool {
         self.peers.values().any(|p| p.kind == Some(PeerKind::Go))
+    }
+
+    /// The peers linked now (shown as joined): id, nick as shown, and
+    /// whether it confirms what it holds (takes part in catch-up).
+    pub(crate) fn audience(&self) -> Vec<(Arc<str>, String, bool)> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.shown)
+            .filter_map(|(id, p)| {
+                let link = self.links.get(&p.link?)?;
+                Some((id.clone(), p.nick.clone(), link.sync))
+            })
+            .collect()
     }
 
     pub(crate) fn is_linked(&self, peer: &str) -> bool {

@@ -35,6 +35,7 @@ async fn a_client_that_resumes_from_its_cursor_gets_exactly_what_it_missed() {
                 .send(&Call::Say(SayParams {
                     text: format!("missed {i}"),
                     action: false,
+                    ..Default::default()
                 }))
                 .await
                 .unwrap(),
@@ -175,6 +176,7 @@ async fn stuck_subscriber(store: bool) -> (TestNet, Daemon, BufReader<UnixStream
                 .send(&Call::Say(SayParams {
                     text: flood_line(i),
                     action: false,
+                    ..Default::default()
                 }))
                 .await
                 .unwrap(),

@@ -222,6 +222,7 @@ async fn a_peer_that_stops_reading_is_dropped_without_stalling_the_others() {
         let call = shared::api::Call::Say(shared::api::SayParams {
             text: format!("{i} {text}"),
             action: false,
+            ..Default::default()
         });
         window.push_back(client.send(&call).await.unwrap());
         if window.len() == 256 {

@@ -69,6 +69,7 @@ async fn say_reaches_every_peer_exactly_once_in_order() {
                 .send(&shared::api::Call::Say(shared::api::SayParams {
                     text: format!("m{i}"),
                     action: false,
+                    ..Default::default()
                 }))
                 .await
                 .unwrap(),

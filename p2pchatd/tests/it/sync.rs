@@ -242,3 +242,71 @@ async fn a_restarted_peer_gets_what_was_said_while_it_was_down() {
     assert!(got.iter().filter(|e| want.contains(text(e))).all(is_late));
     once_each_in_order(&got);
 }
+
+/// Runs `p2pchat ARGS` against `d`: exit code, stdout and stderr.
+async fn p2pchat_status(d: &Daemon, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(client_bin());
+    cmd.arg("--socket")
+        .arg(&d.socket)
+        .args(args)
+        .env_remove("P2PCHAT_SOCKET");
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("p2pchat runs")
+        .expect("run p2pchat");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `say --wait` returns once every linked peer holds the line, and fails
+/// naming a peer that is linked but does not confirm (frozen).
+#[tokio::test]
+async fn say_wait_returns_once_every_peer_holds_the_line() {
+    let net = TestNet::new();
+    let [a, b, c] = net.linked(["amy", "ben", "cat"]).await;
+    let client = a.client().await;
+    let said: shared::api::SayResult = client
+        .call(&shared::api::Call::Say(shared::api::SayParams {
+            text: "did you get this?".into(),
+            wait: true,
+            ..Default::default()
+        }))
+        .await
+        .expect("confirmed");
+    let mut confirmed = said.confirmed.expect("who confirmed");
+    confirmed.sort();
+    let mut want = vec![b.status().await.peer_id, c.status().await.peer_id];
+    want.sort();
+    assert_eq!(confirmed, want);
+    // Each holds it already: no waiting on a subscription needed.
+    for d in [&b, &c] {
+        assert!(
+            d.history(5)
+                .await
+                .iter()
+                .any(|e| text(e) == "did you get this?")
+        );
+    }
+    let (code, _, err) = p2pchat_status(&a, &["say", "--wait", "and this?"]).await;
+    assert_eq!(code, 0, "{err}");
+
+    // Cat is frozen but still linked: she cannot confirm.
+    c.signal(Signal::SIGSTOP);
+    let started = Instant::now();
+    let (code, _, err) =
+        p2pchat_status(&a, &["say", "--wait", "--timeout", "0.5", "anyone there?"]).await;
+    c.signal(Signal::SIGCONT);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cat") && !err.contains("ben"), "{err}");
+    assert!(started.elapsed() < T, "gave up in time");
+    // The line was sent: ben has it.
+    assert!(
+        b.history(5)
+            .await
+            .iter()
+            .any(|e| text(e) == "anyone there?")
+    );
+}
