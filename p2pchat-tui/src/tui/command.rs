@@ -45,7 +45,8 @@ pub(super) const KEYS: &[(&str, &str)] = &[
     ("^A ^E, Ctrl-arrows", "line start/end, by word"),
     ("^W ^U ^K", "delete word, to start, to end"),
     ("PgUp PgDn Home End", "scroll (mouse wheel too)"),
-    ("Esc", "dismiss an alert"),
+    ("F3, Shift-F3", "to the older/newer search hit"),
+    ("Esc", "dismiss an alert, leave a search"),
     ("^C, ^D", "quit (detach)"),
 ];
 

@@ -78,6 +78,8 @@ pub(super) enum LineKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ChatLine {
     pub ts: Timestamp,
+    /// The daemon's cursor of the event it shows; none for our own notes.
+    pub cursor: Option<u64>,
     pub kind: LineKind,
     pub rows: usize,
 }
@@ -232,6 +234,10 @@ pub(super) struct State {
     pub daemon_id: Option<String>,
     /// An alert shown in the status bar until dismissed (Esc).
     pub alert: Option<String>,
+    /// The last search's hits (cursors, oldest first), and the one the
+    /// view jumped to (highlighted until Esc).
+    pub hits: Vec<u64>,
+    pub hit: Option<u64>,
 }
 
 impl State {
@@ -256,6 +262,8 @@ impl State {
             clock,
             daemon_id: None,
             alert: None,
+            hits: Vec::new(),
+            hit: None,
         }
     }
 
@@ -286,10 +294,15 @@ impl State {
         self.total_rows.saturating_sub(self.message_height())
     }
 
-    pub(super) fn push(&mut self, ts: Timestamp, kind: LineKind) {
+    pub(super) fn push(&mut self, ts: Timestamp, cursor: Option<u64>, kind: LineKind) {
         let rows = row_count(&kind, self.message_width());
         let is_message = matches!(kind, LineKind::Message { .. });
-        self.lines.push_back(ChatLine { ts, kind, rows });
+        self.lines.push_back(ChatLine {
+            ts,
+            cursor,
+            kind,
+            rows,
+        });
         self.total_rows += rows;
         if self.scroll > 0 {
             // Keep what the reader looks at in place.
@@ -308,7 +321,7 @@ impl State {
 
     /// A line of our own, timed now.
     pub(super) fn note(&mut self, kind: LineKind) {
-        self.push(self.clock.now(), kind);
+        self.push(self.clock.now(), None, kind);
     }
 
     /// Adds a daemon event as a line.
@@ -356,7 +369,20 @@ impl State {
             EventBody::Gap { missed } => LineKind::Gap { missed: *missed },
             EventBody::Other { .. } => return,
         };
-        self.push(ts, kind);
+        self.push(ts, Some(e.cursor), kind);
+    }
+
+    /// Scrolls so the line of event `cursor` is in the middle of the view
+    /// and highlights it; false when the scrollback does not hold it.
+    pub(super) fn jump_to(&mut self, cursor: u64) -> bool {
+        let Some(i) = self.lines.iter().rposition(|l| l.cursor == Some(cursor)) else {
+            return false;
+        };
+        let below: usize = self.lines.iter().skip(i + 1).map(|l| l.rows).sum();
+        let margin = self.message_height().saturating_sub(self.lines[i].rows) / 2;
+        self.scroll = below.saturating_sub(margin).min(self.max_scroll());
+        self.hit = Some(cursor);
+        true
     }
 
     /// Lays every line out again (the width changed).

@@ -124,8 +124,15 @@ fn key(state: &mut State, k: KeyEvent) -> Vec<Effect> {
             state.show_users = !state.show_users;
             state.relayout();
         }
-        // Esc dismisses an alert (it stays in the view).
-        KeyCode::Esc => state.alert = None,
+        // Esc dismisses an alert (it stays in the view), and leaves a
+        // search's hits for the end.
+        KeyCode::Esc => {
+            state.alert = None;
+            if state.hit.take().is_some() {
+                scroll_down(state, usize::MAX);
+            }
+        }
+        KeyCode::F(3) => next_hit(state, k.modifiers.contains(KeyModifiers::SHIFT)),
         KeyCode::PageUp => scroll_up(state, state.message_height().saturating_sub(1).max(1)),
         KeyCode::PageDown => scroll_down(state, state.message_height().saturating_sub(1).max(1)),
         KeyCode::Home if !ctrl => scroll_up(state, usize::MAX),
@@ -160,6 +167,30 @@ fn mouse(state: &mut State, m: MouseEvent) {
         MouseEventKind::ScrollUp => scroll_up(state, WHEEL_ROWS),
         MouseEventKind::ScrollDown => scroll_down(state, WHEEL_ROWS),
         _ => {}
+    }
+}
+
+/// Jumps to the next older search hit in the scrollback (or newer), round
+/// and round.
+fn next_hit(state: &mut State, newer: bool) {
+    let n = state.hits.len();
+    if n == 0 {
+        return;
+    }
+    let at = state
+        .hit
+        .and_then(|c| state.hits.iter().position(|&h| h == c))
+        .unwrap_or(n);
+    for step in 1..=n {
+        let i = if newer {
+            (at + step) % n
+        } else {
+            (at + n * 2 - step) % n
+        };
+        let cursor = state.hits[i];
+        if state.jump_to(cursor) {
+            return;
+        }
     }
 }
 
@@ -393,6 +424,24 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
                     crate::format::dated_line(e)
                 )));
             }
+            state.hits = hits.iter().map(|e| e.cursor).collect();
+            state.hit = None;
+            // To the newest hit in the scrollback; F3 goes on to older ones.
+            let hits_newest_first: Vec<u64> = state.hits.iter().rev().copied().collect();
+            let shown = hits_newest_first.into_iter().find(|&c| state.jump_to(c));
+            if shown.is_none() && !hits.is_empty() {
+                state.note(LineKind::Info(
+                    "  (older than the scrollback: listed above)".into(),
+                ));
+            } else if state.hits.len() > 1 {
+                state.note(LineKind::Info(
+                    "  F3: the next older hit, Shift-F3: newer, Esc: back to the end".into(),
+                ));
+                // The note moved the view; jump again.
+                if let Some(c) = state.hit {
+                    state.jump_to(c);
+                }
+            }
             Vec::new()
         }
         DaemonMsg::Done(what) => {
@@ -520,13 +569,63 @@ mod tests {
         );
         let n = s.lines.len();
         assert_eq!(
-            s.lines[n - 2].kind,
+            s.lines[n - 3].kind,
             LineKind::Info("search \"deploy\": 1 line".into())
         );
-        let LineKind::Info(line) = last_line(&s) else {
-            panic!("{:?}", last_line(&s))
+        let LineKind::Info(line) = &s.lines[n - 2].kind else {
+            panic!("{:?}", s.lines[n - 2].kind)
         };
         assert!(line.ends_with("<amy> deploy friday"), "{line}");
+        // Not in this view (it came before the client attached): said so.
+        assert_eq!(
+            *last_line(&s),
+            LineKind::Info("  (older than the scrollback: listed above)".into())
+        );
+        assert_eq!(s.hit, None);
+    }
+
+    #[test]
+    fn search_jumps_to_hits_in_the_view_and_f3_walks_them() {
+        let mut s = state();
+        for i in 1..=200u64 {
+            let text = if i == 20 || i == 150 {
+                format!("deploy number {i}")
+            } else {
+                format!("line {i}")
+            };
+            update(
+                &mut s,
+                Action::Daemon(DaemonMsg::Event(msg(i, "amy", &text))),
+            );
+        }
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Found {
+                words: "deploy".into(),
+                hits: vec![
+                    msg(20, "amy", "deploy number 20"),
+                    msg(150, "amy", "deploy number 150"),
+                ],
+            }),
+        );
+        let on_screen = |s: &State, cursor: u64| {
+            let i = s
+                .lines
+                .iter()
+                .position(|l| l.cursor == Some(cursor))
+                .unwrap();
+            let below: usize = s.lines.iter().skip(i + 1).map(|l| l.rows).sum();
+            below >= s.scroll && below < s.scroll + s.message_height()
+        };
+        assert_eq!(s.hit, Some(150), "the newest hit first");
+        assert!(s.scroll > 0 && on_screen(&s, 150));
+        press(&mut s, KeyCode::F(3));
+        assert_eq!(s.hit, Some(20));
+        assert!(on_screen(&s, 20));
+        press(&mut s, KeyCode::F(3));
+        assert_eq!(s.hit, Some(150), "round and round");
+        press(&mut s, KeyCode::Esc);
+        assert_eq!((s.hit, s.scroll), (None, 0), "back at the end");
     }
 
     #[test]

@@ -101,6 +101,12 @@ fn render_line(state: &State, line: &ChatLine, width: usize) -> Vec<Line<'static
         LineKind::Error(_) => (theme.error(), theme.error()),
         LineKind::Alert(_) => (theme.status_alert(), theme.error()),
     };
+    // The search hit jumped to stands out.
+    let body_style = if line.cursor.is_some() && line.cursor == state.hit {
+        body_style.add_modifier(Modifier::REVERSED)
+    } else {
+        body_style
+    };
     let mut out = Vec::with_capacity(rows.len());
     for (i, row) in rows.into_iter().enumerate() {
         if i == 0 {
