@@ -221,6 +221,7 @@ pub async fn serve(
         known: bound.known,
         require_encryption: config.require_encryption,
         plaintext_links: config.plaintext_links,
+        retain_days: Some(config.retention.days),
     };
     let mesh = Mesh::new(
         local,

@@ -4,7 +4,7 @@
 //! Authors seal runs of their lines ([`crate::mesh`], `author`); every
 //! daemon keeps each sealed run it holds, ready to relay, in the store
 //! ([`RunRow`]), and knows per author and life how far the runs it holds
-//! reach without a hole (the chain proves there is none: a run's `prev` is
+//! reach without a hole (the chain says there is none: a run's `prev` is
 //! the `end` of the one before). That reach, for every life, is the version
 //! vector a link sends when it comes up; each side then sends the other the
 //! runs it lacks, as relayed runs the receiver checks like any other.
@@ -13,17 +13,19 @@
 //! life only when its author is not linked with the receiver (it is gone,
 //! or apart), so a returning peer gets each run about once.
 //!
-//! Lines are held here until their seal arrives (at most a run's worth and
-//! some per life): a run is kept only whole, and only once its chain and
-//! its author's signature check out, so what we relay always verifies.
+//! A run that arrives live, from its author's own link (or is our own), is
+//! kept as it came: checking its chain and signature costs a hash per line
+//! and a signature, paid instead when (if ever) it is sent on, and a run
+//! that does not check out then is not sent. So an author can spoil only
+//! the catch-up of its own lines, and what we relay always verifies.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use shared::authorship::{Hash, MAX_RUN_LINES, Relay, RelayedLine, Seal, chain_start};
+use shared::authorship::{Hash, Relay, RelayedLine, Seal, chain_start};
 use shared::keys::{hex, unhex};
-use shared::sync::{Have, MAX_HAVE, SyncVector};
-use shared::wire::PeerMessage;
+use shared::limits::MAX_PEER_LINE;
+use shared::sync::{Have, MAX_HAVE, MAX_LINKED, SyncVector};
 use tracing::{debug, warn};
 
 use crate::store::{LifeRow, RunRow, Store};
@@ -31,13 +33,17 @@ use crate::store::{LifeRow, RunRow, Store};
 /// An author and one of its lives.
 pub(crate) type LifeKey = (Arc<str>, Arc<str>);
 
-/// Unsealed lines held per life: two full runs (a seal is due after one).
-const UNSEALED: usize = 2 * MAX_RUN_LINES;
 /// Runs held past a hole, per life, that we remember to join up when the
 /// hole fills (they are stored either way).
 const WAITING: usize = 1024;
+/// Lives of one author tracked at most (a restart is a life; a year of
+/// daily restarts fits).
+const LIVES_PER_AUTHOR: usize = 1024;
 /// Runs read from the store at once when sending.
 pub(crate) const SEND_BATCH: usize = 64;
+/// A run's relay object at most, so that its `relay` line stays under the
+/// line limit with the envelope around it.
+const MAX_RELAY_JSON: usize = MAX_PEER_LINE - 1024;
 
 /// How far one author's life is held.
 #[derive(Debug)]
@@ -54,14 +60,30 @@ struct Life {
 #[derive(Debug, Default)]
 struct State {
     lives: HashMap<LifeKey, Life>,
-    unsealed: HashMap<LifeKey, VecDeque<RelayedLine>>,
+    /// Lives tracked per author.
+    per_author: HashMap<Arc<str>, usize>,
 }
 
 /// What catch-up knows; shared by the links.
 #[derive(Debug)]
 pub(crate) struct Sync {
     me: Arc<str>,
+    /// Runs all older than this many days are past retention: neither
+    /// stored nor shown again.
+    retain_days: Option<u32>,
     state: Mutex<State>,
+}
+
+/// What became of a run offered to [`Sync`].
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// News: store it (its lines are to be shown).
+    New(Box<RunRow>),
+    /// Held already, or past retention: nothing to show.
+    Held,
+    /// Not kept (too many lives, too big): its lines are shown, deduplicated
+    /// by id, but it is not stored or sent on.
+    Untracked,
 }
 
 /// A peer's version vector, as its `sync` lines add up.
@@ -77,7 +99,9 @@ impl TheirVector {
         if !part.valid() {
             return Err("a sync line over its limits or with a bad id");
         }
-        if self.have.len() + part.have.len() > MAX_HAVE {
+        if self.have.len() + part.have.len() > MAX_HAVE
+            || self.linked.len() + part.linked.len() > MAX_LINKED
+        {
             return Err("a version vector over its limit");
         }
         for h in part.have {
@@ -98,7 +122,7 @@ pub(crate) struct Send {
 
 impl Sync {
     /// What the store holds, or nothing.
-    pub(crate) fn load(me: Arc<str>, store: Option<&Store>) -> Self {
+    pub(crate) fn load(me: Arc<str>, store: Option<&Store>, retain_days: Option<u32>) -> Self {
         let mut state = State::default();
         if let Some(store) = store {
             match store.lives() {
@@ -118,6 +142,7 @@ impl Sync {
                             }
                             Err(e) => warn!("could not read runs for catch-up: {e}"),
                         }
+                        *state.per_author.entry(r.author.clone()).or_default() += 1;
                         state.lives.insert((r.author, r.life), life);
                     }
                 }
@@ -126,6 +151,7 @@ impl Sync {
         }
         Self {
             me,
+            retain_days,
             state: Mutex::new(state),
         }
     }
@@ -134,101 +160,70 @@ impl Sync {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A chat line of `author` in `life`, as it arrived live (or as we
-    /// sent it): held until its run's seal.
-    pub(crate) fn line(&self, author: &Arc<str>, life: &Arc<str>, msg: &PeerMessage) {
-        let Some(line) = RelayedLine::of(msg) else {
-            return;
-        };
-        let mut state = self.state();
-        let held = state
-            .unsealed
-            .entry((author.clone(), life.clone()))
-            .or_default();
-        if held.len() == UNSEALED {
-            held.pop_front();
-        }
-        held.push_back(line);
-    }
-
-    /// `author`'s seal over a run of its lines in `life`, as it arrived
-    /// live: the run, if we hold it whole and it checks out, to store.
+    /// A run sealed by `author` in `life` that arrived live on its own link
+    /// (or is ours), with the lines held for it: the run to store, if the
+    /// lines are the ones the seal covers and it is news.
     pub(crate) fn sealed(
         &self,
         author: &Arc<str>,
         life: &Arc<str>,
         key: &[u8; 32],
-        seal: &Seal,
+        seal: Seal,
+        lines: Vec<RelayedLine>,
     ) -> Option<RunRow> {
-        if *seal.instance != **life {
-            debug!(%author, "dropped a seal of another life");
+        let whole = *seal.instance == **life
+            && usize::try_from(seal.count).ok() == Some(lines.len())
+            && lines.first().map(|l| l.sequence) == Some(seal.first)
+            && lines.last().map(|l| l.sequence) == Some(seal.last)
+            && lines.windows(2).all(|w| w[0].sequence < w[1].sequence);
+        if !whole {
+            debug!(%author, "a run not held whole; not kept");
             return None;
         }
-        let lines = {
-            let mut state = self.state();
-            let held = state.unsealed.get_mut(&(author.clone(), life.clone()))?;
-            while held.front().is_some_and(|l| l.sequence < seal.first) {
-                held.pop_front();
-            }
-            let n = held.iter().take_while(|l| l.sequence <= seal.last).count();
-            let lines: Vec<RelayedLine> = held.drain(..n).collect();
-            if held.is_empty() {
-                state.unsealed.remove(&(author.clone(), life.clone()));
-            }
-            lines
-        };
         let relay = Relay {
             key: hex(key),
-            seal: seal.clone(),
+            seal,
             lines,
         };
-        match checked(&relay) {
-            Ok(()) => self.take(author, life, key, &relay),
-            Err(e) => {
-                debug!(%author, "a run we cannot relay: {e}");
-                None
-            }
+        match self.take(author, life, key, &relay) {
+            Taken::New(run) => Some(*run),
+            Taken::Held | Taken::Untracked => None,
         }
     }
 
-    /// A relayed run that checked out (chain and signature): the run to
-    /// store if it is news to us, `None` when we hold it already.
-    pub(crate) fn relayed(
-        &self,
-        author: &Arc<str>,
-        key: &[u8; 32],
-        relay: &Relay,
-    ) -> Option<RunRow> {
+    /// A relayed run that checked out (chain and signature).
+    pub(crate) fn relayed(&self, author: &Arc<str>, key: &[u8; 32], relay: &Relay) -> Taken {
         let life: Arc<str> = Arc::from(relay.seal.instance.as_str());
-        let row = self.take(author, &life, key, relay)?;
-        // Lines of the run that came live are covered now.
-        let mut state = self.state();
-        if let Some(held) = state.unsealed.get_mut(&(author.clone(), life)) {
-            held.retain(|l| l.sequence > relay.seal.last);
-        }
-        Some(row)
+        self.take(author, &life, key, relay)
     }
 
-    /// Files a whole, checked run; `None` when it is held already.
-    fn take(
-        &self,
-        author: &Arc<str>,
-        life: &Arc<str>,
-        key: &[u8; 32],
-        relay: &Relay,
-    ) -> Option<RunRow> {
+    /// Files a whole run.
+    fn take(&self, author: &Arc<str>, life: &Arc<str>, key: &[u8; 32], relay: &Relay) -> Taken {
         let seal = &relay.seal;
         let (Some(prev), Some(end)) = (unhex::<32>(&seal.prev), unhex::<32>(&seal.end)) else {
-            return None;
+            return Taken::Untracked;
         };
-        let mut state = self.state();
-        let lives = state.lives.len();
-        let k = (author.clone(), life.clone());
-        if !state.lives.contains_key(&k) {
-            if lives >= MAX_HAVE {
-                warn!(%author, "too many lives to keep track of; not storing a run of a new one");
-                return None;
+        if let Some(days) = self.retain_days {
+            let cutoff = chrono::Utc::now() - chrono::TimeDelta::days(i64::from(days));
+            if relay.lines.iter().all(|l| l.timestamp < cutoff) {
+                return Taken::Held;
             }
+        }
+        let json = serde_json::to_string(relay).unwrap_or_default();
+        if json.len() > MAX_RELAY_JSON {
+            debug!(%author, bytes = json.len(), "a run too big to relay; not kept");
+            return Taken::Untracked;
+        }
+        let mut state = self.state();
+        let k = (author.clone(), life.clone());
+        let new_life = !state.lives.contains_key(&k);
+        if new_life {
+            let of_author = state.per_author.get(author).copied().unwrap_or(0);
+            if state.lives.len() >= MAX_HAVE || of_author >= LIVES_PER_AUTHOR {
+                warn!(%author, "too many lives to keep track of; a run of a new one is not kept");
+                return Taken::Untracked;
+            }
+            *state.per_author.entry(author.clone()).or_default() += 1;
             let start = Life {
                 key: *key,
                 last: 0,
@@ -237,38 +232,42 @@ impl Sync {
             };
             state.lives.insert(k.clone(), start);
         }
-        let held = state.lives.get_mut(&k)?;
+        let Some(held) = state.lives.get_mut(&k) else {
+            return Taken::Untracked;
+        };
         if held.key != *key || seal.last <= held.last || held.waiting.contains_key(&prev) {
-            return None;
+            return Taken::Held;
         }
-        let mut reach = None;
-        if prev == held.end {
+        let advanced = prev == held.end;
+        if advanced {
             held.last = seal.last;
             held.end = end;
             while let Some((last, end)) = held.waiting.remove(&held.end) {
                 held.last = last;
                 held.end = end;
             }
-            reach = Some(LifeRow {
-                author: author.clone(),
-                life: life.clone(),
-                key: *key,
-                last: held.last,
-                end: held.end,
-            });
         } else if held.waiting.len() < WAITING {
             held.waiting.insert(prev, (seal.last, end));
         }
+        // A new life is recorded at once, so a restart knows its runs
+        // held past a hole.
+        let reach = (advanced || new_life).then(|| LifeRow {
+            author: author.clone(),
+            life: life.clone(),
+            key: *key,
+            last: held.last,
+            end: held.end,
+        });
         drop(state);
-        Some(RunRow {
+        Taken::New(Box::new(RunRow {
             author: author.clone(),
             life: life.clone(),
             last: seal.last,
             prev,
             end,
-            relay: serde_json::to_string(relay).unwrap_or_default(),
+            relay: json,
             reach,
-        })
+        }))
     }
 
     /// How far `life`'s runs reach without a hole (0 when none are held).
@@ -335,19 +334,18 @@ pub(crate) fn checked(relay: &Relay) -> Result<(), shared::authorship::RelayErro
 mod tests {
     use super::*;
     use crate::identity::Identity;
-    use shared::wire::MessageType;
+    use shared::wire::{MessageType, PeerMessage};
 
-    /// An author's lines, and the seals it makes over runs of `run` lines.
+    /// An author's runs of `run` lines each: seal and lines.
     fn author(
         secret: u8,
         life: &str,
         lines: u64,
         run: u64,
-    ) -> (Identity, Vec<PeerMessage>, Vec<Seal>) {
+    ) -> (Identity, Vec<(Seal, Vec<RelayedLine>)>) {
         let me = Identity::from_secret(&[secret; 32]);
         let mut out = crate::mesh::author_outbox(&me, life);
-        let mut msgs = Vec::new();
-        let mut seals = Vec::new();
+        let mut runs = Vec::new();
         for seq in 1..=lines {
             let msg = PeerMessage::new(
                 MessageType::Chat,
@@ -359,69 +357,81 @@ mod tests {
                 seq * 2,
             );
             out.chain(&msg);
-            msgs.push(msg);
             if seq % run == 0 {
-                seals.push(out.seal(&me, life, None).unwrap());
+                runs.push(out.seal(&me, life, None).unwrap());
             }
         }
-        (me, msgs, seals)
+        (me, runs)
+    }
+
+    fn relay(key: &[u8; 32], run: &(Seal, Vec<RelayedLine>)) -> Relay {
+        Relay {
+            key: hex(key),
+            seal: run.0.clone(),
+            lines: run.1.clone(),
+        }
     }
 
     #[test]
     fn live_runs_are_kept_whole_and_move_the_reach_on() {
-        let (amy, msgs, seals) = author(3, "aa", 6, 3);
+        let (amy, runs) = author(3, "aa", 6, 3);
         let who: Arc<str> = Arc::from(amy.peer_id());
         let life: Arc<str> = Arc::from("aa");
-        let sync = Sync::load(Arc::from("kme"), None);
-        for m in &msgs[..3] {
-            sync.line(&who, &life, m);
-        }
-        let run = sync
-            .sealed(&who, &life, &amy.public_key(), &seals[0])
-            .unwrap();
+        let key = amy.public_key();
+        let sync = Sync::load(Arc::from("kme"), None, None);
+        let (seal, lines) = runs[0].clone();
+        let run = sync.sealed(&who, &life, &key, seal, lines).unwrap();
         assert_eq!(run.reach.as_ref().map(|r| r.last), Some(6));
+        assert!(checked(&serde_json::from_str(&run.relay).unwrap()).is_ok());
         // The second run lost a line on the way: it is not kept.
-        sync.line(&who, &life, &msgs[3]);
-        sync.line(&who, &life, &msgs[5]);
+        let (seal, mut lines) = runs[1].clone();
+        lines.remove(1);
         assert!(
-            sync.sealed(&who, &life, &amy.public_key(), &seals[1])
+            sync.sealed(&who, &life, &key, seal.clone(), lines)
                 .is_none()
         );
-        assert_eq!(sync.have()[0].last, 6);
-        // A seal of another life, or a forged one, is no use either.
-        let mut forged = seals[1].clone();
-        forged.sig = hex(&[0u8; 64]);
+        // Nor is one of another life.
+        let (_, lines) = runs[1].clone();
         assert!(
-            sync.sealed(&who, &life, &amy.public_key(), &forged)
+            sync.sealed(&who, &Arc::from("bb"), &key, seal, lines)
                 .is_none()
         );
+        assert_eq!(sync.reach(&who, &life), 6);
+        // The same run again is held already.
+        let (seal, lines) = runs[0].clone();
+        assert!(sync.sealed(&who, &life, &key, seal, lines).is_none());
     }
 
     #[test]
     fn relayed_runs_fill_holes_in_any_order_and_count_once() {
-        let (amy, msgs, seals) = author(4, "bb", 9, 3);
+        let (amy, runs) = author(4, "bb", 9, 3);
         let who: Arc<str> = Arc::from(amy.peer_id());
         let key = amy.public_key();
-        let relay = |i: usize| Relay {
-            key: hex(&key),
-            seal: seals[i].clone(),
-            lines: msgs[i * 3..i * 3 + 3]
-                .iter()
-                .map(|m| RelayedLine::of(m).unwrap())
-                .collect(),
+        let sync = Sync::load(Arc::from("kme"), None, None);
+        let Taken::New(third) = sync.relayed(&who, &key, &relay(&key, &runs[2])) else {
+            panic!("a new run")
         };
-        let sync = Sync::load(Arc::from("kme"), None);
-        let third = sync.relayed(&who, &key, &relay(2)).unwrap();
-        assert!(third.reach.is_none(), "past a hole");
-        assert!(
-            sync.relayed(&who, &key, &relay(2)).is_none(),
-            "held already"
+        assert_eq!(
+            third.reach.as_ref().map(|r| r.last),
+            Some(0),
+            "a new life, past a hole"
         );
-        let first = sync.relayed(&who, &key, &relay(0)).unwrap();
+        assert!(matches!(
+            sync.relayed(&who, &key, &relay(&key, &runs[2])),
+            Taken::Held
+        ));
+        let Taken::New(first) = sync.relayed(&who, &key, &relay(&key, &runs[0])) else {
+            panic!("a new run")
+        };
         assert_eq!(first.reach.map(|r| r.last), Some(6));
-        let second = sync.relayed(&who, &key, &relay(1)).unwrap();
+        let Taken::New(second) = sync.relayed(&who, &key, &relay(&key, &runs[1])) else {
+            panic!("a new run")
+        };
         assert_eq!(second.reach.map(|r| r.last), Some(18), "the hole closed");
-        assert!(sync.relayed(&who, &key, &relay(0)).is_none());
+        assert!(matches!(
+            sync.relayed(&who, &key, &relay(&key, &runs[0])),
+            Taken::Held
+        ));
         assert_eq!(
             sync.have(),
             vec![Have {
@@ -433,56 +443,82 @@ mod tests {
     }
 
     #[test]
+    fn runs_too_big_to_relay_or_past_retention_are_not_kept() {
+        let (amy, runs) = author(6, "dd", 3, 3);
+        let who: Arc<str> = Arc::from(amy.peer_id());
+        let key = amy.public_key();
+        let mut big = relay(&key, &runs[0]);
+        for l in &mut big.lines {
+            l.content = "\u{1}".repeat(4000);
+        }
+        let sync = Sync::load(Arc::from("kme"), None, None);
+        assert!(matches!(sync.relayed(&who, &key, &big), Taken::Untracked));
+        let mut old = relay(&key, &runs[0]);
+        for l in &mut old.lines {
+            l.timestamp = chrono::Utc::now() - chrono::TimeDelta::days(40);
+        }
+        let keeps_30_days = Sync::load(Arc::from("kme"), None, Some(30));
+        assert!(matches!(
+            keeps_30_days.relayed(&who, &key, &old),
+            Taken::Held
+        ));
+        assert!(matches!(sync.relayed(&who, &key, &old), Taken::New(_)));
+    }
+
+    #[test]
     fn a_plan_sends_what_the_peer_lacks_and_only_once() {
-        let (amy, msgs, seals) = author(5, "cc", 3, 3);
+        let (amy, runs) = author(5, "cc", 3, 3);
         let amy_id: Arc<str> = Arc::from(amy.peer_id());
         let life: Arc<str> = Arc::from("cc");
-        let sync = Sync::load(Arc::from("kme"), None);
-        for m in &msgs {
-            sync.line(&amy_id, &life, m);
-        }
-        sync.sealed(&amy_id, &life, &amy.public_key(), &seals[0])
+        let sync = Sync::load(Arc::from("kme"), None, None);
+        let (seal, lines) = runs[0].clone();
+        sync.sealed(&amy_id, &life, &amy.public_key(), seal, lines)
             .unwrap();
-        let mut their = TheirVector::default();
-        their
-            .add(SyncVector {
-                have: vec![],
-                linked: vec![],
+        let vector = |have: Vec<Have>, linked: Vec<String>| {
+            let mut v = TheirVector::default();
+            v.add(SyncVector {
+                have,
+                linked,
                 more: false,
                 ack: false,
             })
             .unwrap();
+            v
+        };
+        let bob = "kbob000000000000000000000";
         let want = vec![Send {
             author: amy_id.clone(),
             life,
             after: 0,
         }];
-        assert_eq!(sync.plan("kbob000000000000000000000", &their), want);
+        assert_eq!(sync.plan(bob, &vector(vec![], vec![])), want);
         // Not to amy herself, nor to a peer linked with her, nor to one
         // that has it.
-        assert!(sync.plan(&amy_id, &their).is_empty());
-        let mut linked = TheirVector::default();
-        linked
-            .add(SyncVector {
-                have: vec![],
-                linked: vec![amy_id.to_string()],
-                more: false,
-                ack: false,
-            })
-            .unwrap();
-        assert!(sync.plan("kbob000000000000000000000", &linked).is_empty());
-        let mut has = TheirVector::default();
-        has.add(SyncVector {
-            have: vec![Have {
-                author: amy_id.to_string(),
-                life: "cc".into(),
-                last: 6,
-            }],
-            linked: vec![],
-            more: false,
-            ack: false,
+        assert!(sync.plan(&amy_id, &vector(vec![], vec![])).is_empty());
+        assert!(
+            sync.plan(bob, &vector(vec![], vec![amy_id.to_string()]))
+                .is_empty()
+        );
+        let has = vec![Have {
+            author: amy_id.to_string(),
+            life: "cc".into(),
+            last: 6,
+        }];
+        assert!(sync.plan(bob, &vector(has, vec![])).is_empty());
+        // A vector over its limits is refused.
+        let mut v = TheirVector::default();
+        let many: Vec<String> = (0..MAX_LINKED).map(|i| format!("k{i:024x}")).collect();
+        v.add(SyncVector {
+            linked: many.clone(),
+            ..SyncVector::default()
         })
         .unwrap();
-        assert!(sync.plan("kbob000000000000000000000", &has).is_empty());
+        assert!(
+            v.add(SyncVector {
+                linked: many,
+                ..SyncVector::default()
+            })
+            .is_err()
+        );
     }
 }

@@ -139,6 +139,17 @@ pub struct RelayedLine {
 }
 
 impl RelayedLine {
+    /// The line as its author sent it, taken apart without a copy.
+    pub fn from_message(msg: PeerMessage) -> Option<Self> {
+        Some(Self {
+            timestamp: msg.timestamp?,
+            sequence: msg.sequence,
+            id: msg.id,
+            username: msg.username,
+            content: msg.content,
+        })
+    }
+
     /// The line as its author sent it.
     pub fn of(msg: &PeerMessage) -> Option<Self> {
         Some(Self {

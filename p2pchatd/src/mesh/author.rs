@@ -5,7 +5,9 @@
 //! The run lives with the sequence counter under the outbox lock, which
 //! orders our lines: the chain follows the order every link sees.
 
-use shared::authorship::{Hash, MAX_RUN_BYTES, MAX_RUN_LINES, Seal, chain, chain_start, leaf};
+use shared::authorship::{
+    Hash, MAX_RUN_BYTES, MAX_RUN_LINES, RelayedLine, Seal, chain, chain_start, leaf,
+};
 use shared::keys::hex;
 use shared::wire::PeerMessage;
 
@@ -30,6 +32,8 @@ struct Run {
     /// Which run this is: a delayed seal for a run already sealed (full)
     /// must not seal the next one early.
     number: u64,
+    /// Its lines, kept for catch-up once the run is sealed.
+    lines: Vec<RelayedLine>,
 }
 
 /// What a chained line asks of the caller.
@@ -56,6 +60,7 @@ impl Outbox {
                 count: 0,
                 bytes: 0,
                 number: 0,
+                lines: Vec::new(),
             },
         }
     }
@@ -70,6 +75,9 @@ impl Outbox {
         run.last = msg.sequence;
         run.count += 1;
         run.bytes += msg.content.len();
+        if let Some(line) = RelayedLine::of(msg) {
+            run.lines.push(line);
+        }
         if run.count as usize >= MAX_RUN_LINES || run.bytes >= MAX_RUN_BYTES {
             Next::SealNow
         } else if run.count == 1 {
@@ -80,13 +88,14 @@ impl Outbox {
     }
 
     /// Seals the open run (only if it is run `number`, when given) and
-    /// opens the next; `None` when there is nothing to seal.
+    /// opens the next; `None` when there is nothing to seal. With the
+    /// seal, the run's lines.
     pub(crate) fn seal(
         &mut self,
         identity: &Identity,
         instance: &str,
         number: Option<u64>,
-    ) -> Option<Seal> {
+    ) -> Option<(Seal, Vec<RelayedLine>)> {
         let run = &mut self.run;
         if run.count == 0 || number.is_some_and(|n| n != run.number) {
             return None;
@@ -111,7 +120,7 @@ impl Outbox {
         run.count = 0;
         run.bytes = 0;
         run.number += 1;
-        Some(seal)
+        Some((seal, std::mem::take(&mut run.lines)))
     }
 }
 
@@ -146,7 +155,7 @@ mod tests {
             let next = out.chain(&msg);
             sent.push(msg);
             match next {
-                Next::SealNow => seals.push(out.seal(&me, "life", None).unwrap()),
+                Next::SealNow => seals.push(out.seal(&me, "life", None).unwrap().0),
                 Next::SealLater(n) => assert_eq!(n, seals.len() as u64),
                 Next::Nothing => {}
             }
@@ -154,7 +163,9 @@ mod tests {
         assert_eq!(seals.len(), 1, "the first run filled up");
         // A late seal for the full run does nothing; the open one seals.
         assert!(out.seal(&me, "life", Some(0)).is_none());
-        seals.push(out.seal(&me, "life", Some(1)).unwrap());
+        let (last, lines) = out.seal(&me, "life", Some(1)).unwrap();
+        assert_eq!(lines.len(), 3, "the run's lines come with its seal");
+        seals.push(last);
         assert!(out.seal(&me, "life", None).is_none(), "nothing open");
         assert_eq!(seals[1].prev, seals[0].end, "runs chain on");
         let mut at = 0;

@@ -9,17 +9,19 @@
 //! the table; a malformed line is dropped, as the Go peer does, and only a
 //! flood of them or an over-long line closes the link.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use shared::api::{LinkDirection, PeerKind, Trust};
-use shared::authorship::{Relay, RelayError};
+use shared::authorship::{MAX_RUN_BYTES, MAX_RUN_LINES, Relay, RelayError, RelayedLine, Seal};
 use shared::event::EventBody;
 use shared::keys::fingerprint_of;
-use shared::limits::MAX_PEER_LINE;
+use shared::limits::{MAX_PEER_LINE, MAX_TEXT_BYTES};
 use shared::line::{LineReader, LineTooLong};
 use shared::sync::{SyncVector, valid_life};
 use shared::text::{sanitize_foreign_nick, sanitize_foreign_text};
@@ -35,7 +37,7 @@ use super::admission::UNPROVEN_GRACE;
 use super::secure::{Opener, Sealer};
 use super::table::{LinkId, NewLink, PeerIdentity, Refused};
 use super::{LinkStats, Mesh};
-use crate::sync::{SEND_BATCH, Send, TheirVector};
+use crate::sync::{SEND_BATCH, Send, Taken, TheirVector};
 
 /// Lines queued for one link. When full, our sender waits (see
 /// `Mesh::fan_out`); 1,024 lines is ~250 KiB, enough to ride out a busy
@@ -50,13 +52,20 @@ const READ_CHUNK: usize = 16 * 1024;
 const FIRST_CHUNK: usize = 1024;
 /// A peer that sends this many malformed lines is broken or hostile.
 const MAX_BAD_LINES: u32 = 100;
+/// Live lines of a link's author held for their seal: two full runs.
+const UNSEALED_LINES: usize = 2 * MAX_RUN_LINES;
+const UNSEALED_BYTES: usize = 2 * (MAX_RUN_BYTES + MAX_TEXT_BYTES);
+/// Relayed runs in a link's queue at once while catching its peer up, and
+/// how often a full queue is looked at again.
+const RELAYS_QUEUED: usize = 16;
+const RELAY_PACE: Duration = Duration::from_millis(2);
 /// A link asks its peer again for what it lacks at most this often.
 const RESYNC_EVERY: Duration = Duration::from_secs(1);
 /// Last flush of a closing link.
 const FLUSH_WAIT: Duration = Duration::from_millis(300);
 /// A Go peer that closes a fresh link this fast, having said nothing,
 /// refuses our peer id until it restarts (PROTOCOL §3).
-const GO_REFUSAL_WINDOW: Duration = Duration::from_secs(2);
+pub(super) const GO_REFUSAL_WINDOW: Duration = Duration::from_secs(2);
 
 /// How a link ended, for the dialer's backoff. The default is a link that
 /// never came up.
@@ -290,10 +299,13 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
         tx: own_tx,
         their: None,
         asked: None,
+        unsealed: VecDeque::new(),
+        unsealed_bytes: 0,
+        catching_up: Arc::new(AtomicBool::new(false)),
     };
     let mut end = None;
     for msg in early {
-        if let Err(e) = ctx.handle(&msg) {
+        if let Err(e) = ctx.handle(msg) {
             end = Some(e);
             break;
         }
@@ -357,6 +369,11 @@ struct Reader<'a> {
     their: Option<TheirVector>,
     /// When we last asked the peer for what we lack.
     asked: Option<std::time::Instant>,
+    /// The link's author's live lines not yet sealed, and their text bytes.
+    unsealed: VecDeque<RelayedLine>,
+    unsealed_bytes: usize,
+    /// A catch-up of the peer runs.
+    catching_up: Arc<AtomicBool>,
 }
 
 impl Reader<'_> {
@@ -380,7 +397,7 @@ impl Reader<'_> {
                 let Ok(line) = line else { return End::TooLong };
                 match PeerMessage::decode(&line) {
                     Ok(msg) => {
-                        if let Err(end) = self.handle(&msg) {
+                        if let Err(end) = self.handle(msg) {
                             return end;
                         }
                     }
@@ -435,11 +452,11 @@ impl Reader<'_> {
         (self.bad_lines >= MAX_BAD_LINES).then_some(End::Garbage)
     }
 
-    fn handle(&mut self, msg: &PeerMessage) -> Result<(), End> {
+    fn handle(&mut self, msg: PeerMessage) -> Result<(), End> {
         self.stats.line();
         let peer = match &self.peer {
             Some(p) => p.clone(),
-            None => self.identify(msg)?,
+            None => self.identify(&msg)?,
         };
         if *msg.sender_id != *peer {
             debug!(link = %self.id, sender = msg.sender_id, "dropped a line sent on behalf of another peer");
@@ -470,22 +487,23 @@ impl Reader<'_> {
                 if !self.stats.proven() {
                     self.mesh.table_op(|t, h| t.talked(self.id, h));
                 }
-                if let (Some(_), Some(life)) = (&self.key, &self.life) {
-                    self.mesh.sync().line(&peer, life, msg);
-                }
                 self.chat(
                     &peer,
-                    msg,
+                    &msg,
                     &self.nick,
                     self.fingerprint.as_ref(),
                     self.trust,
                     false,
                 );
+                self.hold(msg);
             }
             MessageType::Seal => {
-                if let (Some(key), Some(life), Some(seal)) = (&self.key, &self.life, &msg.seal) {
+                if let (Some(key), Some(life), Some(seal)) = (self.key, self.life.clone(), msg.seal)
+                {
+                    let last = seal.last;
+                    let lines = self.unsealed_of(&seal);
                     let sync = self.mesh.sync();
-                    if let Some(run) = sync.sealed(&peer, life, key, seal) {
+                    if let Some(run) = sync.sealed(&peer, &life, &key, seal, lines) {
                         if let Some(reach) = &run.reach {
                             self.receipt(reach);
                         }
@@ -493,19 +511,19 @@ impl Reader<'_> {
                     }
                     // Lines of this life are missing (said before the link
                     // was up, or lost): ask the author for them now.
-                    if self.syncs && sync.reach(&peer, life) < seal.last {
+                    if self.syncs && sync.reach(&peer, &life) < last {
                         self.ask_again();
                     }
                 }
             }
             MessageType::Sync if self.syncs => {
-                if let Some(end) = self.vector_part(&peer, msg) {
+                if let Some(end) = self.vector_part(&peer, &msg) {
                     return Err(end);
                 }
             }
             MessageType::Leave => self.mesh.table_op(|t, h| t.quit(self.id, h)),
             MessageType::Relay if self.key.is_some() => {
-                if let Some(end) = self.relayed(msg) {
+                if let Some(end) = self.relayed(&msg) {
                     return Err(end);
                 }
             }
@@ -561,7 +579,11 @@ impl Reader<'_> {
         // A run we hold already (the author's own link or another peer
         // brought it) shows nothing twice.
         let relay = msg.relay.as_deref()?;
-        let run = self.mesh.sync().relayed(&author, &opened.key, relay)?;
+        let run = match self.mesh.sync().relayed(&author, &opened.key, relay) {
+            Taken::New(run) => Some(*run),
+            Taken::Held => return None,
+            Taken::Untracked => None,
+        };
         let fingerprint: Arc<str> = Arc::from(fingerprint_of(&opened.key));
         let mut shown: Option<(String, crate::trust::Standing)> = None;
         for line in &opened.lines {
@@ -583,14 +605,61 @@ impl Reader<'_> {
                 true,
             );
         }
-        if let Some(reach) = &run.reach
-            && self.peer.as_deref() == Some(&*author)
-        {
-            self.receipt(reach);
+        if let Some(run) = run {
+            if let Some(reach) = &run.reach
+                && self.peer.as_deref() == Some(&*author)
+            {
+                self.receipt(reach);
+            }
+            self.mesh.store_run(run);
         }
-        self.mesh.store_run(run);
         debug!(link = %self.id, author = %author, lines = opened.lines.len(), "took a relayed run");
         None
+    }
+
+    /// Holds a live chat line of the link's author until its run's seal
+    /// (only with a store to keep runs in; lines too long for a run are
+    /// not held, so their run is not kept).
+    fn hold(&mut self, msg: PeerMessage) {
+        if self.key.is_none()
+            || self.life.is_none()
+            || !self.mesh.syncs()
+            || msg.content.len() > MAX_TEXT_BYTES
+        {
+            return;
+        }
+        let Some(line) = RelayedLine::from_message(msg) else {
+            return;
+        };
+        while self.unsealed.len() >= UNSEALED_LINES
+            || self.unsealed_bytes + line.content.len() > UNSEALED_BYTES
+        {
+            let Some(old) = self.unsealed.pop_front() else {
+                break;
+            };
+            self.unsealed_bytes -= old.content.len();
+        }
+        self.unsealed_bytes += line.content.len();
+        self.unsealed.push_back(line);
+    }
+
+    /// The held lines `seal` covers, taken out (and older ones dropped).
+    fn unsealed_of(&mut self, seal: &Seal) -> Vec<RelayedLine> {
+        let mut out = Vec::new();
+        while self
+            .unsealed
+            .front()
+            .is_some_and(|l| l.sequence <= seal.last)
+        {
+            let Some(l) = self.unsealed.pop_front() else {
+                break;
+            };
+            self.unsealed_bytes -= l.content.len();
+            if l.sequence >= seal.first {
+                out.push(l);
+            }
+        }
+        out
     }
 
     /// Tells the peer, the author of `reach`'s life, that we hold its
@@ -649,15 +718,21 @@ impl Reader<'_> {
             Ok(true) => None,
             Ok(false) => {
                 let their = self.their.take().unwrap_or_default();
-                let plan = self.mesh.sync().plan(peer, &their);
-                if !plan.is_empty() {
-                    self.mesh.spawn(send_missing(
-                        self.mesh.clone(),
-                        self.tx.clone(),
-                        self.id,
-                        plan,
-                    ));
+                // One catch-up at a time per link: a vector that comes
+                // while one runs is dropped (the running one sends all).
+                if self.catching_up.swap(true, Ordering::AcqRel) {
+                    debug!(link = %self.id, "a version vector while catching the peer up; dropped");
+                    return None;
                 }
+                let plan = self.mesh.sync().plan(peer, &their);
+                let done = CatchingUp(self.catching_up.clone());
+                self.mesh.spawn(send_missing(
+                    self.mesh.clone(),
+                    self.tx.clone(),
+                    self.id,
+                    plan,
+                    done,
+                ));
                 None
             }
             Err(e) => {
@@ -742,11 +817,13 @@ impl Reader<'_> {
 
 /// Sends our version vector, in parts, first thing on a new link.
 fn send_vector(mesh: &Mesh, tx: &mpsc::Sender<Bytes>) {
+    // Only peers that catch others up send their own lines themselves.
     let linked = mesh
-        .peers()
+        .table_op(|t, _| t.audience())
         .into_iter()
-        .filter(|p| p.connected)
-        .map(|p| p.peer_id)
+        .filter(|(_, _, syncs)| *syncs)
+        .map(|(id, _, _)| id.to_string())
+        .take(shared::sync::MAX_LINKED)
         .collect();
     for part in SyncVector::parts(mesh.sync().have(), linked) {
         let mut msg = mesh.own_line(MessageType::Sync);
@@ -762,7 +839,13 @@ fn send_vector(mesh: &Mesh, tx: &mpsc::Sender<Bytes>) {
 /// Sends a peer the runs it lacks, read from the store a batch at a time,
 /// as relayed runs on its link (waiting while the link is busy); ends with
 /// the link.
-async fn send_missing(mesh: Mesh, tx: mpsc::Sender<Bytes>, link: LinkId, plan: Vec<Send>) {
+async fn send_missing(
+    mesh: Mesh,
+    tx: mpsc::Sender<Bytes>,
+    link: LinkId,
+    plan: Vec<Send>,
+    _done: CatchingUp,
+) {
     let Some(store) = mesh.history().store_handle() else {
         return;
     };
@@ -794,12 +877,31 @@ async fn send_missing(mesh: Mesh, tx: mpsc::Sender<Bytes>, link: LinkId, plan: V
             };
             let Some(&(last, _)) = runs.last() else { break };
             for (_, json) in runs {
+                // Kept as it came from its author: it goes on only if it
+                // checks out, so a receiver never counts it against us.
                 let Ok(relay) = serde_json::from_str::<Relay>(&json) else {
                     continue;
                 };
+                if let Err(e) = crate::sync::checked(&relay) {
+                    debug!(%link, author = %author, "not relaying a run: {e}");
+                    continue;
+                }
                 let mut msg = mesh.own_line(MessageType::Relay);
                 msg.relay = Some(Box::new(relay));
-                if tx.send(Bytes::from(msg.encode())).await.is_err() {
+                let line = msg.encode();
+                if line.len() > MAX_PEER_LINE {
+                    continue;
+                }
+                // A few runs in the link's queue at a time: chat lines
+                // are not held up behind a long catch-up, nor memory
+                // taken by it.
+                while tx.max_capacity() - tx.capacity() > RELAYS_QUEUED {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(RELAY_PACE).await;
+                }
+                if tx.send(Bytes::from(line)).await.is_err() {
                     return;
                 }
                 sent += 1;
@@ -808,6 +910,15 @@ async fn send_missing(mesh: Mesh, tx: mpsc::Sender<Bytes>, link: LinkId, plan: V
         }
     }
     debug!(%link, runs = sent, "caught a peer up");
+}
+
+/// Marks a link's catch-up as done when its task ends, however it ends.
+struct CatchingUp(Arc<AtomicBool>);
+
+impl Drop for CatchingUp {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// Publishes the history when the reader stops, however it stops.

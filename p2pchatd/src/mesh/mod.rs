@@ -64,6 +64,8 @@ pub(crate) struct Local {
     pub(crate) require_encryption: bool,
     /// p2pchatd peers link in plaintext (the bench's comparison only).
     pub(crate) plaintext_links: bool,
+    /// Days of history kept: catch-up takes nothing older.
+    pub(crate) retain_days: Option<u32>,
 }
 
 /// Our own identity on the network.
@@ -144,7 +146,7 @@ impl Mesh {
         let instance: Arc<str> = Arc::from(format!("{:016x}", fastrand::u64(..)));
         let outbox = Outbox::new(&local.identity, &instance);
         let fingerprint = Arc::from(local.identity.fingerprint());
-        let sync = crate::sync::Sync::load(peer_id.clone(), history.store());
+        let sync = crate::sync::Sync::load(peer_id.clone(), history.store(), local.retain_days);
         let mut known = local.known;
         known.set_own(&local.nick, &local.identity.public_key());
         Self {
@@ -500,9 +502,6 @@ impl Mesh {
         );
         let line = Bytes::from(msg.encode());
         let next = outbox.chain(&msg);
-        self.inner
-            .sync
-            .line(&self.inner.me.peer_id, &self.inner.me.instance, &msg);
         let cursor = self
             .inner
             .history
@@ -549,15 +548,17 @@ impl Mesh {
     /// Seals our open run (only if it is `run`, when given) and hands the
     /// seal to every peer that takes seals.
     async fn seal(&self, outbox: &mut Outbox, run: Option<u64>) {
-        let Some(seal) = outbox.seal(self.identity(), self.instance(), run) else {
+        let Some((seal, lines)) = outbox.seal(self.identity(), self.instance(), run) else {
             return;
         };
         let me = &self.inner.me;
-        if let Some(run) =
-            self.inner
-                .sync
-                .sealed(&me.peer_id, &me.instance, &me.identity.public_key(), &seal)
-        {
+        if let Some(run) = self.inner.sync.sealed(
+            &me.peer_id,
+            &me.instance,
+            &me.identity.public_key(),
+            seal.clone(),
+            lines,
+        ) {
             self.store_run(run);
         }
         let mut msg = PeerMessage::new(
@@ -915,6 +916,7 @@ pub(crate) mod tests {
             port: 1,
             require_encryption: false,
             plaintext_links: false,
+            retain_days: None,
         };
         Mesh::new(
             local,
