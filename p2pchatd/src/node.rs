@@ -289,6 +289,8 @@ pub async fn serve(
     // Off the runtime: the writer may still have a batch to commit.
     let closing = history.clone();
     let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+    // All is stored: the journal of our lines has nothing left to keep.
+    mesh.close_journal().await;
     drop(bound.guard);
     info!(ms = shared::millis(stop_started.elapsed()), "stopped");
 }

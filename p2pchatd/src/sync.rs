@@ -278,6 +278,17 @@ impl Sync {
             .map_or(0, |l| l.last)
     }
 
+    /// The furthest `author`'s runs reach in any of its lives.
+    pub(crate) fn furthest_of(&self, author: &str) -> u64 {
+        self.state()
+            .lives
+            .iter()
+            .filter(|((a, _), _)| **a == *author)
+            .map(|(_, l)| l.last)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Our version vector: per life, how far its runs reach without a hole.
     pub(crate) fn have(&self) -> Vec<Have> {
         let state = self.state();

@@ -37,8 +37,8 @@ pub enum EventBody {
         /// a line.
         fingerprint: Option<Arc<str>>,
         trust: Option<Trust>,
-        /// The author's sequence number for the line, counted per life of
-        /// the author's daemon (none from a Go peer, which sends 0).
+        /// The author's sequence number for the line, going on across the
+        /// author's restarts (none from a Go peer, which sends 0).
         seq: Option<u64>,
         /// When the author sent it, by the author's clock.
         sent: Option<Timestamp>,

@@ -28,7 +28,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::store::{HANDOFF, HANDOFF_DELAY, Row, Store};
+use crate::store::{HANDOFF, HANDOFF_DELAY, Row, RunRow, Store};
 use held::Held;
 
 /// Subscribers may fall this far behind even when `--history` is smaller:
@@ -63,6 +63,9 @@ struct Ring {
     seen: SeenIds,
     /// Events for the store, not yet handed over.
     unsent: Vec<Row>,
+    /// Sealed runs for the store, handed over after the events staged
+    /// before them: a stored run's lines are stored.
+    unsent_runs: Vec<RunRow>,
     /// Where each event is encoded before it is shared: grown once, not
     /// per event.
     scratch: Vec<u8>,
@@ -137,6 +140,7 @@ impl History {
             next_cursor: 1,
             seen: SeenIds::new(SEEN_IDS),
             unsent: Vec::new(),
+            unsent_runs: Vec::new(),
             scratch: Vec::new(),
             last_ts: chrono::DateTime::<Utc>::MIN_UTC,
             reserved: u64::MAX,
@@ -190,6 +194,9 @@ impl History {
             if !rows.is_empty() {
                 store.write(rows);
             }
+            for run in std::mem::take(&mut ring.unsent_runs) {
+                store.write_run(run);
+            }
             let newest = ring.next_cursor - 1;
             ring.reserved = newest;
             store.close(newest);
@@ -223,9 +230,33 @@ impl History {
     }
 
     fn hand_over_staged(&self) {
-        let rows = std::mem::take(&mut self.lock().unsent);
+        let (rows, runs) = {
+            let mut ring = self.lock();
+            (
+                std::mem::take(&mut ring.unsent),
+                std::mem::take(&mut ring.unsent_runs),
+            )
+        };
         if !rows.is_empty() {
             self.hand_over(Some(rows));
+        }
+        if let Some(store) = &self.store {
+            for run in runs {
+                store.write_run(run);
+            }
+        }
+    }
+
+    /// Gathers a sealed run for the store, to go after the events staged
+    /// so far (its lines' among them).
+    pub(crate) fn stage_run(&self, run: RunRow) {
+        if self.store.is_none() {
+            return;
+        }
+        let mut ring = self.lock();
+        ring.unsent_runs.push(run);
+        if ring.unsent.is_empty() && ring.unsent_runs.len() == 1 {
+            self.staged.notify_one();
         }
     }
 

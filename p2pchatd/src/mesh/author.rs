@@ -65,6 +65,11 @@ impl Outbox {
         }
     }
 
+    /// The chain hash after our latest line.
+    pub(crate) fn head(&self) -> Hash {
+        self.run.head
+    }
+
     /// Moves our chain on by one of our chat lines.
     pub(crate) fn chain(&mut self, msg: &PeerMessage) -> Next {
         let run = &mut self.run;

@@ -849,8 +849,8 @@ async fn send_missing(
     let Some(store) = mesh.history().store_handle() else {
         return;
     };
-    // Runs handed to the writer just now are read back too.
-    store.flush().await;
+    // Runs sealed just now are read back too.
+    mesh.history().flush().await;
     let mut sent = 0usize;
     for Send {
         author,
@@ -960,6 +960,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 while let Ok(line) = inbox.try_recv() {
                     buf.extend_from_slice(&line);
                 }
+                mesh.journal_flush();
                 let flush = async {
                     w.write_all(outbound.wire(&buf)?).await?;
                     w.shutdown().await
@@ -995,6 +996,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 buf.extend_from_slice(&beats.borrow_and_update().heartbeat);
             }
         }
+        // Our lines are written down before any peer can have them.
+        mesh.journal_flush();
         let bytes = match outbound.wire(&buf) {
             Ok(b) => b,
             Err(e) => return End::Io(e),

@@ -11,6 +11,7 @@ mod author;
 mod beat;
 mod dial;
 mod handshake;
+mod journal;
 mod link;
 mod secure;
 pub(crate) mod table;
@@ -27,6 +28,7 @@ use chrono::Utc;
 use shared::api::{PeerInfo, RpcError, SayResult, code};
 use shared::authorship::{CAP_SEALS, SEAL_DELAY_MS};
 use shared::event::EventBody;
+use shared::keys::unhex;
 use shared::limits::PROTO_TAG;
 use shared::secure::{CAP_NETWORK_KEY, CAP_NOISE};
 use shared::sync::CAP_SYNC;
@@ -98,6 +100,8 @@ struct Inner {
     history: Arc<History>,
     /// What catch-up holds and knows.
     sync: crate::sync::Sync,
+    /// Our lines, written down before a peer can have them (with a store).
+    journal: Option<Mutex<journal::Journal>>,
     /// Per peer, how far it confirmed holding our lines of this life;
     /// bumped on each receipt, for `say {wait}`.
     receipts: watch::Sender<HashMap<Arc<str>, u64>>,
@@ -144,9 +148,27 @@ impl Mesh {
         let peer_id: Arc<str> = Arc::from(local.identity.peer_id());
         let require_encryption = local.require_encryption || local.secure.has_network_key();
         let instance: Arc<str> = Arc::from(format!("{:016x}", fastrand::u64(..)));
-        let outbox = Outbox::new(&local.identity, &instance);
-        let fingerprint = Arc::from(local.identity.fingerprint());
+        let mut outbox = Outbox::new(&local.identity, &instance);
+        let fingerprint: Arc<str> = Arc::from(local.identity.fingerprint());
         let sync = crate::sync::Sync::load(peer_id.clone(), history.store(), local.retain_days);
+        // Sequence numbers go on past all the last life sent; what it sent
+        // unsealed is sealed now.
+        outbox.seq = sync.furthest_of(&peer_id);
+        let journal = history.store().and_then(|store| {
+            match journal::Journal::open(store.dir(), &instance) {
+                Ok((j, last)) => {
+                    if let Some(last) = last {
+                        journal::recover(&last, &local.identity, &peer_id, &fingerprint, &sync, &history);
+                        outbox.seq = outbox.seq.max(last.last_seq());
+                    }
+                    Some(Mutex::new(j))
+                }
+                Err(e) => {
+                    tracing::warn!("cannot keep a journal of our lines ({e}); a crash may lose the last of them");
+                    None
+                }
+            }
+        });
         let mut known = local.known;
         known.set_own(&local.nick, &local.identity.public_key());
         Self {
@@ -166,6 +188,7 @@ impl Mesh {
                     plaintext_links: local.plaintext_links,
                 },
                 sync,
+                journal,
                 receipts: watch::Sender::new(HashMap::new()),
                 history,
                 outbox: tokio::sync::Mutex::new(outbox),
@@ -205,11 +228,9 @@ impl Mesh {
         self.inner.history.store().is_some()
     }
 
-    /// Keeps a sealed run for catch-up.
+    /// Keeps a sealed run for catch-up (stored after its lines).
     pub(crate) fn store_run(&self, run: crate::store::RunRow) {
-        if let Some(store) = self.inner.history.store() {
-            store.write_run(run);
-        }
+        self.inner.history.stage_run(run);
     }
 
     pub(crate) fn identity(&self) -> &Identity {
@@ -501,6 +522,7 @@ impl Mesh {
             outbox.seq,
         );
         let line = Bytes::from(msg.encode());
+        self.journal_append(&line);
         let next = outbox.chain(&msg);
         let cursor = self
             .inner
@@ -570,8 +592,58 @@ impl Mesh {
             Utc::now(),
             0,
         );
+        let end = unhex::<32>(&seal.end);
         msg.seal = Some(seal);
-        self.fan_out(Bytes::from(msg.encode()), true).await;
+        let line = Bytes::from(msg.encode());
+        self.journal_append(&line);
+        self.fan_out(line, true).await;
+        // Grown large: start it again, once the store has all it holds.
+        if let (Some(journal), Some(end)) = (&self.inner.journal, end)
+            && journal.lock().unwrap_or_else(|p| p.into_inner()).len() > journal::ROTATE_BYTES
+        {
+            self.inner.history.flush().await;
+            self.journal_flush();
+            let restarted = journal.lock().unwrap_or_else(|p| p.into_inner()).restart(
+                self.instance(),
+                Some(&end),
+                outbox.seq,
+            );
+            if let Err(e) = restarted {
+                tracing::warn!("cannot start the journal of our lines again: {e}");
+            }
+        }
+    }
+
+    fn journal_append(&self, line: &[u8]) {
+        if let Some(j) = &self.inner.journal {
+            j.lock().unwrap_or_else(|p| p.into_inner()).append(line);
+        }
+    }
+
+    /// Writes our noted lines to the journal: before any link puts bytes
+    /// on its socket.
+    pub(crate) fn journal_flush(&self) {
+        if let Some(j) = &self.inner.journal {
+            j.lock().unwrap_or_else(|p| p.into_inner()).flush();
+        }
+    }
+
+    /// After a clean stop (everything sealed and stored): the journal
+    /// starts again, empty, with where our sequence numbers stand.
+    pub(crate) async fn close_journal(&self) {
+        let Some(journal) = &self.inner.journal else {
+            return;
+        };
+        let outbox = self.inner.outbox.lock().await;
+        let head = outbox.head();
+        let done = journal.lock().unwrap_or_else(|p| p.into_inner()).restart(
+            self.instance(),
+            Some(&head),
+            outbox.seq,
+        );
+        if let Err(e) = done {
+            tracing::warn!("cannot close the journal of our lines: {e}");
+        }
     }
 
     /// Changes our nick; Go peers see it as the `join` they send for one.

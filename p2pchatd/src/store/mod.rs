@@ -518,6 +518,26 @@ impl Store {
             .map(|c| c.map(from_sql))
     }
 
+    /// The folder the store lives in.
+    pub(crate) fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// The ids of the messages stored from `ts_ms` on.
+    pub(crate) fn message_ids_since(
+        &self,
+        ts_ms: i64,
+    ) -> rusqlite::Result<std::collections::HashSet<String>> {
+        let c = self.reader();
+        let Some(from) = writer::first_at_or_after(&c, ts_ms)? else {
+            return Ok(std::collections::HashSet::new());
+        };
+        let mut q = c.prepare(
+            "SELECT json ->> '$.id' FROM events WHERE cursor >= ?1 AND json ->> '$.kind' = 'message'",
+        )?;
+        q.query_map([from], |r| r.get::<_, String>(0))?.collect()
+    }
+
     /// Every life with runs held: how far they reach without a hole.
     pub(crate) fn lives(&self) -> rusqlite::Result<Vec<LifeRow>> {
         let c = self.reader();

@@ -310,3 +310,94 @@ async fn say_wait_returns_once_every_peer_holds_the_line() {
             .any(|e| text(e) == "anyone there?")
     );
 }
+
+/// Every (author, sequence) pair names one line, across every daemon's
+/// history.
+fn one_line_per_sequence(histories: &[Vec<Event>]) {
+    let mut seen: HashMap<(String, u64), String> = HashMap::new();
+    for e in histories.iter().flatten() {
+        if let EventBody::Message {
+            id,
+            peer_id,
+            seq: Some(seq),
+            ..
+        } = &e.body
+        {
+            let was = seen.insert((peer_id.clone(), *seq), id.clone());
+            assert!(
+                was.as_ref().is_none_or(|w| w == id),
+                "{peer_id} sequence {seq} names two lines: {was:?} and {id}"
+            );
+        }
+    }
+}
+
+/// Amy is killed (-9) in the middle of a burst; once she is back, every
+/// line any daemon holds is in every daemon's store, and no sequence number
+/// of hers names two lines.
+#[tokio::test]
+async fn a_sender_killed_mid_burst_loses_no_line_anyone_holds() {
+    const BURST: usize = 10_000;
+    let net = TestNet::new();
+    // Each holds the whole burst in memory too, so `history` shows it all.
+    let args = ["--history", "20000"];
+    let mut a = net.daemon_with("amy", &args).await;
+    let b = net.daemon_with("ben", &args).await;
+    let c = net.daemon_with("cat", &args).await;
+    wait_full_mesh(&[&a, &b, &c], T).await;
+    let mut at_b = b.subscribe(None).await;
+    let client = a.client().await;
+    let flood = tokio::spawn(async move {
+        for i in 0..BURST {
+            let say = shared::api::Call::Say(shared::api::SayParams {
+                text: format!("burst {i}"),
+                ..Default::default()
+            });
+            if client.send(&say).await.is_err() {
+                break;
+            }
+        }
+    });
+    // Well into the burst: kill her.
+    at_b.messages(2_000, T).await;
+    a.signal(Signal::SIGKILL);
+    a.exit_within(T).await;
+    let _ = flood.await;
+    drop(a);
+    let a = net.daemon_with("amy", &args).await;
+    wait_full_mesh(&[&a, &b, &c], T).await;
+    a.say("back again").await;
+
+    let burst = |h: &[Event]| -> HashSet<String> {
+        h.iter()
+            .map(text)
+            .filter(|t| t.starts_with("burst ") || *t == "back again")
+            .map(str::to_owned)
+            .collect()
+    };
+    let (histories, all) = wait_until(
+        "every line held anywhere to be everywhere",
+        CATCH_UP,
+        || async {
+            let mut hs = Vec::new();
+            for d in [&a, &b, &c] {
+                hs.push(d.try_history(BURST + 100).await.ok()?);
+            }
+            let sets: Vec<HashSet<String>> = hs.iter().map(|h| burst(h)).collect();
+            let all: HashSet<String> = sets.iter().flatten().cloned().collect();
+            sets.iter()
+                .all(|s| s.len() == all.len())
+                .then_some((hs, all))
+        },
+    )
+    .await;
+    assert!(all.len() > 2_000, "{} lines held", all.len());
+    eprintln!(
+        "{} of {BURST} lines were said before the kill; all everywhere",
+        all.len() - 1
+    );
+    for h in &histories {
+        once_each_in_order(h);
+    }
+    one_line_per_sequence(&histories);
+}

@@ -1,0 +1,370 @@
+//! Our own lines, written down before any peer can have them, so that a
+//! crash (`kill -9`, an out-of-memory kill) loses none that a peer holds.
+//!
+//! Each chat line and seal of ours is appended to a buffer as it is said;
+//! every link writer writes that buffer to the file before it puts bytes on
+//! its socket (one `write` for many lines), so whatever reached a peer is in
+//! the file (the page cache survives the process). On the next start the
+//! last life's journal is read back ([`recover`]): runs it sealed and the
+//! lines it sent unsealed are sealed now, with the same key and life, and
+//! stored; catch-up then brings them to every peer. The next life's
+//! sequence numbers go on past everything it sent.
+//!
+//! The file starts again, empty, at a seal once it has grown past
+//! [`ROTATE_BYTES`] (everything in it being stored by then), and at a clean
+//! stop. It is not the history (that is the store); it is how the history
+//! survives the moments before the store has it.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use shared::authorship::{
+    Hash, MAX_RUN_BYTES, MAX_RUN_LINES, RelayedLine, Seal, chain, chain_start, leaf,
+};
+use shared::event::EventBody;
+use shared::keys::{hex, unhex};
+use shared::wire::{ACTION_PREFIX, MessageType, PeerMessage};
+use tracing::{info, warn};
+
+use crate::history::History;
+use crate::identity::Identity;
+use crate::sync::Sync;
+
+/// The journal, in the state folder beside the store.
+pub(crate) const JOURNAL_FILE: &str = "outbox.journal";
+/// First line: this tag, the life, the chain hash the lines go on from
+/// (hex, `-` for the life's start) and the sequence number before them.
+const HEADER: &str = "p2pchat-journal 1";
+/// Past this, the journal starts again at the next seal.
+pub(crate) const ROTATE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The journal of this life.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+    /// Bytes in the file.
+    len: u64,
+    /// A write failed (said once); the journal is off until it restarts.
+    failed: bool,
+}
+
+/// What the last life's journal held.
+#[derive(Debug)]
+pub(crate) struct Last {
+    life: String,
+    prev: Option<Hash>,
+    seq: u64,
+    /// Its chat and seal lines, in the order sent.
+    lines: Vec<PeerMessage>,
+}
+
+impl Journal {
+    /// Reads what the last life left in `dir`, then starts this life's
+    /// journal (`life`) there.
+    pub(crate) fn open(dir: &Path, life: &str) -> io::Result<(Self, Option<Last>)> {
+        let path = dir.join(JOURNAL_FILE);
+        let last = match File::open(&path) {
+            Ok(f) => read(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)?;
+        let mut j = Self {
+            path,
+            file,
+            buf: Vec::new(),
+            len: 0,
+            failed: false,
+        };
+        j.restart(life, None, 0)?;
+        Ok((j, last))
+    }
+
+    /// Notes one of our lines (a chat line or a seal), as sent.
+    pub(crate) fn append(&mut self, line: &[u8]) {
+        if !self.failed {
+            self.buf.extend_from_slice(line);
+        }
+    }
+
+    /// Writes what was noted; every link calls this before its socket.
+    pub(crate) fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        match self.file.write_all(&self.buf) {
+            Ok(()) => self.len += self.buf.len() as u64,
+            Err(e) => {
+                warn!(path = %self.path.display(), "cannot write the journal of our lines ({e}); a crash now may lose the last of them");
+                self.failed = true;
+            }
+        }
+        self.buf.clear();
+    }
+
+    /// Bytes in the file.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Starts the file again, empty: the lines of `life` go on from the
+    /// chain hash `prev` (its start when `None`) after sequence `seq`.
+    /// Everything noted before must be stored.
+    pub(crate) fn restart(&mut self, life: &str, prev: Option<&Hash>, seq: u64) -> io::Result<()> {
+        self.buf.clear();
+        let prev = prev.map_or_else(|| "-".to_owned(), |h| hex(h));
+        let header = format!("{HEADER} {life} {prev} {seq}\n");
+        self.file.set_len(0)?;
+        self.file.rewind()?;
+        self.file.write_all(header.as_bytes())?;
+        self.len = header.len() as u64;
+        self.failed = false;
+        Ok(())
+    }
+}
+
+/// Parses a journal; `None` when it holds nothing to go on from.
+fn read(f: File) -> Option<Last> {
+    let mut lines = BufReader::new(f).split(b'\n');
+    let header = String::from_utf8(lines.next()?.ok()?).ok()?;
+    let mut parts = header.strip_prefix(HEADER)?.split_whitespace();
+    let life = parts.next()?.to_owned();
+    let prev = match parts.next()? {
+        "-" => None,
+        h => Some(unhex::<32>(h)?),
+    };
+    let seq = parts.next()?.parse().ok()?;
+    if !shared::sync::valid_life(&life) {
+        return None;
+    }
+    // A line cut by the crash (or anything else unreadable) ends it.
+    let lines = lines
+        .map_while(Result::ok)
+        .map_while(|l| PeerMessage::decode(&l).ok())
+        .filter(|m| matches!(m.kind, MessageType::Chat | MessageType::Seal))
+        .collect();
+    Some(Last {
+        life,
+        prev,
+        seq,
+        lines,
+    })
+}
+
+impl Last {
+    /// The last sequence number the last life used, as far as it shows.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.lines
+            .iter()
+            .map(|m| m.seal.as_ref().map_or(m.sequence, |s| s.last))
+            .fold(self.seq, u64::max)
+    }
+}
+
+/// Seals, stores and hands to catch-up what the last life sent: its runs,
+/// and the lines it sent unsealed (sealed now, with our key, in its life);
+/// each line not in the store goes into the history. Returns how many
+/// lines were sealed now.
+pub(crate) fn recover(
+    last: &Last,
+    identity: &Identity,
+    me: &Arc<str>,
+    fingerprint: &Arc<str>,
+    sync: &Sync,
+    history: &History,
+) -> usize {
+    let life: Arc<str> = Arc::from(last.life.as_str());
+    let key = identity.public_key();
+    let mut runs: Vec<(Seal, Vec<RelayedLine>)> = Vec::new();
+    let mut pending: Vec<PeerMessage> = Vec::new();
+    let mut head = last.prev.unwrap_or_else(|| chain_start(&key, &life));
+    for m in &last.lines {
+        match (&m.kind, &m.seal) {
+            (MessageType::Seal, Some(seal)) if seal.instance == last.life => {
+                let (run, rest): (Vec<PeerMessage>, Vec<PeerMessage>) = pending
+                    .drain(..)
+                    .partition(|l| l.sequence >= seal.first && l.sequence <= seal.last);
+                pending = rest
+                    .into_iter()
+                    .filter(|l| l.sequence > seal.last)
+                    .collect();
+                if let Some(end) = unhex::<32>(&seal.end) {
+                    head = end;
+                }
+                runs.push((
+                    seal.clone(),
+                    run.iter().filter_map(RelayedLine::of).collect(),
+                ));
+            }
+            (MessageType::Chat, _) if *m.sender_id == **me => pending.push(m.clone()),
+            _ => {}
+        }
+    }
+    // What went out unsealed is sealed now, in runs as the outbox makes.
+    let late = pending.len();
+    for chunk in runs_of(&pending) {
+        let prev = head;
+        for m in chunk {
+            head = chain(&head, &leaf(m));
+        }
+        let (first, last_seq) = (chunk[0].sequence, chunk[chunk.len() - 1].sequence);
+        let count = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+        let signed = Seal::signed_bytes(me, &life, (first, last_seq, count), &prev, &head);
+        let seal = Seal {
+            instance: life.to_string(),
+            first,
+            last: last_seq,
+            count,
+            prev: hex(&prev),
+            end: hex(&head),
+            sig: hex(&identity.sign(&signed)),
+        };
+        runs.push((seal, chunk.iter().filter_map(RelayedLine::of).collect()));
+    }
+    // Lines the store did not get before the crash go into the history
+    // first, then the runs, so a stored run's lines are stored.
+    let sent: Vec<&PeerMessage> = last
+        .lines
+        .iter()
+        .filter(|m| m.kind == MessageType::Chat && *m.sender_id == **me)
+        .collect();
+    let since = sent
+        .iter()
+        .filter_map(|m| m.timestamp)
+        .min()
+        .map(|t| t.timestamp_millis() - 5_000);
+    let stored: HashSet<String> = match (history.store(), since) {
+        (Some(store), Some(ms)) => store.message_ids_since(ms).unwrap_or_else(|e| {
+            warn!("could not read which of our last lines are stored: {e}");
+            HashSet::new()
+        }),
+        _ => HashSet::new(),
+    };
+    let mut restored = 0;
+    for m in sent {
+        if stored.contains(&m.id) {
+            continue;
+        }
+        let (text, action) = match m.content.strip_prefix(ACTION_PREFIX) {
+            Some(rest) if !rest.is_empty() => (rest, true),
+            _ => (m.content.as_str(), false),
+        };
+        history.append(EventBody::Message {
+            id: m.id.clone(),
+            peer_id: me.to_string(),
+            nick: m.username.clone(),
+            text: text.to_owned(),
+            action,
+            fingerprint: Some(fingerprint.clone()),
+            trust: None,
+            seq: Some(m.sequence),
+            sent: m.timestamp,
+            late: false,
+        });
+        restored += 1;
+    }
+    for (seal, lines) in runs {
+        if let Some(run) = sync.sealed(me, &life, &key, seal, lines) {
+            history.stage_run(run);
+        }
+    }
+    if late > 0 || restored > 0 {
+        info!(
+            life = %life,
+            sealed_now = late,
+            restored,
+            "the last life stopped without sealing or storing all it sent; done now"
+        );
+    }
+    late
+}
+
+/// `lines` cut into runs as the outbox cuts them: at most
+/// [`MAX_RUN_LINES`] lines and about [`MAX_RUN_BYTES`] of text each.
+fn runs_of(lines: &[PeerMessage]) -> Vec<&[PeerMessage]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, m) in lines.iter().enumerate() {
+        bytes += m.content.len();
+        if i + 1 - start >= MAX_RUN_LINES || bytes >= MAX_RUN_BYTES {
+            out.push(&lines[start..=i]);
+            start = i + 1;
+            bytes = 0;
+        }
+    }
+    if start < lines.len() {
+        out.push(&lines[start..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(seq: u64, text: &str) -> PeerMessage {
+        PeerMessage::new(
+            MessageType::Chat,
+            format!("{seq:016x}"),
+            "kme000000000000000000000",
+            "amy",
+            text.to_owned(),
+            chrono::Utc::now(),
+            seq,
+        )
+    }
+
+    #[test]
+    fn a_journal_reads_back_up_to_a_line_cut_by_the_crash() {
+        let dir = testkit::TempDir::new("journal-");
+        let (mut j, last) = Journal::open(dir.path(), "00aa").unwrap();
+        assert!(last.is_none(), "nothing the first time");
+        for seq in 1..=3 {
+            j.append(&chat(seq, "hello").encode());
+        }
+        j.flush();
+        // The crash cut the next line short.
+        let cut = chat(4, "cut");
+        j.append(&cut.encode()[..20]);
+        j.flush();
+        drop(j);
+        let (j, last) = Journal::open(dir.path(), "00bb").unwrap();
+        let last = last.expect("the last life's journal");
+        assert_eq!((last.life.as_str(), last.lines.len()), ("00aa", 3));
+        assert_eq!(last.last_seq(), 3);
+        // This life's journal starts empty.
+        assert_eq!(
+            j.len(),
+            std::fs::metadata(dir.path().join(JOURNAL_FILE))
+                .unwrap()
+                .len()
+        );
+    }
+
+    #[test]
+    fn unsealed_lines_are_cut_into_runs_as_the_outbox_cuts_them() {
+        let lines: Vec<PeerMessage> = (1..=300).map(|i| chat(i, "x")).collect();
+        let runs = runs_of(&lines);
+        assert_eq!(
+            runs.iter().map(|r| r.len()).collect::<Vec<_>>(),
+            vec![MAX_RUN_LINES, MAX_RUN_LINES, 300 - 2 * MAX_RUN_LINES]
+        );
+        let long: Vec<PeerMessage> = (1..=5).map(|i| chat(i, &"y".repeat(3000))).collect();
+        assert_eq!(
+            runs_of(&long).iter().map(|r| r.len()).collect::<Vec<_>>(),
+            vec![3, 2]
+        );
+    }
+}
