@@ -39,6 +39,8 @@ pub(crate) const JOURNAL_FILE: &str = "outbox.journal";
 /// First line: this tag, the life, the chain hash the lines go on from
 /// (hex, `-` for the life's start) and the sequence number before them.
 const HEADER: &str = "p2pchat-journal 1";
+/// Notes kept in memory at most before they are written anyway.
+const BUF_BYTES: usize = 16 * 1024;
 /// Past this, the journal starts again at the next seal.
 pub(crate) const ROTATE_BYTES: u64 = 8 * 1024 * 1024;
 
@@ -92,10 +94,15 @@ impl Journal {
         Ok((j, last))
     }
 
-    /// Notes one of our lines (a chat line or a seal), as sent.
+    /// Notes one of our lines (a chat line or a seal), as sent. With no
+    /// link writing (no peers), the notes are written once they fill
+    /// [`BUF_BYTES`].
     pub(crate) fn append(&mut self, line: &[u8]) {
         if !self.failed {
             self.buf.extend_from_slice(line);
+            if self.buf.len() >= BUF_BYTES {
+                self.flush();
+            }
         }
     }
 
