@@ -26,7 +26,7 @@ use crate::config::{Config, DEFAULT_PORTS};
 use crate::discovery::{self, DiscoverySockets};
 use crate::history::History;
 use crate::identity::{Identity, IdentityError, NetworkKeyError, load_network_key};
-use crate::mesh::{Local, Mesh, Secure, admission};
+use crate::mesh::{Local, Mesh, Secure, admission, journal};
 use crate::store::{self, Opened, StoreError};
 use crate::trust::{KnownPeers, TrustError};
 
@@ -205,6 +205,18 @@ pub async fn serve(
             (None, Some((off, problem)))
         }
     };
+    // Our lines the store lost in a crash go back first, at their cursors.
+    let journal_last = match &store {
+        Some(s) => {
+            let last = journal::read_last(s.dir());
+            if let Some(l) = &last {
+                let fingerprint: Arc<str> = Arc::from(identity.fingerprint());
+                journal::restore_events(l, s, &peer_id, &fingerprint).await;
+            }
+            last
+        }
+        None => None,
+    };
     let history = Arc::new(History::with_store(config.history, store));
     if let Some((_, problem)) = &store_off {
         history.append(EventBody::Alert {
@@ -222,6 +234,7 @@ pub async fn serve(
         require_encryption: config.require_encryption,
         plaintext_links: config.plaintext_links,
         retain_days: Some(config.retention.days),
+        journal_last,
     };
     let mesh = Mesh::new(
         local,

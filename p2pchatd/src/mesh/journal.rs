@@ -1,14 +1,17 @@
 //! Our own lines, written down before any peer can have them, so that a
 //! crash (`kill -9`, an out-of-memory kill) loses none that a peer holds.
 //!
-//! Each chat line and seal of ours is appended to a buffer as it is said;
+//! Each chat line of ours (with the cursor its event got here) and each seal
+//! is appended to a buffer as it is said;
 //! every link writer writes that buffer to the file before it puts bytes on
 //! its socket (one `write` for many lines), so whatever reached a peer is in
 //! the file (the page cache survives the process). On the next start the
-//! last life's journal is read back ([`recover`]): runs it sealed and the
-//! lines it sent unsealed are sealed now, with the same key and life, and
-//! stored; catch-up then brings them to every peer. The next life's
-//! sequence numbers go on past everything it sent.
+//! last life's journal is read back: events the store did not get go in at
+//! the cursors they had ([`restore_events`], before the history loads, so a
+//! client that saw them live does not see them again); the runs it sealed
+//! and the lines it sent unsealed are sealed now, with the same key and
+//! life, and stored ([`recover`]); catch-up then brings them to every peer.
+//! The next life's sequence numbers go on past everything it sent.
 //!
 //! The file starts again, empty, at a seal once it has grown past
 //! [`ROTATE_BYTES`] (everything in it being stored by then), and at a clean
@@ -25,13 +28,14 @@ use std::sync::Arc;
 use shared::authorship::{
     Hash, MAX_RUN_BYTES, MAX_RUN_LINES, RelayedLine, Seal, chain, chain_start, leaf,
 };
-use shared::event::EventBody;
+use shared::event::{Event, EventBody};
 use shared::keys::{hex, unhex};
 use shared::wire::{ACTION_PREFIX, MessageType, PeerMessage};
 use tracing::{info, warn};
 
 use crate::history::History;
 use crate::identity::Identity;
+use crate::store::Row;
 use crate::sync::Sync;
 
 /// The journal, in the state folder beside the store.
@@ -62,20 +66,16 @@ pub(crate) struct Last {
     life: String,
     prev: Option<Hash>,
     seq: u64,
-    /// Its chat and seal lines, in the order sent.
-    lines: Vec<PeerMessage>,
+    /// Its chat and seal lines, in the order sent, each with the cursor
+    /// its event got (0 for a seal).
+    lines: Vec<(u64, PeerMessage)>,
 }
 
 impl Journal {
-    /// Reads what the last life left in `dir`, then starts this life's
-    /// journal (`life`) there.
-    pub(crate) fn open(dir: &Path, life: &str) -> io::Result<(Self, Option<Last>)> {
+    /// Starts this life's journal (`life`) in `dir`, empty, after sequence
+    /// `seq`. Read the last one first ([`read_last`]).
+    pub(crate) fn open(dir: &Path, life: &str, seq: u64) -> io::Result<Self> {
         let path = dir.join(JOURNAL_FILE);
-        let last = match File::open(&path) {
-            Ok(f) => read(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -90,11 +90,21 @@ impl Journal {
             len: 0,
             failed: false,
         };
-        j.restart(life, None, 0)?;
-        Ok((j, last))
+        j.restart(life, None, seq)?;
+        Ok(j)
     }
 
-    /// Notes one of our lines (a chat line or a seal), as sent. With no
+    /// Notes one of our lines as sent: a chat line with the cursor its
+    /// event got here, a seal with 0.
+    pub(crate) fn append_line(&mut self, cursor: u64, line: &[u8]) {
+        if !self.failed {
+            self.buf.extend_from_slice(format!("{cursor} ").as_bytes());
+        }
+        self.append(line);
+    }
+
+    /// Notes one of our lines (a seal, or the rest of a chat line), as sent.
+    /// With no
     /// link writing (no peers), the notes are written once they fill
     /// [`BUF_BYTES`].
     pub(crate) fn append(&mut self, line: &[u8]) {
@@ -142,6 +152,11 @@ impl Journal {
     }
 }
 
+/// What the last life left in `dir`, if anything.
+pub(crate) fn read_last(dir: &Path) -> Option<Last> {
+    read(File::open(dir.join(JOURNAL_FILE)).ok()?)
+}
+
 /// Parses a journal; `None` when it holds nothing to go on from.
 fn read(f: File) -> Option<Last> {
     let mut lines = BufReader::new(f).split(b'\n');
@@ -159,8 +174,18 @@ fn read(f: File) -> Option<Last> {
     // A line cut by the crash (or anything else unreadable) ends it.
     let lines = lines
         .map_while(Result::ok)
-        .map_while(|l| PeerMessage::decode(&l).ok())
-        .filter(|m| matches!(m.kind, MessageType::Chat | MessageType::Seal))
+        .map_while(|l| {
+            let space = l.iter().position(|&b| b == b' ');
+            let (cursor, json) = match space {
+                Some(i) => (
+                    std::str::from_utf8(&l[..i]).ok()?.parse().ok()?,
+                    &l[i + 1..],
+                ),
+                None => (0, &l[..]),
+            };
+            Some((cursor, PeerMessage::decode(json).ok()?))
+        })
+        .filter(|(_, m)| matches!(m.kind, MessageType::Chat | MessageType::Seal))
         .collect();
     Some(Last {
         life,
@@ -175,20 +200,90 @@ impl Last {
     pub(crate) fn last_seq(&self) -> u64 {
         self.lines
             .iter()
-            .map(|m| m.seal.as_ref().map_or(m.sequence, |s| s.last))
+            .map(|(_, m)| m.seal.as_ref().map_or(m.sequence, |s| s.last))
             .fold(self.seq, u64::max)
     }
 }
 
+/// Puts the events of our last life's lines that the store did not get
+/// into it, at the cursors they had (so a client that saw them live does
+/// not see them again, and one that did not finds them in order). Before
+/// the history loads. Returns how many.
+pub(crate) async fn restore_events(
+    last: &Last,
+    store: &crate::store::Store,
+    me: &str,
+    fingerprint: &Arc<str>,
+) -> usize {
+    let ours: Vec<&(u64, PeerMessage)> = last
+        .lines
+        .iter()
+        .filter(|(c, m)| *c > 0 && m.kind == MessageType::Chat && *m.sender_id == *me)
+        .collect();
+    let Some(from) = ours.iter().map(|(c, _)| *c).min() else {
+        return 0;
+    };
+    let stored: HashSet<u64> = match store.cursors_from(from) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("could not read which of our last lines are stored: {e}");
+            return 0;
+        }
+    };
+    let mut rows = Vec::new();
+    for (cursor, m) in ours {
+        if stored.contains(cursor) {
+            continue;
+        }
+        let (text, action) = match m.content.strip_prefix(ACTION_PREFIX) {
+            Some(rest) if !rest.is_empty() => (rest, true),
+            _ => (m.content.as_str(), false),
+        };
+        let ts = m.timestamp.unwrap_or_else(chrono::Utc::now);
+        let event = Event {
+            cursor: *cursor,
+            ts,
+            body: EventBody::Message {
+                id: m.id.clone(),
+                peer_id: me.to_owned(),
+                nick: m.username.clone(),
+                text: text.to_owned(),
+                action,
+                fingerprint: Some(fingerprint.clone()),
+                trust: None,
+                seq: Some(m.sequence),
+                sent: m.timestamp,
+                late: false,
+            },
+        };
+        let Ok(json) = serde_json::to_string(&event) else {
+            continue;
+        };
+        rows.push(Row {
+            cursor: *cursor,
+            ts_ms: ts.timestamp_millis(),
+            json: json.into(),
+        });
+    }
+    let n = rows.len();
+    if n > 0 {
+        store.write(rows);
+        store.flush().await;
+        info!(
+            restored = n,
+            "the store lost some of our last lines in a crash; put back from the journal"
+        );
+    }
+    n
+}
+
 /// Seals, stores and hands to catch-up what the last life sent: its runs,
-/// and the lines it sent unsealed (sealed now, with our key, in its life);
-/// each line not in the store goes into the history. Returns how many
-/// lines were sealed now.
+/// and the lines it sent unsealed (sealed now, with our key, in its life).
+/// Returns how many lines were sealed now.
 pub(crate) fn recover(
     last: &Last,
     identity: &Identity,
     me: &Arc<str>,
-    fingerprint: &Arc<str>,
     sync: &Sync,
     history: &History,
 ) -> usize {
@@ -197,7 +292,7 @@ pub(crate) fn recover(
     let mut runs: Vec<(Seal, Vec<RelayedLine>)> = Vec::new();
     let mut pending: Vec<PeerMessage> = Vec::new();
     let mut head = last.prev.unwrap_or_else(|| chain_start(&key, &life));
-    for m in &last.lines {
+    for (_, m) in &last.lines {
         match (&m.kind, &m.seal) {
             (MessageType::Seal, Some(seal)) if seal.instance == last.life => {
                 let (run, rest): (Vec<PeerMessage>, Vec<PeerMessage>) = pending
@@ -240,60 +335,13 @@ pub(crate) fn recover(
         };
         runs.push((seal, chunk.iter().filter_map(RelayedLine::of).collect()));
     }
-    // Lines the store did not get before the crash go into the history
-    // first, then the runs, so a stored run's lines are stored.
-    let sent: Vec<&PeerMessage> = last
-        .lines
-        .iter()
-        .filter(|m| m.kind == MessageType::Chat && *m.sender_id == **me)
-        .collect();
-    let since = sent
-        .iter()
-        .filter_map(|m| m.timestamp)
-        .min()
-        .map(|t| t.timestamp_millis() - 5_000);
-    let stored: HashSet<String> = match (history.store(), since) {
-        (Some(store), Some(ms)) => store.message_ids_since(ms).unwrap_or_else(|e| {
-            warn!("could not read which of our last lines are stored: {e}");
-            HashSet::new()
-        }),
-        _ => HashSet::new(),
-    };
-    let mut restored = 0;
-    for m in sent {
-        if stored.contains(&m.id) {
-            continue;
-        }
-        let (text, action) = match m.content.strip_prefix(ACTION_PREFIX) {
-            Some(rest) if !rest.is_empty() => (rest, true),
-            _ => (m.content.as_str(), false),
-        };
-        history.append(EventBody::Message {
-            id: m.id.clone(),
-            peer_id: me.to_string(),
-            nick: m.username.clone(),
-            text: text.to_owned(),
-            action,
-            fingerprint: Some(fingerprint.clone()),
-            trust: None,
-            seq: Some(m.sequence),
-            sent: m.timestamp,
-            late: false,
-        });
-        restored += 1;
-    }
     for (seal, lines) in runs {
         if let Some(run) = sync.sealed(me, &life, &key, seal, lines) {
             history.stage_run(run);
         }
     }
-    if late > 0 || restored > 0 {
-        info!(
-            life = %life,
-            sealed_now = late,
-            restored,
-            "the last life stopped without sealing or storing all it sent; done now"
-        );
+    if late > 0 {
+        info!(life = %life, sealed_now = late, "the last life stopped with lines sent unsealed; sealed now");
     }
     late
 }
@@ -336,21 +384,22 @@ mod tests {
     #[test]
     fn a_journal_reads_back_up_to_a_line_cut_by_the_crash() {
         let dir = testkit::TempDir::new("journal-");
-        let (mut j, last) = Journal::open(dir.path(), "00aa").unwrap();
-        assert!(last.is_none(), "nothing the first time");
+        assert!(read_last(dir.path()).is_none(), "nothing the first time");
+        let mut j = Journal::open(dir.path(), "00aa", 0).unwrap();
         for seq in 1..=3 {
-            j.append(&chat(seq, "hello").encode());
+            j.append_line(seq + 10, &chat(seq, "hello").encode());
         }
         j.flush();
         // The crash cut the next line short.
         let cut = chat(4, "cut");
-        j.append(&cut.encode()[..20]);
+        j.append_line(14, &cut.encode()[..20]);
         j.flush();
         drop(j);
-        let (j, last) = Journal::open(dir.path(), "00bb").unwrap();
-        let last = last.expect("the last life's journal");
+        let last = read_last(dir.path()).expect("the last life's journal");
         assert_eq!((last.life.as_str(), last.lines.len()), ("00aa", 3));
+        assert_eq!(last.lines[2].0, 13, "with its cursor");
         assert_eq!(last.last_seq(), 3);
+        let j = Journal::open(dir.path(), "00bb", 3).unwrap();
         // This life's journal starts empty.
         assert_eq!(
             j.len(),

@@ -11,7 +11,7 @@ mod author;
 mod beat;
 mod dial;
 mod handshake;
-mod journal;
+pub(crate) mod journal;
 mod link;
 mod secure;
 pub(crate) mod table;
@@ -68,6 +68,9 @@ pub(crate) struct Local {
     pub(crate) plaintext_links: bool,
     /// Days of history kept: catch-up takes nothing older.
     pub(crate) retain_days: Option<u32>,
+    /// What the last life's journal held (its lost events are back in the
+    /// store already).
+    pub(crate) journal_last: Option<journal::Last>,
 }
 
 /// Our own identity on the network.
@@ -154,15 +157,13 @@ impl Mesh {
         // Sequence numbers go on past all the last life sent; what it sent
         // unsealed is sealed now.
         outbox.seq = sync.furthest_of(&peer_id);
+        if let Some(last) = &local.journal_last {
+            journal::recover(last, &local.identity, &peer_id, &sync, &history);
+            outbox.seq = outbox.seq.max(last.last_seq());
+        }
         let journal = history.store().and_then(|store| {
-            match journal::Journal::open(store.dir(), &instance) {
-                Ok((j, last)) => {
-                    if let Some(last) = last {
-                        journal::recover(&last, &local.identity, &peer_id, &fingerprint, &sync, &history);
-                        outbox.seq = outbox.seq.max(last.last_seq());
-                    }
-                    Some(Mutex::new(j))
-                }
+            match journal::Journal::open(store.dir(), &instance, outbox.seq) {
+                Ok(j) => Some(Mutex::new(j)),
                 Err(e) => {
                     tracing::warn!("cannot keep a journal of our lines ({e}); a crash may lose the last of them");
                     None
@@ -522,7 +523,6 @@ impl Mesh {
             outbox.seq,
         );
         let line = Bytes::from(msg.encode());
-        self.journal_append(&line);
         let next = outbox.chain(&msg);
         let cursor = self
             .inner
@@ -540,6 +540,13 @@ impl Mesh {
                 late: false,
             })
             .unwrap_or_default();
+        // Written down before any peer can have it.
+        if let Some(journal) = &self.inner.journal {
+            journal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .append_line(cursor, &line);
+        }
         self.fan_out(line, false).await;
         match next {
             Next::SealNow => self.seal(&mut outbox, None).await,
@@ -614,9 +621,12 @@ impl Mesh {
         }
     }
 
+    /// Notes a seal of ours in the journal (a seal has no cursor: 0).
     fn journal_append(&self, line: &[u8]) {
         if let Some(j) = &self.inner.journal {
-            j.lock().unwrap_or_else(|p| p.into_inner()).append(line);
+            j.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .append_line(0, line);
         }
     }
 
@@ -989,6 +999,7 @@ pub(crate) mod tests {
             require_encryption: false,
             plaintext_links: false,
             retain_days: None,
+            journal_last: None,
         };
         Mesh::new(
             local,

@@ -523,19 +523,15 @@ impl Store {
         self.path.parent().unwrap_or(Path::new("."))
     }
 
-    /// The ids of the messages stored from `ts_ms` on.
-    pub(crate) fn message_ids_since(
+    /// The cursors stored from `from` on.
+    pub(crate) fn cursors_from(
         &self,
-        ts_ms: i64,
-    ) -> rusqlite::Result<std::collections::HashSet<String>> {
+        from: u64,
+    ) -> rusqlite::Result<std::collections::HashSet<u64>> {
         let c = self.reader();
-        let Some(from) = writer::first_at_or_after(&c, ts_ms)? else {
-            return Ok(std::collections::HashSet::new());
-        };
-        let mut q = c.prepare(
-            "SELECT json ->> '$.id' FROM events WHERE cursor >= ?1 AND json ->> '$.kind' = 'message'",
-        )?;
-        q.query_map([from], |r| r.get::<_, String>(0))?.collect()
+        let mut q = c.prepare("SELECT cursor FROM events WHERE cursor >= ?1")?;
+        q.query_map([to_sql(from)], |r| Ok(from_sql(r.get(0)?)))?
+            .collect()
     }
 
     /// Every life with runs held: how far they reach without a hole.
