@@ -330,6 +330,14 @@ impl Daemon {
     /// Runs `p2pchat ARGS` against this daemon; its stdout, or a panic
     /// with its stderr when it fails.
     pub async fn p2pchat(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.p2pchat_output(args).await;
+        assert_eq!(code, 0, "p2pchat {args:?}: {err}");
+        out
+    }
+
+    /// Runs `p2pchat ARGS` against this daemon: its exit code, stdout and
+    /// stderr.
+    pub async fn p2pchat_output(&self, args: &[&str]) -> (i32, String, String) {
         let mut cmd = Command::new(client_bin());
         cmd.arg("--socket")
             .arg(&self.socket)
@@ -339,12 +347,11 @@ impl Daemon {
             .await
             .expect("p2pchat runs")
             .expect("run p2pchat");
-        assert!(
-            out.status.success(),
-            "p2pchat {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8 output")
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     pub async fn client(&self) -> Client {

@@ -19,9 +19,8 @@
 //! survives the moments before the store has it.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -76,13 +75,7 @@ impl Journal {
     /// `seq`. Read the last one first ([`read_last`]).
     pub(crate) fn open(dir: &Path, life: &str, seq: u64) -> io::Result<Self> {
         let path = dir.join(JOURNAL_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)?;
+        let file = crate::store::open_private(&path)?;
         let mut j = Self {
             path,
             file,

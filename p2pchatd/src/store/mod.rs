@@ -317,17 +317,23 @@ impl MarkFile {
     }
 }
 
-/// Takes the lock file, with the mark the last life left in it;
-/// `Ok(Err(pid))` when another process holds it.
-#[allow(clippy::type_complexity)]
-fn lock(path: &Path) -> io::Result<Result<(Flock<File>, Option<Mark>), Option<u32>>> {
-    let file = OpenOptions::new()
+/// Opens (or makes) a file in the state folder that only the user may
+/// read, without truncating it.
+pub(crate) fn open_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .open(path)?;
+        .open(path)
+}
+
+/// Takes the lock file, with the mark the last life left in it;
+/// `Ok(Err(pid))` when another process holds it.
+#[allow(clippy::type_complexity)]
+fn lock(path: &Path) -> io::Result<Result<(Flock<File>, Option<Mark>), Option<u32>>> {
+    let file = open_private(path)?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(held) => {
             let mark = std::fs::read_to_string(path)

@@ -243,24 +243,6 @@ async fn a_restarted_peer_gets_what_was_said_while_it_was_down() {
     once_each_in_order(&got);
 }
 
-/// Runs `p2pchat ARGS` against `d`: exit code, stdout and stderr.
-async fn p2pchat_status(d: &Daemon, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = std::process::Command::new(client_bin());
-    cmd.arg("--socket")
-        .arg(&d.socket)
-        .args(args)
-        .env_remove("P2PCHAT_SOCKET");
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("p2pchat runs")
-        .expect("run p2pchat");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// `say --wait` returns once every linked peer holds the line, and fails
 /// naming a peer that is linked but does not confirm (frozen).
 #[tokio::test]
@@ -290,14 +272,15 @@ async fn say_wait_returns_once_every_peer_holds_the_line() {
                 .any(|e| text(e) == "did you get this?")
         );
     }
-    let (code, _, err) = p2pchat_status(&a, &["say", "--wait", "and this?"]).await;
+    let (code, _, err) = a.p2pchat_output(&["say", "--wait", "and this?"]).await;
     assert_eq!(code, 0, "{err}");
 
     // Cat is frozen but still linked: she cannot confirm.
     c.signal(Signal::SIGSTOP);
     let started = Instant::now();
-    let (code, _, err) =
-        p2pchat_status(&a, &["say", "--wait", "--timeout", "0.5", "anyone there?"]).await;
+    let (code, _, err) = a
+        .p2pchat_output(&["say", "--wait", "--timeout", "0.5", "anyone there?"])
+        .await;
     c.signal(Signal::SIGCONT);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("cat") && !err.contains("ben"), "{err}");
