@@ -185,20 +185,20 @@ impl Sync {
             seal,
             lines,
         };
-        match self.take(author, life, key, &relay) {
+        match self.take(author, life, key, relay) {
             Taken::New(run) => Some(*run),
             Taken::Held | Taken::Untracked => None,
         }
     }
 
     /// A relayed run that checked out (chain and signature).
-    pub(crate) fn relayed(&self, author: &Arc<str>, key: &[u8; 32], relay: &Relay) -> Taken {
+    pub(crate) fn relayed(&self, author: &Arc<str>, key: &[u8; 32], relay: Relay) -> Taken {
         let life: Arc<str> = Arc::from(relay.seal.instance.as_str());
         self.take(author, &life, key, relay)
     }
 
     /// Files a whole run.
-    fn take(&self, author: &Arc<str>, life: &Arc<str>, key: &[u8; 32], relay: &Relay) -> Taken {
+    fn take(&self, author: &Arc<str>, life: &Arc<str>, key: &[u8; 32], relay: Relay) -> Taken {
         let seal = &relay.seal;
         let (Some(prev), Some(end)) = (unhex::<32>(&seal.prev), unhex::<32>(&seal.end)) else {
             return Taken::Untracked;
@@ -209,9 +209,9 @@ impl Sync {
                 return Taken::Held;
             }
         }
-        let json = serde_json::to_string(relay).unwrap_or_default();
-        if json.len() > MAX_RELAY_JSON {
-            debug!(%author, bytes = json.len(), "a run too big to relay; not kept");
+        let bytes = json_len(&relay);
+        if bytes > MAX_RELAY_JSON {
+            debug!(%author, bytes, "a run too big to relay; not kept");
             return Taken::Untracked;
         }
         let mut state = self.state();
@@ -265,7 +265,7 @@ impl Sync {
             last: seal.last,
             prev,
             end,
-            relay: json,
+            relay,
             reach,
         }))
     }
@@ -331,6 +331,25 @@ impl Sync {
     }
 }
 
+/// Bytes of `relay` as JSON, counted without building it.
+fn json_len(relay: &Relay) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    match serde_json::to_writer(&mut n, relay) {
+        Ok(()) => n.0,
+        Err(_) => usize::MAX,
+    }
+}
+
 /// Checks a run's chain and its author's signature.
 pub(crate) fn checked(relay: &Relay) -> Result<(), shared::authorship::RelayError> {
     let o = relay.open()?;
@@ -393,7 +412,7 @@ mod tests {
         let (seal, lines) = runs[0].clone();
         let run = sync.sealed(&who, &life, &key, seal, lines).unwrap();
         assert_eq!(run.reach.as_ref().map(|r| r.last), Some(6));
-        assert!(checked(&serde_json::from_str(&run.relay).unwrap()).is_ok());
+        assert!(checked(&run.relay).is_ok());
         // The second run lost a line on the way: it is not kept.
         let (seal, mut lines) = runs[1].clone();
         lines.remove(1);
@@ -419,7 +438,7 @@ mod tests {
         let who: Arc<str> = Arc::from(amy.peer_id());
         let key = amy.public_key();
         let sync = Sync::load(Arc::from("kme"), None, None);
-        let Taken::New(third) = sync.relayed(&who, &key, &relay(&key, &runs[2])) else {
+        let Taken::New(third) = sync.relayed(&who, &key, relay(&key, &runs[2])) else {
             panic!("a new run")
         };
         assert_eq!(
@@ -428,19 +447,19 @@ mod tests {
             "a new life, past a hole"
         );
         assert!(matches!(
-            sync.relayed(&who, &key, &relay(&key, &runs[2])),
+            sync.relayed(&who, &key, relay(&key, &runs[2])),
             Taken::Held
         ));
-        let Taken::New(first) = sync.relayed(&who, &key, &relay(&key, &runs[0])) else {
+        let Taken::New(first) = sync.relayed(&who, &key, relay(&key, &runs[0])) else {
             panic!("a new run")
         };
         assert_eq!(first.reach.map(|r| r.last), Some(6));
-        let Taken::New(second) = sync.relayed(&who, &key, &relay(&key, &runs[1])) else {
+        let Taken::New(second) = sync.relayed(&who, &key, relay(&key, &runs[1])) else {
             panic!("a new run")
         };
         assert_eq!(second.reach.map(|r| r.last), Some(18), "the hole closed");
         assert!(matches!(
-            sync.relayed(&who, &key, &relay(&key, &runs[0])),
+            sync.relayed(&who, &key, relay(&key, &runs[0])),
             Taken::Held
         ));
         assert_eq!(
@@ -463,17 +482,17 @@ mod tests {
             l.content = "\u{1}".repeat(4000);
         }
         let sync = Sync::load(Arc::from("kme"), None, None);
-        assert!(matches!(sync.relayed(&who, &key, &big), Taken::Untracked));
+        assert!(matches!(sync.relayed(&who, &key, big), Taken::Untracked));
         let mut old = relay(&key, &runs[0]);
         for l in &mut old.lines {
             l.timestamp = chrono::Utc::now() - chrono::TimeDelta::days(40);
         }
         let keeps_30_days = Sync::load(Arc::from("kme"), None, Some(30));
         assert!(matches!(
-            keeps_30_days.relayed(&who, &key, &old),
+            keeps_30_days.relayed(&who, &key, old.clone()),
             Taken::Held
         ));
-        assert!(matches!(sync.relayed(&who, &key, &old), Taken::New(_)));
+        assert!(matches!(sync.relayed(&who, &key, old), Taken::New(_)));
     }
 
     #[test]

@@ -523,7 +523,7 @@ impl Reader<'_> {
             }
             MessageType::Leave => self.mesh.table_op(|t, h| t.quit(self.id, h)),
             MessageType::Relay if self.key.is_some() => {
-                if let Some(end) = self.relayed(&msg) {
+                if let Some(end) = self.relayed(msg) {
                     return Err(end);
                 }
             }
@@ -544,7 +544,7 @@ impl Reader<'_> {
     /// lines are taken as the author's only if the chain and the author's
     /// signature check out; otherwise the whole run is dropped, logged and
     /// counted against the link like a malformed line.
-    fn relayed(&mut self, msg: &PeerMessage) -> Option<End> {
+    fn relayed(&mut self, msg: PeerMessage) -> Option<End> {
         let checked = msg
             .relay
             .as_deref()
@@ -578,7 +578,7 @@ impl Reader<'_> {
         let author: Arc<str> = Arc::from(opened.author.as_str());
         // A run we hold already (the author's own link or another peer
         // brought it) shows nothing twice.
-        let relay = msg.relay.as_deref()?;
+        let relay = *msg.relay?;
         let run = match self.mesh.sync().relayed(&author, &opened.key, relay) {
             Taken::New(run) => Some(*run),
             Taken::Held => return None,

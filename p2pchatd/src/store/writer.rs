@@ -50,8 +50,9 @@ pub(crate) struct RunRow {
     pub last: u64,
     pub prev: [u8; 32],
     pub end: [u8; 32],
-    /// The run as a relay object (key, seal, lines), JSON.
-    pub relay: String,
+    /// The run as a relay object (key, seal, lines); encoded by the
+    /// writer, off the daemon's thread.
+    pub relay: shared::authorship::Relay,
     /// How far the life's runs now reach without a hole, if the run moved
     /// that on.
     pub reach: Option<LifeRow>,
@@ -521,7 +522,7 @@ fn insert(
                 r.prev,
                 r.end,
                 newest,
-                r.relay
+                serde_json::to_string(&r.relay).unwrap_or_default()
             ])?;
             if let Some(l) = &r.reach {
                 reach.execute(params![
