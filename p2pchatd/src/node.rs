@@ -243,6 +243,8 @@ pub async fn serve(
         tasks.clone(),
         CancellationToken::new(),
     );
+    // What the last life left is stored before this one's journal starts.
+    mesh.open_journal().await;
     tasks.spawn(mesh.clone().run_beats());
     tasks.spawn(mesh.clone().serve_peers(bound.peers));
 

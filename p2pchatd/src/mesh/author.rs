@@ -65,6 +65,11 @@ impl Outbox {
         }
     }
 
+    /// Lines are chained that no seal covers yet.
+    pub(crate) fn is_open(&self) -> bool {
+        self.run.count > 0
+    }
+
     /// The chain hash after our latest line.
     pub(crate) fn head(&self) -> Hash {
         self.run.head

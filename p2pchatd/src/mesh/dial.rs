@@ -24,9 +24,6 @@ const FIRST_RETRY: Duration = Duration::from_millis(100);
 /// Retries slow down to this; cheap on a LAN, and a peer that comes back
 /// is linked within it.
 const MAX_RETRY: Duration = Duration::from_secs(5);
-/// A `--peer` dialer goes back from plaintext to Noise at most this often
-/// between healthy links.
-const MAX_BACK_TO_NOISE: u32 = 3;
 /// A link that lived this long was healthy: start backoff afresh.
 const HEALTHY_LINK: Duration = Duration::from_secs(10);
 /// A Go peer that refuses our id needs a restart; ask rarely.
@@ -153,9 +150,6 @@ pub(super) async fn static_peer(mesh: Mesh, target: String) {
         // Noise first; plaintext once the target did not answer it (a Go
         // peer), unless encryption is required.
         let mut noise = mesh.noise_links();
-        // Times plaintext was given up for Noise again since the last
-        // healthy link.
-        let mut back_to_noise = 0;
         loop {
             // Linked some other way (it dialed us, or discovery did): wait.
             if let Some(peer) = &known
@@ -213,20 +207,15 @@ pub(super) async fn static_peer(mesh: Mesh, target: String) {
                     && mesh.noise_links()
                     && o.lines == 0
                     && o.lasted < GO_REFUSAL_WINDOW
-                    && back_to_noise < MAX_BACK_TO_NOISE
                 {
                     // Plaintext was closed at once too: what looked like a
                     // Go peer may be a p2pchatd that was not there yet (a
                     // connection closed at once looks alike), which refuses
-                    // plaintext in a key's name. Noise again, next, a few
-                    // times; a Go peer that refuses us is then left to its
-                    // own slow backoff.
+                    // plaintext in a key's name. Noise again, next; the
+                    // backoff grows as after any failure (to 5 s), so a Go
+                    // peer that refuses us is not asked in a spin either.
                     noise = true;
                     switched_back = true;
-                    back_to_noise += 1;
-                }
-                if o.lasted >= HEALTHY_LINK {
-                    back_to_noise = 0;
                 }
             }
             topology.borrow_and_update();

@@ -18,7 +18,6 @@
 //! stop. It is not the history (that is the store); it is how the history
 //! survives the moments before the store has it.
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -44,6 +43,9 @@ pub(crate) const JOURNAL_FILE: &str = "outbox.journal";
 const HEADER: &str = "p2pchat-journal 1";
 /// Notes kept in memory at most before they are written anyway.
 const BUF_BYTES: usize = 16 * 1024;
+/// Sequence numbers a crashed life may have used past its journal (joins
+/// as it dialed, nick changes).
+const CRASH_SEQ_JUMP: u64 = 1 << 20;
 /// Past this, the journal starts again at the next seal.
 pub(crate) const ROTATE_BYTES: u64 = 8 * 1024 * 1024;
 
@@ -55,6 +57,8 @@ pub(crate) struct Journal {
     buf: Vec<u8>,
     /// Bytes in the file.
     len: u64,
+    /// The newest cursor of a line noted since the last restart.
+    newest: u64,
     /// A write failed (said once); the journal is off until it restarts.
     failed: bool,
 }
@@ -65,6 +69,8 @@ pub(crate) struct Last {
     life: String,
     prev: Option<Hash>,
     seq: u64,
+    /// It ended with a clean stop.
+    stopped: bool,
     /// Its chat and seal lines, in the order sent, each with the cursor
     /// its event got (0 for a seal).
     lines: Vec<(u64, PeerMessage)>,
@@ -81,9 +87,10 @@ impl Journal {
             file,
             buf: Vec::new(),
             len: 0,
+            newest: 0,
             failed: false,
         };
-        j.restart(life, None, seq)?;
+        j.restart(life, None, seq, false)?;
         Ok(j)
     }
 
@@ -92,8 +99,15 @@ impl Journal {
     pub(crate) fn append_line(&mut self, cursor: u64, line: &[u8]) {
         if !self.failed {
             self.buf.extend_from_slice(format!("{cursor} ").as_bytes());
+            self.newest = self.newest.max(cursor);
         }
         self.append(line);
+    }
+
+    /// The newest cursor of a line noted since the journal started again:
+    /// the store must hold it before the journal may start again.
+    pub(crate) fn newest_cursor(&self) -> u64 {
+        self.newest
     }
 
     /// Notes one of our lines (a seal, or the rest of a chat line), as sent.
@@ -130,12 +144,21 @@ impl Journal {
     }
 
     /// Starts the file again, empty: the lines of `life` go on from the
-    /// chain hash `prev` (its start when `None`) after sequence `seq`.
-    /// Everything noted before must be stored.
-    pub(crate) fn restart(&mut self, life: &str, prev: Option<&Hash>, seq: u64) -> io::Result<()> {
+    /// chain hash `prev` (its start when `None`) after sequence `seq`;
+    /// `stopped` after a clean stop. Everything noted before must be
+    /// stored.
+    pub(crate) fn restart(
+        &mut self,
+        life: &str,
+        prev: Option<&Hash>,
+        seq: u64,
+        stopped: bool,
+    ) -> io::Result<()> {
         self.buf.clear();
+        self.newest = 0;
         let prev = prev.map_or_else(|| "-".to_owned(), |h| hex(h));
-        let header = format!("{HEADER} {life} {prev} {seq}\n");
+        let end = if stopped { " stopped" } else { "" };
+        let header = format!("{HEADER} {life} {prev} {seq}{end}\n");
         self.file.set_len(0)?;
         self.file.rewind()?;
         self.file.write_all(header.as_bytes())?;
@@ -161,6 +184,7 @@ fn read(f: File) -> Option<Last> {
         h => Some(unhex::<32>(h)?),
     };
     let seq = parts.next()?.parse().ok()?;
+    let stopped = parts.next() == Some("stopped");
     if !shared::sync::valid_life(&life) {
         return None;
     }
@@ -184,17 +208,26 @@ fn read(f: File) -> Option<Last> {
         life,
         prev,
         seq,
+        stopped,
         lines,
     })
 }
 
 impl Last {
-    /// The last sequence number the last life used, as far as it shows.
+    /// A sequence number the last life did not get past: after a crash,
+    /// well past what the journal shows, as joins and nick changes (not
+    /// journaled) take sequence numbers too.
     pub(crate) fn last_seq(&self) -> u64 {
-        self.lines
+        let shown = self
+            .lines
             .iter()
             .map(|(_, m)| m.seal.as_ref().map_or(m.sequence, |s| s.last))
-            .fold(self.seq, u64::max)
+            .fold(self.seq, u64::max);
+        if self.stopped {
+            shown
+        } else {
+            shown.saturating_add(CRASH_SEQ_JUMP)
+        }
     }
 }
 
@@ -213,20 +246,23 @@ pub(crate) async fn restore_events(
         .iter()
         .filter(|(c, m)| *c > 0 && m.kind == MessageType::Chat && *m.sender_id == *me)
         .collect();
-    let Some(from) = ours.iter().map(|(c, _)| *c).min() else {
-        return 0;
-    };
-    let stored: HashSet<u64> = match store.cursors_from(from) {
-        Ok(s) => s,
+    // Retention may have trimmed the oldest since: those stay gone.
+    let oldest = match store.oldest() {
+        Ok(o) => o.unwrap_or(0),
         Err(e) => {
-            warn!("could not read which of our last lines are stored: {e}");
+            warn!("could not read the store: {e}");
             return 0;
         }
     };
     let mut rows = Vec::new();
     for (cursor, m) in ours {
-        if stored.contains(cursor) {
-            continue;
+        match store.has_cursor(*cursor) {
+            Ok(false) if *cursor >= oldest => {}
+            Ok(_) => continue,
+            Err(e) => {
+                warn!("could not read which of our last lines are stored: {e}");
+                return 0;
+            }
         }
         let (text, action) = match m.content.strip_prefix(ACTION_PREFIX) {
             Some(rest) if !rest.is_empty() => (rest, true),
@@ -391,7 +427,10 @@ mod tests {
         let last = read_last(dir.path()).expect("the last life's journal");
         assert_eq!((last.life.as_str(), last.lines.len()), ("00aa", 3));
         assert_eq!(last.lines[2].0, 13, "with its cursor");
-        assert_eq!(last.last_seq(), 3);
+        assert!(
+            last.last_seq() > 3,
+            "no clean stop: well past what it shows"
+        );
         let j = Journal::open(dir.path(), "00bb", 3).unwrap();
         // This life's journal starts empty.
         assert_eq!(

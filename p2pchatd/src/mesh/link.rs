@@ -624,7 +624,7 @@ impl Reader<'_> {
         if self.key.is_none()
             || self.life.is_none()
             || !self.mesh.syncs()
-            || msg.content.len() > MAX_TEXT_BYTES
+            || msg.content.len() > MAX_TEXT_BYTES + ACTION_PREFIX.len()
         {
             return;
         }

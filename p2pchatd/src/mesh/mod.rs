@@ -104,7 +104,9 @@ struct Inner {
     /// What catch-up holds and knows.
     sync: crate::sync::Sync,
     /// Our lines, written down before a peer can have them (with a store).
-    journal: Option<Mutex<journal::Journal>>,
+    /// Opened by [`Mesh::open_journal`] once what the last life left is
+    /// stored.
+    journal: Mutex<Option<journal::Journal>>,
     /// Per peer, how far it confirmed holding our lines of this life;
     /// bumped on each receipt, for `say {wait}`.
     receipts: watch::Sender<HashMap<Arc<str>, u64>>,
@@ -161,15 +163,6 @@ impl Mesh {
             journal::recover(last, &local.identity, &peer_id, &sync, &history);
             outbox.seq = outbox.seq.max(last.last_seq());
         }
-        let journal = history.store().and_then(|store| {
-            match journal::Journal::open(store.dir(), &instance, outbox.seq) {
-                Ok(j) => Some(Mutex::new(j)),
-                Err(e) => {
-                    tracing::warn!("cannot keep a journal of our lines ({e}); a crash may lose the last of them");
-                    None
-                }
-            }
-        });
         let mut known = local.known;
         known.set_own(&local.nick, &local.identity.public_key());
         Self {
@@ -189,7 +182,7 @@ impl Mesh {
                     plaintext_links: local.plaintext_links,
                 },
                 sync,
-                journal,
+                journal: Mutex::new(None),
                 receipts: watch::Sender::new(HashMap::new()),
                 history,
                 outbox: tokio::sync::Mutex::new(outbox),
@@ -458,10 +451,15 @@ impl Mesh {
         action: bool,
         wait: Duration,
     ) -> Result<SayResult, RpcError> {
-        let audience = self.table().audience();
+        let deadline = tokio::time::Instant::now() + wait;
+        // Peers confirm only when we take part in catch-up too.
+        let syncs = self.syncs();
+        let mut audience = self.table().audience();
+        for (_, _, confirms) in &mut audience {
+            *confirms &= syncs;
+        }
         let mut receipts = self.inner.receipts.subscribe();
         let (mut said, seq) = self.say_numbered(text, action).await;
-        let deadline = tokio::time::Instant::now() + wait;
         let pending = |held: &HashMap<Arc<str>, u64>| -> Vec<&(Arc<str>, String, bool)> {
             audience
                 .iter()
@@ -541,11 +539,8 @@ impl Mesh {
             })
             .unwrap_or_default();
         // Written down before any peer can have it.
-        if let Some(journal) = &self.inner.journal {
-            journal
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .append_line(cursor, &line);
+        if let Some(j) = self.journal().as_mut() {
+            j.append_line(cursor, &line);
         }
         self.fan_out(line, false).await;
         match next {
@@ -605,55 +600,81 @@ impl Mesh {
         self.journal_append(&line);
         self.fan_out(line, true).await;
         // Grown large: start it again, once the store has all it holds.
-        if let (Some(journal), Some(end)) = (&self.inner.journal, end)
-            && journal.lock().unwrap_or_else(|p| p.into_inner()).len() > journal::ROTATE_BYTES
-        {
+        let large = self
+            .journal()
+            .as_ref()
+            .is_some_and(|j| j.len() > journal::ROTATE_BYTES);
+        if let (true, Some(end)) = (large, end) {
             self.inner.history.flush().await;
-            self.journal_flush();
-            let restarted = journal.lock().unwrap_or_else(|p| p.into_inner()).restart(
-                self.instance(),
-                Some(&end),
-                outbox.seq,
-            );
-            if let Err(e) = restarted {
-                tracing::warn!("cannot start the journal of our lines again: {e}");
-            }
+            self.restart_journal(Some(&end), outbox.seq, false);
         }
+    }
+
+    fn journal(&self) -> MutexGuard<'_, Option<journal::Journal>> {
+        self.inner.journal.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Notes a seal of ours in the journal (a seal has no cursor: 0).
     fn journal_append(&self, line: &[u8]) {
-        if let Some(j) = &self.inner.journal {
-            j.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .append_line(0, line);
+        if let Some(j) = self.journal().as_mut() {
+            j.append_line(0, line);
         }
     }
 
     /// Writes our noted lines to the journal: before any link puts bytes
     /// on its socket.
     pub(crate) fn journal_flush(&self) {
-        if let Some(j) = &self.inner.journal {
-            j.lock().unwrap_or_else(|p| p.into_inner()).flush();
+        if let Some(j) = self.journal().as_mut() {
+            j.flush();
         }
     }
 
-    /// After a clean stop (everything sealed and stored): the journal
-    /// starts again, empty, with where our sequence numbers stand.
-    pub(crate) async fn close_journal(&self) {
-        let Some(journal) = &self.inner.journal else {
+    /// Starts the journal of this life, once what the last one left is
+    /// stored (a crash now loses nothing of it).
+    pub(crate) async fn open_journal(&self) {
+        let Some(store) = self.inner.history.store() else {
             return;
         };
-        let outbox = self.inner.outbox.lock().await;
-        let head = outbox.head();
-        let done = journal.lock().unwrap_or_else(|p| p.into_inner()).restart(
-            self.instance(),
-            Some(&head),
-            outbox.seq,
-        );
-        if let Err(e) = done {
-            tracing::warn!("cannot close the journal of our lines: {e}");
+        self.inner.history.flush().await;
+        let seq = self.inner.outbox.lock().await.seq;
+        match journal::Journal::open(store.dir(), self.instance(), seq) {
+            Ok(j) => *self.journal() = Some(j),
+            Err(e) => tracing::warn!(
+                "cannot keep a journal of our lines ({e}); a crash may lose the last of them"
+            ),
         }
+    }
+
+    /// Starts the journal again, empty, only if the store holds all it
+    /// has (else it is kept: the next start puts back what it must).
+    fn restart_journal(&self, prev: Option<&shared::authorship::Hash>, seq: u64, stopped: bool) {
+        let Some(store) = self.inner.history.store() else {
+            return;
+        };
+        let mut journal = self.journal();
+        let Some(j) = journal.as_mut() else {
+            return;
+        };
+        j.flush();
+        if store.failing() || store.persisted() < j.newest_cursor() {
+            return;
+        }
+        if let Err(e) = j.restart(self.instance(), prev, seq, stopped) {
+            tracing::warn!("cannot start the journal of our lines again: {e}");
+        }
+    }
+
+    /// After a clean stop: the journal starts again, empty, with where our
+    /// sequence numbers stand, unless lines went out unsealed (then it
+    /// stays for the next start to seal them).
+    pub(crate) async fn close_journal(&self) {
+        let outbox = self.inner.outbox.lock().await;
+        if outbox.is_open() {
+            self.journal_flush();
+            return;
+        }
+        let head = outbox.head();
+        self.restart_journal(Some(&head), outbox.seq, true);
     }
 
     /// Changes our nick; Go peers see it as the `join` they send for one.
@@ -813,6 +834,11 @@ impl Mesh {
         let redial = {
             let mut t = self.table();
             let peer = t.closed(id, reason, Instant::now(), &self.inner.history);
+            if let Some(p) = &peer {
+                self.inner
+                    .receipts
+                    .send_if_modified(|held| held.remove(p).is_some());
+            }
             peer.and_then(|p| t.claim_dial(&p).map(|d| (p, d)))
         };
         self.topology_changed();

@@ -415,6 +415,18 @@ impl Store {
         self.writer.index().await;
     }
 
+    /// Writes fail now (a full disk).
+    pub(crate) fn failing(&self) -> bool {
+        self.shared.health().failing.is_some()
+    }
+
+    /// Whether an event is stored at `cursor`.
+    pub(crate) fn has_cursor(&self, cursor: u64) -> rusqlite::Result<bool> {
+        self.reader()
+            .prepare_cached("SELECT 1 FROM events WHERE cursor = ?1")?
+            .exists([to_sql(cursor)])
+    }
+
     /// Every cursor up to this one is stored.
     pub(crate) fn persisted(&self) -> u64 {
         self.shared.persisted.load(Ordering::Acquire)
@@ -527,17 +539,6 @@ impl Store {
     /// The folder the store lives in.
     pub(crate) fn dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("."))
-    }
-
-    /// The cursors stored from `from` on.
-    pub(crate) fn cursors_from(
-        &self,
-        from: u64,
-    ) -> rusqlite::Result<std::collections::HashSet<u64>> {
-        let c = self.reader();
-        let mut q = c.prepare("SELECT cursor FROM events WHERE cursor >= ?1")?;
-        q.query_map([to_sql(from)], |r| Ok(from_sql(r.get(0)?)))?
-            .collect()
     }
 
     /// Every life with runs held: how far they reach without a hole.
