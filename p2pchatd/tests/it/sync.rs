@@ -385,3 +385,47 @@ async fn a_sender_killed_mid_burst_loses_no_line_anyone_holds() {
     }
     one_line_per_sequence(&histories);
 }
+
+/// The journal of our lines starts again past 8 MiB (once the store holds
+/// it all), and a crash after that still loses nothing: what came after
+/// the restart of the journal is sealed and stored on the next start.
+#[tokio::test]
+async fn the_journal_starts_again_when_large_and_still_covers_a_crash() {
+    const SAID: usize = 40_000;
+    let net = TestNet::new();
+    let args = ["--history", "60000"];
+    let mut a = net.daemon_with("amy", &args).await;
+    let b = net.daemon_with("ben", &args).await;
+    wait_full_mesh(&[&a, &b], T).await;
+    // ~250 bytes a line: past 8 MiB once.
+    a.say_many("many", SAID).await;
+    let journal = net
+        .home_of("amy")
+        .join("state")
+        .join("p2pchat")
+        .join("outbox.journal");
+    let size = std::fs::metadata(&journal).expect("the journal").len();
+    a.signal(Signal::SIGKILL);
+    a.exit_within(T).await;
+    drop(a);
+    assert!(
+        size < 8 * 1024 * 1024,
+        "the journal started again ({size} bytes)"
+    );
+    let a = net.daemon_with("amy", &args).await;
+    wait_full_mesh(&[&a, &b], T).await;
+    let want = lines("many", SAID);
+    for d in [&a, &b] {
+        wait_until(
+            &format!("{} to hold all {SAID}", d.nick),
+            CATCH_UP,
+            || async {
+                let h = d.try_history(SAID + 100).await.ok()?;
+                let got: HashSet<&str> = h.iter().map(text).collect();
+                want.iter().all(|t| got.contains(t.as_str())).then_some(())
+            },
+        )
+        .await;
+        once_each_in_order(&d.history(SAID + 100).await);
+    }
+}
