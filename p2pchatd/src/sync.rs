@@ -386,7 +386,7 @@ mod tests {
                 chrono::Utc::now(),
                 seq * 2,
             );
-            out.chain(&msg);
+            out.chain(msg);
             if seq % run == 0 {
                 runs.push(out.seal(&me, life, None).unwrap());
             }

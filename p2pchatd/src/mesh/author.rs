@@ -76,16 +76,16 @@ impl Outbox {
     }
 
     /// Moves our chain on by one of our chat lines.
-    pub(crate) fn chain(&mut self, msg: &PeerMessage) -> Next {
+    pub(crate) fn chain(&mut self, msg: PeerMessage) -> Next {
         let run = &mut self.run;
         if run.count == 0 {
             run.first = msg.sequence;
         }
-        run.head = chain(&run.head, &leaf(msg));
+        run.head = chain(&run.head, &leaf(&msg));
         run.last = msg.sequence;
         run.count += 1;
         run.bytes += msg.content.len();
-        if let Some(line) = RelayedLine::of(msg) {
+        if let Some(line) = RelayedLine::from_message(msg) {
             run.lines.push(line);
         }
         if run.count as usize >= MAX_RUN_LINES || run.bytes >= MAX_RUN_BYTES {
@@ -162,8 +162,8 @@ mod tests {
         let mut seals = Vec::new();
         for seq in 1..=(MAX_RUN_LINES as u64 + 3) {
             let msg = line(&me, seq, "hello");
-            let next = out.chain(&msg);
-            sent.push(msg);
+            sent.push(msg.clone());
+            let next = out.chain(msg);
             match next {
                 Next::SealNow => seals.push(out.seal(&me, "life", None).unwrap().0),
                 Next::SealLater(n) => assert_eq!(n, seals.len() as u64),

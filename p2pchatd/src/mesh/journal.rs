@@ -98,7 +98,8 @@ impl Journal {
     /// event got here, a seal with 0.
     pub(crate) fn append_line(&mut self, cursor: u64, line: &[u8]) {
         if !self.failed {
-            self.buf.extend_from_slice(format!("{cursor} ").as_bytes());
+            // Into the buffer itself: no string per line.
+            let _ = write!(self.buf, "{cursor} ");
             self.newest = self.newest.max(cursor);
         }
         self.append(line);

@@ -521,7 +521,8 @@ impl Mesh {
             outbox.seq,
         );
         let line = Bytes::from(msg.encode());
-        let next = outbox.chain(&msg);
+        let (seq, sent) = (msg.sequence, msg.timestamp);
+        let next = outbox.chain(msg);
         let cursor = self
             .inner
             .history
@@ -533,8 +534,8 @@ impl Mesh {
                 action,
                 fingerprint: Some(self.inner.me.fingerprint.clone()),
                 trust: None,
-                seq: Some(msg.sequence),
-                sent: msg.timestamp,
+                seq: Some(seq),
+                sent,
                 late: false,
             })
             .unwrap_or_default();
@@ -565,7 +566,7 @@ impl Mesh {
                 cursor,
                 confirmed: None,
             },
-            msg.sequence,
+            seq,
         )
     }
 
