@@ -130,7 +130,13 @@ impl Outbox {
         run.count = 0;
         run.bytes = 0;
         run.number += 1;
-        Some((seal, std::mem::take(&mut run.lines)))
+        // The next run's lines grow as they come (one line, for a person
+        // typing; a full run, for a flood).
+        let grown = run.lines.len();
+        Some((
+            seal,
+            std::mem::replace(&mut run.lines, Vec::with_capacity(grown)),
+        ))
     }
 }
 

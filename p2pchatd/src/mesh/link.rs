@@ -645,7 +645,11 @@ impl Reader<'_> {
 
     /// The held lines `seal` covers, taken out (and older ones dropped).
     fn unsealed_of(&mut self, seal: &Seal) -> Vec<RelayedLine> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(
+            usize::try_from(seal.count)
+                .unwrap_or(0)
+                .min(self.unsealed.len()),
+        );
         while self
             .unsealed
             .front()
