@@ -20,13 +20,8 @@ pub(crate) fn dated_line(e: &Event) -> String {
 
 /// One event as an IRC-style line, in local time.
 pub(crate) fn event_line(e: &Event) -> String {
-    // A line caught up after a partition shows when it was said, marked.
-    let (ts, gap) = match &e.body {
-        EventBody::Message {
-            late: true, sent, ..
-        } => (sent.unwrap_or(e.ts), LATE_MARK),
-        _ => (e.ts, " "),
-    };
+    let (ts, late) = shown_time(e);
+    let gap = if late { LATE_MARK } else { " " };
     let time = ts.with_timezone(&Local).format("%H:%M:%S");
     let body = match &e.body {
         EventBody::Message {
@@ -63,8 +58,20 @@ pub(crate) fn event_line(e: &Event) -> String {
     format!("{time}{gap}{body}")
 }
 
-/// After the time of a line that was said while we were apart.
+/// After the time of a line that was said while we were apart (caught up
+/// later), in place of the space.
 pub(crate) const LATE_MARK: &str = "↺";
+
+/// The time an event is shown at, and whether it is late: a line caught up
+/// after a partition shows when it was said, not when it reached us.
+pub(crate) fn shown_time(e: &Event) -> (shared::Timestamp, bool) {
+    match &e.body {
+        EventBody::Message {
+            late: true, sent, ..
+        } => (sent.unwrap_or(e.ts), true),
+        _ => (e.ts, false),
+    }
+}
 
 /// The `peers` table.
 pub(crate) fn peers_table(peers: &[PeerInfo]) -> String {

@@ -22,10 +22,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use shared::authorship::{Hash, Relay, RelayedLine, Seal, chain_start};
+use shared::authorship::{Hash, Opened, Relay, RelayError, RelayedLine, Seal, chain_start};
 use shared::keys::{hex, unhex};
 use shared::limits::MAX_PEER_LINE;
-use shared::sync::{Have, MAX_HAVE, MAX_LINKED, SyncVector};
+use shared::sync::{Have, MAX_HAVE, MAX_LINKED, SyncVector, valid_life};
 use tracing::{debug, warn};
 
 use crate::store::{LifeRow, RunRow, Store};
@@ -209,7 +209,20 @@ impl Sync {
                 return Taken::Held;
             }
         }
-        let bytes = json_len(&relay);
+        // Counting the JSON is needed only when a rough bound says it may
+        // be too big (each text byte escapes to at most 6, a line's other
+        // fields take well under 256).
+        let text: usize = relay
+            .lines
+            .iter()
+            .map(|l| l.content.len() + l.username.len())
+            .sum();
+        let bound = relay.lines.len() * 256 + text * 6 + 512;
+        let bytes = if bound > MAX_RELAY_JSON {
+            json_len(&relay)
+        } else {
+            bound
+        };
         if bytes > MAX_RELAY_JSON {
             debug!(%author, bytes, "a run too big to relay; not kept");
             return Taken::Untracked;
@@ -350,13 +363,17 @@ fn json_len(relay: &Relay) -> usize {
     }
 }
 
-/// Checks a run's chain and its author's signature.
-pub(crate) fn checked(relay: &Relay) -> Result<(), shared::authorship::RelayError> {
+/// Checks a run's life, chain and its author's signature: its lines, as
+/// the author's, once they do.
+pub(crate) fn checked(relay: &Relay) -> Result<Opened, RelayError> {
+    if !valid_life(&relay.seal.instance) {
+        return Err(RelayError::Malformed);
+    }
     let o = relay.open()?;
     if crate::identity::verify(&o.key, &o.signed, &o.sig) {
-        Ok(())
+        Ok(o)
     } else {
-        Err(shared::authorship::RelayError::Signature)
+        Err(RelayError::Signature)
     }
 }
 

@@ -132,9 +132,18 @@ impl TestNet {
     /// Daemons named `nicks`, started in turn; returns once each is linked
     /// with all the others.
     pub async fn linked<const N: usize>(&self, nicks: [&str; N]) -> [Daemon; N] {
+        self.linked_with(nicks, &[]).await
+    }
+
+    /// As [`TestNet::linked`], each daemon with `extra` flags.
+    pub async fn linked_with<const N: usize>(
+        &self,
+        nicks: [&str; N],
+        extra: &[&str],
+    ) -> [Daemon; N] {
         let mut daemons = Vec::with_capacity(N);
         for nick in nicks {
-            daemons.push(self.daemon(nick).await);
+            daemons.push(self.daemon_with(nick, extra).await);
         }
         let refs: Vec<&Daemon> = daemons.iter().collect();
         wait_full_mesh(&refs, LINK_WAIT).await;

@@ -117,9 +117,7 @@ impl Clock {
 
 /// Columns of the time column ("HH:MM ").
 pub(super) const TIME_WIDTH: usize = 6;
-/// In place of the space after the time: the line was said while we were
-/// apart and reached us later (catch-up).
-pub(super) const LATE_MARK: &str = "↺";
+pub(super) use crate::format::LATE_MARK;
 
 impl LineKind {
     /// The marker after the time (`<nick> `, `* nick `, `--> `...), after
@@ -327,7 +325,7 @@ impl State {
     /// Adds a daemon event as a line.
     pub(super) fn push_event(&mut self, e: &Event) {
         let own = |peer_id: &str| self.me.as_ref().is_some_and(|m| m.peer_id == peer_id);
-        let mut ts = e.ts;
+        let (ts, late) = crate::format::shown_time(e);
         let kind = match &e.body {
             EventBody::Message {
                 peer_id,
@@ -335,24 +333,16 @@ impl State {
                 text,
                 action,
                 trust,
-                sent,
-                late,
                 ..
-            } => {
-                if *late {
-                    // When it was said, not when it reached us.
-                    ts = sent.unwrap_or(ts);
-                }
-                LineKind::Message {
-                    own: own(peer_id),
-                    peer_id: peer_id.clone(),
-                    nick: nick.clone(),
-                    text: text.clone(),
-                    action: *action,
-                    mark: trust.and_then(Trust::line_mark),
-                    late: *late,
-                }
-            }
+            } => LineKind::Message {
+                own: own(peer_id),
+                peer_id: peer_id.clone(),
+                nick: nick.clone(),
+                text: text.clone(),
+                action: *action,
+                mark: trust.and_then(Trust::line_mark),
+                late,
+            },
             EventBody::Alert { text, .. } => LineKind::Alert(text.clone()),
             EventBody::Join { peer_id, nick } => LineKind::Join {
                 nick: nick.clone(),

@@ -163,7 +163,8 @@ async fn search(ctx: &ApiContext, p: SearchParams) -> Result<Vec<(u64, String)>,
             "search needs the history store, and there is none: {why}"
         )));
     };
-    ctx.history.flush().await;
+    // One trip to the writer: the index job writes what is queued first.
+    ctx.history.hand_over_staged();
     store.index().await;
     let limit = p
         .limit

@@ -229,7 +229,8 @@ impl History {
         }
     }
 
-    fn hand_over_staged(&self) {
+    /// Hands what is staged to the store now.
+    pub(crate) fn hand_over_staged(&self) {
         let (rows, runs) = {
             let mut ring = self.lock();
             (

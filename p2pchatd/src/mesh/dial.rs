@@ -183,7 +183,6 @@ pub(super) async fn static_peer(mesh: Mesh, target: String) {
                 c = connect => c,
             };
             let tried_noise = noise;
-            let mut switched_back = false;
             let outcome = match connected {
                 Some((stream, addr, slot)) => Some(
                     handshake::dial(&mesh, stream, addr, Expect::Unknown { noise }, slot).await,
@@ -215,12 +214,12 @@ pub(super) async fn static_peer(mesh: Mesh, target: String) {
                     // backoff grows as after any failure (to 5 s), so a Go
                     // peer that refuses us is not asked in a spin either.
                     noise = true;
-                    switched_back = true;
                 }
             }
             topology.borrow_and_update();
             // A refusal in plaintext is no Go peer's verdict when we go
             // back to Noise: back off as after any failure.
+            let switched_back = !tried_noise && noise;
             let wait = backoff.next(if switched_back {
                 None
             } else {

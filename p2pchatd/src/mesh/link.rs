@@ -23,7 +23,7 @@ use shared::event::EventBody;
 use shared::keys::fingerprint_of;
 use shared::limits::{MAX_PEER_LINE, MAX_TEXT_BYTES};
 use shared::line::{LineReader, LineTooLong};
-use shared::sync::{SyncVector, valid_life};
+use shared::sync::SyncVector;
 use shared::text::{sanitize_foreign_nick, sanitize_foreign_text};
 use shared::wire::{ACTION_PREFIX, MessageType, PeerMessage, WireError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -367,8 +367,9 @@ struct Reader<'a> {
     tx: mpsc::Sender<Bytes>,
     /// The peer's version vector, while its parts arrive.
     their: Option<TheirVector>,
-    /// When we last asked the peer for what we lack.
-    asked: Option<std::time::Instant>,
+    /// When we last asked the peer for what we lack, and how far the life
+    /// reached then.
+    asked: Option<(std::time::Instant, u64)>,
     /// The link's author's live lines not yet sealed, and their text bytes.
     unsealed: VecDeque<RelayedLine>,
     unsealed_bytes: usize,
@@ -511,13 +512,14 @@ impl Reader<'_> {
                     }
                     // Lines of this life are missing (said before the link
                     // was up, or lost): ask the author for them now.
-                    if self.syncs && sync.reach(&peer, &life) < last {
-                        self.ask_again();
+                    let reach = sync.reach(&peer, &life);
+                    if self.syncs && reach < last {
+                        self.ask_again(reach);
                     }
                 }
             }
             MessageType::Sync if self.syncs => {
-                if let Some(end) = self.vector_part(&peer, &msg) {
+                if let Some(end) = self.vector_part(&peer, msg.sync) {
                     return Err(end);
                 }
             }
@@ -549,20 +551,7 @@ impl Reader<'_> {
             .relay
             .as_deref()
             .ok_or(RelayError::Malformed)
-            .and_then(|r| {
-                if valid_life(&r.seal.instance) {
-                    r.open()
-                } else {
-                    Err(RelayError::Malformed)
-                }
-            })
-            .and_then(|o| {
-                if crate::identity::verify(&o.key, &o.signed, &o.sig) {
-                    Ok(o)
-                } else {
-                    Err(RelayError::Signature)
-                }
-            });
+            .and_then(crate::sync::checked);
         let opened = match checked {
             Ok(o) => o,
             Err(e) => {
@@ -684,11 +673,16 @@ impl Reader<'_> {
 
     /// Sends our version vector again, so the peer sends what we lack; at
     /// most once per [`RESYNC_EVERY`] on a link.
-    fn ask_again(&mut self) {
-        if self.asked.is_some_and(|t| t.elapsed() < RESYNC_EVERY) {
+    /// Not again while the reach stands where it stood when we last asked
+    /// (a run that cannot come would make us ask forever).
+    fn ask_again(&mut self, reach: u64) {
+        if self
+            .asked
+            .is_some_and(|(t, at)| at == reach || t.elapsed() < RESYNC_EVERY)
+        {
             return;
         }
-        self.asked = Some(std::time::Instant::now());
+        self.asked = Some((std::time::Instant::now(), reach));
         debug!(link = %self.id, "lines are missing; asking for them");
         send_vector(self.mesh, &self.tx);
     }
@@ -696,8 +690,8 @@ impl Reader<'_> {
     /// A part of the peer's version vector; once whole, what it lacks is
     /// sent back on this link. A part over the limits counts as a
     /// malformed line.
-    fn vector_part(&mut self, peer: &Arc<str>, msg: &PeerMessage) -> Option<End> {
-        if let Some(part) = msg.sync.as_deref()
+    fn vector_part(&mut self, peer: &Arc<str>, part: Option<Box<SyncVector>>) -> Option<End> {
+        if let Some(part) = part.as_deref()
             && part.ack
         {
             // A receipt for our own lines: how far the peer holds them.
@@ -710,13 +704,11 @@ impl Reader<'_> {
             return None;
         }
         let their = self.their.get_or_insert_with(TheirVector::default);
-        let added = msg
-            .sync
-            .as_deref()
+        let added = part
             .ok_or("a sync line without its vector")
             .and_then(|part| {
                 let more = part.more;
-                their.add(part.clone()).map(|()| more)
+                their.add(*part).map(|()| more)
             });
         match added {
             Ok(true) => None,

@@ -19,6 +19,16 @@ fn open_store(dir: &Path) -> Store {
     }
 }
 
+/// The cursors of the stored messages holding `words`, once the index
+/// caught up.
+fn found(s: &Store, words: &str) -> Vec<u64> {
+    block(s.index());
+    cursors(
+        &s.search(&match_query(words).unwrap(), None, None, 10)
+            .unwrap(),
+    )
+}
+
 fn cursors(rows: &[(u64, String)]) -> Vec<u64> {
     rows.iter().map(|r| r.0).collect()
 }
@@ -258,14 +268,7 @@ fn search_finds_every_word_newest_last_by_nick_and_time() {
     .unwrap();
     drop(c);
     let s = open_store(dir.path());
-    block(s.index());
-    assert_eq!(
-        cursors(
-            &s.search(&match_query("fri*").unwrap(), None, None, 10)
-                .unwrap()
-        ),
-        [3]
-    );
+    assert_eq!(found(&s, "fri*"), [3]);
 }
 
 #[test]
@@ -289,14 +292,7 @@ fn a_store_from_before_search_gets_its_words_once() {
     }
     let s = open_store(dir.path());
     // Indexed in the background; a search asks for it to catch up.
-    block(s.index());
-    assert_eq!(
-        cursors(
-            &s.search(&match_query("old").unwrap(), None, None, 10)
-                .unwrap()
-        ),
-        [7]
-    );
+    assert_eq!(found(&s, "old"), [7]);
     assert_eq!(s.next_cursor(), 8);
 }
 

@@ -562,13 +562,26 @@ fn index(conn: &mut Connection, after: u64, upto: u64) -> rusqlite::Result<()> {
 pub(super) fn trim(c: &Connection, r: Retention) -> rusqlite::Result<usize> {
     let cutoff = chrono::Utc::now().timestamp_millis() - i64::from(r.days) * 86_400_000;
     let by_age = first_at_or_after(c, cutoff)?;
-    let by_count: Option<i64> = c
-        .query_row(
+    // Counting back from the newest walks the rows; cursors are unique, so
+    // when the whole span of them fits, nothing is over the count.
+    let (lo, hi): (Option<i64>, Option<i64>) =
+        c.query_row("SELECT min(cursor), max(cursor) FROM events", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+    let span = match (lo, hi) {
+        (Some(lo), Some(hi)) => from_sql(hi - lo + 1),
+        _ => 0,
+    };
+    let by_count: Option<i64> = if span <= r.messages {
+        None
+    } else {
+        c.query_row(
             "SELECT cursor FROM events ORDER BY cursor DESC LIMIT 1 OFFSET ?1",
             params![to_sql(r.messages.saturating_sub(1))],
             |row| row.get(0),
         )
-        .optional()?;
+        .optional()?
+    };
     let Some(keep) = by_age.max(by_count) else {
         return Ok(0);
     };

@@ -309,12 +309,6 @@ async fn a_read_only_store_is_left_alone_and_the_chat_goes_on() {
     a.signal(Signal::SIGTERM);
     assert!(a.exit_within(T).await.success());
     drop(a);
-    let file = net
-        .home_of("alice")
-        .join("state")
-        .join("p2pchat")
-        .join("history.db");
-    let before = std::fs::read(&file).unwrap();
     let s = net.home_of("alice").join("state").display().to_string();
     let mount = format!("mount --bind {s} {s} && mount -o remount,bind,ro {s}");
     let Some(a) = alice_with_own_mounts(&net, &[], &mount).await else {
@@ -326,12 +320,10 @@ async fn a_read_only_store_is_left_alone_and_the_chat_goes_on() {
         store.problem.as_deref().unwrap().contains("ead-only"),
         "{store:?}"
     );
+    // The chat goes on without it (the mount, not the daemon, keeps the
+    // file as it was: nothing to check from out here).
     a.say("live").await;
-    assert_eq!(
-        std::fs::read(&file).unwrap(),
-        before,
-        "the file is untouched"
-    );
+    assert!(a.history(5).await.iter().any(|e| text(e) == "live"));
 }
 
 #[tokio::test]

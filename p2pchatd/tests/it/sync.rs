@@ -325,10 +325,7 @@ async fn a_sender_killed_mid_burst_loses_no_line_anyone_holds() {
     let net = TestNet::new();
     // Each holds the whole burst in memory too, so `history` shows it all.
     let args = ["--history", "20000"];
-    let mut a = net.daemon_with("amy", &args).await;
-    let b = net.daemon_with("ben", &args).await;
-    let c = net.daemon_with("cat", &args).await;
-    wait_full_mesh(&[&a, &b, &c], T).await;
+    let [mut a, b, c] = net.linked_with(["amy", "ben", "cat"], &args).await;
     let mut at_b = b.subscribe(None).await;
     let client = a.client().await;
     let flood = tokio::spawn(async move {
@@ -394,9 +391,7 @@ async fn the_journal_starts_again_when_large_and_still_covers_a_crash() {
     const SAID: usize = 40_000;
     let net = TestNet::new();
     let args = ["--history", "60000"];
-    let mut a = net.daemon_with("amy", &args).await;
-    let b = net.daemon_with("ben", &args).await;
-    wait_full_mesh(&[&a, &b], T).await;
+    let [mut a, b] = net.linked_with(["amy", "ben"], &args).await;
     // ~250 bytes a line: past 8 MiB once.
     a.say_many("many", SAID).await;
     let journal = net
@@ -405,6 +400,15 @@ async fn the_journal_starts_again_when_large_and_still_covers_a_crash() {
         .join("p2pchat")
         .join("outbox.journal");
     let size = std::fs::metadata(&journal).expect("the journal").len();
+    // Started again at a seal: its header goes on from that seal's hash,
+    // not from the life's start (`-`).
+    let written = std::fs::read_to_string(&journal).expect("the journal");
+    let header: Vec<&str> = written.lines().next().unwrap_or("").split(' ').collect();
+    assert_ne!(
+        header.get(3),
+        Some(&"-"),
+        "the journal started again: {header:?}"
+    );
     a.signal(Signal::SIGKILL);
     a.exit_within(T).await;
     drop(a);
