@@ -14,12 +14,15 @@ CARGO   ?= cargo
 HOST    := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 LIBC_A  := $(shell $${CC:-cc} -print-file-name=libc.a 2>/dev/null)
 STATIC  ?= $(if $(and $(filter %-linux-gnu,$(HOST)),$(filter /%,$(LIBC_A))),1,0)
+# Cargo's output folder: CARGO_TARGET_DIR (or CARGO_BUILD_TARGET_DIR) when
+# set, as cargo itself reads them, else ./target.
+OUT     := $(or $(CARGO_TARGET_DIR),$(CARGO_BUILD_TARGET_DIR),target)
 ifeq ($(STATIC),1)
 export CARGO_BUILD_TARGET := $(HOST)
 export CARGO_TARGET_$(shell echo '$(HOST)' | tr 'a-z-' 'A-Z_')_RUSTFLAGS := -C target-feature=+crt-static
-BIN     := target/$(HOST)/release
+BIN     := $(OUT)/$(HOST)/release
 else
-BIN     := target/release
+BIN     := $(OUT)/release
 endif
 PREFIX  ?= $(HOME)/.local
 DESTDIR ?=
