@@ -74,6 +74,12 @@ pub enum Command {
         /// Where to write it; an existing file is never overwritten
         path: PathBuf,
     },
+    /// Check the settings file (see --config), or print a commented example
+    Config {
+        /// Print a commented example with every key and its default
+        #[arg(long)]
+        print_default: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -209,10 +215,16 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, CommandError> {
     serde_json::to_string(v).map_err(|e| CommandError::Client(e.into()))
 }
 
-pub async fn run(socket: &Path, command: Command) -> Result<(), CommandError> {
-    // The one command that needs no daemon.
-    if let Command::Keygen { path } = &command {
-        return keygen(path);
+pub async fn run(
+    socket: &Path,
+    config: Option<&Path>,
+    command: Command,
+) -> Result<(), CommandError> {
+    // The commands that need no daemon.
+    match &command {
+        Command::Keygen { path } => return keygen(path),
+        Command::Config { print_default } => return check_config(config, *print_default),
+        _ => {}
     }
     let client = Client::connect(socket).await?;
     match command {
@@ -229,6 +241,9 @@ pub async fn run(socket: &Path, command: Command) -> Result<(), CommandError> {
         }
         Command::Nick { name } => {
             let r: NickResult = client.call(&Call::Nick(NickParams { name })).await?;
+            if let Some(why) = &r.not_saved {
+                warning(&format!("the nick lasts until p2pchatd stops: {why}"));
+            }
             if r.old == r.new {
                 emit(&format!("your nick is already {}\n", r.new))
             } else {
@@ -271,10 +286,33 @@ pub async fn run(socket: &Path, command: Command) -> Result<(), CommandError> {
             ))
         }
         Command::Keygen { path } => keygen(&path),
+        Command::Config { print_default } => check_config(config, print_default),
     }
 }
 
 /// Writes 32 random bytes to a new file only its owner can read.
+/// `config`: the example, or what is wrong with the settings file.
+fn check_config(given: Option<&Path>, print_default: bool) -> Result<(), CommandError> {
+    use shared::config;
+    if print_default {
+        return emit(config::DEFAULT_CONFIG);
+    }
+    let loaded = config::load(given).map_err(|e| CommandError::Failed(e.to_string()))?;
+    for w in &loaded.warnings {
+        warning(w);
+    }
+    match loaded.path {
+        Some(p) => emit(&format!("{}: ok\n", p.display())),
+        None => {
+            let place = config::path_to_read(given).map(|(p, _)| p.display().to_string());
+            emit(&format!(
+                "no settings file{}; `p2pchat config --print-default > FILE` writes an example\n",
+                place.map(|p| format!(" at {p}")).unwrap_or_default()
+            ))
+        }
+    }
+}
+
 fn keygen(path: &Path) -> Result<(), CommandError> {
     use std::os::unix::fs::OpenOptionsExt;
     let failed = |e: io::Error| {
@@ -309,11 +347,12 @@ fn keygen(path: &Path) -> Result<(), CommandError> {
 }
 
 /// Warns when the daemon runs another version than this client.
-#[allow(clippy::print_stderr)]
 pub(crate) fn warn_on_version(daemon: &str) {
     let ours = env!("CARGO_PKG_VERSION");
     if daemon != ours {
-        eprintln!("p2pchat: warning: p2pchatd is version {daemon}, this client is {ours}");
+        warning(&format!(
+            "p2pchatd is version {daemon}, this client is {ours}"
+        ));
     }
 }
 
@@ -388,6 +427,11 @@ async fn settle(line: usize, p: Pending) -> Result<usize, CommandError> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+#[allow(clippy::print_stderr)]
+pub(crate) fn warning(message: &str) {
+    eprintln!("p2pchat: warning: {message}");
 }
 
 #[allow(clippy::print_stderr)]

@@ -8,6 +8,7 @@ use clap::{Args, CommandFactory, Parser};
 use p2pchat_tui::cli::{self, Command};
 use p2pchat_tui::tui;
 use shared::cli::{DocFlags, socket_or_default};
+use shared::config::CONFIG_ENV;
 use shared::paths::SOCKET_ENV;
 
 const EXAMPLES: &str = "\
@@ -35,6 +36,11 @@ struct Cli {
     /// else /tmp/p2pchat-$UID/p2pchatd.sock]
     #[arg(long, env = SOCKET_ENV, value_name = "PATH", global = true)]
     socket: Option<PathBuf>,
+
+    /// Settings file [default: $XDG_CONFIG_HOME/p2pchat/config.toml, else
+    /// ~/.config/p2pchat/config.toml]; flags override it
+    #[arg(long, env = CONFIG_ENV, value_name = "PATH", global = true)]
+    config: Option<PathBuf>,
 
     /// Do not start p2pchatd when none answers; fail instead
     #[arg(long)]
@@ -144,12 +150,24 @@ fn main() -> ExitCode {
         }
     };
     let Some(command) = cli.command else {
+        // The daemon reads the same file; one we start is told which.
+        let file = match shared::config::load(cli.config.as_deref()) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("p2pchat: {e}");
+                return ExitCode::from(2);
+            }
+        };
         let opts = tui::Options {
             socket,
             autostart: !cli.no_autostart,
             daemon_args,
             first_frame_report: cli.first_frame_report,
             started,
+            settings: tui::Settings::from_file(&file.config),
+            color: file.config.tui.color.unwrap_or(true),
+            warnings: file.warnings,
+            config: file.path,
         };
         return match runtime.block_on(tui::run(opts)) {
             Ok(()) => ExitCode::SUCCESS,
@@ -159,7 +177,7 @@ fn main() -> ExitCode {
             }
         };
     };
-    match runtime.block_on(cli::run(&socket, command)) {
+    match runtime.block_on(cli::run(&socket, cli.config.as_deref(), command)) {
         Ok(()) => ExitCode::SUCCESS,
         // `p2pchat tail | head`: the reader had what it wanted.
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,

@@ -251,3 +251,81 @@ async fn tail_ends_quietly_when_its_reader_goes_away() {
     std::io::Read::read_to_string(&mut tail.stderr.take().unwrap(), &mut err).unwrap();
     assert_eq!(err, "");
 }
+
+/// `p2pchat config` prints the example, checks a file and names what is
+/// wrong in it; the daemon refuses a bad value (file, line, key), warns
+/// about an unknown key and runs; `p2pchat nick` writes the nick into it.
+#[tokio::test]
+async fn the_settings_file_is_checked_and_the_nick_lasts() {
+    let net = TestNet::new();
+    let dir = net.dir.path().join("cfg");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("config.toml");
+    let config = |args: &[&str]| {
+        Command::new(P2PCHAT)
+            .arg("--config")
+            .arg(&file)
+            .arg("config")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let example = stdout(&config(&["--print-default"]));
+    assert!(example.starts_with("# p2pchat settings"));
+    assert!(example.contains("# highlight = ["));
+
+    std::fs::write(&file, "[network]\n\nport = \"eighty\"\n").unwrap();
+    let o = config(&[]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("{}:3: network.port: invalid type", file.display())),
+        "{err}"
+    );
+    // The daemon says the same and does not start.
+    let home = net.home_of("d");
+    let o = Command::new(daemon_bin())
+        .arg("--config")
+        .arg(&file)
+        .arg("--socket")
+        .arg(home.join("s.sock"))
+        .envs(net.xdg_env("d"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(":3: network.port:"), "{err}");
+
+    // An unknown key: a warning, and the daemon runs with the rest.
+    std::fs::write(&file, "nick = \"fromfile\"\nnik = \"typo\"\n").unwrap();
+    let o = config(&[]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains(":2: unknown key `nik`"));
+    let d = net.spawn_with_env(
+        "ignored",
+        &[],
+        &[(shared::config::CONFIG_ENV, file.as_os_str())],
+    );
+    d.wait_ready().await;
+    assert_eq!(
+        d.status().await.nick,
+        "ignored",
+        "a flag wins over the file"
+    );
+    drop(d);
+
+    // `p2pchat nick` lasts: it is written into the daemon's settings file.
+    let e = net.daemon("erin").await;
+    let o = p2pchat(&e, &["nick", "erin2"]);
+    assert_eq!(stdout(&o), "erin is now known as erin2\n");
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let saved = net.home_of("erin").join("config/p2pchat/config.toml");
+    assert_eq!(
+        std::fs::read_to_string(saved).unwrap(),
+        "nick = \"erin2\"\n"
+    );
+}

@@ -240,3 +240,122 @@ async fn an_impostor_is_flagged_in_the_pane_its_lines_and_an_alert() {
         !s.contains("⚠") && s.contains("!! alice is verified")
     });
 }
+
+/// The settings file sets the nick, the interfaces and a highlight word for
+/// the daemon the TUI starts; a typo'd key is named. Then what a user does
+/// every day: a line naming a highlight word stands out and rings, a URL is
+/// an OSC 8 link, Tab completes a nick and a command, and /nick is saved.
+/// The mouse is never captured unless asked.
+#[tokio::test]
+async fn settings_mentions_links_and_completion() {
+    let Some(tmux) = Tmux::new() else { return };
+    let net = TestNet::new();
+    let socket = net.socket_for("carol");
+    let _reaper = Reaper(socket.with_extension("pid"));
+    let config_home = net.dir.path().join("config");
+    let config = config_home.join("p2pchat").join("config.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "# mine\nnick = \"carol\"\n\n[network]\ninterfaces = [\"127.0.0.1\"]\n\
+             listen = \"127.0.0.1\"\nport = 0\nmulticast = \"{}\"\n\n\
+             [notify]\nhighlight = [\"deploy\"]\n\n[tui]\ncolr = false\n",
+            net.group
+        ),
+    )
+    .unwrap();
+    let log = net.dir.path().join("tui.out");
+    let cmd = format!(
+        "env XDG_STATE_HOME={state} XDG_DATA_HOME={data} XDG_CONFIG_HOME={config} {P2PCHAT} --socket {sock}",
+        state = net.dir.path().join("state").display(),
+        data = net.dir.path().join("data").display(),
+        config = config_home.display(),
+        sock = socket.display(),
+    );
+    tmux.start_recorded("ui", &cmd, &log);
+    tmux.wait("ui", "the daemon started with the file's nick", |s| {
+        s.contains("carol │ 0 peers │ daemon: connected")
+    });
+    tmux.wait("ui", "the typo named", |s| {
+        s.contains("unknown key `tui.colr` (ignored); did you mean `color`?")
+    });
+    let dave = net.daemon("dave").await;
+    tmux.wait("ui", "dave linked on the file's interface and group", |s| {
+        s.contains("1 peer │")
+    });
+
+    dave.say("ship it: deploy https://example.com/x now").await;
+    let screen = tmux.wait("ui", "the line", |s| s.contains("<dave> ship it"));
+    assert!(!screen.contains("@ 1 mention"), "seen at once: no count");
+    let styled = tmux.screen_styled("ui");
+    let line = styled
+        .lines()
+        .find(|l| l.contains("ship it"))
+        .expect("the line, styled");
+    let before_word = &line[..line.find("deploy").unwrap()];
+    assert!(
+        before_word.ends_with('m') && before_word.rfind('\x1b') > before_word.rfind("ship it"),
+        "the highlight word has a style of its own: {line:?}"
+    );
+    let out = wait_for_bytes(&log, b"\x1b]8;;https://example.com/x\x1b\\");
+    assert!(out.contains(&0x07), "a mention rings the bell");
+    for capture in ["\x1b[?1000h", "\x1b[?1002h", "\x1b[?1003h", "\x1b[?1006h"] {
+        assert!(
+            !out.windows(capture.len()).any(|w| w == capture.as_bytes()),
+            "no mouse capture by default ({capture:?})"
+        );
+    }
+
+    // Tab completes a nick at the line start with ": ", and a command.
+    let mut at_dave = dave.subscribe(None).await;
+    tmux.keys("ui", "da");
+    tmux.press("ui", "Tab");
+    tmux.wait("ui", "the completed nick", |s| s.contains("> dave:"));
+    tmux.keys("ui", "hi");
+    tmux.press("ui", "Enter");
+    at_dave
+        .until(
+            "the completed line",
+            T,
+            |e| matches!(&e.body, EventBody::Message { text, .. } if text == "dave: hi"),
+        )
+        .await;
+    tmux.keys("ui", "/ni");
+    tmux.press("ui", "Tab");
+    tmux.wait("ui", "the completed command", |s| s.contains("> /nick"));
+    tmux.keys("ui", "carla");
+    tmux.press("ui", "Enter");
+    tmux.wait("ui", "the new nick", |s| s.contains(" carla │"));
+    let saved = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        saved.contains("nick = \"carla\"") && saved.starts_with("# mine\n"),
+        "{saved}"
+    );
+    assert!(
+        saved.contains("highlight = [\"deploy\"]"),
+        "the rest kept: {saved}"
+    );
+
+    tmux.enter("ui", "/shutdown");
+    tmux.wait_exit("ui");
+    drop(dave);
+}
+
+/// Waits until the recorded terminal output holds `needle`; returns it all.
+fn wait_for_bytes(log: &Path, needle: &[u8]) -> Vec<u8> {
+    let start = Instant::now();
+    loop {
+        let out = std::fs::read(log).unwrap_or_default();
+        if out.windows(needle.len()).any(|w| w == needle) {
+            return out;
+        }
+        assert!(
+            start.elapsed() < T,
+            "timed out waiting for {:?} in the terminal output:\n{}",
+            String::from_utf8_lossy(needle),
+            String::from_utf8_lossy(&out)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -7,10 +7,11 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use nix::net::if_::InterfaceFlags;
 use shared::cli::{DocFlags, socket_or_default};
+use shared::config::{CONFIG_ENV, FileConfig, Loaded, check_host_port, expand_home};
 use shared::paths::SOCKET_ENV;
 use shared::text::validate_nick;
 
-use crate::config::{Config, DEFAULT_MULTICAST, DiscoveryConfig, Timing};
+use crate::config::{Config, DEFAULT_MULTICAST, DiscoveryConfig, Notify, Timing};
 use crate::store::Retention;
 
 const EXAMPLES: &str = "\
@@ -41,17 +42,17 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub port: Option<u16>,
 
-    /// IP address the chat port listens on
-    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
-    pub listen: IpAddr,
+    /// IP address the chat port listens on [default: 0.0.0.0]
+    #[arg(long, value_name = "IP")]
+    pub listen: Option<IpAddr>,
 
-    /// Discovery group and port
-    #[arg(long, value_name = "ADDR:PORT", default_value_t = DEFAULT_MULTICAST)]
-    pub multicast: SocketAddrV4,
+    /// Discovery group and port [default: 224.0.0.1:9999]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub multicast: Option<SocketAddrV4>,
 
     /// Interface to discover on, by IPv4 address or name; repeatable
     /// [default: every up, multicast-capable IPv4 interface but loopback,
-    /// else loopback]
+    /// bridges, veth pairs and tunnels; else loopback]
     #[arg(long = "interface", value_name = "IP|NAME")]
     pub interfaces: Vec<String>,
 
@@ -75,21 +76,26 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub identity: Option<PathBuf>,
 
-    /// Events held in history
-    #[arg(long, value_name = "N", default_value_t = 1000,
+    /// Events held in history [default: 1000]
+    #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub history: u32,
+    pub history: Option<u32>,
 
     /// Days of history the store keeps (in $XDG_STATE_HOME/p2pchat/history.db,
-    /// default ~/.local/state/p2pchat/)
-    #[arg(long, value_name = "DAYS", default_value_t = Retention::default().days,
+    /// default ~/.local/state/p2pchat/) [default: 365]
+    #[arg(long, value_name = "DAYS",
           value_parser = clap::value_parser!(u32).range(1..=36_500))]
-    pub retain_days: u32,
+    pub retain_days: Option<u32>,
 
-    /// Events the store keeps at most; the oldest go first
-    #[arg(long, value_name = "N", default_value_t = Retention::default().messages,
+    /// Events the store keeps at most; the oldest go first [default: 1000000]
+    #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1_000..=1_000_000_000))]
-    pub retain_messages: u64,
+    pub retain_messages: Option<u64>,
+
+    /// Settings file [default: $XDG_CONFIG_HOME/p2pchat/config.toml, else
+    /// ~/.config/p2pchat/config.toml]; flags override it
+    #[arg(long, env = CONFIG_ENV, value_name = "PATH")]
+    pub config: Option<PathBuf>,
 
     /// Fork into the background once serving; logs go to
     /// $XDG_STATE_HOME/p2pchat/p2pchatd.log (default ~/.local/state/...)
@@ -143,54 +149,98 @@ impl Cli {
         )
     }
 
-    /// Checks the flags and resolves interfaces and defaults.
-    pub fn config(&self) -> anyhow::Result<Config> {
-        let nick = match &self.nick {
+    /// The settings file the flags point at, read and checked.
+    pub fn load_file(&self) -> Result<Loaded, shared::config::ConfigError> {
+        shared::config::load(self.config.as_deref())
+    }
+
+    /// Checks the flags and resolves interfaces and defaults: a flag wins
+    /// over the settings file, which wins over the built-in default.
+    pub fn config(&self, file: &Loaded) -> anyhow::Result<Config> {
+        let f: &FileConfig = &file.config;
+        let net = &f.network;
+        let given = self.nick.as_ref().or(f.nick.as_ref());
+        let nick = match given {
             Some(n) => n.clone(),
             None => login_name().context("no --nick given and no user name found; pass --nick")?,
         };
-        validate_nick(&nick).with_context(|| match self.nick {
+        validate_nick(&nick).with_context(|| match given {
             Some(_) => format!("invalid nick {nick:?}"),
             None => format!("your user name {nick:?} is not a valid nick; pass --nick"),
         })?;
-        if !self.multicast.ip().is_multicast() {
-            bail!("--multicast {} is not a multicast address", self.multicast);
+        let multicast = self
+            .multicast
+            .or(net.multicast)
+            .unwrap_or(DEFAULT_MULTICAST);
+        if !multicast.ip().is_multicast() {
+            bail!("--multicast {multicast} is not a multicast address");
         }
-        for p in &self.peers {
-            check_host_port(p).with_context(|| format!("invalid --peer {p:?}"))?;
+        let peers = if self.peers.is_empty() {
+            net.peers.clone().unwrap_or_default()
+        } else {
+            self.peers.clone()
+        };
+        for p in &peers {
+            check_host_port(p)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("invalid --peer {p:?}"))?;
         }
-        let discovery = if self.no_discovery {
+        let interfaces = if self.interfaces.is_empty() {
+            net.interfaces.clone().unwrap_or_default()
+        } else {
+            self.interfaces.clone()
+        };
+        let discovery = if self.no_discovery || net.discovery == Some(false) {
             None
         } else {
             Some(DiscoveryConfig {
-                group: self.multicast,
-                interfaces: resolve_interfaces(&self.interfaces)?,
+                group: multicast,
+                interfaces: resolve_interfaces(&interfaces)?,
             })
         };
+        let network_key = self
+            .network_key
+            .clone()
+            .or_else(|| net.network_key.as_deref().map(expand_home));
+        let defaults = Retention::default();
         Ok(Config {
             nick,
-            listen: self.listen,
-            port: self.port,
+            listen: self
+                .listen
+                .or(net.listen)
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            port: self.port.or(net.port),
             discovery,
-            static_peers: self.peers.clone(),
-            network_key: self
-                .network_key
-                .as_deref()
-                .map(|p| socket_or_default(Some(p))),
-            require_encryption: self.require_encryption,
+            static_peers: peers,
+            network_key: network_key.as_deref().map(|p| socket_or_default(Some(p))),
+            require_encryption: self.require_encryption || net.require_encryption == Some(true),
             plaintext_links: self.insecure_plaintext_links,
             socket: self.socket_path().0,
             identity: self.identity.as_deref().map(|p| socket_or_default(Some(p))),
-            history: self.history as usize,
+            history: self.history.or(f.history.held).unwrap_or(DEFAULT_HISTORY) as usize,
             state_dir: shared::cli::state_dir(),
             retention: Retention {
-                days: self.retain_days,
-                messages: self.retain_messages,
+                days: self
+                    .retain_days
+                    .or(f.history.retain_days)
+                    .unwrap_or(defaults.days),
+                messages: self
+                    .retain_messages
+                    .or(f.history.retain_messages)
+                    .unwrap_or(defaults.messages),
             },
+            notify: Notify {
+                highlight: f.notify.highlight.clone(),
+                command: f.notify.command.clone(),
+            },
+            config_file: file.path.clone().or_else(shared::config::default_path),
             timing: Timing::default(),
         })
     }
 }
+
+/// Events held in memory when neither `--history` nor the file says.
+const DEFAULT_HISTORY: u32 = 1000;
 
 /// `$USER`, else `$LOGNAME`, else the name of our uid.
 fn login_name() -> Option<String> {
@@ -203,18 +253,6 @@ fn login_name() -> Option<String> {
                 .flatten()
                 .map(|u| u.name)
         })
-}
-
-fn check_host_port(s: &str) -> anyhow::Result<()> {
-    let (host, port) = s.rsplit_once(':').context("expected HOST:PORT")?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        bail!("empty host");
-    }
-    match port.parse::<u16>() {
-        Ok(p) if p != 0 => Ok(()),
-        _ => bail!("bad port {port:?}"),
-    }
 }
 
 /// `--interface` values to IPv4 addresses; none given: every up,
@@ -294,25 +332,29 @@ mod tests {
             "--history",
             "5",
         ]);
-        let cfg = c.config().unwrap();
+        let cfg = c.config(&Loaded::default()).unwrap();
         assert_eq!(cfg.nick, "bob");
         assert_eq!(cfg.history, 5);
         assert_eq!(cfg.discovery.unwrap().interfaces, vec![Ipv4Addr::LOCALHOST]);
-        assert!(cli(&["--nick", "a b"]).config().is_err());
+        assert!(cli(&["--nick", "a b"]).config(&Loaded::default()).is_err());
         assert!(
             cli(&["--nick", "a", "--multicast", "10.0.0.1:1"])
-                .config()
+                .config(&Loaded::default())
                 .is_err()
         );
-        assert!(cli(&["--nick", "a", "--peer", "nohost"]).config().is_err());
+        assert!(
+            cli(&["--nick", "a", "--peer", "nohost"])
+                .config(&Loaded::default())
+                .is_err()
+        );
         assert!(
             cli(&["--nick", "a", "--interface", "no-such-if0"])
-                .config()
+                .config(&Loaded::default())
                 .is_err()
         );
         assert!(
             cli(&["--nick", "a", "--no-discovery"])
-                .config()
+                .config(&Loaded::default())
                 .unwrap()
                 .discovery
                 .is_none()

@@ -31,7 +31,21 @@ pub struct Config {
     /// start nodes in-process), and how much it keeps.
     pub state_dir: Option<PathBuf>,
     pub retention: crate::store::Retention,
+    /// What counts as a mention, and what runs on one.
+    pub notify: Notify,
+    /// The settings file `/nick` writes the nick into (`None`: nowhere).
+    pub config_file: Option<PathBuf>,
     pub timing: Timing,
+}
+
+/// Mentions of the user, and the program run on each (settings file,
+/// `[notify]`).
+#[derive(Debug, Clone, Default)]
+pub struct Notify {
+    /// Words besides the nick that make a mention.
+    pub highlight: Vec<String>,
+    /// Program and arguments; `{nick}`, `{room}`, `{text}` are replaced.
+    pub command: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]

@@ -59,7 +59,14 @@ fn main() -> ExitCode {
         Ok(false) => {}
         Err(e) => return fail(None, &Failure::Other(e.into())),
     }
-    let config = match cli.config() {
+    let file = match cli.load_file() {
+        Ok(f) => f,
+        Err(e) => return fail(None, &Failure::Usage(e.into())),
+    };
+    for w in &file.warnings {
+        warn(w);
+    }
+    let config = match cli.config(&file) {
         Ok(c) => c,
         Err(e) => return fail(None, &Failure::Usage(e)),
     };
@@ -105,6 +112,13 @@ fn main() -> ExitCode {
         .await;
         ExitCode::SUCCESS
     })
+}
+
+/// A warning about the settings, before logging is set up (its stderr
+/// is the journal under systemd, the terminal by hand).
+#[allow(clippy::print_stderr)]
+fn warn(w: &str) {
+    eprintln!("p2pchatd: warning: {w}");
 }
 
 /// Says why the daemon did not run: to the parent waiting on `--daemon`

@@ -277,6 +277,7 @@ pub async fn serve(
             .unwrap_or_default(),
         listen: config.listen.to_string(),
         retention: config.retention,
+        config_file: config.config_file.clone(),
         store_off: store_off.map(|(info, _)| info),
         shutdown: shutdown.clone(),
     });

@@ -697,6 +697,12 @@ impl StatusInfo {
 pub struct NickResult {
     pub old: String,
     pub new: String,
+    /// The settings file the nick was written into, so it lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_in: Option<String>,
+    /// Why it could not be written there (the nick is changed all the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_saved: Option<String>,
 }
 
 /// Result of `shutdown`.
@@ -966,6 +972,8 @@ mod tests {
         rt(NickResult {
             old: "a".into(),
             new: "b".into(),
+            saved_in: Some("/c/config.toml".into()),
+            not_saved: None,
         });
         rt(ShutdownResult { stopping: true });
         let json = serde_json::to_string(&PeerInfo {

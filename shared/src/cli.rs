@@ -65,6 +65,12 @@ pub fn state_dir() -> Option<PathBuf> {
     xdg_dir("XDG_STATE_HOME", ".local/state").map(|d| d.join("p2pchat"))
 }
 
+/// `$XDG_CONFIG_HOME/p2pchat` (default `~/.config/p2pchat`): the settings
+/// file.
+pub fn config_dir() -> Option<PathBuf> {
+    xdg_dir("XDG_CONFIG_HOME", ".config").map(|d| d.join("p2pchat"))
+}
+
 /// `--socket PATH` (or `P2PCHAT_SOCKET`) made absolute, or the default.
 /// Absolute, because `--daemon` leaves the working folder.
 pub fn socket_or_default(given: Option<&Path>) -> PathBuf {

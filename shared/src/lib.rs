@@ -10,11 +10,14 @@ pub mod api;
 pub mod authorship;
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "cli")]
+pub mod config;
 pub mod discovery;
 pub mod event;
 pub mod keys;
 pub mod limits;
 pub mod line;
+pub mod mention;
 pub mod paths;
 pub mod secure;
 pub mod sync;

@@ -52,6 +52,28 @@ impl Tmux {
         self.tmux(&["set-option", "-t", session, "remain-on-exit", "on"]);
     }
 
+    /// Runs `cmd` in a new session like [`start_sized`](Self::start_sized),
+    /// with every byte it writes to the terminal also appended to `log`
+    /// (escape sequences and all), from its first.
+    pub fn start_recorded(&self, session: &str, cmd: &str, log: &std::path::Path) {
+        // A shell first, so the recording is on before the program starts.
+        self.start_sized(session, "sh", 100, 30);
+        let pipe = format!("cat >> '{}'", log.display());
+        let out = self.tmux(&["pipe-pane", "-o", "-t", session, &pipe]);
+        assert!(out.status.success(), "tmux pipe-pane");
+        self.enter(session, &format!("exec {cmd}"));
+    }
+
+    /// The screen with its colours and attributes as escape sequences.
+    pub fn screen_styled(&self, session: &str) -> String {
+        String::from_utf8_lossy(
+            &self
+                .tmux(&["capture-pane", "-p", "-e", "-t", session])
+                .stdout,
+        )
+        .into_owned()
+    }
+
     pub fn screen(&self, session: &str) -> String {
         String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p", "-t", session]).stdout)
             .into_owned()

@@ -42,13 +42,24 @@ pub(super) const HELP: &[(&str, &str)] = &[
 
 pub(super) const KEYS: &[(&str, &str)] = &[
     ("Up, Down", "recall sent lines"),
+    ("Tab, Shift-Tab", "complete a nick or /command"),
     ("^A ^E, Ctrl-arrows", "line start/end, by word"),
     ("^W ^U ^K", "delete word, to start, to end"),
-    ("PgUp PgDn Home End", "scroll (mouse wheel too)"),
+    ("PgUp PgDn Home End", "scroll"),
+    ("Alt-M", "mouse on/off (wheel scrolling)"),
     ("F3, Shift-F3", "to the older/newer search hit"),
     ("Esc", "dismiss an alert, leave a search"),
     ("^C, ^D", "quit (detach)"),
 ];
+
+/// Every /command, for Tab completion: the first name of each help entry
+/// and its aliases.
+pub(super) fn names() -> impl Iterator<Item = &'static str> {
+    HELP.iter()
+        .flat_map(|(usage, _)| usage.split(", "))
+        .filter_map(|u| u.split(' ').next())
+        .filter(|n| n.starts_with('/') && !n.starts_with("//"))
+}
 
 /// Reads one submitted line. `None`: nothing to do (blank line).
 pub(super) fn parse(line: &str) -> Option<Command> {

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crossterm::event::{
-    DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture, Event,
-    EventStream, MouseEventKind,
+    DisableBracketedPaste, DisableFocusChange, DisableMouseCapture, EnableBracketedPaste,
+    EnableFocusChange, EnableMouseCapture, Event, EventStream, MouseEventKind,
 };
 use futures_util::StreamExt;
 use ratatui::DefaultTerminal;
@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::client::{Client, ClientError};
 use session::Request;
+pub use state::Settings;
 use state::{Clock, State};
 use theme::Theme;
 use update::{Action, Effect, update};
@@ -53,6 +54,14 @@ pub struct Options {
     /// frame that shows the attached history into this file.
     pub first_frame_report: Option<PathBuf>,
     pub started: Instant,
+    /// The settings file's `[tui]` (and highlight words).
+    pub settings: Settings,
+    /// Colours on (the settings' `color`; NO_COLOR still wins).
+    pub color: bool,
+    /// What the settings file had to warn about, shown in the view.
+    pub warnings: Vec<String>,
+    /// The settings file read, passed on to a daemon we start.
+    pub config: Option<PathBuf>,
 }
 
 /// Why the TUI could not run; printed with the terminal intact.
@@ -101,6 +110,11 @@ pub(crate) async fn ensure_daemon(opts: &Options) -> Result<Option<String>, TuiE
         .arg("--daemon")
         .arg("--socket")
         .arg(&opts.socket)
+        .args(
+            opts.config
+                .iter()
+                .flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]),
+        )
         .args(&opts.daemon_args)
         .stdin(std::process::Stdio::null())
         .output()
@@ -135,33 +149,105 @@ struct Term {
 }
 
 impl Term {
-    fn enter() -> io::Result<Self> {
+    /// Takes the terminal over; the mouse is captured only if asked
+    /// (captured, the terminal's own selection and link clicks need Shift).
+    fn enter(mouse: bool) -> io::Result<Self> {
         // ratatui's init installs a panic hook that restores raw mode and
         // the main screen; ours also stops mouse capture and paste mode.
         let terminal = ratatui::try_init()?;
         let ratatui_hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let _ = crossterm::execute!(io::stdout(), DisableBracketedPaste, DisableMouseCapture);
+            let _ = release(&mut io::stdout());
             ratatui_hook(info);
         }));
-        crossterm::execute!(io::stdout(), EnableMouseCapture, EnableBracketedPaste)?;
+        crossterm::execute!(io::stdout(), EnableBracketedPaste, EnableFocusChange)?;
+        if mouse {
+            crossterm::execute!(io::stdout(), EnableMouseCapture)?;
+        }
         Ok(Self { terminal })
+    }
+}
+
+/// Gives back what `enter` took beyond ratatui's raw mode and screen.
+fn release(out: &mut impl Write) -> io::Result<()> {
+    crossterm::execute!(out, DisableBracketedPaste, DisableFocusChange)?;
+    // Only sent when it was on: a terminal that never saw it on is left
+    // untouched.
+    if MOUSE_ON.load(std::sync::atomic::Ordering::Relaxed) {
+        crossterm::execute!(out, DisableMouseCapture)?;
+    }
+    Ok(())
+}
+
+/// Whether mouse capture is on now (the panic hook reads it).
+static MOUSE_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn set_mouse(on: bool) -> io::Result<()> {
+    MOUSE_ON.store(on, std::sync::atomic::Ordering::Relaxed);
+    if on {
+        crossterm::execute!(io::stdout(), EnableMouseCapture)
+    } else {
+        crossterm::execute!(io::stdout(), DisableMouseCapture)
     }
 }
 
 impl Drop for Term {
     fn drop(&mut self) {
-        let _ = crossterm::execute!(io::stdout(), DisableBracketedPaste, DisableMouseCapture);
+        let _ = release(&mut io::stdout());
         ratatui::restore();
     }
+}
+
+/// Writes each link on screen again, inside an OSC 8 hyperlink, in the
+/// style its cells already have; the cursor stays where the frame put it.
+fn hyperlinks(buffer: &ratatui::buffer::Buffer, links: &[view::ScreenLink]) -> io::Result<()> {
+    use crossterm::cursor::{MoveTo, RestorePosition, SavePosition};
+    use crossterm::style::{PrintStyledContent, StyledContent};
+    use ratatui::backend::IntoCrossterm;
+    if links.is_empty() {
+        return Ok(());
+    }
+    let mut out = io::stdout().lock();
+    crossterm::queue!(out, SavePosition)?;
+    for l in links {
+        let Some(cell) = buffer.cell((l.x, l.y)) else {
+            continue;
+        };
+        let style = cell.style().into_crossterm();
+        let osc = format!("\x1b]8;;{}\x1b\\{}\x1b]8;;\x1b\\", l.url, l.text);
+        crossterm::queue!(
+            out,
+            MoveTo(l.x, l.y),
+            PrintStyledContent(StyledContent::new(style, osc))
+        )?;
+    }
+    crossterm::queue!(out, RestorePosition)?;
+    out.flush()
+}
+
+/// Draws the state, then its links.
+fn draw(term: &mut Term, state: &State) -> io::Result<()> {
+    let mut links = Vec::new();
+    let frame = term.terminal.draw(|f| links = view::view(state, f))?;
+    hyperlinks(frame.buffer, &links)
 }
 
 /// Runs the TUI until the user quits.
 pub async fn run(opts: Options) -> Result<(), TuiError> {
     let note = ensure_daemon(&opts).await?;
-    let mut term = Term::enter()?;
+    let mut term = Term::enter(opts.settings.mouse)?;
+    MOUSE_ON.store(opts.settings.mouse, std::sync::atomic::Ordering::Relaxed);
     let size = term.terminal.size()?;
-    let mut state = State::new(size.width, size.height, Theme::from_env(), Clock::Local);
+    let mut state = State::new(
+        size.width,
+        size.height,
+        Theme::from_env(opts.color),
+        Clock::Local,
+    );
+    state.apply(&opts.settings);
+    for w in &opts.warnings {
+        state.note(state::LineKind::Error(format!("settings: {w}")));
+    }
     if let Some(n) = note {
         state.note(state::LineKind::Info(n));
     }
@@ -176,7 +262,7 @@ pub async fn run(opts: Options) -> Result<(), TuiError> {
     let mut stop = stop_signals()?;
     let mut reported = opts.first_frame_report.is_none();
 
-    term.terminal.draw(|f| view::view(&state, f))?;
+    draw(&mut term, &state)?;
     'main: loop {
         let first = tokio::select! {
             ev = input.next() => match ev {
@@ -239,10 +325,15 @@ pub async fn run(opts: Options) -> Result<(), TuiError> {
                         // A refresh already queued will do.
                         let _ = requests.try_send(Request::Peers);
                     }
+                    Effect::Bell => {
+                        let mut out = io::stdout().lock();
+                        let _ = out.write_all(b"\x07").and_then(|()| out.flush());
+                    }
+                    Effect::Mouse(on) => set_mouse(on)?,
                 }
             }
         }
-        term.terminal.draw(|f| view::view(&state, f))?;
+        draw(&mut term, &state)?;
         if !reported && state.me.is_some() {
             reported = true;
             report_first_frame(&opts);
@@ -263,7 +354,8 @@ fn to_action(ev: Event) -> Option<Action> {
         },
         Event::Paste(p) => Some(Action::Paste(p)),
         Event::Resize(w, h) => Some(Action::Resize(w, h)),
-        Event::FocusGained | Event::FocusLost => None,
+        Event::FocusGained => Some(Action::Focus(true)),
+        Event::FocusLost => Some(Action::Focus(false)),
     }
 }
 

@@ -230,13 +230,16 @@ async fn forward(
         Request::Nick(name) => {
             let p = client.send(&Call::Nick(NickParams { name })).await?;
             tokio::spawn(async move {
-                if let Err(e) = p.wait::<NickResult>().await {
-                    let _ = actions
-                        .send(Action::Daemon(DaemonMsg::Failed(format!(
-                            "nick not changed: {e}"
-                        ))))
-                        .await;
-                }
+                let msg = match p.wait::<NickResult>().await {
+                    Ok(r) => match r.not_saved {
+                        Some(why) => {
+                            DaemonMsg::Failed(format!("the nick lasts until p2pchatd stops: {why}"))
+                        }
+                        None => return,
+                    },
+                    Err(e) => DaemonMsg::Failed(format!("nick not changed: {e}")),
+                };
+                let _ = actions.send(Action::Daemon(msg)).await;
             });
         }
         Request::Trust(nick) => {

@@ -4,10 +4,11 @@ use std::collections::VecDeque;
 
 #[cfg(test)]
 use chrono::FixedOffset;
-use chrono::{Local, Utc};
+use chrono::{Local, NaiveDate, Utc};
 use shared::Timestamp;
 use shared::api::{PeerInfo, Trust};
 use shared::event::{Event, EventBody};
+use shared::mention::Highlights;
 use tui_input::Input;
 
 use super::theme::Theme;
@@ -52,6 +53,8 @@ pub(super) enum LineKind {
         /// Said while we were apart, caught up later: shown with its own
         /// time and [`LATE_MARK`].
         late: bool,
+        /// It names us (our nick or a highlight word).
+        mention: bool,
     },
     Join {
         nick: String,
@@ -72,6 +75,9 @@ pub(super) enum LineKind {
     Error(String),
     /// From the daemon: who is who is in doubt (a verified nick, another key).
     Alert(String),
+    /// A rule across the view with a label: the day changed, or where
+    /// unread lines begin.
+    Rule(String),
 }
 
 /// One entry of the message area, with its height at the current width.
@@ -97,11 +103,21 @@ pub(super) enum Clock {
 }
 
 impl Clock {
-    pub(super) fn hhmm(self, ts: &Timestamp) -> String {
+    /// `ts` in the clock's zone, as `format` (strftime) says.
+    pub(super) fn format(self, ts: &Timestamp, format: &str) -> String {
         match self {
-            Self::Local => ts.with_timezone(&Local).format("%H:%M").to_string(),
+            Self::Local => ts.with_timezone(&Local).format(format).to_string(),
             #[cfg(test)]
-            Self::Fixed { tz, .. } => ts.with_timezone(&tz).format("%H:%M").to_string(),
+            Self::Fixed { tz, .. } => ts.with_timezone(&tz).format(format).to_string(),
+        }
+    }
+
+    /// The calendar day of `ts` in the clock's zone.
+    pub(super) fn day(self, ts: &Timestamp) -> NaiveDate {
+        match self {
+            Self::Local => ts.with_timezone(&Local).date_naive(),
+            #[cfg(test)]
+            Self::Fixed { tz, .. } => ts.with_timezone(&tz).date_naive(),
         }
     }
 
@@ -115,9 +131,58 @@ impl Clock {
     }
 }
 
-/// Columns of the time column ("HH:MM ").
-pub(super) const TIME_WIDTH: usize = 6;
 pub(super) use crate::format::LATE_MARK;
+
+/// The time column's format when the settings name none.
+pub(super) const DEFAULT_TIME_FORMAT: &str = "%H:%M";
+/// The time column is never wider than this (a long format is cut).
+const MAX_TIME_WIDTH: usize = 32;
+
+/// Columns a time takes in `format`, plus the space after it: the widest
+/// of a sample of times (month and day names differ in length).
+pub(super) fn time_width(format: &str) -> usize {
+    use chrono::TimeZone;
+    let widest = (1..=12)
+        .filter_map(|m| Utc.with_ymd_and_hms(2026, m, 28, 22, 58, 58).single())
+        .map(|t| str_width(&t.format(format).to_string()))
+        .max()
+        .unwrap_or(5);
+    widest.min(MAX_TIME_WIDTH) + 1
+}
+
+/// What the settings file says about the TUI (`[tui]`, and the highlight
+/// words of `[notify]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub time_format: String,
+    pub mouse: bool,
+    pub bell: bool,
+    pub highlight: Vec<String>,
+}
+
+impl Settings {
+    /// The settings file's choices, defaults where it says nothing.
+    pub fn from_file(f: &shared::config::FileConfig) -> Self {
+        let d = Self::default();
+        Self {
+            time_format: f.tui.time_format.clone().unwrap_or(d.time_format),
+            mouse: f.tui.mouse.unwrap_or(d.mouse),
+            bell: f.tui.bell.unwrap_or(d.bell),
+            highlight: f.notify.highlight.clone(),
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            time_format: DEFAULT_TIME_FORMAT.to_owned(),
+            mouse: false,
+            bell: true,
+            highlight: Vec::new(),
+        }
+    }
+}
 
 impl LineKind {
     /// The marker after the time (`<nick> `, `* nick `, `--> `...), after
@@ -137,6 +202,7 @@ impl LineKind {
             Self::Leave { .. } => "<-- ".into(),
             Self::Nick { .. } | Self::Info(_) => "-- ".into(),
             Self::Gap { .. } | Self::Error(_) | Self::Alert(_) => "!! ".into(),
+            Self::Rule(_) => String::new(),
         }
     }
 
@@ -164,7 +230,7 @@ impl LineKind {
             Self::Leave { nick, reason: None } => format!("{nick} left"),
             Self::Nick { old, new } => format!("{old} is now known as {new}"),
             Self::Gap { missed } => format!("{missed} events missed while this view lagged"),
-            Self::Info(t) | Self::Error(t) | Self::Alert(t) => t.clone(),
+            Self::Info(t) | Self::Error(t) | Self::Alert(t) | Self::Rule(t) => t.clone(),
         }
     }
 }
@@ -172,30 +238,55 @@ impl LineKind {
 /// Where a line's body starts (its lead: time and marker) and where its
 /// continuation rows are indented to: under the body unless that leaves
 /// too little room.
-fn lead_and_indent(marker: &str, width: usize) -> (usize, usize) {
-    let lead = TIME_WIDTH + str_width(marker);
+fn lead_and_indent(marker: &str, width: usize, time_width: usize) -> (usize, usize) {
+    let lead = time_width + str_width(marker);
     (lead, if lead * 2 <= width { lead } else { 0 })
 }
 
-/// A laid-out line: the continuation indent, the marker, the body's rows.
-pub(super) fn layout(kind: &LineKind, width: usize) -> (usize, String, Vec<String>) {
+/// A laid-out line: the continuation indent, the marker, the body, and
+/// its rows as byte ranges of the body.
+pub(super) struct Laid {
+    pub indent: usize,
+    pub marker: String,
+    pub body: String,
+    pub rows: Vec<std::ops::Range<usize>>,
+}
+
+pub(super) fn layout(kind: &LineKind, width: usize, time_width: usize) -> Laid {
     let marker = kind.marker();
-    let (lead, indent) = lead_and_indent(&marker, width);
+    let (lead, indent) = lead_and_indent(&marker, width, time_width);
     let body = kind.body();
-    let rows = wrap(
-        &body,
-        width.saturating_sub(lead),
-        width.saturating_sub(indent),
-    )
-    .into_iter()
-    .map(str::to_owned)
-    .collect();
-    (indent, marker, rows)
+    let base = body.as_ptr() as usize;
+    let rows = if matches!(kind, LineKind::Rule(_)) {
+        std::iter::once(0..body.len()).collect()
+    } else {
+        wrap(
+            &body,
+            width.saturating_sub(lead),
+            width.saturating_sub(indent),
+        )
+        .into_iter()
+        .map(|r| {
+            // Each row is a slice of the body: its place in it.
+            let start = r.as_ptr() as usize - base;
+            start..start + r.len()
+        })
+        .collect()
+    };
+    Laid {
+        indent,
+        marker,
+        body,
+        rows,
+    }
 }
 
 /// How many rows a line takes, without building them.
-fn row_count(kind: &LineKind, width: usize) -> usize {
-    let (lead, indent) = lead_and_indent(&kind.marker(), width);
+fn row_count(kind: &LineKind, width: usize, time_width: usize) -> usize {
+    if matches!(kind, LineKind::Rule(_)) {
+        return 1;
+    }
+    let (lead, indent) = lead_and_indent(&kind.marker(), width, time_width);
     wrap(
         &kind.body(),
         width.saturating_sub(lead),
@@ -236,6 +327,47 @@ pub(super) struct State {
     /// view jumped to (highlighted until Esc).
     pub hits: Vec<u64>,
     pub hit: Option<u64>,
+    /// The time column's strftime format, and its width with the space.
+    pub time_format: String,
+    pub time_width: usize,
+    /// What makes a line a mention: our nick and the settings' words.
+    pub highlights: Highlights,
+    pub highlight_words: Vec<String>,
+    /// Ring the bell on a mention.
+    pub bell: bool,
+    /// The terminal reports the mouse to us (wheel scrolling).
+    pub mouse: bool,
+    /// The terminal has the focus (as far as it tells).
+    pub focused: bool,
+    /// Mentions that came while the view was scrolled up or the terminal
+    /// had no focus.
+    pub mentions: usize,
+    /// The day of the newest line in time order, for day-change rules.
+    pub last_day: Option<NaiveDate>,
+    /// Tab completion under way.
+    pub completion: Option<Completion>,
+    /// A paste of several lines waiting for Enter (send) or Esc.
+    pub paste: Option<Vec<String>>,
+}
+
+/// Tab completion under way: the input around the word, the candidates,
+/// the one shown, and the input as it shows it (any edit ends it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Completion {
+    pub before: String,
+    pub after: String,
+    pub candidates: Vec<String>,
+    pub index: usize,
+    pub shown: String,
+}
+
+impl Completion {
+    /// The input with the current candidate, and the cursor after it.
+    pub(super) fn apply(&self) -> (String, usize) {
+        let word = &self.candidates[self.index % self.candidates.len()];
+        let value = format!("{}{word}{}", self.before, self.after);
+        (value, self.before.chars().count() + word.chars().count())
+    }
 }
 
 impl State {
@@ -262,7 +394,40 @@ impl State {
             alert: None,
             hits: Vec::new(),
             hit: None,
+            time_format: DEFAULT_TIME_FORMAT.to_owned(),
+            time_width: time_width(DEFAULT_TIME_FORMAT),
+            highlights: Highlights::default(),
+            highlight_words: Vec::new(),
+            bell: true,
+            mouse: false,
+            focused: true,
+            mentions: 0,
+            last_day: None,
+            completion: None,
+            paste: None,
         }
+    }
+
+    /// Takes the settings file's choices.
+    pub(super) fn apply(&mut self, s: &Settings) {
+        self.time_format.clone_from(&s.time_format);
+        self.time_width = time_width(&s.time_format);
+        self.bell = s.bell;
+        self.mouse = s.mouse;
+        self.highlight_words.clone_from(&s.highlight);
+        self.rebuild_highlights();
+        self.relayout();
+    }
+
+    /// Our nick or the words changed: what a mention is changes too.
+    pub(super) fn rebuild_highlights(&mut self) {
+        let nick = self.me.as_ref().map(|m| m.nick.as_str());
+        self.highlights = Highlights::new(nick, self.highlight_words.iter().map(String::as_str));
+    }
+
+    /// Whether mentions now are out of sight.
+    pub(super) fn looking_away(&self) -> bool {
+        self.scroll > 0 || !self.focused
     }
 
     /// Whether the users pane is on screen.
@@ -280,10 +445,25 @@ impl State {
         usize::from(w).max(1)
     }
 
-    /// Rows of the message area (the status bar and input take two, an
-    /// alert one more).
+    /// What the banner row above the status bar says, if anything: a
+    /// paste waiting, else an alert; and how to dismiss it.
+    pub(super) fn banner(&self) -> Option<(String, &'static str)> {
+        if let Some(lines) = &self.paste {
+            return Some((
+                format!(
+                    "paste of {} lines: Enter sends each as a message",
+                    lines.len()
+                ),
+                " (Esc drops it) ",
+            ));
+        }
+        self.alert.clone().map(|a| (a, " (Esc dismisses) "))
+    }
+
+    /// Rows of the message area (the status bar and input take two, a
+    /// banner one more).
     pub(super) fn message_height(&self) -> usize {
-        let below = 2 + u16::from(self.alert.is_some());
+        let below = 2 + u16::from(self.banner().is_some());
         usize::from(self.height.saturating_sub(below)).max(1)
     }
 
@@ -293,7 +473,23 @@ impl State {
     }
 
     pub(super) fn push(&mut self, ts: Timestamp, cursor: Option<u64>, kind: LineKind) {
-        let rows = row_count(&kind, self.message_width());
+        // A rule where the day changes; also above the first line when it
+        // is not from today. Late lines carry their own date and do not
+        // count.
+        if !kind.is_late() && !matches!(kind, LineKind::Rule(_)) {
+            let day = self.clock.day(&ts);
+            let today = self.clock.day(&self.clock.now());
+            let changed = match self.last_day {
+                Some(last) => day != last,
+                None => day != today,
+            };
+            self.last_day = Some(day);
+            if changed {
+                let label = day.format("%A, %-d %B %Y").to_string();
+                self.push(ts, None, LineKind::Rule(label));
+            }
+        }
+        let rows = row_count(&kind, self.message_width(), self.time_width);
         let is_message = matches!(kind, LineKind::Message { .. });
         self.lines.push_back(ChatLine {
             ts,
@@ -322,8 +518,8 @@ impl State {
         self.push(self.clock.now(), None, kind);
     }
 
-    /// Adds a daemon event as a line.
-    pub(super) fn push_event(&mut self, e: &Event) {
+    /// Adds a daemon event as a line; true when it mentions us.
+    pub(super) fn push_event(&mut self, e: &Event) -> bool {
         let own = |peer_id: &str| self.me.as_ref().is_some_and(|m| m.peer_id == peer_id);
         let (ts, late) = crate::format::shown_time(e);
         let kind = match &e.body {
@@ -336,6 +532,7 @@ impl State {
                 ..
             } => LineKind::Message {
                 own: own(peer_id),
+                mention: !own(peer_id) && self.highlights.matches(text),
                 peer_id: peer_id.clone(),
                 nick: nick.clone(),
                 text: text.clone(),
@@ -357,9 +554,11 @@ impl State {
                 new: new.clone(),
             },
             EventBody::Gap { missed } => LineKind::Gap { missed: *missed },
-            EventBody::Other { .. } => return,
+            EventBody::Other { .. } => return false,
         };
+        let mention = matches!(kind, LineKind::Message { mention: true, .. });
         self.push(ts, Some(e.cursor), kind);
+        mention
     }
 
     /// Scrolls so the line of event `cursor` is in the middle of the view
@@ -380,7 +579,7 @@ impl State {
         let width = self.message_width();
         let mut total = 0;
         for l in &mut self.lines {
-            l.rows = row_count(&l.kind, width);
+            l.rows = row_count(&l.kind, width, self.time_width);
             total += l.rows;
         }
         self.total_rows = total;
@@ -392,6 +591,8 @@ impl State {
         self.total_rows = 0;
         self.scroll = 0;
         self.unseen = 0;
+        self.mentions = 0;
+        self.last_day = None;
     }
 
     /// Connected peers.

@@ -34,10 +34,11 @@ pub(super) struct Theme {
 }
 
 impl Theme {
-    /// Colour unless `NO_COLOR` is set to anything but "" (no-color.org).
-    pub(super) fn from_env() -> Self {
+    /// Colour unless `NO_COLOR` is set to anything but "" (no-color.org),
+    /// or the settings say `color = false`.
+    pub(super) fn from_env(color: bool) -> Self {
         Self {
-            color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            color: color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         }
     }
 
@@ -112,6 +113,28 @@ impl Theme {
 
     pub(super) fn border(self) -> Style {
         self.fg(Color::DarkGray)
+    }
+
+    /// Words that name us: they must catch the eye.
+    pub(super) fn mention(self) -> Style {
+        if self.color {
+            Style::new()
+                .fg(Color::Black)
+                .bg(Color::Yellow)
+                .add_modifier(Modifier::BOLD)
+        } else {
+            Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD)
+        }
+    }
+
+    /// A link (also an OSC 8 hyperlink where the terminal has them).
+    pub(super) fn link(self) -> Style {
+        self.fg(Color::Cyan).add_modifier(Modifier::UNDERLINED)
+    }
+
+    /// A rule across the view (day change, unread lines).
+    pub(super) fn rule(self) -> Style {
+        self.fg(Color::Yellow).add_modifier(Modifier::DIM)
     }
 }
 

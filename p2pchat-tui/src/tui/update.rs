@@ -18,6 +18,8 @@ pub(super) enum Action {
     Key(KeyEvent),
     Mouse(MouseEvent),
     Paste(String),
+    /// The terminal gained (true) or lost the focus.
+    Focus(bool),
     Resize(u16, u16),
     Daemon(DaemonMsg),
     /// The slow timer: refresh what has no event of its own.
@@ -61,10 +63,17 @@ pub(super) enum Effect {
     Forget(String),
     Search(String),
     RefreshPeers,
+    /// Ring the terminal bell (a mention).
+    Bell,
+    /// Capture the mouse (wheel scrolling) or give it back to the terminal.
+    Mouse(bool),
     /// Stop the daemon, then quit.
     Shutdown,
     Quit,
 }
+
+/// A paste of more lines than this is refused, not sent line by line.
+pub(super) const MAX_PASTE_LINES: usize = 100;
 
 pub(super) fn update(state: &mut State, action: Action) -> Vec<Effect> {
     match action {
@@ -75,16 +84,13 @@ pub(super) fn update(state: &mut State, action: Action) -> Vec<Effect> {
             vec![]
         }
         Action::Paste(text) => {
-            // A pasted block becomes one line to edit, not many messages.
-            for c in text.chars() {
-                let c = if c == '\n' || c == '\r' || c == '\t' {
-                    ' '
-                } else {
-                    c
-                };
-                if !c.is_control() {
-                    state.input.handle(InputRequest::InsertChar(c));
-                }
+            paste(state, &text);
+            vec![]
+        }
+        Action::Focus(focused) => {
+            state.focused = focused;
+            if !state.looking_away() {
+                state.mentions = 0;
             }
             vec![]
         }
@@ -112,10 +118,50 @@ fn key(state: &mut State, k: KeyEvent) -> Vec<Effect> {
             return vec![];
         }
     }
+    // A paste of several lines waits for Enter (send each) or Esc.
+    if let Some(lines) = state.paste.take() {
+        return match k.code {
+            KeyCode::Enter => lines
+                .into_iter()
+                .map(|text| Effect::Say {
+                    text,
+                    action: false,
+                })
+                .collect(),
+            KeyCode::Esc => {
+                state.note(LineKind::Info("paste dropped".into()));
+                vec![]
+            }
+            _ => {
+                state.paste = Some(lines);
+                vec![]
+            }
+        };
+    }
+    match k.code {
+        KeyCode::Tab => {
+            complete(state, true);
+            return vec![];
+        }
+        KeyCode::BackTab => {
+            complete(state, false);
+            return vec![];
+        }
+        _ => state.completion = None,
+    }
     let edit = |state: &mut State, r: InputRequest| {
         state.input.handle(r);
     };
     match k.code {
+        KeyCode::Char('m') if alt => {
+            state.mouse = !state.mouse;
+            state.note(LineKind::Info(if state.mouse {
+                "mouse on: the wheel scrolls; Alt-M gives selection and link clicks back to the terminal".into()
+            } else {
+                "mouse off: the terminal selects and opens links; Alt-M turns wheel scrolling on".into()
+            }));
+            return vec![Effect::Mouse(state.mouse)];
+        }
         KeyCode::Char('c') if ctrl => return vec![Effect::Quit],
         KeyCode::Char('d') if ctrl && state.input.value().is_empty() => return vec![Effect::Quit],
         KeyCode::Enter => return submit(state),
@@ -202,7 +248,113 @@ fn scroll_down(state: &mut State, rows: usize) {
     state.scroll = state.scroll.saturating_sub(rows);
     if state.scroll == 0 {
         state.unseen = 0;
+        if state.focused {
+            state.mentions = 0;
+        }
     }
+}
+
+/// A paste: one line goes into the input to edit; several wait for
+/// Enter, then go as one message each (never glued with spaces).
+fn paste(state: &mut State, text: &str) {
+    let text = text.replace("\r\n", "\n").replace('\r', "\n");
+    let lines: Vec<String> = text
+        .split('\n')
+        .map(|l| {
+            l.chars()
+                .map(|c| if c == '\t' { ' ' } else { c })
+                .filter(|c| !c.is_control())
+                .collect::<String>()
+        })
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    match lines.len() {
+        0 => {}
+        1 => {
+            for c in lines[0].chars() {
+                state.input.handle(InputRequest::InsertChar(c));
+            }
+        }
+        n if n > MAX_PASTE_LINES => state.note(LineKind::Error(format!(
+            "a paste of {n} lines is not sent (at most {MAX_PASTE_LINES}); `p2pchat say -` sends a file"
+        ))),
+        _ => state.paste = Some(lines),
+    }
+}
+
+/// Tab (forward) or Shift-Tab: completes the word before the cursor, a
+/// /command at the start of the line, else a nick (with `: ` at the line
+/// start); again cycles through the other candidates.
+fn complete(state: &mut State, forward: bool) {
+    if let Some(c) = &mut state.completion
+        && state.input.value() == c.shown
+    {
+        let n = c.candidates.len();
+        c.index = if forward {
+            (c.index + 1) % n
+        } else {
+            (c.index + n - 1) % n
+        };
+        let (value, cursor) = c.apply();
+        c.shown.clone_from(&value);
+        state.input = tui_input::Input::new(value).with_cursor(cursor);
+        return;
+    }
+    let value = state.input.value().to_owned();
+    let chars: Vec<char> = value.chars().collect();
+    let cursor = state.input.cursor().min(chars.len());
+    let start = chars[..cursor]
+        .iter()
+        .rposition(|c| c.is_whitespace())
+        .map_or(0, |i| i + 1);
+    let word: String = chars[start..cursor].iter().collect();
+    let candidates: Vec<String> = if start == 0 && word.starts_with('/') {
+        command::names()
+            .filter(|n| n.starts_with(&word.to_lowercase()))
+            .map(|n| format!("{n} "))
+            .collect()
+    } else {
+        let lower = word.to_lowercase();
+        let mut nicks: Vec<(bool, &str)> = state
+            .peers
+            .iter()
+            .map(|p| (p.connected, p.nick.as_str()))
+            .filter(|(_, n)| n.to_lowercase().starts_with(&lower))
+            .collect();
+        // Peers here first, then by name; each nick once.
+        nicks.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        let mut out: Vec<String> = Vec::new();
+        for (_, n) in nicks {
+            let n = if start == 0 {
+                format!("{n}: ")
+            } else {
+                format!("{n} ")
+            };
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+        out
+    };
+    if candidates.is_empty() {
+        return;
+    }
+    let before: String = chars[..start].iter().collect();
+    let after: String = chars[cursor..].iter().collect();
+    let mut c = super::state::Completion {
+        before,
+        after,
+        candidates,
+        index: if forward { 0 } else { usize::MAX },
+        shown: String::new(),
+    };
+    if !forward {
+        c.index = c.candidates.len() - 1;
+    }
+    let (value, cursor) = c.apply();
+    c.shown.clone_from(&value);
+    state.input = tui_input::Input::new(value).with_cursor(cursor);
+    state.completion = Some(c);
 }
 
 /// Up: older sent lines; Down: newer, then back to the draft.
@@ -366,6 +518,7 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
                 nick: status.nick,
                 fingerprint: status.fingerprint,
             });
+            state.rebuild_highlights();
             state.link = DaemonLink::Connected;
             for e in &history {
                 state.push_event(e);
@@ -387,13 +540,21 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
                 && *peer_id == me.peer_id
             {
                 me.nick.clone_from(new);
+                state.rebuild_highlights();
             }
-            state.push_event(&e);
+            let mut effects = Vec::new();
+            if state.push_event(&e) {
+                if state.looking_away() {
+                    state.mentions += 1;
+                }
+                if state.bell {
+                    effects.push(Effect::Bell);
+                }
+            }
             if refresh {
-                vec![Effect::RefreshPeers]
-            } else {
-                vec![]
+                effects.push(Effect::RefreshPeers);
             }
+            effects
         }
         DaemonMsg::Peers(p) => {
             state.peers = p;
@@ -462,13 +623,17 @@ mod tests {
     use shared::api::StatusInfo;
 
     fn state() -> State {
-        let clock = Clock::Fixed {
-            tz: FixedOffset::east_opt(0).unwrap(),
-            now: Utc::now(),
-        };
-        let mut s = State::new(80, 12, Theme { color: true }, clock);
+        let mut s = State::new(80, 12, Theme { color: true }, clock());
         attach(&mut s, "me_1", vec![]);
         s
+    }
+
+    /// The tests' lines are said on 2026-11-25, which is "today".
+    fn clock() -> Clock {
+        Clock::Fixed {
+            tz: FixedOffset::east_opt(0).unwrap(),
+            now: Utc.with_ymd_and_hms(2026, 11, 25, 12, 30, 0).unwrap(),
+        }
     }
 
     fn status(peer_id: &str) -> StatusInfo {
@@ -854,10 +1019,199 @@ mod tests {
     }
 
     #[test]
-    fn paste_is_one_editable_line() {
+    fn a_one_line_paste_is_edited_and_many_lines_ask_first() {
         let mut s = state();
-        update(&mut s, Action::Paste("a\nb\r\nc\td\u{1b}".into()));
-        assert_eq!(s.input.value(), "a b  c d");
+        update(&mut s, Action::Paste("c\td\u{1b}\n".into()));
+        assert_eq!(s.input.value(), "c d", "one line, cleaned, to edit");
+        assert_eq!(s.paste, None);
+
+        let mut s = state();
+        update(&mut s, Action::Paste("a\nb\r\n\r\nc\n".into()));
+        assert_eq!(s.input.value(), "", "never glued into one line");
+        assert_eq!(
+            s.banner().map(|b| b.0),
+            Some("paste of 3 lines: Enter sends each as a message".into())
+        );
+        assert_eq!(press(&mut s, KeyCode::Char('x')), vec![], "other keys wait");
+        let said = press(&mut s, KeyCode::Enter);
+        let texts: Vec<&str> = said
+            .iter()
+            .map(|e| match e {
+                Effect::Say {
+                    text,
+                    action: false,
+                } => text.as_str(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(texts, ["a", "b", "c"]);
+        assert_eq!(s.banner(), None);
+
+        update(&mut s, Action::Paste("1\n2".into()));
+        assert_eq!(press(&mut s, KeyCode::Esc), vec![]);
+        assert_eq!(s.paste, None);
+        assert!(matches!(last_line(&s), LineKind::Info(t) if t == "paste dropped"));
+
+        let huge = "x\n".repeat(MAX_PASTE_LINES + 1);
+        update(&mut s, Action::Paste(huge));
+        assert_eq!(s.paste, None, "refused, not queued");
+        assert!(matches!(last_line(&s), LineKind::Error(t) if t.contains("101 lines")));
+    }
+
+    #[test]
+    fn tab_completes_nicks_and_commands_and_cycles() {
+        let mut s = state();
+        let peer = |nick: &str, connected| PeerInfo {
+            peer_id: format!("{nick}_1"),
+            nick: nick.into(),
+            addr: None,
+            connected,
+            link: None,
+            kind: None,
+            encrypted: true,
+            fingerprint: None,
+            trust: None,
+            last_seen_ms: None,
+        };
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Peers(vec![
+                peer("bobby", false),
+                peer("bob", true),
+                peer("carol", true),
+            ])),
+        );
+        for c in "bo".chars() {
+            press(&mut s, KeyCode::Char(c));
+        }
+        press(&mut s, KeyCode::Tab);
+        assert_eq!(s.input.value(), "bob: ", "at the line start, with `: `");
+        press(&mut s, KeyCode::Tab);
+        assert_eq!(s.input.value(), "bobby: ", "again: the next one");
+        press(&mut s, KeyCode::Tab);
+        assert_eq!(s.input.value(), "bob: ", "round and round");
+        update(&mut s, key(KeyCode::BackTab, KeyModifiers::SHIFT));
+        assert_eq!(s.input.value(), "bobby: ");
+        for c in "hi CA".chars() {
+            press(&mut s, KeyCode::Char(c));
+        }
+        press(&mut s, KeyCode::Tab);
+        assert_eq!(s.input.value(), "bobby: hi carol ", "mid-line: a space");
+
+        let mut s = state();
+        for c in "/ni".chars() {
+            press(&mut s, KeyCode::Char(c));
+        }
+        press(&mut s, KeyCode::Tab);
+        assert_eq!(s.input.value(), "/nick ");
+        let mut s = state();
+        press(&mut s, KeyCode::Char('/'));
+        press(&mut s, KeyCode::Char('w'));
+        press(&mut s, KeyCode::Tab);
+        press(&mut s, KeyCode::Tab);
+        assert_eq!(s.input.value(), "/whois ", "/who, then /whois");
+        press(&mut s, KeyCode::Char('x'));
+        press(&mut s, KeyCode::Tab);
+        assert_eq!(s.input.value(), "/whois x", "no candidate: nothing changes");
+    }
+
+    #[test]
+    fn mentions_ring_count_and_follow_the_nick() {
+        let mut s = state();
+        s.highlight_words = vec!["deploy".into()];
+        s.rebuild_highlights();
+        let fx = update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Event(msg(1, "bob_1", "hey me, look"))),
+        );
+        assert_eq!(fx, vec![Effect::Bell], "our nick rings");
+        assert!(matches!(
+            last_line(&s),
+            LineKind::Message { mention: true, .. }
+        ));
+        assert_eq!(s.mentions, 0, "seen: at the bottom, focused");
+        let fx = update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Event(msg(2, "bob_1", "memo"))),
+        );
+        assert_eq!(fx, vec![], "a word that only starts with the nick does not");
+        update(&mut s, Action::Focus(false));
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Event(msg(3, "bob_1", "DEPLOY done"))),
+        );
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Event(msg(4, "me_1", "me deploy"))),
+        );
+        assert_eq!(s.mentions, 1, "counted while away; our own lines never");
+        update(&mut s, Action::Focus(true));
+        assert_eq!(s.mentions, 0);
+        // A new nick is what counts from then on.
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Event(Event {
+                cursor: 5,
+                ts: Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap(),
+                body: EventBody::Nick {
+                    peer_id: "me_1".into(),
+                    old: "me".into(),
+                    new: "zed".into(),
+                },
+            })),
+        );
+        assert_eq!(
+            update(
+                &mut s,
+                Action::Daemon(DaemonMsg::Event(msg(6, "bob_1", "zed?")))
+            ),
+            vec![Effect::Bell]
+        );
+        s.bell = false;
+        assert_eq!(
+            update(
+                &mut s,
+                Action::Daemon(DaemonMsg::Event(msg(7, "bob_1", "zed!")))
+            ),
+            vec![],
+            "bell = false"
+        );
+    }
+
+    #[test]
+    fn a_day_change_draws_a_rule() {
+        let mut s = state();
+        let at = |d: u32, h: u32| Utc.with_ymd_and_hms(2026, 11, d, h, 0, 0).unwrap();
+        let mut m = msg(1, "bob_1", "yesterday");
+        m.ts = at(24, 23);
+        update(&mut s, Action::Daemon(DaemonMsg::Event(m)));
+        let mut m = msg(2, "bob_1", "today");
+        m.ts = at(25, 1);
+        update(&mut s, Action::Daemon(DaemonMsg::Event(m)));
+        let kinds: Vec<String> = s.lines.iter().map(|l| l.kind.body()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "Tuesday, 24 November 2026",
+                "yesterday",
+                "Wednesday, 25 November 2026",
+                "today"
+            ]
+        );
+    }
+
+    #[test]
+    fn alt_m_toggles_the_mouse() {
+        let mut s = state();
+        assert!(!s.mouse, "off by default");
+        assert_eq!(
+            update(&mut s, key(KeyCode::Char('m'), KeyModifiers::ALT)),
+            vec![Effect::Mouse(true)]
+        );
+        assert_eq!(
+            update(&mut s, key(KeyCode::Char('m'), KeyModifiers::ALT)),
+            vec![Effect::Mouse(false)]
+        );
     }
 
     #[test]
@@ -939,7 +1293,7 @@ mod tests {
 
     #[test]
     fn daemon_messages() {
-        let mut s = State::new(80, 12, Theme { color: false }, Clock::Local);
+        let mut s = State::new(80, 12, Theme { color: false }, clock());
         assert_eq!(s.link, DaemonLink::Connecting);
         assert_eq!(
             update(&mut s, Action::Tick),

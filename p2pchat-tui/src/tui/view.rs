@@ -12,10 +12,24 @@ use super::command::{HELP, KEYS};
 use super::state::{ChatLine, DaemonLink, LATE_MARK, LineKind, State, USERS_WIDTH, layout};
 use super::wrap::str_width;
 
-pub(super) fn view(state: &State, frame: &mut Frame<'_>) {
+/// A piece of a link on screen: where, what it shows, where it goes. The
+/// loop writes these again as OSC 8 hyperlinks after each frame (ratatui
+/// cells cannot hold one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ScreenLink {
+    pub x: u16,
+    pub y: u16,
+    pub text: String,
+    pub url: String,
+}
+
+/// A row of the message area, and the links in it (column, text, url).
+type Row = (Line<'static>, Vec<(usize, String, String)>);
+
+pub(super) fn view(state: &State, frame: &mut Frame<'_>) -> Vec<ScreenLink> {
     let area = frame.area();
     // An alert takes a row of its own above the status bar until dismissed.
-    let banner_rows = u16::from(state.alert.is_some());
+    let banner_rows = u16::from(state.banner().is_some());
     let [main, banner, status, input] = Layout::vertical([
         Constraint::Min(1),
         Constraint::Length(banner_rows),
@@ -23,8 +37,8 @@ pub(super) fn view(state: &State, frame: &mut Frame<'_>) {
         Constraint::Length(1),
     ])
     .areas(area);
-    if let Some(text) = &state.alert {
-        alert_banner(state, text, frame, banner);
+    if let Some((text, tail)) = state.banner() {
+        alert_banner(state, &text, tail, frame, banner);
     }
     let messages_area = if state.users_visible() {
         let [m, u] =
@@ -34,15 +48,17 @@ pub(super) fn view(state: &State, frame: &mut Frame<'_>) {
     } else {
         main
     };
-    messages(state, frame, messages_area);
+    let links = messages(state, frame, messages_area);
     status_bar(state, frame, status);
     input_line(state, frame, input);
     if state.show_help {
         help(state, frame, area);
+        return Vec::new();
     }
+    links
 }
 
-fn messages(state: &State, frame: &mut Frame<'_>, area: Rect) {
+fn messages(state: &State, frame: &mut Frame<'_>, area: Rect) -> Vec<ScreenLink> {
     let theme = state.theme;
     if state.lines.is_empty() {
         let hint = match state.link {
@@ -50,14 +66,14 @@ fn messages(state: &State, frame: &mut Frame<'_>, area: Rect) {
             _ => "Connecting to p2pchatd...",
         };
         frame.render_widget(Paragraph::new(Line::styled(hint, theme.info())), area);
-        return;
+        return Vec::new();
     }
     let height = usize::from(area.height);
     let width = state.message_width();
     // Walk back from the newest line: lines below the view are skipped by
     // their cached heights, only lines on screen are wrapped and styled.
     let mut below = state.scroll.min(state.max_scroll());
-    let mut chunks: Vec<Vec<Line<'static>>> = Vec::new();
+    let mut chunks: Vec<Vec<Row>> = Vec::new();
     let mut rows = 0;
     for line in state.lines.iter().rev() {
         if rows >= height {
@@ -74,7 +90,7 @@ fn messages(state: &State, frame: &mut Frame<'_>, area: Rect) {
         rows += rendered.len();
         chunks.push(rendered);
     }
-    let mut visible: Vec<Line<'static>> = chunks.into_iter().rev().flatten().collect();
+    let mut visible: Vec<Row> = chunks.into_iter().rev().flatten().collect();
     // The top edge may cut through the oldest line shown.
     let cut = visible.len().saturating_sub(height);
     visible.drain(..cut);
@@ -85,12 +101,35 @@ fn messages(state: &State, frame: &mut Frame<'_>, area: Rect) {
         height: cells(visible.len()),
         ..area
     };
-    frame.render_widget(Paragraph::new(visible), target);
+    let mut links = Vec::new();
+    for (i, (_, row_links)) in visible.iter_mut().enumerate() {
+        for (col, text, url) in row_links.drain(..) {
+            links.push(ScreenLink {
+                x: area.x + cells(col),
+                y: target.y + cells(i),
+                text,
+                url,
+            });
+        }
+    }
+    let lines: Vec<Line<'static>> = visible.into_iter().map(|(l, _)| l).collect();
+    frame.render_widget(Paragraph::new(lines), target);
+    links
 }
 
-fn render_line(state: &State, line: &ChatLine, width: usize) -> Vec<Line<'static>> {
+/// What a stretch of a body is: plain, a mention, a link (to where).
+#[derive(Clone, Copy)]
+enum Mark<'a> {
+    Mention,
+    Link(&'a str),
+}
+
+fn render_line(state: &State, line: &ChatLine, width: usize) -> Vec<Row> {
     let theme = state.theme;
-    let (indent, marker, rows) = layout(&line.kind, width);
+    let laid = layout(&line.kind, width, state.time_width);
+    if let LineKind::Rule(label) = &line.kind {
+        return vec![(rule(label, width, theme.rule()), Vec::new())];
+    }
     let (marker_style, body_style) = match &line.kind {
         LineKind::Message { peer_id, own, .. } => (theme.nick(peer_id, *own), Style::new()),
         LineKind::Join { .. } => (theme.join(), theme.join()),
@@ -100,6 +139,7 @@ fn render_line(state: &State, line: &ChatLine, width: usize) -> Vec<Line<'static
         LineKind::Info(_) => (theme.info(), theme.info()),
         LineKind::Error(_) => (theme.error(), theme.error()),
         LineKind::Alert(_) => (theme.status_alert(), theme.error()),
+        LineKind::Rule(_) => (theme.rule(), theme.rule()),
     };
     // The search hit jumped to stands out.
     let body_style = if line.cursor.is_some() && line.cursor == state.hit {
@@ -107,10 +147,41 @@ fn render_line(state: &State, line: &ChatLine, width: usize) -> Vec<Line<'static
     } else {
         body_style
     };
-    let mut out = Vec::with_capacity(rows.len());
-    for (i, row) in rows.into_iter().enumerate() {
+    // Mentions and links in the body, by byte range, in order.
+    let body = &laid.body;
+    let mut marks: Vec<(std::ops::Range<usize>, Mark<'_>)> = Vec::new();
+    if let LineKind::Message { own, text, .. } = &line.kind {
+        if !own {
+            marks.extend(
+                state
+                    .highlights
+                    .ranges(body)
+                    .into_iter()
+                    .map(|r| (r, Mark::Mention)),
+            );
+        }
+        // Only lines people wrote carry links (a URL is plain text in our
+        // own notes).
+        if text.contains("://") {
+            for l in linkify::LinkFinder::new()
+                .kinds(&[linkify::LinkKind::Url])
+                .links(body)
+            {
+                marks.push((l.start()..l.end(), Mark::Link(l.as_str())));
+            }
+        }
+        marks.sort_by_key(|(r, _)| r.start);
+    }
+    let time = state.clock.format(&line.ts, &state.time_format);
+    let time_room = state.time_width.saturating_sub(1);
+    let time = format!("{time:<time_room$}");
+    let mut out = Vec::with_capacity(laid.rows.len());
+    for (i, row) in laid.rows.iter().enumerate() {
+        let mut spans = Vec::new();
+        let mut col;
         if i == 0 {
-            let mut spans = vec![Span::styled(state.clock.hhmm(&line.ts), theme.time())];
+            col = state.time_width + str_width(&laid.marker);
+            spans.push(Span::styled(fit(&time, time_room), theme.time()));
             if line.kind.is_late() {
                 spans.push(Span::styled(LATE_MARK, theme.notice()));
             } else {
@@ -118,22 +189,59 @@ fn render_line(state: &State, line: &ChatLine, width: usize) -> Vec<Line<'static
             }
             match line.kind.mark() {
                 Some(mark) => {
-                    let rest = marker[mark.len()..].to_owned();
+                    let rest = laid.marker[mark.len()..].to_owned();
                     spans.push(Span::styled(mark, theme.error()));
                     spans.push(Span::styled(rest, marker_style));
                 }
-                None => spans.push(Span::styled(marker.clone(), marker_style)),
+                None => spans.push(Span::styled(laid.marker.clone(), marker_style)),
             }
-            spans.push(Span::styled(row, body_style));
-            out.push(Line::from(spans));
         } else {
-            out.push(Line::from(vec![
-                Span::raw(" ".repeat(indent)),
-                Span::styled(row, body_style),
-            ]));
+            col = laid.indent;
+            spans.push(Span::raw(" ".repeat(laid.indent)));
         }
+        let mut links = Vec::new();
+        let mut at = row.start;
+        let mut pieces =
+            |from: usize, to: usize, mark: Option<Mark<'_>>, spans: &mut Vec<Span<'static>>| {
+                if from >= to {
+                    return;
+                }
+                let text = body[from..to].to_owned();
+                let style = match mark {
+                    Some(Mark::Mention) => body_style.patch(theme.mention()),
+                    Some(Mark::Link(url)) => {
+                        links.push((col, text.clone(), url.to_owned()));
+                        body_style.patch(theme.link())
+                    }
+                    None => body_style,
+                };
+                col += str_width(&text);
+                spans.push(Span::styled(text, style));
+            };
+        for (r, mark) in &marks {
+            let (from, to) = (r.start.max(row.start), r.end.min(row.end));
+            if from >= to || from < at {
+                continue;
+            }
+            pieces(at, from, None, &mut spans);
+            pieces(from, to, Some(*mark), &mut spans);
+            at = to;
+        }
+        pieces(at, row.end, None, &mut spans);
+        out.push((Line::from(spans), links));
     }
     out
+}
+
+/// `──── label ────` across `width` columns.
+fn rule(label: &str, width: usize, style: Style) -> Line<'static> {
+    let label = fit(label, width.saturating_sub(8));
+    let left = 4;
+    let right = width.saturating_sub(left + str_width(&label) + 2);
+    Line::styled(
+        format!("{} {label} {}", "─".repeat(left), "─".repeat(right)),
+        style,
+    )
 }
 
 /// Cuts `s` to `max` columns, marking the cut with `…`.
@@ -235,6 +343,18 @@ fn status_bar(state: &State, frame: &mut Frame<'_>, area: Rect) {
             theme.status_alert(),
         )),
     }
+    if state.mentions > 0 {
+        spans.push(Span::styled("│", bar));
+        let noun = if state.mentions == 1 {
+            "mention"
+        } else {
+            "mentions"
+        };
+        spans.push(Span::styled(
+            format!(" @ {} {noun} ", state.mentions),
+            theme.mention(),
+        ));
+    }
     if state.scroll > 0 {
         spans.push(Span::styled("│", bar));
         let mark = if state.unseen > 0 {
@@ -254,13 +374,12 @@ fn status_bar(state: &State, frame: &mut Frame<'_>, area: Rect) {
 
 /// The alert row: the text, cut to fit (the whole of it is in the view),
 /// and how to dismiss it.
-fn alert_banner(state: &State, text: &str, frame: &mut Frame<'_>, area: Rect) {
+fn alert_banner(state: &State, text: &str, tail: &str, frame: &mut Frame<'_>, area: Rect) {
     let style = state.theme.status_alert();
-    let tail = " (Esc dismisses) ";
     let room = usize::from(area.width).saturating_sub(3 + tail.len());
     let line = Line::from(vec![
         Span::styled(format!(" ⚠ {}", fit(text, room)), style),
-        Span::styled(tail, style),
+        Span::styled(tail.to_owned(), style),
     ]);
     frame.render_widget(Paragraph::new(line).style(style), area);
 }
@@ -556,8 +675,74 @@ mod tests {
 
     fn draw(s: &State) -> Terminal<TestBackend> {
         let mut t = Terminal::new(TestBackend::new(s.width, s.height)).unwrap();
-        t.draw(|f| view(s, f)).unwrap();
+        t.draw(|f| {
+            view(s, f);
+        })
+        .unwrap();
         t
+    }
+
+    /// A mention is styled in the body; a URL is styled and handed back as
+    /// a link to write as OSC 8, split where the line wraps.
+    #[test]
+    fn mentions_stand_out_and_links_are_found() {
+        let mut s = room(40, 8, true);
+        let text = "alice: see https://example.com/a/very/long/path ok";
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Event(say(
+                1,
+                1,
+                "bob_7be1d0aa",
+                "bob",
+                text,
+                false,
+            ))),
+        );
+        s.show_users = false;
+        s.relayout();
+        let mut t = Terminal::new(TestBackend::new(s.width, s.height)).unwrap();
+        let mut links = Vec::new();
+        t.draw(|f| links = view(&s, f)).unwrap();
+        let buf = t.backend().buffer().clone();
+        let row = |y: u16| -> String { (0..40).map(|x| buf[(x, y)].symbol().to_owned()).collect() };
+        // "12:01 <bob> " is 12 columns; the mention is the next five.
+        let y = (0..8).find(|&y| row(y).starts_with("12:01")).unwrap();
+        assert_eq!(buf[(12, y)].bg, ratatui::style::Color::Yellow, "{}", row(y));
+        assert_eq!(buf[(11, y)].bg, ratatui::style::Color::Reset);
+        let url = "https://example.com/a/very/long/path";
+        assert_eq!(links.len(), 2, "{links:?}");
+        assert!(links.iter().all(|l| l.url == url));
+        assert_eq!(links[0].y + 1, links[1].y, "the wrapped part is linked too");
+        assert_eq!(
+            links.iter().map(|l| l.text.as_str()).collect::<String>(),
+            url
+        );
+        let first = &links[0];
+        assert!(row(first.y)[..].contains(&first.text));
+        assert!(
+            buf[(first.x, first.y)]
+                .modifier
+                .contains(Modifier::UNDERLINED)
+        );
+        // Our own line neither highlights nor rings for our own nick.
+        let mut s = room(40, 8, true);
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Event(say(
+                1,
+                1,
+                ME,
+                "alice",
+                "alice here",
+                false,
+            ))),
+        );
+        s.show_users = false;
+        s.relayout();
+        let t = draw(&s);
+        let buf = t.backend().buffer();
+        assert!((0..40).all(|x| (0..8).all(|y| buf[(x, y)].bg != ratatui::style::Color::Yellow)));
     }
 
     /// Every scroll position shows exactly its window of the whole room,
@@ -589,7 +774,7 @@ mod tests {
             .lines
             .iter()
             .flat_map(|l| render_line(&s, l, s.message_width()))
-            .map(|l| text_of(&l))
+            .map(|l| text_of(&l.0))
             .collect();
         let height = s.message_height();
         assert!(all.len() > 3 * height);
@@ -730,9 +915,9 @@ mod tests {
         let line = s.lines.back().expect("a line");
         let rows: Vec<String> = render_line(&s, line, s.message_width())
             .iter()
-            .map(|l| l.spans.iter().map(|s| s.content.as_ref()).collect())
+            .map(|l| l.0.spans.iter().map(|s| s.content.as_ref()).collect())
             .collect();
-        let said = s.clock.hhmm(&at(5));
+        let said = s.clock.format(&at(5), "%H:%M");
         assert!(
             rows[0].starts_with(&format!("{said}{LATE_MARK}")),
             "its own time, marked: {rows:?}"

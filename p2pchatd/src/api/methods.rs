@@ -1,5 +1,6 @@
 //! Answers to API requests.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -97,7 +98,16 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
                     .set_nick(&p.name)
                     .await
                     .unwrap_or_else(|| p.name.clone());
-                respond(id, Ok(NickResult { old, new: p.name }))
+                let (saved_in, not_saved) = save_nick(ctx.config_file.clone(), &p.name).await;
+                respond(
+                    id,
+                    Ok(NickResult {
+                        old,
+                        new: p.name,
+                        saved_in,
+                        not_saved,
+                    }),
+                )
             }
         },
         Call::Trust(p) => match ctx.mesh.verify_nick(&p.nick) {
@@ -220,4 +230,24 @@ fn respond<T: Serialize>(id: Option<Value>, result: Result<T, RpcError>) -> Repl
         Err(e) => encode_error(Some(&id), &e, &mut out),
     }
     Reply::Line(out)
+}
+
+/// Writes the nick into the settings file so the next start keeps it;
+/// where it went, or why it did not.
+async fn save_nick(file: Option<PathBuf>, nick: &str) -> (Option<String>, Option<String>) {
+    let Some(file) = file else {
+        return (None, Some("no settings file (no $HOME)".to_owned()));
+    };
+    let nick = nick.to_owned();
+    let shown = file.display().to_string();
+    let saved = tokio::task::spawn_blocking(move || shared::config::save_nick(&file, &nick))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    match saved {
+        Ok(()) => (Some(shown), None),
+        Err(why) => {
+            tracing::warn!("the new nick is not saved: {why}");
+            (None, Some(why))
+        }
+    }
 }

@@ -207,6 +207,8 @@ pub(crate) struct ApiContext {
     pub interfaces: Vec<String>,
     pub listen: String,
     pub retention: crate::store::Retention,
+    /// Where `nick` saves the nick.
+    pub config_file: Option<PathBuf>,
     /// Why there is no store, when there is none.
     pub store_off: Option<shared::api::StoreInfo>,
     /// Cancelled by the `shutdown` method.
