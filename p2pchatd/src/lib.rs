@@ -14,6 +14,7 @@ pub mod logging;
 mod memory;
 mod mesh;
 pub mod node;
+mod notify;
 pub mod service;
 pub mod store;
 mod sync;

@@ -225,6 +225,13 @@ pub async fn serve(
         });
     }
     let tasks = TaskTracker::new();
+    // The notify command runs on its own task; it ends with the mesh.
+    let notifier = config.notify.command.clone().map(|command| {
+        let (n, runner) =
+            crate::notify::Notifier::new(command, config.notify.highlight.clone(), &config.nick);
+        tokio::spawn(runner);
+        n
+    });
     let local = Local {
         identity,
         nick: config.nick.clone(),
@@ -235,6 +242,7 @@ pub async fn serve(
         plaintext_links: config.plaintext_links,
         retain_days: Some(config.retention.days),
         journal_last,
+        notifier,
     };
     let mesh = Mesh::new(
         local,

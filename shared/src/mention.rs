@@ -84,6 +84,9 @@ fn eq_fold(a: &str, b: &str) -> bool {
 /// The first whole-word, case-blind match of `word` in `text` at or after
 /// byte `from`.
 fn find_word(text: &str, word: &str, from: usize) -> Option<Range<usize>> {
+    if word.is_ascii() {
+        return find_ascii_word(text, word, from);
+    }
     let starts = text
         .char_indices()
         .filter(|&(i, _)| i >= from)
@@ -94,19 +97,40 @@ fn find_word(text: &str, word: &str, from: usize) -> Option<Range<usize>> {
             continue;
         };
         let end = start + len;
-        let before = text[..start].chars().next_back();
-        let after = text[end..].chars().next();
-        // A word that starts or ends in punctuation (`@ops`) is bounded
-        // by what it is; one that starts or ends in a word character needs
-        // a non-word neighbour.
-        let first_word = word.chars().next().is_some_and(is_word_char);
-        let last_word = word.chars().next_back().is_some_and(is_word_char);
-        if (first_word && before.is_some_and(is_word_char))
-            || (last_word && after.is_some_and(is_word_char))
-        {
-            continue;
+        if bounded(text, start..end, word) {
+            return Some(start..end);
         }
-        return Some(start..end);
+    }
+    None
+}
+
+/// Whether the match `at` of `word` in `text` is a whole word. A word that
+/// starts or ends in punctuation (`@ops`) is bounded by what it is; one
+/// that starts or ends in a word character needs a non-word neighbour.
+fn bounded(text: &str, at: Range<usize>, word: &str) -> bool {
+    let before = text[..at.start].chars().next_back();
+    let after = text[at.end..].chars().next();
+    let first_word = word.chars().next().is_some_and(is_word_char);
+    let last_word = word.chars().next_back().is_some_and(is_word_char);
+    !(first_word && before.is_some_and(is_word_char)
+        || last_word && after.is_some_and(is_word_char))
+}
+
+/// [`find_word`] for an ASCII word: bytes compared, no case tables (the
+/// daemon checks every line it receives).
+fn find_ascii_word(text: &str, word: &str, from: usize) -> Option<Range<usize>> {
+    let (t, w) = (text.as_bytes(), word.as_bytes());
+    let first = *w.first()?;
+    let mut i = from;
+    while i + w.len() <= t.len() {
+        // ASCII matched here, so `i` and its end are char boundaries.
+        if t[i].eq_ignore_ascii_case(&first)
+            && t[i..i + w.len()].eq_ignore_ascii_case(w)
+            && bounded(text, i..i + w.len(), word)
+        {
+            return Some(i..i + w.len());
+        }
+        i += 1;
     }
     None
 }

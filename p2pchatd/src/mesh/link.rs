@@ -807,6 +807,8 @@ impl Reader<'_> {
             });
         if added.is_none() {
             debug!(link = %self.id, id = msg.id, "dropped a duplicate");
+        } else {
+            self.mesh.said_by_peer(nick, text);
         }
     }
 }

@@ -71,6 +71,8 @@ pub(crate) struct Local {
     /// What the last life's journal held (its lost events are back in the
     /// store already).
     pub(crate) journal_last: Option<journal::Last>,
+    /// Runs the notify command on mentions, when one is configured.
+    pub(crate) notifier: Option<crate::notify::Notifier>,
 }
 
 /// Our own identity on the network.
@@ -129,6 +131,7 @@ struct Inner {
     /// Connections accepted so far, and when memory last went back.
     accepted: AtomicU64,
     bursts: Mutex<crate::memory::Bursts>,
+    notifier: Option<crate::notify::Notifier>,
 }
 
 /// How long a full link inbox may hold up our lines before its peer counts
@@ -195,6 +198,7 @@ impl Mesh {
                 dials: Arc::new(Semaphore::new(MAX_DIALS)),
                 accepted: AtomicU64::new(0),
                 bursts: Mutex::default(),
+                notifier: local.notifier,
             }),
         }
     }
@@ -691,6 +695,9 @@ impl Mesh {
         };
         self.known()
             .set_own(new, &self.inner.me.identity.public_key());
+        if let Some(n) = &self.inner.notifier {
+            n.set_nick(new);
+        }
         // A peer shown apart for our old nick is now itself again.
         self.reconsider();
         self.inner.history.append(EventBody::Nick {
@@ -706,6 +713,14 @@ impl Mesh {
         );
         self.fan_out(line, false).await;
         Some(old.to_string())
+    }
+
+    /// A line someone else said reached the history: a mention runs the
+    /// notify command.
+    pub(crate) fn said_by_peer(&self, nick: &str, text: &str) {
+        if let Some(n) = &self.inner.notifier {
+            n.heard(nick, text);
+        }
     }
 
     /// Says goodbye on every link; part of shutdown, bounded in time.
@@ -1027,6 +1042,7 @@ pub(crate) mod tests {
             plaintext_links: false,
             retain_days: None,
             journal_last: None,
+            notifier: None,
         };
         Mesh::new(
             local,

@@ -7,6 +7,7 @@ mod go_peer;
 mod hostile;
 mod lifecycle;
 mod mesh;
+mod notify;
 mod secure;
 mod service;
 mod store;
