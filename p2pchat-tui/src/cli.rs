@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use shared::api::{
-    Call, HistoryParams, HistoryResult, NickParams, NickResult, PeerInfo, SayParams, SayResult,
-    SearchParams, ShutdownResult, StatusInfo, SubscribeParams, SubscribeResult, TrustParams,
-    TrustResult,
+    AwayParams, AwayResult, Call, DETACHED_AWAY, HistoryParams, HistoryResult, NickParams,
+    NickResult, PeerInfo, SayParams, SayResult, SearchParams, ShutdownResult, StatusInfo,
+    SubscribeParams, SubscribeResult, TrustParams, TrustResult,
 };
 use shared::event::Event;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -69,6 +69,12 @@ pub enum Command {
     },
     /// Search the stored history for messages holding every word
     Search(SearchArgs),
+    /// Mark yourself away with REASON; with none, back (you still show as
+    /// away while no chat UI is attached)
+    Away {
+        /// Why, as peers see it
+        reason: Vec<String>,
+    },
     /// Write a new network key (32 random bytes, mode 0600) for --network-key
     Keygen {
         /// Where to write it; an existing file is never overwritten
@@ -285,6 +291,17 @@ pub async fn run(
                 r.nick
             ))
         }
+        Command::Away { reason } => {
+            let reason = (!reason.is_empty()).then(|| reason.join(" "));
+            let r: AwayResult = client.call(&Call::Away(AwayParams { reason })).await?;
+            emit(&match r.away {
+                None => "you are back\n".to_owned(),
+                Some(a) if a == DETACHED_AWAY => {
+                    format!("no reason set; you show as away ({a}) while no chat UI is attached\n")
+                }
+                Some(a) => format!("you are away: {a}\n"),
+            })
+        }
         Command::Keygen { path } => keygen(&path),
         Command::Config { print_default } => check_config(config, print_default),
     }
@@ -467,7 +484,10 @@ async fn tail(client: &Client, a: TailArgs) -> Result<(), CommandError> {
         .take_events()
         .ok_or_else(|| CommandError::Failed("event stream already taken".into()))?;
     let _: SubscribeResult = client
-        .call(&Call::Subscribe(SubscribeParams { since: last }))
+        .call(&Call::Subscribe(SubscribeParams {
+            since: last,
+            ..Default::default()
+        }))
         .await?;
     while let Some(e) = events.recv().await {
         print(&e)?;

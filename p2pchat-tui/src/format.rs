@@ -90,6 +90,10 @@ pub(crate) fn peers_table(peers: &[PeerInfo]) -> String {
                     None => "not connected".to_owned(),
                 },
             };
+            let state = match &p.away {
+                Some(a) if p.connected => format!("{state}; away: {}", clean(a)),
+                _ => state,
+            };
             [
                 clean(&p.nick).into_owned(),
                 clean(&p.peer_id).into_owned(),
@@ -174,9 +178,15 @@ pub(crate) fn status_text(s: &StatusInfo) -> String {
             )
         }
     };
+    let away = s
+        .away
+        .as_deref()
+        .map(|a| format!("away:      {}\n", clean(a)))
+        .unwrap_or_default();
     format!(
         "p2pchatd {} (pid {}), up {uptime}\n\
          nick:      {} ({})\n\
+         {away}\
          key:       {}\n\
          chat port: {}:{}\n\
          peers:     {} connected, {} known\n\
@@ -299,6 +309,7 @@ mod tests {
             fingerprint: None,
             trust: Some(Trust::Verified),
             last_seen_ms: Some(0),
+            away: None,
         }]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 2);

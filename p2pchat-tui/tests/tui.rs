@@ -359,3 +359,41 @@ fn wait_for_bytes(log: &Path, needle: &[u8]) -> Vec<u8> {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Quit, lines arrive, attach again: a rule shows where you left off, and
+/// while no UI is attached the peers see you away.
+#[tokio::test]
+async fn the_unread_rule_shows_where_you_left_off() {
+    let Some(tmux) = Tmux::new() else { return };
+    let net = TestNet::new();
+    let [a, b] = net.linked(["alice", "bob"]).await;
+    let alice_id = a.status().await.peer_id;
+    tmux.start("ui", &ui(&a.socket));
+    tmux.wait("ui", "attached", |s| s.contains("alice │ 1 peer │"));
+    b.say("read before quitting").await;
+    tmux.wait("ui", "the first line", |s| {
+        s.contains("read before quitting")
+    });
+    tmux.enter("ui", "/q");
+    tmux.wait_exit("ui");
+    wait_until("alice away to bob", T, || async {
+        let p = b.peers().await;
+        p.iter()
+            .any(|p| p.peer_id == alice_id && p.away.is_some())
+            .then_some(())
+    })
+    .await;
+    b.say("said while you were gone").await;
+    tmux.start("ui2", &ui(&a.socket));
+    let s = tmux.wait("ui2", "the unread rule", |s| {
+        s.contains("said while you were gone") && s.contains("new since you left")
+    });
+    let at = |needle: &str| s.find(needle).unwrap();
+    assert!(
+        at("read before quitting") < at("new since you left")
+            && at("new since you left") < at("said while you were gone"),
+        "{s}"
+    );
+    tmux.enter("ui2", "/q");
+    tmux.wait_exit("ui2");
+}

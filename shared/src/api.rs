@@ -99,14 +99,38 @@ pub struct HistoryParams {
     pub before: Option<u64>,
 }
 
-/// `subscribe {since?}`: live events from now on; with `since`, first every
-/// held event after that cursor.
+/// `subscribe {since?, attach?}`: live events from now on; with `since`,
+/// first every held event after that cursor. `attach: true` is a person's
+/// client (the TUI): while one is subscribed you are present, not away, and
+/// what it was sent when it leaves is where you left off (`read`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubscribeParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attach: bool,
 }
+
+/// `away {reason?}`: away by hand with a reason; without one (or null),
+/// back (then away again only while no client is attached).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwayParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Result of `away`: the away message peers now see, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AwayResult {
+    pub away: Option<String>,
+}
+
+/// An away reason is at most this many characters; longer ones are cut.
+pub const MAX_AWAY_CHARS: usize = 160;
+/// What peers see while no client is attached and no reason was given.
+pub const DETACHED_AWAY: &str = "detached";
 
 /// `search {words, from?, since?, limit?}`: stored messages that hold every
 /// word (a word ending in `*` matches as a prefix), newest `limit`
@@ -161,6 +185,7 @@ pub enum Call {
     Trust(TrustParams),
     Forget(TrustParams),
     Search(SearchParams),
+    Away(AwayParams),
     Shutdown,
 }
 
@@ -179,6 +204,7 @@ impl Call {
             Self::Trust(_) => "trust",
             Self::Forget(_) => "forget",
             Self::Search(_) => "search",
+            Self::Away(_) => "away",
             Self::Shutdown => "shutdown",
         }
     }
@@ -195,6 +221,7 @@ impl Call {
             "trust" => Self::Trust(required(params)?),
             "forget" => Self::Forget(required(params)?),
             "search" => Self::Search(required(params)?),
+            "away" => Self::Away(optional(params)?),
             "shutdown" => no_params(params).map(|()| Self::Shutdown)?,
             other => {
                 return Err(RpcError::new(
@@ -217,6 +244,7 @@ impl Call {
             Nick(&'a NickParams),
             Trust(&'a TrustParams),
             Search(&'a SearchParams),
+            Away(&'a AwayParams),
         }
         #[derive(Serialize)]
         struct Out<'a> {
@@ -233,6 +261,7 @@ impl Call {
             Self::Nick(p) => Some(Params::Nick(p)),
             Self::Trust(p) | Self::Forget(p) => Some(Params::Trust(p)),
             Self::Search(p) => Some(Params::Search(p)),
+            Self::Away(p) => Some(Params::Away(p)),
             Self::Peers | Self::Status | Self::Shutdown => None,
         };
         let mut out = serde_json::to_vec(&Out {
@@ -521,6 +550,10 @@ pub struct SubscribeResult {
     pub peer_id: String,
     #[serde(default)]
     pub instance: String,
+    /// Where the user left off: the newest event the last attached client
+    /// was sent before it left (`subscribe {attach}`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<u64>,
 }
 
 /// Which side opened a link.
@@ -619,6 +652,9 @@ pub struct PeerInfo {
     pub trust: Option<Trust>,
     /// Milliseconds since we last heard of it (discovery or link).
     pub last_seen_ms: Option<u64>,
+    /// Its away message, while it is away (p2pchatd peers say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub away: Option<String>,
 }
 
 /// Result of `status`.
@@ -653,6 +689,9 @@ pub struct StatusInfo {
     /// The history on disk; absent from daemons without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreInfo>,
+    /// Our away message as peers see it, while we are away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub away: Option<String>,
 }
 
 /// The history store, as `status` reports it.
@@ -760,7 +799,14 @@ mod tests {
             before: Some(10),
         }));
         roundtrip_call(Call::Subscribe(SubscribeParams::default()));
-        roundtrip_call(Call::Subscribe(SubscribeParams { since: Some(0) }));
+        roundtrip_call(Call::Subscribe(SubscribeParams {
+            since: Some(0),
+            attach: true,
+        }));
+        roundtrip_call(Call::Away(AwayParams {
+            reason: Some("lunch".into()),
+        }));
+        roundtrip_call(Call::Away(AwayParams::default()));
         roundtrip_call(Call::Peers);
         roundtrip_call(Call::Status);
         roundtrip_call(Call::Nick(NickParams { name: "x".into() }));
@@ -931,6 +977,10 @@ mod tests {
             cursor: 0,
             peer_id: "p".into(),
             instance: "i".into(),
+            read: Some(7),
+        });
+        rt(AwayResult {
+            away: Some("lunch".into()),
         });
         rt(PeerInfo {
             peer_id: "p".into(),
@@ -943,6 +993,7 @@ mod tests {
             fingerprint: None,
             trust: Some(Trust::Plaintext),
             last_seen_ms: Some(5),
+            away: Some("lunch".into()),
         });
         rt(StatusInfo {
             peer_id: "p".into(),
@@ -968,6 +1019,7 @@ mod tests {
                 retain_days: 365,
                 retain_messages: 1_000_000,
             }),
+            away: Some("lunch".into()),
         });
         rt(NickResult {
             old: "a".into(),
@@ -987,6 +1039,7 @@ mod tests {
             fingerprint: None,
             trust: None,
             last_seen_ms: None,
+            away: None,
         })
         .unwrap();
         assert!(json.contains(r#""link":null"#) && json.contains(r#""connected":false"#));

@@ -28,6 +28,9 @@ pub enum MessageType {
     Relay,
     /// p2pchatd peers only (§7): a part of the sender's version vector.
     Sync,
+    /// p2pchatd peers only (§8): the sender is away (`content` says why)
+    /// or, with no content, back.
+    Away,
     /// A type this version does not know (a newer peer's). Never sent.
     Unknown,
 }
@@ -42,6 +45,7 @@ impl MessageType {
             Self::Seal => "seal",
             Self::Relay => "relay",
             Self::Sync => "sync",
+            Self::Away => "away",
             Self::Unknown => "unknown",
         }
     }
@@ -64,6 +68,7 @@ impl<'de> Deserialize<'de> for MessageType {
             "seal" => Self::Seal,
             "relay" => Self::Relay,
             "sync" => Self::Sync,
+            "away" => Self::Away,
             _ => Self::Unknown,
         })
     }

@@ -86,7 +86,10 @@ pub(crate) async fn subscribe_since(socket: &Path, since: Option<u64>) -> Subscr
     let client = Client::connect(socket).await.expect("connect");
     let events = client.take_events().expect("events");
     let _: SubscribeResult = client
-        .call(&Call::Subscribe(SubscribeParams { since }))
+        .call(&Call::Subscribe(SubscribeParams {
+            since,
+            ..Default::default()
+        }))
         .await
         .expect("subscribe");
     Subscriber {

@@ -15,6 +15,8 @@ pub(super) enum Command {
     Whois(String),
     /// Stored lines holding these words.
     Search(String),
+    /// Away with a reason; none: back.
+    Away(Option<String>),
     Users,
     Help,
     Clear,
@@ -34,6 +36,7 @@ pub(super) const HELP: &[(&str, &str)] = &[
     ("/trust NICK", "fingerprints compared: verified"),
     ("/forget NICK", "unpin a nick from its key"),
     ("/search WORDS", "find stored lines (word* too)"),
+    ("/away [REASON]", "away (none, /back: back)"),
     ("/clear", "clear this view"),
     ("/quit, /q", "detach; you stay present"),
     ("/shutdown", "stop the daemon and quit"),
@@ -102,6 +105,8 @@ pub(super) fn parse(line: &str) -> Option<Command> {
             n => Command::Whois(n.to_owned()),
         },
         "fingerprint" => no_arg(Command::Whois(String::new())),
+        "away" => Command::Away((!arg.is_empty()).then(|| arg.to_owned())),
+        "back" => no_arg(Command::Away(None)),
         "search" | "grep" => match arg {
             "" => Command::Invalid("usage: /search WORDS".into()),
             w => Command::Search(w.to_owned()),

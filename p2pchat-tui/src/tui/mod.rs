@@ -321,6 +321,9 @@ pub async fn run(opts: Options) -> Result<(), TuiError> {
                     Effect::Search(words) => {
                         let _ = requests.send(Request::Search(words)).await;
                     }
+                    Effect::Away(reason) => {
+                        let _ = requests.send(Request::Away(reason)).await;
+                    }
                     Effect::RefreshPeers => {
                         // A refresh already queued will do.
                         let _ = requests.try_send(Request::Peers);

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::api::{
-    Call, HistoryParams, HistoryResult, NickParams, NickResult, PeerInfo, SayParams, SayResult,
-    SearchParams, ShutdownResult, StatusInfo, StoreState, SubscribeParams, SubscribeResult,
-    TrustParams, TrustResult, code,
+    AwayParams, AwayResult, Call, HistoryParams, HistoryResult, NickParams, NickResult, PeerInfo,
+    SayParams, SayResult, SearchParams, ShutdownResult, StatusInfo, StoreState, SubscribeParams,
+    SubscribeResult, TrustParams, TrustResult, code,
 };
 use shared::event::Event;
 use tokio::sync::{mpsc, oneshot};
@@ -26,11 +26,16 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 /// What the UI asks of the daemon.
 #[derive(Debug)]
 pub(super) enum Request {
-    Say { text: String, action: bool },
+    Say {
+        text: String,
+        action: bool,
+    },
     Nick(String),
     Trust(String),
     Forget(String),
     Search(String),
+    /// Away with a reason, or back.
+    Away(Option<String>),
     Peers,
     Shutdown(oneshot::Sender<Result<(), String>>),
 }
@@ -126,6 +131,7 @@ async fn attach(
             let r: Result<SubscribeResult, _> = client
                 .call(&Call::Subscribe(SubscribeParams {
                     since: Some(*cursor),
+                    attach: true,
                 }))
                 .await;
             match r {
@@ -137,8 +143,8 @@ async fn attach(
         }
         _ => None,
     };
-    let (history, since) = match resumed {
-        Some(cursor) => (Vec::new(), cursor),
+    let (history, since, read) = match resumed {
+        Some(cursor) => (Vec::new(), cursor, None),
         None => {
             let h: HistoryResult = client
                 .call(&Call::History(HistoryParams {
@@ -147,15 +153,19 @@ async fn attach(
                 }))
                 .await?;
             let since = h.events.last().map_or(0, |e| e.cursor);
-            let _: SubscribeResult = client
-                .call(&Call::Subscribe(SubscribeParams { since: Some(since) }))
+            let s: SubscribeResult = client
+                .call(&Call::Subscribe(SubscribeParams {
+                    since: Some(since),
+                    attach: true,
+                }))
                 .await?;
-            (h.events, since)
+            (h.events, since, s.read)
         }
     };
     let msg = DaemonMsg::Attached {
         status: Box::new(status),
         history,
+        read,
     };
     if actions.send(Action::Daemon(msg)).await.is_err() {
         return Ok(None);
@@ -225,6 +235,19 @@ async fn forward(
                         .send(Action::Daemon(DaemonMsg::Failed(format!("not sent: {e}"))))
                         .await;
                 }
+            });
+        }
+        Request::Away(reason) => {
+            let p = client.send(&Call::Away(AwayParams { reason })).await?;
+            tokio::spawn(async move {
+                let msg = match p.wait::<AwayResult>().await {
+                    Ok(AwayResult { away: None }) => DaemonMsg::Done("you are back".into()),
+                    Ok(AwayResult { away: Some(a) }) => {
+                        DaemonMsg::Done(format!("you are away: {a}"))
+                    }
+                    Err(e) => DaemonMsg::Failed(format!("away: {e}")),
+                };
+                let _ = actions.send(Action::Daemon(msg)).await;
             });
         }
         Request::Nick(name) => {
@@ -319,6 +342,7 @@ async fn refuse(r: Request, actions: &mpsc::Sender<Action>) {
         Request::Trust(_) => format!("not trusted: {why}"),
         Request::Forget(_) => format!("not forgotten: {why}"),
         Request::Search(_) => format!("search failed: {why}"),
+        Request::Away(_) => format!("away not changed: {why}"),
         Request::Peers => return,
         Request::Shutdown(done) => {
             let _ = done.send(Err(why.into()));

@@ -133,6 +133,9 @@ impl Clock {
 
 pub(super) use crate::format::LATE_MARK;
 
+/// The rule where unread lines begin.
+pub(super) const UNREAD: &str = "new since you left";
+
 /// The time column's format when the settings name none.
 pub(super) const DEFAULT_TIME_FORMAT: &str = "%H:%M";
 /// The time column is never wider than this (a long format is cut).
@@ -559,6 +562,43 @@ impl State {
         let mention = matches!(kind, LineKind::Message { mention: true, .. });
         self.push(ts, Some(e.cursor), kind);
         mention
+    }
+
+    /// Draws the unread rule after the line of event `read` (or above the
+    /// first line, if every line is newer), when anything newer follows.
+    pub(super) fn mark_unread_after(&mut self, read: u64) {
+        let at = match self
+            .lines
+            .iter()
+            .rposition(|l| l.cursor.is_some_and(|c| c <= read))
+        {
+            Some(i) => i + 1,
+            None => 0,
+        };
+        let newer = self
+            .lines
+            .iter()
+            .skip(at)
+            .any(|l| matches!(l.kind, LineKind::Message { .. }));
+        if !newer {
+            return;
+        }
+        let kind = LineKind::Rule(UNREAD.to_owned());
+        let rows = row_count(&kind, self.message_width(), self.time_width);
+        let ts = self
+            .lines
+            .get(at)
+            .map_or_else(|| self.clock.now(), |l| l.ts);
+        self.lines.insert(
+            at,
+            ChatLine {
+                ts,
+                cursor: None,
+                kind,
+                rows,
+            },
+        );
+        self.total_rows += rows;
     }
 
     /// Scrolls so the line of event `cursor` is in the middle of the view

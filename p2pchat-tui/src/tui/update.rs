@@ -34,6 +34,8 @@ pub(super) enum DaemonMsg {
     Attached {
         status: Box<StatusInfo>,
         history: Vec<Event>,
+        /// Where the user left off last time (fresh attach only).
+        read: Option<u64>,
     },
     Event(Event),
     Peers(Vec<PeerInfo>),
@@ -62,6 +64,8 @@ pub(super) enum Effect {
     Trust(String),
     Forget(String),
     Search(String),
+    /// Away with a reason, or back.
+    Away(Option<String>),
     RefreshPeers,
     /// Ring the terminal bell (a mention).
     Bell,
@@ -405,6 +409,7 @@ fn submit(state: &mut State) -> Vec<Effect> {
         Command::Nick(name) => vec![Effect::Nick(name)],
         Command::Trust(nick) => vec![Effect::Trust(nick)],
         Command::Search(words) => vec![Effect::Search(words)],
+        Command::Away(reason) => vec![Effect::Away(reason)],
         Command::Forget(nick) => vec![Effect::Forget(nick)],
         Command::Whois(nick) => {
             whois(state, &nick);
@@ -493,7 +498,11 @@ fn whois(state: &mut State, nick: &str) {
 
 fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
     match msg {
-        DaemonMsg::Attached { status, history } => {
+        DaemonMsg::Attached {
+            status,
+            history,
+            read,
+        } => {
             if let Some(old) = &state.daemon_id
                 && old != status.life()
             {
@@ -522,6 +531,9 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
             state.link = DaemonLink::Connected;
             for e in &history {
                 state.push_event(e);
+            }
+            if let Some(read) = read {
+                state.mark_unread_after(read);
             }
             vec![Effect::RefreshPeers]
         }
@@ -655,6 +667,7 @@ mod tests {
             interfaces: vec![],
             listen: "0.0.0.0".into(),
             store: None,
+            away: None,
         }
     }
 
@@ -664,6 +677,7 @@ mod tests {
             Action::Daemon(DaemonMsg::Attached {
                 status: Box::new(status(id)),
                 history,
+                read: None,
             }),
         )
     }
@@ -845,6 +859,7 @@ mod tests {
                 fingerprint: Some("11111 22222 33333 44444 55555 66666".into()),
                 trust: Some(Trust::Pinned),
                 last_seen_ms: None,
+                away: None,
             }])),
         );
         enter(&mut s, "/whois bob");
@@ -926,6 +941,7 @@ mod tests {
             fingerprint: None,
             trust: None,
             last_seen_ms: None,
+            away: None,
         }];
         assert_eq!(enter(&mut s, "/users"), vec![Effect::RefreshPeers]);
         assert!(matches!(last_line(&s), LineKind::Info(m) if m == "2 here: me (you), bob"));
@@ -1072,6 +1088,7 @@ mod tests {
             fingerprint: None,
             trust: None,
             last_seen_ms: None,
+            away: None,
         };
         update(
             &mut s,
@@ -1198,6 +1215,51 @@ mod tests {
                 "today"
             ]
         );
+    }
+
+    #[test]
+    fn the_unread_rule_goes_after_the_last_line_read() {
+        let mut s = State::new(80, 12, Theme { color: false }, clock());
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Attached {
+                status: Box::new(status("me_1")),
+                history: vec![msg(1, "bob_1", "old"), msg(2, "bob_1", "new")],
+                read: Some(1),
+            }),
+        );
+        let bodies: Vec<String> = s.lines.iter().map(|l| l.kind.body()).collect();
+        assert_eq!(bodies, ["old", "new since you left", "new"]);
+        assert_eq!(s.total_rows, 3);
+        // Nothing newer than the mark: no rule.
+        let mut s = state();
+        s.lines.clear();
+        s.total_rows = 0;
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Attached {
+                status: Box::new(status("me_1")),
+                history: vec![msg(1, "bob_1", "old")],
+                read: Some(1),
+            }),
+        );
+        assert!(s.lines.iter().all(|l| !matches!(l.kind, LineKind::Rule(_))));
+    }
+
+    #[test]
+    fn away_and_back() {
+        let mut s = state();
+        for c in "/away lunch".chars() {
+            press(&mut s, KeyCode::Char(c));
+        }
+        assert_eq!(
+            press(&mut s, KeyCode::Enter),
+            vec![Effect::Away(Some("lunch".into()))]
+        );
+        for c in "/back".chars() {
+            press(&mut s, KeyCode::Char(c));
+        }
+        assert_eq!(press(&mut s, KeyCode::Enter), vec![Effect::Away(None)]);
     }
 
     #[test]

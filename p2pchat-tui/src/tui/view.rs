@@ -288,10 +288,11 @@ fn users(state: &State, frame: &mut Frame<'_>, area: Rect) {
     peers.sort_by_key(|p| !p.connected);
     for p in peers {
         let label = match (p.connected, p.link, p.kind) {
+            (true, _, _) if p.away.is_some() => "away",
             (true, _, Some(PeerKind::Go)) => "go",
             (true, Some(dir), _) => dir.as_str(),
             (true, None, _) => "linked",
-            (false, _, _) => "away",
+            (false, _, _) => "offline",
         };
         let dot = if p.connected { " ●" } else { " ○" };
         // One column of trust at a glance: ✓ verified, + new, ! conflict,
@@ -305,7 +306,7 @@ fn users(state: &State, frame: &mut Frame<'_>, area: Rect) {
         let nick_room = width.saturating_sub(4 + label.len() + 1);
         let nick = fit(&p.nick, nick_room);
         let gap = width.saturating_sub(4 + str_width(&nick) + label.len());
-        let nick_style = if p.connected {
+        let nick_style = if p.connected && p.away.is_none() {
             theme.nick(&p.peer_id, false)
         } else {
             theme.info()
@@ -494,12 +495,14 @@ mod tests {
             interfaces: vec![],
             listen: "0.0.0.0".into(),
             store: None,
+            away: None,
         };
         update(
             &mut s,
             Action::Daemon(DaemonMsg::Attached {
                 status: Box::new(status),
                 history: vec![],
+                read: None,
             }),
         );
         s
@@ -517,6 +520,7 @@ mod tests {
             fingerprint: None,
             trust: Some(trust_of(id)),
             last_seen_ms: Some(0),
+            away: None,
         };
         vec![
             p(

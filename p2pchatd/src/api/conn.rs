@@ -104,6 +104,8 @@ async fn write_replies(
     cancel: &CancellationToken,
 ) {
     let mut sub: Option<Subscription> = None;
+    // A person's client: dropped when the connection ends.
+    let mut attached: Option<crate::mesh::Attached> = None;
     let mut out = Vec::with_capacity(OUT_KEEP);
     let mut rx_open = true;
     let mut more = false;
@@ -112,7 +114,7 @@ async fn write_replies(
             tokio::select! {
                 biased;
                 r = rx.recv(), if rx_open => match r {
-                    Some(reply) => take(reply, &mut out, &mut sub),
+                    Some(reply) => take(reply, &mut out, &mut sub, &mut attached),
                     None => rx_open = false,
                 },
                 r = next_event(&mut sub), if sub.is_some() => {
@@ -126,7 +128,7 @@ async fn write_replies(
         }
         while rx_open {
             match rx.try_recv() {
-                Ok(reply) => take(reply, &mut out, &mut sub),
+                Ok(reply) => take(reply, &mut out, &mut sub, &mut attached),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => rx_open = false,
             }
@@ -135,6 +137,14 @@ async fn write_replies(
             Some(s) if !cancel.is_cancelled() => ctx.history.fill(s, &mut out, EVENT_BATCH).await,
             _ => false,
         };
+        if let (Some(a), Some(s)) = (attached.as_mut(), sub.as_ref()) {
+            a.delivered = Some(s.delivered());
+        }
+        if !rx_open {
+            // The client stopped talking: a person's client is gone then
+            // (a script may still read its events).
+            attached = None;
+        }
         if !out.is_empty() {
             let write = stream.write_all(&out);
             let give_up = async {
@@ -158,7 +168,12 @@ async fn write_replies(
     let _ = stream.flush().await;
 }
 
-fn take(reply: Reply, out: &mut Vec<u8>, sub: &mut Option<Subscription>) {
+fn take(
+    reply: Reply,
+    out: &mut Vec<u8>,
+    sub: &mut Option<Subscription>,
+    attached: &mut Option<crate::mesh::Attached>,
+) {
     let append = |out: &mut Vec<u8>, line: Vec<u8>| {
         if out.is_empty() {
             // A big reply is written as it is, not copied first.
@@ -169,9 +184,14 @@ fn take(reply: Reply, out: &mut Vec<u8>, sub: &mut Option<Subscription>) {
     };
     match reply {
         Reply::Line(line) => append(out, line),
-        Reply::Subscribed { line, subscription } => {
+        Reply::Subscribed {
+            line,
+            subscription,
+            attached: a,
+        } => {
             append(out, line);
             *sub = Some(subscription);
+            *attached = a;
         }
         Reply::None => {}
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 use shared::api::{
-    Call, HISTORY_DEFAULT_LIMIT, MAX_SEARCH_BYTES, NickResult, Request, RpcError,
+    AwayResult, Call, HISTORY_DEFAULT_LIMIT, MAX_SEARCH_BYTES, NickResult, Request, RpcError,
     SAY_WAIT_DEFAULT_MS, SAY_WAIT_MAX_MS, SearchParams, ShutdownResult, StatusInfo,
     SubscribeResult, TrustResult, code, encode_error, encode_history_result, encode_result,
     write_json_array,
@@ -29,6 +29,8 @@ pub(super) enum Reply {
     Subscribed {
         line: Vec<u8>,
         subscription: Subscription,
+        /// A person's client: present while subscribed.
+        attached: Option<crate::mesh::Attached>,
     },
     /// A notification: nothing to send.
     None,
@@ -80,12 +82,17 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
                     cursor: ctx.history.newest_cursor(),
                     peer_id: ctx.mesh.peer_id().to_string(),
                     instance: ctx.mesh.instance().to_owned(),
+                    read: ctx.history.read_marker(),
                 };
                 let line = match respond(id, Ok(result)) {
                     Reply::Line(l) => l,
                     _ => Vec::new(),
                 };
-                Reply::Subscribed { line, subscription }
+                Reply::Subscribed {
+                    line,
+                    subscription,
+                    attached: p.attach.then(|| ctx.mesh.attach()),
+                }
             }
         },
         Call::Peers => respond(id, Ok(ctx.mesh.peers())),
@@ -110,6 +117,12 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
                 )
             }
         },
+        Call::Away(p) => respond(
+            id,
+            Ok(AwayResult {
+                away: ctx.mesh.set_away(p.reason),
+            }),
+        ),
         Call::Trust(p) => match ctx.mesh.verify_nick(&p.nick) {
             Ok(fingerprint) => respond(
                 id,
@@ -218,6 +231,7 @@ fn status(ctx: &ApiContext) -> StatusInfo {
             Some(s) => Some(s.info(ctx.retention)),
             None => ctx.store_off.clone(),
         },
+        away: ctx.mesh.away(),
     }
 }
 

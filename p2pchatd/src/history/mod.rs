@@ -85,6 +85,9 @@ pub(crate) struct History {
     store: Option<Arc<Store>>,
     /// Wakes [`History::pump`] when events wait for the store.
     staged: Notify,
+    /// Where the user left off: the newest event an attached client was
+    /// sent before it left.
+    read: Mutex<Option<u64>>,
 }
 
 /// A page of history, oldest first: stored events older than the held
@@ -154,11 +157,32 @@ impl History {
             ring.reserved = store.reserve(ring.next_cursor);
         }
         let head = ring.next_cursor - 1;
+        let read = store.as_ref().and_then(Store::read_marker);
         Self {
             ring: Mutex::new(ring),
             head: watch::Sender::new(head),
             store: store.map(Arc::new),
             staged: Notify::new(),
+            read: Mutex::new(read),
+        }
+    }
+
+    /// Where the user left off, if known.
+    pub(crate) fn read_marker(&self) -> Option<u64> {
+        *self.read.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An attached client left having been sent events up to `cursor`:
+    /// that is where the user left off (it only moves forward), noted in
+    /// the store too.
+    pub(crate) fn set_read(&self, cursor: u64) {
+        let mut read = self.read.lock().unwrap_or_else(|p| p.into_inner());
+        if read.is_some_and(|r| r >= cursor) {
+            return;
+        }
+        *read = Some(cursor);
+        if let Some(store) = &self.store {
+            store.set_read_marker(cursor);
         }
     }
 
@@ -519,6 +543,11 @@ impl History {
 }
 
 impl Subscription {
+    /// The newest cursor delivered so far (0: none).
+    pub(crate) fn delivered(&self) -> u64 {
+        self.next.saturating_sub(1)
+    }
+
     /// Waits until an event newer than the last `fill` exists. Errors only
     /// when the history is gone (daemon stopping).
     pub(crate) async fn changed(&mut self) -> Result<(), watch::error::RecvError> {

@@ -277,6 +277,12 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
     if syncs {
         send_vector(mesh, &own_tx);
     }
+    // A p2pchatd peer learns at once that we are away.
+    if who.as_ref().is_some_and(|w| w.seals)
+        && let Some(away) = mesh.away()
+    {
+        let _ = own_tx.try_send(mesh.away_line(Some(&away)));
+    }
     let mut ctx = Reader {
         mesh,
         id,
@@ -524,6 +530,15 @@ impl Reader<'_> {
                 }
             }
             MessageType::Leave => self.mesh.table_op(|t, h| t.quit(self.id, h)),
+            MessageType::Away if self.key.is_some() => {
+                let away = (!msg.content.is_empty()).then(|| {
+                    sanitize_foreign_text(&msg.content)
+                        .chars()
+                        .take(shared::api::MAX_AWAY_CHARS)
+                        .collect::<String>()
+                });
+                self.mesh.table_op(|t, _| t.set_away(self.id, away));
+            }
             MessageType::Relay if self.key.is_some() => {
                 if let Some(end) = self.relayed(msg) {
                     return Err(end);
@@ -537,6 +552,7 @@ impl Reader<'_> {
             | MessageType::Heartbeat
             | MessageType::Relay
             | MessageType::Sync
+            | MessageType::Away
             | MessageType::Unknown => {}
         }
         Ok(())

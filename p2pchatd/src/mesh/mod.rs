@@ -25,7 +25,7 @@ use std::time::Instant;
 use author::{Next, Outbox};
 use bytes::Bytes;
 use chrono::Utc;
-use shared::api::{PeerInfo, RpcError, SayResult, code};
+use shared::api::{DETACHED_AWAY, MAX_AWAY_CHARS, PeerInfo, RpcError, SayResult, code};
 use shared::authorship::{CAP_SEALS, SEAL_DELAY_MS};
 use shared::event::EventBody;
 use shared::keys::unhex;
@@ -132,6 +132,41 @@ struct Inner {
     accepted: AtomicU64,
     bursts: Mutex<crate::memory::Bursts>,
     notifier: Option<crate::notify::Notifier>,
+    presence: Mutex<Presence>,
+}
+
+/// Whether we are away: by hand (`away {reason}`), or while no person's
+/// client is attached (as soju does).
+#[derive(Debug, Default)]
+struct Presence {
+    attached: usize,
+    manual: Option<String>,
+}
+
+impl Presence {
+    fn away(&self) -> Option<String> {
+        self.manual
+            .clone()
+            .or_else(|| (self.attached == 0).then(|| DETACHED_AWAY.to_owned()))
+    }
+}
+
+/// A person's client attached (`subscribe {attach}`); dropped when it
+/// leaves, which notes where the user left off.
+pub(crate) struct Attached {
+    mesh: Mesh,
+    /// The newest event it was sent.
+    pub(crate) delivered: Option<u64>,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if let Some(c) = self.delivered {
+            self.mesh.history().set_read(c);
+        }
+        self.mesh
+            .presence_op(|p| p.attached = p.attached.saturating_sub(1));
+    }
 }
 
 /// How long a full link inbox may hold up our lines before its peer counts
@@ -199,6 +234,7 @@ impl Mesh {
                 accepted: AtomicU64::new(0),
                 bursts: Mutex::default(),
                 notifier: local.notifier,
+                presence: Mutex::default(),
             }),
         }
     }
@@ -713,6 +749,69 @@ impl Mesh {
         );
         self.fan_out(line, false).await;
         Some(old.to_string())
+    }
+
+    /// Our away message as peers see it, if we are away.
+    pub(crate) fn away(&self) -> Option<String> {
+        self.inner
+            .presence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .away()
+    }
+
+    /// A person's client attached: we are back until the last one leaves.
+    pub(crate) fn attach(&self) -> Attached {
+        self.presence_op(|p| p.attached += 1);
+        Attached {
+            mesh: self.clone(),
+            delivered: None,
+        }
+    }
+
+    /// Away by hand with `reason` (cut to its bound), or back with none;
+    /// returns what peers now see.
+    pub(crate) fn set_away(&self, reason: Option<String>) -> Option<String> {
+        let reason = reason
+            .map(|r| r.chars().take(MAX_AWAY_CHARS).collect::<String>())
+            .filter(|r| !r.trim().is_empty());
+        self.presence_op(|p| p.manual = reason);
+        self.away()
+    }
+
+    /// Changes the presence; a change in what peers see is sent to every
+    /// p2pchatd link, in order.
+    fn presence_op(&self, f: impl FnOnce(&mut Presence)) {
+        let (before, after) = {
+            let mut p = self
+                .inner
+                .presence
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let before = p.away();
+            f(&mut p);
+            (before, p.away())
+        };
+        if before == after {
+            return;
+        }
+        let line = self.away_line(after.as_deref());
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mesh = self.clone();
+        rt.spawn(async move {
+            // The outbox orders our lines: changes go out as they happened.
+            let _order = mesh.inner.outbox.lock().await;
+            mesh.fan_out(line, true).await;
+        });
+    }
+
+    /// The line that says we are away (`Some`) or back.
+    pub(crate) fn away_line(&self, away: Option<&str>) -> Bytes {
+        let mut msg = self.own_line(MessageType::Away);
+        msg.content = away.unwrap_or_default().to_owned();
+        Bytes::from(msg.encode())
     }
 
     /// A line someone else said reached the history: a mention runs the

@@ -122,6 +122,8 @@ struct Link {
     seals: bool,
     /// Its peer takes part in catch-up, and confirms what it holds.
     sync: bool,
+    /// What its peer last said of being away (p2pchatd peers).
+    away: Option<String>,
 }
 
 impl Link {
@@ -409,6 +411,13 @@ impl Table {
     }
 
     /// A chat line arrived on `link`: a peer that talks is no squatter.
+    /// The link's peer says it is away (`Some`) or back.
+    pub(crate) fn set_away(&mut self, link: LinkId, away: Option<String>) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.away = away;
+        }
+    }
+
     pub(crate) fn talked(&mut self, link: LinkId, history: &History) {
         let Some(l) = self.links.get(&link) else {
             return;
@@ -553,6 +562,7 @@ impl Table {
                 key: peer.as_ref().and_then(|w| w.key),
                 seals: peer.as_ref().is_some_and(|w| w.seals),
                 sync: peer.as_ref().is_some_and(|w| w.sync),
+                away: None,
             },
         );
         match peer {
@@ -913,6 +923,7 @@ impl Table {
                     } else {
                         now.duration_since(p.last_seen)
                     })),
+                    away: link.and_then(|l| l.away.clone()),
                 }
             })
             .collect();

@@ -59,6 +59,8 @@ const BATCH: usize = 8192;
 /// per batch, not once per line.
 pub(crate) const HANDOFF: usize = 4096;
 pub(crate) const HANDOFF_DELAY: Duration = Duration::from_millis(20);
+/// The `meta` key of where the user left off.
+const READ_MARKER: &str = "read_marker";
 /// Cursors a crashed life may have given out beyond what it stored.
 const CRASH_JUMP: u64 = (QUEUE + 2 * BATCH + HANDOFF) as u64;
 
@@ -418,6 +420,17 @@ impl Store {
     /// Writes fail now (a full disk).
     pub(crate) fn failing(&self) -> bool {
         self.shared.health().failing.is_some()
+    }
+
+    /// Where the user left off, as last noted (see
+    /// [`History::set_read`](crate::history::History::set_read)).
+    pub(crate) fn read_marker(&self) -> Option<u64> {
+        meta(&self.reader(), READ_MARKER).ok().flatten()
+    }
+
+    /// Notes where the user left off.
+    pub(crate) fn set_read_marker(&self, cursor: u64) {
+        self.writer.set_meta(READ_MARKER, cursor);
     }
 
     /// Whether an event is stored at `cursor`.

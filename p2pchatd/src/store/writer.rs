@@ -81,6 +81,8 @@ enum Job {
     Index(oneshot::Sender<()>),
     /// Like `Flush`, for a thread that blocks on it.
     Drained(Sender<()>),
+    /// A value of the `meta` table to set.
+    Meta(&'static str, u64),
     Close(u64),
 }
 
@@ -213,6 +215,10 @@ impl Handle {
 
     pub(super) fn write_run(&self, run: RunRow) {
         let _ = self.tx.send(Job::Run(Box::new(run)));
+    }
+
+    pub(super) fn set_meta(&self, key: &'static str, value: u64) {
+        let _ = self.tx.send(Job::Meta(key, value));
     }
 
     pub(super) async fn flush(&self) {
@@ -370,6 +376,12 @@ impl Writer {
             }
             Job::Index(tx) => {
                 indexes.push(tx);
+                None
+            }
+            Job::Meta(key, value) => {
+                if let Err(e) = set_meta(&self.conn, key, value) {
+                    warn!(key, "could not note in the history store: {}", describe(&e));
+                }
                 None
             }
             Job::Close(last) => Some(last),

@@ -8,6 +8,7 @@ mod hostile;
 mod lifecycle;
 mod mesh;
 mod notify;
+mod presence;
 mod secure;
 mod service;
 mod store;
