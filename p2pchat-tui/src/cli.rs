@@ -80,6 +80,13 @@ pub enum Command {
         /// Where to write it; an existing file is never overwritten
         path: PathBuf,
     },
+    /// Why nobody shows up: the daemon, the interfaces, a multicast
+    /// self-test, the chat port, the firewall; exit 1 if something is wrong
+    Doctor {
+        /// One JSON object
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the settings file (see --config), or print a commented example
     Config {
         /// Print a commented example with every key and its default
@@ -230,6 +237,7 @@ pub async fn run(
     match &command {
         Command::Keygen { path } => return keygen(path),
         Command::Config { print_default } => return check_config(config, *print_default),
+        Command::Doctor { json: as_json } => return doctor(socket, config, *as_json).await,
         _ => {}
     }
     let client = Client::connect(socket).await?;
@@ -304,10 +312,31 @@ pub async fn run(
         }
         Command::Keygen { path } => keygen(&path),
         Command::Config { print_default } => check_config(config, print_default),
+        Command::Doctor { json: as_json } => doctor(socket, config, as_json).await,
     }
 }
 
 /// Writes 32 random bytes to a new file only its owner can read.
+/// `doctor`: the report, exit 1 when a check failed.
+async fn doctor(socket: &Path, config: Option<&Path>, as_json: bool) -> Result<(), CommandError> {
+    let settings = shared::config::load(config)
+        .map(|l| l.config)
+        .map_err(|e| CommandError::Failed(e.to_string()))?;
+    let report = crate::doctor::examine(socket, &settings).await;
+    if as_json {
+        emit(&(json(&report)? + "\n"))?;
+    } else {
+        emit(&crate::doctor::text(&report))?;
+    }
+    if report.ok {
+        Ok(())
+    } else {
+        Err(CommandError::Failed(
+            "doctor found something wrong (FAIL above)".into(),
+        ))
+    }
+}
+
 /// `config`: the example, or what is wrong with the settings file.
 fn check_config(given: Option<&Path>, print_default: bool) -> Result<(), CommandError> {
     use shared::config;

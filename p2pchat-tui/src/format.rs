@@ -178,11 +178,14 @@ pub(crate) fn status_text(s: &StatusInfo) -> String {
             )
         }
     };
-    let away = s
+    let mut away = s
         .away
         .as_deref()
         .map(|a| format!("away:      {}\n", clean(a)))
         .unwrap_or_default();
+    if s.peers == 0 && s.uptime_s >= crate::doctor::ALONE_HINT_S {
+        away.push_str("hint:      nobody is linked; `p2pchat doctor` tells why\n");
+    }
     format!(
         "p2pchatd {} (pid {}), up {uptime}\n\
          nick:      {} ({})\n\

@@ -6,5 +6,6 @@
 
 pub mod cli;
 pub mod client;
+mod doctor;
 mod format;
 pub mod tui;

@@ -329,3 +329,146 @@ async fn the_settings_file_is_checked_and_the_nick_lasts() {
         "nick = \"erin2\"\n"
     );
 }
+
+/// Where it works (a linked daemon on loopback, the group routed), doctor
+/// passes and lists the peers heard; a running daemon is not disturbed by
+/// its self-test on the daemon's own group.
+#[tokio::test]
+async fn doctor_passes_where_peers_are_found() {
+    let net = TestNet::new();
+    let [a, _b] = net.linked(["alice", "bob"]).await;
+    let o = Command::new(P2PCHAT)
+        .arg("--socket")
+        .arg(&a.socket)
+        .args(["doctor", "--json"])
+        .envs(net.xdg_env("alice"))
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["peers"][0]["nick"], "bob");
+    assert_eq!(report["peers"][0]["linked"], true);
+    let lo = report["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "lo")
+        .unwrap();
+    assert_eq!(
+        (lo["kind"].as_str(), lo["used"].as_bool()),
+        (Some("loopback"), Some(true))
+    );
+    let checks = report["checks"].as_array().unwrap();
+    let named = |n: &str| checks.iter().find(|c| c["name"] == n).unwrap();
+    assert!(
+        named("multicast")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("came back")
+    );
+    assert_eq!(named("chat port")["ok"], true);
+    // The daemon is still well.
+    assert_eq!(a.status().await.peers, 1);
+    let text = stdout(
+        &Command::new(P2PCHAT)
+            .arg("--socket")
+            .arg(&a.socket)
+            .arg("doctor")
+            .envs(net.xdg_env("alice"))
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        text.contains("all checks passed") && text.contains("bob (linked)"),
+        "{text}"
+    );
+}
+
+/// In a network namespace of its own with no route for multicast, and a
+/// bridge, a veth pair and a macvlan: doctor says multicast cannot leave,
+/// names the fix, exits 1; the bridge and the veth are reported as such and
+/// not used, the macvlan is. Needs root (namespaces).
+#[test]
+fn doctor_explains_a_namespace_without_a_multicast_route() {
+    if !nix::unistd::geteuid().is_root()
+        || !Command::new("unshare")
+            .args(["-n", "-m", "true"])
+            .status()
+            .is_ok_and(|s| s.success())
+    {
+        eprintln!("skipped: needs root and unshare for a network namespace");
+        return;
+    }
+    let dir = TempDir::new("p2pchat-doctor-");
+    let private = dir.path().join("run");
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let script = format!(
+        "mount -t sysfs sysfs /sys && ip link set lo up && \
+         ip link add br0 type bridge && ip addr add 10.9.0.1/24 dev br0 && ip link set br0 up && \
+         ip link add v0 type veth peer name v1 && ip addr add 10.8.0.1/24 dev v0 && \
+         ip link set v0 up && ip link set v1 up && \
+         ip link add mv0 link v1 type macvlan && ip addr add 10.7.0.1/24 dev mv0 && ip link set mv0 up && \
+         exec {P2PCHAT} --socket {}/p2pchatd.sock doctor --json",
+        private.display()
+    );
+    let o = Command::new("unshare")
+        .args(["-n", "-m", "sh", "-c", &script])
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&o.stderr));
+    });
+    assert_eq!(o.status.code(), Some(1), "{report:#}");
+    let iface = |name: &str| {
+        report["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {report:#}"))
+            .clone()
+    };
+    assert_eq!(iface("br0")["kind"], "bridge");
+    assert_eq!(iface("br0")["used"], false);
+    assert!(
+        iface("br0")["why"]
+            .as_str()
+            .unwrap()
+            .contains("skipped unless named")
+    );
+    assert_eq!(iface("v0")["kind"], "veth");
+    assert_eq!(iface("v0")["used"], false);
+    assert_eq!(iface("mv0")["used"], true, "{report:#}");
+    let route = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "route")
+        .unwrap();
+    assert_eq!(route["ok"], false);
+    assert!(
+        route["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot leave this machine")
+    );
+    assert!(
+        route["fix"]
+            .as_str()
+            .unwrap()
+            .contains("ip route add 224.0.0.0/4 dev mv0"),
+        "{route:#}"
+    );
+    let daemon = &report["checks"][0];
+    assert_eq!(
+        (daemon["name"].as_str(), daemon["ok"].as_bool()),
+        (Some("daemon"), Some(false))
+    );
+}

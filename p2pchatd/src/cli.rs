@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use nix::net::if_::InterfaceFlags;
 use shared::cli::{DocFlags, socket_or_default};
 use shared::config::{CONFIG_ENV, FileConfig, Loaded, check_host_port, expand_home};
+use shared::netif;
 use shared::paths::SOCKET_ENV;
 use shared::text::validate_nick;
 
@@ -255,27 +255,16 @@ fn login_name() -> Option<String> {
         })
 }
 
-/// `--interface` values to IPv4 addresses; none given: every up,
-/// multicast-capable IPv4 interface but loopback, else loopback.
+/// `--interface` values to IPv4 addresses; none given: the default choice
+/// (every up, multicast-capable interface but loopback, bridges, veth pairs
+/// and tunnels; those if nothing else is up; else loopback).
 fn resolve_interfaces(wanted: &[String]) -> anyhow::Result<Vec<Ipv4Addr>> {
-    let list = || -> anyhow::Result<Vec<(String, InterfaceFlags, Ipv4Addr)>> {
-        Ok(nix::ifaddrs::getifaddrs()
-            .context("cannot list network interfaces")?
-            .filter_map(|ifa| {
-                let ip = ifa.address?.as_sockaddr_in()?.ip();
-                Some((ifa.interface_name, ifa.flags, ip))
-            })
-            .collect())
-    };
+    let all = netif::list().context("cannot list network interfaces")?;
     if wanted.is_empty() {
-        let all = list()?;
-        let mut chosen: Vec<Ipv4Addr> = all
-            .iter()
-            .filter(|(_, f, _)| {
-                f.contains(InterfaceFlags::IFF_UP | InterfaceFlags::IFF_MULTICAST)
-                    && !f.contains(InterfaceFlags::IFF_LOOPBACK)
-            })
-            .map(|(_, _, ip)| *ip)
+        let mut chosen: Vec<Ipv4Addr> = netif::default_choice(&all)
+            .into_iter()
+            .filter(|c| c.used)
+            .map(|c| c.interface.ip)
             .collect();
         chosen.dedup();
         if chosen.is_empty() {
@@ -283,23 +272,17 @@ fn resolve_interfaces(wanted: &[String]) -> anyhow::Result<Vec<Ipv4Addr>> {
         }
         return Ok(chosen);
     }
-    let mut all = None;
     let mut out = Vec::new();
     for w in wanted {
         let ip = match w.parse::<Ipv4Addr>() {
             Ok(ip) => ip,
-            Err(_) => {
-                let all = match &all {
-                    Some(a) => a,
-                    None => all.insert(list()?),
-                };
-                all.iter()
-                    .find(|(name, _, _)| name == w)
-                    .map(|(_, _, ip)| *ip)
-                    .with_context(|| {
-                        format!("--interface {w}: no such interface with an IPv4 address")
-                    })?
-            }
+            Err(_) => all
+                .iter()
+                .find(|i| i.name == *w)
+                .map(|i| i.ip)
+                .with_context(|| {
+                    format!("--interface {w}: no such interface with an IPv4 address")
+                })?,
         };
         if !out.contains(&ip) {
             out.push(ip);

@@ -692,6 +692,10 @@ pub struct StatusInfo {
     /// Our away message as peers see it, while we are away.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub away: Option<String>,
+    /// Started as a systemd service (restart it with systemctl, not by
+    /// starting another).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub systemd: bool,
 }
 
 /// The history store, as `status` reports it.
@@ -1020,6 +1024,7 @@ mod tests {
                 retain_messages: 1_000_000,
             }),
             away: Some("lunch".into()),
+            systemd: true,
         });
         rt(NickResult {
             old: "a".into(),

@@ -18,6 +18,8 @@ pub mod keys;
 pub mod limits;
 pub mod line;
 pub mod mention;
+#[cfg(feature = "cli")]
+pub mod netif;
 pub mod paths;
 pub mod secure;
 pub mod sync;

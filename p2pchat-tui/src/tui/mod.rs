@@ -133,6 +133,52 @@ pub(crate) async fn ensure_daemon(opts: &Options) -> Result<Option<String>, TuiE
     ))
 }
 
+/// Restarts the daemon of another version: `systemctl --user restart` when
+/// systemd started it, else `shutdown` and a new one of ours. The session
+/// re-attaches by itself.
+async fn restart_daemon(
+    opts: &Options,
+    systemd: bool,
+    requests: &mpsc::Sender<Request>,
+) -> state::LineKind {
+    use state::LineKind::{Error, Info};
+    if systemd {
+        let out = tokio::process::Command::new("systemctl")
+            .args(["--user", "restart", "p2pchatd"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await;
+        return match out {
+            Ok(o) if o.status.success() => Info("systemd restarted p2pchatd".into()),
+            Ok(o) => Error(format!(
+                "systemctl --user restart p2pchatd failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => Error(format!("cannot run systemctl: {e}")),
+        };
+    }
+    let (tx, rx) = oneshot::channel();
+    let _ = requests.send(Request::Shutdown(tx)).await;
+    match tokio::time::timeout(SHUTDOWN_WAIT, rx).await {
+        Ok(Ok(Ok(()))) => {}
+        _ => return Error("p2pchatd did not stop; restart it by hand".into()),
+    }
+    // Its socket goes once it has stopped; then ours starts.
+    let deadline = Instant::now() + SHUTDOWN_WAIT;
+    while opts.socket.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fresh = Options {
+        autostart: true,
+        daemon_args: Vec::new(),
+        ..opts.clone()
+    };
+    match ensure_daemon(&fresh).await {
+        Ok(_) => Info("started this version's p2pchatd; re-attaching".into()),
+        Err(e) => Error(format!("could not start p2pchatd: {e}")),
+    }
+}
+
 /// `p2pchatd` beside this executable (an install, a build tree), else PATH.
 fn daemon_program() -> PathBuf {
     std::env::current_exe()
@@ -333,6 +379,10 @@ pub async fn run(opts: Options) -> Result<(), TuiError> {
                         let _ = out.write_all(b"\x07").and_then(|()| out.flush());
                     }
                     Effect::Mouse(on) => set_mouse(on)?,
+                    Effect::RestartDaemon { systemd } => {
+                        let note = restart_daemon(&opts, systemd, &requests).await;
+                        state.note(note);
+                    }
                 }
             }
         }

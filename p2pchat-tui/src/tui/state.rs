@@ -351,6 +351,14 @@ pub(super) struct State {
     pub completion: Option<Completion>,
     /// A paste of several lines waiting for Enter (send) or Esc.
     pub paste: Option<Vec<String>>,
+    /// Since when nobody is linked (the status bar then hints at
+    /// `p2pchat doctor`).
+    pub alone_since: Option<Timestamp>,
+    /// The daemon runs another version: offered to restart it (the
+    /// banner says which, `y` restarts).
+    pub restart_offer: Option<String>,
+    /// The daemon was started by systemd (restarted through it).
+    pub systemd: bool,
 }
 
 /// Tab completion under way: the input around the word, the candidates,
@@ -408,7 +416,19 @@ impl State {
             last_day: None,
             completion: None,
             paste: None,
+            alone_since: None,
+            restart_offer: None,
+            systemd: false,
         }
+    }
+
+    /// Whether nobody has been linked for long enough to hint at doctor.
+    pub(super) fn lonely(&self) -> bool {
+        self.link == DaemonLink::Connected
+            && self.alone_since.is_some_and(|t| {
+                (self.clock.now() - t).num_seconds()
+                    >= i64::try_from(crate::doctor::ALONE_HINT_S).unwrap_or(i64::MAX)
+            })
     }
 
     /// Takes the settings file's choices.
@@ -449,7 +469,8 @@ impl State {
     }
 
     /// What the banner row above the status bar says, if anything: a
-    /// paste waiting, else an alert; and how to dismiss it.
+    /// paste waiting, an offer to restart the daemon, else an alert; and
+    /// how to dismiss it.
     pub(super) fn banner(&self) -> Option<(String, &'static str)> {
         if let Some(lines) = &self.paste {
             return Some((
@@ -458,6 +479,12 @@ impl State {
                     lines.len()
                 ),
                 " (Esc drops it) ",
+            ));
+        }
+        if let Some(versions) = &self.restart_offer {
+            return Some((
+                format!("{versions}: restart p2pchatd now? y restarts it"),
+                " (n or Esc keeps it) ",
             ));
         }
         self.alert.clone().map(|a| (a, " (Esc dismisses) "))

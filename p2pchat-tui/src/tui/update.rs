@@ -71,6 +71,11 @@ pub(super) enum Effect {
     Bell,
     /// Capture the mouse (wheel scrolling) or give it back to the terminal.
     Mouse(bool),
+    /// Restart the daemon (another version runs): through systemd when it
+    /// started it, else stop it and start ours.
+    RestartDaemon {
+        systemd: bool,
+    },
     /// Stop the daemon, then quit.
     Shutdown,
     Quit,
@@ -141,6 +146,27 @@ fn key(state: &mut State, k: KeyEvent) -> Vec<Effect> {
                 vec![]
             }
         };
+    }
+    // The offer to restart a daemon of another version takes y or n
+    // while nothing is typed.
+    if state.restart_offer.is_some() && state.input.value().is_empty() {
+        match k.code {
+            KeyCode::Char('y' | 'Y') => {
+                state.restart_offer = None;
+                state.note(LineKind::Info("restarting p2pchatd...".into()));
+                return vec![Effect::RestartDaemon {
+                    systemd: state.systemd,
+                }];
+            }
+            KeyCode::Char('n' | 'N') | KeyCode::Esc => {
+                state.restart_offer = None;
+                state.note(LineKind::Info(
+                    "kept the running p2pchatd; `p2pchat stop`, then `p2pchat`, restarts it".into(),
+                ));
+                return vec![];
+            }
+            _ => {}
+        }
     }
     match k.code {
         KeyCode::Tab => {
@@ -515,11 +541,14 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
                 state.note(LineKind::Info("reattached to p2pchatd".into()));
             }
             let ours = env!("CARGO_PKG_VERSION");
+            state.systemd = status.systemd;
             if status.version != ours {
-                state.note(LineKind::Error(format!(
+                let versions = format!(
                     "p2pchatd is version {}, this client is {ours}",
                     status.version
-                )));
+                );
+                state.note(LineKind::Error(versions.clone()));
+                state.restart_offer = Some(versions);
             }
             state.daemon_id = Some(status.life().to_owned());
             state.me = Some(Me {
@@ -528,6 +557,10 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
                 fingerprint: status.fingerprint,
             });
             state.rebuild_highlights();
+            state.alone_since = (status.peers == 0).then(|| {
+                state.clock.now()
+                    - chrono::Duration::seconds(i64::try_from(status.uptime_s).unwrap_or(0))
+            });
             state.link = DaemonLink::Connected;
             for e in &history {
                 state.push_event(e);
@@ -570,6 +603,11 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
         }
         DaemonMsg::Peers(p) => {
             state.peers = p;
+            if state.connected() > 0 {
+                state.alone_since = None;
+            } else if state.alone_since.is_none() {
+                state.alone_since = Some(state.clock.now());
+            }
             vec![]
         }
         DaemonMsg::Lost(why) => {
@@ -668,6 +706,7 @@ mod tests {
             listen: "0.0.0.0".into(),
             store: None,
             away: None,
+            systemd: false,
         }
     }
 
@@ -1260,6 +1299,60 @@ mod tests {
             press(&mut s, KeyCode::Char(c));
         }
         assert_eq!(press(&mut s, KeyCode::Enter), vec![Effect::Away(None)]);
+    }
+
+    #[test]
+    fn another_daemon_version_is_offered_a_restart() {
+        let mut s = State::new(80, 12, Theme { color: false }, clock());
+        let mut old = status("me_1");
+        old.version = "0.0.1".into();
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Attached {
+                status: Box::new(old.clone()),
+                history: vec![],
+                read: None,
+            }),
+        );
+        assert!(
+            s.banner()
+                .unwrap()
+                .0
+                .contains("restart p2pchatd now? y restarts it")
+        );
+        assert_eq!(
+            press(&mut s, KeyCode::Char('y')),
+            vec![Effect::RestartDaemon { systemd: false }]
+        );
+        assert_eq!(s.banner(), None);
+        // Kept: n; and under systemd, systemd restarts it.
+        old.systemd = true;
+        let attach_old = |s: &mut State| {
+            update(
+                s,
+                Action::Daemon(DaemonMsg::Attached {
+                    status: Box::new(old.clone()),
+                    history: vec![],
+                    read: None,
+                }),
+            )
+        };
+        attach_old(&mut s);
+        assert_eq!(press(&mut s, KeyCode::Char('n')), vec![]);
+        assert_eq!(s.restart_offer, None);
+        attach_old(&mut s);
+        press(&mut s, KeyCode::Char('x'));
+        assert_eq!(
+            press(&mut s, KeyCode::Char('y')),
+            vec![],
+            "typing is typing"
+        );
+        assert_eq!(s.input.value(), "xy");
+        ctrl(&mut s, 'u');
+        assert_eq!(
+            press(&mut s, KeyCode::Char('y')),
+            vec![Effect::RestartDaemon { systemd: true }]
+        );
     }
 
     #[test]

@@ -344,6 +344,13 @@ fn status_bar(state: &State, frame: &mut Frame<'_>, area: Rect) {
             theme.status_alert(),
         )),
     }
+    if state.lonely() {
+        spans.push(Span::styled("│", bar));
+        spans.push(Span::styled(
+            " nobody here? p2pchat doctor ",
+            theme.status_alert(),
+        ));
+    }
     if state.mentions > 0 {
         spans.push(Span::styled("│", bar));
         let noun = if state.mentions == 1 {
@@ -496,6 +503,7 @@ mod tests {
             listen: "0.0.0.0".into(),
             store: None,
             away: None,
+            systemd: false,
         };
         update(
             &mut s,

@@ -137,9 +137,9 @@ async fn write_replies(
             Some(s) if !cancel.is_cancelled() => ctx.history.fill(s, &mut out, EVENT_BATCH).await,
             _ => false,
         };
-        if let (Some(a), Some(s)) = (attached.as_mut(), sub.as_ref()) {
-            a.delivered = Some(s.delivered());
-        }
+        // Where the user left off counts what reached the client: it moves
+        // once the write went through.
+        let filled = sub.as_ref().map(Subscription::delivered);
         if !rx_open {
             // The client stopped talking: a person's client is gone then
             // (a script may still read its events).
@@ -157,6 +157,9 @@ async fn write_replies(
             };
             if !done {
                 return;
+            }
+            if let (Some(a), Some(f)) = (attached.as_mut(), filled) {
+                a.delivered = Some(f);
             }
             out.clear();
             out.shrink_to(OUT_KEEP);
@@ -187,9 +190,13 @@ fn take(
         Reply::Subscribed {
             line,
             subscription,
-            attached: a,
+            attached: mut a,
         } => {
             append(out, line);
+            // What it asked to start after, it has (the TUI loaded it).
+            if let Some(a) = &mut a {
+                a.delivered = Some(subscription.delivered());
+            }
             *sub = Some(subscription);
             *attached = a;
         }

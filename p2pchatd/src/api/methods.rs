@@ -232,6 +232,8 @@ fn status(ctx: &ApiContext) -> StatusInfo {
             None => ctx.store_off.clone(),
         },
         away: ctx.mesh.away(),
+        // systemd sets it for every service it starts (systemd.exec(5)).
+        systemd: std::env::var_os("INVOCATION_ID").is_some(),
     }
 }
 

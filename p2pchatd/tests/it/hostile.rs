@@ -253,7 +253,11 @@ async fn a_flood_of_announces_and_connections_locks_nobody_out() {
     let joined = started.elapsed();
     let worst = probe.finish();
     assert!(worst < Duration::from_secs(1), "an API call took {worst:?}");
-    assert!(fds < 200, "zed held up to {fds} descriptors");
+    // Its bounds: 64 handshakes, 64 unproven links, 32 dials, ~40 files of
+    // its own (store, journal, sockets); plus connections accepted and being
+    // refused at that instant, more of them on a busy machine. Unbounded,
+    // the 1,000 connections alone would take 1,000.
+    assert!(fds < 256, "zed held up to {fds} descriptors");
     eprintln!(
         "under {} hostile connections and {announces} forged announces a new peer linked in {joined:?}; \
          the slowest API answer took {worst:?}; zed knew {known} peers and held at most {fds} of its 1,024 descriptors",

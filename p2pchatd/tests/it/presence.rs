@@ -98,7 +98,10 @@ async fn the_next_attach_learns_where_the_last_one_left_off() {
     }
     drop(events);
     drop(c);
-    // Said while nobody is attached: unread.
+    // Once alice knows her client left (she shows away), what is said is
+    // unread.
+    let alice_id = alice.status().await.peer_id;
+    shows_away(&bob, &alice_id, Some(DETACHED_AWAY), T).await;
     bob.say("unseen").await;
     // Asked on one connection that is no person's client (asking does
     // not move the mark).
