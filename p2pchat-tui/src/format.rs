@@ -217,6 +217,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn status_hints_at_doctor_when_nobody_is_linked_for_15_s() {
+        let mut s: StatusInfo = serde_json::from_value(serde_json::json!({
+            "peer_id": "p", "nick": "n", "port": 8080, "peers": 0, "known_peers": 0,
+            "version": "0.1.0", "socket": "/s", "pid": 1, "uptime_s": 14, "history": 0,
+            "history_capacity": 1000, "multicast": null, "interfaces": [], "listen": "0.0.0.0",
+            "away": "detached"
+        }))
+        .unwrap();
+        assert!(!status_text(&s).contains("doctor"));
+        assert!(status_text(&s).contains("away:      detached\n"));
+        s.uptime_s = 15;
+        assert!(
+            status_text(&s).contains("hint:      nobody is linked; `p2pchat doctor` tells why")
+        );
+        s.peers = 1;
+        assert!(!status_text(&s).contains("doctor"));
+    }
+
+    #[test]
     fn lines_are_irc_like_and_clean() {
         let e = |body| Event {
             cursor: 1,

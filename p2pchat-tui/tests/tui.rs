@@ -307,6 +307,25 @@ async fn settings_mentions_links_and_completion() {
         );
     }
 
+    // A line naming us (the file's nick) stands out and rings too.
+    let bells = |out: &[u8]| out.iter().filter(|&&b| b == 0x07).count();
+    let before = bells(&std::fs::read(&log).unwrap());
+    dave.say("CAROL, lunch?").await;
+    tmux.wait("ui", "the nick line", |s| {
+        s.contains("<dave> CAROL, lunch?")
+    });
+    let styled = tmux.screen_styled("ui");
+    let line = styled.lines().find(|l| l.contains("lunch?")).unwrap();
+    let before_nick = &line[..line.find("CAROL").unwrap()];
+    assert!(
+        before_nick.ends_with('m') && before_nick.rfind('\x1b') > before_nick.rfind("<dave>"),
+        "the nick has a style of its own: {line:?}"
+    );
+    wait_until("a second bell", T, || async {
+        (bells(&std::fs::read(&log).unwrap()) > before).then_some(())
+    })
+    .await;
+
     // Tab completes a nick at the line start with ": ", and a command.
     let mut at_dave = dave.subscribe(None).await;
     tmux.keys("ui", "da");

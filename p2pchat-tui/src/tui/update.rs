@@ -1356,6 +1356,32 @@ mod tests {
     }
 
     #[test]
+    fn nobody_linked_for_15_s_hints_at_doctor() {
+        let mut s = state();
+        s.alone_since = None;
+        update(&mut s, Action::Daemon(DaemonMsg::Peers(vec![])));
+        assert!(!s.lonely(), "just now");
+        s.alone_since = Some(s.clock.now() - chrono::Duration::seconds(15));
+        assert!(s.lonely());
+        let bob = PeerInfo {
+            peer_id: "bob_1".into(),
+            nick: "bob".into(),
+            addr: None,
+            connected: true,
+            link: None,
+            kind: None,
+            encrypted: true,
+            fingerprint: None,
+            trust: None,
+            last_seen_ms: None,
+            away: None,
+        };
+        update(&mut s, Action::Daemon(DaemonMsg::Peers(vec![bob])));
+        assert!(!s.lonely(), "a peer is linked");
+        assert_eq!(s.alone_since, None);
+    }
+
+    #[test]
     fn alt_m_toggles_the_mouse() {
         let mut s = state();
         assert!(!s.mouse, "off by default");

@@ -68,6 +68,9 @@ async fn away_follows_attached_clients_and_reasons() {
     shows_away(&bob, &id, Some(DETACHED_AWAY), BEAT).await;
     let table = bob.p2pchat(&["peers"]).await;
     assert!(table.contains("away: detached"), "{table}");
+    let json: serde_json::Value =
+        serde_json::from_str(&bob.p2pchat(&["peers", "--json"]).await).unwrap();
+    assert_eq!(json[0]["away"], DETACHED_AWAY, "{json}");
 }
 
 #[tokio::test]
