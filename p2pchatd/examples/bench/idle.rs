@@ -61,3 +61,29 @@ pub(crate) async fn memory_and_idle(c: &Counts) -> Idle {
         rss_10k_kib: rss_kib(b_pid).unwrap_or(0),
     }
 }
+
+/// What one bare wakeup costs this machine, in CPU microseconds: a thread
+/// that sleeps 50 ms twenty times, as an idle daemon does between beats.
+/// Virtual machines charge far more than bare metal (cold caches after the
+/// vCPU halted); the idle figures are read against it.
+pub(crate) fn bare_wakeup_us() -> f64 {
+    let cpu = || -> Option<u64> {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    std::thread::spawn(move || {
+        let before = cpu()?;
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some((cpu()? - before) as f64 / 1e3 / 20.0)
+    })
+    .join()
+    .ok()
+    .flatten()
+    .unwrap_or(f64::NAN)
+}

@@ -115,6 +115,8 @@ fn main() {
             rows.push(scale::mesh_of(c, peers).await);
         }
         eprintln!("memory and idle");
+        let wakeup_us = idle::bare_wakeup_us();
+        eprintln!("  a bare wakeup costs this machine {wakeup_us:.0} us of CPU");
         let idle = idle::memory_and_idle(c).await;
         eprintln!("tui attach");
         let tui = tui::first_frame(c).await;
@@ -146,6 +148,7 @@ fn main() {
             "rss_10k_kib": idle.rss_10k_kib,
             "idle_cpu_pct": idle.cpu_pct,
             "idle_wakeups_per_s": idle.wakeups_per_s,
+            "bare_wakeup_us": wakeup_us,
             "tui_first_frame_ms": tui,
             "hostile_connections": hostile.connections,
             "hostile_announces": hostile.announces,
