@@ -678,6 +678,23 @@ mod tests {
         s
     }
 
+    /// A linked (or not) p2pchatd peer `nick`, with id `nick_1`.
+    fn peer(nick: &str, connected: bool) -> PeerInfo {
+        PeerInfo {
+            peer_id: format!("{nick}_1"),
+            nick: nick.into(),
+            addr: None,
+            connected,
+            link: None,
+            kind: None,
+            encrypted: true,
+            fingerprint: None,
+            trust: None,
+            last_seen_ms: None,
+            away: None,
+        }
+    }
+
     /// The tests' lines are said on 2026-11-25, which is "today".
     fn clock() -> Clock {
         Clock::Fixed {
@@ -1116,19 +1133,6 @@ mod tests {
     #[test]
     fn tab_completes_nicks_and_commands_and_cycles() {
         let mut s = state();
-        let peer = |nick: &str, connected| PeerInfo {
-            peer_id: format!("{nick}_1"),
-            nick: nick.into(),
-            addr: None,
-            connected,
-            link: None,
-            kind: None,
-            encrypted: true,
-            fingerprint: None,
-            trust: None,
-            last_seen_ms: None,
-            away: None,
-        };
         update(
             &mut s,
             Action::Daemon(DaemonMsg::Peers(vec![
@@ -1363,20 +1367,10 @@ mod tests {
         assert!(!s.lonely(), "just now");
         s.alone_since = Some(s.clock.now() - chrono::Duration::seconds(15));
         assert!(s.lonely());
-        let bob = PeerInfo {
-            peer_id: "bob_1".into(),
-            nick: "bob".into(),
-            addr: None,
-            connected: true,
-            link: None,
-            kind: None,
-            encrypted: true,
-            fingerprint: None,
-            trust: None,
-            last_seen_ms: None,
-            away: None,
-        };
-        update(&mut s, Action::Daemon(DaemonMsg::Peers(vec![bob])));
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Peers(vec![peer("bob", true)])),
+        );
         assert!(!s.lonely(), "a peer is linked");
         assert_eq!(s.alone_since, None);
     }
