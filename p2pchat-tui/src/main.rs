@@ -155,7 +155,7 @@ fn main() -> ExitCode {
             Ok(f) => f,
             Err(e) => {
                 eprintln!("p2pchat: {e}");
-                return ExitCode::from(2);
+                return ExitCode::FAILURE;
             }
         };
         let opts = tui::Options {

@@ -157,20 +157,12 @@ pub fn load(given: Option<&Path>) -> Result<Loaded, ConfigError> {
         key: None,
         message,
     };
-    let text = match std::fs::metadata(&path) {
+    let text = match read_bounded(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => {
             return Ok(Loaded::default());
         }
         Err(e) => return Err(fail(format!("cannot read it: {e}"))),
-        Ok(m) if m.len() > MAX_CONFIG_BYTES => {
-            return Err(fail(format!(
-                "larger than {} KiB; is it the right file?",
-                MAX_CONFIG_BYTES / 1024
-            )));
-        }
-        Ok(_) => {
-            std::fs::read_to_string(&path).map_err(|e| fail(format!("cannot read it: {e}")))?
-        }
+        Ok(t) => t,
     };
     let (config, warnings) = parse(&text, &path)?;
     Ok(Loaded {
@@ -178,6 +170,25 @@ pub fn load(given: Option<&Path>) -> Result<Loaded, ConfigError> {
         path: Some(path),
         warnings,
     })
+}
+
+/// The text of a regular file of at most [`MAX_CONFIG_BYTES`] (a FIFO or a
+/// device is refused, never read without end).
+fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {} KiB; is it the right file?",
+            MAX_CONFIG_BYTES / 1024
+        )));
+    }
+    Ok(text)
 }
 
 /// Parses and checks `text`, read from `file`; returns the settings and a
@@ -462,13 +473,20 @@ pub fn with_nick(text: &str, nick: &str) -> String {
 pub fn save_nick(path: &Path, nick: &str) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-    let old = match std::fs::read_to_string(path) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    /// One save at a time in this process; temp names never repeat.
+    static SAVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let _one = SAVING.lock().unwrap_or_else(|p| p.into_inner());
+    // A linked file (stow, home-manager) is written where it really is.
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let old = match read_bounded(&path) {
         Ok(t) => Some(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
     if let Some(t) = &old {
-        parse(t, path).map_err(|e| format!("{e}; fix it first"))?;
+        parse(t, &path).map_err(|e| format!("{e}; fix it first"))?;
     }
     let new = with_nick(old.as_deref().unwrap_or(""), nick);
     let folder = path.parent().unwrap_or(Path::new("."));
@@ -477,8 +495,12 @@ pub fn save_nick(path: &Path, nick: &str) -> Result<(), String> {
         .mode(0o700)
         .create(folder)
         .map_err(|e| format!("cannot make {}: {e}", folder.display()))?;
-    let mode = std::fs::metadata(path).map_or(0o600, |m| m.permissions().mode() & 0o7777);
-    let tmp = folder.join(format!(".{CONFIG_FILE}.{}.tmp", std::process::id()));
+    let mode = std::fs::metadata(&path).map_or(0o600, |m| m.permissions().mode() & 0o7777);
+    let tmp = folder.join(format!(
+        ".{CONFIG_FILE}.{}.{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     let written = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -487,7 +509,7 @@ pub fn save_nick(path: &Path, nick: &str) -> Result<(), String> {
             .open(&tmp)?;
         f.write_all(new.as_bytes())?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, &path)
     })();
     written.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
@@ -618,6 +640,20 @@ mod tests {
             "left alone"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_a_regular_file_is_read() {
+        let e = load(Some(Path::new("/dev/zero"))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/dev/zero: cannot read it: not a regular file"
+        );
+        let e = load(Some(Path::new("/nonexistent/p2pchat.toml"))).unwrap_err();
+        assert!(
+            e.to_string().contains("cannot read it"),
+            "a named file must exist"
+        );
     }
 
     #[test]

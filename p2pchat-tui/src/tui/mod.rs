@@ -168,9 +168,12 @@ async fn restart_daemon(
     while opts.socket.exists() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    if opts.socket.exists() {
+        return Error("p2pchatd has not let go of its socket; restart it by hand".into());
+    }
+    // The same flags as the first start.
     let fresh = Options {
         autostart: true,
-        daemon_args: Vec::new(),
         ..opts.clone()
     };
     match ensure_daemon(&fresh).await {
@@ -246,6 +249,9 @@ impl Drop for Term {
 
 /// Writes each link on screen again, inside an OSC 8 hyperlink, in the
 /// style its cells already have; the cursor stays where the frame put it.
+/// Each link is written only where the frame's cells hold exactly its
+/// text (found near the column the view expected), so a width the view
+/// and the terminal count differently never overwrites other cells.
 fn hyperlinks(buffer: &ratatui::buffer::Buffer, links: &[view::ScreenLink]) -> io::Result<()> {
     use crossterm::cursor::{MoveTo, RestorePosition, SavePosition};
     use crossterm::style::{PrintStyledContent, StyledContent};
@@ -256,19 +262,54 @@ fn hyperlinks(buffer: &ratatui::buffer::Buffer, links: &[view::ScreenLink]) -> i
     let mut out = io::stdout().lock();
     crossterm::queue!(out, SavePosition)?;
     for l in links {
-        let Some(cell) = buffer.cell((l.x, l.y)) else {
+        let Some(x) = find_on_row(buffer, l) else {
+            continue;
+        };
+        let Some(cell) = buffer.cell((x, l.y)) else {
             continue;
         };
         let style = cell.style().into_crossterm();
         let osc = format!("\x1b]8;;{}\x1b\\{}\x1b]8;;\x1b\\", l.url, l.text);
         crossterm::queue!(
             out,
-            MoveTo(l.x, l.y),
+            MoveTo(x, l.y),
             PrintStyledContent(StyledContent::new(style, osc))
         )?;
     }
     crossterm::queue!(out, RestorePosition)?;
     out.flush()
+}
+
+/// The column where the cells of row `l.y` spell `l.text`, nearest to
+/// `l.x`; `None` when they nowhere do.
+fn find_on_row(buffer: &ratatui::buffer::Buffer, l: &view::ScreenLink) -> Option<u16> {
+    let area = buffer.area;
+    let spells = |x: u16| -> bool {
+        let mut at = x;
+        let mut rest = l.text.as_str();
+        while !rest.is_empty() {
+            let Some(cell) = buffer.cell((at, l.y)) else {
+                return false;
+            };
+            let sym = cell.symbol();
+            let Some(after) = rest.strip_prefix(sym).filter(|_| !sym.is_empty()) else {
+                return false;
+            };
+            rest = after;
+            // A wide character takes the cells after it too.
+            let w = u16::try_from(wrap::str_width(sym).max(1)).unwrap_or(1);
+            at = at.saturating_add(w);
+            if at > area.right() {
+                return false;
+            }
+        }
+        true
+    };
+    (0..area.width)
+        .flat_map(|d| [l.x.checked_sub(d), l.x.checked_add(d)])
+        .flatten()
+        .filter(|&x| x >= area.left() && x < area.right())
+        .find(|&x| spells(x))
 }
 
 /// Draws the state, then its links.
@@ -445,4 +486,35 @@ fn stop_signals() -> io::Result<StopSignals> {
         term: signal(SignalKind::terminate())?,
         hup: signal(SignalKind::hangup())?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ratatui::buffer::Buffer;
+    use ratatui::layout::Rect;
+
+    /// A link is written where the frame's cells spell it, whatever width
+    /// the view counted before it (an emoji sequence is 2 columns on
+    /// screen, more by characters).
+    #[test]
+    fn links_are_found_where_the_frame_drew_them() {
+        let mut buf = Buffer::empty(Rect::new(0, 0, 40, 2));
+        buf.set_string(0, 1, "👍🏽 see https://e.x/a", ratatui::style::Style::new());
+        let url = "https://e.x/a";
+        let drawn = (0..40).find(|&x| buf[(x, 1)].symbol() == "h").unwrap();
+        let link = |x| view::ScreenLink {
+            x,
+            y: 1,
+            text: url.into(),
+            url: url.into(),
+        };
+        assert_eq!(find_on_row(&buf, &link(drawn + 2)), Some(drawn));
+        assert_eq!(find_on_row(&buf, &link(drawn)), Some(drawn));
+        let elsewhere = view::ScreenLink {
+            y: 0,
+            ..link(drawn)
+        };
+        assert_eq!(find_on_row(&buf, &elsewhere), None, "not on that row");
+    }
 }

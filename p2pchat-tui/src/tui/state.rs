@@ -145,8 +145,9 @@ const MAX_TIME_WIDTH: usize = 32;
 /// of a sample of times (month and day names differ in length).
 pub(super) fn time_width(format: &str) -> usize {
     use chrono::TimeZone;
+    // In the local zone, so a zone name (%Z) is measured as shown.
     let widest = (1..=12)
-        .filter_map(|m| Utc.with_ymd_and_hms(2026, m, 28, 22, 58, 58).single())
+        .filter_map(|m| Local.with_ymd_and_hms(2026, m, 28, 22, 58, 58).single())
         .map(|t| str_width(&t.format(format).to_string()))
         .max()
         .unwrap_or(5);

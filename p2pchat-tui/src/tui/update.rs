@@ -127,7 +127,11 @@ fn key(state: &mut State, k: KeyEvent) -> Vec<Effect> {
             return vec![];
         }
     }
-    // A paste of several lines waits for Enter (send each) or Esc.
+    // A paste of several lines waits for Enter (send each) or Esc; the
+    // quit keys still quit.
+    if state.paste.is_some() && ctrl && matches!(k.code, KeyCode::Char('c' | 'd')) {
+        return vec![Effect::Quit];
+    }
     if let Some(lines) = state.paste.take() {
         return match k.code {
             KeyCode::Enter => lines
@@ -1120,6 +1124,7 @@ mod tests {
         assert_eq!(s.banner(), None);
 
         update(&mut s, Action::Paste("1\n2".into()));
+        assert_eq!(ctrl(&mut s, 'c'), vec![Effect::Quit], "Ctrl-C still quits");
         assert_eq!(press(&mut s, KeyCode::Esc), vec![]);
         assert_eq!(s.paste, None);
         assert!(matches!(last_line(&s), LineKind::Info(t) if t == "paste dropped"));

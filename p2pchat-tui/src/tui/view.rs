@@ -174,7 +174,9 @@ fn render_line(state: &State, line: &ChatLine, width: usize) -> Vec<Row> {
     }
     let time = state.clock.format(&line.ts, &state.time_format);
     let time_room = state.time_width.saturating_sub(1);
-    let time = format!("{time:<time_room$}");
+    // Padded by display width: a format may hold wide characters.
+    let pad = time_room.saturating_sub(str_width(&time));
+    let time = format!("{time}{}", " ".repeat(pad));
     let mut out = Vec::with_capacity(laid.rows.len());
     for (i, row) in laid.rows.iter().enumerate() {
         let mut spans = Vec::new();

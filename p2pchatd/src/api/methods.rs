@@ -232,8 +232,7 @@ fn status(ctx: &ApiContext) -> StatusInfo {
             None => ctx.store_off.clone(),
         },
         away: ctx.mesh.away(),
-        // systemd sets it for every service it starts (systemd.exec(5)).
-        systemd: std::env::var_os("INVOCATION_ID").is_some(),
+        systemd: started_by_systemd(),
     }
 }
 
@@ -266,4 +265,14 @@ async fn save_nick(file: Option<PathBuf>, nick: &str) -> (Option<String>, Option
             (None, Some(why))
         }
     }
+}
+
+/// Whether systemd started this very process as a service: it names the
+/// process it executed in `SYSTEMD_EXEC_PID` (systemd.exec(5)); children of
+/// other services inherit the variable with another pid.
+fn started_by_systemd() -> bool {
+    std::env::var("SYSTEMD_EXEC_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p == std::process::id())
 }

@@ -141,6 +141,8 @@ struct Inner {
 struct Presence {
     attached: usize,
     manual: Option<String>,
+    /// What peers were last told (`None`: nothing yet).
+    sent: Option<Option<String>>,
 }
 
 impl Presence {
@@ -792,17 +794,29 @@ impl Mesh {
             f(&mut p);
             (before, p.away())
         };
-        if before == after {
+        if before == after || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
-        let line = self.away_line(after.as_deref());
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let mesh = self.clone();
-        rt.spawn(async move {
-            // The outbox orders our lines: changes go out as they happened.
+        self.inner.tasks.spawn(async move {
+            // Under the outbox lock (which orders our lines and guards nick
+            // changes), the presence as it is now, with the nick as it is
+            // now; a change already told is not told twice.
             let _order = mesh.inner.outbox.lock().await;
+            let now = {
+                let mut p = mesh
+                    .inner
+                    .presence
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let now = p.away();
+                if p.sent.as_ref() == Some(&now) {
+                    return;
+                }
+                p.sent = Some(now.clone());
+                now
+            };
+            let line = mesh.away_line(now.as_deref());
             mesh.fan_out(line, true).await;
         });
     }
