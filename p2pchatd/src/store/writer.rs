@@ -29,8 +29,6 @@ const INDEX_QUIET: Duration = Duration::from_millis(50);
 const INDEX_LAG: u64 = 1_000_000;
 /// Cursors indexed at once.
 const INDEX_CHUNK: u64 = 16_384;
-/// Events written since the last give-back that make a burst.
-const GIVE_BACK_AFTER: u64 = 4096;
 /// How often the retention rules run.
 const RETAIN_EVERY: Duration = Duration::from_secs(60);
 /// Rows deleted per statement, so a long-due trim (retention lowered, a
@@ -192,7 +190,6 @@ pub(super) fn spawn(
                 retry_at: None,
                 index_retry_at: None,
                 queued: count,
-                given_back_at: next_cursor - 1,
             }
             .run(&rx);
         })?;
@@ -272,8 +269,6 @@ struct Writer {
     index_retry_at: Option<Instant>,
     /// Events handed over and not yet taken.
     queued: Arc<AtomicUsize>,
-    /// `stored` when freed memory last went back to the system.
-    given_back_at: u64,
 }
 
 impl Writer {
@@ -336,7 +331,6 @@ impl Writer {
             if gone {
                 return;
             }
-            self.give_back_after_a_burst();
             self.trim_if_due();
         }
     }
@@ -485,20 +479,6 @@ impl Writer {
         while self.indexed < self.stored && self.retry_at.is_none() && self.index_retry_at.is_none()
         {
             self.index_chunk();
-        }
-    }
-
-    /// Once a burst of events is written and nothing waits, the memory its
-    /// batches and runs took goes back to the system: the allocator keeps
-    /// what was freed in the middle of the heap otherwise.
-    fn give_back_after_a_burst(&mut self) {
-        if self.pending.is_empty()
-            && self.runs.is_empty()
-            && self.queued.load(Ordering::Relaxed) == 0
-            && self.stored.saturating_sub(self.given_back_at) >= GIVE_BACK_AFTER
-        {
-            crate::memory::give_back();
-            self.given_back_at = self.stored;
         }
     }
 
