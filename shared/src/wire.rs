@@ -272,6 +272,15 @@ pub fn nick_change_content(old: &str, new: &str) -> String {
 /// as an action by our clients.
 pub const ACTION_PREFIX: &str = "/me ";
 
+/// A chat line's `content` as shown: the text, and whether it is an action
+/// (`/me waves`; a bare `/me ` is text).
+pub fn split_action(content: &str) -> (&str, bool) {
+    match content.strip_prefix(ACTION_PREFIX) {
+        Some(rest) if !rest.is_empty() => (rest, true),
+        _ => (content, false),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ use shared::authorship::{
 };
 use shared::event::{Event, EventBody};
 use shared::keys::{hex, unhex};
-use shared::wire::{ACTION_PREFIX, MessageType, PeerMessage};
+use shared::wire::{MessageType, PeerMessage, split_action};
 use tracing::{info, warn};
 
 use crate::history::History;
@@ -265,10 +265,7 @@ pub(crate) async fn restore_events(
                 return 0;
             }
         }
-        let (text, action) = match m.content.strip_prefix(ACTION_PREFIX) {
-            Some(rest) if !rest.is_empty() => (rest, true),
-            _ => (m.content.as_str(), false),
-        };
+        let (text, action) = split_action(&m.content);
         let ts = m.timestamp.unwrap_or_else(chrono::Utc::now);
         let event = Event {
             cursor: *cursor,

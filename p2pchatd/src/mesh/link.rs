@@ -25,7 +25,7 @@ use shared::limits::{MAX_PEER_LINE, MAX_TEXT_BYTES};
 use shared::line::{LineReader, LineTooLong};
 use shared::sync::SyncVector;
 use shared::text::{sanitize_foreign_nick, sanitize_foreign_text};
-use shared::wire::{ACTION_PREFIX, MessageType, PeerMessage, WireError};
+use shared::wire::{ACTION_PREFIX, MessageType, PeerMessage, WireError, split_action};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -798,10 +798,7 @@ impl Reader<'_> {
         late: bool,
     ) {
         let content = sanitize_foreign_text(&msg.content);
-        let (text, action) = match content.strip_prefix(ACTION_PREFIX) {
-            Some(rest) if !rest.is_empty() => (rest, true),
-            _ => (&*content, false),
-        };
+        let (text, action) = split_action(&content);
         if text.is_empty() {
             return;
         }
