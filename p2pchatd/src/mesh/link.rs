@@ -55,10 +55,8 @@ const MAX_BAD_LINES: u32 = 100;
 /// Live lines of a link's author held for their seal: two full runs.
 const UNSEALED_LINES: usize = 2 * MAX_RUN_LINES;
 const UNSEALED_BYTES: usize = 2 * (MAX_RUN_BYTES + MAX_TEXT_BYTES);
-/// Relayed runs in a link's queue at once while catching its peer up, and
-/// how often a full queue is looked at again.
+/// Relayed runs in a link's queue at once while catching its peer up.
 const RELAYS_QUEUED: usize = 16;
-const RELAY_PACE: Duration = Duration::from_millis(2);
 /// A link asks its peer again for what it lacks at most this often.
 const RESYNC_EVERY: Duration = Duration::from_secs(1);
 /// Last flush of a closing link.
@@ -860,6 +858,11 @@ async fn send_missing(
     let Some(store) = mesh.history().store_handle() else {
         return;
     };
+    // A few runs in the link's queue at a time: chat lines are not held up
+    // behind a long catch-up, nor memory taken by it. Each queued run holds
+    // a permit until the link's writer is done with it (or drops it with
+    // the link).
+    let slots = Arc::new(tokio::sync::Semaphore::new(RELAYS_QUEUED));
     // Runs sealed just now are read back too.
     mesh.history().flush().await;
     let mut sent = 0usize;
@@ -903,16 +906,11 @@ async fn send_missing(
                 if line.len() > MAX_PEER_LINE {
                     continue;
                 }
-                // A few runs in the link's queue at a time: chat lines
-                // are not held up behind a long catch-up, nor memory
-                // taken by it.
-                while tx.max_capacity() - tx.capacity() > RELAYS_QUEUED {
-                    if tx.is_closed() {
-                        return;
-                    }
-                    tokio::time::sleep(RELAY_PACE).await;
-                }
-                if tx.send(Bytes::from(line)).await.is_err() {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let queued = Bytes::from_owner(Queued { line, _slot: slot });
+                if tx.send(queued).await.is_err() {
                     return;
                 }
                 sent += 1;
@@ -921,6 +919,18 @@ async fn send_missing(
         }
     }
     debug!(%link, runs = sent, "caught a peer up");
+}
+
+/// A relayed run in a link's queue, and the slot it takes until dropped.
+struct Queued {
+    line: Vec<u8>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Queued {
+    fn as_ref(&self) -> &[u8] {
+        &self.line
+    }
 }
 
 /// Marks a link's catch-up as done when its task ends, however it ends.
