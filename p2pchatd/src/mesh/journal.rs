@@ -255,15 +255,18 @@ pub(crate) async fn restore_events(
             return 0;
         }
     };
+    let cursors: Vec<u64> = ours.iter().map(|(c, _)| *c).collect();
+    let stored = match store.stored_among(&cursors) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("could not read which of our last lines are stored: {e}");
+            return 0;
+        }
+    };
     let mut rows = Vec::new();
     for (cursor, m) in ours {
-        match store.has_cursor(*cursor) {
-            Ok(false) if *cursor >= oldest => {}
-            Ok(_) => continue,
-            Err(e) => {
-                warn!("could not read which of our last lines are stored: {e}");
-                return 0;
-            }
+        if stored.contains(cursor) || *cursor < oldest {
+            continue;
         }
         let (text, action) = split_action(&m.content);
         let ts = m.timestamp.unwrap_or_else(chrono::Utc::now);

@@ -433,11 +433,28 @@ impl Store {
         self.writer.set_meta(READ_MARKER, cursor);
     }
 
-    /// Whether an event is stored at `cursor`.
-    pub(crate) fn has_cursor(&self, cursor: u64) -> rusqlite::Result<bool> {
-        self.reader()
-            .prepare_cached("SELECT 1 FROM events WHERE cursor = ?1")?
-            .exists([to_sql(cursor)])
+    /// Which of `cursors` have an event stored: a query per 256 of them,
+    /// not one each.
+    pub(crate) fn stored_among(
+        &self,
+        cursors: &[u64],
+    ) -> rusqlite::Result<std::collections::HashSet<u64>> {
+        let c = self.reader();
+        let mut found = std::collections::HashSet::new();
+        for chunk in cursors.chunks(256) {
+            let holes = vec!["?"; chunk.len()].join(",");
+            let mut q = c.prepare(&format!(
+                "SELECT cursor FROM events WHERE cursor IN ({holes})"
+            ))?;
+            let rows = q.query_map(
+                rusqlite::params_from_iter(chunk.iter().map(|&x| to_sql(x))),
+                |r| r.get::<_, i64>(0).map(from_sql),
+            )?;
+            for r in rows {
+                found.insert(r?);
+            }
+        }
+        Ok(found)
     }
 
     /// Every cursor up to this one is stored.
