@@ -331,7 +331,7 @@ pub async fn run(opts: Options) -> Result<(), TuiError> {
         Theme::from_env(opts.color),
         Clock::Local,
     );
-    state.apply(&opts.settings);
+    state.apply(opts.settings.clone());
     for w in &opts.warnings {
         state.note(state::LineKind::Error(format!("settings: {w}")));
     }

@@ -331,15 +331,14 @@ pub(super) struct State {
     /// view jumped to (highlighted until Esc).
     pub hits: Vec<u64>,
     pub hit: Option<u64>,
-    /// The time column's strftime format, and its width with the space.
-    pub time_format: String,
+    /// The settings file's choices (time format, bell, highlight words;
+    /// the mouse as it started).
+    pub settings: Settings,
+    /// The width of the time column, with its space, in that format.
     pub time_width: usize,
     /// What makes a line a mention: our nick and the settings' words.
     pub highlights: Highlights,
-    pub highlight_words: Vec<String>,
-    /// Ring the bell on a mention.
-    pub bell: bool,
-    /// The terminal reports the mouse to us (wheel scrolling).
+    /// The terminal reports the mouse to us (wheel scrolling); Alt-M.
     pub mouse: bool,
     /// The terminal has the focus (as far as it tells).
     pub focused: bool,
@@ -406,11 +405,9 @@ impl State {
             alert: None,
             hits: Vec::new(),
             hit: None,
-            time_format: DEFAULT_TIME_FORMAT.to_owned(),
+            settings: Settings::default(),
             time_width: time_width(DEFAULT_TIME_FORMAT),
             highlights: Highlights::default(),
-            highlight_words: Vec::new(),
-            bell: true,
             mouse: false,
             focused: true,
             mentions: 0,
@@ -433,12 +430,10 @@ impl State {
     }
 
     /// Takes the settings file's choices.
-    pub(super) fn apply(&mut self, s: &Settings) {
-        self.time_format.clone_from(&s.time_format);
+    pub(super) fn apply(&mut self, s: Settings) {
         self.time_width = time_width(&s.time_format);
-        self.bell = s.bell;
         self.mouse = s.mouse;
-        self.highlight_words.clone_from(&s.highlight);
+        self.settings = s;
         self.rebuild_highlights();
         self.relayout();
     }
@@ -446,7 +441,8 @@ impl State {
     /// Our nick or the words changed: what a mention is changes too.
     pub(super) fn rebuild_highlights(&mut self) {
         let nick = self.me.as_ref().map(|m| m.nick.as_str());
-        self.highlights = Highlights::new(nick, self.highlight_words.iter().map(String::as_str));
+        let words = self.settings.highlight.iter().map(String::as_str);
+        self.highlights = Highlights::new(nick, words);
     }
 
     /// Whether mentions now are out of sight.

@@ -596,7 +596,7 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
                 if state.looking_away() {
                     state.mentions += 1;
                 }
-                if state.bell {
+                if state.settings.bell {
                     effects.push(Effect::Bell);
                 }
             }
@@ -1183,7 +1183,7 @@ mod tests {
     #[test]
     fn mentions_ring_count_and_follow_the_nick() {
         let mut s = state();
-        s.highlight_words = vec!["deploy".into()];
+        s.settings.highlight = vec!["deploy".into()];
         s.rebuild_highlights();
         let fx = update(
             &mut s,
@@ -1232,7 +1232,7 @@ mod tests {
             ),
             vec![Effect::Bell]
         );
-        s.bell = false;
+        s.settings.bell = false;
         assert_eq!(
             update(
                 &mut s,

@@ -172,7 +172,7 @@ fn render_line(state: &State, line: &ChatLine, width: usize) -> Vec<Row> {
         }
         marks.sort_by_key(|(r, _)| r.start);
     }
-    let time = state.clock.format(&line.ts, &state.time_format);
+    let time = state.clock.format(&line.ts, &state.settings.time_format);
     let time_room = state.time_width.saturating_sub(1);
     // Padded by display width: a format may hold wide characters.
     let pad = time_room.saturating_sub(str_width(&time));
