@@ -433,10 +433,13 @@ fn on_path(bin: &str) -> bool {
 pub(crate) fn text(r: &Report) -> String {
     let mut out = String::new();
     let mark = |ok: bool| if ok { "ok  " } else { "FAIL" };
-    let first = r
+    // The daemon's checks, then the interfaces, then the network's checks.
+    let split = r
         .checks
         .iter()
-        .take_while(|c| c.name != "multicast" && c.name != "interfaces" && c.name != "route");
+        .position(|c| matches!(c.name, "interfaces" | "multicast" | "route"))
+        .unwrap_or(r.checks.len());
+    let (first, rest) = r.checks.split_at(split);
     for c in first {
         line(&mut out, mark(c.ok), c);
     }
@@ -453,10 +456,6 @@ pub(crate) fn text(r: &Report) -> String {
             i.why
         );
     }
-    let rest = r
-        .checks
-        .iter()
-        .skip_while(|c| c.name != "multicast" && c.name != "interfaces" && c.name != "route");
     for c in rest {
         line(&mut out, mark(c.ok), c);
     }
