@@ -60,8 +60,6 @@ struct Life {
 #[derive(Debug, Default)]
 struct State {
     lives: HashMap<LifeKey, Life>,
-    /// Lives tracked per author.
-    per_author: HashMap<Arc<str>, usize>,
 }
 
 /// What catch-up knows; shared by the links.
@@ -142,7 +140,6 @@ impl Sync {
                             }
                             Err(e) => warn!("could not read runs for catch-up: {e}"),
                         }
-                        *state.per_author.entry(r.author.clone()).or_default() += 1;
                         state.lives.insert((r.author, r.life), life);
                     }
                 }
@@ -231,12 +228,12 @@ impl Sync {
         let k = (author.clone(), life.clone());
         let new_life = !state.lives.contains_key(&k);
         if new_life {
-            let of_author = state.per_author.get(author).copied().unwrap_or(0);
+            // Counted when a life is new (rare: a restart), not kept apart.
+            let of_author = state.lives.keys().filter(|(a, _)| a == author).count();
             if state.lives.len() >= MAX_HAVE || of_author >= LIVES_PER_AUTHOR {
                 warn!(%author, "too many lives to keep track of; a run of a new one is not kept");
                 return Taken::Untracked;
             }
-            *state.per_author.entry(author.clone()).or_default() += 1;
             let start = Life {
                 key: *key,
                 last: 0,
