@@ -229,8 +229,11 @@ impl Sync {
         let new_life = !state.lives.contains_key(&k);
         if new_life {
             // Counted when a life is new (rare: a restart), not kept apart.
-            let of_author = state.lives.keys().filter(|(a, _)| a == author).count();
-            if state.lives.len() >= MAX_HAVE || of_author >= LIVES_PER_AUTHOR {
+            // (Each run taken here passed its author's signature check,
+            // which costs more than this count.)
+            let full = state.lives.len() >= MAX_HAVE
+                || state.lives.keys().filter(|(a, _)| a == author).count() >= LIVES_PER_AUTHOR;
+            if full {
                 warn!(%author, "too many lives to keep track of; a run of a new one is not kept");
                 return Taken::Untracked;
             }
