@@ -229,8 +229,8 @@ impl Sync {
         let new_life = !state.lives.contains_key(&k);
         if new_life {
             // Counted when a life is new (rare: a restart), not kept apart.
-            // (Each run taken here passed its author's signature check,
-            // which costs more than this count.)
+            // The table's size first: the count walks it (at most
+            // MAX_HAVE lives, and only for a life not seen before).
             let full = state.lives.len() >= MAX_HAVE
                 || state.lives.keys().filter(|(a, _)| a == author).count() >= LIVES_PER_AUTHOR;
             if full {
