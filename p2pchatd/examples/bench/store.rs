@@ -47,11 +47,14 @@ pub(crate) async fn store(c: &Counts) -> StoreFigures {
     let said = flood(&a.socket, tag, n).await;
     // The last line said is the newest event: wait until it is stored.
     let last = a.history(1).await.last().map_or(0, |e| e.cursor);
-    while started.elapsed() < STORE_WAIT && newest(&db) < last {
+    // One reader, opened once (each read sees the newest commit).
+    let reader = open(&db);
+    while started.elapsed() < STORE_WAIT && reader.as_ref().map_or(0, newest) < last {
         tokio::time::sleep(POLL).await;
     }
     let took = started.elapsed();
-    let held = count(&db, tag);
+    let held = reader.as_ref().map_or(0, |r| count(r, tag));
+    drop(reader);
     let msgs_per_s = held as f64 / took.as_secs_f64();
     eprintln!(
         "  {n} says answered in {} ms, all {held} stored in {} ms",
@@ -116,24 +119,18 @@ fn open(db: &Path) -> Option<Connection> {
 }
 
 /// The newest cursor stored.
-fn newest(db: &Path) -> u64 {
-    open(db)
-        .and_then(|c| {
-            c.query_row("SELECT max(cursor) FROM events", [], |r| {
-                r.get::<_, Option<i64>>(0)
-            })
-            .map_err(|e| eprintln!("  cannot read the newest: {e}"))
-            .ok()
-        })
-        .flatten()
-        .map_or(0, |n| u64::try_from(n).unwrap_or(0))
+fn newest(c: &Connection) -> u64 {
+    c.query_row("SELECT max(cursor) FROM events", [], |r| {
+        r.get::<_, Option<i64>>(0)
+    })
+    .map_err(|e| eprintln!("  cannot read the newest: {e}"))
+    .ok()
+    .flatten()
+    .map_or(0, |n| u64::try_from(n).unwrap_or(0))
 }
 
 /// Messages tagged `tag` in the database, read as any other reader would.
-fn count(db: &Path, tag: &str) -> u64 {
-    let Some(c) = open(db) else {
-        return 0;
-    };
+fn count(c: &Connection, tag: &str) -> u64 {
     c.query_row(
         "SELECT count(*) FROM events WHERE json LIKE ?1",
         [format!("%\"text\":\"{tag} %")],
