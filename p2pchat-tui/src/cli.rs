@@ -1,5 +1,6 @@
-//! The shell commands: `say`, `tail`, `peers`, `nick`, `status`, `stop`,
-//! `fingerprint`, `trust`, `forget` speak to the daemon through
+//! The shell commands: `say`, `msg`, `tail`, `rooms`, `join`, `part`,
+//! `peers`, `nick`, `status`, `stop`, `fingerprint`, `trust`, `forget`,
+//! `search`, `away` speak to the daemon through
 //! [`crate::client`]; `keygen` writes a network key. None touches the
 //! terminal UI.
 
@@ -11,8 +12,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use shared::api::{
     AwayParams, AwayResult, Call, DETACHED_AWAY, HistoryParams, HistoryResult, NickParams,
-    NickResult, PeerInfo, SayParams, SayResult, SearchParams, ShutdownResult, StatusInfo,
-    SubscribeParams, SubscribeResult, TrustParams, TrustResult,
+    NickResult, PeerInfo, RoomInfo, RoomParams, RoomResult, SayParams, SayResult, SearchParams,
+    ShutdownResult, StatusInfo, SubscribeParams, SubscribeResult, TrustParams, TrustResult,
 };
 use shared::event::Event;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -29,10 +30,30 @@ const STOP_POLL: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Send a line to everyone; `say -` sends each line of stdin
+    /// Send a line to #general (or -r ROOM); `say -` sends each line of stdin
     Say(SayArgs),
-    /// Print recent events; with -f, keep printing new ones
+    /// Send a direct message to NICK alone, sealed to its key
+    Msg(MsgArgs),
+    /// Print recent events of #general (or -r ROOM, or --all); with -f,
+    /// keep printing new ones
     Tail(TailArgs),
+    /// List the rooms you are in and those peers are in
+    Rooms {
+        /// One JSON array
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join ROOM (`#name`): its lines reach you, and what it said before
+    /// comes from the peers in it; kept across restarts
+    Join {
+        /// `#` and 1-32 of a-z 0-9 - _ .
+        room: String,
+    },
+    /// Leave ROOM: its lines stop coming
+    Part {
+        /// A room you are in
+        room: String,
+    },
     /// List known peers and their links
     Peers {
         /// One JSON array
@@ -97,14 +118,31 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct SayArgs {
+    /// The room to say it in (default #general)
+    #[arg(short, long, value_name = "ROOM")]
+    pub room: Option<String>,
+    #[command(flatten)]
+    pub line: LineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MsgArgs {
+    /// Whom to send it to: a nick as `peers` shows it
+    pub nick: String,
+    #[command(flatten)]
+    pub line: LineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LineArgs {
     /// The words to send (joined by spaces), or `-` for stdin
     #[arg(required = true, num_args = 1.., allow_hyphen_values = true, value_name = "TEXT")]
     pub text: Vec<String>,
     /// Send as an action, like IRC's /me
     #[arg(long)]
     pub me: bool,
-    /// Return once every peer linked now holds the line; exit 1 naming
-    /// those that did not confirm in time
+    /// Return once every peer linked now that the line goes to holds it;
+    /// exit 1 naming those that did not confirm in time
     #[arg(long)]
     pub wait: bool,
     /// How long --wait waits
@@ -132,6 +170,13 @@ pub struct TailArgs {
     /// One JSON event per line (the schema in the README)
     #[arg(long)]
     pub json: bool,
+    /// The room to print (default #general, with joins, leaves and nick
+    /// changes)
+    #[arg(short, long, value_name = "ROOM", conflicts_with = "all")]
+    pub room: Option<String>,
+    /// Every room and direct message
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +191,9 @@ pub struct SearchArgs {
     /// or an RFC 3339 time
     #[arg(long, value_name = "TIME", value_parser = parse_since)]
     pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only lines of this room (default: every room and direct message)
+    #[arg(short, long, value_name = "ROOM")]
+    pub room: Option<String>,
     /// How many of the newest hits to print
     #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = 100)]
     pub lines: usize,
@@ -242,7 +290,32 @@ pub async fn run(
     }
     let client = Client::connect(socket).await?;
     match command {
-        Command::Say(a) => say(&client, a).await,
+        Command::Say(a) => say(&client, &a.line, a.room, None).await,
+        Command::Msg(a) => say(&client, &a.line, None, Some(a.nick)).await,
+        Command::Rooms { json: as_json } => {
+            let rooms: Vec<RoomInfo> = client.call(&Call::Rooms).await?;
+            if as_json {
+                emit(&(json(&rooms)? + "\n"))
+            } else {
+                emit(&format::rooms_table(&rooms))
+            }
+        }
+        Command::Join { room } => {
+            let r: RoomResult = client.call(&Call::Join(RoomParams { room })).await?;
+            emit(&if r.changed {
+                format!("joined {}\n", r.room)
+            } else {
+                format!("already in {}\n", r.room)
+            })
+        }
+        Command::Part { room } => {
+            let r: RoomResult = client.call(&Call::Part(RoomParams { room })).await?;
+            emit(&if r.changed {
+                format!("left {}\n", r.room)
+            } else {
+                format!("not in {}\n", r.room)
+            })
+        }
         Command::Tail(a) => tail(&client, a).await,
         Command::Search(a) => search(&client, a).await,
         Command::Peers { json: as_json } => {
@@ -402,10 +475,16 @@ pub(crate) fn warn_on_version(daemon: &str) {
     }
 }
 
-async fn say(client: &Client, a: SayArgs) -> Result<(), CommandError> {
+async fn say(
+    client: &Client,
+    a: &LineArgs,
+    room: Option<String>,
+    to: Option<String>,
+) -> Result<(), CommandError> {
+    let say_params = |text: String| say_params(text, a, room.clone(), to.clone());
     if a.text != ["-"] {
         let text = a.text.join(" ");
-        let _: SayResult = client.call(&Call::Say(say_params(text, &a))).await?;
+        let _: SayResult = client.call(&Call::Say(say_params(text))).await?;
         return Ok(());
     }
     let mut stdin = BufReader::new(tokio::io::stdin());
@@ -439,7 +518,7 @@ async fn say(client: &Client, a: SayArgs) -> Result<(), CommandError> {
         {
             refused += settle(k, p).await?;
         }
-        let pending = client.send(&Call::Say(say_params(text, &a))).await?;
+        let pending = client.send(&Call::Say(say_params(text))).await?;
         window.push_back((n, pending));
     }
     for (k, p) in window {
@@ -451,10 +530,12 @@ async fn say(client: &Client, a: SayArgs) -> Result<(), CommandError> {
     Ok(())
 }
 
-fn say_params(text: String, a: &SayArgs) -> SayParams {
+fn say_params(text: String, a: &LineArgs, room: Option<String>, to: Option<String>) -> SayParams {
     SayParams {
         text,
         action: a.me,
+        room,
+        to,
         wait: a.wait,
         // Whole milliseconds; the parser bounds it.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -494,11 +575,17 @@ async fn tail(client: &Client, a: TailArgs) -> Result<(), CommandError> {
         }
     };
     let mut last = None;
+    // Today's scripts keep reading #general.
+    let room = match (a.all, a.room) {
+        (true, _) => None,
+        (false, r) => Some(r.unwrap_or_else(|| shared::rooms::GENERAL.to_owned())),
+    };
     if a.lines > 0 {
         let h: HistoryResult = client
             .call(&Call::History(HistoryParams {
                 limit: Some(a.lines),
                 before: None,
+                room: room.clone(),
             }))
             .await?;
         for e in &h.events {
@@ -515,6 +602,7 @@ async fn tail(client: &Client, a: TailArgs) -> Result<(), CommandError> {
     let _: SubscribeResult = client
         .call(&Call::Subscribe(SubscribeParams {
             since: last,
+            room,
             ..Default::default()
         }))
         .await?;
@@ -531,6 +619,7 @@ async fn search(client: &Client, a: SearchArgs) -> Result<(), CommandError> {
             from: a.from,
             since: a.since,
             limit: Some(a.lines),
+            room: a.room,
         }))
         .await?;
     let mut out = String::new();

@@ -29,17 +29,35 @@ pub(crate) fn event_line(e: &Event) -> String {
             text,
             action,
             trust,
+            room,
+            to,
             ..
         } => {
             let mark = trust
                 .and_then(Trust::line_mark)
                 .map(|m| format!("{m} "))
                 .unwrap_or_default();
+            // Where, unless it is #general: `#ops` or `→bob` in front.
+            let place = match (room.as_deref(), to) {
+                (_, Some(to)) => format!("→{} ", clean(&to.nick)),
+                (Some(r), None) if r != shared::rooms::GENERAL => format!("{} ", clean(r)),
+                _ => String::new(),
+            };
             if *action {
-                format!("{mark}* {} {}", clean(nick), clean(text))
+                format!("{place}{mark}* {} {}", clean(nick), clean(text))
             } else {
-                format!("{mark}<{}> {}", clean(nick), clean(text))
+                format!("{place}{mark}<{}> {}", clean(nick), clean(text))
             }
+        }
+        EventBody::Room {
+            nick, room, joined, ..
+        } => {
+            let (arrow, verb) = if *joined {
+                ("-->", "joined")
+            } else {
+                ("<--", "left")
+            };
+            format!("{arrow} {} {verb} {}", clean(nick), clean(room))
         }
         EventBody::Alert { text, .. } => format!("!! {}", clean(text)),
         EventBody::Join { peer_id, nick } => {
@@ -71,6 +89,32 @@ pub(crate) fn shown_time(e: &Event) -> (shared::Timestamp, bool) {
         } => (sent.unwrap_or(e.ts), true),
         _ => (e.ts, false),
     }
+}
+
+/// The `rooms` table.
+pub(crate) fn rooms_table(rooms: &[shared::api::RoomInfo]) -> String {
+    let mut out = String::new();
+    let width = rooms.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+    let _ = writeln!(out, "{:width$}  JOINED  MEMBERS  PEERS", "ROOM");
+    for r in rooms {
+        let peers = if r.peers.is_empty() {
+            "-".to_owned()
+        } else {
+            r.peers
+                .iter()
+                .map(|p| clean(p).into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "{:width$}  {:6}  {:7}  {peers}",
+            clean(&r.name),
+            if r.joined { "yes" } else { "no" },
+            r.members
+        );
+    }
+    out
 }
 
 /// The `peers` table.
@@ -253,6 +297,8 @@ mod tests {
             seq: None,
             sent: None,
             late: false,
+            room: None,
+            to: None,
         }));
         assert!(l.ends_with("<amy> hi \u{FFFD}[2J"), "{l}");
         let l = event_line(&e(EventBody::Message {
@@ -266,6 +312,8 @@ mod tests {
             seq: None,
             sent: None,
             late: false,
+            room: None,
+            to: None,
         }));
         assert!(l.ends_with("* amy waves"));
         let l = event_line(&e(EventBody::Message {
@@ -279,6 +327,8 @@ mod tests {
             seq: None,
             sent: None,
             late: false,
+            room: None,
+            to: None,
         }));
         assert!(l.ends_with(" ! <amy~3fa2> hi"), "{l}");
         let l = event_line(&e(EventBody::Message {
@@ -292,6 +342,8 @@ mod tests {
             seq: None,
             sent: None,
             late: false,
+            room: None,
+            to: None,
         }));
         assert!(l.ends_with(" ? * amy hi"), "{l}");
         // Caught up later: when it was said, and marked.
@@ -307,6 +359,8 @@ mod tests {
             seq: Some(4),
             sent: Some(said),
             late: true,
+            room: None,
+            to: None,
         }));
         let when = said.with_timezone(&Local).format("%H:%M:%S").to_string();
         assert_eq!(l, format!("{when}{LATE_MARK}<amy> while you were away"));
@@ -332,6 +386,7 @@ mod tests {
             trust: Some(Trust::Verified),
             last_seen_ms: Some(0),
             away: None,
+            rooms: Vec::new(),
         }]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 2);

@@ -166,6 +166,14 @@ impl Identity {
     pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.key.sign(message).to_bytes()
     }
+
+    /// X25519 between our key and `theirs`, both read as their Montgomery
+    /// forms: the same secret on both sides. `None` for a key that is not
+    /// a point.
+    pub(crate) fn agree(&self, theirs: &[u8; KEY_LEN]) -> Option<[u8; 32]> {
+        let theirs = VerifyingKey::from_bytes(theirs).ok()?.to_montgomery();
+        Some(theirs.mul_clamped(self.key.to_scalar_bytes()).to_bytes())
+    }
 }
 
 /// Length of a network key (a Noise PSK).

@@ -7,6 +7,7 @@
 mod api;
 pub mod cli;
 pub mod config;
+mod direct;
 mod discovery;
 mod history;
 pub mod identity;
@@ -15,6 +16,7 @@ mod memory;
 mod mesh;
 pub mod node;
 mod notify;
+mod rooms;
 pub mod service;
 pub mod store;
 mod sync;

@@ -211,7 +211,14 @@ pub async fn serve(
             let last = journal::read_last(s.dir());
             if let Some(l) = &last {
                 let fingerprint: Arc<str> = Arc::from(identity.fingerprint());
-                journal::restore_events(l, s, &peer_id, &fingerprint).await;
+                // Our direct messages are sealed in the journal: opened
+                // with the recipient's key, if it is known.
+                let open_dm = |to: &str, content: &str| {
+                    let (key, nick) = bound.known.by_id(to)?;
+                    let text = crate::direct::open(&identity, &key, &peer_id, to, content)?;
+                    Some((text, nick))
+                };
+                journal::restore_events(l, s, &peer_id, &fingerprint, &open_dm).await;
             }
             last
         }
@@ -243,6 +250,7 @@ pub async fn serve(
         retain_days: Some(config.retention.days),
         journal_last,
         notifier,
+        rooms: crate::rooms::Joined::load(config.state_dir.as_deref()),
     };
     let mesh = Mesh::new(
         local,

@@ -55,6 +55,10 @@ struct Life {
     end: Hash,
     /// Runs held past a hole: by the chain hash before them, (last, end).
     waiting: HashMap<Hash, (u64, Hash)>,
+    /// The room (wire form) of its lines, when not `#general`: a room's
+    /// runs go only to its members, a direct conversation's to peers that
+    /// take rooms.
+    room: Option<Arc<str>>,
 }
 
 #[derive(Debug, Default)]
@@ -131,6 +135,7 @@ impl Sync {
                             last: r.last,
                             end: r.end,
                             waiting: HashMap::new(),
+                            room: r.room.clone(),
                         };
                         match store.runs_beyond(&r.author, &r.life, r.last, WAITING) {
                             Ok(runs) => {
@@ -179,6 +184,7 @@ impl Sync {
         }
         let relay = Relay {
             key: hex(key),
+            room: seal.room.clone(),
             seal,
             lines,
         };
@@ -242,6 +248,7 @@ impl Sync {
                 last: 0,
                 end: chain_start(key, life),
                 waiting: HashMap::new(),
+                room: relay.room.as_deref().map(Arc::from),
             };
             state.lives.insert(k.clone(), start);
         }
@@ -270,6 +277,7 @@ impl Sync {
             key: *key,
             last: held.last,
             end: held.end,
+            room: held.room.clone(),
         });
         drop(state);
         Taken::New(Box::new(RunRow {
@@ -281,6 +289,21 @@ impl Sync {
             relay,
             reach,
         }))
+    }
+
+    /// Whether any run of `author`'s `life` is held.
+    pub(crate) fn knows(&self, author: &Arc<str>, life: &Arc<str>) -> bool {
+        self.state()
+            .lives
+            .contains_key(&(author.clone(), life.clone()))
+    }
+
+    /// The chain hash `life`'s held runs reach to without a hole.
+    pub(crate) fn end_of(&self, author: &Arc<str>, life: &Arc<str>) -> Option<Hash> {
+        self.state()
+            .lives
+            .get(&(author.clone(), life.clone()))
+            .map(|l| l.end)
     }
 
     /// How far `life`'s runs reach without a hole (0 when none are held).
@@ -319,12 +342,28 @@ impl Sync {
 
     /// What `peer`, with `their` vector, lacks that we should send: our own
     /// lives, and those whose author it is not linked with. Never the
-    /// peer's own.
-    pub(crate) fn plan(&self, peer: &str, their: &TheirVector) -> Vec<Send> {
+    /// peer's own. A room's lives only if the peer is in the room, direct
+    /// conversations' only if it takes rooms (`rooms` is then the rooms it
+    /// is in, `#name` each).
+    pub(crate) fn plan(
+        &self,
+        peer: &str,
+        their: &TheirVector,
+        rooms: Option<&std::collections::BTreeSet<String>>,
+    ) -> Vec<Send> {
         let state = self.state();
         let mut out = Vec::new();
         for ((author, life), l) in &state.lives {
             if **author == *peer || (*author != self.me && their.linked.contains(&**author)) {
+                continue;
+            }
+            let belongs = match (l.room.as_deref(), rooms) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(r), Some(_)) if r.starts_with('@') => true,
+                (Some(r), Some(rooms)) => rooms.contains(&format!("#{r}")),
+            };
+            if !belongs {
                 continue;
             }
             let theirs = their
@@ -405,7 +444,9 @@ mod tests {
             );
             out.chain(msg);
             if seq % run == 0 {
-                runs.push(out.seal(&me, life, None).unwrap());
+                let n = out.open_runs()[0];
+                let sealed = out.seal(&me, n).unwrap();
+                runs.push((sealed.seal, sealed.lines));
             }
         }
         (me, runs)
@@ -416,6 +457,7 @@ mod tests {
             key: hex(key),
             seal: run.0.clone(),
             lines: run.1.clone(),
+            room: None,
         }
     }
 
@@ -538,12 +580,12 @@ mod tests {
             life,
             after: 0,
         }];
-        assert_eq!(sync.plan(bob, &vector(vec![], vec![])), want);
+        assert_eq!(sync.plan(bob, &vector(vec![], vec![]), None), want);
         // Not to amy herself, nor to a peer linked with her, nor to one
         // that has it.
-        assert!(sync.plan(&amy_id, &vector(vec![], vec![])).is_empty());
+        assert!(sync.plan(&amy_id, &vector(vec![], vec![]), None).is_empty());
         assert!(
-            sync.plan(bob, &vector(vec![], vec![amy_id.to_string()]))
+            sync.plan(bob, &vector(vec![], vec![amy_id.to_string()]), None)
                 .is_empty()
         );
         let has = vec![Have {
@@ -551,7 +593,7 @@ mod tests {
             life: "cc".into(),
             last: 6,
         }];
-        assert!(sync.plan(bob, &vector(has, vec![])).is_empty());
+        assert!(sync.plan(bob, &vector(has, vec![]), None).is_empty());
         // A vector over its limits is refused.
         let mut v = TheirVector::default();
         let many: Vec<String> = (0..MAX_LINKED).map(|i| format!("k{i:024x}")).collect();

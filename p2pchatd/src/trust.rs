@@ -244,6 +244,19 @@ impl KnownPeers {
         self.own = Some((nick.to_owned(), hex(key)));
     }
 
+    /// The key that holds `nick`, if another peer's.
+    pub(crate) fn key_of(&self, nick: &str) -> Option<[u8; KEY_LEN]> {
+        self.file.pins.get(nick).and_then(|k| unhex::<KEY_LEN>(k))
+    }
+
+    /// The known key whose peer id is `peer_id`, and the nick it last used.
+    pub(crate) fn by_id(&self, peer_id: &str) -> Option<([u8; KEY_LEN], String)> {
+        self.file.keys.iter().find_map(|(k, known)| {
+            let key = unhex::<KEY_LEN>(k)?;
+            (peer_id_of(&key) == peer_id).then(|| (key, known.nick.clone()))
+        })
+    }
+
     /// The key (hex) that holds `nick`: ours for our own nick.
     fn holder(&self, nick: &str) -> Option<&str> {
         match &self.own {

@@ -41,6 +41,14 @@ pub mod code {
     /// `say {wait}`: a peer linked when the line was sent did not confirm
     /// it holds it in time (or cannot: a Go peer); the line was sent.
     pub const UNCONFIRMED: i64 = 1008;
+    /// A room name breaks the rules (`#` and 1-32 of `a-z 0-9 - _ .`), or
+    /// the room cannot be left (`#general`), or too many rooms are joined.
+    pub const INVALID_ROOM: i64 = 1009;
+    /// `say {room}` in a room this daemon is not in.
+    pub const NOT_IN_ROOM: i64 = 1010;
+    /// `say {to}`: no direct message can go to that nick (unknown, a Go
+    /// peer, in conflict, or a peer too old to take one).
+    pub const CANNOT_DM: i64 = 1011;
 }
 
 /// The method name of event notifications.
@@ -66,14 +74,19 @@ impl RpcError {
     }
 }
 
-/// `say {text, action?, wait?, timeout_ms?}`: send a line to everyone.
-/// `action` marks a `/me`.
+/// `say {text, action?, room?, to?, wait?, timeout_ms?}`: send a line to a
+/// room (`#general` without one), or with `to` (a nick) to that peer
+/// alone. `action` marks a `/me`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SayParams {
     pub text: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub action: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
     /// Answer only once every peer linked now holds the line (or fail
     /// with [`code::UNCONFIRMED`] after `timeout_ms`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -97,6 +110,10 @@ pub struct HistoryParams {
     pub limit: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<u64>,
+    /// Only this room's messages (`#general`'s come with the events that
+    /// are no room's: joins, leaves, nick changes, alerts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
 }
 
 /// `subscribe {since?, attach?}`: live events from now on; with `since`,
@@ -110,6 +127,9 @@ pub struct SubscribeParams {
     pub since: Option<u64>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub attach: bool,
+    /// As `history`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
 }
 
 /// `away {reason?}`: away by hand with a reason; without one (or null),
@@ -146,6 +166,8 @@ pub struct SearchParams {
     pub since: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
 }
 
 /// Longest `search` words accepted.
@@ -173,6 +195,32 @@ pub struct TrustResult {
     pub fingerprint: String,
 }
 
+/// `join {room}` and `part {room}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomParams {
+    pub room: String,
+}
+
+/// Result of `join` and `part`: the room, and whether anything changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomResult {
+    pub room: String,
+    pub changed: bool,
+}
+
+/// A room this daemon is in or knows of (a linked peer is in it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub name: String,
+    pub joined: bool,
+    /// Who is in it now: linked peers, and us when joined.
+    pub members: usize,
+    /// The linked peers in it, by nick as shown.
+    #[serde(default)]
+    pub peers: Vec<String>,
+}
+
 /// A request, by method, with its parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
@@ -186,6 +234,9 @@ pub enum Call {
     Forget(TrustParams),
     Search(SearchParams),
     Away(AwayParams),
+    Rooms,
+    Join(RoomParams),
+    Part(RoomParams),
     Shutdown,
 }
 
@@ -205,6 +256,9 @@ impl Call {
             Self::Forget(_) => "forget",
             Self::Search(_) => "search",
             Self::Away(_) => "away",
+            Self::Rooms => "rooms",
+            Self::Join(_) => "join",
+            Self::Part(_) => "part",
             Self::Shutdown => "shutdown",
         }
     }
@@ -222,6 +276,9 @@ impl Call {
             "forget" => Self::Forget(required(params)?),
             "search" => Self::Search(required(params)?),
             "away" => Self::Away(optional(params)?),
+            "rooms" => no_params(params).map(|()| Self::Rooms)?,
+            "join" => Self::Join(required(params)?),
+            "part" => Self::Part(required(params)?),
             "shutdown" => no_params(params).map(|()| Self::Shutdown)?,
             other => {
                 return Err(RpcError::new(
@@ -245,6 +302,7 @@ impl Call {
             Trust(&'a TrustParams),
             Search(&'a SearchParams),
             Away(&'a AwayParams),
+            Room(&'a RoomParams),
         }
         #[derive(Serialize)]
         struct Out<'a> {
@@ -262,7 +320,8 @@ impl Call {
             Self::Trust(p) | Self::Forget(p) => Some(Params::Trust(p)),
             Self::Search(p) => Some(Params::Search(p)),
             Self::Away(p) => Some(Params::Away(p)),
-            Self::Peers | Self::Status | Self::Shutdown => None,
+            Self::Join(p) | Self::Part(p) => Some(Params::Room(p)),
+            Self::Peers | Self::Status | Self::Rooms | Self::Shutdown => None,
         };
         let mut out = serde_json::to_vec(&Out {
             jsonrpc: "2.0",
@@ -655,6 +714,9 @@ pub struct PeerInfo {
     /// Its away message, while it is away (p2pchatd peers say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub away: Option<String>,
+    /// The rooms it is in besides `#general` (p2pchatd peers say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rooms: Vec<String>,
 }
 
 /// Result of `status`.
@@ -801,11 +863,13 @@ mod tests {
         roundtrip_call(Call::History(HistoryParams {
             limit: Some(5),
             before: Some(10),
+            room: None,
         }));
         roundtrip_call(Call::Subscribe(SubscribeParams::default()));
         roundtrip_call(Call::Subscribe(SubscribeParams {
             since: Some(0),
             attach: true,
+            room: None,
         }));
         roundtrip_call(Call::Away(AwayParams {
             reason: Some("lunch".into()),
@@ -821,6 +885,7 @@ mod tests {
             from: Some("amy".into()),
             since: Some(chrono::DateTime::from_timestamp(1_764_000_000, 0).unwrap()),
             limit: Some(5),
+            room: None,
         }));
         roundtrip_call(Call::Search(SearchParams {
             words: "x".into(),
@@ -998,6 +1063,7 @@ mod tests {
             trust: Some(Trust::Plaintext),
             last_seen_ms: Some(5),
             away: Some("lunch".into()),
+            rooms: Vec::new(),
         });
         rt(StatusInfo {
             peer_id: "p".into(),
@@ -1045,6 +1111,7 @@ mod tests {
             trust: None,
             last_seen_ms: None,
             away: None,
+            rooms: Vec::new(),
         })
         .unwrap();
         assert!(json.contains(r#""link":null"#) && json.contains(r#""connected":false"#));

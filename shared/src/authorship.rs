@@ -22,6 +22,7 @@ use blake2::{Blake2s256, Digest};
 
 use crate::keys::{KEY_LEN, peer_id_of, tagged, unhex};
 use crate::limits::{MAX_TEXT_BYTES, ROOM};
+use crate::rooms::MAX_SEALED_BYTES;
 use crate::text::{TextError, validate_message_id};
 use crate::time::{Timestamp, serde_rfc3339};
 use crate::wire::{MessageType, PeerMessage};
@@ -100,6 +101,12 @@ pub struct Seal {
     pub end: String,
     /// Ed25519 over [`Seal::signed_bytes`], hex.
     pub sig: String,
+    /// The room (wire form) of the run's lines, when not `#general`: the
+    /// life is then the room's stream ([`crate::rooms::stream_life`]).
+    /// Not signed: every leaf holds the room, and the chain starts from
+    /// the life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
 }
 
 impl Seal {
@@ -161,7 +168,7 @@ impl RelayedLine {
         })
     }
 
-    fn message(&self, author: &str) -> PeerMessage {
+    fn message(&self, author: &str, room: &str) -> PeerMessage {
         PeerMessage {
             id: self.id.clone(),
             kind: MessageType::Chat,
@@ -170,11 +177,12 @@ impl RelayedLine {
             content: self.content.clone(),
             timestamp: Some(self.timestamp),
             sequence: self.sequence,
-            room_id: ROOM.to_owned(),
+            room_id: room.to_owned(),
             metadata: None,
             seal: None,
             relay: None,
             sync: None,
+            rooms: None,
         }
     }
 }
@@ -187,6 +195,9 @@ pub struct Relay {
     pub key: String,
     pub seal: Seal,
     pub lines: Vec<RelayedLine>,
+    /// The room (wire form) of the lines, when not `#general`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
 }
 
 /// Why a relayed run was refused.
@@ -204,6 +215,8 @@ pub enum RelayError {
     Id(TextError),
     #[error("a line's text is longer than {MAX_TEXT_BYTES} bytes")]
     TooLong,
+    #[error("the run and its seal name different rooms")]
+    Room,
     #[error("the lines do not hash to the sealed chain")]
     Chain,
     #[error("the seal's signature is not the author's")]
@@ -247,14 +260,24 @@ impl Relay {
             return Err(RelayError::Sequence);
         }
         let author = peer_id_of(&key);
+        let room = self.room.as_deref().unwrap_or(ROOM);
+        if self.room.as_deref() != self.seal.room.as_deref() {
+            return Err(RelayError::Room);
+        }
+        // Direct messages are sealed to their recipient: hex, and longer.
+        let max = if room.starts_with('@') {
+            MAX_SEALED_BYTES
+        } else {
+            MAX_TEXT_BYTES
+        };
         let mut h = prev;
         let mut lines = Vec::with_capacity(n);
         for l in &self.lines {
             validate_message_id(&l.id).map_err(RelayError::Id)?;
-            if l.content.len() > MAX_TEXT_BYTES {
+            if l.content.len() > max {
                 return Err(RelayError::TooLong);
             }
-            let msg = l.message(&author);
+            let msg = l.message(&author, room);
             h = chain(&h, &leaf(&msg));
             lines.push(msg);
         }
@@ -311,8 +334,10 @@ mod tests {
                 prev: hex(&start),
                 end: hex(&end),
                 sig: hex(&[0u8; 64]),
+                room: None,
             },
             lines: msgs.iter().map(|m| RelayedLine::of(m).unwrap()).collect(),
+            room: None,
         };
         (relay, msgs)
     }

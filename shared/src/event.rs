@@ -12,6 +12,13 @@ use std::sync::Arc;
 use crate::api::Trust;
 use crate::time::Timestamp;
 
+/// The recipient of a direct message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dm {
+    pub peer_id: String,
+    pub nick: String,
+}
+
 /// An event with its place in the daemon's history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -45,6 +52,19 @@ pub enum EventBody {
         /// It came through catch-up after a partition or a restart, not
         /// live: shown with its own time.
         late: bool,
+        /// The room it was said in (`#general` when absent, as from a
+        /// daemon before rooms); none on a direct message.
+        room: Option<String>,
+        /// A direct message: the recipient's peer id and nick (ours, on
+        /// one we got).
+        to: Option<Dm>,
+    },
+    /// A peer (or we) joined or left a room.
+    Room {
+        peer_id: String,
+        nick: String,
+        room: String,
+        joined: bool,
     },
     /// A peer became linked.
     Join { peer_id: String, nick: String },
@@ -71,6 +91,19 @@ pub enum EventBody {
 }
 
 impl EventBody {
+    /// The room an event belongs to, for a room filter: a message's room
+    /// (`#general` when it names none), a room event's room, and
+    /// `#general` for what is no room's (joins, leaves, nicks, alerts,
+    /// gaps). `None` for a direct message.
+    pub fn room(&self) -> Option<&str> {
+        match self {
+            Self::Message { to: Some(_), .. } => None,
+            Self::Message { room, .. } => Some(room.as_deref().unwrap_or(crate::rooms::GENERAL)),
+            Self::Room { room, .. } => Some(room),
+            _ => Some(crate::rooms::GENERAL),
+        }
+    }
+
     pub fn kind(&self) -> &str {
         match self {
             Self::Message { .. } => "message",
@@ -78,6 +111,7 @@ impl EventBody {
             Self::Leave { .. } => "leave",
             Self::Nick { .. } => "nick",
             Self::Alert { .. } => "alert",
+            Self::Room { .. } => "room",
             Self::Gap { .. } => "gap",
             Self::Other { kind } => kind,
         }
@@ -111,6 +145,14 @@ struct FlatOut<'a> {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     late: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to_nick: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    joined: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     old: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     new: Option<&'a str>,
@@ -138,6 +180,10 @@ struct FlatIn {
     sent: Option<Timestamp>,
     #[serde(default)]
     late: bool,
+    room: Option<String>,
+    to: Option<String>,
+    to_nick: Option<String>,
+    joined: Option<bool>,
     old: Option<String>,
     new: Option<String>,
     reason: Option<String>,
@@ -160,6 +206,10 @@ impl Serialize for Event {
             seq: None,
             sent: None,
             late: false,
+            room: None,
+            to: None,
+            to_nick: None,
+            joined: None,
             old: None,
             new: None,
             reason: None,
@@ -177,6 +227,8 @@ impl Serialize for Event {
                 seq,
                 sent,
                 late,
+                room,
+                to,
             } => {
                 out.id = Some(id);
                 out.peer_id = Some(peer_id);
@@ -188,6 +240,20 @@ impl Serialize for Event {
                 out.seq = *seq;
                 out.sent = sent.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
                 out.late = *late;
+                out.room = room.as_deref();
+                out.to = to.as_ref().map(|d| d.peer_id.as_str());
+                out.to_nick = to.as_ref().map(|d| d.nick.as_str());
+            }
+            EventBody::Room {
+                peer_id,
+                nick,
+                room,
+                joined,
+            } => {
+                out.peer_id = Some(peer_id);
+                out.nick = Some(nick);
+                out.room = Some(room);
+                out.joined = Some(*joined);
             }
             EventBody::Alert { peer_id, text } => {
                 out.peer_id = Some(peer_id);
@@ -237,6 +303,17 @@ impl<'de> Deserialize<'de> for Event {
                 seq: f.seq,
                 sent: f.sent,
                 late: f.late,
+                to: f.to.map(|peer_id| Dm {
+                    nick: f.to_nick.unwrap_or_else(|| peer_id.clone()),
+                    peer_id,
+                }),
+                room: f.room,
+            },
+            "room" => EventBody::Room {
+                peer_id: need(f.peer_id, "peer_id")?,
+                nick: need(f.nick, "nick")?,
+                room: need(f.room, "room")?,
+                joined: f.joined.unwrap_or_default(),
             },
             "alert" => EventBody::Alert {
                 peer_id: need(f.peer_id, "peer_id")?,
@@ -292,6 +369,8 @@ mod tests {
                 seq: None,
                 sent: None,
                 late: false,
+                room: None,
+                to: None,
             },
             EventBody::Message {
                 id: "x".into(),
@@ -304,6 +383,31 @@ mod tests {
                 seq: Some(17),
                 sent: Some(chrono::DateTime::from_timestamp_millis(1_764_000_000_123).unwrap()),
                 late: true,
+                room: None,
+                to: Some(Dm {
+                    peer_id: "k0123456789abcdef01234567".into(),
+                    nick: "bob".into(),
+                }),
+            },
+            EventBody::Message {
+                id: "y".into(),
+                peer_id: "k0123456789abcdef01234567".into(),
+                nick: "bob".into(),
+                text: "in ops".into(),
+                action: false,
+                fingerprint: None,
+                trust: Some(Trust::Pinned),
+                seq: Some(3),
+                sent: None,
+                late: false,
+                room: Some("#ops".into()),
+                to: None,
+            },
+            EventBody::Room {
+                peer_id: "k0123456789abcdef01234567".into(),
+                nick: "bob".into(),
+                room: "#ops".into(),
+                joined: true,
             },
             EventBody::Alert {
                 peer_id: "k00".into(),
@@ -358,10 +462,10 @@ mod tests {
             serde_json::to_string(e).unwrap(),
             r#"{"kind":"message","cursor":1,"ts":"2026-11-25T12:34:35.832Z","id":"52041141e026c365","peer_id":"amy_76","nick":"amy","text":"hello \"world\"\t🌍"}"#
         );
-        let gap = &all_kinds()[7];
+        let gap = &all_kinds()[9];
         assert_eq!(
             serde_json::to_string(gap).unwrap(),
-            r#"{"kind":"gap","cursor":8,"ts":"2026-11-25T12:34:35.832Z","missed":12}"#
+            r#"{"kind":"gap","cursor":10,"ts":"2026-11-25T12:34:35.832Z","missed":12}"#
         );
     }
 

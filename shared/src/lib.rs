@@ -21,6 +21,7 @@ pub mod mention;
 #[cfg(feature = "cli")]
 pub mod netif;
 pub mod paths;
+pub mod rooms;
 pub mod secure;
 pub mod sync;
 pub mod text;

@@ -31,6 +31,9 @@ pub enum MessageType {
     /// p2pchatd peers only (§8): the sender is away (`content` says why)
     /// or, with no content, back.
     Away,
+    /// p2pchatd peers only (§9): the rooms the sender is in, besides
+    /// `#general` (in `rooms`).
+    Rooms,
     /// A type this version does not know (a newer peer's). Never sent.
     Unknown,
 }
@@ -46,6 +49,7 @@ impl MessageType {
             Self::Relay => "relay",
             Self::Sync => "sync",
             Self::Away => "away",
+            Self::Rooms => "rooms",
             Self::Unknown => "unknown",
         }
     }
@@ -69,6 +73,7 @@ impl<'de> Deserialize<'de> for MessageType {
             "relay" => Self::Relay,
             "sync" => Self::Sync,
             "away" => Self::Away,
+            "rooms" => Self::Rooms,
             _ => Self::Unknown,
         })
     }
@@ -184,6 +189,9 @@ pub struct PeerMessage {
     /// Only in a `sync` line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<Box<SyncVector>>,
+    /// Only in a `rooms` line: room names without the `#`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rooms: Option<Vec<String>>,
 }
 
 /// Bytes the JSON of a message takes besides its content, about.
@@ -226,6 +234,7 @@ impl PeerMessage {
             seal: None,
             relay: None,
             sync: None,
+            rooms: None,
         }
     }
 

@@ -12,7 +12,10 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use p2pchat_tui::client::{Client, ClientError};
-use shared::api::{Call, HistoryParams, HistoryResult, PeerInfo, SayParams, SayResult, StatusInfo};
+use shared::api::{
+    Call, HistoryParams, HistoryResult, PeerInfo, RoomParams, RoomResult, SayParams, SayResult,
+    StatusInfo, SubscribeParams,
+};
 use shared::event::Event;
 
 use crate::dir::TempDir;
@@ -402,6 +405,7 @@ impl Daemon {
             .call(&Call::History(HistoryParams {
                 limit: Some(limit),
                 before: None,
+                room: None,
             }))
             .await?;
         Ok(h.events)
@@ -423,6 +427,61 @@ impl Daemon {
         for p in pending {
             p.wait::<SayResult>().await.expect("said");
         }
+    }
+
+    /// Joins `room`.
+    pub async fn join(&self, room: &str) {
+        let _: RoomResult = self
+            .client()
+            .await
+            .call(&Call::Join(RoomParams { room: room.into() }))
+            .await
+            .expect("join");
+    }
+
+    /// Says `text` in `room` (or to `to`): the daemon's answer.
+    pub async fn say_to(
+        &self,
+        room: Option<&str>,
+        to: Option<&str>,
+        text: &str,
+    ) -> Result<SayResult, ClientError> {
+        self.client()
+            .await
+            .call(&Call::Say(SayParams {
+                text: text.into(),
+                room: room.map(str::to_owned),
+                to: to.map(str::to_owned),
+                ..Default::default()
+            }))
+            .await
+    }
+
+    /// A live subscription to `room`'s events only.
+    pub async fn subscribe_room(&self, room: &str) -> Subscriber {
+        crate::wait::subscribe_with(
+            &self.socket,
+            SubscribeParams {
+                room: Some(room.into()),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// The newest `limit` events of `room`, oldest first.
+    pub async fn room_history(&self, room: &str, limit: usize) -> Vec<Event> {
+        let h: HistoryResult = self
+            .client()
+            .await
+            .call(&Call::History(HistoryParams {
+                limit: Some(limit),
+                before: None,
+                room: Some(room.into()),
+            }))
+            .await
+            .expect("history");
+        h.events
     }
 
     pub async fn say(&self, text: &str) {

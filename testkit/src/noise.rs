@@ -41,6 +41,17 @@ pub async fn dial(
     nick: &str,
     psk: Option<[u8; 32]>,
 ) -> Result<NoiseLink, String> {
+    dial_with_caps(to, secret, nick, psk, &[CAP_SEALS]).await
+}
+
+/// As [`dial`], saying `caps` in the hello.
+pub async fn dial_with_caps(
+    to: SocketAddr,
+    secret: [u8; 32],
+    nick: &str,
+    psk: Option<[u8; 32]>,
+    caps: &[&str],
+) -> Result<NoiseLink, String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
     let pattern = if psk.is_some() {
         NOISE_XX_PSK
@@ -69,7 +80,7 @@ pub async fn dial(
         nick: nick.into(),
         heartbeat_ms: 2000,
         instance: "test".into(),
-        caps: vec![CAP_SEALS.into()],
+        caps: caps.iter().map(|c| (*c).to_owned()).collect(),
     };
     let mut stream = TcpStream::connect(to).await.map_err(|x| e(&x))?;
     let mut msg = vec![0u8; 4096];

@@ -83,13 +83,21 @@ pub async fn subscribe_at(socket: &Path) -> Subscriber {
 }
 
 pub(crate) async fn subscribe_since(socket: &Path, since: Option<u64>) -> Subscriber {
+    subscribe_with(
+        socket,
+        SubscribeParams {
+            since,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+pub(crate) async fn subscribe_with(socket: &Path, params: SubscribeParams) -> Subscriber {
     let client = Client::connect(socket).await.expect("connect");
     let events = client.take_events().expect("events");
     let _: SubscribeResult = client
-        .call(&Call::Subscribe(SubscribeParams {
-            since,
-            ..Default::default()
-        }))
+        .call(&Call::Subscribe(params))
         .await
         .expect("subscribe");
     Subscriber {

@@ -132,6 +132,7 @@ async fn attach(
                 .call(&Call::Subscribe(SubscribeParams {
                     since: Some(*cursor),
                     attach: true,
+                    room: None,
                 }))
                 .await;
             match r {
@@ -150,6 +151,7 @@ async fn attach(
                 .call(&Call::History(HistoryParams {
                     limit: Some(MAX_LINES),
                     before: None,
+                    room: None,
                 }))
                 .await?;
             let since = h.events.last().map_or(0, |e| e.cursor);
@@ -157,6 +159,7 @@ async fn attach(
                 .call(&Call::Subscribe(SubscribeParams {
                     since: Some(since),
                     attach: true,
+                    room: None,
                 }))
                 .await?;
             (h.events, since, s.read)
@@ -193,7 +196,7 @@ async fn serve(
             e = link.events.recv() => match e {
                 Some(e) => {
                     *resume = Some((link.daemon_id.clone(), e.cursor));
-                    if actions.send(Action::Daemon(DaemonMsg::Event(e))).await.is_err() {
+                    if actions.send(Action::Daemon(DaemonMsg::Event(Box::new(e)))).await.is_err() {
                         return None;
                     }
                 }

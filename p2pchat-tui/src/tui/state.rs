@@ -581,7 +581,7 @@ impl State {
                 new: new.clone(),
             },
             EventBody::Gap { missed } => LineKind::Gap { missed: *missed },
-            EventBody::Other { .. } => return false,
+            EventBody::Other { .. } | EventBody::Room { .. } => return false,
         };
         let mention = matches!(kind, LineKind::Message { mention: true, .. });
         self.push(ts, Some(e.cursor), kind);

@@ -37,7 +37,7 @@ pub(super) enum DaemonMsg {
         /// Where the user left off last time (fresh attach only).
         read: Option<u64>,
     },
-    Event(Event),
+    Event(Box<Event>),
     Peers(Vec<PeerInfo>),
     /// The connection is gone; the session retries.
     Lost(String),
@@ -696,6 +696,7 @@ mod tests {
             trust: None,
             last_seen_ms: None,
             away: None,
+            rooms: Vec::new(),
         }
     }
 
@@ -785,6 +786,8 @@ mod tests {
                 seq: None,
                 sent: None,
                 late: false,
+                room: None,
+                to: None,
             },
         }
     }
@@ -834,7 +837,7 @@ mod tests {
             };
             update(
                 &mut s,
-                Action::Daemon(DaemonMsg::Event(msg(i, "amy", &text))),
+                Action::Daemon(DaemonMsg::Event(Box::new(msg(i, "amy", &text)))),
             );
         }
         update(
@@ -878,7 +881,7 @@ mod tests {
                 text: "bob's key changed".into(),
             },
         };
-        let fx = update(&mut s, Action::Daemon(DaemonMsg::Event(alert)));
+        let fx = update(&mut s, Action::Daemon(DaemonMsg::Event(Box::new(alert))));
         assert_eq!(
             fx,
             vec![Effect::RefreshPeers],
@@ -920,6 +923,7 @@ mod tests {
                 trust: Some(Trust::Pinned),
                 last_seen_ms: None,
                 away: None,
+                rooms: Vec::new(),
             }])),
         );
         enter(&mut s, "/whois bob");
@@ -1002,6 +1006,7 @@ mod tests {
             trust: None,
             last_seen_ms: None,
             away: None,
+            rooms: Vec::new(),
         }];
         assert_eq!(enter(&mut s, "/users"), vec![Effect::RefreshPeers]);
         assert!(matches!(last_line(&s), LineKind::Info(m) if m == "2 here: me (you), bob"));
@@ -1187,7 +1192,7 @@ mod tests {
         s.rebuild_highlights();
         let fx = update(
             &mut s,
-            Action::Daemon(DaemonMsg::Event(msg(1, "bob_1", "hey me, look"))),
+            Action::Daemon(DaemonMsg::Event(Box::new(msg(1, "bob_1", "hey me, look")))),
         );
         assert_eq!(fx, vec![Effect::Bell], "our nick rings");
         assert!(matches!(
@@ -1197,17 +1202,17 @@ mod tests {
         assert_eq!(s.mentions, 0, "seen: at the bottom, focused");
         let fx = update(
             &mut s,
-            Action::Daemon(DaemonMsg::Event(msg(2, "bob_1", "memo"))),
+            Action::Daemon(DaemonMsg::Event(Box::new(msg(2, "bob_1", "memo")))),
         );
         assert_eq!(fx, vec![], "a word that only starts with the nick does not");
         update(&mut s, Action::Focus(false));
         update(
             &mut s,
-            Action::Daemon(DaemonMsg::Event(msg(3, "bob_1", "DEPLOY done"))),
+            Action::Daemon(DaemonMsg::Event(Box::new(msg(3, "bob_1", "DEPLOY done")))),
         );
         update(
             &mut s,
-            Action::Daemon(DaemonMsg::Event(msg(4, "me_1", "me deploy"))),
+            Action::Daemon(DaemonMsg::Event(Box::new(msg(4, "me_1", "me deploy")))),
         );
         assert_eq!(s.mentions, 1, "counted while away; our own lines never");
         update(&mut s, Action::Focus(true));
@@ -1215,7 +1220,7 @@ mod tests {
         // A new nick is what counts from then on.
         update(
             &mut s,
-            Action::Daemon(DaemonMsg::Event(Event {
+            Action::Daemon(DaemonMsg::Event(Box::new(Event {
                 cursor: 5,
                 ts: Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap(),
                 body: EventBody::Nick {
@@ -1223,12 +1228,12 @@ mod tests {
                     old: "me".into(),
                     new: "zed".into(),
                 },
-            })),
+            }))),
         );
         assert_eq!(
             update(
                 &mut s,
-                Action::Daemon(DaemonMsg::Event(msg(6, "bob_1", "zed?")))
+                Action::Daemon(DaemonMsg::Event(Box::new(msg(6, "bob_1", "zed?"))))
             ),
             vec![Effect::Bell]
         );
@@ -1236,7 +1241,7 @@ mod tests {
         assert_eq!(
             update(
                 &mut s,
-                Action::Daemon(DaemonMsg::Event(msg(7, "bob_1", "zed!")))
+                Action::Daemon(DaemonMsg::Event(Box::new(msg(7, "bob_1", "zed!"))))
             ),
             vec![],
             "bell = false"
@@ -1249,10 +1254,10 @@ mod tests {
         let at = |d: u32, h: u32| Utc.with_ymd_and_hms(2026, 11, d, h, 0, 0).unwrap();
         let mut m = msg(1, "bob_1", "yesterday");
         m.ts = at(24, 23);
-        update(&mut s, Action::Daemon(DaemonMsg::Event(m)));
+        update(&mut s, Action::Daemon(DaemonMsg::Event(Box::new(m))));
         let mut m = msg(2, "bob_1", "today");
         m.ts = at(25, 1);
-        update(&mut s, Action::Daemon(DaemonMsg::Event(m)));
+        update(&mut s, Action::Daemon(DaemonMsg::Event(Box::new(m))));
         let kinds: Vec<String> = s.lines.iter().map(|l| l.kind.body()).collect();
         assert_eq!(
             kinds,
@@ -1400,7 +1405,11 @@ mod tests {
         for i in 0..30 {
             update(
                 &mut s,
-                Action::Daemon(DaemonMsg::Event(msg(i, "bob_1", &format!("line {i}")))),
+                Action::Daemon(DaemonMsg::Event(Box::new(msg(
+                    i,
+                    "bob_1",
+                    &format!("line {i}"),
+                )))),
             );
         }
         assert_eq!(s.total_rows, 30);
@@ -1418,7 +1427,7 @@ mod tests {
         assert_eq!(s.scroll, 12);
         update(
             &mut s,
-            Action::Daemon(DaemonMsg::Event(msg(30, "bob_1", "new"))),
+            Action::Daemon(DaemonMsg::Event(Box::new(msg(30, "bob_1", "new")))),
         );
         assert_eq!((s.scroll, s.unseen), (13, 1), "anchored, and counted");
         press(&mut s, KeyCode::Home);
@@ -1450,7 +1459,7 @@ mod tests {
         let long = "word ".repeat(30);
         update(
             &mut s,
-            Action::Daemon(DaemonMsg::Event(msg(1, "bob_1", long.trim()))),
+            Action::Daemon(DaemonMsg::Event(Box::new(msg(1, "bob_1", long.trim())))),
         );
         let wide = s.lines.back().unwrap().rows;
         update(&mut s, Action::Resize(40, 12));
@@ -1507,7 +1516,7 @@ mod tests {
             },
         };
         assert_eq!(
-            update(&mut s, Action::Daemon(DaemonMsg::Event(join))),
+            update(&mut s, Action::Daemon(DaemonMsg::Event(Box::new(join)))),
             vec![Effect::RefreshPeers]
         );
         let rename = Event {
@@ -1519,7 +1528,7 @@ mod tests {
                 new: "myself".into(),
             },
         };
-        update(&mut s, Action::Daemon(DaemonMsg::Event(rename)));
+        update(&mut s, Action::Daemon(DaemonMsg::Event(Box::new(rename))));
         assert_eq!(s.me.as_ref().unwrap().nick, "myself");
 
         update(&mut s, Action::Daemon(DaemonMsg::Lost("gone".into())));
@@ -1548,7 +1557,7 @@ mod tests {
             ts: Utc::now(),
             body: EventBody::Gap { missed: 3 },
         };
-        update(&mut s, Action::Daemon(DaemonMsg::Event(gap)));
+        update(&mut s, Action::Daemon(DaemonMsg::Event(Box::new(gap))));
         assert_eq!(last_line(&s), &LineKind::Gap { missed: 3 });
     }
 }

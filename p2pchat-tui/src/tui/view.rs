@@ -531,6 +531,7 @@ mod tests {
             trust: Some(trust_of(id)),
             last_seen_ms: Some(0),
             away: None,
+            rooms: Vec::new(),
         };
         vec![
             p(
@@ -597,6 +598,8 @@ mod tests {
                 seq: None,
                 sent: None,
                 late: false,
+                room: None,
+                to: None,
             },
         )
     }
@@ -682,7 +685,7 @@ mod tests {
             ),
         ];
         for e in evs {
-            update(s, Action::Daemon(DaemonMsg::Event(e)));
+            update(s, Action::Daemon(DaemonMsg::Event(Box::new(e))));
         }
         update(s, Action::Daemon(DaemonMsg::Peers(peers())));
     }
@@ -704,14 +707,14 @@ mod tests {
         let text = "alice: see https://example.com/a/very/long/path ok";
         update(
             &mut s,
-            Action::Daemon(DaemonMsg::Event(say(
+            Action::Daemon(DaemonMsg::Event(Box::new(say(
                 1,
                 1,
                 "bob_7be1d0aa",
                 "bob",
                 text,
                 false,
-            ))),
+            )))),
         );
         s.show_users = false;
         s.relayout();
@@ -743,14 +746,14 @@ mod tests {
         let mut s = room(40, 8, true);
         update(
             &mut s,
-            Action::Daemon(DaemonMsg::Event(say(
+            Action::Daemon(DaemonMsg::Event(Box::new(say(
                 1,
                 1,
                 ME,
                 "alice",
                 "alice here",
                 false,
-            ))),
+            )))),
         );
         s.show_users = false;
         s.relayout();
@@ -768,14 +771,14 @@ mod tests {
             let text = "word ".repeat(usize::try_from(i % 7).unwrap() * 4 + 1);
             update(
                 &mut s,
-                Action::Daemon(DaemonMsg::Event(say(
+                Action::Daemon(DaemonMsg::Event(Box::new(say(
                     i + 1,
                     1,
                     "bob_7be1d0aa",
                     "bob",
                     text.trim(),
                     false,
-                ))),
+                )))),
             );
         }
         let text_of = |l: &Line<'_>| {
@@ -847,25 +850,25 @@ mod tests {
         );
         update(
             &mut s,
-            Action::Daemon(DaemonMsg::Event(say(
+            Action::Daemon(DaemonMsg::Event(Box::new(say(
                 11,
                 10,
                 "bob_7be1d0aa",
                 "robert",
                 "are you there?",
                 false,
-            ))),
+            )))),
         );
         update(
             &mut s,
-            Action::Daemon(DaemonMsg::Event(say(
+            Action::Daemon(DaemonMsg::Event(Box::new(say(
                 12,
                 10,
                 "bob_7be1d0aa",
                 "robert",
                 "hello?",
                 false,
-            ))),
+            )))),
         );
         insta::assert_snapshot!(draw(&s).backend());
     }
@@ -925,7 +928,7 @@ mod tests {
             *sent = Some(at(5));
             *l = true;
         }
-        update(&mut s, Action::Daemon(DaemonMsg::Event(late)));
+        update(&mut s, Action::Daemon(DaemonMsg::Event(Box::new(late))));
         let line = s.lines.back().expect("a line");
         let rows: Vec<String> = render_line(&s, line, s.message_width())
             .iter()

@@ -6,15 +6,16 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 use shared::api::{
-    AwayResult, Call, HISTORY_DEFAULT_LIMIT, MAX_SEARCH_BYTES, NickResult, Request, RpcError,
-    SAY_WAIT_DEFAULT_MS, SAY_WAIT_MAX_MS, SearchParams, ShutdownResult, StatusInfo,
+    AwayResult, Call, HISTORY_DEFAULT_LIMIT, MAX_SEARCH_BYTES, NickResult, Request, RoomResult,
+    RpcError, SAY_WAIT_DEFAULT_MS, SAY_WAIT_MAX_MS, SearchParams, ShutdownResult, StatusInfo,
     SubscribeResult, TrustResult, code, encode_error, encode_history_result, encode_result,
     write_json_array,
 };
+use shared::rooms::parse_room;
 use shared::text::{validate_nick, validate_text};
 
 use super::ApiContext;
-use crate::history::Subscription;
+use crate::history::{RoomFilter, Subscription};
 use crate::store::match_query;
 
 /// Bytes of JSON a typical event takes, to size a `history` reply.
@@ -38,6 +39,7 @@ pub(super) enum Reply {
 
 pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
     let Request { id, call } = req;
+
     if ctx.shutdown.is_cancelled() {
         return respond::<()>(
             id,
@@ -45,21 +47,28 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
         );
     }
     match call {
-        Call::Say(p) => match validate_text(&p.text) {
-            Err(e) => respond::<()>(id, Err(RpcError::new(code::INVALID_TEXT, e.to_string()))),
-            Ok(()) if p.wait => {
+        Call::Say(p) => {
+            if let Err(e) = validate_text(&p.text) {
+                return respond::<()>(id, Err(RpcError::new(code::INVALID_TEXT, e.to_string())));
+            }
+            let dest = match ctx.mesh.dest(p.room.as_deref(), p.to.as_deref()) {
+                Ok(d) => d,
+                Err(e) => return respond::<()>(id, Err(e)),
+            };
+            if p.wait {
                 let wait = p
                     .timeout_ms
                     .unwrap_or(SAY_WAIT_DEFAULT_MS)
                     .min(SAY_WAIT_MAX_MS);
                 let said = ctx
                     .mesh
-                    .say_confirmed(&p.text, p.action, Duration::from_millis(wait))
+                    .say_confirmed(&p.text, p.action, &dest, Duration::from_millis(wait))
                     .await;
                 respond(id, said)
+            } else {
+                respond(id, Ok(ctx.mesh.say(&p.text, p.action, &dest).await))
             }
-            Ok(()) => respond(id, Ok(ctx.mesh.say(&p.text, p.action).await)),
-        },
+        }
         Call::History(p) => {
             let (_, held) = ctx.history.stats();
             // Past the held window, pages come from the store.
@@ -69,14 +78,22 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
                 held
             };
             let limit = p.limit.unwrap_or(HISTORY_DEFAULT_LIMIT).min(most);
+            let room = match room_filter(p.room.as_deref()) {
+                Ok(r) => r,
+                Err(e) => return respond::<()>(id, Err(e)),
+            };
             let Some(id) = id else { return Reply::None };
-            let page = ctx.history.page(limit, p.before).await;
+            let page = ctx.history.page(limit, p.before, room.as_ref()).await;
             let mut out = Vec::with_capacity(EVENT_JSON_GUESS * limit.min(1024) + 64);
             encode_history_result(&id, |out| page.write_json(out), &mut out);
             Reply::Line(out)
         }
-        Call::Subscribe(p) => match ctx.history.subscribe(p.since) {
-            Err(e) => respond::<()>(id, Err(RpcError::new(code::CURSOR_AHEAD, e.to_string()))),
+        Call::Subscribe(p) => match room_filter(p.room.as_deref()).and_then(|room| {
+            ctx.history
+                .subscribe(p.since, room)
+                .map_err(|e| RpcError::new(code::CURSOR_AHEAD, e.to_string()))
+        }) {
+            Err(e) => respond::<()>(id, Err(e)),
             Ok(subscription) => {
                 let result = SubscribeResult {
                     cursor: ctx.history.newest_cursor(),
@@ -153,6 +170,9 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
                 Err(e) => respond::<()>(Some(id), Err(e)),
             }
         }
+        Call::Rooms => respond(id, Ok(ctx.mesh.rooms_info())),
+        Call::Join(p) => respond(id, join_or_part(ctx, &p.room, true).await),
+        Call::Part(p) => respond(id, join_or_part(ctx, &p.room, false).await),
         Call::Shutdown => {
             let reply = respond(id, Ok(ShutdownResult { stopping: true }));
             tracing::info!("shutdown requested by a client");
@@ -160,6 +180,32 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
             reply
         }
     }
+}
+
+/// Joins or leaves a room, as named by a client.
+async fn join_or_part(ctx: &ApiContext, room: &str, join: bool) -> Result<RoomResult, RpcError> {
+    let invalid = |e: &dyn std::fmt::Display| {
+        RpcError::new(code::INVALID_ROOM, format!("room {room:?}: {e}"))
+    };
+    let room = parse_room(room).map_err(|e| invalid(&e))?;
+    let changed = if join {
+        ctx.mesh.join_room(&room).await
+    } else {
+        ctx.mesh.part_room(&room).await
+    };
+    changed
+        .map(|changed| RoomResult { room, changed })
+        .map_err(|e| RpcError::new(code::INVALID_ROOM, e.to_string()))
+}
+
+/// A `room` param as a filter: `#name`, checked.
+fn room_filter(room: Option<&str>) -> Result<Option<RoomFilter>, RpcError> {
+    room.map(|r| {
+        parse_room(r)
+            .map(|r| RoomFilter::new(&r))
+            .map_err(|e| RpcError::new(code::INVALID_ROOM, format!("room {r:?}: {e}")))
+    })
+    .transpose()
 }
 
 /// A search's hits (cursor, event JSON), oldest first.
@@ -194,9 +240,11 @@ async fn search(ctx: &ApiContext, p: SearchParams) -> Result<Vec<(u64, String)>,
         .unwrap_or(HISTORY_DEFAULT_LIMIT)
         .min(HISTORY_STORE_LIMIT);
     let since = p.since.map(|t| t.timestamp_millis());
-    let hits =
-        tokio::task::spawn_blocking(move || store.search(&query, p.from.as_deref(), since, limit))
-            .await;
+    let room = room_filter(p.room.as_deref())?.map(|r| r.room().to_owned());
+    let hits = tokio::task::spawn_blocking(move || {
+        store.search(&query, p.from.as_deref(), since, limit, room.as_deref())
+    })
+    .await;
     let failed = |e: &dyn std::fmt::Display| {
         RpcError::new(code::INTERNAL_ERROR, format!("search failed: {e}"))
     };

@@ -46,6 +46,63 @@ const SEEN_IDS: usize = 16 * 1024;
 struct Stored {
     cursor: u64,
     json: Arc<str>,
+    /// The hash of its [`filter_key`], 0 for none (`#general`).
+    room: u32,
+}
+
+/// What a room filter files an event under: none for `#general` and what
+/// is no room's (joins, leaves, nicks, alerts), the room (`#name`) for a
+/// room's lines and room events, `@` for a direct message (which no room
+/// filter shows).
+pub(crate) fn filter_key(body: &EventBody) -> Option<Arc<str>> {
+    match body.room() {
+        None => Some(Arc::from("@")),
+        Some(shared::rooms::GENERAL) => None,
+        Some(r) => Some(Arc::from(r)),
+    }
+}
+
+/// A room filter as the ring checks it.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomFilter {
+    /// `#name`.
+    room: String,
+    hash: u32,
+    /// How its events spell it in their JSON.
+    needle: String,
+}
+
+impl RoomFilter {
+    pub(crate) fn new(room: &str) -> Self {
+        Self {
+            room: room.to_owned(),
+            hash: room_hash(Some(room)),
+            needle: format!("\"room\":\"{room}\""),
+        }
+    }
+
+    /// The room, as the store filters by it.
+    pub(crate) fn room(&self) -> &str {
+        &self.room
+    }
+
+    fn admits(&self, e: &Stored) -> bool {
+        // A hash can collide; the JSON settles it.
+        e.room == self.hash && (self.hash == 0 || e.json.contains(&self.needle))
+    }
+}
+
+/// FNV-1a of a filter key, never 0 but for none (and `#general`).
+fn room_hash(key: Option<&str>) -> u32 {
+    match key {
+        None | Some(shared::rooms::GENERAL) => 0,
+        Some(k) => {
+            let h = k.bytes().fold(0x811c_9dc5_u32, |h, b| {
+                (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+            });
+            h.max(1)
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -114,6 +171,8 @@ pub(crate) struct Subscription {
     head: watch::Receiver<u64>,
     /// A gap to report before anything else (`since` older than held).
     pending_gap: Option<(u64, u64)>,
+    /// Only this room's events.
+    room: Option<RoomFilter>,
 }
 
 /// `subscribe {since}` named a cursor this daemon has not reached.
@@ -382,7 +441,15 @@ impl History {
     ///
     /// The held window comes first; with a store, a page that reaches past
     /// it goes on with the stored events older than the window.
-    pub(crate) async fn page(&self, limit: usize, before: Option<u64>) -> Page {
+    pub(crate) async fn page(
+        &self,
+        limit: usize,
+        before: Option<u64>,
+        room: Option<&RoomFilter>,
+    ) -> Page {
+        if let Some(room) = room {
+            return self.room_page(limit, before, room).await;
+        }
         let (held, oldest_held, newest) = {
             let ring = self.lock();
             (
@@ -404,7 +471,48 @@ impl History {
             }
             let reader = store.clone();
             let more = limit - held.len();
-            match tokio::task::spawn_blocking(move || reader.page(more, upto)).await {
+            match tokio::task::spawn_blocking(move || reader.page(more, upto, None)).await {
+                Ok(Ok(rows)) => stored = rows,
+                Ok(Err(e)) => warn!("could not read stored history: {e}"),
+                Err(e) => warn!("stored history read failed: {e}"),
+            }
+        }
+        Page { stored, held }
+    }
+
+    /// A page of one room's events: the newest in the ring, then, with a
+    /// store, older ones from it (the fair window is for the whole
+    /// history; a room's page takes what the room holds).
+    async fn room_page(&self, limit: usize, before: Option<u64>, room: &RoomFilter) -> Page {
+        let before = before.unwrap_or(u64::MAX);
+        let (mut held, first) = {
+            let ring = self.lock();
+            let end = ring.position(before);
+            let held: Vec<Arc<str>> = ring
+                .events
+                .range(..end)
+                .rev()
+                .filter(|e| room.admits(e))
+                .take(limit)
+                .map(|e| e.json.clone())
+                .collect();
+            (held, ring.first_cursor())
+        };
+        held.reverse();
+        let mut stored = Vec::new();
+        if held.len() < limit
+            && let Some(store) = &self.store
+        {
+            let upto = before.min(first);
+            if store.persisted() + 1 < upto {
+                self.flush_store(store).await;
+            }
+            let reader = store.clone();
+            let more = limit - held.len();
+            let room = room.room().to_owned();
+            match tokio::task::spawn_blocking(move || reader.page(more, upto, Some(room.as_str())))
+                .await
+            {
                 Ok(Ok(rows)) => stored = rows,
                 Ok(Err(e)) => warn!("could not read stored history: {e}"),
                 Err(e) => warn!("stored history read failed: {e}"),
@@ -414,14 +522,19 @@ impl History {
     }
 
     /// Starts a subscription: live events only, or with `since` every held
-    /// event after that cursor first.
-    pub(crate) fn subscribe(&self, since: Option<u64>) -> Result<Subscription, CursorAhead> {
+    /// event after that cursor first; only `room`'s, with one.
+    pub(crate) fn subscribe(
+        &self,
+        since: Option<u64>,
+        room: Option<RoomFilter>,
+    ) -> Result<Subscription, CursorAhead> {
         let ring = self.lock();
         let head = ring.next_cursor - 1;
         let mut sub = Subscription {
             next: head + 1,
             head: self.head.subscribe(),
             pending_gap: None,
+            room,
         };
         if let Some(since) = since {
             if since > head {
@@ -470,11 +583,13 @@ impl History {
             return false;
         }
         let start = ring.position(sub.next);
-        for (sent, e) in ring.events.range(start..).enumerate() {
-            if sent == max {
+        for (read, e) in ring.events.range(start..).enumerate() {
+            if read == max {
                 return true;
             }
-            encode_event_notification(&e.json, out);
+            if sub.room.as_ref().is_none_or(|r| r.admits(e)) {
+                encode_event_notification(&e.json, out);
+            }
             sub.next = e.cursor + 1;
         }
         false
@@ -496,8 +611,9 @@ impl History {
         }
         let from = sub.next;
         let reader = store.clone();
+        let room = sub.room.as_ref().map(|r| r.room().to_owned());
         let read = tokio::task::spawn_blocking(move || {
-            let rows = reader.range(from, first, max)?;
+            let rows = reader.range(from, first, max, room.as_deref())?;
             // Only when the first row is missing: was it trimmed away?
             let oldest = match rows.first() {
                 Some(&(c, _)) if c == from => None,
@@ -593,12 +709,15 @@ impl Ring {
         }
         let author = author_of(&event.body).map_or(0, |id| self.authors.hash_one(id));
         self.window.push(cursor, author, json.clone());
+        let key = filter_key(&event.body);
+        let room = room_hash(key.as_deref());
         let row = row.then(|| Row {
             cursor,
             ts_ms: event.ts.timestamp_millis(),
             json: json.clone(),
+            room: key,
         });
-        self.events.push_back(Stored { cursor, json });
+        self.events.push_back(Stored { cursor, json, room });
         (cursor, row)
     }
 
@@ -632,6 +751,7 @@ impl Ring {
             self.events.push_back(Stored {
                 cursor: r.cursor,
                 json: r.json,
+                room: room_hash(r.room.as_deref()),
             });
             self.next_cursor = r.cursor + 1;
             if let Some(ts) = chrono::DateTime::from_timestamp_millis(r.ts_ms) {
@@ -653,7 +773,8 @@ fn author_of(body: &EventBody) -> Option<&str> {
         | EventBody::Alert { peer_id, .. }
         | EventBody::Join { peer_id, .. }
         | EventBody::Leave { peer_id, .. }
-        | EventBody::Nick { peer_id, .. } => Some(peer_id),
+        | EventBody::Nick { peer_id, .. }
+        | EventBody::Room { peer_id, .. } => Some(peer_id),
         EventBody::Gap { .. } | EventBody::Other { .. } => None,
     }
 }
@@ -739,6 +860,8 @@ mod tests {
             seq: None,
             sent: None,
             late: false,
+            room: None,
+            to: None,
         }
     }
 
@@ -755,7 +878,7 @@ mod tests {
 
     fn page(h: &History, limit: usize, before: Option<u64>) -> Vec<u64> {
         let mut out = Vec::new();
-        block(h.page(limit, before)).write_json(&mut out);
+        block(h.page(limit, before, None)).write_json(&mut out);
         let evs: Vec<Event> = serde_json::from_slice(&out).unwrap();
         evs.iter().map(|e| e.cursor).collect()
     }
@@ -786,7 +909,7 @@ mod tests {
     #[tokio::test]
     async fn unpublished_appends_wake_subscribers_once_published() {
         let h = History::new(10);
-        let mut sub = h.subscribe(None).unwrap();
+        let mut sub = h.subscribe(None, None).unwrap();
         h.append_message_unpublished("a", "1", || msg(1));
         h.append_message_unpublished("a", "2", || msg(2));
         let woken = tokio::time::timeout(std::time::Duration::from_millis(20), sub.changed()).await;
@@ -812,7 +935,7 @@ mod tests {
         for n in 1..=10 {
             h.append(msg(n));
         }
-        let mut sub = h.subscribe(Some(4)).unwrap();
+        let mut sub = h.subscribe(Some(4), None).unwrap();
         let mut out = Vec::new();
         assert!(block(h.fill(&mut sub, &mut out, 3)), "stopped at max");
         assert!(!block(h.fill(&mut sub, &mut out, 100)));
@@ -824,14 +947,14 @@ mod tests {
         h.append(msg(11));
         block(h.fill(&mut sub, &mut out, 100));
         assert_eq!(events(&out)[0].cursor, 11);
-        assert!(h.subscribe(Some(12)).is_err());
+        assert!(h.subscribe(Some(12), None).is_err());
     }
 
     #[test]
     fn live_subscription_starts_at_the_edge() {
         let h = History::new(100);
         h.append(msg(1));
-        let mut sub = h.subscribe(None).unwrap();
+        let mut sub = h.subscribe(None, None).unwrap();
         let mut out = Vec::new();
         block(h.fill(&mut sub, &mut out, 100));
         assert!(out.is_empty());
@@ -846,7 +969,7 @@ mod tests {
         for n in 1..=10 {
             h.append(msg(n));
         }
-        let mut sub = h.subscribe(Some(2)).unwrap();
+        let mut sub = h.subscribe(Some(2), None).unwrap();
         let mut out = Vec::new();
         block(h.fill(&mut sub, &mut out, 100));
         let evs = events(&out);
@@ -859,7 +982,7 @@ mod tests {
     #[test]
     fn a_subscriber_that_falls_out_of_the_ring_gets_a_gap_and_skips_to_the_edge() {
         let h = History::new(10);
-        let mut sub = h.subscribe(None).unwrap();
+        let mut sub = h.subscribe(None, None).unwrap();
         let n = MIN_RING as u64 + 50;
         for i in 1..=n {
             h.append(msg(i));

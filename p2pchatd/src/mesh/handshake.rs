@@ -171,6 +171,7 @@ pub(crate) async fn accept(
         seals: false,
         life: None,
         sync: false,
+        rooms: false,
         standing: None,
     };
     let live = liveness(&mesh, kind, meta.and_then(|m| m.heartbeat_ms));
@@ -231,6 +232,7 @@ async fn run_noise_link(
         seals: est.peer.seals,
         life: est.peer.life.clone(),
         sync: est.peer.sync,
+        rooms: est.peer.rooms,
         standing: None,
     };
     let span = info_span!("link", peer = %who.id, %remote);
@@ -333,6 +335,7 @@ pub(crate) async fn dial(
                             seals: false,
                             life: None,
                             sync: false,
+                            rooms: false,
                             standing: None,
                         };
                         answered = Some((who, m.metadata));
@@ -369,6 +372,7 @@ pub(crate) async fn dial(
                 seals: false,
                 life: None,
                 sync: false,
+                rooms: false,
                 standing: None,
             }),
             None,

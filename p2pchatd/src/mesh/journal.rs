@@ -18,6 +18,7 @@
 //! stop. It is not the history (that is the store); it is how the history
 //! survives the moments before the store has it.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -26,8 +27,10 @@ use std::sync::Arc;
 use shared::authorship::{
     Hash, MAX_RUN_BYTES, MAX_RUN_LINES, RelayedLine, Seal, chain, chain_start, leaf,
 };
-use shared::event::{Event, EventBody};
+use shared::event::{Dm, Event, EventBody};
 use shared::keys::{hex, unhex};
+use shared::limits::ROOM;
+use shared::rooms::{Scope, stream_life};
 use shared::wire::{MessageType, PeerMessage, split_action};
 use tracing::{info, warn};
 
@@ -232,6 +235,11 @@ impl Last {
     }
 }
 
+/// Opens one of our direct messages to a peer (its id, the sealed
+/// content): the text and the peer's nick.
+pub(crate) type OpenDm<'a> =
+    dyn Fn(&str, &str) -> Option<(String, String)> + std::marker::Sync + 'a;
+
 /// Puts the events of our last life's lines that the store did not get
 /// into it, at the cursors they had (so a client that saw them live does
 /// not see them again, and one that did not finds them in order). Before
@@ -241,6 +249,7 @@ pub(crate) async fn restore_events(
     store: &crate::store::Store,
     me: &str,
     fingerprint: &Arc<str>,
+    open_dm: &OpenDm<'_>,
 ) -> usize {
     let ours: Vec<&(u64, PeerMessage)> = last
         .lines
@@ -268,7 +277,21 @@ pub(crate) async fn restore_events(
         if stored.contains(cursor) || *cursor < oldest {
             continue;
         }
-        let (text, action) = split_action(&m.content);
+        let (content, room, to) = match Scope::from_wire(&m.room_id) {
+            Some(Scope::Room(r)) => (m.content.clone(), Some(r), None),
+            Some(Scope::Direct(to)) => match open_dm(&to, &m.content) {
+                Some((text, nick)) => (text, None, Some(Dm { peer_id: to, nick })),
+                None => {
+                    warn!(
+                        to,
+                        "a direct message of ours the store lost cannot be opened (its recipient's key is not known); not put back"
+                    );
+                    continue;
+                }
+            },
+            None => continue,
+        };
+        let (text, action) = split_action(&content);
         let ts = m.timestamp.unwrap_or_else(chrono::Utc::now);
         let event = Event {
             cursor: *cursor,
@@ -284,6 +307,8 @@ pub(crate) async fn restore_events(
                 seq: Some(m.sequence),
                 sent: m.timestamp,
                 late: false,
+                room,
+                to,
             },
         };
         let Ok(json) = serde_json::to_string(&event) else {
@@ -293,6 +318,7 @@ pub(crate) async fn restore_events(
             cursor: *cursor,
             ts_ms: ts.timestamp_millis(),
             json: json.into(),
+            room: crate::history::filter_key(&event.body),
         });
     }
     let n = rows.len();
@@ -308,8 +334,9 @@ pub(crate) async fn restore_events(
 }
 
 /// Seals, stores and hands to catch-up what the last life sent: its runs,
-/// and the lines it sent unsealed (sealed now, with our key, in its life).
-/// Returns how many lines were sealed now.
+/// and the lines it sent unsealed (sealed now, with our key, in its life),
+/// each stream (room, direct conversation) on its own chain. Returns how
+/// many lines were sealed now.
 pub(crate) fn recover(
     last: &Last,
     identity: &Identity,
@@ -317,61 +344,90 @@ pub(crate) fn recover(
     sync: &Sync,
     history: &History,
 ) -> usize {
-    let life: Arc<str> = Arc::from(last.life.as_str());
     let key = identity.public_key();
     let mut runs: Vec<(Seal, Vec<RelayedLine>)> = Vec::new();
-    let mut pending: Vec<PeerMessage> = Vec::new();
-    let mut head = last.prev.unwrap_or_else(|| chain_start(&key, &life));
+    // Per room id: the chain head its sealed runs reached in the journal,
+    // and its lines sent after them.
+    let mut streams: HashMap<String, (Option<Hash>, Vec<PeerMessage>)> = HashMap::new();
     for (_, m) in &last.lines {
         match (&m.kind, &m.seal) {
-            (MessageType::Seal, Some(seal)) if seal.instance == last.life => {
+            (MessageType::Seal, Some(seal)) => {
+                let room_id = seal.room.as_deref().unwrap_or(ROOM);
+                if seal.instance != stream_life(&last.life, room_id) {
+                    continue;
+                }
+                let (head, pending) = streams.entry(room_id.to_owned()).or_default();
                 let (run, rest): (Vec<PeerMessage>, Vec<PeerMessage>) = pending
                     .drain(..)
                     .partition(|l| l.sequence >= seal.first && l.sequence <= seal.last);
-                pending = rest
+                *pending = rest
                     .into_iter()
                     .filter(|l| l.sequence > seal.last)
                     .collect();
                 if let Some(end) = unhex::<32>(&seal.end) {
-                    head = end;
+                    *head = Some(end);
                 }
                 runs.push((
                     seal.clone(),
                     run.iter().filter_map(RelayedLine::of).collect(),
                 ));
             }
-            (MessageType::Chat, _) if *m.sender_id == **me => pending.push(m.clone()),
+            (MessageType::Chat, _) if *m.sender_id == **me => {
+                let room_id = if m.room_id.is_empty() {
+                    ROOM
+                } else {
+                    &m.room_id
+                };
+                streams
+                    .entry(room_id.to_owned())
+                    .or_default()
+                    .1
+                    .push(m.clone());
+            }
             _ => {}
         }
     }
-    // What went out unsealed is sealed now, in runs as the outbox makes.
-    let late = pending.len();
-    for chunk in runs_of(&pending) {
-        let prev = head;
-        for m in chunk {
-            head = chain(&head, &leaf(m));
+    // What went out unsealed is sealed now, in runs as the outbox makes,
+    // chained on from where the stream stood: its last seal here, else
+    // the header (`#general`) or its stored runs, else its start.
+    let mut late = 0;
+    for (room_id, (head, pending)) in &streams {
+        let life: Arc<str> = Arc::from(stream_life(&last.life, room_id));
+        let room = (room_id != ROOM).then(|| room_id.clone());
+        let mut head = head
+            .or_else(|| if room.is_none() { last.prev } else { None })
+            .or_else(|| sync.end_of(me, &life))
+            .unwrap_or_else(|| chain_start(&key, &life));
+        late += pending.len();
+        for chunk in runs_of(pending) {
+            let prev = head;
+            for m in chunk {
+                head = chain(&head, &leaf(m));
+            }
+            let (first, last_seq) = (chunk[0].sequence, chunk[chunk.len() - 1].sequence);
+            let count = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+            let signed = Seal::signed_bytes(me, &life, (first, last_seq, count), &prev, &head);
+            let seal = Seal {
+                instance: life.to_string(),
+                first,
+                last: last_seq,
+                count,
+                prev: hex(&prev),
+                end: hex(&head),
+                sig: hex(&identity.sign(&signed)),
+                room: room.clone(),
+            };
+            runs.push((seal, chunk.iter().filter_map(RelayedLine::of).collect()));
         }
-        let (first, last_seq) = (chunk[0].sequence, chunk[chunk.len() - 1].sequence);
-        let count = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
-        let signed = Seal::signed_bytes(me, &life, (first, last_seq, count), &prev, &head);
-        let seal = Seal {
-            instance: life.to_string(),
-            first,
-            last: last_seq,
-            count,
-            prev: hex(&prev),
-            end: hex(&head),
-            sig: hex(&identity.sign(&signed)),
-        };
-        runs.push((seal, chunk.iter().filter_map(RelayedLine::of).collect()));
     }
     for (seal, lines) in runs {
+        let life: Arc<str> = Arc::from(seal.instance.as_str());
         if let Some(run) = sync.sealed(me, &life, &key, seal, lines) {
             history.stage_run(run);
         }
     }
     if late > 0 {
-        info!(life = %life, sealed_now = late, "the last life stopped with lines sent unsealed; sealed now");
+        info!(life = %last.life, sealed_now = late, "the last life stopped with lines sent unsealed; sealed now");
     }
     late
 }

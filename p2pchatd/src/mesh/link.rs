@@ -19,10 +19,11 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use shared::api::{LinkDirection, PeerKind, Trust};
 use shared::authorship::{MAX_RUN_BYTES, MAX_RUN_LINES, Relay, RelayError, RelayedLine, Seal};
-use shared::event::EventBody;
+use shared::event::{Dm, EventBody};
 use shared::keys::fingerprint_of;
 use shared::limits::{MAX_PEER_LINE, MAX_TEXT_BYTES};
 use shared::line::{LineReader, LineTooLong};
+use shared::rooms::{GENERAL, MAX_JOINED, MAX_SEALED_BYTES, Scope, stream_life};
 use shared::sync::SyncVector;
 use shared::text::{sanitize_foreign_nick, sanitize_foreign_text};
 use shared::wire::{ACTION_PREFIX, MessageType, PeerMessage, WireError, split_action};
@@ -54,7 +55,7 @@ const FIRST_CHUNK: usize = 1024;
 const MAX_BAD_LINES: u32 = 100;
 /// Live lines of a link's author held for their seal: two full runs.
 const UNSEALED_LINES: usize = 2 * MAX_RUN_LINES;
-const UNSEALED_BYTES: usize = 2 * (MAX_RUN_BYTES + MAX_TEXT_BYTES);
+const UNSEALED_BYTES: usize = 2 * (MAX_RUN_BYTES + MAX_SEALED_BYTES);
 /// Relayed runs in a link's queue at once while catching its peer up.
 const RELAYS_QUEUED: usize = 16;
 /// A link asks its peer again for what it lacks at most this often.
@@ -272,6 +273,11 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
         .as_ref()
         .is_some_and(|w| w.sync && w.key.is_some() && w.life.is_some())
         && mesh.syncs();
+    // Which rooms we are in, before our vector: the peer plans what to
+    // send us by it.
+    if who.as_ref().is_some_and(|w| w.rooms) && mesh.in_rooms() {
+        let _ = own_tx.try_send(mesh.rooms_line());
+    }
     if syncs {
         send_vector(mesh, &own_tx);
     }
@@ -374,8 +380,9 @@ struct Reader<'a> {
     /// When we last asked the peer for what we lack, and how far the life
     /// reached then.
     asked: Option<(std::time::Instant, u64)>,
-    /// The link's author's live lines not yet sealed, and their text bytes.
-    unsealed: VecDeque<RelayedLine>,
+    /// The link's author's live lines not yet sealed (with their room id,
+    /// when not `#general`), and their text bytes.
+    unsealed: VecDeque<(Option<Box<str>>, RelayedLine)>,
     unsealed_bytes: usize,
     /// A catch-up of the peer runs.
     catching_up: Arc<AtomicBool>,
@@ -492,19 +499,39 @@ impl Reader<'_> {
                 if !self.stats.proven() {
                     self.mesh.table_op(|t, h| t.talked(self.id, h));
                 }
+                let Some(scope) = self.scope_of(&msg.room_id) else {
+                    return self.malformed_room(&msg.room_id);
+                };
+                if !self.for_us(&scope) {
+                    return Ok(());
+                }
                 self.chat(
                     &peer,
                     &msg,
-                    &self.nick,
-                    self.fingerprint.as_ref(),
-                    self.trust,
+                    &scope,
+                    self.key.as_ref(),
+                    (&self.nick, self.fingerprint.as_ref(), self.trust),
                     false,
                 );
                 self.hold(msg);
             }
+            MessageType::Rooms if self.key.is_some() => {
+                if let Some(end) = self.rooms(msg.rooms) {
+                    return Err(end);
+                }
+            }
             MessageType::Seal => {
-                if let (Some(key), Some(life), Some(seal)) = (self.key, self.life.clone(), msg.seal)
+                if let (Some(key), Some(instance), Some(seal)) =
+                    (self.key, self.life.clone(), msg.seal)
                 {
+                    let room_id = seal.room.as_deref().unwrap_or(shared::limits::ROOM);
+                    let Some(scope) = Scope::from_wire(room_id) else {
+                        return self.malformed_room(room_id);
+                    };
+                    if !self.for_us(&scope) {
+                        return Ok(());
+                    }
+                    let life: Arc<str> = Arc::from(stream_life(&instance, room_id));
                     let last = seal.last;
                     let lines = self.unsealed_of(&seal);
                     let sync = self.mesh.sync();
@@ -551,6 +578,7 @@ impl Reader<'_> {
             | MessageType::Relay
             | MessageType::Sync
             | MessageType::Away
+            | MessageType::Rooms
             | MessageType::Unknown => {}
         }
         Ok(())
@@ -578,6 +606,25 @@ impl Reader<'_> {
         if *opened.author == **self.mesh.peer_id() {
             return None;
         }
+        let room_id = msg
+            .relay
+            .as_deref()
+            .and_then(|r| r.room.as_deref())
+            .unwrap_or(shared::limits::ROOM);
+        let Some(scope) = Scope::from_wire(room_id) else {
+            return self.malformed_room(room_id).err();
+        };
+        // A room we are not in is not ours to keep; a direct message to
+        // another peer is kept (sealed: we cannot read it) for its
+        // recipient, and not shown.
+        let shown_here = match &scope {
+            Scope::Room(r) if !self.mesh.in_room(r) => {
+                debug!(link = %self.id, room = r, "dropped a relayed run of a room we are not in");
+                return None;
+            }
+            Scope::Room(_) => true,
+            Scope::Direct(to) => **to == **self.mesh.peer_id(),
+        };
         let author: Arc<str> = Arc::from(opened.author.as_str());
         // A run we hold already (the author's own link or another peer
         // brought it) shows nothing twice.
@@ -589,7 +636,7 @@ impl Reader<'_> {
         };
         let fingerprint: Arc<str> = Arc::from(fingerprint_of(&opened.key));
         let mut shown: Option<(String, crate::trust::Standing)> = None;
-        for line in &opened.lines {
+        for line in opened.lines.iter().filter(|_| shown_here) {
             let said = sanitize_foreign_nick(&line.username);
             let standing = match &shown {
                 Some((s, standing)) if *s == *said => standing.clone(),
@@ -602,9 +649,9 @@ impl Reader<'_> {
             self.chat(
                 &author,
                 line,
-                &standing.shown,
-                Some(&fingerprint),
-                Some(standing.trust),
+                &scope,
+                Some(&opened.key),
+                (&standing.shown, Some(&fingerprint), Some(standing.trust)),
                 true,
             );
         }
@@ -624,41 +671,49 @@ impl Reader<'_> {
     /// (only with a store to keep runs in; lines too long for a run are
     /// not held, so their run is not kept).
     fn hold(&mut self, msg: PeerMessage) {
+        let max = if msg.room_id.starts_with('@') {
+            MAX_SEALED_BYTES
+        } else {
+            MAX_TEXT_BYTES + ACTION_PREFIX.len()
+        };
         if self.key.is_none()
             || self.life.is_none()
             || !self.mesh.syncs()
-            || msg.content.len() > MAX_TEXT_BYTES + ACTION_PREFIX.len()
+            || msg.content.len() > max
         {
             return;
         }
+        let room = (!msg.room_id.is_empty() && msg.room_id != shared::limits::ROOM)
+            .then(|| Box::from(msg.room_id.as_str()));
         let Some(line) = RelayedLine::from_message(msg) else {
             return;
         };
         while self.unsealed.len() >= UNSEALED_LINES
             || self.unsealed_bytes + line.content.len() > UNSEALED_BYTES
         {
-            let Some(old) = self.unsealed.pop_front() else {
+            let Some((_, old)) = self.unsealed.pop_front() else {
                 break;
             };
             self.unsealed_bytes -= old.content.len();
         }
         self.unsealed_bytes += line.content.len();
-        self.unsealed.push_back(line);
+        self.unsealed.push_back((room, line));
     }
 
-    /// The held lines `seal` covers, taken out (and older ones dropped).
+    /// The held lines `seal` covers, taken out (and older ones of its room
+    /// dropped). Lines of other rooms stay for their own seals.
     fn unsealed_of(&mut self, seal: &Seal) -> Vec<RelayedLine> {
+        let room = seal.room.as_deref();
+        let takes =
+            |r: &Option<Box<str>>, l: &RelayedLine| r.as_deref() == room && l.sequence <= seal.last;
         let mut out = Vec::with_capacity(
             usize::try_from(seal.count)
                 .unwrap_or(0)
                 .min(self.unsealed.len()),
         );
-        while self
-            .unsealed
-            .front()
-            .is_some_and(|l| l.sequence <= seal.last)
-        {
-            let Some(l) = self.unsealed.pop_front() else {
+        // One room at a time (the usual case): the run is at the front.
+        while self.unsealed.front().is_some_and(|(r, l)| takes(r, l)) {
+            let Some((_, l)) = self.unsealed.pop_front() else {
                 break;
             };
             self.unsealed_bytes -= l.content.len();
@@ -666,7 +721,90 @@ impl Reader<'_> {
                 out.push(l);
             }
         }
+        // Lines of rooms said in between: sort the run's out.
+        if self.unsealed.iter().any(|(r, l)| takes(r, l)) {
+            for (r, l) in std::mem::take(&mut self.unsealed) {
+                if takes(&r, &l) {
+                    self.unsealed_bytes -= l.content.len();
+                    if l.sequence >= seal.first {
+                        out.push(l);
+                    }
+                } else {
+                    self.unsealed.push_back((r, l));
+                }
+            }
+        }
         out
+    }
+
+    /// Where a line of this link's peer was said: always `#general` from
+    /// a peer without a key (a Go peer knows no other room); `None` for a
+    /// `room_id` that names neither a room nor a key.
+    fn scope_of(&self, room_id: &str) -> Option<Scope> {
+        if self.key.is_none() {
+            return Some(Scope::general());
+        }
+        Scope::from_wire(room_id)
+    }
+
+    /// Whether a line of `scope` is for us: a room we are in, or a direct
+    /// message to us. Anything else is dropped, and said.
+    fn for_us(&self, scope: &Scope) -> bool {
+        match scope {
+            Scope::Room(r) if r == GENERAL => true,
+            Scope::Room(r) => {
+                let ours = self.mesh.in_room(r);
+                if !ours {
+                    debug!(link = %self.id, room = r, "dropped a line of a room we are not in");
+                }
+                ours
+            }
+            Scope::Direct(to) => {
+                let ours = **to == **self.mesh.peer_id();
+                if !ours {
+                    debug!(link = %self.id, to, "dropped a direct message addressed to someone else");
+                }
+                ours
+            }
+        }
+    }
+
+    /// A line whose `room_id` is neither a room nor a key: dropped and
+    /// counted like a malformed line.
+    fn malformed_room(&mut self, room_id: &str) -> Result<(), End> {
+        self.bad_lines += 1;
+        debug!(link = %self.id, room_id, "dropped a line for no room");
+        if self.bad_lines >= MAX_BAD_LINES {
+            Err(End::Garbage)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The peer says which rooms it is in: at most [`MAX_JOINED`], each a
+    /// room's one spelling; a list that breaks that is dropped and counted
+    /// like a malformed line.
+    fn rooms(&mut self, rooms: Option<Vec<String>>) -> Option<End> {
+        let set: Option<std::collections::BTreeSet<String>> =
+            rooms.filter(|r| r.len() <= MAX_JOINED).and_then(|r| {
+                r.iter()
+                    .map(|w| match Scope::from_wire(w) {
+                        Some(Scope::Room(name)) if name != GENERAL => Some(name),
+                        _ => None,
+                    })
+                    .collect()
+            });
+        match set {
+            Some(set) => {
+                self.mesh.table_op(|t, h| t.set_rooms(self.id, set, h));
+                None
+            }
+            None => {
+                self.bad_lines += 1;
+                warn!(link = %self.id, "dropped a rooms line over its limits or with a bad name");
+                (self.bad_lines >= MAX_BAD_LINES).then_some(End::Garbage)
+            }
+        }
     }
 
     /// Tells the peer, the author of `reach`'s life, that we hold its
@@ -734,7 +872,8 @@ impl Reader<'_> {
                     debug!(link = %self.id, "a version vector while catching the peer up; dropped");
                     return None;
                 }
-                let plan = self.mesh.sync().plan(peer, &their);
+                let rooms = self.mesh.table_op(|t, _| t.link_rooms(self.id));
+                let plan = self.mesh.sync().plan(peer, &their, rooms.as_deref());
                 let done = CatchingUp(self.catching_up.clone());
                 self.mesh.spawn(send_missing(
                     self.mesh.clone(),
@@ -769,6 +908,7 @@ impl Reader<'_> {
             seals: false,
             life: None,
             sync: false,
+            rooms: false,
             standing: Some(standing),
         };
         let now = std::time::Instant::now();
@@ -784,18 +924,40 @@ impl Reader<'_> {
         Ok(who.id)
     }
 
-    /// One chat line of `author`, shown as `nick`; `late` when it came
-    /// through catch-up.
+    /// One chat line of `author` (key `key`, if it has one) in `scope`,
+    /// shown as `nick`; `late` when it came through catch-up. A direct
+    /// message (to us: the caller checked) is opened first; one that does
+    /// not open is dropped.
     fn chat(
         &self,
         author: &Arc<str>,
         msg: &PeerMessage,
-        nick: &str,
-        fingerprint: Option<&Arc<str>>,
-        trust: Option<Trust>,
+        scope: &Scope,
+        key: Option<&[u8; 32]>,
+        (nick, fingerprint, trust): (&str, Option<&Arc<str>>, Option<Trust>),
         late: bool,
     ) {
-        let content = sanitize_foreign_text(&msg.content);
+        let (content, room, to) = match scope {
+            Scope::Room(r) => (sanitize_foreign_text(&msg.content), Some(r.clone()), None),
+            Scope::Direct(to) => {
+                let opened = key.and_then(|k| {
+                    crate::direct::open(self.mesh.identity(), k, author, to, &msg.content)
+                });
+                let Some(text) = opened else {
+                    debug!(link = %self.id, id = msg.id, "dropped a direct message that does not open");
+                    return;
+                };
+                let dm = Dm {
+                    peer_id: to.clone(),
+                    nick: self.mesh.nick().to_string(),
+                };
+                (
+                    std::borrow::Cow::Owned(sanitize_foreign_text(&text).into_owned()),
+                    None,
+                    Some(dm),
+                )
+            }
+        };
         let (text, action) = split_action(&content);
         if text.is_empty() {
             return;
@@ -815,6 +977,8 @@ impl Reader<'_> {
                 seq: (msg.sequence > 0).then_some(msg.sequence),
                 sent: msg.timestamp,
                 late,
+                room,
+                to,
             });
         if added.is_none() {
             debug!(link = %self.id, id = msg.id, "dropped a duplicate");
@@ -825,10 +989,10 @@ impl Reader<'_> {
 }
 
 /// Sends our version vector, in parts, first thing on a new link.
-fn send_vector(mesh: &Mesh, tx: &mpsc::Sender<Bytes>) {
+pub(super) fn send_vector(mesh: &Mesh, tx: &mpsc::Sender<Bytes>) {
     // Only peers that catch others up send their own lines themselves.
     let linked = mesh
-        .table_op(|t, _| t.audience())
+        .table_op(|t, _| t.audience(super::table::Audience::All))
         .into_iter()
         .filter(|(_, _, syncs)| *syncs)
         .map(|(id, _, _)| id.to_string())

@@ -22,14 +22,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use author::{Next, Outbox};
+use author::{Next, Outbox, Sealed};
 use bytes::Bytes;
 use chrono::Utc;
-use shared::api::{DETACHED_AWAY, MAX_AWAY_CHARS, PeerInfo, RpcError, SayResult, code};
+use shared::api::{
+    DETACHED_AWAY, MAX_AWAY_CHARS, PeerInfo, RoomInfo, RpcError, SayResult, Trust, code,
+};
 use shared::authorship::{CAP_SEALS, SEAL_DELAY_MS};
-use shared::event::EventBody;
+use shared::event::{Dm, EventBody};
 use shared::keys::unhex;
 use shared::limits::PROTO_TAG;
+use shared::rooms::{CAP_ROOMS, GENERAL, Scope};
 use shared::secure::{CAP_NETWORK_KEY, CAP_NOISE};
 use shared::sync::CAP_SYNC;
 use shared::wire::{
@@ -45,13 +48,45 @@ use tokio_util::task::TaskTracker;
 use crate::config::{ACCEPT_RETRY, Timing};
 use crate::history::History;
 use crate::identity::Identity;
+use crate::rooms::{Joined, RoomsError};
 use crate::trust::{KnownPeers, Standing, TrustError};
 use admission::{Handshakes, MAX_DIALS};
 pub(crate) use beat::Beat;
 use secure::OurHello;
 pub(crate) use secure::Secure;
 pub(crate) use table::Sighting;
-use table::Table;
+use table::{Audience, Table};
+
+/// Where one of our lines goes, checked.
+#[derive(Debug, Clone)]
+pub(crate) enum Dest {
+    /// A room we are in (`#name`).
+    Room(String),
+    /// A peer with a key.
+    Direct {
+        id: Arc<str>,
+        key: [u8; shared::keys::KEY_LEN],
+        nick: String,
+    },
+}
+
+impl Dest {
+    fn scope(&self) -> Scope {
+        match self {
+            Self::Room(r) => Scope::Room(r.clone()),
+            Self::Direct { id, .. } => Scope::Direct(id.to_string()),
+        }
+    }
+}
+
+/// The links a line of a room goes to: every link for `#general`.
+fn room_audience(room: &str) -> Audience<'_> {
+    if room == GENERAL {
+        Audience::All
+    } else {
+        Audience::Room(room)
+    }
+}
 
 /// Who we are and how we link, as the node sets it up.
 pub(crate) struct Local {
@@ -73,6 +108,8 @@ pub(crate) struct Local {
     pub(crate) journal_last: Option<journal::Last>,
     /// Runs the notify command on mentions, when one is configured.
     pub(crate) notifier: Option<crate::notify::Notifier>,
+    /// The rooms we are in, as the last life left them.
+    pub(crate) rooms: Joined,
 }
 
 /// Our own identity on the network.
@@ -109,9 +146,11 @@ struct Inner {
     /// Opened by [`Mesh::open_journal`] once what the last life left is
     /// stored.
     journal: Mutex<Option<journal::Journal>>,
-    /// Per peer, how far it confirmed holding our lines of this life;
-    /// bumped on each receipt, for `say {wait}`.
-    receipts: watch::Sender<HashMap<Arc<str>, u64>>,
+    /// Per peer and stream life of ours, how far it confirmed holding our
+    /// lines; bumped on each receipt, for `say {wait}`.
+    receipts: watch::Sender<Receipts>,
+    /// The rooms we are in.
+    rooms: Mutex<Joined>,
     table: Mutex<Table>,
     /// Orders our own lines: taken for the whole fan-out of one line, so
     /// every link gets our lines in the same order and sequence numbers
@@ -134,6 +173,9 @@ struct Inner {
     notifier: Option<crate::notify::Notifier>,
     presence: Mutex<Presence>,
 }
+
+/// Per peer and stream life of ours, how far the peer holds our lines.
+type Receipts = HashMap<(Arc<str>, Arc<str>), u64>;
 
 /// Whether we are away: by hand (`away {reason}`), or while no person's
 /// client is attached (as soju does).
@@ -237,6 +279,7 @@ impl Mesh {
                 bursts: Mutex::default(),
                 notifier: local.notifier,
                 presence: Mutex::default(),
+                rooms: Mutex::new(local.rooms),
             }),
         }
     }
@@ -364,6 +407,7 @@ impl Mesh {
         if self.syncs() {
             caps.push(CAP_SYNC.to_owned());
         }
+        caps.push(CAP_ROOMS.to_owned());
         if self.secure().has_network_key() {
             caps.push(CAP_NETWORK_KEY.to_owned());
         }
@@ -478,34 +522,126 @@ impl Mesh {
         (t.connected(), t.known())
     }
 
-    /// Sends a chat line to every peer; the API validated `text`.
-    pub(crate) async fn say(&self, text: &str, action: bool) -> SayResult {
-        self.say_numbered(text, action).await.0
+    /// Where a line of ours goes: `room` (a room we are in; `#general`
+    /// without one) or `to` (a nick: a direct message).
+    pub(crate) fn dest(&self, room: Option<&str>, to: Option<&str>) -> Result<Dest, RpcError> {
+        match (room, to) {
+            (Some(_), Some(_)) => Err(RpcError::new(
+                code::INVALID_PARAMS,
+                "a line goes to a room or to a peer, not both",
+            )),
+            (None, Some(to)) => self.direct_to(to),
+            (room, None) => {
+                let room = match room {
+                    Some(r) => shared::rooms::parse_room(r).map_err(|e| {
+                        RpcError::new(code::INVALID_ROOM, format!("room {r:?}: {e}"))
+                    })?,
+                    None => GENERAL.to_owned(),
+                };
+                if !self.in_room(&room) {
+                    return Err(RpcError::new(
+                        code::NOT_IN_ROOM,
+                        format!("not in {room}; join it first (/join {room})"),
+                    ));
+                }
+                Ok(Dest::Room(room))
+            }
+        }
     }
 
-    /// Sends a chat line, then waits until every peer linked now confirms
-    /// it holds it (a receipt once the line's run is sealed and checked),
-    /// for at most `wait`. A peer that cannot confirm (a Go peer, or one
-    /// without a store) counts as not confirming.
+    /// The key a direct message to `nick` goes to: the key that holds the
+    /// nick, linked or only known. Never a Go peer (no key), a nick shown
+    /// apart (another key holds it), or ourselves.
+    fn direct_to(&self, nick: &str) -> Result<Dest, RpcError> {
+        let refuse = |why: String| RpcError::new(code::CANNOT_DM, why);
+        if nick == &*self.nick() || nick == &**self.peer_id() {
+            return Err(refuse("that is you".into()));
+        }
+        let shown = self.table().shown_as(nick);
+        if let Some(p) = &shown {
+            match p.trust {
+                Some(Trust::Plaintext) => {
+                    return Err(refuse(format!(
+                        "{nick} is a Go peer: it has no key to seal a direct message to, and would show it to everyone"
+                    )));
+                }
+                Some(Trust::Conflict) => {
+                    return Err(refuse(format!(
+                        "{nick} is shown apart: another key holds its nick; compare fingerprints (p2pchat peers) before trusting it"
+                    )));
+                }
+                _ => {}
+            }
+            if p.takes_rooms == Some(false) {
+                return Err(refuse(format!(
+                    "{nick} runs a p2pchatd too old for direct messages"
+                )));
+            }
+        }
+        let key = match shown.as_ref().and_then(|p| p.key) {
+            Some(k) => Some(k),
+            None => self.known().key_of(nick),
+        };
+        let Some(key) = key else {
+            return Err(refuse(match shown {
+                Some(_) => format!("{nick} has not proved a key yet; wait until it is linked"),
+                None => format!("no peer is known as {nick}"),
+            }));
+        };
+        let id = shared::keys::peer_id_of(&key);
+        if shown.as_ref().is_some_and(|p| *p.id != *id) {
+            return Err(refuse(format!("{nick} is not the key that holds the nick")));
+        }
+        Ok(Dest::Direct {
+            id: Arc::from(id),
+            key,
+            nick: nick.to_owned(),
+        })
+    }
+
+    /// Sends a chat line to `dest`; the API validated `text`.
+    pub(crate) async fn say(&self, text: &str, action: bool, dest: &Dest) -> SayResult {
+        self.say_numbered(text, action, dest).await.0
+    }
+
+    /// Sends a chat line, then waits until every peer linked now that the
+    /// line goes to confirms it holds it (a receipt once the line's run is
+    /// sealed and checked), for at most `wait`. A peer that cannot confirm
+    /// (a Go peer, or one without a store) counts as not confirming; so
+    /// does the recipient of a direct message while it is not linked.
     pub(crate) async fn say_confirmed(
         &self,
         text: &str,
         action: bool,
+        dest: &Dest,
         wait: Duration,
     ) -> Result<SayResult, RpcError> {
         let deadline = tokio::time::Instant::now() + wait;
         // Peers confirm only when we take part in catch-up too.
         let syncs = self.syncs();
-        let mut audience = self.table().audience();
+        let mut audience = match dest {
+            Dest::Direct { id, nick, .. } => {
+                let linked = self.table().audience(Audience::Peer(id));
+                if linked.is_empty() {
+                    vec![(id.clone(), nick.clone(), false)]
+                } else {
+                    linked
+                }
+            }
+            Dest::Room(r) => self.table().audience(room_audience(r)),
+        };
         for (_, _, confirms) in &mut audience {
             *confirms &= syncs;
         }
         let mut receipts = self.inner.receipts.subscribe();
-        let (mut said, seq) = self.say_numbered(text, action).await;
-        let pending = |held: &HashMap<Arc<str>, u64>| -> Vec<&(Arc<str>, String, bool)> {
+        let (mut said, seq, life) = self.say_numbered(text, action, dest).await;
+        let pending = |held: &Receipts| -> Vec<&(Arc<str>, String, bool)> {
             audience
                 .iter()
-                .filter(|(id, _, _)| held.get(id).is_none_or(|&last| last < seq))
+                .filter(|(id, _, _)| {
+                    held.get(&(id.clone(), life.clone()))
+                        .is_none_or(|&last| last < seq)
+                })
                 .collect()
         };
         loop {
@@ -529,31 +665,45 @@ impl Mesh {
         }
     }
 
-    /// A peer confirmed it holds our lines of `life` up to `last`.
+    /// A peer confirmed it holds our lines of `life` (one of our streams)
+    /// up to `last`.
     pub(crate) fn receipt(&self, peer: &Arc<str>, life: &str, last: u64) {
-        if life != self.instance() {
+        let life: Arc<str> = Arc::from(life);
+        if !self.inner.sync.knows(&self.inner.me.peer_id, &life) {
             return;
         }
         self.inner.receipts.send_if_modified(|held| {
-            let at = held.entry(peer.clone()).or_insert(0);
+            let at = held.entry((peer.clone(), life)).or_insert(0);
             let moved = last > *at;
             *at = (*at).max(last);
             moved
         });
     }
 
-    /// Sends a chat line; with the sequence number it got.
-    async fn say_numbered(&self, text: &str, action: bool) -> (SayResult, u64) {
+    /// Sends a chat line; with the sequence number it got and the life of
+    /// its stream.
+    async fn say_numbered(
+        &self,
+        text: &str,
+        action: bool,
+        dest: &Dest,
+    ) -> (SayResult, u64, Arc<str>) {
         let mut outbox = self.inner.outbox.lock().await;
         outbox.seq += 1;
         let id = new_message_id();
         let nick = self.nick();
-        let content = if action {
+        let plain = if action {
             format!("{ACTION_PREFIX}{text}")
         } else {
             text.to_owned()
         };
-        let msg = PeerMessage::new(
+        let content = match dest {
+            Dest::Room(_) => plain,
+            Dest::Direct { id: to, key, .. } => {
+                crate::direct::seal(self.identity(), key, to, &plain).unwrap_or_default()
+            }
+        };
+        let mut msg = PeerMessage::new(
             MessageType::Chat,
             id.clone(),
             &self.inner.me.peer_id,
@@ -562,9 +712,21 @@ impl Mesh {
             Utc::now(),
             outbox.seq,
         );
+        msg.room_id = dest.scope().wire();
+        let life: Arc<str> = Arc::from(shared::rooms::stream_life(self.instance(), &msg.room_id));
         let line = Bytes::from(msg.encode());
         let (seq, sent) = (msg.sequence, msg.timestamp);
         let next = outbox.chain(msg);
+        let (room, to) = match dest {
+            Dest::Room(r) => (Some(r.clone()), None),
+            Dest::Direct { id, nick, .. } => (
+                None,
+                Some(Dm {
+                    peer_id: id.to_string(),
+                    nick: nick.clone(),
+                }),
+            ),
+        };
         let cursor = self
             .inner
             .history
@@ -579,15 +741,21 @@ impl Mesh {
                 seq: Some(seq),
                 sent,
                 late: false,
+                room,
+                to,
             })
             .unwrap_or_default();
         // Written down before any peer can have it.
         if let Some(j) = self.journal().as_mut() {
             j.append_line(cursor, &line);
         }
-        self.fan_out(line, false).await;
+        let audience = match dest {
+            Dest::Room(r) => room_audience(r),
+            Dest::Direct { id, .. } => Audience::Peer(id),
+        };
+        self.fan_out(line, audience).await;
         match next {
-            Next::SealNow => self.seal(&mut outbox, None).await,
+            Next::SealNow(run) => self.seal(&mut outbox, run).await,
             Next::SealLater(run) => {
                 let mesh = self.clone();
                 self.inner.tasks.spawn(async move {
@@ -597,7 +765,7 @@ impl Mesh {
                         () = mesh.inner.cancel.cancelled() => return,
                     }
                     let mut outbox = mesh.inner.outbox.lock().await;
-                    mesh.seal(&mut outbox, Some(run)).await;
+                    mesh.seal(&mut outbox, run).await;
                 });
             }
             Next::Nothing => {}
@@ -609,48 +777,159 @@ impl Mesh {
                 confirmed: None,
             },
             seq,
+            life,
         )
     }
 
-    /// Seals our open run (only if it is `run`, when given) and hands the
-    /// seal to every peer that takes seals.
-    async fn seal(&self, outbox: &mut Outbox, run: Option<u64>) {
-        let Some((seal, lines)) = outbox.seal(self.identity(), self.instance(), run) else {
+    /// Seals our open run `run` (if it still is) and hands the seal to
+    /// every peer its lines went to. A run of direct messages is also
+    /// left, sealed, with the peers that keep runs for others, so it
+    /// reaches its recipient through them if we are gone when it is back.
+    async fn seal(&self, outbox: &mut Outbox, run: u64) {
+        let Some(Sealed { seal, lines, room }) = outbox.seal(self.identity(), run) else {
             return;
         };
         let me = &self.inner.me;
-        if let Some(run) = self.inner.sync.sealed(
-            &me.peer_id,
-            &me.instance,
-            &me.identity.public_key(),
-            seal.clone(),
-            lines,
-        ) {
+        let key = me.identity.public_key();
+        let recipient = room
+            .as_deref()
+            .and_then(|r| r.strip_prefix('@'))
+            .map(Arc::<str>::from);
+        let deposit = recipient.as_ref().map(|_| shared::authorship::Relay {
+            key: shared::keys::hex(&key),
+            seal: seal.clone(),
+            lines: lines.clone(),
+            room: room.clone(),
+        });
+        let life: Arc<str> = Arc::from(seal.instance.as_str());
+        if let Some(run) = self
+            .inner
+            .sync
+            .sealed(&me.peer_id, &life, &key, seal.clone(), lines)
+        {
             self.store_run(run);
         }
-        let mut msg = PeerMessage::new(
-            MessageType::Seal,
-            new_message_id(),
-            &self.inner.me.peer_id,
-            &self.nick(),
-            String::new(),
-            Utc::now(),
-            0,
-        );
+        let mut msg = self.own_line(MessageType::Seal);
         let end = unhex::<32>(&seal.end);
         msg.seal = Some(seal);
         let line = Bytes::from(msg.encode());
         self.journal_append(&line);
-        self.fan_out(line, true).await;
+        let in_room = room.as_deref().map(|r| format!("#{r}"));
+        let audience = match (&recipient, &in_room) {
+            (Some(to), _) => Audience::Peer(to),
+            (None, Some(r)) => Audience::Room(r),
+            (None, None) => Audience::Seals,
+        };
+        self.fan_out(line, audience).await;
+        if let (Some(to), Some(relay)) = (&recipient, deposit) {
+            let mut msg = self.own_line(MessageType::Relay);
+            msg.relay = Some(Box::new(relay));
+            self.fan_out(Bytes::from(msg.encode()), Audience::KeepersBut(to))
+                .await;
+        }
         // Grown large: start it again, once the store has all it holds.
         let large = self
             .journal()
             .as_ref()
             .is_some_and(|j| j.len() > journal::ROTATE_BYTES);
-        if let (true, Some(end)) = (large, end) {
+        // Only at a seal of `#general` with no other run open: the header
+        // says where `#general`'s chain stands, and the other streams go
+        // on from their stored runs.
+        if let (true, Some(end), None, false) = (large, end, &room, outbox.is_open()) {
             self.inner.history.flush().await;
             self.restart_journal(Some(&end), outbox.seq, false);
         }
+    }
+
+    /// Seals every open run of ours (before our `leave`).
+    async fn seal_all(&self, outbox: &mut Outbox) {
+        for run in outbox.open_runs() {
+            self.seal(outbox, run).await;
+        }
+    }
+
+    /// Whether we are in `room` (`#name`).
+    pub(crate) fn in_room(&self, room: &str) -> bool {
+        self.rooms().contains(room)
+    }
+
+    fn rooms(&self) -> MutexGuard<'_, Joined> {
+        self.inner.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Joins `room` (one spelling): peers learn it, and those that hold
+    /// its lines send them (catch-up). False when already in it.
+    pub(crate) async fn join_room(&self, room: &str) -> Result<bool, RoomsError> {
+        let joined = self.rooms().join(room)?;
+        if joined {
+            self.rooms_changed(room, true).await;
+        }
+        Ok(joined)
+    }
+
+    /// Leaves `room`: its lines stop coming. False when not in it.
+    pub(crate) async fn part_room(&self, room: &str) -> Result<bool, RoomsError> {
+        let parted = self.rooms().part(room)?;
+        if parted {
+            self.rooms_changed(room, false).await;
+        }
+        Ok(parted)
+    }
+
+    async fn rooms_changed(&self, room: &str, joined: bool) {
+        self.inner.history.append(EventBody::Room {
+            peer_id: self.peer_id().to_string(),
+            nick: self.nick().to_string(),
+            room: room.to_owned(),
+            joined,
+        });
+        let _order = self.inner.outbox.lock().await;
+        self.fan_out(self.rooms_line(), Audience::Rooms).await;
+        if joined && self.syncs() {
+            // What the room said before we came: peers send what we lack.
+            let targets = self.table().targets();
+            for t in targets.iter().filter(|t| t.sync && t.takes_rooms) {
+                link::send_vector(self, &t.tx);
+            }
+        }
+    }
+
+    /// The line that says which rooms we are in (besides `#general`).
+    pub(crate) fn rooms_line(&self) -> Bytes {
+        let mut msg = self.own_line(MessageType::Rooms);
+        msg.rooms = Some(self.rooms().rooms().map(|r| r[1..].to_owned()).collect());
+        Bytes::from(msg.encode())
+    }
+
+    /// Whether we are in any room besides `#general`.
+    pub(crate) fn in_rooms(&self) -> bool {
+        self.rooms().rooms().next().is_some()
+    }
+
+    /// The rooms we are in and those linked peers are in.
+    pub(crate) fn rooms_info(&self) -> Vec<RoomInfo> {
+        let mut known = self.table().rooms();
+        let linked = self.table().connected();
+        let mut out = vec![RoomInfo {
+            name: GENERAL.to_owned(),
+            joined: true,
+            members: linked + 1,
+            peers: Vec::new(),
+        }];
+        let joined: Vec<String> = self.rooms().rooms().cloned().collect();
+        for r in &joined {
+            known.entry(r.clone()).or_default();
+        }
+        for (name, peers) in known {
+            let joined = joined.contains(&name);
+            out.push(RoomInfo {
+                members: peers.len() + usize::from(joined),
+                name,
+                joined,
+                peers,
+            });
+        }
+        out
     }
 
     fn journal(&self) -> MutexGuard<'_, Option<journal::Journal>> {
@@ -749,7 +1028,7 @@ impl Mesh {
             nick_change_content(&old, new),
             outbox.seq,
         );
-        self.fan_out(line, false).await;
+        self.fan_out(line, Audience::All).await;
         Some(old.to_string())
     }
 
@@ -817,7 +1096,7 @@ impl Mesh {
                 now
             };
             let line = mesh.away_line(now.as_deref());
-            mesh.fan_out(line, true).await;
+            mesh.fan_out(line, Audience::Seals).await;
         });
     }
 
@@ -841,11 +1120,11 @@ impl Mesh {
         let send = async {
             let mut outbox = self.inner.outbox.lock().await;
             // Our last lines leave sealed.
-            self.seal(&mut outbox, None).await;
+            self.seal_all(&mut outbox).await;
             outbox.seq += 1;
             let nick = self.nick();
             let line = self.line(MessageType::Leave, leave_content(&nick), outbox.seq);
-            self.fan_out(line, false).await;
+            self.fan_out(line, Audience::All).await;
         };
         if timeout(LEAVE_WAIT, send).await.is_err() {
             tracing::warn!("could not hand our leave to every link in time");
@@ -863,10 +1142,10 @@ impl Mesh {
     /// it; a peer that takes nothing for `SLOW_PEER_GRACE` has stopped
     /// reading: its link is dropped (and redialed if it is ours to dial),
     /// so it never holds up the others for longer than that, once.
-    /// `seals`: only to peers that take `seal` lines.
-    async fn fan_out(&self, line: Bytes, seals: bool) {
+    /// `audience`: which links.
+    async fn fan_out(&self, line: Bytes, audience: Audience<'_>) {
         let targets = self.table().targets();
-        for t in targets.iter().filter(|t| t.seals || !seals) {
+        for t in targets.iter().filter(|t| t.takes(audience)) {
             match t.tx.try_send(line.clone()) {
                 Ok(()) | Err(TrySendError::Closed(_)) => {}
                 Err(TrySendError::Full(line)) => {
@@ -964,9 +1243,11 @@ impl Mesh {
             let mut t = self.table();
             let peer = t.closed(id, reason, Instant::now(), &self.inner.history);
             if let Some(p) = &peer {
-                self.inner
-                    .receipts
-                    .send_if_modified(|held| held.remove(p).is_some());
+                self.inner.receipts.send_if_modified(|held| {
+                    let before = held.len();
+                    held.retain(|(peer, _), _| peer != p);
+                    held.len() != before
+                });
             }
             peer.and_then(|p| t.claim_dial(&p).map(|d| (p, d)))
         };
@@ -1156,6 +1437,7 @@ pub(crate) mod tests {
             retain_days: None,
             journal_last: None,
             notifier: None,
+            rooms: Joined::default(),
         };
         Mesh::new(
             local,

@@ -9,6 +9,7 @@
 //! lock. Every failure ends only the connection it happened on.
 
 use shared::authorship::CAP_SEALS;
+use shared::rooms::CAP_ROOMS;
 use shared::sync::{CAP_SYNC, valid_life};
 use std::io;
 use std::sync::Arc;
@@ -71,6 +72,8 @@ pub(crate) struct PeerHello {
     pub(crate) life: Option<Arc<str>>,
     /// It takes part in catch-up ([`CAP_SYNC`]).
     pub(crate) sync: bool,
+    /// It takes rooms and direct messages ([`CAP_ROOMS`]).
+    pub(crate) rooms: bool,
 }
 
 /// A finished handshake: who is on the other end, and the link's halves.
@@ -240,6 +243,7 @@ fn verified(payload: &[u8], remote_static: Option<&[u8]>) -> Result<PeerHello, S
         seals: hello.caps.iter().any(|c| c == CAP_SEALS),
         life: valid_life(&hello.instance).then(|| Arc::from(hello.instance.as_str())),
         sync: hello.caps.iter().any(|c| c == CAP_SYNC),
+        rooms: hello.caps.iter().any(|c| c == CAP_ROOMS),
     })
 }
 

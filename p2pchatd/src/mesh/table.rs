@@ -6,7 +6,7 @@
 //! one-link-per-pair rule (PROTOCOL §3) and when a peer needs dialing; the
 //! mesh acts on what it returns.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,6 +124,10 @@ struct Link {
     sync: bool,
     /// What its peer last said of being away (p2pchatd peers).
     away: Option<String>,
+    /// Its peer takes rooms and direct messages.
+    takes_rooms: bool,
+    /// The rooms its peer is in besides `#general`, as it last said.
+    rooms: Arc<BTreeSet<String>>,
 }
 
 impl Link {
@@ -166,6 +170,8 @@ pub(crate) struct PeerIdentity {
     pub life: Option<Arc<str>>,
     /// It takes part in catch-up (a Noise hello said so).
     pub sync: bool,
+    /// It takes rooms and direct messages (a Noise hello said so).
+    pub rooms: bool,
     /// How it is shown, once judged (see `trust`).
     pub standing: Option<Standing>,
 }
@@ -200,6 +206,74 @@ pub(crate) struct Target {
     pub close: CancellationToken,
     /// Its peer takes `seal` lines.
     pub seals: bool,
+    pub peer: Option<Arc<str>>,
+    /// Its peer takes part in catch-up.
+    pub sync: bool,
+    /// Its peer takes rooms and direct messages, and is in these rooms
+    /// besides `#general`.
+    pub takes_rooms: bool,
+    pub rooms: Arc<BTreeSet<String>>,
+}
+
+/// Whom a line of ours goes to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Audience<'a> {
+    /// Every link (a `#general` line: Go peers too).
+    All,
+    /// Links to peers that take `seal` lines.
+    Seals,
+    /// Links to peers that take rooms (a `rooms` line).
+    Rooms,
+    /// Links to the peers in a room (`#name`).
+    Room(&'a str),
+    /// The link to one peer, if it takes direct messages.
+    Peer(&'a str),
+    /// Links that keep sealed runs for others (catch-up and rooms), but
+    /// this peer's: where a direct message waits for its recipient.
+    KeepersBut(&'a str),
+}
+
+impl Target {
+    pub(crate) fn takes(&self, audience: Audience<'_>) -> bool {
+        audience.takes(
+            self.seals,
+            self.sync,
+            self.takes_rooms,
+            self.peer.as_deref(),
+            &self.rooms,
+        )
+    }
+}
+
+impl Audience<'_> {
+    fn takes(
+        self,
+        seals: bool,
+        sync: bool,
+        takes_rooms: bool,
+        peer: Option<&str>,
+        rooms: &BTreeSet<String>,
+    ) -> bool {
+        match self {
+            Self::All => true,
+            Self::Seals => seals,
+            Self::Rooms => takes_rooms,
+            Self::Room(r) => takes_rooms && rooms.contains(r),
+            Self::Peer(p) => takes_rooms && peer == Some(p),
+            Self::KeepersBut(p) => takes_rooms && sync && peer != Some(p),
+        }
+    }
+}
+
+/// A peer as a nick shows it, for a direct message.
+#[derive(Debug)]
+pub(crate) struct Shown {
+    pub id: Arc<str>,
+    /// The key its last encrypted link proved.
+    pub key: Option<[u8; KEY_LEN]>,
+    pub trust: Option<Trust>,
+    /// Whether its link takes direct messages; `None` while not linked.
+    pub takes_rooms: Option<bool>,
 }
 
 /// Why a link was not taken.
@@ -418,6 +492,82 @@ impl Table {
         }
     }
 
+    /// The link's peer said it is in `rooms` (besides `#general`): room
+    /// events for what changed, once the peer is shown.
+    pub(crate) fn set_rooms(&mut self, link: LinkId, rooms: BTreeSet<String>, history: &History) {
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        let old = std::mem::replace(&mut l.rooms, Arc::new(rooms));
+        let new = l.rooms.clone();
+        self.targets = None;
+        let Some(id) = l.peer.clone() else {
+            return;
+        };
+        let Some(p) = self
+            .peers
+            .get(&id)
+            .filter(|p| p.link == Some(link) && p.shown)
+        else {
+            return;
+        };
+        let changes = new
+            .difference(&old)
+            .map(|r| (r, true))
+            .chain(old.difference(&new).map(|r| (r, false)));
+        for (room, joined) in changes {
+            history.append(EventBody::Room {
+                peer_id: id.to_string(),
+                nick: p.nick.clone(),
+                room: room.clone(),
+                joined,
+            });
+        }
+    }
+
+    /// The rooms a link's peer is in besides `#general`, if it takes rooms.
+    pub(crate) fn link_rooms(&self, link: LinkId) -> Option<Arc<BTreeSet<String>>> {
+        self.links
+            .get(&link)
+            .filter(|l| l.takes_rooms)
+            .map(|l| l.rooms.clone())
+    }
+
+    /// The rooms linked peers are in, with the nicks (as shown) in each.
+    pub(crate) fn rooms(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for p in self.peers.values().filter(|p| p.shown) {
+            if let Some(l) = p.link.and_then(|l| self.links.get(&l)) {
+                for r in l.rooms.iter() {
+                    out.entry(r.clone()).or_default().push(p.nick.clone());
+                }
+            }
+        }
+        for nicks in out.values_mut() {
+            nicks.sort();
+        }
+        out
+    }
+
+    /// The peer shown as `nick` (linked or only known), and what it is:
+    /// its id, its key if one proved itself, and whether its link (if
+    /// any) takes direct messages.
+    pub(crate) fn shown_as(&self, nick: &str) -> Option<Shown> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.nick == nick && listed(p))
+            .max_by_key(|(_, p)| p.link.is_some())
+            .map(|(id, p)| {
+                let link = p.link.and_then(|l| self.links.get(&l));
+                Shown {
+                    id: id.clone(),
+                    key: p.key,
+                    trust: p.trust,
+                    takes_rooms: link.map(|l| l.takes_rooms),
+                }
+            })
+    }
+
     pub(crate) fn talked(&mut self, link: LinkId, history: &History) {
         let Some(l) = self.links.get(&link) else {
             return;
@@ -563,6 +713,8 @@ impl Table {
                 seals: peer.as_ref().is_some_and(|w| w.seals),
                 sync: peer.as_ref().is_some_and(|w| w.sync),
                 away: None,
+                takes_rooms: peer.as_ref().is_some_and(|w| w.rooms),
+                rooms: Arc::default(),
             },
         );
         match peer {
@@ -851,6 +1003,10 @@ impl Table {
                         tx: l.tx.clone(),
                         close: l.close.clone(),
                         seals: l.seals,
+                        peer: l.peer.clone(),
+                        sync: l.sync,
+                        takes_rooms: l.takes_rooms,
+                        rooms: l.rooms.clone(),
                     })
                     .collect()
             })
@@ -861,15 +1017,18 @@ impl Table {
         self.peers.values().any(|p| p.kind == Some(PeerKind::Go))
     }
 
-    /// The peers linked now (shown as joined): id, nick as shown, and
-    /// whether it confirms what it holds (takes part in catch-up).
-    pub(crate) fn audience(&self) -> Vec<(Arc<str>, String, bool)> {
+    /// The peers linked now (shown as joined) that `audience` reaches:
+    /// id, nick as shown, and whether it confirms what it holds (takes
+    /// part in catch-up).
+    pub(crate) fn audience(&self, audience: Audience<'_>) -> Vec<(Arc<str>, String, bool)> {
         self.peers
             .iter()
             .filter(|(_, p)| p.shown)
             .filter_map(|(id, p)| {
-                let link = self.links.get(&p.link?)?;
-                Some((id.clone(), p.nick.clone(), link.sync))
+                let l = self.links.get(&p.link?)?;
+                audience
+                    .takes(l.seals, l.sync, l.takes_rooms, Some(id), &l.rooms)
+                    .then(|| (id.clone(), p.nick.clone(), l.sync))
             })
             .collect()
     }
@@ -924,6 +1083,9 @@ impl Table {
                         now.duration_since(p.last_seen)
                     })),
                     away: link.and_then(|l| l.away.clone()),
+                    rooms: link
+                        .map(|l| l.rooms.iter().cloned().collect())
+                        .unwrap_or_default(),
                 }
             })
             .collect();
@@ -1004,6 +1166,7 @@ mod tests {
                     seals: false,
                     life: None,
                     sync: false,
+                    rooms: false,
                     standing: None,
                 }),
                 tx,
@@ -1032,7 +1195,7 @@ mod tests {
 
     fn kinds(h: &History) -> Vec<String> {
         let mut out = Vec::new();
-        testkit::block_on(h.page(100, None)).write_json(&mut out);
+        testkit::block_on(h.page(100, None, None)).write_json(&mut out);
         let evs: Vec<shared::event::Event> = serde_json::from_slice(&out).unwrap();
         evs.iter().map(|e| e.body.kind().to_owned()).collect()
     }

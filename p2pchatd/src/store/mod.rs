@@ -68,7 +68,7 @@ const CRASH_JUMP: u64 = (QUEUE + 2 * BATCH + HANDOFF) as u64;
 /// secondary index to keep up on the hot path (duplicates are caught in
 /// memory before they get here; retention finds its boundary by cursor,
 /// as time only grows with it).
-const SCHEMA: u32 = 3;
+const SCHEMA: u32 = 4;
 const CREATE: &str = "
     CREATE TABLE events (
         cursor  INTEGER PRIMARY KEY,
@@ -112,6 +112,17 @@ const CREATE_SYNC: &str = "
         cursor  INTEGER NOT NULL,
         PRIMARY KEY (author, life)
     ) WITHOUT ROWID;
+";
+
+/// Version 4: rooms and direct messages. Each event's room for a room
+/// filter (NULL for `#general` and what is no room's, `#name`, or `@` for a
+/// direct message), indexed only where it is not NULL (the common line
+/// pays nothing); and each life's room (wire form; NULL for `#general`),
+/// so catch-up sends a room's runs only to its members.
+const CREATE_ROOMS: &str = "
+    ALTER TABLE events ADD COLUMN room TEXT;
+    CREATE INDEX events_by_room ON events (room, cursor) WHERE room IS NOT NULL;
+    ALTER TABLE lives ADD COLUMN room TEXT;
 ";
 
 /// A stored run's last sequence number, and the chain hashes before and
@@ -498,37 +509,53 @@ impl Store {
         self.reader.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The newest `limit` events with a cursor below `before`, oldest first.
-    pub(crate) fn page(&self, limit: usize, before: u64) -> rusqlite::Result<Vec<(u64, String)>> {
+    /// The newest `limit` events with a cursor below `before`, oldest
+    /// first; only `room`'s, with one.
+    pub(crate) fn page(
+        &self,
+        limit: usize,
+        before: u64,
+        room: Option<&str>,
+    ) -> rusqlite::Result<Vec<(u64, String)>> {
         let c = self.reader();
-        let mut q = c.prepare_cached(
-            "SELECT cursor, json FROM events WHERE cursor < ?1 ORDER BY cursor DESC LIMIT ?2",
-        )?;
-        let mut rows = q
-            .query_map(params![to_sql(before), to_sql(limit as u64)], |r| {
-                Ok((from_sql(r.get(0)?), r.get(1)?))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut q = c.prepare_cached(&format!(
+            "SELECT cursor, json FROM events WHERE cursor < ?1 AND {} ORDER BY cursor DESC LIMIT ?2",
+            room_clause(room, 3)
+        ))?;
+        let before = to_sql(before);
+        let limit = to_sql(limit as u64);
+        let map = |r: &rusqlite::Row<'_>| Ok((from_sql(r.get(0)?), r.get(1)?));
+        let mut rows = match room_param(room) {
+            Some(room) => q.query_map(params![before, limit, room], map)?,
+            None => q.query_map(params![before, limit], map)?,
+        }
+        .collect::<rusqlite::Result<Vec<_>>>()?;
         rows.reverse();
         Ok(rows)
     }
 
-    /// Up to `limit` events from cursor `from` on and below `upto`, in order.
+    /// Up to `limit` events from cursor `from` on and below `upto`, in
+    /// order; only `room`'s, with one.
     pub(crate) fn range(
         &self,
         from: u64,
         upto: u64,
         limit: usize,
+        room: Option<&str>,
     ) -> rusqlite::Result<Vec<(u64, String)>> {
         let c = self.reader();
-        let mut q = c.prepare_cached(
-            "SELECT cursor, json FROM events WHERE cursor >= ?1 AND cursor < ?2 ORDER BY cursor LIMIT ?3",
-        )?;
-        q.query_map(
-            params![to_sql(from), to_sql(upto), to_sql(limit as u64)],
-            |r| Ok((from_sql(r.get(0)?), r.get(1)?)),
-        )?
-        .collect()
+        let mut q = c.prepare_cached(&format!(
+            "SELECT cursor, json FROM events WHERE cursor >= ?1 AND cursor < ?2 AND {} ORDER BY cursor LIMIT ?3",
+            room_clause(room, 4)
+        ))?;
+        let (from, upto, limit) = (to_sql(from), to_sql(upto), to_sql(limit as u64));
+        let map = |r: &rusqlite::Row<'_>| Ok((from_sql(r.get(0)?), r.get(1)?));
+        match room_param(room) {
+            Some(room) => q
+                .query_map(params![from, upto, limit, room], map)?
+                .collect(),
+            None => q.query_map(params![from, upto, limit], map)?.collect(),
+        }
     }
 
     /// Stored messages matching `query` (from [`match_query`]), newest
@@ -540,19 +567,22 @@ impl Store {
         from: Option<&str>,
         since_ms: Option<i64>,
         limit: usize,
+        room: Option<&str>,
     ) -> rusqlite::Result<Vec<(u64, String)>> {
         let c = self.reader();
-        let mut q = c.prepare_cached(
+        let mut q = c.prepare_cached(&format!(
             "SELECT e.cursor, e.json FROM words w JOIN events e ON e.cursor = w.rowid
              WHERE words MATCH ?1 AND e.ts >= ?2 AND (?3 IS NULL OR e.json ->> '$.nick' = ?3)
-             ORDER BY w.rowid DESC LIMIT ?4",
-        )?;
-        let mut rows = q
-            .query_map(
-                params![query, since_ms.unwrap_or(0), from, to_sql(limit as u64)],
-                |r| Ok((from_sql(r.get(0)?), r.get(1)?)),
-            )?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+             AND {} ORDER BY w.rowid DESC LIMIT ?4",
+            room_clause(room, 5).replace("room", "e.room")
+        ))?;
+        let (since, limit) = (since_ms.unwrap_or(0), to_sql(limit as u64));
+        let map = |r: &rusqlite::Row<'_>| Ok((from_sql(r.get(0)?), r.get(1)?));
+        let mut rows = match room_param(room) {
+            Some(room) => q.query_map(params![query, since, from, limit, room], map)?,
+            None => q.query_map(params![query, since, from, limit], map)?,
+        }
+        .collect::<rusqlite::Result<Vec<_>>>()?;
         rows.reverse();
         Ok(rows)
     }
@@ -574,7 +604,7 @@ impl Store {
     /// Every life with runs held: how far they reach without a hole.
     pub(crate) fn lives(&self) -> rusqlite::Result<Vec<LifeRow>> {
         let c = self.reader();
-        let mut q = c.prepare("SELECT author, life, key, last, end FROM lives")?;
+        let mut q = c.prepare("SELECT author, life, key, last, end, room FROM lives")?;
         q.query_map([], |r| {
             Ok(LifeRow {
                 author: r.get::<_, String>(0)?.into(),
@@ -582,6 +612,7 @@ impl Store {
                 key: r.get(2)?,
                 last: from_sql(r.get(3)?),
                 end: r.get(4)?,
+                room: r.get::<_, Option<String>>(5)?.map(Arc::from),
             })
         })?
         .collect()
@@ -633,19 +664,36 @@ impl Store {
     pub(crate) fn newest(&self, n: usize) -> rusqlite::Result<Vec<Row>> {
         let c = self.reader();
         let mut q =
-            c.prepare("SELECT cursor, ts, json FROM events ORDER BY cursor DESC LIMIT ?1")?;
+            c.prepare("SELECT cursor, ts, json, room FROM events ORDER BY cursor DESC LIMIT ?1")?;
         let mut rows = q
             .query_map(params![to_sql(n as u64)], |r| {
                 Ok(Row {
                     cursor: from_sql(r.get(0)?),
                     ts_ms: r.get(1)?,
                     json: r.get::<_, String>(2)?.into(),
+                    room: r.get::<_, Option<String>>(3)?.map(Arc::from),
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         rows.reverse();
         Ok(rows)
     }
+}
+
+/// The SQL that keeps only `room`'s events (a filter as
+/// [`crate::history::filter_key`] files them), its value the `n`th
+/// parameter: `#general`'s are those filed under no room.
+fn room_clause(room: Option<&str>, n: usize) -> String {
+    match room {
+        None => "1".to_owned(),
+        Some(shared::rooms::GENERAL) => "room IS NULL".to_owned(),
+        Some(_) => format!("room = ?{n}"),
+    }
+}
+
+/// The value [`room_clause`] binds, if any.
+fn room_param(room: Option<&str>) -> Option<&str> {
+    room.filter(|r| *r != shared::rooms::GENERAL)
 }
 
 /// The store's state when there is none, for `status`.

@@ -9,6 +9,7 @@ fn row(cursor: u64, id: &str) -> Row {
         cursor,
         ts_ms: chrono::Utc::now().timestamp_millis(),
         json: Arc::from(format!(r#"{{"cursor":{cursor},"id":"{id}"}}"#)),
+        room: None,
     }
 }
 
@@ -24,7 +25,7 @@ fn open_store(dir: &Path) -> Store {
 fn found(s: &Store, words: &str) -> Vec<u64> {
     block(s.index());
     cursors(
-        &s.search(&match_query(words).unwrap(), None, None, 10)
+        &s.search(&match_query(words).unwrap(), None, None, 10, None)
             .unwrap(),
     )
 }
@@ -43,9 +44,9 @@ fn events_and_cursors_outlive_a_clean_stop() {
     s.write(vec![row(5, "m5"), row(7, "m7")]);
     block(s.flush());
     assert_eq!(s.persisted(), 7);
-    assert_eq!(cursors(&s.page(3, u64::MAX).unwrap()), [4, 5, 7]);
-    assert_eq!(cursors(&s.page(2, 5).unwrap()), [3, 4]);
-    assert_eq!(cursors(&s.range(2, 7, 10).unwrap()), [2, 3, 4, 5]);
+    assert_eq!(cursors(&s.page(3, u64::MAX, None).unwrap()), [4, 5, 7]);
+    assert_eq!(cursors(&s.page(2, 5, None).unwrap()), [3, 4]);
+    assert_eq!(cursors(&s.range(2, 7, 10, None).unwrap()), [2, 3, 4, 5]);
     // Cursor 8 was given out but not stored (a duplicate, say).
     s.close(8);
     drop(s);
@@ -219,6 +220,7 @@ fn message(cursor: u64, nick: &str, text: &str, ts_ms: i64) -> Row {
             serde_json::json!({"kind": "message", "cursor": cursor, "nick": nick, "text": text})
                 .to_string(),
         ),
+        room: None,
     }
 }
 
@@ -235,11 +237,15 @@ fn search_finds_every_word_newest_last_by_nick_and_time() {
             cursor: 4,
             ts_ms: now,
             json: Arc::from(r#"{"kind":"join","cursor":4,"nick":"deploy"}"#),
+            room: None,
         },
     ]);
     block(s.index());
     let search = |w: &str, from: Option<&str>, since: Option<i64>, n: usize| {
-        cursors(&s.search(&match_query(w).unwrap(), from, since, n).unwrap())
+        cursors(
+            &s.search(&match_query(w).unwrap(), from, since, n, None)
+                .unwrap(),
+        )
     };
     let hits = |w: &str, from: Option<&str>, since: Option<i64>| search(w, from, since, 10);
     assert_eq!(

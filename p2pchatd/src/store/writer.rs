@@ -14,8 +14,8 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::{
-    BATCH, CRASH_JUMP, CREATE, CREATE_SYNC, CREATE_WORDS, QUEUE, Retention, SCHEMA, Shared,
-    describe, from_sql, meta, set_meta, to_sql,
+    BATCH, CRASH_JUMP, CREATE, CREATE_ROOMS, CREATE_SYNC, CREATE_WORDS, QUEUE, Retention, SCHEMA,
+    Shared, describe, from_sql, meta, set_meta, to_sql,
 };
 
 /// A write that failed is tried again after this long.
@@ -41,6 +41,9 @@ pub(crate) struct Row {
     pub cursor: u64,
     pub ts_ms: i64,
     pub json: Arc<str>,
+    /// What a room filter sees ([`crate::history::filter_key`]): none for
+    /// `#general` and what is no room's.
+    pub room: Option<Arc<str>>,
 }
 
 /// One sealed run of an author's lines, as catch-up relays it.
@@ -67,6 +70,8 @@ pub(crate) struct LifeRow {
     pub key: [u8; 32],
     pub last: u64,
     pub end: [u8; 32],
+    /// The room (wire form) of the life's lines, when not `#general`.
+    pub room: Option<Arc<str>>,
 }
 
 /// Runs waiting for the writer at most; past that (a disk that has failed
@@ -108,20 +113,26 @@ pub(super) fn prepare(c: &Connection) -> rusqlite::Result<Start> {
             // The version goes with the tables, in one transaction: a kill
             // in between leaves neither.
             c.execute_batch(&format!(
-                "BEGIN; {CREATE} {CREATE_WORDS} {CREATE_SYNC} PRAGMA user_version = {SCHEMA}; COMMIT;"
+                "BEGIN; {CREATE} {CREATE_WORDS} {CREATE_SYNC} {CREATE_ROOMS} PRAGMA user_version = {SCHEMA}; COMMIT;"
             ))?;
         }
         1 => {
             // The words of what is stored are indexed in the background.
-            info!("adding search and catch-up to the history store");
+            info!("adding search, catch-up and rooms to the history store");
             c.execute_batch(&format!(
-                "BEGIN; {CREATE_WORDS} {CREATE_SYNC} PRAGMA user_version = {SCHEMA}; COMMIT;"
+                "BEGIN; {CREATE_WORDS} {CREATE_SYNC} {CREATE_ROOMS} PRAGMA user_version = {SCHEMA}; COMMIT;"
             ))?;
         }
         2 => {
-            info!("adding catch-up to the history store");
+            info!("adding catch-up and rooms to the history store");
             c.execute_batch(&format!(
-                "BEGIN; {CREATE_SYNC} PRAGMA user_version = {SCHEMA}; COMMIT;"
+                "BEGIN; {CREATE_SYNC} {CREATE_ROOMS} PRAGMA user_version = {SCHEMA}; COMMIT;"
+            ))?;
+        }
+        3 => {
+            info!("adding rooms to the history store");
+            c.execute_batch(&format!(
+                "BEGIN; {CREATE_ROOMS} PRAGMA user_version = {SCHEMA}; COMMIT;"
             ))?;
         }
         SCHEMA => {}
@@ -508,10 +519,15 @@ fn insert(
         // A cursor already stored (never, but a retry after a failed
         // commit must not fail on it) is skipped.
         let mut q = tx.prepare_cached(
-            "INSERT OR IGNORE INTO events (cursor, ts, json) VALUES (?1, ?2, ?3)",
+            "INSERT OR IGNORE INTO events (cursor, ts, json, room) VALUES (?1, ?2, ?3, ?4)",
         )?;
         for r in rows {
-            q.execute(params![to_sql(r.cursor), r.ts_ms, &*r.json])?;
+            q.execute(params![
+                to_sql(r.cursor),
+                r.ts_ms,
+                &*r.json,
+                r.room.as_deref()
+            ])?;
         }
     }
     if !runs.is_empty() {
@@ -520,8 +536,8 @@ fn insert(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         let mut reach = tx.prepare_cached(
-            "INSERT INTO lives (author, life, key, last, end, cursor)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO lives (author, life, key, last, end, cursor, room)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (author, life) DO UPDATE SET
                last = excluded.last, end = excluded.end, cursor = excluded.cursor
              WHERE excluded.last > lives.last",
@@ -544,7 +560,8 @@ fn insert(
                     l.key,
                     to_sql(l.last),
                     l.end,
-                    newest
+                    newest,
+                    l.room.as_deref()
                 ])?;
             }
         }

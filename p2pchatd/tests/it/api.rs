@@ -52,6 +52,7 @@ async fn a_client_that_resumes_from_its_cursor_gets_exactly_what_it_missed() {
             .call(&Call::History(shared::api::HistoryParams {
                 limit: Some(1),
                 before: None,
+                room: None,
             }))
             .await
             .ok()?;

@@ -248,6 +248,7 @@ async fn a_peer_that_stops_reading_is_dropped_without_stalling_the_others() {
         .call(&shared::api::Call::History(shared::api::HistoryParams {
             limit: Some(30_000),
             before: None,
+            room: None,
         }))
         .await
         .unwrap();

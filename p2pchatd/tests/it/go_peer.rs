@@ -519,3 +519,65 @@ async fn a_huge_foreign_nick_is_shown_in_twenty_characters() {
     assert_eq!(p.nick.chars().count(), 20, "listed as {:?}", p.nick);
     eprintln!("a nick of {} characters was shown in 20", huge.len());
 }
+
+/// A Go peer knows one room: it gets `#general` as before and nothing of
+/// another room (not its lines, not its seals, not who is in it), and a
+/// direct message to it is refused, never sent in the clear.
+#[tokio::test]
+async fn a_go_peer_sees_general_only_and_gets_no_direct_message() {
+    let net = TestNet::new();
+    let d = net.daemon("mmm").await;
+    let mut go = GoPeer::new(net.group, "aaa_8", "gopher", 1);
+    go.datagram("announce").await;
+    let (_, daemon_port) = go.hear_daemon().await;
+    let stream = TcpStream::connect(("127.0.0.1", daemon_port))
+        .await
+        .unwrap();
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    w.write_all(go.identifying_join().as_bytes()).await.unwrap();
+    wait_until("the Go peer to be linked", T, || async {
+        d.try_peers()
+            .await
+            .ok()?
+            .into_iter()
+            .find(|p| p.peer_id == "aaa_8" && p.connected)
+    })
+    .await;
+
+    d.join("#ops").await;
+    d.say_to(Some("#ops"), None, "ops only").await.unwrap();
+    let refused = d.say_to(None, Some("gopher"), "just for you").await;
+    match refused {
+        Err(p2pchat_tui::client::ClientError::Rpc(e)) => {
+            assert_eq!(e.code, shared::api::code::CANNOT_DM);
+            assert!(e.message.contains("Go peer"), "{}", e.message);
+        }
+        other => panic!("a DM to a Go peer was not refused: {other:?}"),
+    }
+    d.say("for everyone").await;
+    let mut seen = Vec::new();
+    // Every line is one Go accepts (read_until checks), and the first
+    // chat it gets is #general's.
+    let got = read_until(&mut r, &mut seen, |v| v["type"] == "chat").await;
+    assert_eq!(got["content"], "for everyone");
+    for v in &seen {
+        assert_eq!(v["room_id"], "general", "{v}");
+        let line = v.to_string();
+        assert!(
+            !line.contains("ops only") && !line.contains("just for you"),
+            "the Go peer was sent {line}"
+        );
+    }
+    // A Go line naming another room is still #general's: Go has no other.
+    let mut events = d.subscribe(None).await;
+    let line = go
+        .line("chat", "from go", "gopher")
+        .replace(r#""room_id":"general""#, r#""room_id":"ops""#);
+    w.write_all(line.as_bytes()).await.unwrap();
+    let m = events.messages(1, T).await;
+    assert!(
+        matches!(&m[0].body, EventBody::Message { room: Some(r), .. } if r == "#general"),
+        "{m:?}"
+    );
+}

@@ -9,6 +9,7 @@ mod lifecycle;
 mod mesh;
 mod notify;
 mod presence;
+mod rooms;
 mod secure;
 mod service;
 mod store;

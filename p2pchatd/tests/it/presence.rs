@@ -43,6 +43,7 @@ async fn away_follows_attached_clients_and_reasons() {
         .call(&Call::Subscribe(SubscribeParams {
             since: None,
             attach: true,
+            room: None,
         }))
         .await
         .unwrap();
@@ -83,6 +84,7 @@ async fn the_next_attach_learns_where_the_last_one_left_off() {
         .call(&Call::Subscribe(SubscribeParams {
             since: None,
             attach: true,
+            room: None,
         }))
         .await
         .unwrap();

@@ -279,6 +279,7 @@ async fn a_relayed_line_counts_only_if_its_author_sealed_it() {
                 .iter()
                 .map(|l| RelayedLine::of(l).unwrap())
                 .collect(),
+            room: None,
         });
         at += n;
     }
