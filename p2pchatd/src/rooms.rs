@@ -83,7 +83,6 @@ impl Joined {
             return Err(RoomsError::Full);
         }
         self.rooms.insert(room.to_owned());
-        self.save();
         Ok(true)
     }
 
@@ -92,25 +91,25 @@ impl Joined {
         if room == GENERAL {
             return Err(RoomsError::General);
         }
-        let left = self.rooms.remove(room);
-        if left {
-            self.save();
-        }
-        Ok(left)
+        Ok(self.rooms.remove(room))
     }
 
-    fn save(&self) {
-        let Some(path) = &self.path else {
-            return;
-        };
+    /// What [`save`] writes: the file and its text, as the rooms are now.
+    pub(crate) fn snapshot(&self) -> Option<(PathBuf, String)> {
+        let path = self.path.clone()?;
         let mut text = String::new();
         for r in &self.rooms {
             text.push_str(r);
             text.push('\n');
         }
-        if let Err(e) = write_private(path, text.as_bytes()) {
-            warn!(path = %path.display(), "cannot keep the rooms joined ({e}); they last until the daemon stops");
-        }
+        Some((path, text))
+    }
+}
+
+/// Keeps the rooms joined (a [`Joined::snapshot`]) for the next start.
+pub(crate) fn save((path, text): &(PathBuf, String)) {
+    if let Err(e) = write_private(path, text.as_bytes()) {
+        warn!(path = %path.display(), "cannot keep the rooms joined ({e}); they last until the daemon stops");
     }
 }
 
@@ -142,6 +141,7 @@ mod tests {
         assert_eq!(j.join("#one-more"), Err(RoomsError::Full));
         assert_eq!(j.part("#r1"), Ok(true));
         assert_eq!(j.part("#r1"), Ok(false));
+        save(&j.snapshot().unwrap());
         // A hand-edited line that is no room is skipped.
         let path = dir.join(ROOMS_FILE);
         let mut text = fs::read_to_string(&path).unwrap();

@@ -36,9 +36,10 @@ pub(crate) type LifeKey = (Arc<str>, Arc<str>);
 /// Runs held past a hole, per life, that we remember to join up when the
 /// hole fills (they are stored either way).
 const WAITING: usize = 1024;
-/// Lives of one author tracked at most (a restart is a life; a year of
-/// daily restarts fits).
-const LIVES_PER_AUTHOR: usize = 1024;
+/// Lives of one author tracked at most: a restart is a life, and so is each
+/// room and direct conversation it spoke in during one (a year of daily
+/// restarts with a few rooms fits; retention trims the old ones).
+const LIVES_PER_AUTHOR: usize = 4096;
 /// Runs read from the store at once when sending.
 pub(crate) const SEND_BATCH: usize = 64;
 /// A run's relay object at most, so that its `relay` line stays under the
@@ -237,8 +238,10 @@ impl Sync {
             // Counted when a life is new (rare: a restart), not kept apart.
             // The table's size first: the count walks it (at most
             // MAX_HAVE lives, and only for a life not seen before).
-            let full = state.lives.len() >= MAX_HAVE
-                || state.lives.keys().filter(|(a, _)| a == author).count() >= LIVES_PER_AUTHOR;
+            // Our own lives are always kept (`say {wait}` counts on them).
+            let full = **author != *self.me
+                && (state.lives.len() >= MAX_HAVE
+                    || state.lives.keys().filter(|(a, _)| a == author).count() >= LIVES_PER_AUTHOR);
             if full {
                 warn!(%author, "too many lives to keep track of; a run of a new one is not kept");
                 return Taken::Untracked;
@@ -255,6 +258,12 @@ impl Sync {
         let Some(held) = state.lives.get_mut(&k) else {
             return Taken::Untracked;
         };
+        if held.room.as_deref() != relay.room.as_deref() {
+            // A life is one room's: its author mixed them (or it is not
+            // the life we know). Not kept, so never passed on.
+            debug!(%author, life = %life, "a run of another room than its life's; not kept");
+            return Taken::Untracked;
+        }
         if held.key != *key || seal.last <= held.last || held.waiting.contains_key(&prev) {
             return Taken::Held;
         }

@@ -215,7 +215,7 @@ pub enum RelayError {
     Id(TextError),
     #[error("a line's text is longer than {MAX_TEXT_BYTES} bytes")]
     TooLong,
-    #[error("the run and its seal name different rooms")]
+    #[error("the run and its seal name different rooms, or #general by name")]
     Room,
     #[error("the lines do not hash to the sealed chain")]
     Chain,
@@ -260,8 +260,15 @@ impl Relay {
             return Err(RelayError::Sequence);
         }
         let author = peer_id_of(&key);
+        // One spelling: `#general`'s runs name no room, so a run cannot
+        // pass for another by a field no leaf tells apart.
         let room = self.room.as_deref().unwrap_or(ROOM);
-        if self.room.as_deref() != self.seal.room.as_deref() {
+        if self.room.as_deref() != self.seal.room.as_deref()
+            || self
+                .room
+                .as_deref()
+                .is_some_and(|r| r.is_empty() || r == ROOM)
+        {
             return Err(RelayError::Room);
         }
         // Direct messages are sealed to their recipient: hex, and longer.

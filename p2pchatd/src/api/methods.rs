@@ -66,7 +66,7 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
                     .await;
                 respond(id, said)
             } else {
-                respond(id, Ok(ctx.mesh.say(&p.text, p.action, &dest).await))
+                respond(id, ctx.mesh.say(&p.text, p.action, &dest).await)
             }
         }
         Call::History(p) => {

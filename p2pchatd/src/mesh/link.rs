@@ -58,6 +58,9 @@ const UNSEALED_LINES: usize = 2 * MAX_RUN_LINES;
 const UNSEALED_BYTES: usize = 2 * (MAX_RUN_BYTES + MAX_SEALED_BYTES);
 /// Relayed runs in a link's queue at once while catching its peer up.
 const RELAYS_QUEUED: usize = 16;
+/// `rooms` lines a peer may send in a window; more count as malformed.
+const ROOMS_PER_WINDOW: u32 = 10;
+const ROOMS_WINDOW: Duration = Duration::from_secs(10);
 /// A link asks its peer again for what it lacks at most this often.
 const RESYNC_EVERY: Duration = Duration::from_secs(1);
 /// Last flush of a closing link.
@@ -312,6 +315,8 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
         unsealed: VecDeque::new(),
         unsealed_bytes: 0,
         catching_up: Arc::new(AtomicBool::new(false)),
+        pending: Arc::default(),
+        rooms_lines: None,
     };
     let mut end = None;
     for msg in early {
@@ -384,8 +389,11 @@ struct Reader<'a> {
     /// when not `#general`), and their text bytes.
     unsealed: VecDeque<(Option<Box<str>>, RelayedLine)>,
     unsealed_bytes: usize,
-    /// A catch-up of the peer runs.
+    /// When the peer's `rooms` lines began to be counted, and how many.
+    rooms_lines: Option<(std::time::Instant, u32)>,
+    /// A catch-up of the peer runs, and the vector it plans by next.
     catching_up: Arc<AtomicBool>,
+    pending: Arc<std::sync::Mutex<Option<TheirVector>>>,
 }
 
 impl Reader<'_> {
@@ -525,7 +533,12 @@ impl Reader<'_> {
                     (self.key, self.life.clone(), msg.seal)
                 {
                     let room_id = seal.room.as_deref().unwrap_or(shared::limits::ROOM);
-                    let Some(scope) = Scope::from_wire(room_id) else {
+                    // `#general`'s seals name no room (one spelling).
+                    let scope = match (Scope::from_wire(room_id), seal.room.as_deref()) {
+                        (Some(s), Some(_)) if s.is_general() => None,
+                        (s, _) => s,
+                    };
+                    let Some(scope) = scope else {
                         return self.malformed_room(room_id);
                     };
                     if !self.for_us(&scope) {
@@ -589,6 +602,25 @@ impl Reader<'_> {
     /// signature check out; otherwise the whole run is dropped, logged and
     /// counted against the link like a malformed line.
     fn relayed(&mut self, msg: PeerMessage) -> Option<End> {
+        let room_id = msg
+            .relay
+            .as_deref()
+            .and_then(|r| r.room.as_deref())
+            .unwrap_or(shared::limits::ROOM);
+        let Some(scope) = Scope::from_wire(room_id) else {
+            return self.malformed_room(room_id).err();
+        };
+        // A room we are not in is not ours to keep (dropped before its
+        // signature costs anything); a direct message to another peer is
+        // kept (sealed: we cannot read it) for its recipient, not shown.
+        let shown_here = match &scope {
+            Scope::Room(r) if !self.mesh.in_room(r) => {
+                debug!(link = %self.id, room = r, "dropped a relayed run of a room we are not in");
+                return None;
+            }
+            Scope::Room(_) => true,
+            Scope::Direct(to) => **to == **self.mesh.peer_id(),
+        };
         let checked = msg
             .relay
             .as_deref()
@@ -606,25 +638,6 @@ impl Reader<'_> {
         if *opened.author == **self.mesh.peer_id() {
             return None;
         }
-        let room_id = msg
-            .relay
-            .as_deref()
-            .and_then(|r| r.room.as_deref())
-            .unwrap_or(shared::limits::ROOM);
-        let Some(scope) = Scope::from_wire(room_id) else {
-            return self.malformed_room(room_id).err();
-        };
-        // A room we are not in is not ours to keep; a direct message to
-        // another peer is kept (sealed: we cannot read it) for its
-        // recipient, and not shown.
-        let shown_here = match &scope {
-            Scope::Room(r) if !self.mesh.in_room(r) => {
-                debug!(link = %self.id, room = r, "dropped a relayed run of a room we are not in");
-                return None;
-            }
-            Scope::Room(_) => true,
-            Scope::Direct(to) => **to == **self.mesh.peer_id(),
-        };
         let author: Arc<str> = Arc::from(opened.author.as_str());
         // A run we hold already (the author's own link or another peer
         // brought it) shows nothing twice.
@@ -794,14 +807,24 @@ impl Reader<'_> {
                     })
                     .collect()
             });
+        // A peer changes rooms as a person does, not many times a second.
+        let now = std::time::Instant::now();
+        let (since, n) = self.rooms_lines.get_or_insert((now, 0));
+        if now.duration_since(*since) > ROOMS_WINDOW {
+            (*since, *n) = (now, 0);
+        }
+        *n += 1;
+        let set = set.filter(|_| *n <= ROOMS_PER_WINDOW);
         match set {
             Some(set) => {
-                self.mesh.table_op(|t, h| t.set_rooms(self.id, set, h));
+                let ours = self.mesh.joined();
+                self.mesh
+                    .table_op(|t, h| t.set_rooms(self.id, set, &ours, h));
                 None
             }
             None => {
                 self.bad_lines += 1;
-                warn!(link = %self.id, "dropped a rooms line over its limits or with a bad name");
+                warn!(link = %self.id, "dropped a rooms line over its limits, too soon, or with a bad name");
                 (self.bad_lines >= MAX_BAD_LINES).then_some(End::Garbage)
             }
         }
@@ -867,20 +890,23 @@ impl Reader<'_> {
             Ok(false) => {
                 let their = self.their.take().unwrap_or_default();
                 // One catch-up at a time per link: a vector that comes
-                // while one runs is dropped (the running one sends all).
+                // while one runs is planned once it ends (a room joined
+                // meanwhile asks for its history so).
+                *lock(&self.pending) = Some(their);
                 if self.catching_up.swap(true, Ordering::AcqRel) {
-                    debug!(link = %self.id, "a version vector while catching the peer up; dropped");
+                    debug!(link = %self.id, "a version vector while catching the peer up; next");
                     return None;
                 }
-                let rooms = self.mesh.table_op(|t, _| t.link_rooms(self.id));
-                let plan = self.mesh.sync().plan(peer, &their, rooms.as_deref());
-                let done = CatchingUp(self.catching_up.clone());
-                self.mesh.spawn(send_missing(
+                self.mesh.spawn(catch_up(
                     self.mesh.clone(),
                     self.tx.clone(),
                     self.id,
-                    plan,
-                    done,
+                    peer.clone(),
+                    self.pending.clone(),
+                    CatchingUp {
+                        flag: self.catching_up.clone(),
+                        armed: true,
+                    },
                 ));
                 None
             }
@@ -989,7 +1015,18 @@ impl Reader<'_> {
 }
 
 /// Sends our version vector, in parts, first thing on a new link.
-pub(super) fn send_vector(mesh: &Mesh, tx: &mpsc::Sender<Bytes>) {
+fn send_vector(mesh: &Mesh, tx: &mpsc::Sender<Bytes>) {
+    for line in vector_lines(mesh) {
+        // A new link's inbox is empty: far more room than a vector takes.
+        if tx.try_send(line).is_err() {
+            warn!("could not queue our version vector");
+            return;
+        }
+    }
+}
+
+/// Our version vector as the lines that carry it.
+pub(super) fn vector_lines(mesh: &Mesh) -> Vec<Bytes> {
     // Only peers that catch others up send their own lines themselves.
     let linked = mesh
         .table_op(|t, _| t.audience(super::table::Audience::All))
@@ -998,29 +1035,63 @@ pub(super) fn send_vector(mesh: &Mesh, tx: &mpsc::Sender<Bytes>) {
         .map(|(id, _, _)| id.to_string())
         .take(shared::sync::MAX_LINKED)
         .collect();
-    for part in SyncVector::parts(mesh.sync().have(), linked) {
-        let mut msg = mesh.own_line(MessageType::Sync);
-        msg.sync = Some(Box::new(part));
-        // A new link's inbox is empty: far more room than a vector takes.
-        if tx.try_send(Bytes::from(msg.encode())).is_err() {
-            warn!("could not queue our version vector");
+    SyncVector::parts(mesh.sync().have(), linked)
+        .into_iter()
+        .map(|part| {
+            let mut msg = mesh.own_line(MessageType::Sync);
+            msg.sync = Some(Box::new(part));
+            Bytes::from(msg.encode())
+        })
+        .collect()
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Catches the link's peer up: plans what it lacks by each vector it sent
+/// (the latest, when several came meanwhile) and sends it, until none is
+/// pending; then the next vector starts a new catch-up.
+async fn catch_up(
+    mesh: Mesh,
+    tx: mpsc::Sender<Bytes>,
+    link: LinkId,
+    peer: Arc<str>,
+    pending: Arc<std::sync::Mutex<Option<TheirVector>>>,
+    mut running: CatchingUp,
+) {
+    loop {
+        loop {
+            // Taken out first: no lock is held across the sending.
+            let next = lock(&pending).take();
+            let Some(their) = next else { break };
+            let rooms = mesh.table_op(|t, _| t.link_rooms(link));
+            let plan = mesh.sync().plan(&peer, &their, rooms.as_deref());
+            if !send_missing(&mesh, &tx, link, plan).await {
+                return;
+            }
+        }
+        // Done, unless a vector came after the last look: then this task
+        // goes on, or the reader that saw it done starts another.
+        running.flag.store(false, Ordering::Release);
+        if lock(&pending).is_none() || running.flag.swap(true, Ordering::AcqRel) {
+            running.armed = false;
             return;
         }
     }
 }
 
 /// Sends a peer the runs it lacks, read from the store a batch at a time,
-/// as relayed runs on its link (waiting while the link is busy); ends with
-/// the link.
+/// as relayed runs on its link (waiting while the link is busy); false
+/// when the link is gone.
 async fn send_missing(
-    mesh: Mesh,
-    tx: mpsc::Sender<Bytes>,
+    mesh: &Mesh,
+    tx: &mpsc::Sender<Bytes>,
     link: LinkId,
     plan: Vec<Send>,
-    _done: CatchingUp,
-) {
+) -> bool {
     let Some(store) = mesh.history().store_handle() else {
-        return;
+        return false;
     };
     // A few runs in the link's queue at a time: chat lines are not held up
     // behind a long catch-up, nor memory taken by it. Each queued run holds
@@ -1046,11 +1117,11 @@ async fn send_missing(
                 Ok(Ok(runs)) => runs,
                 Ok(Err(e)) => {
                     warn!(%link, "could not read runs to catch a peer up: {e}");
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     warn!(%link, "reading runs to catch a peer up failed: {e}");
-                    return;
+                    return true;
                 }
             };
             let Some(&(last, _)) = runs.last() else { break };
@@ -1071,11 +1142,11 @@ async fn send_missing(
                     continue;
                 }
                 let Ok(slot) = slots.clone().acquire_owned().await else {
-                    return;
+                    return false;
                 };
                 let queued = Bytes::from_owner(Queued { line, _slot: slot });
                 if tx.send(queued).await.is_err() {
-                    return;
+                    return false;
                 }
                 sent += 1;
             }
@@ -1083,6 +1154,7 @@ async fn send_missing(
         }
     }
     debug!(%link, runs = sent, "caught a peer up");
+    true
 }
 
 /// A relayed run in a link's queue, and the slot it takes until dropped.
@@ -1097,12 +1169,18 @@ impl AsRef<[u8]> for Queued {
     }
 }
 
-/// Marks a link's catch-up as done when its task ends, however it ends.
-struct CatchingUp(Arc<AtomicBool>);
+/// A link's catch-up runs: marked done when its task ends, however it
+/// ends (unless it handed the mark on).
+struct CatchingUp {
+    flag: Arc<AtomicBool>,
+    armed: bool,
+}
 
 impl Drop for CatchingUp {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        if self.armed {
+            self.flag.store(false, Ordering::Release);
+        }
     }
 }
 

@@ -16,7 +16,7 @@ mod link;
 mod secure;
 pub(crate) mod table;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -149,8 +149,9 @@ struct Inner {
     /// Per peer and stream life of ours, how far it confirmed holding our
     /// lines; bumped on each receipt, for `say {wait}`.
     receipts: watch::Sender<Receipts>,
-    /// The rooms we are in.
+    /// The rooms we are in, and the lock of writing them down.
     rooms: Mutex<Joined>,
+    rooms_saving: Mutex<()>,
     table: Mutex<Table>,
     /// Orders our own lines: taken for the whole fan-out of one line, so
     /// every link gets our lines in the same order and sequence numbers
@@ -280,6 +281,7 @@ impl Mesh {
                 notifier: local.notifier,
                 presence: Mutex::default(),
                 rooms: Mutex::new(local.rooms),
+                rooms_saving: Mutex::new(()),
             }),
         }
     }
@@ -588,6 +590,9 @@ impl Mesh {
                 None => format!("no peer is known as {nick}"),
             }));
         };
+        if self.identity().agree(&key).is_none() {
+            return Err(refuse(format!("{nick}'s key cannot take a sealed message")));
+        }
         let id = shared::keys::peer_id_of(&key);
         if shown.as_ref().is_some_and(|p| *p.id != *id) {
             return Err(refuse(format!("{nick} is not the key that holds the nick")));
@@ -600,8 +605,13 @@ impl Mesh {
     }
 
     /// Sends a chat line to `dest`; the API validated `text`.
-    pub(crate) async fn say(&self, text: &str, action: bool, dest: &Dest) -> SayResult {
-        self.say_numbered(text, action, dest).await.0
+    pub(crate) async fn say(
+        &self,
+        text: &str,
+        action: bool,
+        dest: &Dest,
+    ) -> Result<SayResult, RpcError> {
+        Ok(self.say_numbered(text, action, dest).await?.0)
     }
 
     /// Sends a chat line, then waits until every peer linked now that the
@@ -634,7 +644,7 @@ impl Mesh {
             *confirms &= syncs;
         }
         let mut receipts = self.inner.receipts.subscribe();
-        let (mut said, seq, life) = self.say_numbered(text, action, dest).await;
+        let (mut said, seq, life) = self.say_numbered(text, action, dest).await?;
         let pending = |held: &Receipts| -> Vec<&(Arc<str>, String, bool)> {
             audience
                 .iter()
@@ -687,22 +697,29 @@ impl Mesh {
         text: &str,
         action: bool,
         dest: &Dest,
-    ) -> (SayResult, u64, Arc<str>) {
-        let mut outbox = self.inner.outbox.lock().await;
-        outbox.seq += 1;
-        let id = new_message_id();
-        let nick = self.nick();
+    ) -> Result<(SayResult, u64, Arc<str>), RpcError> {
         let plain = if action {
             format!("{ACTION_PREFIX}{text}")
         } else {
             text.to_owned()
         };
+        // Sealed before it takes a sequence number: a line that cannot be
+        // sealed is not sent at all.
         let content = match dest {
             Dest::Room(_) => plain,
-            Dest::Direct { id: to, key, .. } => {
-                crate::direct::seal(self.identity(), key, to, &plain).unwrap_or_default()
+            Dest::Direct { id: to, key, nick } => {
+                crate::direct::seal(self.identity(), key, to, &plain).ok_or_else(|| {
+                    RpcError::new(
+                        code::CANNOT_DM,
+                        format!("could not seal a message to {nick} (no randomness?)"),
+                    )
+                })?
             }
         };
+        let mut outbox = self.inner.outbox.lock().await;
+        outbox.seq += 1;
+        let id = new_message_id();
+        let nick = self.nick();
         let mut msg = PeerMessage::new(
             MessageType::Chat,
             id.clone(),
@@ -770,7 +787,7 @@ impl Mesh {
             }
             Next::Nothing => {}
         }
-        (
+        Ok((
             SayResult {
                 id,
                 cursor,
@@ -778,7 +795,7 @@ impl Mesh {
             },
             seq,
             life,
-        )
+        ))
     }
 
     /// Seals our open run `run` (if it still is) and hands the seal to
@@ -832,12 +849,12 @@ impl Mesh {
             .journal()
             .as_ref()
             .is_some_and(|j| j.len() > journal::ROTATE_BYTES);
-        // Only at a seal of `#general` with no other run open: the header
-        // says where `#general`'s chain stands, and the other streams go
-        // on from their stored runs.
-        if let (true, Some(end), None, false) = (large, end, &room, outbox.is_open()) {
+        // Only with no run open (all the journal holds is sealed): the
+        // header says where `#general`'s chain stands, the other streams
+        // go on from their stored runs.
+        if large && end.is_some() && !outbox.is_open() {
             self.inner.history.flush().await;
-            self.restart_journal(Some(&end), outbox.seq, false);
+            self.restart_journal(Some(&outbox.head()), outbox.seq, false);
         }
     }
 
@@ -862,15 +879,35 @@ impl Mesh {
     pub(crate) async fn join_room(&self, room: &str) -> Result<bool, RoomsError> {
         let joined = self.rooms().join(room)?;
         if joined {
+            self.save_rooms().await;
             self.rooms_changed(room, true).await;
         }
         Ok(joined)
+    }
+
+    /// Writes the rooms we are in for the next start, off the runtime and
+    /// outside the lock the links read them under; one writer at a time,
+    /// each the newest state.
+    async fn save_rooms(&self) {
+        let mesh = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let _one = mesh
+                .inner
+                .rooms_saving
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(snapshot) = mesh.rooms().snapshot() {
+                crate::rooms::save(&snapshot);
+            }
+        })
+        .await;
     }
 
     /// Leaves `room`: its lines stop coming. False when not in it.
     pub(crate) async fn part_room(&self, room: &str) -> Result<bool, RoomsError> {
         let parted = self.rooms().part(room)?;
         if parted {
+            self.save_rooms().await;
             self.rooms_changed(room, false).await;
         }
         Ok(parted)
@@ -887,9 +924,18 @@ impl Mesh {
         self.fan_out(self.rooms_line(), Audience::Rooms).await;
         if joined && self.syncs() {
             // What the room said before we came: peers send what we lack.
+            // On busy links too: the parts wait for room, in order.
+            let lines = link::vector_lines(self);
             let targets = self.table().targets();
             for t in targets.iter().filter(|t| t.sync && t.takes_rooms) {
-                link::send_vector(self, &t.tx);
+                let (tx, lines) = (t.tx.clone(), lines.clone());
+                self.spawn(async move {
+                    for line in lines {
+                        if tx.send(line).await.is_err() {
+                            return;
+                        }
+                    }
+                });
             }
         }
     }
@@ -899,6 +945,11 @@ impl Mesh {
         let mut msg = self.own_line(MessageType::Rooms);
         msg.rooms = Some(self.rooms().rooms().map(|r| r[1..].to_owned()).collect());
         Bytes::from(msg.encode())
+    }
+
+    /// The rooms we are in besides `#general`.
+    pub(crate) fn joined(&self) -> BTreeSet<String> {
+        self.rooms().rooms().cloned().collect()
     }
 
     /// Whether we are in any room besides `#general`.

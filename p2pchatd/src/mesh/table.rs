@@ -126,8 +126,10 @@ struct Link {
     away: Option<String>,
     /// Its peer takes rooms and direct messages.
     takes_rooms: bool,
-    /// The rooms its peer is in besides `#general`, as it last said.
+    /// The rooms its peer is in besides `#general`, as it last said, and
+    /// whether it said so yet.
     rooms: Arc<BTreeSet<String>>,
+    rooms_said: bool,
 }
 
 impl Link {
@@ -493,14 +495,26 @@ impl Table {
     }
 
     /// The link's peer said it is in `rooms` (besides `#general`): room
-    /// events for what changed, once the peer is shown.
-    pub(crate) fn set_rooms(&mut self, link: LinkId, rooms: BTreeSet<String>, history: &History) {
+    /// events for what changed in the rooms we are in (`ours`), once the
+    /// peer is shown; none for the link's first word on it (its join says
+    /// it came).
+    pub(crate) fn set_rooms(
+        &mut self,
+        link: LinkId,
+        rooms: BTreeSet<String>,
+        ours: &BTreeSet<String>,
+        history: &History,
+    ) {
         let Some(l) = self.links.get_mut(&link) else {
             return;
         };
         let old = std::mem::replace(&mut l.rooms, Arc::new(rooms));
         let new = l.rooms.clone();
+        let first = !std::mem::replace(&mut l.rooms_said, true);
         self.targets = None;
+        if first {
+            return;
+        }
         let Some(id) = l.peer.clone() else {
             return;
         };
@@ -514,7 +528,8 @@ impl Table {
         let changes = new
             .difference(&old)
             .map(|r| (r, true))
-            .chain(old.difference(&new).map(|r| (r, false)));
+            .chain(old.difference(&new).map(|r| (r, false)))
+            .filter(|(r, _)| ours.contains(*r));
         for (room, joined) in changes {
             history.append(EventBody::Room {
                 peer_id: id.to_string(),
@@ -715,6 +730,7 @@ impl Table {
                 away: None,
                 takes_rooms: peer.as_ref().is_some_and(|w| w.rooms),
                 rooms: Arc::default(),
+                rooms_said: false,
             },
         );
         match peer {
