@@ -478,3 +478,76 @@ fn doctor_explains_a_namespace_without_a_multicast_route() {
         (Some("daemon"), Some(false))
     );
 }
+
+/// Rooms and direct messages from a shell: `join`, `say -r`, `tail -r`
+/// (and `tail` still reads #general alone), `msg`, `rooms --json`,
+/// `part`; bad names fail with the daemon's reason and exit 1.
+#[tokio::test]
+async fn rooms_and_direct_messages_from_a_shell() {
+    let net = TestNet::new();
+    let [a, b] = net.linked(["amy", "bob"]).await;
+    assert_eq!(stdout(&p2pchat(&a, &["join", "#ops"])), "joined #ops\n");
+    assert_eq!(stdout(&p2pchat(&a, &["join", "ops"])), "already in #ops\n");
+    assert_eq!(stdout(&p2pchat(&b, &["join", "#Ops"])), "joined #ops\n");
+    wait_until("amy to see bob in #ops", T, || async {
+        let o = p2pchat(&a, &["rooms", "--json"]);
+        let rooms: Vec<shared::api::RoomInfo> = serde_json::from_slice(&o.stdout).ok()?;
+        rooms
+            .iter()
+            .any(|r| r.name == "#ops" && r.joined && r.members == 2 && r.peers == ["bob"])
+            .then_some(())
+    })
+    .await;
+    let table = stdout(&p2pchat(&a, &["rooms"]));
+    assert!(table.starts_with("ROOM"), "{table}");
+    assert!(table.contains("#ops") && table.contains("bob"), "{table}");
+
+    let mut at_b = b.subscribe(None).await;
+    stdout(&p2pchat(&a, &["say", "-r", "#ops", "in", "ops"]));
+    stdout(&p2pchat(&a, &["msg", "bob", "just", "for", "bob"]));
+    stdout(&p2pchat(&a, &["say", "for all"]));
+    at_b.messages(3, T).await;
+
+    // bob's shell: tail -r shows the room, plain tail #general only, --all
+    // everything, marked.
+    let ops = stdout(&p2pchat(&b, &["tail", "-r", "#ops", "-n", "10"]));
+    assert!(
+        ops.contains("<amy> in ops") && !ops.contains("for all"),
+        "{ops}"
+    );
+    let general = stdout(&p2pchat(&b, &["tail", "-n", "10"]));
+    assert!(general.contains("<amy> for all"), "{general}");
+    assert!(
+        !general.contains("in ops") && !general.contains("just for bob"),
+        "{general}"
+    );
+    let all = stdout(&p2pchat(&b, &["tail", "--all", "-n", "10"]));
+    assert!(all.contains("#ops <amy> in ops"), "{all}");
+    assert!(all.contains("→bob <amy> just for bob"), "{all}");
+    let json = stdout(&p2pchat(&b, &["tail", "--all", "--json", "-n", "10"]));
+    let dm: Vec<Event> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &Event| matches!(&e.body, EventBody::Message { to: Some(_), .. }))
+        .collect();
+    assert_eq!(dm.len(), 1, "{json}");
+    let v: Value =
+        serde_json::from_str(json.lines().find(|l| l.contains("just for bob")).unwrap()).unwrap();
+    assert_eq!(v["to_nick"], "bob");
+    assert!(v.get("room").is_none(), "{v}");
+
+    // Refused, with the reason.
+    for (args, why) in [
+        (&["say", "-r", "#nope", "x"][..], "not in #nope"),
+        (&["join", "#a b"], "may hold only"),
+        (&["part", "#general"], "cannot be left"),
+        (&["msg", "nobody", "x"], "no peer is known as nobody"),
+    ] {
+        let o = p2pchat(&a, args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+    assert_eq!(stdout(&p2pchat(&a, &["part", "#ops"])), "left #ops\n");
+    assert_eq!(stdout(&p2pchat(&a, &["part", "#ops"])), "not in #ops\n");
+}

@@ -416,3 +416,70 @@ async fn the_unread_rule_shows_where_you_left_off() {
     tmux.enter("ui2", "/q");
     tmux.wait_exit("ui2");
 }
+
+/// Rooms and direct messages in the real TUI: /join opens the room's
+/// buffer, lines of a buffer not on screen count as unread in the buffer
+/// list until it is shown (Alt-N, Ctrl-N), a direct message opens a buffer
+/// of its own with a mention mark, and what is typed there goes to that
+/// peer alone.
+#[tokio::test]
+async fn rooms_and_direct_messages_get_buffers() {
+    let Some(tmux) = Tmux::new() else { return };
+    let net = TestNet::new();
+    let [a, b, c] = net.linked(["alice", "bob", "carol"]).await;
+    b.join("#ops").await;
+    tmux.start("ui", &ui(&a.socket));
+    tmux.wait("ui", "the attached status bar", |s| {
+        s.contains("alice │ 2 peers │ daemon: connected")
+    });
+
+    tmux.enter("ui", "/join #ops");
+    tmux.wait("ui", "the #ops buffer, on screen", |s| {
+        s.contains(" 1 #general  2 #ops") && s.contains("alice joined #ops")
+    });
+    let mut at_b = b.subscribe_room("#ops").await;
+    tmux.enter("ui", "to ops from the tui");
+    let got = at_b.messages(1, T).await;
+    assert_eq!(text(&got[0]), "to ops from the tui");
+
+    // Back to #general: #ops lines now count as unread.
+    tmux.press("ui", "M-1");
+    b.say_to(Some("#ops"), None, "ops one").await.unwrap();
+    b.say_to(Some("#ops"), None, "ops two").await.unwrap();
+    b.say("general line").await;
+    let screen = tmux.wait("ui", "two unread in #ops", |s| {
+        s.contains(" 2 #ops 2") && s.contains("<bob> general line")
+    });
+    assert!(
+        !screen.contains("ops one"),
+        "an #ops line in #general: {screen}"
+    );
+    tmux.press("ui", "M-2");
+    tmux.wait("ui", "the unread lines, read", |s| {
+        s.contains("new since you left") && s.contains("<bob> ops one") && !s.contains(" 2 #ops 2")
+    });
+
+    // A direct message from carol: a buffer of its own, marked.
+    c.say_to(None, Some("alice"), "psst alice").await.unwrap();
+    tmux.wait("ui", "carol's conversation in the list", |s| {
+        s.contains(" 3 @carol 1!")
+    });
+    tmux.press("ui", "C-n");
+    tmux.wait("ui", "carol's conversation, on screen", |s| {
+        s.contains("<carol> psst alice") && !s.contains("@carol 1!")
+    });
+    let mut at_c = c.subscribe(None).await;
+    let mut at_b_all = b.subscribe(None).await;
+    tmux.enter("ui", "just between us");
+    let got = at_c.messages(1, T).await;
+    assert_eq!(text(&got[0]), "just between us");
+    assert!(matches!(
+        &got[0].body,
+        EventBody::Message { to: Some(_), .. }
+    ));
+    // bob gets nothing of it (a line after it reaches him first).
+    tmux.press("ui", "M-1");
+    tmux.enter("ui", "after the secret");
+    let got = at_b_all.messages(1, T).await;
+    assert_eq!(text(&got[0]), "after the secret");
+}

@@ -7,6 +7,18 @@ use shared::text::{validate_nick, validate_text};
 pub(super) enum Command {
     Say(String),
     Me(String),
+    /// Join a room (`#name`) / leave one (the buffer's, without a name).
+    Join(String),
+    Part(Option<String>),
+    /// A direct message; open (and show) a conversation; list rooms; close
+    /// the buffer.
+    Msg {
+        nick: String,
+        text: String,
+    },
+    Query(String),
+    Rooms,
+    Close,
     Nick(String),
     /// Mark the key holding a nick verified / unpin the nick.
     Trust(String),
@@ -29,6 +41,12 @@ pub(super) enum Command {
 pub(super) const HELP: &[(&str, &str)] = &[
     ("/help", "this help (F1)"),
     ("/users, /who", "who is here (F2: the pane)"),
+    ("/join #ROOM", "join a room (its own buffer)"),
+    ("/part [#ROOM]", "leave this room (or ROOM)"),
+    ("/msg NICK TEXT", "a direct message, sealed to NICK"),
+    ("/query NICK", "open a conversation with NICK"),
+    ("/close", "close this conversation"),
+    ("/rooms", "rooms and who is in them"),
     ("/nick NAME", "change your nick"),
     ("/me ACTION", "say an action"),
     ("/whois NICK", "a peer's fingerprint and trust"),
@@ -49,6 +67,8 @@ pub(super) const KEYS: &[(&str, &str)] = &[
     ("^A ^E, Ctrl-arrows", "line start/end, by word"),
     ("^W ^U ^K", "delete word, to start, to end"),
     ("PgUp PgDn Home End", "scroll"),
+    ("Alt-1..9, Alt-←/→", "show buffer N, previous/next"),
+    ("^N ^P", "next/previous buffer"),
     ("Alt-M", "mouse on/off (wheel scrolling)"),
     ("F3, Shift-F3", "to the older/newer search hit"),
     ("Esc", "dismiss an alert, leave a search"),
@@ -105,6 +125,37 @@ pub(super) fn parse(line: &str) -> Option<Command> {
             n => Command::Whois(n.to_owned()),
         },
         "fingerprint" => no_arg(Command::Whois(String::new())),
+        "join" | "j" => match shared::rooms::parse_room(arg) {
+            _ if arg.is_empty() => Command::Invalid("usage: /join #ROOM".into()),
+            Ok(r) => Command::Join(r),
+            Err(e) => Command::Invalid(format!("cannot join {arg}: {e}")),
+        },
+        "part" | "leave" => match arg {
+            "" => Command::Part(None),
+            a => match shared::rooms::parse_room(a) {
+                Ok(r) => Command::Part(Some(r)),
+                Err(e) => Command::Invalid(format!("cannot leave {a}: {e}")),
+            },
+        },
+        "msg" | "m" => match arg.split_once(char::is_whitespace) {
+            Some((nick, text)) if !text.trim().is_empty() => match validate_text(text.trim()) {
+                Ok(()) => Command::Msg {
+                    nick: nick.to_owned(),
+                    text: text.trim().to_owned(),
+                },
+                Err(e) => Command::Invalid(format!("cannot send that: {e}")),
+            },
+            _ => Command::Invalid("usage: /msg NICK TEXT".into()),
+        },
+        "query" => match arg {
+            "" => Command::Invalid("usage: /query NICK".into()),
+            n if n.contains(char::is_whitespace) => {
+                Command::Invalid("/query takes one nick (then type to it)".into())
+            }
+            n => Command::Query(n.to_owned()),
+        },
+        "rooms" | "list" => no_arg(Command::Rooms),
+        "close" => no_arg(Command::Close),
         "away" => Command::Away((!arg.is_empty()).then(|| arg.to_owned())),
         "back" => no_arg(Command::Away(None)),
         "search" | "grep" => match arg {
@@ -180,6 +231,27 @@ mod tests {
         assert_eq!(parse("/quit"), Some(Command::Quit));
         assert_eq!(parse("/q bye"), Some(Command::Quit));
         assert_eq!(parse("/shutdown"), Some(Command::Shutdown));
+        assert_eq!(parse("/join #Ops"), Some(Command::Join("#ops".into())));
+        assert_eq!(parse("/join ops"), Some(Command::Join("#ops".into())));
+        assert!(matches!(parse("/join"), Some(Command::Invalid(m)) if m.contains("usage")));
+        assert!(matches!(parse("/join #a b"), Some(Command::Invalid(m)) if m.contains("only")));
+        assert_eq!(parse("/part"), Some(Command::Part(None)));
+        assert_eq!(
+            parse("/part #ops"),
+            Some(Command::Part(Some("#ops".into())))
+        );
+        assert_eq!(
+            parse("/msg bob  the code is 4711 "),
+            Some(Command::Msg {
+                nick: "bob".into(),
+                text: "the code is 4711".into()
+            })
+        );
+        assert!(matches!(parse("/msg bob"), Some(Command::Invalid(m)) if m.contains("usage")));
+        assert_eq!(parse("/query bob"), Some(Command::Query("bob".into())));
+        assert!(matches!(parse("/query"), Some(Command::Invalid(_))));
+        assert_eq!(parse("/rooms"), Some(Command::Rooms));
+        assert_eq!(parse("/close"), Some(Command::Close));
         assert!(
             matches!(parse("/dance"), Some(Command::Invalid(m)) if m.contains("unknown command /dance"))
         );

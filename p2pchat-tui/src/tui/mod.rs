@@ -24,6 +24,7 @@ use crossterm::event::{
 };
 use futures_util::StreamExt;
 use ratatui::DefaultTerminal;
+use shared::api::SayParams;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::client::{Client, ClientError};
@@ -393,8 +394,29 @@ pub async fn run(opts: Options) -> Result<(), TuiError> {
                             )),
                         }
                     }
-                    Effect::Say { text, action } => {
-                        let _ = requests.send(Request::Say { text, action }).await;
+                    Effect::Say {
+                        text,
+                        action,
+                        room,
+                        to,
+                    } => {
+                        let say = SayParams {
+                            text,
+                            action,
+                            room,
+                            to,
+                            ..Default::default()
+                        };
+                        let _ = requests.send(Request::Say(say)).await;
+                    }
+                    Effect::Join(room) => {
+                        let _ = requests.send(Request::Join(room)).await;
+                    }
+                    Effect::Part(room) => {
+                        let _ = requests.send(Request::Part(room)).await;
+                    }
+                    Effect::Rooms => {
+                        let _ = requests.send(Request::Rooms).await;
                     }
                     Effect::Nick(name) => {
                         let _ = requests.send(Request::Nick(name)).await;

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use shared::api::{
     AwayParams, AwayResult, Call, HistoryParams, HistoryResult, NickParams, NickResult, PeerInfo,
-    SayParams, SayResult, SearchParams, ShutdownResult, StatusInfo, StoreState, SubscribeParams,
-    SubscribeResult, TrustParams, TrustResult, code,
+    RoomInfo, RoomParams, RoomResult, SayParams, SayResult, SearchParams, ShutdownResult,
+    StatusInfo, StoreState, SubscribeParams, SubscribeResult, TrustParams, TrustResult, code,
 };
 use shared::event::Event;
 use tokio::sync::{mpsc, oneshot};
@@ -26,10 +26,10 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 /// What the UI asks of the daemon.
 #[derive(Debug)]
 pub(super) enum Request {
-    Say {
-        text: String,
-        action: bool,
-    },
+    Say(SayParams),
+    Join(String),
+    Part(String),
+    Rooms,
     Nick(String),
     Trust(String),
     Forget(String),
@@ -165,10 +165,17 @@ async fn attach(
             (h.events, since, s.read)
         }
     };
+    let rooms: Vec<RoomInfo> = client.call(&Call::Rooms).await?;
+    let rooms = rooms
+        .into_iter()
+        .filter(|r| r.joined && r.name != shared::rooms::GENERAL)
+        .map(|r| r.name)
+        .collect();
     let msg = DaemonMsg::Attached {
         status: Box::new(status),
         history,
         read,
+        rooms,
     };
     if actions.send(Action::Daemon(msg)).await.is_err() {
         return Ok(None);
@@ -224,20 +231,44 @@ async fn forward(
 ) -> Result<(), ClientError> {
     let actions = actions.clone();
     match r {
-        Request::Say { text, action } => {
-            let p = client
-                .send(&Call::Say(SayParams {
-                    text,
-                    action,
-                    ..Default::default()
-                }))
-                .await?;
+        Request::Say(params) => {
+            let p = client.send(&Call::Say(params)).await?;
             tokio::spawn(async move {
                 if let Err(e) = p.wait::<SayResult>().await {
                     let _ = actions
                         .send(Action::Daemon(DaemonMsg::Failed(format!("not sent: {e}"))))
                         .await;
                 }
+            });
+        }
+        Request::Join(room) => {
+            let p = client.send(&Call::Join(RoomParams { room })).await?;
+            tokio::spawn(async move {
+                let msg = match p.wait::<RoomResult>().await {
+                    Ok(r) => DaemonMsg::Joined(r.room),
+                    Err(e) => DaemonMsg::Failed(format!("not joined: {e}")),
+                };
+                let _ = actions.send(Action::Daemon(msg)).await;
+            });
+        }
+        Request::Part(room) => {
+            let p = client.send(&Call::Part(RoomParams { room })).await?;
+            tokio::spawn(async move {
+                let msg = match p.wait::<RoomResult>().await {
+                    Ok(r) => DaemonMsg::Parted(r.room),
+                    Err(e) => DaemonMsg::Failed(format!("not left: {e}")),
+                };
+                let _ = actions.send(Action::Daemon(msg)).await;
+            });
+        }
+        Request::Rooms => {
+            let p = client.send(&Call::Rooms).await?;
+            tokio::spawn(async move {
+                let msg = match p.wait::<Vec<RoomInfo>>().await {
+                    Ok(rooms) => DaemonMsg::Rooms(rooms),
+                    Err(e) => DaemonMsg::Failed(format!("rooms: {e}")),
+                };
+                let _ = actions.send(Action::Daemon(msg)).await;
             });
         }
         Request::Away(reason) => {
@@ -340,7 +371,10 @@ async fn forward(
 async fn refuse(r: Request, actions: &mpsc::Sender<Action>) {
     let why = "not connected to p2pchatd";
     let msg = match r {
-        Request::Say { .. } => format!("not sent: {why}"),
+        Request::Say(_) => format!("not sent: {why}"),
+        Request::Join(_) => format!("not joined: {why}"),
+        Request::Part(_) => format!("not left: {why}"),
+        Request::Rooms => format!("rooms: {why}"),
         Request::Nick(_) => format!("nick not changed: {why}"),
         Request::Trust(_) => format!("not trusted: {why}"),
         Request::Forget(_) => format!("not forgotten: {why}"),

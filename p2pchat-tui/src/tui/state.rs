@@ -9,6 +9,7 @@ use shared::Timestamp;
 use shared::api::{PeerInfo, Trust};
 use shared::event::{Event, EventBody};
 use shared::mention::Highlights;
+use shared::rooms::GENERAL;
 use tui_input::Input;
 
 use super::theme::Theme;
@@ -68,6 +69,12 @@ pub(super) enum LineKind {
         old: String,
         new: String,
     },
+    /// Someone (or we) joined or left the buffer's room.
+    Room {
+        nick: String,
+        room: String,
+        joined: bool,
+    },
     Gap {
         missed: u64,
     },
@@ -89,6 +96,90 @@ pub(super) struct ChatLine {
     pub kind: LineKind,
     pub rows: usize,
 }
+
+/// What a buffer shows: a room, or a direct conversation with one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Target {
+    /// `#name`.
+    Room(String),
+    Direct {
+        peer_id: String,
+        nick: String,
+    },
+}
+
+impl Target {
+    pub(super) fn general() -> Self {
+        Self::Room(GENERAL.to_owned())
+    }
+
+    /// How the buffer list names it: `#ops`, `@bob`.
+    pub(super) fn name(&self) -> String {
+        match self {
+            Self::Room(r) => r.clone(),
+            Self::Direct { nick, .. } => format!("@{nick}"),
+        }
+    }
+
+    /// Whether `other` is the same conversation (a DM by its peer's id,
+    /// whatever the nick).
+    fn is(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Room(a), Self::Room(b)) => a == b,
+            (Self::Direct { peer_id: a, .. }, Self::Direct { peer_id: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// One conversation's lines and where the reader is in them.
+#[derive(Debug)]
+pub(super) struct Buffer {
+    pub target: Target,
+    pub lines: VecDeque<ChatLine>,
+    /// Sum of `rows` over `lines`.
+    pub total_rows: usize,
+    /// Rows scrolled up from the bottom; 0 follows new lines.
+    pub scroll: usize,
+    /// Messages that arrived while scrolled up.
+    pub unseen: usize,
+    /// The day of the newest line in time order, for day-change rules.
+    pub last_day: Option<NaiveDate>,
+    /// Messages that came while another buffer was shown, and how many
+    /// of them name us (every direct message does).
+    pub unread: usize,
+    pub mentioned: usize,
+}
+
+impl Buffer {
+    fn new(target: Target) -> Self {
+        Self {
+            target,
+            lines: VecDeque::new(),
+            total_rows: 0,
+            scroll: 0,
+            unseen: 0,
+            last_day: None,
+            unread: 0,
+            mentioned: 0,
+        }
+    }
+
+    /// Takes the unread rule out (the reader saw what it marked).
+    fn drop_unread_rule(&mut self) {
+        if let Some(i) = self
+            .lines
+            .iter()
+            .position(|l| matches!(&l.kind, LineKind::Rule(r) if r == UNREAD))
+            && let Some(l) = self.lines.remove(i)
+        {
+            self.total_rows -= l.rows;
+        }
+    }
+}
+
+/// Buffers at most: #general, 64 rooms, and direct conversations.
+pub(super) const MAX_BUFFERS: usize = 128;
 
 /// Time for the view: the local zone and the real time, or in tests a
 /// fixed zone and a fixed "now" (so they render the same every run).
@@ -202,8 +293,8 @@ impl LineKind {
             Self::Message {
                 nick, action: true, ..
             } => format!("{mark}* {nick} "),
-            Self::Join { .. } => "--> ".into(),
-            Self::Leave { .. } => "<-- ".into(),
+            Self::Join { .. } | Self::Room { joined: true, .. } => "--> ".into(),
+            Self::Leave { .. } | Self::Room { joined: false, .. } => "<-- ".into(),
             Self::Nick { .. } | Self::Info(_) => "-- ".into(),
             Self::Gap { .. } | Self::Error(_) | Self::Alert(_) => "!! ".into(),
             Self::Rule(_) => String::new(),
@@ -233,6 +324,16 @@ impl LineKind {
             } => format!("{nick} left ({r})"),
             Self::Leave { nick, reason: None } => format!("{nick} left"),
             Self::Nick { old, new } => format!("{old} is now known as {new}"),
+            Self::Room {
+                nick,
+                room,
+                joined: true,
+            } => format!("{nick} joined {room}"),
+            Self::Room {
+                nick,
+                room,
+                joined: false,
+            } => format!("{nick} left {room}"),
             Self::Gap { missed } => format!("{missed} events missed while this view lagged"),
             Self::Info(t) | Self::Error(t) | Self::Alert(t) | Self::Rule(t) => t.clone(),
         }
@@ -303,16 +404,13 @@ fn row_count(kind: &LineKind, width: usize, time_width: usize) -> usize {
 pub(super) struct State {
     pub me: Option<Me>,
     pub link: DaemonLink,
-    pub lines: VecDeque<ChatLine>,
-    /// Sum of `rows` over `lines`.
-    pub total_rows: usize,
+    /// `#general` first, then rooms and direct conversations as opened.
+    pub buffers: Vec<Buffer>,
+    /// The buffer on screen.
+    pub current: usize,
     pub peers: Vec<PeerInfo>,
     pub show_users: bool,
     pub show_help: bool,
-    /// Rows scrolled up from the bottom; 0 follows new lines.
-    pub scroll: usize,
-    /// Messages that arrived while scrolled up.
-    pub unseen: usize,
     pub input: Input,
     /// Sent lines, oldest first, and where Up/Down recall is.
     pub sent: Vec<String>,
@@ -345,8 +443,6 @@ pub(super) struct State {
     /// Mentions that came while the view was scrolled up or the terminal
     /// had no focus.
     pub mentions: usize,
-    /// The day of the newest line in time order, for day-change rules.
-    pub last_day: Option<NaiveDate>,
     /// Tab completion under way.
     pub completion: Option<Completion>,
     /// A paste of several lines waiting for Enter (send) or Esc.
@@ -386,13 +482,11 @@ impl State {
         Self {
             me: None,
             link: DaemonLink::Connecting,
-            lines: VecDeque::new(),
-            total_rows: 0,
+            buffers: vec![Buffer::new(Target::general())],
+            current: 0,
             peers: Vec::new(),
             show_users: true,
             show_help: false,
-            scroll: 0,
-            unseen: 0,
             input: Input::default(),
             sent: Vec::new(),
             recall: None,
@@ -411,7 +505,6 @@ impl State {
             mouse: false,
             focused: true,
             mentions: 0,
-            last_day: None,
             completion: None,
             paste: None,
             alone_since: None,
@@ -445,9 +538,76 @@ impl State {
         self.highlights = Highlights::new(nick, words);
     }
 
+    /// The buffer on screen.
+    pub(super) fn buf(&self) -> &Buffer {
+        &self.buffers[self.current]
+    }
+
+    pub(super) fn buf_mut(&mut self) -> &mut Buffer {
+        &mut self.buffers[self.current]
+    }
+
+    /// Where the buffer of `target` is, opened (at the end) if new; `None`
+    /// when no more may be opened.
+    pub(super) fn open(&mut self, target: Target) -> Option<usize> {
+        if let Some(i) = self.buffers.iter().position(|b| b.target.is(&target)) {
+            // A DM partner's nick may have changed.
+            self.buffers[i].target = target;
+            return Some(i);
+        }
+        if self.buffers.len() >= MAX_BUFFERS {
+            return None;
+        }
+        self.buffers.push(Buffer::new(target));
+        Some(self.buffers.len() - 1)
+    }
+
+    /// Shows buffer `i`: its unread lines are read now. The unread rule of
+    /// the buffer left behind goes (a new one marks what comes next).
+    pub(super) fn switch_to(&mut self, i: usize) {
+        if i >= self.buffers.len() || i == self.current {
+            return;
+        }
+        self.buf_mut().drop_unread_rule();
+        self.current = i;
+        let b = self.buf_mut();
+        b.unread = 0;
+        b.mentioned = 0;
+        self.completion = None;
+    }
+
+    /// Closes buffer `i` (never `#general`), showing the one before it.
+    pub(super) fn close(&mut self, i: usize) {
+        if i == 0 || i >= self.buffers.len() {
+            return;
+        }
+        self.buffers.remove(i);
+        if self.current >= i {
+            self.current -= 1;
+        }
+    }
+
+    /// The peers the users pane lists for the buffer on screen: everyone
+    /// for `#general`, a room's members, a conversation's partner.
+    pub(super) fn pane_peers(&self) -> Vec<&PeerInfo> {
+        match &self.buf().target {
+            Target::Room(r) if r == GENERAL => self.peers.iter().collect(),
+            Target::Room(r) => self
+                .peers
+                .iter()
+                .filter(|p| p.connected && p.rooms.iter().any(|x| x == r))
+                .collect(),
+            Target::Direct { peer_id, .. } => self
+                .peers
+                .iter()
+                .filter(|p| p.peer_id == *peer_id)
+                .collect(),
+        }
+    }
+
     /// Whether mentions now are out of sight.
     pub(super) fn looking_away(&self) -> bool {
-        self.scroll > 0 || !self.focused
+        self.buf().scroll > 0 || !self.focused
     }
 
     /// Whether the users pane is on screen.
@@ -487,57 +647,72 @@ impl State {
         self.alert.clone().map(|a| (a, " (Esc dismisses) "))
     }
 
+    /// Whether the buffer list takes a row above the messages: once more
+    /// than `#general` is open.
+    pub(super) fn tabs_visible(&self) -> bool {
+        self.buffers.len() > 1
+    }
+
     /// Rows of the message area (the status bar and input take two, a
-    /// banner one more).
+    /// banner and the buffer list one more each).
     pub(super) fn message_height(&self) -> usize {
-        let below = 2 + u16::from(self.banner().is_some());
+        let below = 2 + u16::from(self.banner().is_some()) + u16::from(self.tabs_visible());
         usize::from(self.height.saturating_sub(below)).max(1)
     }
 
     /// The largest useful scroll offset.
     pub(super) fn max_scroll(&self) -> usize {
-        self.total_rows.saturating_sub(self.message_height())
+        self.buf().total_rows.saturating_sub(self.message_height())
     }
 
+    /// Adds a line to the buffer on screen.
     pub(super) fn push(&mut self, ts: Timestamp, cursor: Option<u64>, kind: LineKind) {
+        self.push_to(self.current, ts, cursor, kind);
+    }
+
+    /// Adds a line to buffer `i`.
+    pub(super) fn push_to(&mut self, i: usize, ts: Timestamp, cursor: Option<u64>, kind: LineKind) {
         // A rule where the day changes; also above the first line when it
         // is not from today. Late lines carry their own date and do not
         // count.
         if !kind.is_late() && !matches!(kind, LineKind::Rule(_)) {
             let day = self.clock.day(&ts);
             let today = self.clock.day(&self.clock.now());
-            let changed = match self.last_day {
+            let b = &mut self.buffers[i];
+            let changed = match b.last_day {
                 Some(last) => day != last,
                 None => day != today,
             };
-            self.last_day = Some(day);
+            b.last_day = Some(day);
             if changed {
                 let label = day.format("%A, %-d %B %Y").to_string();
-                self.push(ts, None, LineKind::Rule(label));
+                self.push_to(i, ts, None, LineKind::Rule(label));
             }
         }
         let rows = row_count(&kind, self.message_width(), self.time_width);
+        let height = self.message_height();
         let is_message = matches!(kind, LineKind::Message { .. });
-        self.lines.push_back(ChatLine {
+        let b = &mut self.buffers[i];
+        b.lines.push_back(ChatLine {
             ts,
             cursor,
             kind,
             rows,
         });
-        self.total_rows += rows;
-        if self.scroll > 0 {
+        b.total_rows += rows;
+        if b.scroll > 0 {
             // Keep what the reader looks at in place.
-            self.scroll += rows;
+            b.scroll += rows;
             if is_message {
-                self.unseen += 1;
+                b.unseen += 1;
             }
         }
-        while self.lines.len() > MAX_LINES {
-            if let Some(old) = self.lines.pop_front() {
-                self.total_rows -= old.rows;
+        while b.lines.len() > MAX_LINES {
+            if let Some(old) = b.lines.pop_front() {
+                b.total_rows -= old.rows;
             }
         }
-        self.scroll = self.scroll.min(self.max_scroll());
+        b.scroll = b.scroll.min(b.total_rows.saturating_sub(height));
     }
 
     /// A line of our own, timed now.
@@ -545,10 +720,55 @@ impl State {
         self.push(self.clock.now(), None, kind);
     }
 
-    /// Adds a daemon event as a line; true when it mentions us.
+    /// The buffer an event belongs to: a message's room or conversation,
+    /// a room event's room (if we show that room), `#general` for the
+    /// rest. `None`: not shown.
+    fn target_of(&self, e: &Event) -> Option<Target> {
+        let me = self.me.as_ref().map(|m| m.peer_id.as_str());
+        match &e.body {
+            EventBody::Message {
+                to: Some(dm),
+                peer_id,
+                nick,
+                ..
+            } => Some(if Some(peer_id.as_str()) == me {
+                Target::Direct {
+                    peer_id: dm.peer_id.clone(),
+                    nick: dm.nick.clone(),
+                }
+            } else {
+                Target::Direct {
+                    peer_id: peer_id.clone(),
+                    nick: nick.clone(),
+                }
+            }),
+            EventBody::Message { room, .. } => Some(Target::Room(
+                room.clone().unwrap_or_else(|| GENERAL.to_owned()),
+            )),
+            EventBody::Room {
+                room,
+                peer_id,
+                joined,
+                ..
+            } => {
+                let target = Target::Room(room.clone());
+                // Our own join opens the room; others' show where we are.
+                let ours = Some(peer_id.as_str()) == me && *joined;
+                (ours || self.buffers.iter().any(|b| b.target.is(&target))).then_some(target)
+            }
+            EventBody::Other { .. } => None,
+            _ => Some(Target::general()),
+        }
+    }
+
+    /// Adds a daemon event as a line in its buffer; true when it mentions
+    /// us (a direct message from someone else always does).
     pub(super) fn push_event(&mut self, e: &Event) -> bool {
         let own = |peer_id: &str| self.me.as_ref().is_some_and(|m| m.peer_id == peer_id);
         let (ts, late) = crate::format::shown_time(e);
+        let Some(target) = self.target_of(e) else {
+            return false;
+        };
         let kind = match &e.body {
             EventBody::Message {
                 peer_id,
@@ -556,10 +776,11 @@ impl State {
                 text,
                 action,
                 trust,
+                to,
                 ..
             } => LineKind::Message {
                 own: own(peer_id),
-                mention: !own(peer_id) && self.highlights.matches(text),
+                mention: !own(peer_id) && (to.is_some() || self.highlights.matches(text)),
                 peer_id: peer_id.clone(),
                 nick: nick.clone(),
                 text: text.clone(),
@@ -580,60 +801,95 @@ impl State {
                 old: old.clone(),
                 new: new.clone(),
             },
+            EventBody::Room {
+                nick, room, joined, ..
+            } => LineKind::Room {
+                nick: nick.clone(),
+                room: room.clone(),
+                joined: *joined,
+            },
             EventBody::Gap { missed } => LineKind::Gap { missed: *missed },
-            EventBody::Other { .. } | EventBody::Room { .. } => return false,
+            EventBody::Other { .. } => return false,
         };
+        let Some(i) = self.open(target) else {
+            return false;
+        };
+        let message = matches!(kind, LineKind::Message { own: false, .. });
         let mention = matches!(kind, LineKind::Message { mention: true, .. });
-        self.push(ts, Some(e.cursor), kind);
+        if i != self.current && message {
+            // Unread elsewhere: the first one gets the unread rule.
+            let b = &mut self.buffers[i];
+            if b.unread == 0 {
+                b.drop_unread_rule();
+                let rule = LineKind::Rule(UNREAD.to_owned());
+                self.push_to(i, ts, None, rule);
+            }
+            let b = &mut self.buffers[i];
+            b.unread += 1;
+            b.mentioned += usize::from(mention);
+        }
+        self.push_to(i, ts, Some(e.cursor), kind);
         mention
     }
 
     /// Draws the unread rule after the line of event `read` (or above the
-    /// first line, if every line is newer), when anything newer follows.
+    /// first line, if every line is newer), in each buffer where anything
+    /// newer follows; the buffers not on screen count what is unread.
     pub(super) fn mark_unread_after(&mut self, read: u64) {
-        let at = match self
-            .lines
-            .iter()
-            .rposition(|l| l.cursor.is_some_and(|c| c <= read))
-        {
-            Some(i) => i + 1,
-            None => 0,
-        };
-        let newer = self
-            .lines
-            .iter()
-            .skip(at)
-            .any(|l| matches!(l.kind, LineKind::Message { .. }));
-        if !newer {
-            return;
+        let width = self.message_width();
+        for (n, b) in self.buffers.iter_mut().enumerate() {
+            let at = match b
+                .lines
+                .iter()
+                .rposition(|l| l.cursor.is_some_and(|c| c <= read))
+            {
+                Some(i) => i + 1,
+                None => 0,
+            };
+            let newer: Vec<&ChatLine> = b
+                .lines
+                .iter()
+                .skip(at)
+                .filter(|l| matches!(l.kind, LineKind::Message { own: false, .. }))
+                .collect();
+            if newer.is_empty() {
+                continue;
+            }
+            if n != self.current {
+                b.unread = newer.len();
+                b.mentioned = newer
+                    .iter()
+                    .filter(|l| matches!(l.kind, LineKind::Message { mention: true, .. }))
+                    .count();
+            }
+            let kind = LineKind::Rule(UNREAD.to_owned());
+            let rows = row_count(&kind, width, self.time_width);
+            let ts = b.lines.get(at).map_or_else(|| self.clock.now(), |l| l.ts);
+            b.lines.insert(
+                at,
+                ChatLine {
+                    ts,
+                    cursor: None,
+                    kind,
+                    rows,
+                },
+            );
+            b.total_rows += rows;
         }
-        let kind = LineKind::Rule(UNREAD.to_owned());
-        let rows = row_count(&kind, self.message_width(), self.time_width);
-        let ts = self
-            .lines
-            .get(at)
-            .map_or_else(|| self.clock.now(), |l| l.ts);
-        self.lines.insert(
-            at,
-            ChatLine {
-                ts,
-                cursor: None,
-                kind,
-                rows,
-            },
-        );
-        self.total_rows += rows;
     }
 
     /// Scrolls so the line of event `cursor` is in the middle of the view
     /// and highlights it; false when the scrollback does not hold it.
     pub(super) fn jump_to(&mut self, cursor: u64) -> bool {
-        let Some(i) = self.lines.iter().rposition(|l| l.cursor == Some(cursor)) else {
+        let height = self.message_height();
+        let max = self.max_scroll();
+        let b = self.buf_mut();
+        let Some(i) = b.lines.iter().rposition(|l| l.cursor == Some(cursor)) else {
             return false;
         };
-        let below: usize = self.lines.iter().skip(i + 1).map(|l| l.rows).sum();
-        let margin = self.message_height().saturating_sub(self.lines[i].rows) / 2;
-        self.scroll = below.saturating_sub(margin).min(self.max_scroll());
+        let below: usize = b.lines.iter().skip(i + 1).map(|l| l.rows).sum();
+        let margin = height.saturating_sub(b.lines[i].rows) / 2;
+        b.scroll = below.saturating_sub(margin).min(max);
         self.hit = Some(cursor);
         true
     }
@@ -641,22 +897,27 @@ impl State {
     /// Lays every line out again (the width changed).
     pub(super) fn relayout(&mut self) {
         let width = self.message_width();
-        let mut total = 0;
-        for l in &mut self.lines {
-            l.rows = row_count(&l.kind, width, self.time_width);
-            total += l.rows;
+        let height = self.message_height();
+        for b in &mut self.buffers {
+            let mut total = 0;
+            for l in &mut b.lines {
+                l.rows = row_count(&l.kind, width, self.time_width);
+                total += l.rows;
+            }
+            b.total_rows = total;
+            b.scroll = b.scroll.min(total.saturating_sub(height));
         }
-        self.total_rows = total;
-        self.scroll = self.scroll.min(self.max_scroll());
     }
 
+    /// Empties the buffer on screen.
     pub(super) fn clear(&mut self) {
-        self.lines.clear();
-        self.total_rows = 0;
-        self.scroll = 0;
-        self.unseen = 0;
+        let b = self.buf_mut();
+        b.lines.clear();
+        b.total_rows = 0;
+        b.scroll = 0;
+        b.unseen = 0;
+        b.last_day = None;
         self.mentions = 0;
-        self.last_day = None;
     }
 
     /// Connected peers.

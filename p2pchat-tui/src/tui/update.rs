@@ -2,12 +2,13 @@
 //! must happen outside (talk to the daemon, quit) comes back as effects.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
-use shared::api::{PeerInfo, StatusInfo, Trust};
+use shared::api::{PeerInfo, RoomInfo, StatusInfo, Trust};
 use shared::event::{Event, EventBody};
+use shared::rooms::GENERAL;
 use tui_input::InputRequest;
 
 use super::command::{self, Command};
-use super::state::{DaemonLink, LineKind, MAX_RECALL, Me, State};
+use super::state::{DaemonLink, LineKind, MAX_RECALL, Me, State, Target};
 
 /// Rows one mouse wheel notch scrolls.
 const WHEEL_ROWS: usize = 3;
@@ -36,7 +37,15 @@ pub(super) enum DaemonMsg {
         history: Vec<Event>,
         /// Where the user left off last time (fresh attach only).
         read: Option<u64>,
+        /// The rooms the daemon is in besides `#general`.
+        rooms: Vec<String>,
     },
+    /// We joined a room (`/join`): its buffer opens.
+    Joined(String),
+    /// We left a room: its buffer closes.
+    Parted(String),
+    /// The answer to `/rooms`.
+    Rooms(Vec<RoomInfo>),
     Event(Box<Event>),
     Peers(Vec<PeerInfo>),
     /// The connection is gone; the session retries.
@@ -55,10 +64,17 @@ pub(super) enum DaemonMsg {
 /// Work for the event loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Effect {
+    /// A line to a room (`#general` when none) or to a peer (by nick).
     Say {
         text: String,
         action: bool,
+        room: Option<String>,
+        to: Option<String>,
     },
+    /// Join or leave a room; list the rooms.
+    Join(String),
+    Part(String),
+    Rooms,
     Nick(String),
     /// `trust NICK` / `forget NICK` at the daemon.
     Trust(String),
@@ -136,10 +152,7 @@ fn key(state: &mut State, k: KeyEvent) -> Vec<Effect> {
         return match k.code {
             KeyCode::Enter => lines
                 .into_iter()
-                .map(|text| Effect::Say {
-                    text,
-                    action: false,
-                })
+                .map(|text| say_here(state, text, false))
                 .collect(),
             KeyCode::Esc => {
                 state.note(LineKind::Info("paste dropped".into()));
@@ -196,6 +209,13 @@ fn key(state: &mut State, k: KeyEvent) -> Vec<Effect> {
             }));
             return vec![Effect::Mouse(state.mouse)];
         }
+        KeyCode::Char(c @ '1'..='9') if alt => {
+            state.switch_to(usize::from(c as u8 - b'1'));
+        }
+        KeyCode::Left if alt => switch_by(state, false),
+        KeyCode::Right if alt => switch_by(state, true),
+        KeyCode::Char('p') if ctrl => switch_by(state, false),
+        KeyCode::Char('n') if ctrl => switch_by(state, true),
         KeyCode::Char('c') if ctrl => return vec![Effect::Quit],
         KeyCode::Char('d') if ctrl && state.input.value().is_empty() => return vec![Effect::Quit],
         KeyCode::Enter => return submit(state),
@@ -219,8 +239,8 @@ fn key(state: &mut State, k: KeyEvent) -> Vec<Effect> {
         KeyCode::End if !ctrl => scroll_down(state, usize::MAX),
         KeyCode::Up => recall(state, true),
         KeyCode::Down => recall(state, false),
-        KeyCode::Left if ctrl || alt => edit(state, InputRequest::GoToPrevWord),
-        KeyCode::Right if ctrl || alt => edit(state, InputRequest::GoToNextWord),
+        KeyCode::Left if ctrl => edit(state, InputRequest::GoToPrevWord),
+        KeyCode::Right if ctrl => edit(state, InputRequest::GoToNextWord),
         KeyCode::Left => edit(state, InputRequest::GoToPrevChar),
         KeyCode::Right => edit(state, InputRequest::GoToNextChar),
         KeyCode::Char('b') if alt => edit(state, InputRequest::GoToPrevWord),
@@ -246,7 +266,71 @@ fn mouse(state: &mut State, m: MouseEvent) {
     match m.kind {
         MouseEventKind::ScrollUp => scroll_up(state, WHEEL_ROWS),
         MouseEventKind::ScrollDown => scroll_down(state, WHEEL_ROWS),
+        // A click on the buffer list shows that buffer.
+        MouseEventKind::Down(_) if m.row == 0 && state.tabs_visible() => {
+            if let Some(i) = super::view::tab_at(state, m.column) {
+                state.switch_to(i);
+            }
+        }
         _ => {}
+    }
+}
+
+/// The next (or previous) buffer, round and round.
+fn switch_by(state: &mut State, next: bool) {
+    let n = state.buffers.len();
+    let i = if next {
+        (state.current + 1) % n
+    } else {
+        (state.current + n - 1) % n
+    };
+    state.switch_to(i);
+}
+
+/// A line said in the buffer on screen: to its room, or to its peer (by
+/// the nick it goes by now).
+fn say_here(state: &State, text: String, action: bool) -> Effect {
+    let (room, to) = match &state.buf().target {
+        Target::Room(r) if r == GENERAL => (None, None),
+        Target::Room(r) => (Some(r.clone()), None),
+        Target::Direct { peer_id, nick } => {
+            let now = state.peers.iter().find(|p| p.peer_id == *peer_id);
+            (
+                None,
+                Some(now.map_or_else(|| nick.clone(), |p| p.nick.clone())),
+            )
+        }
+    };
+    Effect::Say {
+        text,
+        action,
+        room,
+        to,
+    }
+}
+
+/// Opens the conversation with `nick` (a peer we know), and shows it when
+/// `show`. False (and said) when no peer goes by that nick.
+fn query(state: &mut State, nick: &str, show: bool) -> bool {
+    let Some(p) = state.peers.iter().find(|p| p.nick == nick) else {
+        state.note(LineKind::Error(format!("no peer is called {nick}")));
+        return false;
+    };
+    let target = Target::Direct {
+        peer_id: p.peer_id.clone(),
+        nick: p.nick.clone(),
+    };
+    match state.open(target) {
+        Some(i) => {
+            if show {
+                state.switch_to(i);
+            }
+            true
+        }
+        None => {
+            state.note(LineKind::Error("too many buffers open; /close some".into()));
+            false
+        }
     }
 }
 
@@ -275,13 +359,16 @@ fn next_hit(state: &mut State, newer: bool) {
 }
 
 fn scroll_up(state: &mut State, rows: usize) {
-    state.scroll = state.scroll.saturating_add(rows).min(state.max_scroll());
+    let max = state.max_scroll();
+    let b = state.buf_mut();
+    b.scroll = b.scroll.saturating_add(rows).min(max);
 }
 
 fn scroll_down(state: &mut State, rows: usize) {
-    state.scroll = state.scroll.saturating_sub(rows);
-    if state.scroll == 0 {
-        state.unseen = 0;
+    let b = state.buf_mut();
+    b.scroll = b.scroll.saturating_sub(rows);
+    if b.scroll == 0 {
+        b.unseen = 0;
         if state.focused {
             state.mentions = 0;
         }
@@ -428,14 +515,48 @@ fn submit(state: &mut State) -> Vec<Effect> {
         }
     }
     // Sending jumps back to the newest line.
-    state.scroll = 0;
-    state.unseen = 0;
+    state.buf_mut().scroll = 0;
+    state.buf_mut().unseen = 0;
     match cmd {
-        Command::Say(text) => vec![Effect::Say {
-            text,
-            action: false,
-        }],
-        Command::Me(text) => vec![Effect::Say { text, action: true }],
+        Command::Say(text) => vec![say_here(state, text, false)],
+        Command::Me(text) => vec![say_here(state, text, true)],
+        Command::Join(room) => vec![Effect::Join(room)],
+        Command::Part(room) => match (room, &state.buf().target) {
+            (Some(r), _) => vec![Effect::Part(r)],
+            (None, Target::Room(r)) => vec![Effect::Part(r.clone())],
+            (None, Target::Direct { .. }) => {
+                state.close(state.current);
+                vec![]
+            }
+        },
+        Command::Close => {
+            match &state.buf().target {
+                Target::Direct { .. } => state.close(state.current),
+                Target::Room(r) if r == GENERAL => {
+                    state.note(LineKind::Error(format!("{GENERAL} stays open")));
+                }
+                Target::Room(r) => {
+                    return vec![Effect::Part(r.clone())];
+                }
+            }
+            vec![]
+        }
+        Command::Msg { nick, text } => {
+            if !query(state, &nick, false) {
+                return vec![];
+            }
+            vec![Effect::Say {
+                text,
+                action: false,
+                room: None,
+                to: Some(nick),
+            }]
+        }
+        Command::Query(nick) => {
+            query(state, &nick, true);
+            vec![]
+        }
+        Command::Rooms => vec![Effect::Rooms],
         Command::Nick(name) => vec![Effect::Nick(name)],
         Command::Trust(nick) => vec![Effect::Trust(nick)],
         Command::Search(words) => vec![Effect::Search(words)],
@@ -469,8 +590,8 @@ fn submit(state: &mut State) -> Vec<Effect> {
 /// `/users`: who is here, as lines in the view.
 fn list_users(state: &mut State) {
     let mut names: Vec<String> = state
-        .peers
-        .iter()
+        .pane_peers()
+        .into_iter()
         .filter(|p| p.connected)
         .map(|p| p.nick.clone())
         .collect();
@@ -532,6 +653,7 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
             status,
             history,
             read,
+            rooms,
         } => {
             if let Some(old) = &state.daemon_id
                 && old != status.life()
@@ -566,6 +688,9 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
                     - chrono::Duration::seconds(i64::try_from(status.uptime_s).unwrap_or(0))
             });
             state.link = DaemonLink::Connected;
+            for r in rooms {
+                state.open(Target::Room(r));
+            }
             for e in &history {
                 state.push_event(e);
             }
@@ -581,6 +706,7 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
                     | EventBody::Leave { .. }
                     | EventBody::Nick { .. }
                     | EventBody::Alert { .. }
+                    | EventBody::Room { .. }
             );
             if let EventBody::Alert { text, .. } = &e.body {
                 state.alert = Some(text.clone());
@@ -659,6 +785,39 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
             }
             Vec::new()
         }
+        DaemonMsg::Joined(room) => {
+            match state.open(Target::Room(room)) {
+                Some(i) => state.switch_to(i),
+                None => state.note(LineKind::Error("too many buffers open; /close some".into())),
+            }
+            vec![Effect::RefreshPeers]
+        }
+        DaemonMsg::Parted(room) => {
+            let target = Target::Room(room.clone());
+            if let Some(i) = state.buffers.iter().position(|b| b.target == target) {
+                state.close(i);
+            }
+            state.note(LineKind::Info(format!("left {room}")));
+            vec![Effect::RefreshPeers]
+        }
+        DaemonMsg::Rooms(rooms) => {
+            for r in rooms {
+                let mark = if r.joined { "*" } else { " " };
+                let who = if r.peers.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", r.peers.join(", "))
+                };
+                state.note(LineKind::Info(format!(
+                    "{mark} {} ({} here){who}",
+                    r.name, r.members
+                )));
+            }
+            state.note(LineKind::Info(
+                "* = joined; /join ROOM joins one, /part leaves".into(),
+            ));
+            vec![]
+        }
         DaemonMsg::Done(what) => {
             state.note(LineKind::Info(what));
             // Trust shown in the pane changed with it.
@@ -670,7 +829,7 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tui::state::{Clock, LineKind};
+    use crate::tui::state::{Clock, LineKind, UNREAD};
     use crate::tui::theme::Theme;
     use chrono::{FixedOffset, TimeZone, Utc};
     use crossterm::event::{KeyEventState, MouseEvent};
@@ -739,6 +898,7 @@ mod tests {
                 status: Box::new(status(id)),
                 history,
                 read: None,
+                rooms: Vec::new(),
             }),
         )
     }
@@ -793,7 +953,250 @@ mod tests {
     }
 
     fn last_line(s: &State) -> &LineKind {
-        &s.lines.back().unwrap().kind
+        &s.buf().lines.back().unwrap().kind
+    }
+
+    /// A line of `peer` in `room`, or to us (`dm`).
+    fn said_in(cursor: u64, peer: &str, room: Option<&str>, dm: bool) -> Action {
+        let mut e = msg(cursor, peer, &format!("line {cursor}"));
+        if let EventBody::Message { room: r, to, .. } = &mut e.body {
+            *r = room.map(str::to_owned);
+            if dm {
+                *to = Some(shared::event::Dm {
+                    peer_id: "me_1".into(),
+                    nick: "me".into(),
+                });
+                *r = None;
+            }
+        }
+        Action::Daemon(DaemonMsg::Event(Box::new(e)))
+    }
+
+    fn alt(s: &mut State, code: KeyCode) -> Vec<Effect> {
+        update(s, key(code, KeyModifiers::ALT))
+    }
+
+    fn names(s: &State) -> Vec<String> {
+        s.buffers.iter().map(|b| b.target.name()).collect()
+    }
+
+    /// A room of ours has a buffer; its lines go there and count as unread
+    /// until it is shown (Alt-N, Alt-arrows, Ctrl-N/P, a click), with the
+    /// unread rule above the first; each buffer keeps its scroll.
+    #[test]
+    fn rooms_have_buffers_with_unread_counts_and_keys_to_switch() {
+        let mut s = State::new(80, 12, Theme { color: true }, clock());
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Attached {
+                status: Box::new(status("me_1")),
+                history: vec![],
+                read: None,
+                rooms: vec!["#ops".into()],
+            }),
+        );
+        assert_eq!(names(&s), ["#general", "#ops"]);
+        assert!(s.tabs_visible());
+        update(&mut s, said_in(1, "bob", Some("#ops"), false));
+        update(&mut s, said_in(2, "bob", Some("#ops"), false));
+        update(&mut s, said_in(3, "bob", Some("#general"), false));
+        assert_eq!((s.buffers[1].unread, s.buffers[1].mentioned), (2, 0));
+        assert_eq!(s.buffers[0].unread, 0, "the buffer on screen has none");
+        assert!(matches!(last_line(&s), LineKind::Message { text, .. } if text == "line 3"));
+        alt(&mut s, KeyCode::Char('2'));
+        assert_eq!(s.current, 1);
+        assert_eq!(s.buffers[1].unread, 0, "read once shown");
+        let bodies: Vec<String> = s.buf().lines.iter().map(|l| l.kind.body()).collect();
+        assert_eq!(bodies, [UNREAD, "line 1", "line 2"]);
+        // Typed lines go to the room on screen.
+        assert_eq!(
+            enter(&mut s, "hi ops"),
+            [Effect::Say {
+                text: "hi ops".into(),
+                action: false,
+                room: Some("#ops".into()),
+                to: None
+            }]
+        );
+        // Round and round, both ways.
+        alt(&mut s, KeyCode::Right);
+        assert_eq!(s.current, 0);
+        alt(&mut s, KeyCode::Left);
+        assert_eq!(s.current, 1);
+        ctrl(&mut s, 'n');
+        assert_eq!(s.current, 0);
+        ctrl(&mut s, 'p');
+        assert_eq!(s.current, 1);
+        alt(&mut s, KeyCode::Char('9'));
+        assert_eq!(s.current, 1, "no ninth buffer");
+        // The rule left with the reader; the next unread gets a new one.
+        alt(&mut s, KeyCode::Char('1'));
+        assert!(
+            s.buffers[1]
+                .lines
+                .iter()
+                .all(|l| !matches!(&l.kind, LineKind::Rule(r) if r == UNREAD))
+        );
+        // Scroll is kept per buffer.
+        for c in 10..30 {
+            update(&mut s, said_in(c, "bob", None, false));
+        }
+        press(&mut s, KeyCode::PageUp);
+        let scrolled = s.buf().scroll;
+        assert!(scrolled > 0);
+        alt(&mut s, KeyCode::Char('2'));
+        assert_eq!(s.buf().scroll, 0);
+        alt(&mut s, KeyCode::Char('1'));
+        assert_eq!(s.buf().scroll, scrolled, "#general kept its place");
+        // A click on a label shows its buffer (the mouse must be on).
+        let click = |col| {
+            Action::Mouse(MouseEvent {
+                kind: MouseEventKind::Down(crossterm::event::MouseButton::Left),
+                column: col,
+                row: 0,
+                modifiers: KeyModifiers::NONE,
+            })
+        };
+        update(&mut s, click(14));
+        assert_eq!(s.current, 1, "the second label");
+        update(&mut s, click(2));
+        assert_eq!(s.current, 0);
+    }
+
+    /// A direct message opens a buffer of its own, counts as a mention and
+    /// rings; /query opens and shows one, where typed lines go to the
+    /// peer; /msg sends without switching; /close and /part close it.
+    #[test]
+    fn direct_messages_open_their_own_buffers() {
+        let mut s = state();
+        s.peers = vec![peer("bob", true), peer("cat", true)];
+        let fx = update(&mut s, said_in(1, "bob_1", None, true));
+        assert!(fx.contains(&Effect::Bell), "{fx:?}");
+        assert_eq!(names(&s), ["#general", "@bob_1"]);
+        assert_eq!((s.buffers[1].unread, s.buffers[1].mentioned), (1, 1));
+        assert_eq!(s.current, 0, "a DM does not steal the view");
+
+        assert_eq!(
+            enter(&mut s, "/msg cat see you"),
+            [Effect::Say {
+                text: "see you".into(),
+                action: false,
+                room: None,
+                to: Some("cat".into())
+            }]
+        );
+        assert_eq!(names(&s), ["#general", "@bob_1", "@cat"]);
+        assert_eq!(s.current, 0);
+        assert!(enter(&mut s, "/msg nobody hi").is_empty());
+        assert!(matches!(last_line(&s), LineKind::Error(e) if e.contains("nobody")));
+
+        assert!(enter(&mut s, "/query cat").is_empty());
+        assert_eq!(s.current, 2);
+        assert_eq!(
+            enter(&mut s, "/me waves"),
+            [Effect::Say {
+                text: "waves".into(),
+                action: true,
+                room: None,
+                to: Some("cat".into())
+            }]
+        );
+        // Our own DM to cat lands in cat's buffer.
+        let mut mine = msg(5, "me_1", "to cat");
+        if let EventBody::Message { to, .. } = &mut mine.body {
+            *to = Some(shared::event::Dm {
+                peer_id: "cat_1".into(),
+                nick: "cat".into(),
+            });
+        }
+        update(&mut s, Action::Daemon(DaemonMsg::Event(Box::new(mine))));
+        assert!(
+            matches!(last_line(&s), LineKind::Message { text, own: true, .. } if text == "to cat")
+        );
+        // The users pane shows the partner alone.
+        let pane: Vec<&str> = s.pane_peers().iter().map(|p| p.nick.as_str()).collect();
+        assert_eq!(pane, ["cat"]);
+        assert!(enter(&mut s, "/close").is_empty());
+        assert_eq!(names(&s), ["#general", "@bob_1"]);
+        alt(&mut s, KeyCode::Char('2'));
+        assert!(enter(&mut s, "/part").is_empty());
+        assert_eq!(names(&s), ["#general"]);
+        assert!(enter(&mut s, "/close").is_empty());
+        assert!(matches!(last_line(&s), LineKind::Error(e) if e.contains("stays open")));
+    }
+
+    /// /join asks the daemon, which answers with the room: its buffer
+    /// opens and shows; /part (the room on screen, or a named one) asks
+    /// to leave, and the buffer closes when the daemon says so; /rooms
+    /// lists; the users pane shows the room's members.
+    #[test]
+    fn join_part_and_rooms_go_through_the_daemon() {
+        let mut s = state();
+        let mut bob = peer("bob", true);
+        bob.rooms = vec!["#ops".into()];
+        s.peers = vec![bob, peer("cat", true)];
+        assert_eq!(enter(&mut s, "/join #Ops"), [Effect::Join("#ops".into())]);
+        assert_eq!(names(&s), ["#general"], "not before the daemon says so");
+        update(&mut s, Action::Daemon(DaemonMsg::Joined("#ops".into())));
+        assert_eq!(
+            (names(&s), s.current),
+            (vec!["#general".into(), "#ops".into()], 1)
+        );
+        let pane: Vec<&str> = s.pane_peers().iter().map(|p| p.nick.as_str()).collect();
+        assert_eq!(pane, ["bob"], "the room's members");
+        // Someone else joining a room we show is said there.
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Event(Box::new(Event {
+                cursor: 9,
+                ts: Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap(),
+                body: EventBody::Room {
+                    peer_id: "cat_1".into(),
+                    nick: "cat".into(),
+                    room: "#ops".into(),
+                    joined: true,
+                },
+            }))),
+        );
+        assert_eq!(last_line(&s).body(), "cat joined #ops");
+        // A room we are not in opens nothing.
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Event(Box::new(Event {
+                cursor: 10,
+                ts: Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap(),
+                body: EventBody::Room {
+                    peer_id: "cat_1".into(),
+                    nick: "cat".into(),
+                    room: "#build".into(),
+                    joined: true,
+                },
+            }))),
+        );
+        assert_eq!(names(&s).len(), 2);
+        assert_eq!(enter(&mut s, "/rooms"), [Effect::Rooms]);
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Rooms(vec![RoomInfo {
+                name: "#build".into(),
+                joined: false,
+                members: 1,
+                peers: vec!["cat".into()],
+            }])),
+        );
+        let bodies: Vec<String> = s.buf().lines.iter().map(|l| l.kind.body()).collect();
+        assert!(
+            bodies.iter().any(|b| b == "  #build (1 here): cat"),
+            "{bodies:?}"
+        );
+        assert_eq!(enter(&mut s, "/part"), [Effect::Part("#ops".into())]);
+        assert_eq!(
+            enter(&mut s, "/part #build"),
+            [Effect::Part("#build".into())]
+        );
+        update(&mut s, Action::Daemon(DaemonMsg::Parted("#ops".into())));
+        assert_eq!((names(&s), s.current), (vec!["#general".into()], 0));
+        assert!(!s.tabs_visible());
     }
 
     #[test]
@@ -809,13 +1212,13 @@ mod tests {
                 hits: vec![hit],
             }),
         );
-        let n = s.lines.len();
+        let n = s.buf().lines.len();
         assert_eq!(
-            s.lines[n - 3].kind,
+            s.buf().lines[n - 3].kind,
             LineKind::Info("search \"deploy\": 1 line".into())
         );
-        let LineKind::Info(line) = &s.lines[n - 2].kind else {
-            panic!("{:?}", s.lines[n - 2].kind)
+        let LineKind::Info(line) = &s.buf().lines[n - 2].kind else {
+            panic!("{:?}", s.buf().lines[n - 2].kind)
         };
         assert!(line.ends_with("<amy> deploy friday"), "{line}");
         // Not in this view (it came before the client attached): said so.
@@ -852,22 +1255,23 @@ mod tests {
         );
         let on_screen = |s: &State, cursor: u64| {
             let i = s
+                .buf()
                 .lines
                 .iter()
                 .position(|l| l.cursor == Some(cursor))
                 .unwrap();
-            let below: usize = s.lines.iter().skip(i + 1).map(|l| l.rows).sum();
-            below >= s.scroll && below < s.scroll + s.message_height()
+            let below: usize = s.buf().lines.iter().skip(i + 1).map(|l| l.rows).sum();
+            below >= s.buf().scroll && below < s.buf().scroll + s.message_height()
         };
         assert_eq!(s.hit, Some(150), "the newest hit first");
-        assert!(s.scroll > 0 && on_screen(&s, 150));
+        assert!(s.buf().scroll > 0 && on_screen(&s, 150));
         press(&mut s, KeyCode::F(3));
         assert_eq!(s.hit, Some(20));
         assert!(on_screen(&s, 20));
         press(&mut s, KeyCode::F(3));
         assert_eq!(s.hit, Some(150), "round and round");
         press(&mut s, KeyCode::Esc);
-        assert_eq!((s.hit, s.scroll), (None, 0), "back at the end");
+        assert_eq!((s.hit, s.buf().scroll), (None, 0), "back at the end");
     }
 
     #[test]
@@ -927,7 +1331,7 @@ mod tests {
             }])),
         );
         enter(&mut s, "/whois bob");
-        let lines: Vec<String> = s.lines.iter().map(|l| l.kind.body()).collect();
+        let lines: Vec<String> = s.buf().lines.iter().map(|l| l.kind.body()).collect();
         let n = lines.len();
         assert_eq!(
             lines[n - 2],
@@ -949,7 +1353,9 @@ mod tests {
             enter(&mut s, "hello"),
             vec![Effect::Say {
                 text: "hello".into(),
-                action: false
+                action: false,
+                room: None,
+                to: None,
             }]
         );
         assert_eq!(s.input.value(), "");
@@ -965,7 +1371,9 @@ mod tests {
             enter(&mut s, "/me waves"),
             vec![Effect::Say {
                 text: "waves".into(),
-                action: true
+                action: true,
+                room: None,
+                to: None,
             }]
         );
         assert_eq!(enter(&mut s, "/nick bob"), vec![Effect::Nick("bob".into())]);
@@ -973,7 +1381,9 @@ mod tests {
             enter(&mut s, "//etc"),
             vec![Effect::Say {
                 text: "/etc".into(),
-                action: false
+                action: false,
+                room: None,
+                to: None,
             }]
         );
         assert_eq!(enter(&mut s, "/quit"), vec![Effect::Quit]);
@@ -1012,9 +1422,9 @@ mod tests {
         assert!(matches!(last_line(&s), LineKind::Info(m) if m == "2 here: me (you), bob"));
         assert_eq!(enter(&mut s, "/who"), vec![Effect::RefreshPeers]);
 
-        assert!(!s.lines.is_empty());
+        assert!(!s.buf().lines.is_empty());
         assert!(enter(&mut s, "/clear").is_empty());
-        assert!(s.lines.is_empty() && s.total_rows == 0);
+        assert!(s.buf().lines.is_empty() && s.buf().total_rows == 0);
     }
 
     #[test]
@@ -1039,7 +1449,9 @@ mod tests {
             enter(&mut s, ""),
             vec![Effect::Say {
                 text: "dra".into(),
-                action: false
+                action: false,
+                room: None,
+                to: None,
             }]
         );
         enter(&mut s, "dra");
@@ -1121,6 +1533,8 @@ mod tests {
                 Effect::Say {
                     text,
                     action: false,
+                    room: None,
+                    to: None,
                 } => text.as_str(),
                 other => panic!("{other:?}"),
             })
@@ -1258,7 +1672,7 @@ mod tests {
         let mut m = msg(2, "bob_1", "today");
         m.ts = at(25, 1);
         update(&mut s, Action::Daemon(DaemonMsg::Event(Box::new(m))));
-        let kinds: Vec<String> = s.lines.iter().map(|l| l.kind.body()).collect();
+        let kinds: Vec<String> = s.buf().lines.iter().map(|l| l.kind.body()).collect();
         assert_eq!(
             kinds,
             [
@@ -1279,24 +1693,31 @@ mod tests {
                 status: Box::new(status("me_1")),
                 history: vec![msg(1, "bob_1", "old"), msg(2, "bob_1", "new")],
                 read: Some(1),
+                rooms: Vec::new(),
             }),
         );
-        let bodies: Vec<String> = s.lines.iter().map(|l| l.kind.body()).collect();
+        let bodies: Vec<String> = s.buf().lines.iter().map(|l| l.kind.body()).collect();
         assert_eq!(bodies, ["old", "new since you left", "new"]);
-        assert_eq!(s.total_rows, 3);
+        assert_eq!(s.buf().total_rows, 3);
         // Nothing newer than the mark: no rule.
         let mut s = state();
-        s.lines.clear();
-        s.total_rows = 0;
+        s.buf_mut().lines.clear();
+        s.buf_mut().total_rows = 0;
         update(
             &mut s,
             Action::Daemon(DaemonMsg::Attached {
                 status: Box::new(status("me_1")),
                 history: vec![msg(1, "bob_1", "old")],
                 read: Some(1),
+                rooms: Vec::new(),
             }),
         );
-        assert!(s.lines.iter().all(|l| !matches!(l.kind, LineKind::Rule(_))));
+        assert!(
+            s.buf()
+                .lines
+                .iter()
+                .all(|l| !matches!(l.kind, LineKind::Rule(_)))
+        );
     }
 
     #[test]
@@ -1326,6 +1747,7 @@ mod tests {
                 status: Box::new(old.clone()),
                 history: vec![],
                 read: None,
+                rooms: Vec::new(),
             }),
         );
         assert!(
@@ -1348,6 +1770,7 @@ mod tests {
                     status: Box::new(old.clone()),
                     history: vec![],
                     read: None,
+                    rooms: Vec::new(),
                 }),
             )
         };
@@ -1412,9 +1835,9 @@ mod tests {
                 )))),
             );
         }
-        assert_eq!(s.total_rows, 30);
+        assert_eq!(s.buf().total_rows, 30);
         press(&mut s, KeyCode::PageUp);
-        assert_eq!(s.scroll, 9, "a page is the message area less one row");
+        assert_eq!(s.buf().scroll, 9, "a page is the message area less one row");
         update(
             &mut s,
             Action::Mouse(MouseEvent {
@@ -1424,20 +1847,24 @@ mod tests {
                 modifiers: KeyModifiers::NONE,
             }),
         );
-        assert_eq!(s.scroll, 12);
+        assert_eq!(s.buf().scroll, 12);
         update(
             &mut s,
             Action::Daemon(DaemonMsg::Event(Box::new(msg(30, "bob_1", "new")))),
         );
-        assert_eq!((s.scroll, s.unseen), (13, 1), "anchored, and counted");
+        assert_eq!(
+            (s.buf().scroll, s.buf().unseen),
+            (13, 1),
+            "anchored, and counted"
+        );
         press(&mut s, KeyCode::Home);
-        assert_eq!(s.scroll, s.max_scroll());
+        assert_eq!(s.buf().scroll, s.max_scroll());
         press(&mut s, KeyCode::PageUp);
-        assert_eq!(s.scroll, s.max_scroll(), "clamped at the top");
+        assert_eq!(s.buf().scroll, s.max_scroll(), "clamped at the top");
         press(&mut s, KeyCode::PageDown);
-        assert_eq!(s.scroll, s.max_scroll() - 9);
+        assert_eq!(s.buf().scroll, s.max_scroll() - 9);
         press(&mut s, KeyCode::End);
-        assert_eq!((s.scroll, s.unseen), (0, 0));
+        assert_eq!((s.buf().scroll, s.buf().unseen), (0, 0));
         update(
             &mut s,
             Action::Mouse(MouseEvent {
@@ -1447,10 +1874,10 @@ mod tests {
                 modifiers: KeyModifiers::NONE,
             }),
         );
-        assert_eq!(s.scroll, 0);
+        assert_eq!(s.buf().scroll, 0);
         press(&mut s, KeyCode::PageUp);
         enter(&mut s, "typing jumps back down");
-        assert_eq!(s.scroll, 0);
+        assert_eq!(s.buf().scroll, 0);
     }
 
     #[test]
@@ -1461,18 +1888,21 @@ mod tests {
             &mut s,
             Action::Daemon(DaemonMsg::Event(Box::new(msg(1, "bob_1", long.trim())))),
         );
-        let wide = s.lines.back().unwrap().rows;
+        let wide = s.buf().lines.back().unwrap().rows;
         update(&mut s, Action::Resize(40, 12));
         assert!(!s.users_visible(), "too narrow for the pane");
-        let narrow = s.lines.back().unwrap().rows;
+        let narrow = s.buf().lines.back().unwrap().rows;
         assert!(narrow > wide, "{narrow} > {wide}");
         update(&mut s, Action::Resize(120, 30));
         assert!(s.users_visible());
-        let with_pane = s.lines.back().unwrap().rows;
+        let with_pane = s.buf().lines.back().unwrap().rows;
         press(&mut s, KeyCode::F(2));
         assert!(!s.users_visible());
-        assert!(s.lines.back().unwrap().rows <= with_pane);
-        assert_eq!(s.total_rows, s.lines.iter().map(|l| l.rows).sum::<usize>());
+        assert!(s.buf().lines.back().unwrap().rows <= with_pane);
+        assert_eq!(
+            s.buf().total_rows,
+            s.buf().lines.iter().map(|l| l.rows).sum::<usize>()
+        );
         press(&mut s, KeyCode::F(1));
         assert!(s.show_help);
         press(&mut s, KeyCode::Char('x'));
@@ -1498,11 +1928,11 @@ mod tests {
         assert_eq!(s.link, DaemonLink::Connected);
         assert_eq!(s.me.as_ref().unwrap().nick, "me");
         assert!(matches!(
-            &s.lines[1].kind,
+            &s.buf().lines[1].kind,
             LineKind::Message { own: true, .. }
         ));
         assert!(matches!(
-            &s.lines[0].kind,
+            &s.buf().lines[0].kind,
             LineKind::Message { own: false, .. }
         ));
         assert_eq!(update(&mut s, Action::Tick), vec![Effect::RefreshPeers]);
@@ -1535,6 +1965,7 @@ mod tests {
         update(&mut s, Action::Daemon(DaemonMsg::Lost("still gone".into())));
         assert_eq!(s.link, DaemonLink::Lost);
         let errors = s
+            .buf()
             .lines
             .iter()
             .filter(|l| matches!(l.kind, LineKind::Error(_)))

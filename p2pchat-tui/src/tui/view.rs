@@ -9,8 +9,9 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use shared::api::{PeerKind, Trust};
 
 use super::command::{HELP, KEYS};
-use super::state::{ChatLine, DaemonLink, LATE_MARK, LineKind, State, USERS_WIDTH, layout};
+use super::state::{ChatLine, DaemonLink, LATE_MARK, LineKind, State, Target, USERS_WIDTH, layout};
 use super::wrap::str_width;
+use shared::rooms::GENERAL;
 
 /// A piece of a link on screen: where, what it shows, where it goes. The
 /// loop writes these again as OSC 8 hyperlinks after each frame (ratatui
@@ -40,6 +41,15 @@ pub(super) fn view(state: &State, frame: &mut Frame<'_>) -> Vec<ScreenLink> {
     if let Some((text, tail)) = state.banner() {
         alert_banner(state, &text, tail, frame, banner);
     }
+    // The buffer list takes the top row once more than #general is open.
+    let [tabs_area, main] = Layout::vertical([
+        Constraint::Length(u16::from(state.tabs_visible())),
+        Constraint::Min(1),
+    ])
+    .areas(main);
+    if state.tabs_visible() {
+        tabs(state, frame, tabs_area);
+    }
     let messages_area = if state.users_visible() {
         let [m, u] =
             Layout::horizontal([Constraint::Min(1), Constraint::Length(USERS_WIDTH)]).areas(main);
@@ -58,9 +68,64 @@ pub(super) fn view(state: &State, frame: &mut Frame<'_>) -> Vec<ScreenLink> {
     links
 }
 
+/// Each buffer's label in the list: ` 2 #ops 3! `: its number (Alt-N),
+/// its name, then what is unread in it and `!` when that names us.
+fn tab_labels(state: &State) -> Vec<String> {
+    state
+        .buffers
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let count = match (b.unread, b.mentioned) {
+                (0, _) => String::new(),
+                (n, 0) => format!(" {n}"),
+                (n, _) => format!(" {n}!"),
+            };
+            format!(" {} {}{count} ", i + 1, fit(&b.target.name(), 24))
+        })
+        .collect()
+}
+
+/// The buffer whose label is at column `x` of the list, if any.
+pub(super) fn tab_at(state: &State, x: u16) -> Option<usize> {
+    let mut at = 0usize;
+    for (i, label) in tab_labels(state).iter().enumerate() {
+        let w = str_width(label);
+        if usize::from(x) < at + w {
+            return Some(i);
+        }
+        at += w;
+    }
+    None
+}
+
+/// The buffer list: the one on screen stands out, unread ones are bright,
+/// those that name us in the mention colour.
+fn tabs(state: &State, frame: &mut Frame<'_>, area: Rect) {
+    let theme = state.theme;
+    let spans: Vec<Span<'static>> = tab_labels(state)
+        .into_iter()
+        .zip(&state.buffers)
+        .enumerate()
+        .map(|(i, (label, b))| {
+            let style = if i == state.current {
+                theme.status_bar().add_modifier(Modifier::BOLD)
+            } else if b.mentioned > 0 {
+                theme.mention()
+            } else if b.unread > 0 {
+                Style::default().add_modifier(Modifier::BOLD)
+            } else {
+                theme.info()
+            };
+            Span::styled(label, style)
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
 fn messages(state: &State, frame: &mut Frame<'_>, area: Rect) -> Vec<ScreenLink> {
     let theme = state.theme;
-    if state.lines.is_empty() {
+    if state.buf().lines.is_empty() {
         let hint = match state.link {
             DaemonLink::Connected => "No messages yet. Type to chat; /help lists the commands.",
             _ => "Connecting to p2pchatd...",
@@ -72,10 +137,10 @@ fn messages(state: &State, frame: &mut Frame<'_>, area: Rect) -> Vec<ScreenLink>
     let width = state.message_width();
     // Walk back from the newest line: lines below the view are skipped by
     // their cached heights, only lines on screen are wrapped and styled.
-    let mut below = state.scroll.min(state.max_scroll());
+    let mut below = state.buf().scroll.min(state.max_scroll());
     let mut chunks: Vec<Vec<Row>> = Vec::new();
     let mut rows = 0;
-    for line in state.lines.iter().rev() {
+    for line in state.buf().lines.iter().rev() {
         if rows >= height {
             break;
         }
@@ -132,8 +197,10 @@ fn render_line(state: &State, line: &ChatLine, width: usize) -> Vec<Row> {
     }
     let (marker_style, body_style) = match &line.kind {
         LineKind::Message { peer_id, own, .. } => (theme.nick(peer_id, *own), Style::new()),
-        LineKind::Join { .. } => (theme.join(), theme.join()),
-        LineKind::Leave { .. } => (theme.leave(), theme.leave()),
+        LineKind::Join { .. } | LineKind::Room { joined: true, .. } => (theme.join(), theme.join()),
+        LineKind::Leave { .. } | LineKind::Room { joined: false, .. } => {
+            (theme.leave(), theme.leave())
+        }
         LineKind::Nick { .. } => (theme.notice(), theme.notice()),
         LineKind::Gap { .. } => (theme.notice(), theme.notice().add_modifier(Modifier::BOLD)),
         LineKind::Info(_) => (theme.info(), theme.info()),
@@ -267,7 +334,13 @@ fn fit(s: &str, max: usize) -> String {
 
 fn users(state: &State, frame: &mut Frame<'_>, area: Rect) {
     let theme = state.theme;
-    let title = format!(" users {}/{} ", state.connected(), state.peers.len());
+    let shown = state.pane_peers();
+    let here = shown.iter().filter(|p| p.connected).count();
+    let title = match &state.buf().target {
+        Target::Room(r) if r == GENERAL => format!(" users {here}/{} ", shown.len()),
+        Target::Room(r) => format!(" {} {} ", fit(r, 14), here + 1),
+        Target::Direct { .. } => " with ".to_owned(),
+    };
     let block = Block::new()
         .borders(Borders::LEFT)
         .border_style(theme.border())
@@ -286,7 +359,7 @@ fn users(state: &State, frame: &mut Frame<'_>, area: Rect) {
             Span::styled(" (you)", theme.info()),
         ]));
     }
-    let mut peers: Vec<_> = state.peers.iter().collect();
+    let mut peers = shown;
     peers.sort_by_key(|p| !p.connected);
     for p in peers {
         let label = match (p.connected, p.link, p.kind) {
@@ -365,10 +438,10 @@ fn status_bar(state: &State, frame: &mut Frame<'_>, area: Rect) {
             theme.mention(),
         ));
     }
-    if state.scroll > 0 {
+    if state.buf().scroll > 0 {
         spans.push(Span::styled("│", bar));
-        let mark = if state.unseen > 0 {
-            format!(" ▼ {} new ", state.unseen)
+        let mark = if state.buf().unseen > 0 {
+            format!(" ▼ {} new ", state.buf().unseen)
         } else {
             " ▲ scrolled ".to_owned()
         };
@@ -434,10 +507,26 @@ fn help(state: &State, frame: &mut Frame<'_>, area: Rect) {
         ])
     };
     let mut lines: Vec<Line<'_>> = HELP.iter().map(row).collect();
-    // The keys only when the terminal has room for both.
+    let column = lines.iter().map(Line::width).max().unwrap_or(0);
     if usize::from(area.height) >= HELP.len() + KEYS.len() + 3 {
+        // The keys below the commands when the terminal is tall enough,
         lines.push(Line::raw(""));
         lines.extend(KEYS.iter().map(row));
+    } else if usize::from(area.width) >= 2 * column + 5 {
+        // beside them when it is wide enough,
+        for (i, k) in KEYS.iter().enumerate() {
+            let pad = column.saturating_sub(lines[i].width()) + 1;
+            let mut spans = std::mem::take(&mut lines[i].spans);
+            spans.push(Span::raw(" ".repeat(pad)));
+            spans.extend(row(k).spans);
+            lines[i] = Line::from(spans);
+        }
+    } else {
+        // else the keys are where F1 is not needed: `p2pchat --help`.
+        lines.push(Line::styled(
+            " (keys: a taller terminal, or the README)",
+            theme.info(),
+        ));
     }
     let want_w = cells(lines.iter().map(Line::width).max().unwrap_or(0)).saturating_add(3);
     let want_h = cells(lines.len()).saturating_add(2);
@@ -513,6 +602,7 @@ mod tests {
                 status: Box::new(status),
                 history: vec![],
                 read: None,
+                rooms: Vec::new(),
             }),
         );
         s
@@ -788,6 +878,7 @@ mod tests {
                 .collect::<String>()
         };
         let all: Vec<String> = s
+            .buf()
             .lines
             .iter()
             .flat_map(|l| render_line(&s, l, s.message_width()))
@@ -796,7 +887,7 @@ mod tests {
         let height = s.message_height();
         assert!(all.len() > 3 * height);
         for offset in 0..=s.max_scroll() {
-            s.scroll = offset;
+            s.buf_mut().scroll = offset;
             let t = draw(&s);
             let buf = t.backend().buffer();
             let shown: Vec<String> = (0..cells(height))
@@ -821,6 +912,41 @@ mod tests {
     fn empty_room() {
         let s = room(80, 10, true);
         insta::assert_snapshot!(draw(&s).backend());
+    }
+
+    /// Once a room or conversation is open, the buffer list heads the
+    /// view: the one on screen stands out, others show what is unread in
+    /// them (`!` when it names us); the users pane lists the room's people.
+    #[test]
+    fn buffer_list_with_unread_and_mentions() {
+        let mut s = room(80, 10, true);
+        update(&mut s, Action::Daemon(DaemonMsg::Joined("#ops".into())));
+        let mut ops = say(1, 1, "bob_7c1d", "bob", "deploy at noon", false);
+        let mut dm = say(2, 2, "carol_plain", "carol", "psst, alice", false);
+        let mut here = say(3, 3, "bob_7c1d", "bob", "anyone?", false);
+        if let EventBody::Message { room, .. } = &mut ops.body {
+            *room = Some("#ops".into());
+        }
+        if let EventBody::Message { to, .. } = &mut dm.body {
+            *to = Some(shared::event::Dm {
+                peer_id: ME.into(),
+                nick: "alice".into(),
+            });
+        }
+        if let EventBody::Message { room, .. } = &mut here.body {
+            *room = Some("#general".into());
+        }
+        for e in [ops, dm] {
+            update(&mut s, Action::Daemon(DaemonMsg::Event(Box::new(e))));
+        }
+        update(
+            &mut s,
+            Action::Key(KeyEvent::new(KeyCode::Char('1'), KeyModifiers::ALT)),
+        );
+        update(&mut s, Action::Daemon(DaemonMsg::Event(Box::new(here))));
+        insta::assert_snapshot!(draw(&s).backend());
+        assert_eq!(tab_at(&s, 0), Some(0));
+        assert_eq!(tab_at(&s, 79), None);
     }
 
     #[test]
@@ -929,7 +1055,7 @@ mod tests {
             *l = true;
         }
         update(&mut s, Action::Daemon(DaemonMsg::Event(Box::new(late))));
-        let line = s.lines.back().expect("a line");
+        let line = s.buf().lines.back().expect("a line");
         let rows: Vec<String> = render_line(&s, line, s.message_width())
             .iter()
             .map(|l| l.0.spans.iter().map(|s| s.content.as_ref()).collect())
