@@ -387,6 +387,7 @@ mod tests {
             last_seen_ms: Some(0),
             away: None,
             rooms: Vec::new(),
+            lines_in: None,
         }]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 2);

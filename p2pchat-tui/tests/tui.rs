@@ -346,11 +346,14 @@ async fn settings_mentions_links_and_completion() {
     tmux.keys("ui", "carla");
     tmux.press("ui", "Enter");
     tmux.wait("ui", "the new nick", |s| s.contains(" carla │"));
-    let saved = std::fs::read_to_string(&config).unwrap();
-    assert!(
-        saved.contains("nick = \"carla\"") && saved.starts_with("# mine\n"),
-        "{saved}"
-    );
+    // The daemon writes the settings after it changed the nick (and the
+    // UI showed it).
+    let saved = wait_until("the nick in the settings", T, || async {
+        let saved = std::fs::read_to_string(&config).ok()?;
+        saved.contains("nick = \"carla\"").then_some(saved)
+    })
+    .await;
+    assert!(saved.starts_with("# mine\n"), "{saved}");
     assert!(
         saved.contains("highlight = [\"deploy\"]"),
         "the rest kept: {saved}"

@@ -717,6 +717,9 @@ pub struct PeerInfo {
     /// The rooms it is in besides `#general` (p2pchatd peers say).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rooms: Vec<String>,
+    /// Lines its current link has carried to us (heartbeats too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines_in: Option<u64>,
 }
 
 /// Result of `status`.
@@ -1064,6 +1067,7 @@ mod tests {
             last_seen_ms: Some(5),
             away: Some("lunch".into()),
             rooms: Vec::new(),
+            lines_in: None,
         });
         rt(StatusInfo {
             peer_id: "p".into(),
@@ -1112,6 +1116,7 @@ mod tests {
             last_seen_ms: None,
             away: None,
             rooms: Vec::new(),
+            lines_in: None,
         })
         .unwrap();
         assert!(json.contains(r#""link":null"#) && json.contains(r#""connected":false"#));

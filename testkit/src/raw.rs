@@ -104,9 +104,15 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// A `say` request line with `id`, newline included.
 pub fn say_line(id: u64, text: &str) -> Vec<u8> {
+    say_line_in(id, text, None)
+}
+
+/// A `say` request for a line in `room` (`#general` without one).
+pub fn say_line_in(id: u64, text: &str, room: Option<&str>) -> Vec<u8> {
     Call::Say(SayParams {
         text: text.into(),
         action: false,
+        room: room.map(str::to_owned),
         ..Default::default()
     })
     .encode_request(id)

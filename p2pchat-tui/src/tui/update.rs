@@ -856,6 +856,7 @@ mod tests {
             last_seen_ms: None,
             away: None,
             rooms: Vec::new(),
+            lines_in: None,
         }
     }
 
@@ -1328,6 +1329,7 @@ mod tests {
                 last_seen_ms: None,
                 away: None,
                 rooms: Vec::new(),
+                lines_in: None,
             }])),
         );
         enter(&mut s, "/whois bob");
@@ -1417,6 +1419,7 @@ mod tests {
             last_seen_ms: None,
             away: None,
             rooms: Vec::new(),
+            lines_in: None,
         }];
         assert_eq!(enter(&mut s, "/users"), vec![Effect::RefreshPeers]);
         assert!(matches!(last_line(&s), LineKind::Info(m) if m == "2 here: me (you), bob"));

@@ -622,6 +622,7 @@ mod tests {
             last_seen_ms: Some(0),
             away: None,
             rooms: Vec::new(),
+            lines_in: None,
         };
         vec![
             p(

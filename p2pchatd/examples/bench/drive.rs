@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use testkit::Daemon;
-use testkit::raw::{Raw, contains, say_line};
+use testkit::raw::{Raw, contains, say_line_in};
 use tokio::io::AsyncWriteExt;
 
 /// Requests are written in chunks of this many bytes.
@@ -49,9 +49,14 @@ pub(crate) async fn count(sub: &mut Raw, tag: &[u8], want: usize, quiet: Duratio
 /// while reading their answers (a client that stops reading is stopped
 /// being read); returns when all are answered.
 pub(crate) async fn flood(socket: &Path, tag: &str, n: usize) -> Duration {
+    flood_in(socket, tag, n, None).await
+}
+
+/// As [`flood`], in `room`.
+pub(crate) async fn flood_in(socket: &Path, tag: &str, n: usize, room: Option<&str>) -> Duration {
     let mut all = Vec::with_capacity(n * 80);
     for i in 0..n {
-        all.extend_from_slice(&say_line(i as u64, &format!("{tag} {i}")));
+        all.extend_from_slice(&say_line_in(i as u64, &format!("{tag} {i}"), room));
     }
     let Raw { mut lines, mut w } = Raw::connect(socket).await;
     let started = Instant::now();

@@ -68,6 +68,9 @@ pub(crate) const GOALS: &[Goal] = &[
     Goal::new("fanout_msgs_per_s", "fan-out, every message to all", AtLeast, 20_000.0, "msg/s"),
     Goal::new("fanout_lost", "fan-out lost", AtMost, 0.0, "msgs"),
     Goal::new("join_ms", "a new peer fully linked", AtMost, 300.0, "ms"),
+    // Issue 13: a room of 10 in the mesh of 20 costs the other 10 nothing.
+    Goal::new("room_outsider_lines", "room of 10 in 20: lines the 10 others got", AtMost, 0.0, "msgs"),
+    Goal::new("room_fanout_lost", "room fan-out lost", AtMost, 0.0, "msgs"),
     // DESIGN §8, issue 12: with the history store open (before it, 4 MiB).
     Goal::new("idle_rss_kib", "idle RSS, store open", AtMost, 6144.0, "KiB"),
     Goal::new("rss_10k_kib", "RSS with 10,000 held", AtMost, 12288.0, "KiB"),

@@ -131,6 +131,7 @@ fn main() {
         let (catchup_ms, catchup_lost) = catchup::catch_up(c).await;
         let goal_mesh = rows.iter().find(|r| r.peers == GOAL_MESH);
         let big_mesh = rows.iter().find(|r| r.peers == BIG_MESH);
+        let room = goal_mesh.and_then(|r| r.room.as_ref());
         json!({
             "latency_p50_us": p50,
             "latency_p99_us": p99,
@@ -164,6 +165,14 @@ fn main() {
             "catchup_10k_ms": catchup_ms,
             "catchup_lost": catchup_lost,
             "scale": rows.iter().map(scale::ScaleRow::to_json).collect::<Vec<_>>(),
+            "room_members": room.map(|r| r.members),
+            "room_fanout_msgs_per_s": room.map(|r| r.msgs_per_s),
+            "room_fanout_lost": room.map(|r| r.lost),
+            "room_outsider_lines": room.map(|r| r.outsider_lines),
+            "room_outsider_link_lines": room.map(|r| r.outsider_link_lines),
+            "room_member_link_lines": room.map(|r| r.member_link_lines),
+            "room_outsider_cpu_ms": room.map(|r| r.outsider_cpu_ms),
+            "room_member_cpu_ms": room.map(|r| r.member_cpu_ms),
             "quick": quick,
         })
     });

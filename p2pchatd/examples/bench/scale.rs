@@ -6,16 +6,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use testkit::procfs::{CpuSample, cpu_sample, rss_kib};
-use testkit::raw::Raw;
+use testkit::raw::{Raw, contains};
 use testkit::{Daemon, TestNet, wait_full_mesh, wait_until};
 
 use crate::Counts;
-use crate::drive::{count, flood, link_drops};
+use crate::drive::{count, flood, flood_in, link_drops};
 
 /// How long a mesh may take to link fully, per daemon in it.
 const LINK_WAIT_PER_PEER: Duration = Duration::from_secs(1);
 /// How long a newcomer may take to link with everyone.
 const JOIN_WAIT: Duration = Duration::from_secs(10);
+/// What the room's sender says in #general once the room's flood is over.
+const ROOM_END: &str = "the room flood is over";
+/// How long a non-member may wait for that.
+const FLOOD_END_WAIT: Duration = Duration::from_secs(60);
 /// A receiver that hears nothing for this long has all it will get.
 const QUIET: Duration = Duration::from_secs(5);
 
@@ -29,6 +33,27 @@ pub(crate) struct ScaleRow {
     pub idle_wakeups_per_s: f64,
     pub fanout_msgs_per_s: f64,
     pub fanout_lost: usize,
+    /// A room of half the mesh (the goal mesh only).
+    pub room: Option<RoomFanout>,
+}
+
+/// One sender floods a room that half the mesh is in: the members' rate,
+/// and what the others got of it (lines, bytes read, CPU).
+#[derive(Debug, Clone)]
+pub(crate) struct RoomFanout {
+    pub members: usize,
+    pub msgs_per_s: f64,
+    pub lost: usize,
+    /// Room lines the non-members' subscribers saw (the goal: none).
+    pub outsider_lines: usize,
+    /// Lines the sender's link carried to each non-member meanwhile (its
+    /// heartbeats, one per idle 2 s), and to each member (the room's lines
+    /// and seals).
+    pub outsider_link_lines: f64,
+    pub member_link_lines: f64,
+    /// CPU each non-member spent meanwhile, and each member, ms.
+    pub outsider_cpu_ms: f64,
+    pub member_cpu_ms: f64,
 }
 
 impl ScaleRow {
@@ -74,6 +99,11 @@ pub(crate) async fn mesh_of(c: &Counts, peers: usize) -> ScaleRow {
 
     let (cpu_pct, wakeups, rss) = idle(&daemons, c.idle).await;
     let (rate, lost) = fanout(&daemons, c.fanout).await;
+    let room = (peers == crate::GOAL_MESH).then(|| in_a_room(&daemons, c.fanout));
+    let room = match room {
+        Some(f) => Some(f.await),
+        None => None,
+    };
     let row = ScaleRow {
         peers,
         join_ms,
@@ -82,7 +112,22 @@ pub(crate) async fn mesh_of(c: &Counts, peers: usize) -> ScaleRow {
         idle_wakeups_per_s: wakeups,
         fanout_msgs_per_s: rate,
         fanout_lost: lost,
+        room,
     };
+    if let Some(r) = &row.room {
+        eprintln!(
+            "  {peers} peers, a room of {}: {:.0} msg/s to its members, {} lost; the {} others showed {} of its lines, their links from the sender carried {:.1} lines each (heartbeats), {:.1} ms CPU each (members: {:.0} lines, {:.1} ms)",
+            r.members,
+            r.msgs_per_s,
+            r.lost,
+            peers - r.members,
+            r.outsider_lines,
+            r.outsider_link_lines,
+            r.outsider_cpu_ms,
+            r.member_link_lines,
+            r.member_cpu_ms,
+        );
+    }
     eprintln!(
         "  {peers} peers: join {:.1} ms, {:.0} KiB and {:.3} ms CPU per 10 s per daemon, {:.1} wakeups/s, fan-out {:.0} msg/s, {lost} lost",
         row.join_ms,
@@ -135,6 +180,133 @@ async fn idle(daemons: &[Daemon], span: Duration) -> (f64, f64, f64) {
         switches as f64 / secs / n,
         rss as f64 / n,
     )
+}
+
+/// The first half of the mesh joins `#bench`; the first daemon floods `n`
+/// lines into it. Members count what they got; the others' subscribers
+/// count room lines (none should come), and each daemon's bytes read and
+/// CPU over the flood show what the room cost those not in it.
+async fn in_a_room(daemons: &[Daemon], n: usize) -> RoomFanout {
+    const ROOM: &str = "#bench";
+    let half = daemons.len() / 2;
+    let members = &daemons[..half];
+    for d in members {
+        d.join(ROOM).await;
+    }
+    let sender = &members[0];
+    wait_until("the room's members to be known", JOIN_WAIT, || async {
+        let rooms: Vec<shared::api::RoomInfo> = sender
+            .client()
+            .await
+            .call(&shared::api::Call::Rooms)
+            .await
+            .ok()?;
+        rooms
+            .iter()
+            .any(|r| r.name == ROOM && r.members == half)
+            .then_some(())
+    })
+    .await;
+    let pid = |d: &Daemon| u32::try_from(d.pid().as_raw()).unwrap_or(0);
+    let mut counters = Vec::new();
+    for (i, d) in daemons.iter().enumerate().skip(1) {
+        let socket = d.socket.clone();
+        let member = i < half;
+        let (subscribed, ready) = tokio::sync::oneshot::channel();
+        counters.push((
+            member,
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    let mut sub = Raw::subscribe(&socket, None).await;
+                    let _ = subscribed.send(());
+                    if member {
+                        return count(&mut sub, b"\"text\":\"room ", n, QUIET).await;
+                    }
+                    // A non-member counts room lines until the sender's
+                    // #general line after the flood: on each link, any
+                    // room line sent would have come before it.
+                    let mut c = count(&mut sub, b"\"text\":\"room ", 0, QUIET).await;
+                    let deadline = tokio::time::Instant::now() + FLOOD_END_WAIT;
+                    while let Some(l) = sub.line(deadline).await {
+                        if contains(l, b"\"text\":\"room ") {
+                            c.n += 1;
+                        } else if contains(l, ROOM_END.as_bytes()) {
+                            break;
+                        }
+                    }
+                    c
+                })
+            }),
+        ));
+        ready.await.expect("subscribed");
+    }
+    let sender_id = sender.status().await.peer_id;
+    // Lines each daemon's link to the sender carried, and its CPU.
+    let from_sender = |peers: Vec<shared::api::PeerInfo>| {
+        peers
+            .iter()
+            .find(|p| p.peer_id == sender_id)
+            .and_then(|p| p.lines_in)
+            .unwrap_or(0)
+    };
+    let mut before = Vec::new();
+    for d in daemons {
+        before.push((from_sender(d.peers().await), cpu_sample(pid(d))));
+    }
+    let t0 = Instant::now();
+    flood_in(&sender.socket, "room", n, Some(ROOM)).await;
+    let mut got = 0;
+    let mut outsiders_told = false;
+    let mut outsider_lines = 0;
+    let mut last = t0;
+    for (member, h) in counters {
+        if !member && !outsiders_told {
+            // Every member has the flood: tell the others it is over.
+            outsiders_told = true;
+            sender.say(ROOM_END).await;
+        }
+        let r = h.join().expect("a counter");
+        if member {
+            got += r.n;
+            last = last.max(r.last);
+        } else {
+            outsider_lines += r.n;
+        }
+    }
+    let mut spent = Vec::new();
+    for (d, (lines, cpu)) in daemons.iter().zip(&before) {
+        let after = from_sender(d.peers().await);
+        spent.push((after.saturating_sub(*lines), cpu_sample(pid(d)) - *cpu));
+    }
+    let mean = |range: &[(u64, CpuSample)]| {
+        let k = range.len().max(1) as f64;
+        (
+            range.iter().map(|(b, _)| *b as f64).sum::<f64>() / k,
+            range
+                .iter()
+                .map(|(_, c)| c.cpu_ns as f64 / 1e6)
+                .sum::<f64>()
+                / k,
+        )
+    };
+    // Members but the sender, who reads its own API's flood.
+    let (member_link_lines, member_cpu) = mean(&spent[1..half]);
+    let (outsider_link_lines, outsider_cpu) = mean(&spent[half..]);
+    let want = n * (half - 1);
+    RoomFanout {
+        members: half,
+        msgs_per_s: n as f64 / last.duration_since(t0).as_secs_f64(),
+        lost: want - got,
+        outsider_lines,
+        outsider_link_lines,
+        member_link_lines,
+        outsider_cpu_ms: outsider_cpu,
+        member_cpu_ms: member_cpu,
+    }
 }
 
 /// One sender floods `n` lines; every other daemon's subscriber counts

@@ -1102,6 +1102,7 @@ impl Table {
                     rooms: link
                         .map(|l| l.rooms.iter().cloned().collect())
                         .unwrap_or_default(),
+                    lines_in: link.map(|l| l.stats.lines()),
                 }
             })
             .collect();
