@@ -127,19 +127,22 @@ mod tests {
             &amy,
             &bob.public_key(),
             bob.peer_id(),
-            "the door code is 4711",
+            "the door code is tulip-zebra",
         )
         .unwrap();
-        assert!(!sealed.contains("4711"));
+        assert!(
+            !sealed.contains("tulip-zebra"),
+            "the text shows through the seal"
+        );
         let (a, b) = (amy.peer_id(), bob.peer_id());
         // Both ends read it: the recipient, and the author (its own copy).
         assert_eq!(
             open(&bob, &amy.public_key(), a, b, &sealed).as_deref(),
-            Some("the door code is 4711")
+            Some("the door code is tulip-zebra")
         );
         assert_eq!(
             open(&amy, &bob.public_key(), a, b, &sealed).as_deref(),
-            Some("the door code is 4711")
+            Some("the door code is tulip-zebra")
         );
         // Nobody else, and not as another pair's.
         assert_eq!(open(&eve, &amy.public_key(), a, b, &sealed), None);
@@ -156,7 +159,7 @@ mod tests {
         // Two seals of one text differ (fresh nonces).
         assert_ne!(
             sealed,
-            seal(&amy, &bob.public_key(), b, "the door code is 4711").unwrap()
+            seal(&amy, &bob.public_key(), b, "the door code is tulip-zebra").unwrap()
         );
     }
 }

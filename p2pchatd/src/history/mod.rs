@@ -46,8 +46,6 @@ const SEEN_IDS: usize = 16 * 1024;
 struct Stored {
     cursor: u64,
     json: Arc<str>,
-    /// The hash of its [`filter_key`], 0 for none (`#general`).
-    room: u32,
 }
 
 /// What a room filter files an event under: none for `#general` and what
@@ -62,12 +60,13 @@ pub(crate) fn filter_key(body: &EventBody) -> Option<Arc<str>> {
     }
 }
 
-/// A room filter as the ring checks it.
+/// A room filter as the ring checks it: by the event's JSON, where a key
+/// is never mistaken for text (text has its quotes escaped), so no
+/// event in memory pays for a room tag.
 #[derive(Debug, Clone)]
 pub(crate) struct RoomFilter {
     /// `#name`.
     room: String,
-    hash: u32,
     /// How its events spell it in their JSON.
     needle: String,
 }
@@ -76,7 +75,6 @@ impl RoomFilter {
     pub(crate) fn new(room: &str) -> Self {
         Self {
             room: room.to_owned(),
-            hash: room_hash(Some(room)),
             needle: format!("\"room\":\"{room}\""),
         }
     }
@@ -87,21 +85,11 @@ impl RoomFilter {
     }
 
     fn admits(&self, e: &Stored) -> bool {
-        // A hash can collide; the JSON settles it.
-        e.room == self.hash && (self.hash == 0 || e.json.contains(&self.needle))
-    }
-}
-
-/// FNV-1a of a filter key, never 0 but for none (and `#general`).
-fn room_hash(key: Option<&str>) -> u32 {
-    match key {
-        None | Some(shared::rooms::GENERAL) => 0,
-        Some(k) => {
-            let h = k.bytes().fold(0x811c_9dc5_u32, |h, b| {
-                (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-            });
-            h.max(1)
-        }
+        let json = &*e.json;
+        json.contains(&self.needle)
+            || (self.room == shared::rooms::GENERAL
+                && !json.contains("\"room\":\"")
+                && !json.contains("\"to\":\""))
     }
 }
 
@@ -709,15 +697,13 @@ impl Ring {
         }
         let author = author_of(&event.body).map_or(0, |id| self.authors.hash_one(id));
         self.window.push(cursor, author, json.clone());
-        let key = filter_key(&event.body);
-        let room = room_hash(key.as_deref());
         let row = row.then(|| Row {
             cursor,
             ts_ms: event.ts.timestamp_millis(),
             json: json.clone(),
-            room: key,
+            room: filter_key(&event.body),
         });
-        self.events.push_back(Stored { cursor, json, room });
+        self.events.push_back(Stored { cursor, json });
         (cursor, row)
     }
 
@@ -751,7 +737,6 @@ impl Ring {
             self.events.push_back(Stored {
                 cursor: r.cursor,
                 json: r.json,
-                room: room_hash(r.room.as_deref()),
             });
             self.next_cursor = r.cursor + 1;
             if let Some(ts) = chrono::DateTime::from_timestamp_millis(r.ts_ms) {
@@ -881,6 +866,76 @@ mod tests {
         block(h.page(limit, before, None)).write_json(&mut out);
         let evs: Vec<Event> = serde_json::from_slice(&out).unwrap();
         evs.iter().map(|e| e.cursor).collect()
+    }
+
+    /// A room filter shows its room's events, `#general`'s with what is no
+    /// room's; never a direct message; text that spells a room key fools
+    /// neither the ring nor a page.
+    #[test]
+    fn a_room_filter_shows_its_rooms_events_only() {
+        let h = History::new(100);
+        let said = |n: u64, room: Option<&str>, text: &str, dm: bool| {
+            let mut body = msg(n);
+            if let EventBody::Message {
+                room: r,
+                to,
+                text: t,
+                ..
+            } = &mut body
+            {
+                *r = room.map(str::to_owned);
+                *t = text.to_owned();
+                if dm {
+                    *r = None;
+                    *to = Some(shared::event::Dm {
+                        peer_id: "kme".into(),
+                        nick: "me".into(),
+                    });
+                }
+            }
+            body
+        };
+        h.append(said(1, Some("#general"), "hello", false));
+        h.append(said(2, Some("#ops"), "deploy", false));
+        h.append(said(3, None, "from an old daemon", false));
+        h.append(said(4, None, "psst", true));
+        h.append(said(
+            5,
+            Some("#general"),
+            r##"fake "room":"#ops" here"##,
+            false,
+        ));
+        h.append(EventBody::Join {
+            peer_id: "p".into(),
+            nick: "n".into(),
+        });
+        let texts = |filter: &str| {
+            let mut sub = h.subscribe(Some(0), Some(RoomFilter::new(filter))).unwrap();
+            let mut out = Vec::new();
+            block(h.fill(&mut sub, &mut out, 100));
+            events(&out)
+                .iter()
+                .map(|e| match &e.body {
+                    EventBody::Message { text, .. } => text.clone(),
+                    other => other.kind().to_owned(),
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(texts("#ops"), ["deploy"]);
+        assert_eq!(
+            texts("#general"),
+            [
+                "hello",
+                "from an old daemon",
+                r##"fake "room":"#ops" here"##,
+                "join"
+            ]
+        );
+        assert!(texts("#build").is_empty());
+        let mut out = Vec::new();
+        block(h.page(10, None, Some(&RoomFilter::new("#ops")))).write_json(&mut out);
+        let page: Vec<Event> = serde_json::from_slice(&out).unwrap();
+        assert_eq!(page.len(), 1);
     }
 
     #[test]

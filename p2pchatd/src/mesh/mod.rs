@@ -533,13 +533,10 @@ impl Mesh {
                 "a line goes to a room or to a peer, not both",
             )),
             (None, Some(to)) => self.direct_to(to),
-            (room, None) => {
-                let room = match room {
-                    Some(r) => shared::rooms::parse_room(r).map_err(|e| {
-                        RpcError::new(code::INVALID_ROOM, format!("room {r:?}: {e}"))
-                    })?,
-                    None => GENERAL.to_owned(),
-                };
+            (None, None) => Ok(Dest::Room(GENERAL.to_owned())),
+            (Some(r), None) => {
+                let room = shared::rooms::parse_room(r)
+                    .map_err(|e| RpcError::new(code::INVALID_ROOM, format!("room {r:?}: {e}")))?;
                 if !self.in_room(&room) {
                     return Err(RpcError::new(
                         code::NOT_IN_ROOM,
@@ -644,7 +641,11 @@ impl Mesh {
             *confirms &= syncs;
         }
         let mut receipts = self.inner.receipts.subscribe();
-        let (mut said, seq, life) = self.say_numbered(text, action, dest).await?;
+        let life: Arc<str> = Arc::from(shared::rooms::stream_life(
+            self.instance(),
+            &dest.scope().wire(),
+        ));
+        let (mut said, seq) = self.say_numbered(text, action, dest).await?;
         let pending = |held: &Receipts| -> Vec<&(Arc<str>, String, bool)> {
             audience
                 .iter()
@@ -690,14 +691,13 @@ impl Mesh {
         });
     }
 
-    /// Sends a chat line; with the sequence number it got and the life of
-    /// its stream.
+    /// Sends a chat line; with the sequence number it got.
     async fn say_numbered(
         &self,
         text: &str,
         action: bool,
         dest: &Dest,
-    ) -> Result<(SayResult, u64, Arc<str>), RpcError> {
+    ) -> Result<(SayResult, u64), RpcError> {
         let plain = if action {
             format!("{ACTION_PREFIX}{text}")
         } else {
@@ -729,8 +729,9 @@ impl Mesh {
             Utc::now(),
             outbox.seq,
         );
-        msg.room_id = dest.scope().wire();
-        let life: Arc<str> = Arc::from(shared::rooms::stream_life(self.instance(), &msg.room_id));
+        if !matches!(dest, Dest::Room(r) if r == GENERAL) {
+            msg.room_id = dest.scope().wire();
+        }
         let line = Bytes::from(msg.encode());
         let (seq, sent) = (msg.sequence, msg.timestamp);
         let next = outbox.chain(msg);
@@ -794,7 +795,6 @@ impl Mesh {
                 confirmed: None,
             },
             seq,
-            life,
         ))
     }
 
