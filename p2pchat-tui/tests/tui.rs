@@ -480,8 +480,15 @@ async fn rooms_and_direct_messages_get_buffers() {
         &got[0].body,
         EventBody::Message { to: Some(_), .. }
     ));
+    // With the mouse on, a click on a label shows its buffer (an SGR
+    // report, as a terminal sends it: button 0 at column 3, row 1).
+    tmux.press("ui", "M-m");
+    tmux.keys("ui", "\x1b[<0;3;1M\x1b[<0;3;1m");
+    tmux.wait("ui", "#general, clicked", |s| {
+        s.contains("<bob> general line")
+    });
+    tmux.press("ui", "M-m");
     // bob gets nothing of it (a line after it reaches him first).
-    tmux.press("ui", "M-1");
     tmux.enter("ui", "after the secret");
     let got = at_b_all.messages(1, T).await;
     assert_eq!(text(&got[0]), "after the secret");

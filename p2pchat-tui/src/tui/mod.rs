@@ -463,9 +463,12 @@ pub async fn run(opts: Options) -> Result<(), TuiError> {
 fn to_action(ev: Event) -> Option<Action> {
     match ev {
         Event::Key(k) => Some(Action::Key(k)),
-        // Only the wheel matters; moves and clicks would only redraw.
+        // The wheel, and a left click (on the buffer list); moves and other
+        // clicks would only redraw.
         Event::Mouse(m) => match m.kind {
-            MouseEventKind::ScrollUp | MouseEventKind::ScrollDown => Some(Action::Mouse(m)),
+            MouseEventKind::ScrollUp
+            | MouseEventKind::ScrollDown
+            | MouseEventKind::Down(crossterm::event::MouseButton::Left) => Some(Action::Mouse(m)),
             _ => None,
         },
         Event::Paste(p) => Some(Action::Paste(p)),

@@ -19,6 +19,9 @@ use super::state::MAX_LINES;
 use super::update::{Action, DaemonMsg};
 use crate::client::{Client, ClientError};
 
+/// A room's events shown when it is joined.
+const ROOM_HISTORY: usize = 500;
+
 /// Retry delays while the daemon is away.
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(2);
@@ -124,6 +127,14 @@ async fn attach(
     let events = client.take_events().ok_or(ClientError::Disconnected)?;
     let status: StatusInfo = client.call(&Call::Status).await?;
     let daemon_id = continuity(&status);
+    // Before subscribing: once events flow, nobody reads them until the
+    // attach is done, and an answer behind a full queue would never come.
+    let rooms: Vec<RoomInfo> = client.call(&Call::Rooms).await?;
+    let rooms = rooms
+        .into_iter()
+        .filter(|r| r.joined && r.name != shared::rooms::GENERAL)
+        .map(|r| r.name)
+        .collect();
     // Cursors we hold still mean the same events: the subscription replays
     // what we missed, also across a restart of a daemon with its store.
     let resumed = match resume {
@@ -165,12 +176,6 @@ async fn attach(
             (h.events, since, s.read)
         }
     };
-    let rooms: Vec<RoomInfo> = client.call(&Call::Rooms).await?;
-    let rooms = rooms
-        .into_iter()
-        .filter(|r| r.joined && r.name != shared::rooms::GENERAL)
-        .map(|r| r.name)
-        .collect();
     let msg = DaemonMsg::Attached {
         status: Box::new(status),
         history,
@@ -243,12 +248,35 @@ async fn forward(
         }
         Request::Join(room) => {
             let p = client.send(&Call::Join(RoomParams { room })).await?;
+            let client = client.clone();
             tokio::spawn(async move {
-                let msg = match p.wait::<RoomResult>().await {
-                    Ok(r) => DaemonMsg::Joined(r.room),
-                    Err(e) => DaemonMsg::Failed(format!("not joined: {e}")),
+                let room = match p.wait::<RoomResult>().await {
+                    Ok(r) => r.room,
+                    Err(e) => {
+                        let msg = DaemonMsg::Failed(format!("not joined: {e}"));
+                        let _ = actions.send(Action::Daemon(msg)).await;
+                        return;
+                    }
                 };
-                let _ = actions.send(Action::Daemon(msg)).await;
+                let _ = actions
+                    .send(Action::Daemon(DaemonMsg::Joined(room.clone())))
+                    .await;
+                // What the room said before, as far as the daemon holds it
+                // (what its members send now follows as events).
+                let history = client
+                    .call::<HistoryResult>(&Call::History(HistoryParams {
+                        limit: Some(ROOM_HISTORY),
+                        before: None,
+                        room: Some(room.clone()),
+                    }))
+                    .await;
+                if let Ok(h) = history {
+                    let msg = DaemonMsg::RoomHistory {
+                        room,
+                        events: h.events,
+                    };
+                    let _ = actions.send(Action::Daemon(msg)).await;
+                }
             });
         }
         Request::Part(room) => {

@@ -576,7 +576,8 @@ impl State {
         self.completion = None;
     }
 
-    /// Closes buffer `i` (never `#general`), showing the one before it.
+    /// Closes buffer `i` (never `#general`); the one on screen stays, or
+    /// the one before it shows, read.
     pub(super) fn close(&mut self, i: usize) {
         if i == 0 || i >= self.buffers.len() {
             return;
@@ -584,6 +585,9 @@ impl State {
         self.buffers.remove(i);
         if self.current >= i {
             self.current -= 1;
+            let b = self.buf_mut();
+            b.unread = 0;
+            b.mentioned = 0;
         }
     }
 
@@ -720,10 +724,12 @@ impl State {
         self.push(self.clock.now(), None, kind);
     }
 
-    /// The buffer an event belongs to: a message's room or conversation,
-    /// a room event's room (if we show that room), `#general` for the
+    /// The buffer an event belongs to: a message's conversation, or its
+    /// room's buffer if one is open (a room we left shows nothing more),
+    /// a room event's room (our own join opens it), `#general` for the
     /// rest. `None`: not shown.
     fn target_of(&self, e: &Event) -> Option<Target> {
+        let shown = |t: Target| self.buffers.iter().any(|b| b.target.is(&t)).then_some(t);
         let me = self.me.as_ref().map(|m| m.peer_id.as_str());
         match &e.body {
             EventBody::Message {
@@ -742,7 +748,7 @@ impl State {
                     nick: nick.clone(),
                 }
             }),
-            EventBody::Message { room, .. } => Some(Target::Room(
+            EventBody::Message { room, .. } => shown(Target::Room(
                 room.clone().unwrap_or_else(|| GENERAL.to_owned()),
             )),
             EventBody::Room {
@@ -753,17 +759,30 @@ impl State {
             } => {
                 let target = Target::Room(room.clone());
                 // Our own join opens the room; others' show where we are.
-                let ours = Some(peer_id.as_str()) == me && *joined;
-                (ours || self.buffers.iter().any(|b| b.target.is(&target))).then_some(target)
+                if Some(peer_id.as_str()) == me && *joined {
+                    Some(target)
+                } else {
+                    shown(target)
+                }
             }
             EventBody::Other { .. } => None,
             _ => Some(Target::general()),
         }
     }
 
-    /// Adds a daemon event as a line in its buffer; true when it mentions
-    /// us (a direct message from someone else always does).
+    /// Adds a live daemon event as a line in its buffer; true when it
+    /// mentions us (a direct message from someone else always does).
     pub(super) fn push_event(&mut self, e: &Event) -> bool {
+        self.push_event_counted(e, true)
+    }
+
+    /// Adds an event of the history loaded at attach: what is unread is
+    /// counted afterwards, from where the user left off.
+    pub(super) fn push_history(&mut self, e: &Event) {
+        self.push_event_counted(e, false);
+    }
+
+    fn push_event_counted(&mut self, e: &Event, live: bool) -> bool {
         let own = |peer_id: &str| self.me.as_ref().is_some_and(|m| m.peer_id == peer_id);
         let (ts, late) = crate::format::shown_time(e);
         let Some(target) = self.target_of(e) else {
@@ -811,12 +830,23 @@ impl State {
             EventBody::Gap { missed } => LineKind::Gap { missed: *missed },
             EventBody::Other { .. } => return false,
         };
-        let Some(i) = self.open(target) else {
+        // Too many open: it shows in #general rather than nowhere.
+        let i = self.open(target).unwrap_or(0);
+        if let EventBody::Room {
+            peer_id,
+            joined: false,
+            ..
+        } = &e.body
+            && self.me.as_ref().is_some_and(|m| m.peer_id == *peer_id)
+        {
+            // We left: the room's buffer goes (the line shows where we are).
+            self.close(i);
+            self.push(ts, Some(e.cursor), kind);
             return false;
-        };
+        }
         let message = matches!(kind, LineKind::Message { own: false, .. });
         let mention = matches!(kind, LineKind::Message { mention: true, .. });
-        if i != self.current && message {
+        if live && i != self.current && message {
             // Unread elsewhere: the first one gets the unread rule.
             let b = &mut self.buffers[i];
             if b.unread == 0 {
@@ -838,6 +868,9 @@ impl State {
     pub(super) fn mark_unread_after(&mut self, read: u64) {
         let width = self.message_width();
         for (n, b) in self.buffers.iter_mut().enumerate() {
+            b.drop_unread_rule();
+            b.unread = 0;
+            b.mentioned = 0;
             let at = match b
                 .lines
                 .iter()
@@ -878,9 +911,53 @@ impl State {
         }
     }
 
-    /// Scrolls so the line of event `cursor` is in the middle of the view
-    /// and highlights it; false when the scrollback does not hold it.
+    /// Puts a room's older events (its history, loaded on join) above
+    /// what its buffer shows; those it shows already are not doubled.
+    pub(super) fn backfill(&mut self, target: &Target, events: &[Event]) {
+        let Some(i) = self.buffers.iter().position(|b| b.target.is(target)) else {
+            return;
+        };
+        let first = self.buffers[i]
+            .lines
+            .iter()
+            .find_map(|l| l.cursor)
+            .unwrap_or(u64::MAX);
+        // Our own joins and parts there are past: they open and close
+        // nothing now.
+        let me = self.me.as_ref().map(|m| m.peer_id.clone());
+        let older: Vec<&Event> = events
+            .iter()
+            .filter(|e| e.cursor < first)
+            .filter(|e| !matches!(&e.body, EventBody::Room { peer_id, .. } if Some(peer_id) == me.as_ref()))
+            .collect();
+        if older.is_empty() {
+            return;
+        }
+        let kept = std::mem::take(&mut self.buffers[i].lines);
+        let b = &mut self.buffers[i];
+        b.total_rows = 0;
+        b.last_day = None;
+        for e in older {
+            self.push_event_counted(e, false);
+        }
+        let b = &mut self.buffers[i];
+        for l in kept {
+            b.total_rows += l.rows;
+            b.lines.push_back(l);
+        }
+    }
+
+    /// Shows the buffer holding the line of event `cursor`, scrolled so
+    /// the line is in the middle of the view, and highlights it; false when
+    /// no buffer holds it.
     pub(super) fn jump_to(&mut self, cursor: u64) -> bool {
+        let holder = |b: &Buffer| b.lines.iter().any(|l| l.cursor == Some(cursor));
+        if !holder(self.buf()) {
+            match self.buffers.iter().position(holder) {
+                Some(n) => self.switch_to(n),
+                None => return false,
+            }
+        }
         let height = self.message_height();
         let max = self.max_scroll();
         let b = self.buf_mut();

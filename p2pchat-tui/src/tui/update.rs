@@ -44,6 +44,11 @@ pub(super) enum DaemonMsg {
     Joined(String),
     /// We left a room: its buffer closes.
     Parted(String),
+    /// What a room we joined said before: its newest held events.
+    RoomHistory {
+        room: String,
+        events: Vec<Event>,
+    },
     /// The answer to `/rooms`.
     Rooms(Vec<RoomInfo>),
     Event(Box<Event>),
@@ -166,7 +171,7 @@ fn key(state: &mut State, k: KeyEvent) -> Vec<Effect> {
     }
     // The offer to restart a daemon of another version takes y or n
     // while nothing is typed.
-    if state.restart_offer.is_some() && state.input.value().is_empty() {
+    if state.restart_offer.is_some() && state.input.value().is_empty() && !ctrl && !alt {
         match k.code {
             KeyCode::Char('y' | 'Y') => {
                 state.restart_offer = None;
@@ -212,8 +217,11 @@ fn key(state: &mut State, k: KeyEvent) -> Vec<Effect> {
         KeyCode::Char(c @ '1'..='9') if alt => {
             state.switch_to(usize::from(c as u8 - b'1'));
         }
-        KeyCode::Left if alt => switch_by(state, false),
-        KeyCode::Right if alt => switch_by(state, true),
+        // With one buffer, Alt-arrows move by word, as before buffers.
+        KeyCode::Left if alt && state.tabs_visible() => switch_by(state, false),
+        KeyCode::Right if alt && state.tabs_visible() => switch_by(state, true),
+        KeyCode::Left if alt => edit(state, InputRequest::GoToPrevWord),
+        KeyCode::Right if alt => edit(state, InputRequest::GoToNextWord),
         KeyCode::Char('p') if ctrl => switch_by(state, false),
         KeyCode::Char('n') if ctrl => switch_by(state, true),
         KeyCode::Char('c') if ctrl => return vec![Effect::Quit],
@@ -312,7 +320,14 @@ fn say_here(state: &State, text: String, action: bool) -> Effect {
 /// Opens the conversation with `nick` (a peer we know), and shows it when
 /// `show`. False (and said) when no peer goes by that nick.
 fn query(state: &mut State, nick: &str, show: bool) -> bool {
-    let Some(p) = state.peers.iter().find(|p| p.nick == nick) else {
+    // `@bob`, as the buffer list names it, is bob; a linked peer first.
+    let nick = nick.strip_prefix('@').unwrap_or(nick);
+    let found = state
+        .peers
+        .iter()
+        .filter(|p| p.nick == nick)
+        .max_by_key(|p| p.connected);
+    let Some(p) = found else {
         state.note(LineKind::Error(format!("no peer is called {nick}")));
         return false;
     };
@@ -542,6 +557,7 @@ fn submit(state: &mut State) -> Vec<Effect> {
             vec![]
         }
         Command::Msg { nick, text } => {
+            let nick = nick.strip_prefix('@').unwrap_or(&nick).to_owned();
             if !query(state, &nick, false) {
                 return vec![];
             }
@@ -692,7 +708,7 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
                 state.open(Target::Room(r));
             }
             for e in &history {
-                state.push_event(e);
+                state.push_history(e);
             }
             if let Some(read) = read {
                 state.mark_unread_after(read);
@@ -791,6 +807,10 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
                 None => state.note(LineKind::Error("too many buffers open; /close some".into())),
             }
             vec![Effect::RefreshPeers]
+        }
+        DaemonMsg::RoomHistory { room, events } => {
+            state.backfill(&Target::Room(room), &events);
+            vec![]
         }
         DaemonMsg::Parted(room) => {
             let target = Target::Room(room.clone());
@@ -1124,6 +1144,135 @@ mod tests {
         assert_eq!(names(&s), ["#general"]);
         assert!(enter(&mut s, "/close").is_empty());
         assert!(matches!(last_line(&s), LineKind::Error(e) if e.contains("stays open")));
+    }
+
+    /// At attach, history is not unread unless the daemon says where the
+    /// user left off: then each buffer counts what came after, with one
+    /// rule. Lines of a room we are no longer in open nothing; our own
+    /// part closes the room's buffer.
+    #[test]
+    fn attach_counts_unread_from_where_the_user_left_off() {
+        let history = |read| {
+            let mut s = State::new(80, 12, Theme { color: true }, clock());
+            let mut events: Vec<Event> = (1..=4)
+                .map(|c| {
+                    let Action::Daemon(DaemonMsg::Event(e)) =
+                        said_in(c, "bob", Some("#ops"), c == 4)
+                    else {
+                        unreachable!()
+                    };
+                    *e
+                })
+                .collect();
+            events.push(msg(5, "bob", "in a room we left"));
+            if let EventBody::Message { room, .. } = &mut events[4].body {
+                *room = Some("#old".into());
+            }
+            update(
+                &mut s,
+                Action::Daemon(DaemonMsg::Attached {
+                    status: Box::new(status("me_1")),
+                    history: events,
+                    read,
+                    rooms: vec!["#ops".into()],
+                }),
+            );
+            s
+        };
+        let s = history(None);
+        assert_eq!(names(&s), ["#general", "#ops", "@bob"], "no #old");
+        assert!(s.buffers.iter().all(|b| b.unread == 0 && b.mentioned == 0));
+        let s = history(Some(2));
+        assert_eq!((s.buffers[1].unread, s.buffers[1].mentioned), (1, 0));
+        assert_eq!((s.buffers[2].unread, s.buffers[2].mentioned), (1, 1));
+        let rules = |b: &crate::tui::state::Buffer| {
+            b.lines
+                .iter()
+                .filter(|l| matches!(&l.kind, LineKind::Rule(r) if r == UNREAD))
+                .count()
+        };
+        assert_eq!(rules(&s.buffers[1]), 1);
+        // Our own part, from a shell: the buffer goes.
+        let mut s = s;
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Event(Box::new(Event {
+                cursor: 9,
+                ts: Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap(),
+                body: EventBody::Room {
+                    peer_id: "me_1".into(),
+                    nick: "me".into(),
+                    room: "#ops".into(),
+                    joined: false,
+                },
+            }))),
+        );
+        assert_eq!(names(&s), ["#general", "@bob"]);
+        update(&mut s, said_in(10, "bob", Some("#ops"), false));
+        assert_eq!(names(&s), ["#general", "@bob"], "a left room stays shut");
+    }
+
+    /// A search hit in another buffer shows that buffer; a room's history
+    /// loaded on join goes above what it shows, once; the restart offer
+    /// takes a bare n or y only; with one buffer Alt-arrows move by word;
+    /// /query takes `@nick` and prefers the linked peer.
+    #[test]
+    fn search_jumps_across_buffers_and_keys_keep_their_old_meaning() {
+        let mut s = state();
+        s.peers = vec![peer("bob", false), {
+            let mut p = peer("bob", true);
+            p.peer_id = "bob_2".into();
+            p
+        }];
+        typed(&mut s, "one two");
+        alt(&mut s, KeyCode::Left);
+        assert_eq!(s.input.cursor(), 4, "moved by word");
+        update(&mut s, Action::Daemon(DaemonMsg::Joined("#ops".into())));
+        update(&mut s, said_in(20, "bob", Some("#ops"), false));
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::RoomHistory {
+                room: "#ops".into(),
+                events: (18..=20)
+                    .map(|c| {
+                        let Action::Daemon(DaemonMsg::Event(e)) =
+                            said_in(c, "bob", Some("#ops"), false)
+                        else {
+                            unreachable!()
+                        };
+                        *e
+                    })
+                    .collect(),
+            }),
+        );
+        let texts: Vec<String> = s
+            .buf()
+            .lines
+            .iter()
+            .filter(|l| matches!(l.kind, LineKind::Message { .. }))
+            .map(|l| l.kind.body())
+            .collect();
+        assert_eq!(texts, ["line 18", "line 19", "line 20"]);
+        alt(&mut s, KeyCode::Char('1'));
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Found {
+                words: "line".into(),
+                hits: vec![msg(19, "bob", "line 19")],
+            }),
+        );
+        assert_eq!((s.current, s.hit), (1, Some(19)), "to #ops, at the hit");
+        // A restart offer: Ctrl-N switches, it does not answer.
+        s.restart_offer = Some("versions differ".into());
+        s.input = "".into();
+        let before = s.current;
+        ctrl(&mut s, 'n');
+        assert!(s.restart_offer.is_some());
+        assert_ne!(s.current, before);
+        press(&mut s, KeyCode::Char('n'));
+        assert!(s.restart_offer.is_none());
+        assert!(enter(&mut s, "/query @bob").is_empty());
+        assert!(matches!(&s.buf().target, Target::Direct { peer_id, .. } if peer_id == "bob_2"));
     }
 
     /// /join asks the daemon, which answers with the room: its buffer

@@ -86,10 +86,26 @@ fn tab_labels(state: &State) -> Vec<String> {
         .collect()
 }
 
+/// The first label the list shows: the one on screen always fits.
+fn first_tab(labels: &[String], current: usize, width: usize) -> usize {
+    let mut used = 0;
+    let mut first = current.min(labels.len().saturating_sub(1));
+    for i in (0..=first).rev() {
+        used += str_width(&labels[i]);
+        if used > width {
+            break;
+        }
+        first = i;
+    }
+    first
+}
+
 /// The buffer whose label is at column `x` of the list, if any.
 pub(super) fn tab_at(state: &State, x: u16) -> Option<usize> {
+    let labels = tab_labels(state);
+    let first = first_tab(&labels, state.current, usize::from(state.width));
     let mut at = 0usize;
-    for (i, label) in tab_labels(state).iter().enumerate() {
+    for (i, label) in labels.iter().enumerate().skip(first) {
         let w = str_width(label);
         if usize::from(x) < at + w {
             return Some(i);
@@ -103,10 +119,13 @@ pub(super) fn tab_at(state: &State, x: u16) -> Option<usize> {
 /// those that name us in the mention colour.
 fn tabs(state: &State, frame: &mut Frame<'_>, area: Rect) {
     let theme = state.theme;
-    let spans: Vec<Span<'static>> = tab_labels(state)
+    let labels = tab_labels(state);
+    let first = first_tab(&labels, state.current, usize::from(area.width));
+    let spans: Vec<Span<'static>> = labels
         .into_iter()
         .zip(&state.buffers)
         .enumerate()
+        .skip(first)
         .map(|(i, (label, b))| {
             let style = if i == state.current {
                 theme.status_bar().add_modifier(Modifier::BOLD)
@@ -948,6 +967,23 @@ mod tests {
         insta::assert_snapshot!(draw(&s).backend());
         assert_eq!(tab_at(&s, 0), Some(0));
         assert_eq!(tab_at(&s, 79), None);
+        // More labels than the row holds: the list starts where the one
+        // on screen still fits.
+        for i in 0..20 {
+            update(
+                &mut s,
+                Action::Daemon(DaemonMsg::Joined(format!("#room{i}"))),
+            );
+        }
+        assert_eq!(s.current, 22);
+        let first = tab_at(&s, 0).unwrap();
+        assert!(first > 0, "the list scrolled");
+        let row: String = {
+            let t = draw(&s);
+            let b = t.backend().buffer().clone();
+            (0..80).map(|x| b[(x, 0)].symbol().to_owned()).collect()
+        };
+        assert!(row.contains("23 #room19"), "{row}");
     }
 
     #[test]

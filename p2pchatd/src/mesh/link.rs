@@ -58,7 +58,8 @@ const UNSEALED_LINES: usize = 2 * MAX_RUN_LINES;
 const UNSEALED_BYTES: usize = 2 * (MAX_RUN_BYTES + MAX_SEALED_BYTES);
 /// Relayed runs in a link's queue at once while catching its peer up.
 const RELAYS_QUEUED: usize = 16;
-/// `rooms` lines a peer may send in a window; more count as malformed.
+/// `rooms` lines of a peer said as events in a window; more are taken
+/// quietly.
 const ROOMS_PER_WINDOW: u32 = 10;
 const ROOMS_WINDOW: Duration = Duration::from_secs(10);
 /// A link asks its peer again for what it lacks at most this often.
@@ -276,9 +277,9 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
         .as_ref()
         .is_some_and(|w| w.sync && w.key.is_some() && w.life.is_some())
         && mesh.syncs();
-    // Which rooms we are in, before our vector: the peer plans what to
-    // send us by it.
-    if who.as_ref().is_some_and(|w| w.rooms) && mesh.in_rooms() {
+    // Which rooms we are in (none, too), before our vector: the peer plans
+    // what to send us by it, and announces only what changes after.
+    if who.as_ref().is_some_and(|w| w.rooms) {
         let _ = own_tx.try_send(mesh.rooms_line());
     }
     if syncs {
@@ -807,24 +808,30 @@ impl Reader<'_> {
                     })
                     .collect()
             });
-        // A peer changes rooms as a person does, not many times a second.
+        // A peer changes rooms as a person does, not many times a second:
+        // past that, what it is in still counts (room lines and catch-up
+        // go by it), but its changes are not said as events.
         let now = std::time::Instant::now();
         let (since, n) = self.rooms_lines.get_or_insert((now, 0));
         if now.duration_since(*since) > ROOMS_WINDOW {
             (*since, *n) = (now, 0);
         }
         *n += 1;
-        let set = set.filter(|_| *n <= ROOMS_PER_WINDOW);
+        let said = *n <= ROOMS_PER_WINDOW;
         match set {
             Some(set) => {
-                let ours = self.mesh.joined();
+                let ours = if said {
+                    self.mesh.joined()
+                } else {
+                    std::collections::BTreeSet::new()
+                };
                 self.mesh
                     .table_op(|t, h| t.set_rooms(self.id, set, &ours, h));
                 None
             }
             None => {
                 self.bad_lines += 1;
-                warn!(link = %self.id, "dropped a rooms line over its limits, too soon, or with a bad name");
+                warn!(link = %self.id, "dropped a rooms line over its limits or with a bad name");
                 (self.bad_lines >= MAX_BAD_LINES).then_some(End::Garbage)
             }
         }

@@ -925,15 +925,18 @@ impl Mesh {
         if joined && self.syncs() {
             // What the room said before we came: peers send what we lack.
             // On busy links too: the parts wait for room, in order.
+            // A vector's parts go out together (one runtime thread: no
+            // other task sends between them), so two never interleave.
             let lines = link::vector_lines(self);
             let targets = self.table().targets();
             for t in targets.iter().filter(|t| t.sync && t.takes_rooms) {
                 let (tx, lines) = (t.tx.clone(), lines.clone());
                 self.spawn(async move {
-                    for line in lines {
-                        if tx.send(line).await.is_err() {
-                            return;
-                        }
+                    let Ok(permits) = tx.reserve_many(lines.len()).await else {
+                        return;
+                    };
+                    for (permit, line) in permits.zip(lines) {
+                        permit.send(line);
                     }
                 });
             }
@@ -950,11 +953,6 @@ impl Mesh {
     /// The rooms we are in besides `#general`.
     pub(crate) fn joined(&self) -> BTreeSet<String> {
         self.rooms().rooms().cloned().collect()
-    }
-
-    /// Whether we are in any room besides `#general`.
-    pub(crate) fn in_rooms(&self) -> bool {
-        self.rooms().rooms().next().is_some()
     }
 
     /// The rooms we are in and those linked peers are in.

@@ -43,20 +43,26 @@ async fn until_all(sub: &mut Subscriber, want: &HashSet<String>, limit: Duration
     got
 }
 
-/// No line twice, and each author's lines in the order it said them.
+/// No line twice, and each author's lines in the order it said them: the
+/// live ones, and the late ones (a live line of the author's next life may
+/// come before catch-up brings the last life's; those are marked late).
 fn once_each_in_order(events: &[Event]) {
     let mut ids = HashSet::new();
-    let mut last_seq: HashMap<&str, u64> = HashMap::new();
+    let mut last_seq: HashMap<(&str, bool), u64> = HashMap::new();
     for e in events {
         let EventBody::Message {
-            id, peer_id, seq, ..
+            id,
+            peer_id,
+            seq,
+            late,
+            ..
         } = &e.body
         else {
             continue;
         };
         assert!(ids.insert(id.clone()), "a line came twice: {e:?}");
         let seq = seq.expect("p2pchatd lines carry a sequence number");
-        let before = last_seq.insert(peer_id, seq).unwrap_or(0);
+        let before = last_seq.insert((peer_id, *late), seq).unwrap_or(0);
         assert!(
             seq > before,
             "{peer_id}'s lines out of order: {seq} after {before}"
