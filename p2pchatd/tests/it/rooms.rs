@@ -453,3 +453,31 @@ async fn bad_room_input_is_refused_or_dropped() {
     let eve = peers.iter().find(|p| p.nick == "eve").unwrap();
     assert!(eve.connected && eve.rooms.is_empty(), "{eve:?}");
 }
+
+/// A direct message to a nick goes to the key that holds it, never to a
+/// peer shown apart under it: with an impostor calling itself bob, `bob`
+/// is the real bob, and `bob~tag` (the impostor, in conflict) is refused.
+#[tokio::test]
+async fn a_direct_message_never_goes_to_a_nick_in_conflict() {
+    let net = TestNet::new();
+    let [a, b] = net.linked(["amy", "bob"]).await;
+    let rogue = net.daemon_as("mallory", "bob", &[]).await;
+    wait_full_mesh(&[&a, &b, &rogue], T).await;
+    let fake = rogue.status().await;
+    let apart = format!("bob~{}", &fake.peer_id[1..5]);
+    wait_until("amy to show the impostor apart", T, || async {
+        let peers = a.try_peers().await.ok()?;
+        peers.iter().any(|p| p.nick == apart).then_some(())
+    })
+    .await;
+    let why = refused(a.say_to(None, Some(&apart), "x").await, code::CANNOT_DM);
+    assert!(why.contains("shown apart"), "{why}");
+    let mut at_b = b.subscribe(None).await;
+    let mut at_rogue = rogue.subscribe(None).await;
+    a.say_to(None, Some("bob"), "for the real bob")
+        .await
+        .unwrap();
+    a.say("after it").await;
+    assert_eq!(text(&at_b.messages(1, T).await[0]), "for the real bob");
+    assert_eq!(text(&at_rogue.messages(1, T).await[0]), "after it");
+}
