@@ -993,6 +993,20 @@ mod tests {
         Action::Daemon(DaemonMsg::Event(Box::new(e)))
     }
 
+    /// `peer` (nick: the id before `_`) joined or left `room`.
+    fn room_event(cursor: u64, peer: &str, room: &str, joined: bool) -> Action {
+        Action::Daemon(DaemonMsg::Event(Box::new(Event {
+            cursor,
+            ts: Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap(),
+            body: EventBody::Room {
+                peer_id: peer.into(),
+                nick: peer.split('_').next().unwrap_or(peer).into(),
+                room: room.into(),
+                joined,
+            },
+        })))
+    }
+
     fn alt(s: &mut State, code: KeyCode) -> Vec<Effect> {
         update(s, key(code, KeyModifiers::ALT))
     }
@@ -1194,19 +1208,7 @@ mod tests {
         assert_eq!(rules(&s.buffers[1]), 1);
         // Our own part, from a shell: the buffer goes.
         let mut s = s;
-        update(
-            &mut s,
-            Action::Daemon(DaemonMsg::Event(Box::new(Event {
-                cursor: 9,
-                ts: Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap(),
-                body: EventBody::Room {
-                    peer_id: "me_1".into(),
-                    nick: "me".into(),
-                    room: "#ops".into(),
-                    joined: false,
-                },
-            }))),
-        );
+        update(&mut s, room_event(9, "me_1", "#ops", false));
         assert_eq!(names(&s), ["#general", "@bob"]);
         update(&mut s, said_in(10, "bob", Some("#ops"), false));
         assert_eq!(names(&s), ["#general", "@bob"], "a left room stays shut");
@@ -1295,34 +1297,10 @@ mod tests {
         let pane: Vec<&str> = s.pane_peers().iter().map(|p| p.nick.as_str()).collect();
         assert_eq!(pane, ["bob"], "the room's members");
         // Someone else joining a room we show is said there.
-        update(
-            &mut s,
-            Action::Daemon(DaemonMsg::Event(Box::new(Event {
-                cursor: 9,
-                ts: Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap(),
-                body: EventBody::Room {
-                    peer_id: "cat_1".into(),
-                    nick: "cat".into(),
-                    room: "#ops".into(),
-                    joined: true,
-                },
-            }))),
-        );
+        update(&mut s, room_event(9, "cat_1", "#ops", true));
         assert_eq!(last_line(&s).body(), "cat joined #ops");
         // A room we are not in opens nothing.
-        update(
-            &mut s,
-            Action::Daemon(DaemonMsg::Event(Box::new(Event {
-                cursor: 10,
-                ts: Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap(),
-                body: EventBody::Room {
-                    peer_id: "cat_1".into(),
-                    nick: "cat".into(),
-                    room: "#build".into(),
-                    joined: true,
-                },
-            }))),
-        );
+        update(&mut s, room_event(10, "cat_1", "#build", true));
         assert_eq!(names(&s).len(), 2);
         assert_eq!(enter(&mut s, "/rooms"), [Effect::Rooms]);
         update(

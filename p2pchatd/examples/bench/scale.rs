@@ -10,7 +10,7 @@ use testkit::raw::{Raw, contains};
 use testkit::{Daemon, TestNet, wait_full_mesh, wait_until};
 
 use crate::Counts;
-use crate::drive::{count, flood, flood_in, link_drops};
+use crate::drive::{Counted, count, flood, flood_in, link_drops};
 
 /// How long a mesh may take to link fully, per daemon in it.
 const LINK_WAIT_PER_PEER: Duration = Duration::from_secs(1);
@@ -210,39 +210,27 @@ async fn in_a_room(daemons: &[Daemon], n: usize) -> RoomFanout {
     let pid = |d: &Daemon| u32::try_from(d.pid().as_raw()).unwrap_or(0);
     let mut counters = Vec::new();
     for (i, d) in daemons.iter().enumerate().skip(1) {
-        let socket = d.socket.clone();
         let member = i < half;
-        let (subscribed, ready) = tokio::sync::oneshot::channel();
-        counters.push((
-            member,
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async {
-                    let mut sub = Raw::subscribe(&socket, None).await;
-                    let _ = subscribed.send(());
-                    if member {
-                        return count(&mut sub, b"\"text\":\"room ", n, QUIET).await;
-                    }
-                    // A non-member counts room lines until the sender's
-                    // #general line after the flood: on each link, any
-                    // room line sent would have come before it.
-                    let mut c = count(&mut sub, b"\"text\":\"room ", 0, QUIET).await;
-                    let deadline = tokio::time::Instant::now() + FLOOD_END_WAIT;
-                    while let Some(l) = sub.line(deadline).await {
-                        if contains(l, b"\"text\":\"room ") {
-                            c.n += 1;
-                        } else if contains(l, ROOM_END.as_bytes()) {
-                            break;
-                        }
-                    }
-                    c
-                })
-            }),
-        ));
-        ready.await.expect("subscribed");
+        let counter = on_subscriber(&d.socket, move |mut sub| async move {
+            if member {
+                return count(&mut sub, b"\"text\":\"room ", n, QUIET).await;
+            }
+            // A non-member counts room lines until the sender's #general
+            // line after the flood: on each link, any room line sent would
+            // have come before it.
+            let mut c = count(&mut sub, b"\"text\":\"room ", 0, QUIET).await;
+            let deadline = tokio::time::Instant::now() + FLOOD_END_WAIT;
+            while let Some(l) = sub.line(deadline).await {
+                if contains(l, b"\"text\":\"room ") {
+                    c.n += 1;
+                } else if contains(l, ROOM_END.as_bytes()) {
+                    break;
+                }
+            }
+            c
+        })
+        .await;
+        counters.push((member, counter));
     }
     let sender_id = sender.status().await.peer_id;
     // Lines each daemon's link to the sender carried, and its CPU.
@@ -309,6 +297,33 @@ async fn in_a_room(daemons: &[Daemon], n: usize) -> RoomFanout {
     }
 }
 
+/// Reads a live subscription to the daemon at `socket` with `read`, on a
+/// thread and runtime of its own; returns once it is subscribed.
+async fn on_subscriber<F, Fut>(
+    socket: &std::path::Path,
+    read: F,
+) -> std::thread::JoinHandle<Counted>
+where
+    F: FnOnce(Raw) -> Fut + Send + 'static,
+    Fut: Future<Output = Counted>,
+{
+    let socket = socket.to_owned();
+    let (subscribed, ready) = tokio::sync::oneshot::channel();
+    let handle = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let sub = Raw::subscribe(&socket, None).await;
+            let _ = subscribed.send(());
+            read(sub).await
+        })
+    });
+    ready.await.expect("subscribed");
+    handle
+}
+
 /// One sender floods `n` lines; every other daemon's subscriber counts
 /// them. Returns msg/s (every line to all) and how many deliveries failed.
 async fn fanout(daemons: &[Daemon], n: usize) -> (f64, usize) {
@@ -317,20 +332,12 @@ async fn fanout(daemons: &[Daemon], n: usize) -> (f64, usize) {
     for d in receivers {
         // Each receiver is read on a thread of its own, so that the bench,
         // not the daemons, is never what falls behind.
-        let socket = d.socket.clone();
-        let (subscribed, ready) = tokio::sync::oneshot::channel();
-        counters.push(std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                let mut sub = Raw::subscribe(&socket, None).await;
-                let _ = subscribed.send(());
+        counters.push(
+            on_subscriber(&d.socket, move |mut sub| async move {
                 count(&mut sub, b"\"text\":\"fan ", n, QUIET).await
             })
-        }));
-        ready.await.expect("subscribed");
+            .await,
+        );
     }
     let t0 = Instant::now();
     flood(&sender.socket, "fan", n).await;

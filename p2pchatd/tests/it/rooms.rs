@@ -30,6 +30,14 @@ fn messages_of(events: &[Event]) -> Vec<&str> {
     events.iter().filter(|e| is_message(e)).map(text).collect()
 }
 
+/// A raw p2pchatd peer, eve, linked to `d` with `caps` in its hello.
+async fn eve_at(d: &Daemon, caps: &[&str]) -> noise::NoiseLink {
+    let port = d.status().await.port;
+    noise::dial_with_caps(chat_addr(port), [9; 32], "eve", None, caps)
+        .await
+        .unwrap()
+}
+
 fn room_of(e: &Event) -> Option<&str> {
     match &e.body {
         EventBody::Message { room, .. } => room.as_deref(),
@@ -69,16 +77,7 @@ fn refused(r: Result<impl std::fmt::Debug, ClientError>, code: i64) -> String {
 async fn a_rooms_lines_go_to_its_members_links_only() {
     let net = TestNet::new();
     let [a, b, c] = net.linked(["amy", "bob", "cat"]).await;
-    let amy = a.status().await;
-    let mut eve = noise::dial_with_caps(
-        chat_addr(amy.port),
-        [9; 32],
-        "eve",
-        None,
-        &[CAP_SEALS, CAP_ROOMS],
-    )
-    .await
-    .unwrap();
+    let mut eve = eve_at(&a, &[CAP_SEALS, CAP_ROOMS]).await;
     a.join("#ops").await;
     b.join("#Ops").await;
     sees_in_room(&a, "bob", "#ops").await;
@@ -162,16 +161,7 @@ async fn a_direct_message_reaches_its_recipient_alone_through_a_third_peer() {
     const WORD: &str = "tulip-zebra";
     let net = TestNet::new();
     let [a, mut b, c] = net.linked(["amy", "bob", "cat"]).await;
-    let amy = a.status().await;
-    let mut eve = noise::dial_with_caps(
-        chat_addr(amy.port),
-        [9; 32],
-        "eve",
-        None,
-        &[CAP_SEALS, CAP_ROOMS, CAP_SYNC],
-    )
-    .await
-    .unwrap();
+    let mut eve = eve_at(&a, &[CAP_SEALS, CAP_ROOMS, CAP_SYNC]).await;
 
     // A DM while bob is linked: bob alone shows it.
     let mut at_b = b.subscribe(None).await;
@@ -392,17 +382,8 @@ async fn bad_room_input_is_refused_or_dropped() {
     // From a peer: lines for a room we are not in, DMs to someone else,
     // room ids that are neither, a rooms line over its limit. Dropped;
     // the link stays and its next line shows.
-    let amy = a.status().await;
     let mut events = a.subscribe(None).await;
-    let mut eve = noise::dial_with_caps(
-        chat_addr(amy.port),
-        [9; 32],
-        "eve",
-        None,
-        &[CAP_SEALS, CAP_ROOMS],
-    )
-    .await
-    .unwrap();
+    let mut eve = eve_at(&a, &[CAP_SEALS, CAP_ROOMS]).await;
     let eve_id = shared::keys::peer_id_of(
         &ed25519_dalek::SigningKey::from_bytes(&[9; 32])
             .verifying_key()
