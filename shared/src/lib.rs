@@ -26,6 +26,7 @@ pub mod secure;
 pub mod sync;
 pub mod text;
 mod time;
+pub mod transfer;
 pub mod wire;
 
 pub use time::{Timestamp, format_rfc3339, millis};
