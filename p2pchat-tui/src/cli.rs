@@ -13,7 +13,8 @@ use clap::{Args, Subcommand};
 use shared::api::{
     AwayParams, AwayResult, Call, DETACHED_AWAY, HistoryParams, HistoryResult, NickParams,
     NickResult, PeerInfo, RoomInfo, RoomParams, RoomResult, SayParams, SayResult, SearchParams,
-    ShutdownResult, StatusInfo, SubscribeParams, SubscribeResult, TrustParams, TrustResult,
+    ShutdownResult, StatusInfo, SubscribeParams, SubscribeResult, TopicParams, TopicResult,
+    TrustParams, TrustResult,
 };
 use shared::event::Event;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -53,6 +54,13 @@ pub enum Command {
     Part {
         /// A room you are in
         room: String,
+    },
+    /// Print ROOM's topic; with TEXT, set it (its members see it)
+    Topic {
+        /// A room you are in
+        room: String,
+        /// The new topic (joined by spaces), at most 300 characters
+        text: Vec<String>,
     },
     /// List known peers and their links
     Peers {
@@ -306,6 +314,22 @@ pub async fn run(
                 format!("joined {}\n", r.room)
             } else {
                 format!("already in {}\n", r.room)
+            })
+        }
+        Command::Topic { room, text } => {
+            let text = (!text.is_empty()).then(|| text.join(" "));
+            let r: TopicResult = client
+                .call(&Call::Topic(TopicParams { room, text }))
+                .await?;
+            emit(&match r.topic {
+                Some(t) => format!(
+                    "{}: {} (set by {} {})\n",
+                    r.room,
+                    format::clean_text(&t.text),
+                    format::clean_text(&t.nick),
+                    t.at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M")
+                ),
+                None => format!("{} has no topic\n", r.room),
             })
         }
         Command::Part { room } => {

@@ -49,6 +49,14 @@ pub(crate) fn event_line(e: &Event) -> String {
                 format!("{place}{mark}<{}> {}", clean(nick), clean(text))
             }
         }
+        EventBody::Topic {
+            nick, room, text, ..
+        } => format!(
+            "-- {} set the topic of {}: {}",
+            clean(nick),
+            clean(room),
+            clean(text)
+        ),
         EventBody::Room {
             nick, room, joined, ..
         } => {
@@ -89,6 +97,11 @@ pub(crate) fn shown_time(e: &Event) -> (shared::Timestamp, bool) {
         } => (sent.unwrap_or(e.ts), true),
         _ => (e.ts, false),
     }
+}
+
+/// Text from elsewhere, safe to print.
+pub(crate) fn clean_text(s: &str) -> String {
+    clean(s).into_owned()
 }
 
 /// The `rooms` table.

@@ -1,20 +1,22 @@
 //! The rooms this daemon is in besides `#general`, kept across restarts in
-//! `rooms` in the state folder (one name a line, rewritten atomically).
+//! `rooms` in the state folder (one name a line, rewritten atomically), and
+//! their topics, in `topics.json` beside it.
 //! Which rooms the linked peers are in is the mesh's (`rooms` lines);
 //! what a room is and how it travels is [`shared::rooms`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use shared::rooms::{GENERAL, MAX_JOINED, parse_room};
+use shared::rooms::{GENERAL, MAX_JOINED, MAX_TOPIC_CHARS, Topic, parse_room};
 use tracing::warn;
 
 use crate::identity::write_private;
 
-/// The file, in the state folder.
+/// The files, in the state folder.
 pub(crate) const ROOMS_FILE: &str = "rooms";
+const TOPICS_FILE: &str = "topics.json";
 /// Largest file read back.
 const MAX_FILE: u64 = 16 * 1024;
 
@@ -27,12 +29,18 @@ pub(crate) enum RoomsError {
     Full,
 }
 
-/// The rooms we are in, `#name` each.
+/// The rooms we are in, `#name` each, and the topics of those that have
+/// one (`#general` too).
 #[derive(Debug, Default)]
 pub(crate) struct Joined {
     path: Option<PathBuf>,
     rooms: BTreeSet<String>,
+    topics: BTreeMap<String, Topic>,
 }
+
+/// What [`save`] writes: the rooms file and the topics file, each with its
+/// text.
+pub(crate) type Snapshot = [(PathBuf, String); 2];
 
 impl Joined {
     /// What `dir` holds (nothing if it has no file; a name that is not a
@@ -62,7 +70,50 @@ impl Joined {
                 }
             }
         }
-        Self { path, rooms }
+        let mut topics = BTreeMap::new();
+        if let Some(p) = &path {
+            let file = p.with_file_name(TOPICS_FILE);
+            let read: Option<BTreeMap<String, Topic>> = match read_bounded(&file) {
+                Ok(Some(text)) => serde_json::from_str(&text)
+                    .inspect_err(
+                        |e| warn!(path = %file.display(), "topics not read ({e}); none kept"),
+                    )
+                    .ok(),
+                Ok(None) => None,
+                Err(e) => {
+                    warn!(path = %file.display(), "cannot read the topics ({e}); none kept");
+                    None
+                }
+            };
+            topics = read
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(r, t)| {
+                    (*r == GENERAL || rooms.contains(r))
+                        && t.text.chars().count() <= MAX_TOPIC_CHARS
+                })
+                .collect();
+        }
+        Self {
+            path,
+            rooms,
+            topics,
+        }
+    }
+
+    /// `room`'s topic, if it has one.
+    pub(crate) fn topic(&self, room: &str) -> Option<&Topic> {
+        self.topics.get(room)
+    }
+
+    /// Takes `topic` for `room` (one we are in) if it is newer than the
+    /// one held; true when it was.
+    pub(crate) fn set_topic(&mut self, room: &str, topic: Topic) -> bool {
+        if !self.contains(room) || self.topics.get(room).is_some_and(|t| !topic.newer_than(t)) {
+            return false;
+        }
+        self.topics.insert(room.to_owned(), topic);
+        true
     }
 
     pub(crate) fn contains(&self, room: &str) -> bool {
@@ -91,25 +142,30 @@ impl Joined {
         if room == GENERAL {
             return Err(RoomsError::General);
         }
+        self.topics.remove(room);
         Ok(self.rooms.remove(room))
     }
 
-    /// What [`save`] writes: the file and its text, as the rooms are now.
-    pub(crate) fn snapshot(&self) -> Option<(PathBuf, String)> {
+    /// What [`save`] writes, as the rooms and topics are now.
+    pub(crate) fn snapshot(&self) -> Option<Snapshot> {
         let path = self.path.clone()?;
         let mut text = String::new();
         for r in &self.rooms {
             text.push_str(r);
             text.push('\n');
         }
-        Some((path, text))
+        let topics = serde_json::to_string_pretty(&self.topics).unwrap_or_default();
+        Some([(path.with_file_name(TOPICS_FILE), topics), (path, text)])
     }
 }
 
-/// Keeps the rooms joined (a [`Joined::snapshot`]) for the next start.
-pub(crate) fn save((path, text): &(PathBuf, String)) {
-    if let Err(e) = write_private(path, text.as_bytes()) {
-        warn!(path = %path.display(), "cannot keep the rooms joined ({e}); they last until the daemon stops");
+/// Keeps the rooms joined and their topics (a [`Joined::snapshot`]) for
+/// the next start.
+pub(crate) fn save(snapshot: &Snapshot) {
+    for (path, text) in snapshot {
+        if let Err(e) = write_private(path, text.as_bytes()) {
+            warn!(path = %path.display(), "cannot keep the rooms joined ({e}); they last until the daemon stops");
+        }
     }
 }
 
@@ -150,6 +206,21 @@ mod tests {
         let back = Joined::load(Some(&dir));
         assert!(back.contains("#ops") && !back.contains("#r1"));
         assert_eq!(back.rooms().count(), MAX_JOINED - 1);
+        // Topics: the newest wins, and they outlive a restart.
+        let mut j = back;
+        let at = |s| chrono::DateTime::from_timestamp(s, 0).unwrap();
+        let topic = |text: &str, s| Topic {
+            text: text.into(),
+            by: "kb".into(),
+            nick: "bob".into(),
+            at: at(s),
+        };
+        assert!(j.set_topic("#ops", topic("deploys on Friday", 10)));
+        assert!(!j.set_topic("#ops", topic("older", 5)));
+        assert!(!j.set_topic("#nope", topic("not ours", 20)));
+        save(&j.snapshot().unwrap());
+        let back = Joined::load(Some(&dir));
+        assert_eq!(back.topic("#ops").unwrap().text, "deploys on Friday");
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -202,6 +202,23 @@ pub struct RoomParams {
     pub room: String,
 }
 
+/// `topic {room, text?}`: sets the room's topic; without `text`, only
+/// says it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicParams {
+    pub room: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// Result of `topic`: the room and its topic now, if it has one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicResult {
+    pub room: String,
+    pub topic: Option<crate::rooms::Topic>,
+}
+
 /// Result of `join` and `part`: the room, and whether anything changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomResult {
@@ -219,6 +236,9 @@ pub struct RoomInfo {
     /// The linked peers in it, by nick as shown.
     #[serde(default)]
     pub peers: Vec<String>,
+    /// Its topic, in a room we are in that has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
 }
 
 /// A request, by method, with its parameters.
@@ -237,6 +257,7 @@ pub enum Call {
     Rooms,
     Join(RoomParams),
     Part(RoomParams),
+    Topic(TopicParams),
     Shutdown,
 }
 
@@ -259,6 +280,7 @@ impl Call {
             Self::Rooms => "rooms",
             Self::Join(_) => "join",
             Self::Part(_) => "part",
+            Self::Topic(_) => "topic",
             Self::Shutdown => "shutdown",
         }
     }
@@ -279,6 +301,7 @@ impl Call {
             "rooms" => no_params(params).map(|()| Self::Rooms)?,
             "join" => Self::Join(required(params)?),
             "part" => Self::Part(required(params)?),
+            "topic" => Self::Topic(required(params)?),
             "shutdown" => no_params(params).map(|()| Self::Shutdown)?,
             other => {
                 return Err(RpcError::new(
@@ -303,6 +326,7 @@ impl Call {
             Search(&'a SearchParams),
             Away(&'a AwayParams),
             Room(&'a RoomParams),
+            Topic(&'a TopicParams),
         }
         #[derive(Serialize)]
         struct Out<'a> {
@@ -321,6 +345,7 @@ impl Call {
             Self::Search(p) => Some(Params::Search(p)),
             Self::Away(p) => Some(Params::Away(p)),
             Self::Join(p) | Self::Part(p) => Some(Params::Room(p)),
+            Self::Topic(p) => Some(Params::Topic(p)),
             Self::Peers | Self::Status | Self::Rooms | Self::Shutdown => None,
         };
         let mut out = serde_json::to_vec(&Out {

@@ -183,6 +183,7 @@ impl RelayedLine {
             relay: None,
             sync: None,
             rooms: None,
+            topic: None,
         }
     }
 }

@@ -59,6 +59,13 @@ pub enum EventBody {
         /// one we got).
         to: Option<Dm>,
     },
+    /// A room's topic changed (set by `peer_id`, then `nick`).
+    Topic {
+        peer_id: String,
+        nick: String,
+        room: String,
+        text: String,
+    },
     /// A peer (or we) joined or left a room.
     Room {
         peer_id: String,
@@ -99,7 +106,7 @@ impl EventBody {
         match self {
             Self::Message { to: Some(_), .. } => None,
             Self::Message { room, .. } => Some(room.as_deref().unwrap_or(crate::rooms::GENERAL)),
-            Self::Room { room, .. } => Some(room),
+            Self::Room { room, .. } | Self::Topic { room, .. } => Some(room),
             _ => Some(crate::rooms::GENERAL),
         }
     }
@@ -112,6 +119,7 @@ impl EventBody {
             Self::Nick { .. } => "nick",
             Self::Alert { .. } => "alert",
             Self::Room { .. } => "room",
+            Self::Topic { .. } => "topic",
             Self::Gap { .. } => "gap",
             Self::Other { kind } => kind,
         }
@@ -255,6 +263,17 @@ impl Serialize for Event {
                 out.room = Some(room);
                 out.joined = Some(*joined);
             }
+            EventBody::Topic {
+                peer_id,
+                nick,
+                room,
+                text,
+            } => {
+                out.peer_id = Some(peer_id);
+                out.nick = Some(nick);
+                out.room = Some(room);
+                out.text = Some(text);
+            }
             EventBody::Alert { peer_id, text } => {
                 out.peer_id = Some(peer_id);
                 out.text = Some(text);
@@ -308,6 +327,12 @@ impl<'de> Deserialize<'de> for Event {
                     peer_id,
                 }),
                 room: f.room,
+            },
+            "topic" => EventBody::Topic {
+                peer_id: need(f.peer_id, "peer_id")?,
+                nick: need(f.nick, "nick")?,
+                room: need(f.room, "room")?,
+                text: need(f.text, "text")?,
             },
             "room" => EventBody::Room {
                 peer_id: need(f.peer_id, "peer_id")?,
@@ -409,6 +434,12 @@ mod tests {
                 room: "#ops".into(),
                 joined: true,
             },
+            EventBody::Topic {
+                peer_id: "k0123456789abcdef01234567".into(),
+                nick: "bob".into(),
+                room: "#ops".into(),
+                text: "deploys on Fridays".into(),
+            },
             EventBody::Alert {
                 peer_id: "k00".into(),
                 text: "alice's key changed".into(),
@@ -462,20 +493,20 @@ mod tests {
             serde_json::to_string(e).unwrap(),
             r#"{"kind":"message","cursor":1,"ts":"2026-11-25T12:34:35.832Z","id":"52041141e026c365","peer_id":"amy_76","nick":"amy","text":"hello \"world\"\t🌍"}"#
         );
-        let gap = &all_kinds()[9];
+        let gap = &all_kinds()[10];
         assert_eq!(
             serde_json::to_string(gap).unwrap(),
-            r#"{"kind":"gap","cursor":10,"ts":"2026-11-25T12:34:35.832Z","missed":12}"#
+            r#"{"kind":"gap","cursor":11,"ts":"2026-11-25T12:34:35.832Z","missed":12}"#
         );
     }
 
     #[test]
     fn unknown_kind_and_fields_are_tolerated() {
         let e: Event = serde_json::from_str(
-            r#"{"kind":"topic","cursor":3,"ts":"2026-11-25T12:34:35+01:00","topic":"x"}"#,
+            r#"{"kind":"poll","cursor":3,"ts":"2026-11-25T12:34:35+01:00","poll":"x"}"#,
         )
         .unwrap();
-        assert_eq!(e.body.kind(), "topic");
+        assert_eq!(e.body.kind(), "poll");
         assert!(
             serde_json::from_str::<Event>(
                 r#"{"kind":"message","cursor":1,"ts":"2026-11-25T12:34:35Z"}"#

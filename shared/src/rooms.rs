@@ -33,6 +33,28 @@ pub const SEALED_PREFIX: &str = "p2pchat-sealed-1:";
 /// the text (with room for the `/me` mark) and the tag.
 pub const MAX_SEALED_BYTES: usize = SEALED_PREFIX.len() + 2 * (24 + MAX_TEXT_BYTES + 16 + 16);
 
+/// Characters of a room's topic, at most.
+pub const MAX_TOPIC_CHARS: usize = 300;
+
+/// A room's topic: what it says, who set it and when. The newest wins,
+/// by time and then by who set it, so every member ends on the same one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Topic {
+    pub text: String,
+    /// The setter's peer id, and nick then.
+    pub by: String,
+    pub nick: String,
+    #[serde(with = "crate::time::serde_rfc3339")]
+    pub at: crate::Timestamp,
+}
+
+impl Topic {
+    /// Whether it replaces `other`.
+    pub fn newer_than(&self, other: &Self) -> bool {
+        (self.at, &self.by) > (other.at, &other.by)
+    }
+}
+
 /// Capability (Noise hello): the sender takes room lines, `rooms` lines
 /// and direct messages.
 pub const CAP_ROOMS: &str = "rooms";

@@ -34,6 +34,8 @@ pub enum MessageType {
     /// p2pchatd peers only (§9): the rooms the sender is in, besides
     /// `#general` (in `rooms`).
     Rooms,
+    /// p2pchatd peers only (§9): a room's topic (in `topic`).
+    Topic,
     /// A type this version does not know (a newer peer's). Never sent.
     Unknown,
 }
@@ -50,6 +52,7 @@ impl MessageType {
             Self::Sync => "sync",
             Self::Away => "away",
             Self::Rooms => "rooms",
+            Self::Topic => "topic",
             Self::Unknown => "unknown",
         }
     }
@@ -74,6 +77,7 @@ impl<'de> Deserialize<'de> for MessageType {
             "sync" => Self::Sync,
             "away" => Self::Away,
             "rooms" => Self::Rooms,
+            "topic" => Self::Topic,
             _ => Self::Unknown,
         })
     }
@@ -192,6 +196,9 @@ pub struct PeerMessage {
     /// Only in a `rooms` line: room names without the `#`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rooms: Option<Vec<String>>,
+    /// Only in a `topic` line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<Box<crate::rooms::Topic>>,
 }
 
 /// Bytes the JSON of a message takes besides its content, about.
@@ -235,6 +242,7 @@ impl PeerMessage {
             relay: None,
             sync: None,
             rooms: None,
+            topic: None,
         }
     }
 

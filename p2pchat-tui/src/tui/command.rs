@@ -19,6 +19,8 @@ pub(super) enum Command {
     Query(String),
     Rooms,
     Close,
+    /// Show the room's topic; with text, set it.
+    Topic(Option<String>),
     Nick(String),
     /// Mark the key holding a nick verified / unpin the nick.
     Trust(String),
@@ -47,6 +49,7 @@ pub(super) const HELP: &[(&str, &str)] = &[
     ("/query NICK", "open a conversation with NICK"),
     ("/close", "close this conversation"),
     ("/rooms", "rooms and who is in them"),
+    ("/topic [TEXT]", "this room's topic (TEXT sets it)"),
     ("/nick NAME", "change your nick"),
     ("/me ACTION", "say an action"),
     ("/whois NICK", "a peer's fingerprint and trust"),
@@ -156,6 +159,17 @@ pub(super) fn parse(line: &str) -> Option<Command> {
         },
         "rooms" | "list" => no_arg(Command::Rooms),
         "close" => no_arg(Command::Close),
+        "topic" => match arg {
+            "" => Command::Topic(None),
+            t if t.chars().count() > shared::rooms::MAX_TOPIC_CHARS => Command::Invalid(format!(
+                "a topic is at most {} characters",
+                shared::rooms::MAX_TOPIC_CHARS
+            )),
+            t => match validate_text(t) {
+                Ok(()) => Command::Topic(Some(t.to_owned())),
+                Err(e) => Command::Invalid(format!("cannot set that: {e}")),
+            },
+        },
         "away" => Command::Away((!arg.is_empty()).then(|| arg.to_owned())),
         "back" => no_arg(Command::Away(None)),
         "search" | "grep" => match arg {
@@ -252,6 +266,14 @@ mod tests {
         assert!(matches!(parse("/query"), Some(Command::Invalid(_))));
         assert_eq!(parse("/rooms"), Some(Command::Rooms));
         assert_eq!(parse("/close"), Some(Command::Close));
+        assert_eq!(parse("/topic"), Some(Command::Topic(None)));
+        assert_eq!(
+            parse("/topic deploys on Fridays"),
+            Some(Command::Topic(Some("deploys on Fridays".into())))
+        );
+        assert!(
+            matches!(parse(&format!("/topic {}", "x".repeat(301))), Some(Command::Invalid(m)) if m.contains("300"))
+        );
         assert!(
             matches!(parse("/dance"), Some(Command::Invalid(m)) if m.contains("unknown command /dance"))
         );

@@ -10,7 +10,8 @@ use std::time::Duration;
 use shared::api::{
     AwayParams, AwayResult, Call, HistoryParams, HistoryResult, NickParams, NickResult, PeerInfo,
     RoomInfo, RoomParams, RoomResult, SayParams, SayResult, SearchParams, ShutdownResult,
-    StatusInfo, StoreState, SubscribeParams, SubscribeResult, TrustParams, TrustResult, code,
+    StatusInfo, StoreState, SubscribeParams, SubscribeResult, TopicParams, TopicResult,
+    TrustParams, TrustResult, code,
 };
 use shared::event::Event;
 use tokio::sync::{mpsc, oneshot};
@@ -33,6 +34,10 @@ pub(super) enum Request {
     Join(String),
     Part(String),
     Rooms,
+    Topic {
+        room: String,
+        text: Option<String>,
+    },
     Nick(String),
     Trust(String),
     Forget(String),
@@ -129,7 +134,11 @@ async fn attach(
     let daemon_id = continuity(&status);
     // Before subscribing: once events flow, nobody reads them until the
     // attach is done, and an answer behind a full queue would never come.
-    let rooms: Vec<RoomInfo> = client.call(&Call::Rooms).await?;
+    // A daemon from before rooms knows no `rooms`: none, then.
+    let rooms: Vec<RoomInfo> = match client.call(&Call::Rooms).await {
+        Err(ClientError::Rpc(e)) if e.code == code::METHOD_NOT_FOUND => Vec::new(),
+        r => r?,
+    };
     let rooms = rooms
         .into_iter()
         .filter(|r| r.joined && r.name != shared::rooms::GENERAL)
@@ -289,6 +298,32 @@ async fn forward(
                 let _ = actions.send(Action::Daemon(msg)).await;
             });
         }
+        Request::Topic { room, text } => {
+            let asked = text.is_none();
+            let p = client
+                .send(&Call::Topic(TopicParams { room, text }))
+                .await?;
+            tokio::spawn(async move {
+                let msg = match p.wait::<TopicResult>().await {
+                    // A topic set shows as its event.
+                    Ok(_) if !asked => return,
+                    Ok(TopicResult {
+                        room,
+                        topic: Some(t),
+                    }) => DaemonMsg::Done(format!(
+                        "topic of {room}: {} (set by {} {})",
+                        t.text,
+                        t.nick,
+                        t.at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M")
+                    )),
+                    Ok(TopicResult { room, topic: None }) => {
+                        DaemonMsg::Done(format!("{room} has no topic; /topic TEXT sets one"))
+                    }
+                    Err(e) => DaemonMsg::Failed(format!("topic: {e}")),
+                };
+                let _ = actions.send(Action::Daemon(msg)).await;
+            });
+        }
         Request::Rooms => {
             let p = client.send(&Call::Rooms).await?;
             tokio::spawn(async move {
@@ -403,6 +438,7 @@ async fn refuse(r: Request, actions: &mpsc::Sender<Action>) {
         Request::Join(_) => format!("not joined: {why}"),
         Request::Part(_) => format!("not left: {why}"),
         Request::Rooms => format!("rooms: {why}"),
+        Request::Topic { .. } => format!("topic: {why}"),
         Request::Nick(_) => format!("nick not changed: {why}"),
         Request::Trust(_) => format!("not trusted: {why}"),
         Request::Forget(_) => format!("not forgotten: {why}"),

@@ -69,6 +69,11 @@ pub(super) enum LineKind {
         old: String,
         new: String,
     },
+    /// Someone set the buffer's room's topic.
+    Topic {
+        nick: String,
+        text: String,
+    },
     /// Someone (or we) joined or left the buffer's room.
     Room {
         nick: String,
@@ -295,7 +300,7 @@ impl LineKind {
             } => format!("{mark}* {nick} "),
             Self::Join { .. } | Self::Room { joined: true, .. } => "--> ".into(),
             Self::Leave { .. } | Self::Room { joined: false, .. } => "<-- ".into(),
-            Self::Nick { .. } | Self::Info(_) => "-- ".into(),
+            Self::Nick { .. } | Self::Info(_) | Self::Topic { .. } => "-- ".into(),
             Self::Gap { .. } | Self::Error(_) | Self::Alert(_) => "!! ".into(),
             Self::Rule(_) => String::new(),
         }
@@ -324,6 +329,7 @@ impl LineKind {
             } => format!("{nick} left ({r})"),
             Self::Leave { nick, reason: None } => format!("{nick} left"),
             Self::Nick { old, new } => format!("{old} is now known as {new}"),
+            Self::Topic { nick, text } => format!("{nick} set the topic: {text}"),
             Self::Room {
                 nick,
                 room,
@@ -765,6 +771,7 @@ impl State {
                     shown(target)
                 }
             }
+            EventBody::Topic { room, .. } => shown(Target::Room(room.clone())),
             EventBody::Other { .. } => None,
             _ => Some(Target::general()),
         }
@@ -820,6 +827,10 @@ impl State {
                 old: old.clone(),
                 new: new.clone(),
             },
+            EventBody::Topic { nick, text, .. } => LineKind::Topic {
+                nick: nick.clone(),
+                text: text.clone(),
+            },
             EventBody::Room {
                 nick, room, joined, ..
             } => LineKind::Room {
@@ -830,8 +841,21 @@ impl State {
             EventBody::Gap { missed } => LineKind::Gap { missed: *missed },
             EventBody::Other { .. } => return false,
         };
-        // Too many open: it shows in #general rather than nowhere.
-        let i = self.open(target).unwrap_or(0);
+        // Too many open: it shows in #general rather than nowhere, a
+        // direct message marked as one.
+        let is_dm = matches!(target, Target::Direct { .. });
+        let mut kind = kind;
+        let i = match self.open(target) {
+            Some(i) => i,
+            None => {
+                if let LineKind::Message { mark, .. } = &mut kind
+                    && is_dm
+                {
+                    *mark = Some('→');
+                }
+                0
+            }
+        };
         if let EventBody::Room {
             peer_id,
             joined: false,
@@ -839,8 +863,15 @@ impl State {
         } = &e.body
             && self.me.as_ref().is_some_and(|m| m.peer_id == *peer_id)
         {
-            // We left: the room's buffer goes (the line shows where we are).
-            self.close(i);
+            // We left: the room's buffer goes (the line shows where we are),
+            // unless we joined again since (the part came late).
+            let rejoined = self.buffers[i]
+                .lines
+                .iter()
+                .any(|l| l.cursor.is_some_and(|c| c > e.cursor));
+            if i != 0 && !rejoined {
+                self.close(i);
+            }
             self.push(ts, Some(e.cursor), kind);
             return false;
         }
@@ -917,34 +948,58 @@ impl State {
         let Some(i) = self.buffers.iter().position(|b| b.target.is(target)) else {
             return;
         };
-        let first = self.buffers[i]
-            .lines
-            .iter()
-            .find_map(|l| l.cursor)
-            .unwrap_or(u64::MAX);
-        // Our own joins and parts there are past: they open and close
-        // nothing now.
         let me = self.me.as_ref().map(|m| m.peer_id.clone());
+        let ours = |e: &Event| matches!(&e.body, EventBody::Room { peer_id, .. } if Some(peer_id) == me.as_ref());
+        // What is older than what the buffer shows, and than our latest
+        // join (what came after it arrives live, perhaps not yet).
+        let shown = self.buffers[i].lines.iter().find_map(|l| l.cursor);
+        let joined = events.iter().rev().find(|e| ours(e)).map(|e| e.cursor);
+        let first = shown.into_iter().chain(joined).min().unwrap_or(u64::MAX);
         let older: Vec<&Event> = events
             .iter()
-            .filter(|e| e.cursor < first)
-            .filter(|e| !matches!(&e.body, EventBody::Room { peer_id, .. } if Some(peer_id) == me.as_ref()))
+            .filter(|e| e.cursor < first && !ours(e))
+            .filter(|e| self.target_of(e).is_some_and(|t| t.is(target)))
             .collect();
         if older.is_empty() {
             return;
         }
-        let kept = std::mem::take(&mut self.buffers[i].lines);
         let b = &mut self.buffers[i];
-        b.total_rows = 0;
-        b.last_day = None;
+        let kept = std::mem::take(&mut b.lines);
+        let (scroll, unseen, last_day) = (b.scroll, b.unseen, b.last_day);
+        (b.total_rows, b.scroll, b.last_day) = (0, 0, None);
         for e in older {
             self.push_event_counted(e, false);
+        }
+        // A day rule where the older lines' day ends, as between any two.
+        let first_kept = kept
+            .iter()
+            .find(|l| !l.kind.is_late() && !matches!(l.kind, LineKind::Rule(_)));
+        if let (Some(l), Some(day)) = (first_kept, self.buffers[i].last_day)
+            && self.clock.day(&l.ts) != day
+            && !kept
+                .front()
+                .is_some_and(|k| matches!(k.kind, LineKind::Rule(_)))
+        {
+            let label = self.clock.day(&l.ts).format("%A, %-d %B %Y").to_string();
+            let ts = l.ts;
+            let rule = LineKind::Rule(label);
+            let rows = row_count(&rule, self.message_width(), self.time_width);
+            let b = &mut self.buffers[i];
+            b.lines.push_back(ChatLine {
+                ts,
+                cursor: None,
+                kind: rule,
+                rows,
+            });
+            b.total_rows += rows;
         }
         let b = &mut self.buffers[i];
         for l in kept {
             b.total_rows += l.rows;
             b.lines.push_back(l);
         }
+        // Older lines above keep the reader where it was.
+        (b.scroll, b.unseen, b.last_day) = (scroll, unseen, last_day.or(b.last_day));
     }
 
     /// Shows the buffer holding the line of event `cursor`, scrolled so

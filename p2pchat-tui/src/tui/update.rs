@@ -76,10 +76,14 @@ pub(super) enum Effect {
         room: Option<String>,
         to: Option<String>,
     },
-    /// Join or leave a room; list the rooms.
+    /// Join or leave a room; list the rooms; show or set a room's topic.
     Join(String),
     Part(String),
     Rooms,
+    Topic {
+        room: String,
+        text: Option<String>,
+    },
     Nick(String),
     /// `trust NICK` / `forget NICK` at the daemon.
     Trust(String),
@@ -573,6 +577,16 @@ fn submit(state: &mut State) -> Vec<Effect> {
             vec![]
         }
         Command::Rooms => vec![Effect::Rooms],
+        Command::Topic(text) => match &state.buf().target {
+            Target::Room(r) => vec![Effect::Topic {
+                room: r.clone(),
+                text,
+            }],
+            Target::Direct { .. } => {
+                state.note(LineKind::Error("a conversation has no topic".into()));
+                vec![]
+            }
+        },
         Command::Nick(name) => vec![Effect::Nick(name)],
         Command::Trust(nick) => vec![Effect::Trust(nick)],
         Command::Search(words) => vec![Effect::Search(words)],
@@ -832,6 +846,9 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
                     "{mark} {} ({} here){who}",
                     r.name, r.members
                 )));
+                if let Some(t) = &r.topic {
+                    state.note(LineKind::Info(format!("    topic: {t}")));
+                }
             }
             state.note(LineKind::Info(
                 "* = joined; /join ROOM joins one, /part leaves".into(),
@@ -1277,6 +1294,66 @@ mod tests {
         assert!(matches!(&s.buf().target, Target::Direct { peer_id, .. } if peer_id == "bob_2"));
     }
 
+    /// A room's history loaded on join goes above, with a day rule where
+    /// its day ends, older than our own join only, the reader's place
+    /// kept; a part of ours that comes after we joined again closes
+    /// nothing.
+    #[test]
+    fn a_joined_rooms_history_goes_above_in_order() {
+        let mut s = state();
+        update(&mut s, Action::Daemon(DaemonMsg::Joined("#ops".into())));
+        update(&mut s, room_event(50, "me_1", "#ops", true));
+        update(&mut s, said_in(51, "bob", Some("#ops"), false));
+        let yesterday = |c: u64| {
+            let Action::Daemon(DaemonMsg::Event(mut e)) = said_in(c, "bob", Some("#ops"), false)
+            else {
+                unreachable!()
+            };
+            e.ts = Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap();
+            *e
+        };
+        let events = vec![yesterday(10), yesterday(11), {
+            // Said after our join: it comes live, not from here.
+            let Action::Daemon(DaemonMsg::Event(e)) = said_in(52, "bob", Some("#ops"), false)
+            else {
+                unreachable!()
+            };
+            *e
+        }];
+        // Our join is in what the daemon held for the room.
+        let mut held = events;
+        held.insert(2, {
+            let Action::Daemon(DaemonMsg::Event(e)) = room_event(50, "me_1", "#ops", true) else {
+                unreachable!()
+            };
+            *e
+        });
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::RoomHistory {
+                room: "#ops".into(),
+                events: held,
+            }),
+        );
+        let bodies: Vec<String> = s.buf().lines.iter().map(|l| l.kind.body()).collect();
+        assert_eq!(
+            bodies,
+            [
+                "Tuesday, 24 November 2026",
+                "line 10",
+                "line 11",
+                "Wednesday, 25 November 2026",
+                "me joined #ops",
+                "line 51"
+            ]
+        );
+        assert_eq!(s.buf().scroll, 0);
+        // Out and in again; the part's event comes late: the buffer stays.
+        update(&mut s, room_event(60, "me_1", "#ops", true));
+        update(&mut s, room_event(55, "me_1", "#ops", false));
+        assert_eq!(names(&s), ["#general", "#ops"]);
+    }
+
     /// /join asks the daemon, which answers with the room: its buffer
     /// opens and shows; /part (the room on screen, or a named one) asks
     /// to leave, and the buffer closes when the daemon says so; /rooms
@@ -1310,12 +1387,49 @@ mod tests {
                 joined: false,
                 members: 1,
                 peers: vec!["cat".into()],
+                topic: Some("the CI bot".into()),
             }])),
         );
         let bodies: Vec<String> = s.buf().lines.iter().map(|l| l.kind.body()).collect();
         assert!(
             bodies.iter().any(|b| b == "  #build (1 here): cat"),
             "{bodies:?}"
+        );
+        assert!(
+            bodies.iter().any(|b| b == "    topic: the CI bot"),
+            "{bodies:?}"
+        );
+        // The topic: asked, set, and said in the room when someone sets it.
+        assert_eq!(
+            enter(&mut s, "/topic"),
+            [Effect::Topic {
+                room: "#ops".into(),
+                text: None
+            }]
+        );
+        assert_eq!(
+            enter(&mut s, "/topic deploys on Fridays"),
+            [Effect::Topic {
+                room: "#ops".into(),
+                text: Some("deploys on Fridays".into())
+            }]
+        );
+        update(
+            &mut s,
+            Action::Daemon(DaemonMsg::Event(Box::new(Event {
+                cursor: 11,
+                ts: Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap(),
+                body: EventBody::Topic {
+                    peer_id: "cat_1".into(),
+                    nick: "cat".into(),
+                    room: "#ops".into(),
+                    text: "deploys on Fridays".into(),
+                },
+            }))),
+        );
+        assert_eq!(
+            last_line(&s).body(),
+            "cat set the topic: deploys on Fridays"
         );
         assert_eq!(enter(&mut s, "/part"), [Effect::Part("#ops".into())]);
         assert_eq!(

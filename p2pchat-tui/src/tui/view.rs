@@ -220,7 +220,7 @@ fn render_line(state: &State, line: &ChatLine, width: usize) -> Vec<Row> {
         LineKind::Leave { .. } | LineKind::Room { joined: false, .. } => {
             (theme.leave(), theme.leave())
         }
-        LineKind::Nick { .. } => (theme.notice(), theme.notice()),
+        LineKind::Nick { .. } | LineKind::Topic { .. } => (theme.notice(), theme.notice()),
         LineKind::Gap { .. } => (theme.notice(), theme.notice().add_modifier(Modifier::BOLD)),
         LineKind::Info(_) => (theme.info(), theme.info()),
         LineKind::Error(_) => (theme.error(), theme.error()),

@@ -8,10 +8,10 @@ use serde_json::Value;
 use shared::api::{
     AwayResult, Call, HISTORY_DEFAULT_LIMIT, MAX_SEARCH_BYTES, NickResult, Request, RoomResult,
     RpcError, SAY_WAIT_DEFAULT_MS, SAY_WAIT_MAX_MS, SearchParams, ShutdownResult, StatusInfo,
-    SubscribeResult, TrustResult, code, encode_error, encode_history_result, encode_result,
-    write_json_array,
+    SubscribeResult, TopicParams, TopicResult, TrustResult, code, encode_error,
+    encode_history_result, encode_result, write_json_array,
 };
-use shared::rooms::parse_room;
+use shared::rooms::{MAX_TOPIC_CHARS, parse_room};
 use shared::text::{validate_nick, validate_text};
 
 use super::ApiContext;
@@ -172,6 +172,7 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
         }
         Call::Rooms => respond(id, Ok(ctx.mesh.rooms_info())),
         Call::Join(p) => respond(id, join_or_part(ctx, &p.room, true).await),
+        Call::Topic(p) => respond(id, topic(ctx, p).await),
         Call::Part(p) => respond(id, join_or_part(ctx, &p.room, false).await),
         Call::Shutdown => {
             let reply = respond(id, Ok(ShutdownResult { stopping: true }));
@@ -180,6 +181,26 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
             reply
         }
     }
+}
+
+/// Sets or reads a room's topic.
+async fn topic(ctx: &ApiContext, p: TopicParams) -> Result<TopicResult, RpcError> {
+    let room = parse_room(&p.room)
+        .map_err(|e| RpcError::new(code::INVALID_ROOM, format!("room {:?}: {e}", p.room)))?;
+    let topic = match p.text {
+        Some(text) => {
+            validate_text(&text).map_err(|e| RpcError::new(code::INVALID_TEXT, e.to_string()))?;
+            if text.chars().count() > MAX_TOPIC_CHARS {
+                return Err(RpcError::new(
+                    code::INVALID_TEXT,
+                    format!("a topic is at most {MAX_TOPIC_CHARS} characters"),
+                ));
+            }
+            Some(ctx.mesh.set_topic(&room, &text).await?)
+        }
+        None => ctx.mesh.topic(&room),
+    };
+    Ok(TopicResult { room, topic })
 }
 
 /// Joins or leaves a room, as named by a client.

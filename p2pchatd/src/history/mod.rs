@@ -759,7 +759,8 @@ fn author_of(body: &EventBody) -> Option<&str> {
         | EventBody::Join { peer_id, .. }
         | EventBody::Leave { peer_id, .. }
         | EventBody::Nick { peer_id, .. }
-        | EventBody::Room { peer_id, .. } => Some(peer_id),
+        | EventBody::Room { peer_id, .. }
+        | EventBody::Topic { peer_id, .. } => Some(peer_id),
         EventBody::Gap { .. } | EventBody::Other { .. } => None,
     }
 }

@@ -529,6 +529,9 @@ impl Reader<'_> {
                     return Err(end);
                 }
             }
+            MessageType::Topic if self.key.is_some() => {
+                return self.topic(&msg.room_id, msg.topic);
+            }
             MessageType::Seal => {
                 if let (Some(key), Some(instance), Some(seal)) =
                     (self.key, self.life.clone(), msg.seal)
@@ -593,6 +596,7 @@ impl Reader<'_> {
             | MessageType::Sync
             | MessageType::Away
             | MessageType::Rooms
+            | MessageType::Topic
             | MessageType::Unknown => {}
         }
         Ok(())
@@ -783,6 +787,40 @@ impl Reader<'_> {
         }
     }
 
+    /// A room's topic, as a member tells it: taken if newer than ours, in a
+    /// room we are in; over its bounds it counts as a malformed line.
+    fn topic(
+        &mut self,
+        room_id: &str,
+        topic: Option<Box<shared::rooms::Topic>>,
+    ) -> Result<(), End> {
+        let Some(Scope::Room(room)) = Scope::from_wire(room_id) else {
+            return self.malformed_room(room_id);
+        };
+        let topic = topic.filter(|t| {
+            t.text.chars().count() <= shared::rooms::MAX_TOPIC_CHARS
+                && shared::text::validate_peer_id(&t.by).is_ok()
+                && t.nick.chars().count() <= shared::limits::MAX_NICK_CHARS * 4
+        });
+        let Some(mut topic) = topic else {
+            self.bad_lines += 1;
+            debug!(link = %self.id, "dropped a topic over its bounds");
+            return if self.bad_lines >= MAX_BAD_LINES {
+                Err(End::Garbage)
+            } else {
+                Ok(())
+            };
+        };
+        if !self.mesh.in_room(&room) {
+            debug!(link = %self.id, room, "dropped the topic of a room we are not in");
+            return Ok(());
+        }
+        topic.text = sanitize_foreign_text(&topic.text).into_owned();
+        topic.nick = sanitize_foreign_nick(&topic.nick).into_owned();
+        self.mesh.heard_topic(&room, *topic);
+        Ok(())
+    }
+
     /// A line whose `room_id` is neither a room nor a key: dropped and
     /// counted like a malformed line.
     fn malformed_room(&mut self, room_id: &str) -> Result<(), End> {
@@ -818,20 +856,32 @@ impl Reader<'_> {
         }
         *n += 1;
         let said = *n <= ROOMS_PER_WINDOW;
+        // Far past it, a peer is flooding, not changing rooms.
+        let set = set.filter(|_| *n <= 10 * ROOMS_PER_WINDOW);
         match set {
             Some(set) => {
-                let ours = if said {
-                    self.mesh.joined()
-                } else {
-                    std::collections::BTreeSet::new()
-                };
-                self.mesh
-                    .table_op(|t, h| t.set_rooms(self.id, set, &ours, h));
+                let ours = self.mesh.joined();
+                let quiet = std::collections::BTreeSet::new();
+                let said_in = if said { &ours } else { &quiet };
+                let (added, first) = self
+                    .mesh
+                    .table_op(|t, h| t.set_rooms(self.id, set, said_in, h));
+                // The topics of the rooms we now share, so both hold the
+                // newest (#general's on the first word).
+                let shared: Vec<&str> = added
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|r| ours.contains(*r))
+                    .chain(first.then_some(GENERAL))
+                    .collect();
+                for line in self.mesh.topic_lines(&shared) {
+                    let _ = self.tx.try_send(line);
+                }
                 None
             }
             None => {
                 self.bad_lines += 1;
-                warn!(link = %self.id, "dropped a rooms line over its limits or with a bad name");
+                warn!(link = %self.id, "dropped a rooms line over its limits, in a flood, or with a bad name");
                 (self.bad_lines >= MAX_BAD_LINES).then_some(End::Garbage)
             }
         }

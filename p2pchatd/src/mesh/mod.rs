@@ -32,7 +32,7 @@ use shared::authorship::{CAP_SEALS, SEAL_DELAY_MS};
 use shared::event::{Dm, EventBody};
 use shared::keys::unhex;
 use shared::limits::PROTO_TAG;
-use shared::rooms::{CAP_ROOMS, GENERAL, Scope};
+use shared::rooms::{CAP_ROOMS, GENERAL, Scope, Topic};
 use shared::secure::{CAP_NETWORK_KEY, CAP_NOISE};
 use shared::sync::CAP_SYNC;
 use shared::wire::{
@@ -943,6 +943,76 @@ impl Mesh {
         }
     }
 
+    /// Sets the topic of `room` (one we are in): its members hear it.
+    pub(crate) async fn set_topic(&self, room: &str, text: &str) -> Result<Topic, RpcError> {
+        if !self.in_room(room) {
+            return Err(RpcError::new(
+                code::NOT_IN_ROOM,
+                format!("not in {room}; join it first (/join {room})"),
+            ));
+        }
+        let topic = Topic {
+            text: text.to_owned(),
+            by: self.peer_id().to_string(),
+            nick: self.nick().to_string(),
+            at: Utc::now(),
+        };
+        self.rooms().set_topic(room, topic.clone());
+        self.save_rooms().await;
+        self.inner.history.append(EventBody::Topic {
+            peer_id: topic.by.clone(),
+            nick: topic.nick.clone(),
+            room: room.to_owned(),
+            text: topic.text.clone(),
+        });
+        let _order = self.inner.outbox.lock().await;
+        let lines = self.topic_lines(&[room]);
+        let audience = if room == GENERAL {
+            Audience::Rooms
+        } else {
+            Audience::Room(room)
+        };
+        for line in lines {
+            self.fan_out(line, audience).await;
+        }
+        Ok(topic)
+    }
+
+    /// The topic of `room`, if it has one.
+    pub(crate) fn topic(&self, room: &str) -> Option<Topic> {
+        self.rooms().topic(room).cloned()
+    }
+
+    /// A member told us `room`'s topic: kept and said if newer than ours.
+    pub(crate) fn heard_topic(&self, room: &str, topic: Topic) {
+        if !self.rooms().set_topic(room, topic.clone()) {
+            return;
+        }
+        self.inner.history.append(EventBody::Topic {
+            peer_id: topic.by,
+            nick: topic.nick,
+            room: room.to_owned(),
+            text: topic.text,
+        });
+        let mesh = self.clone();
+        self.spawn(async move { mesh.save_rooms().await });
+    }
+
+    /// Lines that tell the topics of `rooms` (those that have one).
+    pub(crate) fn topic_lines(&self, rooms: &[&str]) -> Vec<Bytes> {
+        let joined = self.rooms();
+        rooms
+            .iter()
+            .filter_map(|r| {
+                let topic = joined.topic(r)?.clone();
+                let mut msg = self.own_line(MessageType::Topic);
+                msg.room_id = Scope::Room((*r).to_owned()).wire();
+                msg.topic = Some(Box::new(topic));
+                Some(Bytes::from(msg.encode()))
+            })
+            .collect()
+    }
+
     /// The line that says which rooms we are in (besides `#general`).
     pub(crate) fn rooms_line(&self) -> Bytes {
         let mut msg = self.own_line(MessageType::Rooms);
@@ -964,6 +1034,7 @@ impl Mesh {
             joined: true,
             members: linked + 1,
             peers: Vec::new(),
+            topic: self.topic(GENERAL).map(|t| t.text),
         }];
         let joined: Vec<String> = self.rooms().rooms().cloned().collect();
         for r in &joined {
@@ -972,6 +1043,7 @@ impl Mesh {
         for (name, peers) in known {
             let joined = joined.contains(&name);
             out.push(RoomInfo {
+                topic: self.topic(&name).map(|t| t.text),
                 members: peers.len() + usize::from(joined),
                 name,
                 joined,

@@ -498,32 +498,38 @@ impl Table {
     /// events for what changed in the rooms we are in (`ours`), once the
     /// peer is shown; none for the link's first word on it (its join says
     /// it came).
+    /// Returns the rooms it is in now and was not before (all of them on
+    /// its first word), and whether this was its first word.
     pub(crate) fn set_rooms(
         &mut self,
         link: LinkId,
         rooms: BTreeSet<String>,
         ours: &BTreeSet<String>,
         history: &History,
-    ) {
+    ) -> (Vec<String>, bool) {
         let Some(l) = self.links.get_mut(&link) else {
-            return;
+            return (Vec::new(), false);
         };
+        if l.rooms_said && *l.rooms == rooms {
+            return (Vec::new(), false);
+        }
         let old = std::mem::replace(&mut l.rooms, Arc::new(rooms));
         let new = l.rooms.clone();
         let first = !std::mem::replace(&mut l.rooms_said, true);
+        let added = new.difference(&old).cloned().collect();
         self.targets = None;
         if first {
-            return;
+            return (added, true);
         }
         let Some(id) = l.peer.clone() else {
-            return;
+            return (added, false);
         };
         let Some(p) = self
             .peers
             .get(&id)
             .filter(|p| p.link == Some(link) && p.shown)
         else {
-            return;
+            return (added, false);
         };
         let changes = new
             .difference(&old)
@@ -538,6 +544,7 @@ impl Table {
                 joined,
             });
         }
+        (added, false)
     }
 
     /// The rooms a link's peer is in besides `#general`, if it takes rooms.

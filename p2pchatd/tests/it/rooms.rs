@@ -462,3 +462,83 @@ async fn a_direct_message_never_goes_to_a_nick_in_conflict() {
     assert_eq!(text(&at_b.messages(1, T).await[0]), "for the real bob");
     assert_eq!(text(&at_rogue.messages(1, T).await[0]), "after it");
 }
+
+/// A room's topic: set by a member, heard by the members only, told to
+/// one that joins later, kept across a restart; the newest wins.
+#[tokio::test]
+async fn a_rooms_topic_reaches_its_members_and_lasts() {
+    use shared::api::{TopicParams, TopicResult};
+    let topic_of = |d: &Daemon| {
+        let socket = d.socket.clone();
+        async move {
+            let r: TopicResult = p2pchat_tui::client::Client::connect(&socket)
+                .await
+                .unwrap()
+                .call(&Call::Topic(TopicParams {
+                    room: "#ops".into(),
+                    text: None,
+                }))
+                .await
+                .unwrap();
+            r.topic.map(|t| t.text)
+        }
+    };
+    let is_topic = |e: &Event| matches!(e.body, EventBody::Topic { .. });
+    let net = TestNet::new();
+    let [a, mut b, c] = net.linked(["amy", "bob", "cat"]).await;
+    a.join("#ops").await;
+    b.join("#ops").await;
+    sees_in_room(&a, "bob", "#ops").await;
+    let mut at_b = b.subscribe_room("#ops").await;
+    let mut at_c = c.subscribe(None).await;
+    let set: Result<TopicResult, _> = a
+        .client()
+        .await
+        .call(&Call::Topic(TopicParams {
+            room: "#ops".into(),
+            text: Some("deploys on Fridays".into()),
+        }))
+        .await;
+    assert_eq!(set.unwrap().topic.unwrap().text, "deploys on Fridays");
+    let e = at_b.until("the topic", T, is_topic).await;
+    assert!(matches!(&e.body, EventBody::Topic { nick, text, room, .. }
+        if nick == "amy" && text == "deploys on Fridays" && room == "#ops"));
+    // cat, not in #ops, hears nothing of it (a line after it comes first).
+    a.say("after the topic").await;
+    let e = at_c
+        .until("amy's next line", T, |e| is_topic(e) || is_message(e))
+        .await;
+    assert_eq!(text(&e), "after the topic");
+    refused(
+        c.client()
+            .await
+            .call::<TopicResult>(&Call::Topic(TopicParams {
+                room: "#ops".into(),
+                text: Some("x".into()),
+            }))
+            .await,
+        code::NOT_IN_ROOM,
+    );
+    // cat joins: a member tells it the topic.
+    c.join("#ops").await;
+    let e = at_c.until("the topic, on joining", T, is_topic).await;
+    assert!(matches!(&e.body, EventBody::Topic { text, .. } if text == "deploys on Fridays"));
+    // bob restarts and keeps it; he sets a newer one, amy takes it.
+    b.signal(nix::sys::signal::Signal::SIGTERM);
+    b.exit_within(T).await;
+    b = net.daemon("bob").await;
+    assert_eq!(topic_of(&b).await.as_deref(), Some("deploys on Fridays"));
+    wait_full_mesh(&[&a, &b, &c], T).await;
+    let mut at_a = a.subscribe(None).await;
+    let _: TopicResult = b
+        .client()
+        .await
+        .call(&Call::Topic(TopicParams {
+            room: "#ops".into(),
+            text: Some("freeze until Monday".into()),
+        }))
+        .await
+        .unwrap();
+    at_a.until("bob's topic", T, is_topic).await;
+    assert_eq!(topic_of(&a).await.as_deref(), Some("freeze until Monday"));
+}
