@@ -451,6 +451,9 @@ pub(super) struct State {
     pub mentions: usize,
     /// Tab completion under way.
     pub completion: Option<Completion>,
+    /// Rooms the daemon said we joined whose join event has not come yet
+    /// (a part of ours still on its way closes nothing then).
+    pub joining: std::collections::BTreeSet<String>,
     /// A paste of several lines waiting for Enter (send) or Esc.
     pub paste: Option<Vec<String>>,
     /// Since when nobody is linked (the status bar then hints at
@@ -512,6 +515,7 @@ impl State {
             focused: true,
             mentions: 0,
             completion: None,
+            joining: std::collections::BTreeSet::new(),
             paste: None,
             alone_since: None,
             restart_offer: None,
@@ -790,6 +794,16 @@ impl State {
     }
 
     fn push_event_counted(&mut self, e: &Event, live: bool) -> bool {
+        if let EventBody::Room {
+            peer_id,
+            room,
+            joined: true,
+            ..
+        } = &e.body
+            && self.me.as_ref().is_some_and(|m| m.peer_id == *peer_id)
+        {
+            self.joining.remove(room);
+        }
         let own = |peer_id: &str| self.me.as_ref().is_some_and(|m| m.peer_id == peer_id);
         let (ts, late) = crate::format::shown_time(e);
         let Some(target) = self.target_of(e) else {
@@ -848,8 +862,11 @@ impl State {
         let i = match self.open(target) {
             Some(i) => i,
             None => {
+                // Marked as a direct message, unless it carries a trust
+                // mark: that matters more.
                 if let LineKind::Message { mark, .. } = &mut kind
                     && is_dm
+                    && mark.is_none()
                 {
                     *mark = Some('→');
                 }
@@ -864,12 +881,10 @@ impl State {
             && self.me.as_ref().is_some_and(|m| m.peer_id == *peer_id)
         {
             // We left: the room's buffer goes (the line shows where we are),
-            // unless we joined again since (the part came late).
-            let rejoined = self.buffers[i]
-                .lines
-                .iter()
-                .any(|l| l.cursor.is_some_and(|c| c > e.cursor));
-            if i != 0 && !rejoined {
+            // unless we joined it again since (the part came late).
+            let rejoining =
+                matches!(&e.body, EventBody::Room { room, .. } if self.joining.contains(room));
+            if i != 0 && !rejoining {
                 self.close(i);
             }
             self.push(ts, Some(e.cursor), kind);
@@ -974,13 +989,15 @@ impl State {
         let first_kept = kept
             .iter()
             .find(|l| !l.kind.is_late() && !matches!(l.kind, LineKind::Rule(_)));
+        let label_of = |d: NaiveDate| d.format("%A, %-d %B %Y").to_string();
         if let (Some(l), Some(day)) = (first_kept, self.buffers[i].last_day)
             && self.clock.day(&l.ts) != day
             && !kept
-                .front()
-                .is_some_and(|k| matches!(k.kind, LineKind::Rule(_)))
+                .iter()
+                .take_while(|k| matches!(k.kind, LineKind::Rule(_)))
+                .any(|k| k.kind == LineKind::Rule(label_of(self.clock.day(&l.ts))))
         {
-            let label = self.clock.day(&l.ts).format("%A, %-d %B %Y").to_string();
+            let label = label_of(self.clock.day(&l.ts));
             let ts = l.ts;
             let rule = LineKind::Rule(label);
             let rows = row_count(&rule, self.message_width(), self.time_width);

@@ -816,6 +816,7 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
             Vec::new()
         }
         DaemonMsg::Joined(room) => {
+            state.joining.insert(room.clone());
             match state.open(Target::Room(room)) {
                 Some(i) => state.switch_to(i),
                 None => state.note(LineKind::Error("too many buffers open; /close some".into())),
@@ -1348,10 +1349,16 @@ mod tests {
             ]
         );
         assert_eq!(s.buf().scroll, 0);
-        // Out and in again; the part's event comes late: the buffer stays.
-        update(&mut s, room_event(60, "me_1", "#ops", true));
+        // Out and in again fast: the daemon's answers come before the
+        // events; the part's event then closes nothing, the join's opens.
+        update(&mut s, Action::Daemon(DaemonMsg::Parted("#ops".into())));
+        update(&mut s, Action::Daemon(DaemonMsg::Joined("#ops".into())));
         update(&mut s, room_event(55, "me_1", "#ops", false));
         assert_eq!(names(&s), ["#general", "#ops"]);
+        update(&mut s, room_event(60, "me_1", "#ops", true));
+        assert!(s.joining.is_empty());
+        update(&mut s, room_event(70, "me_1", "#ops", false));
+        assert_eq!(names(&s), ["#general"], "a part of ours then closes it");
     }
 
     /// /join asks the daemon, which answers with the room: its buffer

@@ -58,8 +58,10 @@ const UNSEALED_LINES: usize = 2 * MAX_RUN_LINES;
 const UNSEALED_BYTES: usize = 2 * (MAX_RUN_BYTES + MAX_SEALED_BYTES);
 /// Relayed runs in a link's queue at once while catching its peer up.
 const RELAYS_QUEUED: usize = 16;
-/// `rooms` lines of a peer said as events in a window; more are taken
-/// quietly.
+/// How far ahead of our clock a topic's time may be.
+const TOPIC_CLOCK_SLACK: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+/// `rooms` lines of a peer said as events in a window (more are taken
+/// quietly), and `topic` lines taken in one.
 const ROOMS_PER_WINDOW: u32 = 10;
 const ROOMS_WINDOW: Duration = Duration::from_secs(10);
 /// A link asks its peer again for what it lacks at most this often.
@@ -318,6 +320,7 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
         catching_up: Arc::new(AtomicBool::new(false)),
         pending: Arc::default(),
         rooms_lines: None,
+        topic_lines: None,
     };
     let mut end = None;
     for msg in early {
@@ -390,8 +393,10 @@ struct Reader<'a> {
     /// when not `#general`), and their text bytes.
     unsealed: VecDeque<(Option<Box<str>>, RelayedLine)>,
     unsealed_bytes: usize,
-    /// When the peer's `rooms` lines began to be counted, and how many.
+    /// When the peer's `rooms` and `topic` lines began to be counted, and
+    /// how many.
     rooms_lines: Option<(std::time::Instant, u32)>,
+    topic_lines: Option<(std::time::Instant, u32)>,
     /// A catch-up of the peer runs, and the vector it plans by next.
     catching_up: Arc<AtomicBool>,
     pending: Arc<std::sync::Mutex<Option<TheirVector>>>,
@@ -802,9 +807,21 @@ impl Reader<'_> {
                 && shared::text::validate_peer_id(&t.by).is_ok()
                 && t.nick.chars().count() <= shared::limits::MAX_NICK_CHARS * 4
         });
+        // A topic from the future would win for good: a clock may be off
+        // by minutes, not more.
+        let soon = chrono::Utc::now() + TOPIC_CLOCK_SLACK;
+        let topic = topic.filter(|t| t.at <= soon);
+        // A room's topic changes as people change it, not many times a second.
+        let now = std::time::Instant::now();
+        let (since, n) = self.topic_lines.get_or_insert((now, 0));
+        if now.duration_since(*since) > ROOMS_WINDOW {
+            (*since, *n) = (now, 0);
+        }
+        *n += 1;
+        let topic = topic.filter(|_| *n <= ROOMS_PER_WINDOW);
         let Some(mut topic) = topic else {
             self.bad_lines += 1;
-            debug!(link = %self.id, "dropped a topic over its bounds");
+            debug!(link = %self.id, "dropped a topic over its bounds, from the future, or in a flood");
             return if self.bad_lines >= MAX_BAD_LINES {
                 Err(End::Garbage)
             } else {
@@ -816,7 +833,10 @@ impl Reader<'_> {
             return Ok(());
         }
         topic.text = sanitize_foreign_text(&topic.text).into_owned();
-        topic.nick = sanitize_foreign_nick(&topic.nick).into_owned();
+        // Shown as its setter's key is (`nick~tag` when another holds it).
+        topic.nick = self
+            .mesh
+            .announced_as(&topic.by, &sanitize_foreign_nick(&topic.nick));
         self.mesh.heard_topic(&room, *topic);
         Ok(())
     }
@@ -856,8 +876,14 @@ impl Reader<'_> {
         }
         *n += 1;
         let said = *n <= ROOMS_PER_WINDOW;
-        // Far past it, a peer is flooding, not changing rooms.
-        let set = set.filter(|_| *n <= 10 * ROOMS_PER_WINDOW);
+        // Far past it, a peer is flooding, not changing rooms: its list
+        // still counts, and so does the line, as garbage.
+        if *n > 10 * ROOMS_PER_WINDOW {
+            self.bad_lines += 1;
+            if self.bad_lines >= MAX_BAD_LINES {
+                return Some(End::Garbage);
+            }
+        }
         match set {
             Some(set) => {
                 let ours = self.mesh.joined();

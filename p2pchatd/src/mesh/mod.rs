@@ -896,7 +896,10 @@ impl Mesh {
                 .rooms_saving
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if let Some(snapshot) = mesh.rooms().snapshot() {
+            // Taken first: the links read the rooms under that lock, and
+            // the writes wait for the disk.
+            let snapshot = mesh.rooms().snapshot();
+            if let Some(snapshot) = snapshot {
                 crate::rooms::save(&snapshot);
             }
         })
@@ -951,13 +954,26 @@ impl Mesh {
                 format!("not in {room}; join it first (/join {room})"),
             ));
         }
-        let topic = Topic {
-            text: text.to_owned(),
-            by: self.peer_id().to_string(),
-            nick: self.nick().to_string(),
-            at: Utc::now(),
+        let topic = {
+            let mut rooms = self.rooms();
+            // Newer than the one held, whatever the clocks say.
+            let held = rooms
+                .topic(room)
+                .map(|t| t.at + chrono::TimeDelta::nanoseconds(1));
+            let topic = Topic {
+                text: text.to_owned(),
+                by: self.peer_id().to_string(),
+                nick: self.nick().to_string(),
+                at: held.map_or_else(Utc::now, |h| h.max(Utc::now())),
+            };
+            if !rooms.set_topic(room, topic.clone()) {
+                return Err(RpcError::new(
+                    code::NOT_IN_ROOM,
+                    format!("not in {room} any more"),
+                ));
+            }
+            topic
         };
-        self.rooms().set_topic(room, topic.clone());
         self.save_rooms().await;
         self.inner.history.append(EventBody::Topic {
             peer_id: topic.by.clone(),
@@ -983,7 +999,9 @@ impl Mesh {
         self.rooms().topic(room).cloned()
     }
 
-    /// A member told us `room`'s topic: kept and said if newer than ours.
+    /// A member told us `room`'s topic: kept, said and passed on to the
+    /// room's other members if newer than ours (a member not linked with
+    /// its setter hears it so; one that has it takes it no further).
     pub(crate) fn heard_topic(&self, room: &str, topic: Topic) {
         if !self.rooms().set_topic(room, topic.clone()) {
             return;
@@ -995,7 +1013,19 @@ impl Mesh {
             text: topic.text,
         });
         let mesh = self.clone();
-        self.spawn(async move { mesh.save_rooms().await });
+        let room = room.to_owned();
+        self.spawn(async move {
+            mesh.save_rooms().await;
+            let _order = mesh.inner.outbox.lock().await;
+            let audience = if room == GENERAL {
+                Audience::Rooms
+            } else {
+                Audience::Room(&room)
+            };
+            for line in mesh.topic_lines(&[&room]) {
+                mesh.fan_out(line, audience).await;
+            }
+        });
     }
 
     /// Lines that tell the topics of `rooms` (those that have one).
