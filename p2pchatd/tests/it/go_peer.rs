@@ -127,6 +127,18 @@ impl GoPeer {
     }
 }
 
+/// Waits until `d` is linked with the Go peer `id`; its entry.
+async fn linked_go(d: &Daemon, id: &str) -> shared::api::PeerInfo {
+    wait_until("the Go peer to be linked", T, || async {
+        d.try_peers()
+            .await
+            .ok()?
+            .into_iter()
+            .find(|p| p.peer_id == id && p.connected)
+    })
+    .await
+}
+
 /// What the Go program does with a line: parse it into its struct, drop it
 /// without `id`, `type` or `sender_id`. We require more: nothing it would
 /// drop or show as garbage.
@@ -220,14 +232,7 @@ async fn a_go_peer_that_dials_us_chats_both_ways() {
     let hello = go.line("join", "gopher joined the chat", "gopher");
     w.write_all(hello.as_bytes()).await.unwrap();
 
-    let p = wait_until("the Go peer to be linked", T, || async {
-        d.try_peers()
-            .await
-            .ok()?
-            .into_iter()
-            .find(|p| p.peer_id == "aaa_7" && p.connected)
-    })
-    .await;
+    let p = linked_go(&d, "aaa_7").await;
     assert_eq!(
         (p.link, p.kind, p.nick.as_str()),
         (Some(LinkDirection::Accepted), Some(PeerKind::Go), "gopher")
@@ -348,14 +353,7 @@ async fn we_dial_a_go_peer_whose_listener_comes_up_late() {
     assert!(hello["sequence"].as_u64().unwrap() > 0);
     assert_eq!(hello["content"], "mmm joined the chat");
 
-    let p = wait_until("the Go peer to be linked", T, || async {
-        d.try_peers()
-            .await
-            .ok()?
-            .into_iter()
-            .find(|p| p.peer_id == "zzz_7" && p.connected)
-    })
-    .await;
+    let p = linked_go(&d, "zzz_7").await;
     assert_eq!(
         (p.link, p.kind, p.encrypted, p.trust),
         (
@@ -536,14 +534,7 @@ async fn a_go_peer_sees_general_only_and_gets_no_direct_message() {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     w.write_all(go.identifying_join().as_bytes()).await.unwrap();
-    wait_until("the Go peer to be linked", T, || async {
-        d.try_peers()
-            .await
-            .ok()?
-            .into_iter()
-            .find(|p| p.peer_id == "aaa_8" && p.connected)
-    })
-    .await;
+    linked_go(&d, "aaa_8").await;
 
     d.join("#ops").await;
     d.say_to(Some("#ops"), None, "ops only").await.unwrap();
