@@ -17,7 +17,7 @@
 use blake2::Digest;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
-use shared::keys::{KEY_LEN, hex, tagged};
+use shared::keys::{KEY_LEN, hex, tagged, unhex_vec};
 use shared::rooms::{MAX_SEALED_BYTES, SEALED_PREFIX};
 
 use crate::identity::Identity;
@@ -95,21 +95,6 @@ pub(crate) fn open(
         )
         .ok()?;
     String::from_utf8(body).ok()
-}
-
-fn unhex_vec(s: &str) -> Option<Vec<u8>> {
-    let digit = |b: u8| match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
-    };
-    let s = s.as_bytes();
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    s.chunks(2)
-        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
-        .collect()
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@
 //! what a room is and how it travels is [`shared::rooms`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -17,8 +16,9 @@ use crate::identity::write_private;
 /// The files, in the state folder.
 pub(crate) const ROOMS_FILE: &str = "rooms";
 const TOPICS_FILE: &str = "topics.json";
-/// Largest file read back.
-const MAX_FILE: u64 = 16 * 1024;
+/// Largest file read back: every topic whole, with room to spare (the
+/// text is JSON: a character may take six bytes escaped).
+const MAX_FILE: u64 = ((MAX_JOINED + 1) * (MAX_TOPIC_CHARS * 6 + 512)) as u64;
 
 /// Why a room cannot be joined or left.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -169,18 +169,18 @@ pub(crate) fn save(snapshot: &Snapshot) {
     }
 }
 
+/// A state file's text; `None` when there is none yet.
 fn read_bounded(path: &Path) -> io::Result<Option<String>> {
-    match fs::metadata(path) {
+    match shared::config::read_bounded(path, MAX_FILE) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-        Ok(m) if m.len() > MAX_FILE => Err(io::Error::other("too large")),
-        Ok(_) => fs::read_to_string(path).map(Some),
+        r => r.map(Some),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn rooms_joined_are_kept_and_bounded() {
@@ -221,6 +221,15 @@ mod tests {
         save(&j.snapshot().unwrap());
         let back = Joined::load(Some(&dir));
         assert_eq!(back.topic("#ops").unwrap().text, "deploys on Friday");
+        // Every room with the longest topic still reads back.
+        let mut j = back;
+        let rooms: Vec<String> = j.rooms().cloned().collect();
+        for r in &rooms {
+            assert!(j.set_topic(r, topic(&"é\"".repeat(MAX_TOPIC_CHARS / 2), 30)));
+        }
+        save(&j.snapshot().unwrap());
+        let back = Joined::load(Some(&dir));
+        assert!(rooms.iter().all(|r| back.topic(r).is_some()));
         fs::remove_dir_all(dir).unwrap();
     }
 }

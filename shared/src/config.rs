@@ -157,7 +157,7 @@ pub fn load(given: Option<&Path>) -> Result<Loaded, ConfigError> {
         key: None,
         message,
     };
-    let text = match read_bounded(&path) {
+    let text = match read_bounded(&path, MAX_CONFIG_BYTES) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => {
             return Ok(Loaded::default());
         }
@@ -174,18 +174,20 @@ pub fn load(given: Option<&Path>) -> Result<Loaded, ConfigError> {
 
 /// The text of a regular file of at most [`MAX_CONFIG_BYTES`] (a FIFO or a
 /// device is refused, never read without end).
-fn read_bounded(path: &Path) -> std::io::Result<String> {
+/// A regular file's text, refused past `max` bytes (read no further, so a
+/// FIFO or a file that grows cannot hold the reader).
+pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<String> {
     use std::io::Read;
     let f = std::fs::File::open(path)?;
     if !f.metadata()?.is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
     let mut text = String::new();
-    f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_CONFIG_BYTES {
+    f.take(max + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > max {
         return Err(std::io::Error::other(format!(
             "larger than {} KiB; is it the right file?",
-            MAX_CONFIG_BYTES / 1024
+            max / 1024
         )));
     }
     Ok(text)
@@ -480,7 +482,7 @@ pub fn save_nick(path: &Path, nick: &str) -> Result<(), String> {
     let _one = SAVING.lock().unwrap_or_else(|p| p.into_inner());
     // A linked file (stow, home-manager) is written where it really is.
     let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-    let old = match read_bounded(&path) {
+    let old = match read_bounded(&path, MAX_CONFIG_BYTES) {
         Ok(t) => Some(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),

@@ -77,26 +77,36 @@ pub fn short_tag_of_id(id: &str) -> Option<&str> {
 
 /// Hex of any bytes, lowercase.
 pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
+    for &b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
     }
     s
 }
 
 /// Bytes of lowercase or uppercase hex; `None` unless exactly `N` bytes.
 pub fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    let s = s.as_bytes();
     if s.len() != N * 2 {
         return None;
     }
-    let mut out = [0u8; N];
-    for (i, pair) in s.chunks(2).enumerate() {
-        let hi = char::from(pair[0]).to_digit(16)?;
-        let lo = char::from(pair[1]).to_digit(16)?;
-        out[i] = u8::try_from(hi * 16 + lo).ok()?;
+    unhex_vec(s)?.try_into().ok()
+}
+
+/// Bytes of lowercase or uppercase hex, any even length.
+pub fn unhex_vec(s: &str) -> Option<Vec<u8>> {
+    let s = s.as_bytes();
+    if !s.len().is_multiple_of(2) {
+        return None;
     }
-    Some(out)
+    s.chunks(2)
+        .map(|pair| {
+            let hi = char::from(pair[0]).to_digit(16)?;
+            let lo = char::from(pair[1]).to_digit(16)?;
+            u8::try_from(hi * 16 + lo).ok()
+        })
+        .collect()
 }
 
 #[cfg(test)]
