@@ -24,8 +24,6 @@ const BURST: u32 = 5;
 const REFILL: Duration = Duration::from_secs(3);
 /// A program still running after this is killed.
 const RUN_LIMIT: Duration = Duration::from_secs(10);
-/// The room every line is in (until there are rooms).
-const ROOM: &str = "#general";
 
 /// One line that named us.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,19 +67,22 @@ impl Notifier {
         *self.highlights.lock().unwrap_or_else(|p| p.into_inner()) = h;
     }
 
-    /// A line someone else said; runs the program if it names us.
-    pub(crate) fn heard(&self, nick: &str, text: &str) {
-        let named = self
-            .highlights
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .matches(text);
+    /// A line someone else said in `room` (`None`: to us alone, which
+    /// always names us); runs the program if it names us. The room of a
+    /// direct message is `@` and its sender.
+    pub(crate) fn heard(&self, nick: &str, room: Option<&str>, text: &str) {
+        let named = room.is_none()
+            || self
+                .highlights
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .matches(text);
         if !named {
             return;
         }
         let m = Mention {
             nick: nick.to_owned(),
-            room: ROOM.to_owned(),
+            room: room.map_or_else(|| format!("@{nick}"), str::to_owned),
             text: text.to_owned(),
         };
         if self.tx.try_send(m).is_err() {
@@ -233,16 +234,28 @@ mod tests {
         let (n, _run) = Notifier::new(vec!["true".into()], vec!["deploy".into()], "alice");
         let (tx, mut rx) = mpsc::channel(QUEUE);
         let n = Notifier { tx, ..n };
-        n.heard("bob", "malice");
-        n.heard("bob", "Alice?");
-        n.heard("bob", "deploy!");
+        let ops = Some("#ops");
+        n.heard("bob", ops, "malice");
+        n.heard("bob", ops, "Alice?");
+        n.heard("bob", Some("#general"), "deploy!");
         n.set_nick("zed");
-        n.heard("bob", "alice");
-        n.heard("bob", "zed");
+        n.heard("bob", ops, "alice");
+        n.heard("bob", ops, "zed");
+        // A direct message names us, whatever it says.
+        n.heard("cat", None, "psst");
         let mut got = Vec::new();
         while let Ok(m) = rx.try_recv() {
-            got.push(m.text);
+            got.push((m.room, m.text));
         }
-        assert_eq!(got, ["Alice?", "deploy!", "zed"]);
+        let got: Vec<(&str, &str)> = got.iter().map(|(r, t)| (r.as_str(), t.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("#ops", "Alice?"),
+                ("#general", "deploy!"),
+                ("#ops", "zed"),
+                ("@cat", "psst")
+            ]
+        );
     }
 }

@@ -51,6 +51,12 @@ pub mod code {
     pub const CANNOT_DM: i64 = 1011;
 }
 
+/// A room a client named, in its one spelling, or the API's error for it.
+pub fn room_param(room: &str) -> Result<String, RpcError> {
+    crate::rooms::parse_room(room)
+        .map_err(|e| RpcError::new(code::INVALID_ROOM, format!("room {room:?}: {e}")))
+}
+
 /// The method name of event notifications.
 pub const EVENT_METHOD: &str = "event";
 
@@ -149,6 +155,13 @@ pub struct AwayResult {
 
 /// An away reason is at most this many characters; longer ones are cut.
 pub const MAX_AWAY_CHARS: usize = 160;
+
+/// An away reason as it is kept and shown: cut to [`MAX_AWAY_CHARS`];
+/// none when blank (that is back).
+pub fn clip_away(reason: &str) -> Option<String> {
+    let clipped: String = reason.chars().take(MAX_AWAY_CHARS).collect();
+    (!clipped.trim().is_empty()).then_some(clipped)
+}
 /// What peers see while no client is attached and no reason was given.
 pub const DETACHED_AWAY: &str = "detached";
 

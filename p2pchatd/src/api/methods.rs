@@ -9,9 +9,9 @@ use shared::api::{
     AwayResult, Call, HISTORY_DEFAULT_LIMIT, MAX_SEARCH_BYTES, NickResult, Request, RoomResult,
     RpcError, SAY_WAIT_DEFAULT_MS, SAY_WAIT_MAX_MS, SearchParams, ShutdownResult, StatusInfo,
     SubscribeResult, TopicParams, TopicResult, TrustResult, code, encode_error,
-    encode_history_result, encode_result, write_json_array,
+    encode_history_result, encode_result, room_param, write_json_array,
 };
-use shared::rooms::{MAX_TOPIC_CHARS, parse_room};
+use shared::rooms::MAX_TOPIC_CHARS;
 use shared::text::{validate_nick, validate_text};
 
 use super::ApiContext;
@@ -185,8 +185,7 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
 
 /// Sets or reads a room's topic.
 async fn topic(ctx: &ApiContext, p: TopicParams) -> Result<TopicResult, RpcError> {
-    let room = parse_room(&p.room)
-        .map_err(|e| RpcError::new(code::INVALID_ROOM, format!("room {:?}: {e}", p.room)))?;
+    let room = room_param(&p.room)?;
     let topic = match p.text {
         Some(text) => {
             validate_text(&text).map_err(|e| RpcError::new(code::INVALID_TEXT, e.to_string()))?;
@@ -205,10 +204,7 @@ async fn topic(ctx: &ApiContext, p: TopicParams) -> Result<TopicResult, RpcError
 
 /// Joins or leaves a room, as named by a client.
 async fn join_or_part(ctx: &ApiContext, room: &str, join: bool) -> Result<RoomResult, RpcError> {
-    let invalid = |e: &dyn std::fmt::Display| {
-        RpcError::new(code::INVALID_ROOM, format!("room {room:?}: {e}"))
-    };
-    let room = parse_room(room).map_err(|e| invalid(&e))?;
+    let room = room_param(room)?;
     let changed = if join {
         ctx.mesh.join_room(&room).await
     } else {
@@ -221,12 +217,8 @@ async fn join_or_part(ctx: &ApiContext, room: &str, join: bool) -> Result<RoomRe
 
 /// A `room` param as a filter: `#name`, checked.
 fn room_filter(room: Option<&str>) -> Result<Option<RoomFilter>, RpcError> {
-    room.map(|r| {
-        parse_room(r)
-            .map(|r| RoomFilter::new(&r))
-            .map_err(|e| RpcError::new(code::INVALID_ROOM, format!("room {r:?}: {e}")))
-    })
-    .transpose()
+    room.map(|r| room_param(r).map(|r| RoomFilter::new(&r)))
+        .transpose()
 }
 
 /// A search's hits (cursor, event JSON), oldest first.

@@ -319,8 +319,8 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
         unsealed_bytes: 0,
         catching_up: Arc::new(AtomicBool::new(false)),
         pending: Arc::default(),
-        rooms_lines: None,
-        topic_lines: None,
+        rooms_lines: Window::default(),
+        topic_lines: Window::default(),
     };
     let mut end = None;
     for msg in early {
@@ -393,10 +393,9 @@ struct Reader<'a> {
     /// when not `#general`), and their text bytes.
     unsealed: VecDeque<(Option<Box<str>>, RelayedLine)>,
     unsealed_bytes: usize,
-    /// When the peer's `rooms` and `topic` lines began to be counted, and
-    /// how many.
-    rooms_lines: Option<(std::time::Instant, u32)>,
-    topic_lines: Option<(std::time::Instant, u32)>,
+    /// The peer's `rooms` and `topic` lines, counted per window.
+    rooms_lines: Window,
+    topic_lines: Window,
     /// A catch-up of the peer runs, and the vector it plans by next.
     catching_up: Arc<AtomicBool>,
     pending: Arc<std::sync::Mutex<Option<TheirVector>>>,
@@ -469,11 +468,17 @@ impl Reader<'_> {
     }
 
     fn malformed(&mut self, e: &WireError) -> Option<End> {
+        self.bad_line(format_args!("dropped a malformed line: {e}"))
+    }
+
+    /// Counts a line dropped as bad, says why (loudly the first time);
+    /// past [`MAX_BAD_LINES`] the link ends.
+    fn bad_line(&mut self, why: std::fmt::Arguments<'_>) -> Option<End> {
         self.bad_lines += 1;
         if self.bad_lines == 1 {
-            warn!(link = %self.id, "dropped a malformed line: {e}");
+            warn!(link = %self.id, "{why}");
         } else {
-            debug!(link = %self.id, "dropped a malformed line: {e}");
+            debug!(link = %self.id, "{why}");
         }
         (self.bad_lines >= MAX_BAD_LINES).then_some(End::Garbage)
     }
@@ -578,12 +583,7 @@ impl Reader<'_> {
             }
             MessageType::Leave => self.mesh.table_op(|t, h| t.quit(self.id, h)),
             MessageType::Away if self.key.is_some() => {
-                let away = (!msg.content.is_empty()).then(|| {
-                    sanitize_foreign_text(&msg.content)
-                        .chars()
-                        .take(shared::api::MAX_AWAY_CHARS)
-                        .collect::<String>()
-                });
+                let away = shared::api::clip_away(&sanitize_foreign_text(&msg.content));
                 self.mesh.table_op(|t, _| t.set_away(self.id, away));
             }
             MessageType::Relay if self.key.is_some() => {
@@ -639,10 +639,8 @@ impl Reader<'_> {
         let opened = match checked {
             Ok(o) => o,
             Err(e) => {
-                self.bad_lines += 1;
                 let author = msg.relay.as_deref().map_or("?", |r| r.key.as_str());
-                warn!(link = %self.id, %author, "dropped a relayed run: {e}");
-                return (self.bad_lines >= MAX_BAD_LINES).then_some(End::Garbage);
+                return self.bad_line(format_args!("dropped a relayed run: {e} (author {author})"));
             }
         };
         if *opened.author == **self.mesh.peer_id() {
@@ -812,21 +810,11 @@ impl Reader<'_> {
         let soon = chrono::Utc::now() + TOPIC_CLOCK_SLACK;
         let topic = topic.filter(|t| t.at <= soon);
         // A room's topic changes as people change it, not many times a second.
-        let now = std::time::Instant::now();
-        let (since, n) = self.topic_lines.get_or_insert((now, 0));
-        if now.duration_since(*since) > ROOMS_WINDOW {
-            (*since, *n) = (now, 0);
-        }
-        *n += 1;
-        let topic = topic.filter(|_| *n <= ROOMS_PER_WINDOW);
+        let n = self.topic_lines.hit();
+        let topic = topic.filter(|_| n <= ROOMS_PER_WINDOW);
         let Some(mut topic) = topic else {
-            self.bad_lines += 1;
-            debug!(link = %self.id, "dropped a topic over its bounds, from the future, or in a flood");
-            return if self.bad_lines >= MAX_BAD_LINES {
-                Err(End::Garbage)
-            } else {
-                Ok(())
-            };
+            let why = "dropped a topic over its bounds, from the future, or in a flood";
+            return self.bad_line(format_args!("{why}")).map_or(Ok(()), Err);
         };
         if !self.mesh.in_room(&room) {
             debug!(link = %self.id, room, "dropped the topic of a room we are not in");
@@ -844,13 +832,8 @@ impl Reader<'_> {
     /// A line whose `room_id` is neither a room nor a key: dropped and
     /// counted like a malformed line.
     fn malformed_room(&mut self, room_id: &str) -> Result<(), End> {
-        self.bad_lines += 1;
-        debug!(link = %self.id, room_id, "dropped a line for no room");
-        if self.bad_lines >= MAX_BAD_LINES {
-            Err(End::Garbage)
-        } else {
-            Ok(())
-        }
+        self.bad_line(format_args!("dropped a line for no room ({room_id:?})"))
+            .map_or(Ok(()), Err)
     }
 
     /// The peer says which rooms it is in: at most [`MAX_JOINED`], each a
@@ -869,29 +852,21 @@ impl Reader<'_> {
         // A peer changes rooms as a person does, not many times a second:
         // past that, what it is in still counts (room lines and catch-up
         // go by it), but its changes are not said as events.
-        let now = std::time::Instant::now();
-        let (since, n) = self.rooms_lines.get_or_insert((now, 0));
-        if now.duration_since(*since) > ROOMS_WINDOW {
-            (*since, *n) = (now, 0);
-        }
-        *n += 1;
-        let said = *n <= ROOMS_PER_WINDOW;
+        let n = self.rooms_lines.hit();
+        let said = n <= ROOMS_PER_WINDOW;
         // Far past it, a peer is flooding, not changing rooms: its list
         // still counts, and so does the line, as garbage.
-        if *n > 10 * ROOMS_PER_WINDOW {
-            self.bad_lines += 1;
-            if self.bad_lines >= MAX_BAD_LINES {
-                return Some(End::Garbage);
-            }
+        if n > 10 * ROOMS_PER_WINDOW
+            && let Some(end) = self.bad_line(format_args!("a flood of rooms lines"))
+        {
+            return Some(end);
         }
         match set {
             Some(set) => {
                 let ours = self.mesh.joined();
-                let quiet = std::collections::BTreeSet::new();
-                let said_in = if said { &ours } else { &quiet };
                 let (added, first) = self
                     .mesh
-                    .table_op(|t, h| t.set_rooms(self.id, set, said_in, h));
+                    .table_op(|t, h| t.set_rooms(self.id, set, &ours, said, h));
                 // The topics of the rooms we now share, so both hold the
                 // newest (#general's on the first word).
                 let shared: Vec<&str> = added
@@ -905,11 +880,9 @@ impl Reader<'_> {
                 }
                 None
             }
-            None => {
-                self.bad_lines += 1;
-                warn!(link = %self.id, "dropped a rooms line over its limits, in a flood, or with a bad name");
-                (self.bad_lines >= MAX_BAD_LINES).then_some(End::Garbage)
-            }
+            None => self.bad_line(format_args!(
+                "dropped a rooms line over its limits or with a bad name"
+            )),
         }
     }
 
@@ -995,9 +968,7 @@ impl Reader<'_> {
             }
             Err(e) => {
                 self.their = None;
-                warn!(link = %self.id, "dropped a version vector: {e}");
-                self.bad_lines += 1;
-                (self.bad_lines >= MAX_BAD_LINES).then_some(End::Garbage)
+                self.bad_line(format_args!("dropped a version vector: {e}"))
             }
         }
     }
@@ -1046,8 +1017,10 @@ impl Reader<'_> {
         (nick, fingerprint, trust): (&str, Option<&Arc<str>>, Option<Trust>),
         late: bool,
     ) {
+        // The event's room and recipient are built only for a line not seen
+        // before (in the closure below).
         let (content, room, to) = match scope {
-            Scope::Room(r) => (sanitize_foreign_text(&msg.content), Some(r.clone()), None),
+            Scope::Room(r) => (sanitize_foreign_text(&msg.content), Some(r), None),
             Scope::Direct(to) => {
                 let opened = key.and_then(|k| {
                     crate::direct::open(self.mesh.identity(), k, author, to, &msg.content)
@@ -1056,14 +1029,10 @@ impl Reader<'_> {
                     debug!(link = %self.id, id = msg.id, "dropped a direct message that does not open");
                     return;
                 };
-                let dm = Dm {
-                    peer_id: to.clone(),
-                    nick: self.mesh.nick().to_string(),
-                };
                 (
                     std::borrow::Cow::Owned(sanitize_foreign_text(&text).into_owned()),
                     None,
-                    Some(dm),
+                    Some(to),
                 )
             }
         };
@@ -1086,13 +1055,16 @@ impl Reader<'_> {
                 seq: (msg.sequence > 0).then_some(msg.sequence),
                 sent: msg.timestamp,
                 late,
-                room,
-                to,
+                room: room.cloned(),
+                to: to.map(|to| Dm {
+                    peer_id: to.clone(),
+                    nick: self.mesh.nick().to_string(),
+                }),
             });
         if added.is_none() {
             debug!(link = %self.id, id = msg.id, "dropped a duplicate");
         } else {
-            self.mesh.said_by_peer(nick, text);
+            self.mesh.said_by_peer(nick, room.map(String::as_str), text);
         }
     }
 }
@@ -1126,6 +1098,28 @@ pub(super) fn vector_lines(mesh: &Mesh) -> Vec<Bytes> {
             Bytes::from(msg.encode())
         })
         .collect()
+}
+
+/// Lines of one kind counted over a [`ROOMS_WINDOW`].
+#[derive(Debug, Default)]
+struct Window {
+    since: Option<std::time::Instant>,
+    n: u32,
+}
+
+impl Window {
+    /// Counts one line; how many the window holds now.
+    fn hit(&mut self) -> u32 {
+        let now = std::time::Instant::now();
+        if self
+            .since
+            .is_none_or(|s| now.duration_since(s) > ROOMS_WINDOW)
+        {
+            (self.since, self.n) = (Some(now), 0);
+        }
+        self.n += 1;
+        self.n
+    }
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

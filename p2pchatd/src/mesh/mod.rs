@@ -25,12 +25,9 @@ use std::time::Instant;
 use author::{Next, Outbox, Sealed};
 use bytes::Bytes;
 use chrono::Utc;
-use shared::api::{
-    DETACHED_AWAY, MAX_AWAY_CHARS, PeerInfo, RoomInfo, RpcError, SayResult, Trust, code,
-};
+use shared::api::{DETACHED_AWAY, PeerInfo, RoomInfo, RpcError, SayResult, Trust, code};
 use shared::authorship::{CAP_SEALS, SEAL_DELAY_MS};
 use shared::event::{Dm, EventBody};
-use shared::keys::unhex;
 use shared::limits::PROTO_TAG;
 use shared::rooms::{CAP_ROOMS, GENERAL, Scope, Topic};
 use shared::secure::{CAP_NETWORK_KEY, CAP_NOISE};
@@ -535,13 +532,9 @@ impl Mesh {
             (None, Some(to)) => self.direct_to(to),
             (None, None) => Ok(Dest::Room(GENERAL.to_owned())),
             (Some(r), None) => {
-                let room = shared::rooms::parse_room(r)
-                    .map_err(|e| RpcError::new(code::INVALID_ROOM, format!("room {r:?}: {e}")))?;
+                let room = shared::api::room_param(r)?;
                 if !self.in_room(&room) {
-                    return Err(RpcError::new(
-                        code::NOT_IN_ROOM,
-                        format!("not in {room}; join it first (/join {room})"),
-                    ));
+                    return Err(not_in_room(&room));
                 }
                 Ok(Dest::Room(room))
             }
@@ -827,7 +820,6 @@ impl Mesh {
             self.store_run(run);
         }
         let mut msg = self.own_line(MessageType::Seal);
-        let end = unhex::<32>(&seal.end);
         msg.seal = Some(seal);
         let line = Bytes::from(msg.encode());
         self.journal_append(&line);
@@ -852,7 +844,7 @@ impl Mesh {
         // Only with no run open (all the journal holds is sealed): the
         // header says where `#general`'s chain stands, the other streams
         // go on from their stored runs.
-        if large && end.is_some() && !outbox.is_open() {
+        if large && !outbox.is_open() {
             self.inner.history.flush().await;
             self.restart_journal(Some(&outbox.head()), outbox.seq, false);
         }
@@ -949,10 +941,7 @@ impl Mesh {
     /// Sets the topic of `room` (one we are in): its members hear it.
     pub(crate) async fn set_topic(&self, room: &str, text: &str) -> Result<Topic, RpcError> {
         if !self.in_room(room) {
-            return Err(RpcError::new(
-                code::NOT_IN_ROOM,
-                format!("not in {room}; join it first (/join {room})"),
-            ));
+            return Err(not_in_room(room));
         }
         let topic = {
             let mut rooms = self.rooms();
@@ -967,31 +956,33 @@ impl Mesh {
                 at: held.map_or_else(Utc::now, |h| h.max(Utc::now())),
             };
             if !rooms.set_topic(room, topic.clone()) {
-                return Err(RpcError::new(
-                    code::NOT_IN_ROOM,
-                    format!("not in {room} any more"),
-                ));
+                return Err(not_in_room(room));
             }
             topic
         };
-        self.save_rooms().await;
+        self.announce_topic(room, &topic).await;
+        Ok(topic)
+    }
+
+    /// A topic just taken for `room`: said here, kept for the next start,
+    /// and told to the room's members.
+    async fn announce_topic(&self, room: &str, topic: &Topic) {
         self.inner.history.append(EventBody::Topic {
             peer_id: topic.by.clone(),
             nick: topic.nick.clone(),
             room: room.to_owned(),
             text: topic.text.clone(),
         });
+        self.save_rooms().await;
         let _order = self.inner.outbox.lock().await;
-        let lines = self.topic_lines(&[room]);
-        let audience = if room == GENERAL {
-            Audience::Rooms
-        } else {
-            Audience::Room(room)
+        // `#general`'s goes to p2pchatd peers only: Go peers know no topic.
+        let audience = match room_audience(room) {
+            Audience::All => Audience::Rooms,
+            a => a,
         };
-        for line in lines {
+        for line in self.topic_lines(&[room]) {
             self.fan_out(line, audience).await;
         }
-        Ok(topic)
     }
 
     /// The topic of `room`, if it has one.
@@ -1006,26 +997,9 @@ impl Mesh {
         if !self.rooms().set_topic(room, topic.clone()) {
             return;
         }
-        self.inner.history.append(EventBody::Topic {
-            peer_id: topic.by,
-            nick: topic.nick,
-            room: room.to_owned(),
-            text: topic.text,
-        });
         let mesh = self.clone();
         let room = room.to_owned();
-        self.spawn(async move {
-            mesh.save_rooms().await;
-            let _order = mesh.inner.outbox.lock().await;
-            let audience = if room == GENERAL {
-                Audience::Rooms
-            } else {
-                Audience::Room(&room)
-            };
-            for line in mesh.topic_lines(&[&room]) {
-                mesh.fan_out(line, audience).await;
-            }
-        });
+        self.spawn(async move { mesh.announce_topic(&room, &topic).await });
     }
 
     /// Lines that tell the topics of `rooms` (those that have one).
@@ -1204,9 +1178,7 @@ impl Mesh {
     /// Away by hand with `reason` (cut to its bound), or back with none;
     /// returns what peers now see.
     pub(crate) fn set_away(&self, reason: Option<String>) -> Option<String> {
-        let reason = reason
-            .map(|r| r.chars().take(MAX_AWAY_CHARS).collect::<String>())
-            .filter(|r| !r.trim().is_empty());
+        let reason = reason.and_then(|r| shared::api::clip_away(&r));
         self.presence_op(|p| p.manual = reason);
         self.away()
     }
@@ -1260,9 +1232,9 @@ impl Mesh {
 
     /// A line someone else said reached the history: a mention runs the
     /// notify command.
-    pub(crate) fn said_by_peer(&self, nick: &str, text: &str) {
+    pub(crate) fn said_by_peer(&self, nick: &str, room: Option<&str>, text: &str) {
         if let Some(n) = &self.inner.notifier {
-            n.heard(nick, text);
+            n.heard(nick, room, text);
         }
     }
 
@@ -1482,6 +1454,14 @@ impl Drop for HandshakeSlot {
 }
 
 /// The error of a `say {wait}` that some peers did not confirm in time.
+/// `say` or `topic` in a room we are not in.
+fn not_in_room(room: &str) -> RpcError {
+    RpcError::new(
+        code::NOT_IN_ROOM,
+        format!("not in {room}; join it first (/join {room})"),
+    )
+}
+
 fn unconfirmed(missing: &[(Arc<str>, String, bool)], wait: Duration) -> RpcError {
     let names = |confirms: bool| {
         missing

@@ -496,8 +496,8 @@ impl Table {
 
     /// The link's peer said it is in `rooms` (besides `#general`): room
     /// events for what changed in the rooms we are in (`ours`), once the
-    /// peer is shown; none for the link's first word on it (its join says
-    /// it came).
+    /// peer is shown and `said` (not past the rate); none for the link's
+    /// first word on it (its join says it came).
     /// Returns the rooms it is in now and was not before (all of them on
     /// its first word), and whether this was its first word.
     pub(crate) fn set_rooms(
@@ -505,6 +505,7 @@ impl Table {
         link: LinkId,
         rooms: BTreeSet<String>,
         ours: &BTreeSet<String>,
+        said: bool,
         history: &History,
     ) -> (Vec<String>, bool) {
         let Some(l) = self.links.get_mut(&link) else {
@@ -518,8 +519,8 @@ impl Table {
         let first = !std::mem::replace(&mut l.rooms_said, true);
         let added = new.difference(&old).cloned().collect();
         self.targets = None;
-        if first {
-            return (added, true);
+        if first || !said {
+            return (added, first);
         }
         let Some(id) = l.peer.clone() else {
             return (added, false);
