@@ -395,12 +395,9 @@ mod tests {
             link: Some(LinkDirection::Dialed),
             kind: Some(PeerKind::P2pchatd),
             encrypted: true,
-            fingerprint: None,
             trust: Some(Trust::Verified),
             last_seen_ms: Some(0),
-            away: None,
-            rooms: Vec::new(),
-            lines_in: None,
+            ..Default::default()
         }]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 2);

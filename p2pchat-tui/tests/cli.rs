@@ -486,45 +486,45 @@ fn doctor_explains_a_namespace_without_a_multicast_route() {
 async fn rooms_and_direct_messages_from_a_shell() {
     let net = TestNet::new();
     let [a, b] = net.linked(["amy", "bob"]).await;
-    assert_eq!(stdout(&p2pchat(&a, &["join", "#ops"])), "joined #ops\n");
-    assert_eq!(stdout(&p2pchat(&a, &["join", "ops"])), "already in #ops\n");
-    assert_eq!(stdout(&p2pchat(&b, &["join", "#Ops"])), "joined #ops\n");
+    assert_eq!(a.p2pchat(&["join", "#ops"]).await, "joined #ops\n");
+    assert_eq!(a.p2pchat(&["join", "ops"]).await, "already in #ops\n");
+    assert_eq!(b.p2pchat(&["join", "#Ops"]).await, "joined #ops\n");
     wait_until("amy to see bob in #ops", T, || async {
-        let o = p2pchat(&a, &["rooms", "--json"]);
-        let rooms: Vec<shared::api::RoomInfo> = serde_json::from_slice(&o.stdout).ok()?;
+        let o = a.p2pchat(&["rooms", "--json"]).await;
+        let rooms: Vec<shared::api::RoomInfo> = serde_json::from_str(&o).ok()?;
         rooms
             .iter()
             .any(|r| r.name == "#ops" && r.joined && r.members == 2 && r.peers == ["bob"])
             .then_some(())
     })
     .await;
-    let table = stdout(&p2pchat(&a, &["rooms"]));
+    let table = a.p2pchat(&["rooms"]).await;
     assert!(table.starts_with("ROOM"), "{table}");
     assert!(table.contains("#ops") && table.contains("bob"), "{table}");
 
     let mut at_b = b.subscribe(None).await;
-    stdout(&p2pchat(&a, &["say", "-r", "#ops", "in", "ops"]));
-    stdout(&p2pchat(&a, &["msg", "bob", "just", "for", "bob"]));
-    stdout(&p2pchat(&a, &["say", "for all"]));
+    a.p2pchat(&["say", "-r", "#ops", "in", "ops"]).await;
+    a.p2pchat(&["msg", "bob", "just", "for", "bob"]).await;
+    a.p2pchat(&["say", "for all"]).await;
     at_b.messages(3, T).await;
 
     // bob's shell: tail -r shows the room, plain tail #general only, --all
     // everything, marked.
-    let ops = stdout(&p2pchat(&b, &["tail", "-r", "#ops", "-n", "10"]));
+    let ops = b.p2pchat(&["tail", "-r", "#ops", "-n", "10"]).await;
     assert!(
         ops.contains("<amy> in ops") && !ops.contains("for all"),
         "{ops}"
     );
-    let general = stdout(&p2pchat(&b, &["tail", "-n", "10"]));
+    let general = b.p2pchat(&["tail", "-n", "10"]).await;
     assert!(general.contains("<amy> for all"), "{general}");
     assert!(
         !general.contains("in ops") && !general.contains("just for bob"),
         "{general}"
     );
-    let all = stdout(&p2pchat(&b, &["tail", "--all", "-n", "10"]));
+    let all = b.p2pchat(&["tail", "--all", "-n", "10"]).await;
     assert!(all.contains("#ops <amy> in ops"), "{all}");
     assert!(all.contains("→bob <amy> just for bob"), "{all}");
-    let json = stdout(&p2pchat(&b, &["tail", "--all", "--json", "-n", "10"]));
+    let json = b.p2pchat(&["tail", "--all", "--json", "-n", "10"]).await;
     let dm: Vec<Event> = json
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -543,11 +543,10 @@ async fn rooms_and_direct_messages_from_a_shell() {
         (&["part", "#general"], "cannot be left"),
         (&["msg", "nobody", "x"], "no peer is known as nobody"),
     ] {
-        let o = p2pchat(&a, args);
-        assert_eq!(o.status.code(), Some(1), "{args:?}");
-        let err = String::from_utf8_lossy(&o.stderr);
+        let (code, _, err) = a.p2pchat_output(args).await;
+        assert_eq!(code, 1, "{args:?}");
         assert!(err.contains(why), "{args:?}: {err}");
     }
-    assert_eq!(stdout(&p2pchat(&a, &["part", "#ops"])), "left #ops\n");
-    assert_eq!(stdout(&p2pchat(&a, &["part", "#ops"])), "not in #ops\n");
+    assert_eq!(a.p2pchat(&["part", "#ops"]).await, "left #ops\n");
+    assert_eq!(a.p2pchat(&["part", "#ops"]).await, "not in #ops\n");
 }

@@ -298,7 +298,7 @@ async fn settings_mentions_links_and_completion() {
         before_word.ends_with('m') && before_word.rfind('\x1b') > before_word.rfind("ship it"),
         "the highlight word has a style of its own: {line:?}"
     );
-    let out = wait_for_bytes(&log, b"\x1b]8;;https://example.com/x\x1b\\");
+    let out = wait_for_bytes(&log, b"\x1b]8;;https://example.com/x\x1b\\").await;
     assert!(out.contains(&0x07), "a mention rings the bell");
     for capture in ["\x1b[?1000h", "\x1b[?1002h", "\x1b[?1003h", "\x1b[?1006h"] {
         assert!(
@@ -365,21 +365,19 @@ async fn settings_mentions_links_and_completion() {
 }
 
 /// Waits until the recorded terminal output holds `needle`; returns it all.
-fn wait_for_bytes(log: &Path, needle: &[u8]) -> Vec<u8> {
-    let start = Instant::now();
-    loop {
+/// The terminal output recorded in `log`, once it holds `needle`.
+async fn wait_for_bytes(log: &Path, needle: &[u8]) -> Vec<u8> {
+    let what = format!(
+        "{:?} in the terminal output",
+        String::from_utf8_lossy(needle)
+    );
+    wait_until(&what, T, || async {
         let out = std::fs::read(log).unwrap_or_default();
-        if out.windows(needle.len()).any(|w| w == needle) {
-            return out;
-        }
-        assert!(
-            start.elapsed() < T,
-            "timed out waiting for {:?} in the terminal output:\n{}",
-            String::from_utf8_lossy(needle),
-            String::from_utf8_lossy(&out)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        out.windows(needle.len())
+            .any(|w| w == needle)
+            .then_some(out)
+    })
+    .await
 }
 
 /// Quit, lines arrive, attach again: a rule shows where you left off, and

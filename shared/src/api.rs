@@ -728,7 +728,7 @@ impl Trust {
 }
 
 /// One known peer in `peers`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerInfo {
     pub peer_id: String,
     pub nick: String,
@@ -1099,13 +1099,10 @@ mod tests {
             connected: true,
             link: Some(LinkDirection::Dialed),
             kind: Some(PeerKind::Go),
-            encrypted: false,
-            fingerprint: None,
             trust: Some(Trust::Plaintext),
             last_seen_ms: Some(5),
             away: Some("lunch".into()),
-            rooms: Vec::new(),
-            lines_in: None,
+            ..Default::default()
         });
         rt(StatusInfo {
             peer_id: "p".into(),
@@ -1144,17 +1141,7 @@ mod tests {
         let json = serde_json::to_string(&PeerInfo {
             peer_id: "p".into(),
             nick: "n".into(),
-            addr: None,
-            connected: false,
-            link: None,
-            kind: None,
-            encrypted: false,
-            fingerprint: None,
-            trust: None,
-            last_seen_ms: None,
-            away: None,
-            rooms: Vec::new(),
-            lines_in: None,
+            ..Default::default()
         })
         .unwrap();
         assert!(json.contains(r#""link":null"#) && json.contains(r#""connected":false"#));

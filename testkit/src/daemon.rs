@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use p2pchat_tui::client::{Client, ClientError};
 use shared::api::{
     Call, HistoryParams, HistoryResult, PeerInfo, RoomParams, RoomResult, SayParams, SayResult,
-    StatusInfo, SubscribeParams,
+    StatusInfo, SubscribeParams, SubscribeResult,
 };
 use shared::event::Event;
 
@@ -455,6 +455,19 @@ impl Daemon {
                 ..Default::default()
             }))
             .await
+    }
+
+    /// A person's client attached (`subscribe {attach}`), as the TUI is,
+    /// until the subscriber is dropped; with the daemon's answer.
+    pub async fn attach(&self) -> (Subscriber, SubscribeResult) {
+        crate::wait::subscribed(
+            &self.socket,
+            SubscribeParams {
+                attach: true,
+                ..Default::default()
+            },
+        )
+        .await
     }
 
     /// A live subscription to `room`'s events only.

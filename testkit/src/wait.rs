@@ -94,16 +94,27 @@ pub(crate) async fn subscribe_since(socket: &Path, since: Option<u64>) -> Subscr
 }
 
 pub(crate) async fn subscribe_with(socket: &Path, params: SubscribeParams) -> Subscriber {
+    subscribed(socket, params).await.0
+}
+
+/// A subscription with `params`, and the daemon's answer to it.
+pub(crate) async fn subscribed(
+    socket: &Path,
+    params: SubscribeParams,
+) -> (Subscriber, SubscribeResult) {
     let client = Client::connect(socket).await.expect("connect");
     let events = client.take_events().expect("events");
-    let _: SubscribeResult = client
+    let answer: SubscribeResult = client
         .call(&Call::Subscribe(params))
         .await
         .expect("subscribe");
-    Subscriber {
-        _client: client,
-        events,
-    }
+    (
+        Subscriber {
+            _client: client,
+            events,
+        },
+        answer,
+    )
 }
 
 /// A subscription's event stream.

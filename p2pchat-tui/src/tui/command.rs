@@ -143,7 +143,7 @@ pub(super) fn parse(line: &str) -> Option<Command> {
         "msg" | "m" => match arg.split_once(char::is_whitespace) {
             Some((nick, text)) if !text.trim().is_empty() => match validate_text(text.trim()) {
                 Ok(()) => Command::Msg {
-                    nick: nick.to_owned(),
+                    nick: bare_nick(nick),
                     text: text.trim().to_owned(),
                 },
                 Err(e) => Command::Invalid(format!("cannot send that: {e}")),
@@ -155,7 +155,7 @@ pub(super) fn parse(line: &str) -> Option<Command> {
             n if n.contains(char::is_whitespace) => {
                 Command::Invalid("/query takes one nick (then type to it)".into())
             }
-            n => Command::Query(n.to_owned()),
+            n => Command::Query(bare_nick(n)),
         },
         "rooms" | "list" => no_arg(Command::Rooms),
         "close" => no_arg(Command::Close),
@@ -193,6 +193,12 @@ pub(super) fn parse(line: &str) -> Option<Command> {
         },
         _ => Command::Invalid(format!("unknown command /{name} (try /help)")),
     })
+}
+
+/// A nick as typed: `@bob`, as the buffer list names a conversation, is
+/// bob.
+fn bare_nick(nick: &str) -> String {
+    nick.strip_prefix('@').unwrap_or(nick).to_owned()
 }
 
 fn say(text: String) -> Command {
@@ -263,6 +269,7 @@ mod tests {
         );
         assert!(matches!(parse("/msg bob"), Some(Command::Invalid(m)) if m.contains("usage")));
         assert_eq!(parse("/query bob"), Some(Command::Query("bob".into())));
+        assert_eq!(parse("/query @bob"), Some(Command::Query("bob".into())));
         assert!(matches!(parse("/query"), Some(Command::Invalid(_))));
         assert_eq!(parse("/rooms"), Some(Command::Rooms));
         assert_eq!(parse("/close"), Some(Command::Close));

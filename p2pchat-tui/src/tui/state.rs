@@ -670,7 +670,10 @@ impl State {
     /// Rows of the message area (the status bar and input take two, a
     /// banner and the buffer list one more each).
     pub(super) fn message_height(&self) -> usize {
-        let below = 2 + u16::from(self.banner().is_some()) + u16::from(self.tabs_visible());
+        // Asked for every line pushed: whether there is a banner, not its
+        // text.
+        let banner = self.paste.is_some() || self.restart_offer.is_some() || self.alert.is_some();
+        let below = 2 + u16::from(banner) + u16::from(self.tabs_visible());
         usize::from(self.height.saturating_sub(below)).max(1)
     }
 

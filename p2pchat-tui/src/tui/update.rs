@@ -324,8 +324,7 @@ fn say_here(state: &State, text: String, action: bool) -> Effect {
 /// Opens the conversation with `nick` (a peer we know), and shows it when
 /// `show`. False (and said) when no peer goes by that nick.
 fn query(state: &mut State, nick: &str, show: bool) -> bool {
-    // `@bob`, as the buffer list names it, is bob; a linked peer first.
-    let nick = nick.strip_prefix('@').unwrap_or(nick);
+    // A linked peer first.
     let found = state
         .peers
         .iter()
@@ -481,16 +480,14 @@ fn complete(state: &mut State, forward: bool) {
     }
     let before: String = chars[..start].iter().collect();
     let after: String = chars[cursor..].iter().collect();
+    let n = candidates.len();
     let mut c = super::state::Completion {
         before,
         after,
         candidates,
-        index: if forward { 0 } else { usize::MAX },
+        index: if forward { 0 } else { n - 1 },
         shown: String::new(),
     };
-    if !forward {
-        c.index = c.candidates.len() - 1;
-    }
     let (value, cursor) = c.apply();
     c.shown.clone_from(&value);
     state.input = tui_input::Input::new(value).with_cursor(cursor);
@@ -561,7 +558,6 @@ fn submit(state: &mut State) -> Vec<Effect> {
             vec![]
         }
         Command::Msg { nick, text } => {
-            let nick = nick.strip_prefix('@').unwrap_or(&nick).to_owned();
             if !query(state, &nick, false) {
                 return vec![];
             }
@@ -884,17 +880,9 @@ mod tests {
         PeerInfo {
             peer_id: format!("{nick}_1"),
             nick: nick.into(),
-            addr: None,
             connected,
-            link: None,
-            kind: None,
             encrypted: true,
-            fingerprint: None,
-            trust: None,
-            last_seen_ms: None,
-            away: None,
-            rooms: Vec::new(),
-            lines_in: None,
+            ..Default::default()
         }
     }
 
@@ -1567,17 +1555,11 @@ mod tests {
             Action::Daemon(DaemonMsg::Peers(vec![PeerInfo {
                 peer_id: "k2".into(),
                 nick: "bob".into(),
-                addr: None,
                 connected: true,
-                link: None,
-                kind: None,
                 encrypted: true,
                 fingerprint: Some("11111 22222 33333 44444 55555 66666".into()),
                 trust: Some(Trust::Pinned),
-                last_seen_ms: None,
-                away: None,
-                rooms: Vec::new(),
-                lines_in: None,
+                ..Default::default()
             }])),
         );
         enter(&mut s, "/whois bob");
@@ -1657,17 +1639,8 @@ mod tests {
         s.peers = vec![PeerInfo {
             peer_id: "b".into(),
             nick: "bob".into(),
-            addr: None,
             connected: true,
-            link: None,
-            kind: None,
-            encrypted: false,
-            fingerprint: None,
-            trust: None,
-            last_seen_ms: None,
-            away: None,
-            rooms: Vec::new(),
-            lines_in: None,
+            ..Default::default()
         }];
         assert_eq!(enter(&mut s, "/users"), vec![Effect::RefreshPeers]);
         assert!(matches!(last_line(&s), LineKind::Info(m) if m == "2 here: me (you), bob"));

@@ -636,12 +636,9 @@ mod tests {
             link,
             kind,
             encrypted: kind == Some(PeerKind::P2pchatd),
-            fingerprint: None,
             trust: Some(trust_of(id)),
             last_seen_ms: Some(0),
-            away: None,
-            rooms: Vec::new(),
-            lines_in: None,
+            ..Default::default()
         };
         vec![
             p(

@@ -3,7 +3,7 @@
 //! arguments, never through a shell.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use testkit::*;
 
@@ -23,16 +23,13 @@ fn records(out: &Path) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn wait_records(out: &Path, n: usize) -> Vec<Vec<String>> {
-    let start = Instant::now();
-    loop {
+/// What the command recorded, once it ran `n` times.
+async fn wait_records(out: &Path, n: usize) -> Vec<Vec<String>> {
+    wait_until(&format!("{n} notify runs"), T, || async {
         let r = records(out);
-        if r.len() >= n {
-            return r;
-        }
-        assert!(start.elapsed() < T, "{} of {n} notify runs: {r:?}", r.len());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        (r.len() >= n).then_some(r)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -70,21 +67,28 @@ async fn a_mention_runs_the_notify_command_once_with_verbatim_arguments() {
     // No client is attached to alice.
     let tricky = "alice: \"quoted\" 'single' $(touch pwned) `id` ; done";
     bob.say(tricky).await;
-    let r = wait_records(&out, 1);
+    let r = wait_records(&out, 1).await;
     assert_eq!(r[0], ["from bob", "#general", tricky]);
     assert!(!net.dir.path().join("pwned").exists());
 
     // Not a mention, then a highlight word: only the second runs it.
     bob.say("malice is no mention").await;
     bob.say("DEPLOY is out").await;
-    let r = wait_records(&out, 2);
+    let r = wait_records(&out, 2).await;
     assert_eq!(r[1][2], "DEPLOY is out");
+    // A direct message always does, its room the sender's.
+    bob.say_to(None, Some("alice"), "psst").await.unwrap();
+    let r = wait_records(&out, 3).await;
+    assert_eq!(r[2], ["from bob", "@bob", "psst"]);
     // Our own lines never notify, nor does a new nick's old name.
     alice.say("alice talks to herself about deploy").await;
     alice.p2pchat(&["nick", "alicia"]).await;
     bob.say("alice?").await;
     bob.say("alicia!").await;
-    let r = wait_records(&out, 3);
-    assert_eq!(r[2][2], "alicia!");
-    assert_eq!(records(&out).len(), 3, "each mention ran it once: {r:?}");
+    let r = wait_records(&out, 4).await;
+    assert_eq!(r[3][2], "alicia!");
+    // One at a time, in order: a mention run twice would come before this.
+    bob.say("alicia, last").await;
+    let r = wait_records(&out, 5).await;
+    assert_eq!(r[4][2], "alicia, last", "each mention ran it once: {r:?}");
 }

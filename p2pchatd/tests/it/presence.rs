@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use shared::api::{AwayParams, AwayResult, Call, DETACHED_AWAY, SubscribeParams, SubscribeResult};
-use shared::event::EventBody;
 use testkit::*;
 
 const T: Duration = Duration::from_secs(10);
@@ -37,16 +36,7 @@ async fn away_follows_attached_clients_and_reasons() {
     assert_eq!(alice.status().await.away.as_deref(), Some(DETACHED_AWAY));
 
     // A person's client attaches: back.
-    let ui = alice.client().await;
-    let _events = ui.take_events();
-    let _: SubscribeResult = ui
-        .call(&Call::Subscribe(SubscribeParams {
-            since: None,
-            attach: true,
-            room: None,
-        }))
-        .await
-        .unwrap();
+    let (ui, _) = alice.attach().await;
     shows_away(&bob, &id, None, T).await;
     // A script's subscription (tail -f) is no person.
     let _tail = alice.subscribe(None).await;
@@ -78,31 +68,12 @@ async fn away_follows_attached_clients_and_reasons() {
 async fn the_next_attach_learns_where_the_last_one_left_off() {
     let net = TestNet::new();
     let [alice, bob] = net.linked(["alice", "bob"]).await;
-    let c = alice.client().await;
-    let mut events = c.take_events().unwrap();
-    let first: SubscribeResult = c
-        .call(&Call::Subscribe(SubscribeParams {
-            since: None,
-            attach: true,
-            room: None,
-        }))
-        .await
-        .unwrap();
+    let (mut ui, first) = alice.attach().await;
     assert_eq!(first.read, None, "never attached before");
     bob.say("seen 1").await;
     bob.say("seen 2").await;
-    let mut last = 0;
-    while last == 0 {
-        let e = tokio::time::timeout(T, events.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        if matches!(&e.body, EventBody::Message { text, .. } if text == "seen 2") {
-            last = e.cursor;
-        }
-    }
-    drop(events);
-    drop(c);
+    let last = ui.until("seen 2", T, |e| text(e) == "seen 2").await.cursor;
+    drop(ui);
     // Once alice knows her client left (she shows away), what is said is
     // unread.
     let alice_id = alice.status().await.peer_id;
