@@ -27,5 +27,5 @@ pub use dir::TempDir;
 pub use raw::Raw;
 pub use tmux::Tmux;
 pub use wait::{
-    Subscriber, block_on, on_own_thread, subscribe_at, text, wait_full_mesh, wait_until,
+    Subscriber, block_on, on_own_thread, refused, subscribe_at, text, wait_full_mesh, wait_until,
 };

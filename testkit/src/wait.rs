@@ -5,7 +5,7 @@ use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use p2pchat_tui::client::Client;
+use p2pchat_tui::client::{Client, ClientError};
 use shared::api::{Call, SubscribeParams, SubscribeResult};
 use shared::event::{Event, EventBody};
 use tokio::sync::mpsc;
@@ -60,6 +60,37 @@ where
     F: FnOnce(Subscriber) -> Fut + Send + 'static,
     Fut: Future<Output = T>,
 {
+    own_thread(socket, |s| async move { subscribe_at(&s).await }, work).await
+}
+
+/// As [`on_own_thread`], with the subscription's raw lines (to count
+/// events by their bytes, as the bench does, without decoding each).
+pub async fn on_own_thread_raw<T, F, Fut>(socket: &Path, work: F) -> std::thread::JoinHandle<T>
+where
+    T: Send + 'static,
+    F: FnOnce(crate::raw::Raw) -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+{
+    own_thread(
+        socket,
+        |s| async move { crate::raw::Raw::subscribe(&s, None).await },
+        work,
+    )
+    .await
+}
+
+async fn own_thread<S, T, Sub, SubFut, F, Fut>(
+    socket: &Path,
+    subscribe: Sub,
+    work: F,
+) -> std::thread::JoinHandle<T>
+where
+    T: Send + 'static,
+    Sub: FnOnce(std::path::PathBuf) -> SubFut + Send + 'static,
+    SubFut: Future<Output = S>,
+    F: FnOnce(S) -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+{
     let socket = socket.to_owned();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let handle = std::thread::spawn(move || {
@@ -68,7 +99,7 @@ where
             .build()
             .expect("runtime");
         rt.block_on(async move {
-            let sub = subscribe_at(&socket).await;
+            let sub = subscribe(socket).await;
             let _ = ready_tx.send(());
             work(sub).await
         })
@@ -161,6 +192,14 @@ impl Subscriber {
             out.push(e);
         }
         out
+    }
+}
+
+/// The message of the API error `code` that `r` must be.
+pub fn refused(r: Result<impl std::fmt::Debug, ClientError>, code: i64) -> String {
+    match r {
+        Err(ClientError::Rpc(e)) if e.code == code => e.message,
+        other => panic!("expected error {code}, got {other:?}"),
     }
 }
 

@@ -99,10 +99,10 @@ pub(crate) async fn mesh_of(c: &Counts, peers: usize) -> ScaleRow {
 
     let (cpu_pct, wakeups, rss) = idle(&daemons, c.idle).await;
     let (rate, lost) = fanout(&daemons, c.fanout).await;
-    let room = (peers == crate::GOAL_MESH).then(|| in_a_room(&daemons, c.fanout));
-    let room = match room {
-        Some(f) => Some(f.await),
-        None => None,
+    let room = if peers == crate::GOAL_MESH {
+        Some(in_a_room(&daemons, c.fanout).await)
+    } else {
+        None
     };
     let row = ScaleRow {
         peers,
@@ -211,14 +211,18 @@ async fn in_a_room(daemons: &[Daemon], n: usize) -> RoomFanout {
     let mut counters = Vec::new();
     for (i, d) in daemons.iter().enumerate().skip(1) {
         let member = i < half;
-        let counter = on_subscriber(&d.socket, move |mut sub| async move {
+        let counter = testkit::wait::on_own_thread_raw(&d.socket, move |mut sub| async move {
             if member {
                 return count(&mut sub, b"\"text\":\"room ", n, QUIET).await;
             }
             // A non-member counts room lines until the sender's #general
             // line after the flood: on each link, any room line sent would
             // have come before it.
-            let mut c = count(&mut sub, b"\"text\":\"room ", 0, QUIET).await;
+            let mut c = Counted {
+                n: 0,
+                last: Instant::now(),
+                gaps: 0,
+            };
             let deadline = tokio::time::Instant::now() + FLOOD_END_WAIT;
             while let Some(l) = sub.line(deadline).await {
                 if contains(l, b"\"text\":\"room ") {
@@ -297,33 +301,6 @@ async fn in_a_room(daemons: &[Daemon], n: usize) -> RoomFanout {
     }
 }
 
-/// Reads a live subscription to the daemon at `socket` with `read`, on a
-/// thread and runtime of its own; returns once it is subscribed.
-async fn on_subscriber<F, Fut>(
-    socket: &std::path::Path,
-    read: F,
-) -> std::thread::JoinHandle<Counted>
-where
-    F: FnOnce(Raw) -> Fut + Send + 'static,
-    Fut: Future<Output = Counted>,
-{
-    let socket = socket.to_owned();
-    let (subscribed, ready) = tokio::sync::oneshot::channel();
-    let handle = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let sub = Raw::subscribe(&socket, None).await;
-            let _ = subscribed.send(());
-            read(sub).await
-        })
-    });
-    ready.await.expect("subscribed");
-    handle
-}
-
 /// One sender floods `n` lines; every other daemon's subscriber counts
 /// them. Returns msg/s (every line to all) and how many deliveries failed.
 async fn fanout(daemons: &[Daemon], n: usize) -> (f64, usize) {
@@ -333,7 +310,7 @@ async fn fanout(daemons: &[Daemon], n: usize) -> (f64, usize) {
         // Each receiver is read on a thread of its own, so that the bench,
         // not the daemons, is never what falls behind.
         counters.push(
-            on_subscriber(&d.socket, move |mut sub| async move {
+            testkit::wait::on_own_thread_raw(&d.socket, move |mut sub| async move {
                 count(&mut sub, b"\"text\":\"fan ", n, QUIET).await
             })
             .await,

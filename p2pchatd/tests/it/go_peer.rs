@@ -115,6 +115,23 @@ impl GoPeer {
         ) + "\n"
     }
 
+    /// Connects to the daemon's chat port and says the identifying join,
+    /// as the Go program does when it dials.
+    async fn dial(
+        &self,
+        port: u16,
+    ) -> (
+        BufReader<tokio::net::tcp::OwnedReadHalf>,
+        tokio::net::tcp::OwnedWriteHalf,
+    ) {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let (r, mut w) = stream.into_split();
+        w.write_all(self.identifying_join().as_bytes())
+            .await
+            .unwrap();
+        (BufReader::new(r), w)
+    }
+
     fn identifying_join(&self) -> String {
         format!(
             r#"{{"id":"{:016x}","type":"join","sender_id":"{}","username":"{}","content":"{} joined the chat","timestamp":"{}","sequence":0,"room_id":"general"}}"#,
@@ -222,12 +239,7 @@ async fn a_go_peer_that_dials_us_chats_both_ways() {
         "the Go peer has the smaller id, so it dials"
     );
 
-    let stream = TcpStream::connect(("127.0.0.1", daemon_port))
-        .await
-        .unwrap();
-    let (r, mut w) = stream.into_split();
-    let mut r = BufReader::new(r);
-    w.write_all(go.identifying_join().as_bytes()).await.unwrap();
+    let (mut r, mut w) = go.dial(daemon_port).await;
     go.seq = 45; // the counter runs on through lines dropped earlier
     let hello = go.line("join", "gopher joined the chat", "gopher");
     w.write_all(hello.as_bytes()).await.unwrap();
@@ -528,24 +540,16 @@ async fn a_go_peer_sees_general_only_and_gets_no_direct_message() {
     let mut go = GoPeer::new(net.group, "aaa_8", "gopher", 1);
     go.datagram("announce").await;
     let (_, daemon_port) = go.hear_daemon().await;
-    let stream = TcpStream::connect(("127.0.0.1", daemon_port))
-        .await
-        .unwrap();
-    let (r, mut w) = stream.into_split();
-    let mut r = BufReader::new(r);
-    w.write_all(go.identifying_join().as_bytes()).await.unwrap();
+    let (mut r, mut w) = go.dial(daemon_port).await;
     linked_go(&d, "aaa_8").await;
 
     d.join("#ops").await;
     d.say_to(Some("#ops"), None, "ops only").await.unwrap();
-    let refused = d.say_to(None, Some("gopher"), "just for you").await;
-    match refused {
-        Err(p2pchat_tui::client::ClientError::Rpc(e)) => {
-            assert_eq!(e.code, shared::api::code::CANNOT_DM);
-            assert!(e.message.contains("Go peer"), "{}", e.message);
-        }
-        other => panic!("a DM to a Go peer was not refused: {other:?}"),
-    }
+    let why = refused(
+        d.say_to(None, Some("gopher"), "just for you").await,
+        shared::api::code::CANNOT_DM,
+    );
+    assert!(why.contains("Go peer"), "{why}");
     d.say("for everyone").await;
     let mut seen = Vec::new();
     // Every line is one Go accepts (read_until checks), and the first

@@ -61,13 +61,6 @@ async fn sees_in_room(d: &Daemon, nick: &str, room: &str) {
     .await;
 }
 
-fn refused(r: Result<impl std::fmt::Debug, ClientError>, code: i64) -> String {
-    match r {
-        Err(ClientError::Rpc(e)) if e.code == code => e.message,
-        other => panic!("expected error {code}, got {other:?}"),
-    }
-}
-
 /// Three daemons; amy and bob join #ops, cat does not, and a raw p2pchatd
 /// peer (eve, in no room) links to amy and counts what amy's link carries.
 /// A line in #ops reaches bob's #ops subscription; cat and eve get none of
