@@ -1,6 +1,7 @@
 //! The shell commands: `say`, `msg`, `tail`, `rooms`, `join`, `part`,
 //! `peers`, `nick`, `status`, `stop`, `fingerprint`, `trust`, `forget`,
-//! `search`, `away` speak to the daemon through
+//! `search`, `away`, `send`, `accept`, `decline`, `transfers` speak to the
+//! daemon through
 //! [`crate::client`]; `keygen` writes a network key. None touches the
 //! terminal UI.
 
@@ -98,6 +99,23 @@ pub enum Command {
     },
     /// Search the stored history for messages holding every word
     Search(SearchArgs),
+    /// Offer files or folders to NICK; shows the progress until they
+    /// arrive (Ctrl-C stops watching, not the transfer)
+    Send(crate::files::SendArgs),
+    /// Accept an offer (`transfers` lists them); shows the progress until
+    /// the files are in the download folder
+    Accept(crate::files::AnswerArgs),
+    /// Decline an offer
+    Decline {
+        /// The offer's id, as `transfers` shows it
+        id: String,
+    },
+    /// List the transfers under way and the recent ones
+    Transfers {
+        /// One JSON array
+        #[arg(long)]
+        json: bool,
+    },
     /// Mark yourself away with REASON; with none, back (you still show as
     /// away while no chat UI is attached)
     Away {
@@ -273,14 +291,14 @@ impl CommandError {
 }
 
 /// Writes to standard output at once (a script follows `tail -f` live).
-fn emit(text: &str) -> Result<(), CommandError> {
+pub(crate) fn emit(text: &str) -> Result<(), CommandError> {
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .map_err(CommandError::Stdio)
 }
 
-fn json<T: serde::Serialize>(v: &T) -> Result<String, CommandError> {
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> Result<String, CommandError> {
     serde_json::to_string(v).map_err(|e| CommandError::Client(e.into()))
 }
 
@@ -342,6 +360,10 @@ pub async fn run(
         }
         Command::Tail(a) => tail(&client, a).await,
         Command::Search(a) => search(&client, a).await,
+        Command::Send(a) => crate::files::send(&client, a).await,
+        Command::Accept(a) => crate::files::accept(&client, a).await,
+        Command::Decline { id } => crate::files::decline(&client, id).await,
+        Command::Transfers { json: as_json } => crate::files::list(&client, as_json).await,
         Command::Peers { json: as_json } => {
             let peers: Vec<PeerInfo> = client.call(&Call::Peers).await?;
             if as_json {

@@ -3,7 +3,10 @@
 use std::fmt::Write as _;
 
 use chrono::Local;
-use shared::api::{LinkDirection, PeerInfo, PeerKind, StatusInfo, StoreState, Trust};
+use shared::api::{
+    LinkDirection, PeerInfo, PeerKind, StatusInfo, StoreState, TransferDirection, TransferInfo,
+    TransferState, Trust,
+};
 use shared::event::{Event, EventBody};
 // Nothing printed may drive the terminal. The daemon already cleans what
 // peers send; this is the last line, with the same rule.
@@ -79,6 +82,7 @@ pub(crate) fn event_line(e: &Event) -> String {
             format!("-- {} is now known as {}", clean(old), clean(new))
         }
         EventBody::Gap { missed } => format!("-- {missed} events missed (reading too slowly)"),
+        EventBody::Transfer(t) => format!("== {}", transfer_line(t)),
         EventBody::Other { kind } => format!("-- ({} event)", clean(kind)),
     };
     format!("{time}{gap}{body}")
@@ -125,6 +129,92 @@ pub(crate) fn rooms_table(rooms: &[shared::api::RoomInfo]) -> String {
             clean(&r.name),
             if r.joined { "yes" } else { "no" },
             r.members
+        );
+    }
+    out
+}
+
+/// Where a transfer stands, in words.
+pub(crate) fn transfer_line(t: &TransferInfo) -> String {
+    let what = transfer_what(t);
+    let nick = clean(&t.nick);
+    let reason = t
+        .reason
+        .as_deref()
+        .map(|r| format!(" ({})", clean(r)))
+        .unwrap_or_default();
+    match (t.direction, t.state) {
+        (TransferDirection::Out, TransferState::Offered) => {
+            format!("{what}: waiting for {nick} to accept")
+        }
+        (TransferDirection::In, TransferState::Offered) => {
+            format!("{what} from {nick}: waiting for you to accept")
+        }
+        (TransferDirection::Out, TransferState::Active) => format!("sending {what} to {nick}"),
+        (TransferDirection::In, TransferState::Active) => {
+            format!("receiving {what} from {nick}")
+        }
+        (TransferDirection::In, TransferState::Waiting) if t.reason.is_none() => {
+            format!("{what} from {nick}: accepted; reaching {nick}")
+        }
+        (_, TransferState::Waiting) => {
+            format!("{what}: cut{reason}; it resumes when {nick} is back")
+        }
+        (TransferDirection::Out, TransferState::Done) => {
+            format!("{what}: {nick} has it, whole and verified")
+        }
+        (TransferDirection::In, TransferState::Done) => format!(
+            "{what}: whole and verified, in {}",
+            t.folder.as_deref().unwrap_or("the download folder")
+        ),
+        (_, TransferState::Failed) => format!("{what}: failed{reason}"),
+        (_, TransferState::Declined) => format!("{what}: {nick} declined{reason}"),
+    }
+}
+
+/// What a transfer holds, in short: `report.pdf (3.1 MiB)`, or
+/// `photos/a.jpg and 999 more (4.0 MiB)`.
+pub(crate) fn transfer_what(t: &TransferInfo) -> String {
+    let first = t
+        .names
+        .first()
+        .map_or_else(|| "files".into(), |n| clean(n).into_owned());
+    let size = shared::transfer::human_bytes(t.bytes);
+    match t.files {
+        0 | 1 => format!("{first} ({size})"),
+        n => format!("{first} and {} more ({size})", n - 1),
+    }
+}
+
+/// The `transfers` table.
+pub(crate) fn transfers_table(all: &[TransferInfo]) -> String {
+    if all.is_empty() {
+        return "no transfers\n".into();
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "ID                WAY  PEER                  STATE     DONE  WHAT"
+    );
+    for t in all {
+        let way = match t.direction {
+            TransferDirection::In => "in",
+            TransferDirection::Out => "out",
+        };
+        let pct = (t.done.min(t.bytes) * 100)
+            .checked_div(t.bytes)
+            .unwrap_or(100);
+        let _ = writeln!(
+            out,
+            "{:16}  {way:3}  {:20}  {:8}  {pct:3}%  {}{}",
+            clean(&t.id),
+            clean(&t.nick),
+            t.state.as_str(),
+            transfer_what(t),
+            t.reason
+                .as_deref()
+                .map(|r| format!(" ({})", clean(r)))
+                .unwrap_or_default()
         );
     }
     out

@@ -7,5 +7,6 @@
 pub mod cli;
 pub mod client;
 mod doctor;
+mod files;
 mod format;
 pub mod tui;

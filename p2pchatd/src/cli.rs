@@ -11,7 +11,7 @@ use shared::netif;
 use shared::paths::SOCKET_ENV;
 use shared::text::validate_nick;
 
-use crate::config::{Config, DEFAULT_MULTICAST, DiscoveryConfig, Notify, Timing};
+use crate::config::{Config, DEFAULT_MULTICAST, DiscoveryConfig, Files, Notify, Timing};
 use crate::store::Retention;
 
 const EXAMPLES: &str = "\
@@ -92,6 +92,21 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(1_000..=1_000_000_000))]
     pub retain_messages: Option<u64>,
 
+    /// Where accepted files land [default: $XDG_DOWNLOAD_DIR/p2pchat, else
+    /// ~/Downloads/p2pchat]
+    #[arg(long, value_name = "PATH")]
+    pub download_dir: Option<PathBuf>,
+
+    /// The most one offer of files may hold, e.g. 500M or 10G; larger
+    /// offers are refused [default: 64G]
+    #[arg(long, value_name = "SIZE", value_parser = shared::transfer::parse_size)]
+    pub max_offer_size: Option<u64>,
+
+    /// Accept offers without asking from: `verified` peers (whose
+    /// fingerprint you compared), or `never` [default: never]
+    #[arg(long, value_name = "WHO", value_parser = ["never", "verified"])]
+    pub auto_accept: Option<String>,
+
     /// Settings file [default: $XDG_CONFIG_HOME/p2pchat/config.toml, else
     /// ~/.config/p2pchat/config.toml]; flags override it
     #[arg(long, env = CONFIG_ENV, value_name = "PATH")]
@@ -147,6 +162,34 @@ impl Cli {
             socket_or_default(self.socket.as_deref()),
             self.socket.is_none(),
         )
+    }
+
+    /// Where files land and which offers are taken: flags, then the file.
+    fn files(&self, f: &shared::config::Files) -> Files {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let config_home = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from);
+        let auto = match self.auto_accept.as_deref() {
+            Some(who) => who == "verified",
+            None => f.auto_accept == Some(shared::config::AutoAccept::Verified),
+        };
+        Files {
+            download_dir: self
+                .download_dir
+                .as_deref()
+                .map(|p| socket_or_default(Some(p)))
+                .or_else(|| f.download_dir.as_deref().map(expand_home))
+                .or_else(|| {
+                    shared::transfer::download_dir(home.as_deref(), config_home.as_deref())
+                }),
+            max_offer_bytes: self
+                .max_offer_size
+                .or_else(|| {
+                    let s = f.max_offer_size.as_deref()?;
+                    shared::transfer::parse_size(s).ok()
+                })
+                .unwrap_or(crate::config::DEFAULT_MAX_OFFER),
+            auto_accept_verified: auto,
+        }
     }
 
     /// The settings file the flags point at, read and checked.
@@ -233,6 +276,7 @@ impl Cli {
                 highlight: f.notify.highlight.clone(),
                 command: f.notify.command.clone(),
             },
+            files: self.files(&f.files),
             config_file: file.path.clone().or_else(shared::config::default_path),
             timing: Timing::default(),
         })

@@ -33,6 +33,8 @@ pub struct Config {
     pub retention: crate::store::Retention,
     /// What counts as a mention, and what runs on one.
     pub notify: Notify,
+    /// Where files land, and which offers are taken.
+    pub files: Files,
     /// The settings file `/nick` writes the nick into (`None`: nowhere).
     pub config_file: Option<PathBuf>,
     pub timing: Timing,
@@ -46,6 +48,31 @@ pub struct Notify {
     pub highlight: Vec<String>,
     /// Program and arguments; `{nick}`, `{room}`, `{text}` are replaced.
     pub command: Option<Vec<String>>,
+}
+
+/// File transfers (flags, and the settings file's `[files]`).
+#[derive(Debug, Clone)]
+pub struct Files {
+    /// Where accepted files land (`None`: no home to put them in; then
+    /// `accept` says so).
+    pub download_dir: Option<PathBuf>,
+    /// Bytes one offer may hold, at most; larger offers are refused.
+    pub max_offer_bytes: u64,
+    /// Offers from verified peers are accepted without asking.
+    pub auto_accept_verified: bool,
+}
+
+/// `max_offer_size` when neither the flag nor the file says: 64 GiB.
+pub const DEFAULT_MAX_OFFER: u64 = 64 << 30;
+
+impl Default for Files {
+    fn default() -> Self {
+        Self {
+            download_dir: None,
+            max_offer_bytes: DEFAULT_MAX_OFFER,
+            auto_accept_verified: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

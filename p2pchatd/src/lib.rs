@@ -20,6 +20,7 @@ mod rooms;
 pub mod service;
 pub mod store;
 mod sync;
+mod transfer;
 mod trust;
 
 pub use api::ApiBindError;

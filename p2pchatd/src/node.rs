@@ -251,6 +251,10 @@ pub async fn serve(
         journal_last,
         notifier,
         rooms: crate::rooms::Joined::load(config.state_dir.as_deref()),
+        transfers: crate::transfer::Transfers::load(
+            config.state_dir.as_deref(),
+            config.files.clone(),
+        ),
     };
     let mesh = Mesh::new(
         local,
@@ -277,6 +281,7 @@ pub async fn serve(
     for target in &config.static_peers {
         mesh.add_static_peer(target.clone());
     }
+    crate::transfer::resume(&mesh);
 
     let api_stop = CancellationToken::new();
     tasks.spawn(history.clone().pump(api_stop.clone()));

@@ -49,6 +49,15 @@ pub mod code {
     /// `say {to}`: no direct message can go to that nick (unknown, a Go
     /// peer, in conflict, or a peer too old to take one).
     pub const CANNOT_DM: i64 = 1011;
+    /// `send`: no file can go to that nick (unknown, a Go peer, in
+    /// conflict, too old), or a path cannot be offered (missing, not a
+    /// file or folder, unreadable, over the limits).
+    pub const CANNOT_SEND: i64 = 1012;
+    /// `accept`, `decline`: no offer waiting for an answer has that id.
+    pub const NO_SUCH_TRANSFER: i64 = 1013;
+    /// `accept`: the download folder cannot take it (no room on the disk,
+    /// not writable).
+    pub const NO_ROOM_FOR_FILES: i64 = 1014;
 }
 
 /// A room a client named, in its one spelling, or the API's error for it.
@@ -254,6 +263,105 @@ pub struct RoomInfo {
     pub topic: Option<String>,
 }
 
+/// `send {paths, to}`: offers files and folders (absolute paths, as the
+/// daemon sees them) to the peer holding the nick `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendParams {
+    pub paths: Vec<String>,
+    pub to: String,
+}
+
+/// `accept {id}`, `decline {id}`: answers an offer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferParams {
+    pub id: String,
+}
+
+/// Result of `transfers`: those under way and the recent ones, oldest
+/// first.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TransfersResult {
+    pub transfers: Vec<TransferInfo>,
+}
+
+/// Which way a transfer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferDirection {
+    /// Offered to us.
+    In,
+    /// Offered by us.
+    Out,
+}
+
+/// Where a transfer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferState {
+    /// Waiting for the recipient's answer.
+    Offered,
+    /// Bytes are moving (`done` grows).
+    Active,
+    /// Accepted, and cut: it resumes when the peer is back.
+    Waiting,
+    /// Every file arrived whole and verified.
+    Done,
+    /// It stopped for good (`reason` says why); partial data stays.
+    Failed,
+    /// The recipient said no.
+    Declined,
+}
+
+impl TransferState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Offered => "offered",
+            Self::Active => "active",
+            Self::Waiting => "waiting",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Declined => "declined",
+        }
+    }
+
+    /// Whether it is over (done, failed or declined).
+    pub fn is_over(self) -> bool {
+        matches!(self, Self::Done | Self::Failed | Self::Declined)
+    }
+}
+
+/// One transfer, as `transfers` lists it and a `transfer` event tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferInfo {
+    /// 16 hex digits: what `accept` and `decline` take.
+    pub id: String,
+    pub direction: TransferDirection,
+    /// The other end.
+    pub peer_id: String,
+    pub nick: String,
+    /// The first few files' names.
+    pub names: Vec<String>,
+    pub files: u64,
+    pub bytes: u64,
+    /// Bytes verified at the recipient so far (as the sender last heard).
+    pub done: u64,
+    pub state: TransferState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Bytes a second, lately (while active).
+    #[serde(default)]
+    pub rate: u64,
+    /// Where the files land (ours, incoming).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
+    /// Bytes that came in on its connections in this life of the daemon,
+    /// chunks sent again after a cut included (incoming).
+    #[serde(default)]
+    pub transferred: u64,
+}
+
 /// A request, by method, with its parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
@@ -271,6 +379,10 @@ pub enum Call {
     Join(RoomParams),
     Part(RoomParams),
     Topic(TopicParams),
+    Send(SendParams),
+    Accept(TransferParams),
+    Decline(TransferParams),
+    Transfers,
     Shutdown,
 }
 
@@ -294,6 +406,10 @@ impl Call {
             Self::Join(_) => "join",
             Self::Part(_) => "part",
             Self::Topic(_) => "topic",
+            Self::Send(_) => "send",
+            Self::Accept(_) => "accept",
+            Self::Decline(_) => "decline",
+            Self::Transfers => "transfers",
             Self::Shutdown => "shutdown",
         }
     }
@@ -315,6 +431,10 @@ impl Call {
             "join" => Self::Join(required(params)?),
             "part" => Self::Part(required(params)?),
             "topic" => Self::Topic(required(params)?),
+            "send" => Self::Send(required(params)?),
+            "accept" => Self::Accept(required(params)?),
+            "decline" => Self::Decline(required(params)?),
+            "transfers" => no_params(params).map(|()| Self::Transfers)?,
             "shutdown" => no_params(params).map(|()| Self::Shutdown)?,
             other => {
                 return Err(RpcError::new(
@@ -340,6 +460,8 @@ impl Call {
             Away(&'a AwayParams),
             Room(&'a RoomParams),
             Topic(&'a TopicParams),
+            Send(&'a SendParams),
+            Transfer(&'a TransferParams),
         }
         #[derive(Serialize)]
         struct Out<'a> {
@@ -359,7 +481,9 @@ impl Call {
             Self::Away(p) => Some(Params::Away(p)),
             Self::Join(p) | Self::Part(p) => Some(Params::Room(p)),
             Self::Topic(p) => Some(Params::Topic(p)),
-            Self::Peers | Self::Status | Self::Rooms | Self::Shutdown => None,
+            Self::Send(p) => Some(Params::Send(p)),
+            Self::Accept(p) | Self::Decline(p) => Some(Params::Transfer(p)),
+            Self::Peers | Self::Status | Self::Rooms | Self::Transfers | Self::Shutdown => None,
         };
         let mut out = serde_json::to_vec(&Out {
             jsonrpc: "2.0",
@@ -932,6 +1056,17 @@ mod tests {
             words: "x".into(),
             ..SearchParams::default()
         }));
+        roundtrip_call(Call::Send(SendParams {
+            paths: vec!["/home/amy/report.pdf".into()],
+            to: "bob".into(),
+        }));
+        roundtrip_call(Call::Accept(TransferParams {
+            id: "0123456789abcdef".into(),
+        }));
+        roundtrip_call(Call::Decline(TransferParams {
+            id: "0123456789abcdef".into(),
+        }));
+        roundtrip_call(Call::Transfers);
         roundtrip_call(Call::Shutdown);
     }
 

@@ -184,6 +184,8 @@ impl RelayedLine {
             sync: None,
             rooms: None,
             topic: None,
+            offer: None,
+            answer: None,
         }
     }
 }

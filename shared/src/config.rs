@@ -35,6 +35,7 @@ pub struct FileConfig {
     pub network: Network,
     pub history: History,
     pub notify: Notify,
+    pub files: Files,
     pub tui: Tui,
 }
 
@@ -68,6 +69,25 @@ pub struct Notify {
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
+pub struct Files {
+    pub download_dir: Option<PathBuf>,
+    pub max_offer_size: Option<String>,
+    pub auto_accept: Option<AutoAccept>,
+}
+
+/// Whose offers are accepted without asking.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoAccept {
+    /// Nobody's: every offer waits for `accept` (the default).
+    #[default]
+    Never,
+    /// Peers whose fingerprint was compared (`p2pchat trust`).
+    Verified,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct Tui {
     pub time_format: Option<String>,
     pub mouse: Option<bool>,
@@ -77,7 +97,10 @@ pub struct Tui {
 
 /// Keys this version knows, per table ("" is the top level).
 const KNOWN: &[(&str, &[&str])] = &[
-    ("", &["nick", "network", "history", "notify", "tui"]),
+    (
+        "",
+        &["nick", "network", "history", "notify", "files", "tui"],
+    ),
     (
         "network",
         &[
@@ -93,6 +116,7 @@ const KNOWN: &[(&str, &[&str])] = &[
     ),
     ("history", &["held", "retain_days", "retain_messages"]),
     ("notify", &["highlight", "command"]),
+    ("files", &["download_dir", "max_offer_size", "auto_accept"]),
     ("tui", &["time_format", "mouse", "color", "bell"]),
 ];
 
@@ -287,6 +311,9 @@ fn check(c: &FileConfig) -> Result<(), (&'static str, String)> {
                 format!("at most {MAX_COMMAND_ARGS} arguments of {MAX_ARG_BYTES} bytes, no NUL"),
             ));
         }
+    }
+    if let Some(s) = &c.files.max_offer_size {
+        crate::transfer::parse_size(s).map_err(|m| ("files.max_offer_size", m))?;
     }
     if let Some(f) = &c.tui.time_format {
         check_time_format(f).map_err(|m| ("tui.time_format", m))?;

@@ -90,6 +90,10 @@ pub enum EventBody {
     /// Something about who is who that must not go unseen: a verified
     /// nick turned up with another key.
     Alert { peer_id: String, text: String },
+    /// A file transfer was offered, moved on, or ended (never held in the
+    /// history: sent live to subscribers without a room filter, with the
+    /// cursor they stand at).
+    Transfer(Box<crate::api::TransferInfo>),
     /// This subscriber fell behind and `missed` events up to and including
     /// `cursor` were skipped; they can be fetched with `history` while held.
     Gap { missed: u64 },
@@ -120,6 +124,7 @@ impl EventBody {
             Self::Alert { .. } => "alert",
             Self::Room { .. } => "room",
             Self::Topic { .. } => "topic",
+            Self::Transfer(_) => "transfer",
             Self::Gap { .. } => "gap",
             Self::Other { kind } => kind,
         }
@@ -168,6 +173,8 @@ struct FlatOut<'a> {
     reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     missed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transfer: Option<&'a crate::api::TransferInfo>,
 }
 
 /// The flat form, owned for reading.
@@ -196,6 +203,7 @@ struct FlatIn {
     new: Option<String>,
     reason: Option<String>,
     missed: Option<u64>,
+    transfer: Option<crate::api::TransferInfo>,
 }
 
 impl Serialize for Event {
@@ -222,6 +230,7 @@ impl Serialize for Event {
             new: None,
             reason: None,
             missed: None,
+            transfer: None,
         };
         match &self.body {
             EventBody::Message {
@@ -297,6 +306,7 @@ impl Serialize for Event {
                 out.new = Some(new);
             }
             EventBody::Gap { missed } => out.missed = Some(*missed),
+            EventBody::Transfer(t) => out.transfer = Some(t),
             EventBody::Other { .. } => {}
         }
         out.serialize(s)
@@ -363,6 +373,10 @@ impl<'de> Deserialize<'de> for Event {
                     .missed
                     .ok_or_else(|| D::Error::custom("gap event without `missed`"))?,
             },
+            "transfer" => EventBody::Transfer(Box::new(
+                f.transfer
+                    .ok_or_else(|| D::Error::custom("transfer event without `transfer`"))?,
+            )),
             _ => EventBody::Other { kind: f.kind },
         };
         Ok(Event {
@@ -464,6 +478,21 @@ mod tests {
                 new: "robert".into(),
             },
             EventBody::Gap { missed: 12 },
+            EventBody::Transfer(Box::new(crate::api::TransferInfo {
+                id: "0123456789abcdef".into(),
+                direction: crate::api::TransferDirection::In,
+                peer_id: "k00".into(),
+                nick: "bob".into(),
+                names: vec!["report.pdf".into()],
+                files: 1,
+                bytes: 3_000_000,
+                done: 1_048_576,
+                state: crate::api::TransferState::Active,
+                reason: None,
+                rate: 400_000_000,
+                folder: Some("/home/amy/Downloads/p2pchat".into()),
+                transferred: 1_100_000,
+            })),
         ];
         bodies
             .into_iter()

@@ -6,7 +6,9 @@
 //! last component is kept (no folders climbed out of, no absolute paths),
 //! control and direction-changing characters become `_`, a NUL refuses the
 //! offer, a name that hides (`.bashrc`) or that Windows reserves (`CON`)
-//! gets a `_` in front, and it is cut to 255 bytes keeping its extension.
+//! gets a `_` in front, and it is cut to 240 bytes keeping its extension
+//! (so that with a numbered sibling's ` (N)` and `.part` it still fits
+//! the 255 bytes most file systems allow).
 //! A folder's tree keeps its shape, each part made safe the same way, at
 //! most 32 deep. What would overwrite a file lands as a numbered sibling
 //! (`report (1).pdf`) instead; partial data lives in `NAME.part`.
@@ -21,10 +23,15 @@
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 /// Bytes of one chunk.
 pub const CHUNK: usize = 1 << 20;
-/// Bytes of a file or folder name, at most (as most file systems allow).
-pub const MAX_NAME_BYTES: usize = 255;
+/// Bytes of a name a file system allows, at most (most allow 255) ...
+const NAME_MAX: usize = 255;
+/// ... and of an offered name, at most: room is left for ` (10000)` and
+/// `.part`.
+pub const MAX_NAME_BYTES: usize = NAME_MAX - 8 - PART_SUFFIX.len() - 2;
 /// Folders deep inside an offered tree, at most.
 pub const MAX_DEPTH: usize = 32;
 /// An extension kept whole when a long name is cut, at most.
@@ -236,6 +243,16 @@ impl Manifest {
         })
     }
 
+    /// The manifest of a file of `size` in [`CHUNK`]s with these hashes
+    /// (as a sender lists them).
+    pub fn listed(size: u64, hashes: Vec<[u8; 32]>) -> Self {
+        Self {
+            size,
+            chunk: u32::try_from(CHUNK).unwrap_or(u32::MAX),
+            hashes,
+        }
+    }
+
     /// What the offer names: one hash over the size, the chunk size and
     /// every chunk's hash, in order.
     pub fn root(&self) -> [u8; 32] {
@@ -264,6 +281,200 @@ impl Manifest {
         let chunk = u64::from(self.chunk);
         let len = self.size.saturating_sub(i as u64 * chunk).min(chunk);
         bytes.len() as u64 == len && blake3::hash(bytes).as_bytes() == want
+    }
+}
+
+/// The capability of a peer that takes file offers (in its hello).
+pub const CAP_FILES: &str = "files";
+/// In a dialer's hello: this connection fetches an offer's files; it is
+/// not a link.
+pub const CAP_FETCH: &str = "fetch";
+/// Files in one offer, at most.
+pub const MAX_FILES: usize = 10_000;
+/// Bytes of an offer's listing, at most.
+pub const MAX_LISTING_BYTES: usize = 4 << 20;
+/// Names an offer line shows, at most (the listing has them all).
+pub const MAX_SHOWN_NAMES: usize = 8;
+/// Offers from one peer that wait for an answer, at most; more are refused.
+pub const MAX_PENDING_PER_PEER: usize = 16;
+/// Characters of a shown name, at most.
+const MAX_SHOWN_CHARS: usize = 120;
+
+const LISTING_CONTEXT: &str = "p2pchat 2026-11 file listing";
+
+/// A `file_offer` line's body: what is offered, in short; the listing
+/// itself is fetched on the transfer's own connection and checked
+/// against `listing`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// 16 hex digits, the sender's; names the transfer on both ends.
+    pub id: String,
+    pub files: u64,
+    pub bytes: u64,
+    /// The first few files' names, for showing.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// [`listing_root`] of the listing, hex.
+    pub listing: String,
+    /// The sender's chat port, where the recipient fetches (when it knows
+    /// only the link's host).
+    #[serde(default)]
+    pub port: u16,
+}
+
+impl Offer {
+    /// Whether the offer is one this version can take: a well-formed id and
+    /// root, and counts within the bounds.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if !valid_id(&self.id) {
+            return Err("its id is not 16 hex digits");
+        }
+        if crate::keys::unhex::<32>(&self.listing).is_none() {
+            return Err("its listing root is not 64 hex digits");
+        }
+        if self.files == 0 || self.files > MAX_FILES as u64 {
+            return Err("it offers no files, or more than 10,000");
+        }
+        if self.names.len() > MAX_SHOWN_NAMES {
+            return Err("it shows too many names");
+        }
+        Ok(())
+    }
+
+    /// The names to show, made safe for a terminal and cut short.
+    pub fn shown_names(&self) -> Vec<String> {
+        self.names.iter().map(|n| shown_name(n)).collect()
+    }
+}
+
+/// A name from a peer, made safe to show (not to write: see [`safe_path`]).
+pub fn shown_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if unsafe_char(c) { '_' } else { c })
+        .take(MAX_SHOWN_CHARS)
+        .collect()
+}
+
+/// Whether `id` is a transfer id: 16 lowercase hex digits.
+pub fn valid_id(id: &str) -> bool {
+    id.len() == 16 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A `file_answer` line's body: the recipient declined the offer (or
+/// refused it unseen, with a reason). Accepting needs no line: the
+/// recipient fetches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One file of a listing: its path inside the offer (`/` between
+/// folders), its size and its [`Manifest::root`], hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listed {
+    pub name: String,
+    pub size: u64,
+    pub root: String,
+}
+
+/// What an offer's `listing` names: a BLAKE3 hash over the listing's bytes.
+pub fn listing_root(bytes: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key(LISTING_CONTEXT);
+    h.update(bytes);
+    *h.finalize().as_bytes()
+}
+
+/// The messages of a fetch connection (PROTOCOL-p2pchatd §10), each a
+/// kind byte, a big-endian `u32` length and that many bytes, inside the
+/// connection's Noise frames.
+pub mod fetch {
+    /// Receiver: the offer's id. Sender: [`LISTING`] or [`ERROR`].
+    pub const LIST: u8 = 1;
+    /// The listing's JSON (`[Listed]`).
+    pub const LISTING: u8 = 2;
+    /// Receiver: `{"file": i, "from": k?}`; the sender sends file `i`'s
+    /// [`HASHES`], then (from chunk `k`, or after a [`FROM`] when `k` is
+    /// absent) its chunks and every later file's hashes and chunks.
+    pub const GET: u8 = 3;
+    /// 32 bytes per chunk of the file.
+    pub const HASHES: u8 = 4;
+    /// Receiver: the chunk to go on from, a big-endian `u64`.
+    pub const FROM: u8 = 5;
+    /// One chunk's bytes, in order.
+    pub const CHUNK: u8 = 6;
+    /// Receiver: every file is whole and verified.
+    pub const DONE: u8 = 7;
+    /// Sender: why it cannot go on (UTF-8).
+    pub const ERROR: u8 = 8;
+    /// Bytes of a message's head.
+    pub const HEAD: usize = 5;
+    /// Bytes of a control message (not a chunk, listing or hash list).
+    pub const MAX_CONTROL: usize = 4096;
+
+    /// The head of a message of `kind` with `len` bytes.
+    pub fn head(kind: u8, len: usize) -> [u8; HEAD] {
+        let len = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+        [kind, len[0], len[1], len[2], len[3]]
+    }
+
+    /// A `GET`'s body.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    pub struct Get {
+        pub file: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub from: Option<u64>,
+    }
+}
+
+/// Bytes a chunk `i` of a file of `size` holds.
+pub fn chunk_len(size: u64, i: u64) -> usize {
+    let chunk = CHUNK as u64;
+    usize::try_from(size.saturating_sub(i * chunk).min(chunk)).unwrap_or(CHUNK)
+}
+
+/// Chunks of a file of `size`.
+pub fn chunks_of(size: u64) -> u64 {
+    size.div_ceil(CHUNK as u64)
+}
+
+/// A size as people write it: `512`, `700K`, `64M`, `10G`, `2T` (powers
+/// of 1024; `B`/`iB` after the letter allowed).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (digits, shift) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{s:?} is not a size (e.g. 512M, 10G)"))
+}
+
+/// A size for people: `1.5 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
     }
 }
 

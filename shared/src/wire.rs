@@ -36,6 +36,10 @@ pub enum MessageType {
     Rooms,
     /// p2pchatd peers only (§9): a room's topic (in `topic`).
     Topic,
+    /// p2pchatd peers only (§10): files offered to the recipient (in
+    /// `offer`), and its refusal (in `answer`).
+    FileOffer,
+    FileAnswer,
     /// A type this version does not know (a newer peer's). Never sent.
     Unknown,
 }
@@ -53,6 +57,8 @@ impl MessageType {
             Self::Away => "away",
             Self::Rooms => "rooms",
             Self::Topic => "topic",
+            Self::FileOffer => "file_offer",
+            Self::FileAnswer => "file_answer",
             Self::Unknown => "unknown",
         }
     }
@@ -77,6 +83,8 @@ impl<'de> Deserialize<'de> for MessageType {
             "sync" => Self::Sync,
             "away" => Self::Away,
             "rooms" => Self::Rooms,
+            "file_offer" => Self::FileOffer,
+            "file_answer" => Self::FileAnswer,
             "topic" => Self::Topic,
             _ => Self::Unknown,
         })
@@ -199,6 +207,12 @@ pub struct PeerMessage {
     /// Only in a `topic` line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic: Option<Box<crate::rooms::Topic>>,
+    /// Only in a `file_offer` line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<Box<crate::transfer::Offer>>,
+    /// Only in a `file_answer` line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Box<crate::transfer::Answer>>,
 }
 
 /// Bytes the JSON of a message takes besides its content, about.
@@ -243,6 +257,8 @@ impl PeerMessage {
             sync: None,
             rooms: None,
             topic: None,
+            offer: None,
+            answer: None,
         }
     }
 

@@ -112,6 +112,11 @@ impl TestNet {
         self.dir.path().join(nick)
     }
 
+    /// Where the daemon named `nick` puts files it accepts.
+    pub fn downloads_of(&self, nick: &str) -> PathBuf {
+        self.home_of(nick).join("downloads")
+    }
+
     pub fn socket_for(&self, nick: &str) -> PathBuf {
         self.home_of(nick).join("p2pchatd.sock")
     }
@@ -233,6 +238,11 @@ impl TestNet {
         if extra.contains(&"--port") {
             let i = args.iter().position(|a| a == "--port").expect("--port");
             args.drain(i..i + 2);
+        }
+        // Files land in the daemon's own folder, not the user's.
+        if !extra.contains(&"--download-dir") {
+            let downloads = self.downloads_of(home);
+            args.extend(["--download-dir".into(), downloads.display().to_string()]);
         }
         args.extend(["--nick".into(), nick.into(), "--socket".into()]);
         args.push(socket.display().to_string());

@@ -1,6 +1,7 @@
 //! A Noise dialer that plays any p2pchatd peer (any key, any nick), or
 //! misbehaves on purpose: garbage after the preamble, a replayed
-//! handshake, bad frames after a good one.
+//! handshake, bad frames after a good one; and the acceptor's side, for a
+//! peer that serves a daemon's file fetch as it likes.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -71,17 +72,7 @@ pub async fn dial_with_caps(
         b = b.psk(0, k).map_err(|x| e(&x))?;
     }
     let mut hs = b.build_initiator().map_err(|x| e(&x))?;
-    let signing = SigningKey::from_bytes(&secret);
-    let mut vouched = STATIC_KEY_CONTEXT.to_vec();
-    vouched.extend_from_slice(&keys.public);
-    let hello = Hello {
-        key: hex(&signing.verifying_key().to_bytes()),
-        sig: hex(&signing.sign(&vouched).to_bytes()),
-        nick: nick.into(),
-        heartbeat_ms: 2000,
-        instance: "test".into(),
-        caps: caps.iter().map(|c| (*c).to_owned()).collect(),
-    };
+    let hello = hello(secret, &keys.public, nick, caps);
     let mut stream = TcpStream::connect(to).await.map_err(|x| e(&x))?;
     let mut msg = vec![0u8; 4096];
     let mut sent = PREAMBLE.to_vec();
@@ -126,7 +117,119 @@ pub async fn dial_with_caps(
     })
 }
 
+/// Our hello as the holder of `secret`, vouching for `static_public`.
+fn hello(secret: [u8; 32], static_public: &[u8], nick: &str, caps: &[&str]) -> Hello {
+    let signing = SigningKey::from_bytes(&secret);
+    let mut vouched = STATIC_KEY_CONTEXT.to_vec();
+    vouched.extend_from_slice(static_public);
+    Hello {
+        key: hex(&signing.verifying_key().to_bytes()),
+        sig: hex(&signing.sign(&vouched).to_bytes()),
+        nick: nick.into(),
+        heartbeat_ms: 2000,
+        instance: "test".into(),
+        caps: caps.iter().map(|c| (*c).to_owned()).collect(),
+    }
+}
+
+/// The acceptor's side of a handshake on `stream` (a daemon dialed us),
+/// as the holder of `secret`.
+pub async fn respond(
+    mut stream: TcpStream,
+    secret: [u8; 32],
+    nick: &str,
+    caps: &[&str],
+) -> Result<NoiseLink, String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let keys = snow::Builder::new(NOISE_XX.parse().map_err(|x: snow::Error| e(&x))?)
+        .generate_keypair()
+        .map_err(|x| e(&x))?;
+    let mut hs = snow::Builder::new(NOISE_XX.parse().map_err(|x: snow::Error| e(&x))?)
+        .local_private_key(&keys.private)
+        .map_err(|x| e(&x))?
+        .prologue(PROLOGUE)
+        .map_err(|x| e(&x))?
+        .build_responder()
+        .map_err(|x| e(&x))?;
+    let mut raw = BytesMut::new();
+    let frame = async |raw: &mut BytesMut, stream: &mut TcpStream| loop {
+        if let Some(f) = next_frame(raw) {
+            return Ok(f);
+        }
+        raw.reserve(4096);
+        match tokio::time::timeout(Duration::from_secs(5), stream.read_buf(raw)).await {
+            Ok(Ok(0)) => return Err("closed".to_owned()),
+            Ok(Ok(_)) => {}
+            Ok(Err(x)) => return Err(x.to_string()),
+            Err(_) => return Err("no answer".to_owned()),
+        }
+    };
+    while raw.len() < PREAMBLE.len() {
+        raw.reserve(64);
+        if stream.read_buf(&mut raw).await.map_err(|x| e(&x))? == 0 {
+            return Err("closed".into());
+        }
+    }
+    if &raw[..PREAMBLE.len()] != PREAMBLE {
+        return Err("not a noise preamble".into());
+    }
+    let _ = raw.split_to(PREAMBLE.len());
+    let first = frame(&mut raw, &mut stream).await?;
+    let mut payload = vec![0u8; 4096];
+    hs.read_message(&first, &mut payload).map_err(|x| e(&x))?;
+    let mut msg = vec![0u8; 4096];
+    let ours = hello(secret, &keys.public, nick, caps).encode();
+    let n = hs.write_message(&ours, &mut msg).map_err(|x| e(&x))?;
+    let mut second = frame_header(n).to_vec();
+    second.extend_from_slice(&msg[..n]);
+    stream.write_all(&second).await.map_err(|x| e(&x))?;
+    let third = frame(&mut raw, &mut stream).await?;
+    let n = hs.read_message(&third, &mut payload).map_err(|x| e(&x))?;
+    let theirs = Hello::decode(&payload[..n]).map_err(|x| e(&x))?;
+    let state = hs.into_stateless_transport_mode().map_err(|x| e(&x))?;
+    Ok(NoiseLink {
+        stream,
+        state,
+        tx: 0,
+        rx: 0,
+        raw,
+        plain: Vec::new(),
+        handshake_bytes: second,
+        theirs,
+    })
+}
+
 impl NoiseLink {
+    /// Sends one fetch message (PROTOCOL-p2pchatd §10).
+    pub async fn send_fetch(&mut self, kind: u8, body: &[u8]) -> std::io::Result<()> {
+        let mut plain = shared::transfer::fetch::head(kind, body.len()).to_vec();
+        plain.extend_from_slice(body);
+        self.send(&plain).await
+    }
+
+    /// The next fetch message: its kind and body.
+    pub async fn recv_fetch(&mut self, limit: Duration) -> Result<(u8, Vec<u8>), String> {
+        use shared::transfer::fetch::HEAD;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.plain.len() >= HEAD {
+                let len = u32::from_be_bytes([
+                    self.plain[1],
+                    self.plain[2],
+                    self.plain[3],
+                    self.plain[4],
+                ]) as usize;
+                if self.plain.len() >= HEAD + len {
+                    let kind = self.plain[0];
+                    let body = self.plain[HEAD..HEAD + len].to_vec();
+                    self.plain.drain(..HEAD + len);
+                    return Ok((kind, body));
+                }
+            }
+            self.open_more(deadline, limit).await?;
+        }
+    }
+
     /// Sends `plain` sealed, in frames, as a daemon would.
     pub async fn send(&mut self, plain: &[u8]) -> std::io::Result<()> {
         let mut out = Vec::new();
@@ -151,6 +254,17 @@ impl NoiseLink {
                 let line: Vec<u8> = self.plain.drain(..=nl).collect();
                 return PeerMessage::decode(&line[..nl]).map_err(|e| e.to_string());
             }
+            self.open_more(deadline, limit).await?;
+        }
+    }
+
+    /// Opens the next frame into `plain`, reading until `deadline`.
+    async fn open_more(
+        &mut self,
+        deadline: tokio::time::Instant,
+        limit: Duration,
+    ) -> Result<(), String> {
+        loop {
             if let Some(frame) = next_frame(&mut self.raw) {
                 let mut out = vec![0u8; frame.len()];
                 let n = self
@@ -159,7 +273,7 @@ impl NoiseLink {
                     .map_err(|e| e.to_string())?;
                 self.rx += 1;
                 self.plain.extend_from_slice(&out[..n]);
-                continue;
+                return Ok(());
             }
             self.raw.reserve(4096);
             match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.raw)).await {

@@ -31,6 +31,12 @@ pub(super) enum Command {
     Search(String),
     /// Away with a reason; none: back.
     Away(Option<String>),
+    /// Offer a file or folder: the words typed (a path, perhaps a nick
+    /// last; the view knows the nicks).
+    Send(String),
+    /// Answer a file offer: by id (or its start), else the newest.
+    Accept(Option<String>),
+    Decline(Option<String>),
     Users,
     Help,
     Clear,
@@ -46,17 +52,17 @@ pub(super) const HELP: &[(&str, &str)] = &[
     ("/join #ROOM", "join a room (its own buffer)"),
     ("/part [#ROOM]", "leave this room (or ROOM)"),
     ("/msg NICK TEXT", "a direct message, sealed to NICK"),
-    ("/query NICK", "open a conversation with NICK"),
-    ("/close", "close this conversation"),
+    ("/query NICK, /close", "open, close a conversation"),
     ("/rooms", "rooms and who is in them"),
     ("/topic [TEXT]", "this room's topic (TEXT sets it)"),
     ("/nick NAME", "change your nick"),
     ("/me ACTION", "say an action"),
-    ("/whois NICK", "a peer's fingerprint and trust"),
-    ("/fingerprint", "your own fingerprint"),
+    ("/whois [NICK]", "fingerprint, trust (yours)"),
     ("/trust NICK", "fingerprints compared: verified"),
     ("/forget NICK", "unpin a nick from its key"),
     ("/search WORDS", "find stored lines (word* too)"),
+    ("/send PATH [NICK]", "offer a file or folder"),
+    ("/accept, /decline", "answer a file offer [ID]"),
     ("/away [REASON]", "away (none, /back: back)"),
     ("/clear", "clear this view"),
     ("/quit, /q", "detach; you stay present"),
@@ -123,10 +129,7 @@ pub(super) fn parse(line: &str) -> Option<Command> {
                 Err(e) => Command::Invalid(format!("cannot use that nick: {e}")),
             },
         },
-        "whois" => match arg {
-            "" => Command::Invalid("usage: /whois NICK".into()),
-            n => Command::Whois(n.to_owned()),
-        },
+        "whois" => Command::Whois(arg.to_owned()),
         "fingerprint" => no_arg(Command::Whois(String::new())),
         "join" | "j" => match shared::rooms::parse_room(arg) {
             _ if arg.is_empty() => Command::Invalid("usage: /join #ROOM".into()),
@@ -171,6 +174,23 @@ pub(super) fn parse(line: &str) -> Option<Command> {
             },
         },
         "away" => Command::Away((!arg.is_empty()).then(|| arg.to_owned())),
+        "send" => match arg {
+            "" => Command::Invalid("usage: /send PATH [NICK]".into()),
+            a => Command::Send(a.to_owned()),
+        },
+        "accept" | "decline" => match arg {
+            a if a.contains(char::is_whitespace) => {
+                Command::Invalid(format!("/{name} takes one offer id"))
+            }
+            a => {
+                let id = (!a.is_empty()).then(|| a.to_ascii_lowercase());
+                if name.eq_ignore_ascii_case("accept") {
+                    Command::Accept(id)
+                } else {
+                    Command::Decline(id)
+                }
+            }
+        },
         "back" => no_arg(Command::Away(None)),
         "search" | "grep" => match arg {
             "" => Command::Invalid("usage: /search WORDS".into()),
@@ -246,6 +266,18 @@ mod tests {
         assert!(matches!(parse("/trust"), Some(Command::Invalid(m)) if m.contains("usage")));
         assert!(matches!(parse("/trust a b"), Some(Command::Invalid(_))));
         assert_eq!(parse("/whois bob"), Some(Command::Whois("bob".into())));
+        assert_eq!(parse("/whois"), Some(Command::Whois(String::new())));
+        assert_eq!(
+            parse("/send ~/My Report.pdf bob"),
+            Some(Command::Send("~/My Report.pdf bob".into()))
+        );
+        assert!(matches!(parse("/send"), Some(Command::Invalid(m)) if m.contains("usage")));
+        assert_eq!(parse("/accept"), Some(Command::Accept(None)));
+        assert_eq!(
+            parse("/decline 0A1b"),
+            Some(Command::Decline(Some("0a1b".into())))
+        );
+        assert!(matches!(parse("/accept a b"), Some(Command::Invalid(_))));
         assert_eq!(parse("/fingerprint"), Some(Command::Whois(String::new())));
         assert_eq!(parse("/clear"), Some(Command::Clear));
         assert_eq!(parse("/quit"), Some(Command::Quit));

@@ -418,6 +418,9 @@ pub async fn run(opts: Options) -> Result<(), TuiError> {
                     Effect::Rooms => {
                         let _ = requests.send(Request::Rooms).await;
                     }
+                    Effect::Files(call) => {
+                        let _ = requests.send(Request::Files(call)).await;
+                    }
                     Effect::Topic { room, text } => {
                         let _ = requests.send(Request::Topic { room, text }).await;
                     }

@@ -11,7 +11,7 @@ use shared::api::{
     AwayParams, AwayResult, Call, HistoryParams, HistoryResult, NickParams, NickResult, PeerInfo,
     RoomInfo, RoomParams, RoomResult, SayParams, SayResult, SearchParams, ShutdownResult,
     StatusInfo, StoreState, SubscribeParams, SubscribeResult, TopicParams, TopicResult,
-    TrustParams, TrustResult, code,
+    TransferInfo, TransfersResult, TrustParams, TrustResult, code,
 };
 use shared::event::Event;
 use tokio::sync::{mpsc, oneshot};
@@ -45,6 +45,8 @@ pub(super) enum Request {
     /// Away with a reason, or back.
     Away(Option<String>),
     Peers,
+    /// `send`, `accept` or `decline`: its result shows as transfer events.
+    Files(Call),
     Shutdown(oneshot::Sender<Result<(), String>>),
 }
 
@@ -144,6 +146,12 @@ async fn attach(
         .filter(|r| r.joined && r.name != shared::rooms::GENERAL)
         .map(|r| r.name)
         .collect();
+    // Offers waiting and transfers under way (none from a daemon before
+    // file transfer).
+    let transfers = match client.call::<TransfersResult>(&Call::Transfers).await {
+        Err(ClientError::Rpc(e)) if e.code == code::METHOD_NOT_FOUND => Vec::new(),
+        r => r?.transfers,
+    };
     // Cursors we hold still mean the same events: the subscription replays
     // what we missed, also across a restart of a daemon with its store.
     let resumed = match resume {
@@ -190,6 +198,7 @@ async fn attach(
         history,
         read,
         rooms,
+        transfers,
     };
     if actions.send(Action::Daemon(msg)).await.is_err() {
         return Ok(None);
@@ -408,6 +417,16 @@ async fn forward(
                 let _ = actions.send(Action::Daemon(msg)).await;
             });
         }
+        Request::Files(call) => {
+            let what = call.method();
+            let p = client.send(&call).await?;
+            tokio::spawn(async move {
+                if let Err(e) = p.wait::<TransferInfo>().await {
+                    let msg = DaemonMsg::Failed(format!("{what}: {e}"));
+                    let _ = actions.send(Action::Daemon(msg)).await;
+                }
+            });
+        }
         Request::Peers => {
             let p = client.send(&Call::Peers).await?;
             tokio::spawn(async move {
@@ -444,6 +463,7 @@ async fn refuse(r: Request, actions: &mpsc::Sender<Action>) {
         Request::Forget(_) => format!("not forgotten: {why}"),
         Request::Search(_) => format!("search failed: {why}"),
         Request::Away(_) => format!("away not changed: {why}"),
+        Request::Files(call) => format!("{}: {why}", call.method()),
         Request::Peers => return,
         Request::Shutdown(done) => {
             let _ = done.send(Err(why.into()));

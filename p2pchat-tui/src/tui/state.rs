@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use chrono::FixedOffset;
 use chrono::{Local, NaiveDate, Utc};
 use shared::Timestamp;
-use shared::api::{PeerInfo, Trust};
+use shared::api::{PeerInfo, TransferDirection, TransferInfo, TransferState, Trust};
 use shared::event::{Event, EventBody};
 use shared::mention::Highlights;
 use shared::rooms::GENERAL;
@@ -20,6 +20,15 @@ use super::wrap::{str_width, wrap};
 pub(super) const MAX_LINES: usize = 10_000;
 /// Sent lines kept for Up/Down recall.
 pub(super) const MAX_RECALL: usize = 100;
+/// Transfers the panel above the status bar shows at once.
+pub(super) const TRANSFER_ROWS: usize = 3;
+/// Ended transfers kept after their last line.
+const KEEP_ENDED: usize = 16;
+
+/// The start of a transfer id that `/accept` takes.
+pub(super) fn short_id(id: &str) -> &str {
+    id.get(..6).unwrap_or(id)
+}
 /// Width of the users pane, and the narrowest terminal that shows it.
 pub(super) const USERS_WIDTH: u16 = 24;
 pub(super) const USERS_MIN_TERMINAL: u16 = 60;
@@ -464,6 +473,9 @@ pub(super) struct State {
     pub restart_offer: Option<String>,
     /// The daemon was started by systemd (restarted through it).
     pub systemd: bool,
+    /// File transfers: offers waiting, those under way, and a few that
+    /// ended (the panel shows those not over).
+    pub transfers: Vec<TransferInfo>,
 }
 
 /// Tab completion under way: the input around the word, the candidates,
@@ -520,6 +532,7 @@ impl State {
             alone_since: None,
             restart_offer: None,
             systemd: false,
+            transfers: Vec::new(),
         }
     }
 
@@ -673,8 +686,60 @@ impl State {
         // Asked for every line pushed: whether there is a banner, not its
         // text.
         let banner = self.paste.is_some() || self.restart_offer.is_some() || self.alert.is_some();
-        let below = 2 + u16::from(banner) + u16::from(self.tabs_visible());
+        let below = 2 + u16::from(banner) + u16::from(self.tabs_visible()) + self.transfer_rows();
         usize::from(self.height.saturating_sub(below)).max(1)
+    }
+
+    /// Rows of the transfers panel: one per transfer not over, at most
+    /// [`TRANSFER_ROWS`].
+    pub(super) fn transfer_rows(&self) -> u16 {
+        let live = self.transfers.iter().filter(|t| !t.state.is_over()).count();
+        u16::try_from(live.min(TRANSFER_ROWS)).unwrap_or(0)
+    }
+
+    /// A transfer event: kept for the panel; a line when it starts, waits
+    /// for an answer, or ends.
+    pub(super) fn transfer(&mut self, t: &TransferInfo) {
+        let before = self.transfers.iter().position(|x| x.id == t.id);
+        let was = before.map(|i| self.transfers[i].state);
+        match before {
+            Some(i) => self.transfers[i] = t.clone(),
+            None => self.transfers.push(t.clone()),
+        }
+        if was != Some(t.state) && t.state != TransferState::Active {
+            let mut text = crate::format::transfer_line(t);
+            if t.direction == TransferDirection::In && t.state == TransferState::Offered {
+                text += &format!(" — /accept {0} or /decline {0}", short_id(&t.id));
+            }
+            self.note(match t.state {
+                TransferState::Failed => LineKind::Error(text),
+                _ => LineKind::Info(text),
+            });
+        }
+        // A few ended ones stay for `/accept` to tell "no offer waits".
+        let over = self.transfers.iter().filter(|t| t.state.is_over()).count();
+        if over > KEEP_ENDED
+            && let Some(i) = self.transfers.iter().position(|t| t.state.is_over())
+        {
+            self.transfers.remove(i);
+        }
+    }
+
+    /// After an attach: what offers wait for an answer, in a line.
+    pub(super) fn note_waiting_offers(&mut self) {
+        let waiting: Vec<String> = self
+            .transfers
+            .iter()
+            .filter(|t| t.direction == TransferDirection::In && t.state == TransferState::Offered)
+            .map(|t| format!("{} ({})", crate::format::transfer_line(t), short_id(&t.id)))
+            .collect();
+        if !waiting.is_empty() {
+            let text = format!(
+                "offers wait for an answer (/accept ID, /decline ID): {}",
+                waiting.join("; ")
+            );
+            self.note(LineKind::Info(text));
+        }
     }
 
     /// The largest useful scroll offset.
@@ -856,6 +921,10 @@ impl State {
                 joined: *joined,
             },
             EventBody::Gap { missed } => LineKind::Gap { missed: *missed },
+            EventBody::Transfer(t) => {
+                self.transfer(t);
+                return false;
+            }
             EventBody::Other { .. } => return false,
         };
         // Too many open: it shows in #general rather than nowhere, a

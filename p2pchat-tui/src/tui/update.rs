@@ -39,6 +39,8 @@ pub(super) enum DaemonMsg {
         read: Option<u64>,
         /// The rooms the daemon is in besides `#general`.
         rooms: Vec<String>,
+        /// Offers waiting and transfers under way.
+        transfers: Vec<shared::api::TransferInfo>,
     },
     /// We joined a room (`/join`): its buffer opens.
     Joined(String),
@@ -92,6 +94,9 @@ pub(super) enum Effect {
     /// Away with a reason, or back.
     Away(Option<String>),
     RefreshPeers,
+    /// `send`, `accept` or `decline` at the daemon (what follows shows
+    /// as transfer events).
+    Files(shared::api::Call),
     /// Ring the terminal bell (a mention).
     Bell,
     /// Capture the mouse (wheel scrolling) or give it back to the terminal.
@@ -592,6 +597,13 @@ fn submit(state: &mut State) -> Vec<Effect> {
             whois(state, &nick);
             vec![]
         }
+        Command::Send(words) => send_files(state, &words).into_iter().collect(),
+        Command::Accept(id) => answer_offer(state, id.as_deref(), true)
+            .into_iter()
+            .collect(),
+        Command::Decline(id) => answer_offer(state, id.as_deref(), false)
+            .into_iter()
+            .collect(),
         Command::Users => {
             list_users(state);
             vec![Effect::RefreshPeers]
@@ -634,6 +646,84 @@ fn list_users(state: &mut State) {
 
 /// `/whois NICK` (or `/fingerprint` for ourselves): who a peer is, as far
 /// as its key says, from the last `peers` answer.
+/// `/send PATH [NICK]`: to NICK when the last word is a peer's nick,
+/// else to the conversation's peer. `~/` is the home folder; a relative
+/// path is the UI's working folder's.
+fn send_files(state: &mut State, words: &str) -> Option<Effect> {
+    let is_peer = |n: &str| state.peers.iter().any(|p| p.nick == n);
+    let (path, nick) = match words.rsplit_once(char::is_whitespace) {
+        Some((path, last)) if is_peer(last.strip_prefix('@').unwrap_or(last)) => (
+            path.trim_end(),
+            last.strip_prefix('@').unwrap_or(last).to_owned(),
+        ),
+        _ => match &state.buf().target {
+            Target::Direct { nick, .. } => (words, nick.clone()),
+            Target::Room(_) => {
+                state.note(LineKind::Error(
+                    "to whom? /send PATH NICK (or /send PATH in a conversation)".into(),
+                ));
+                return None;
+            }
+        },
+    };
+    let expanded = match path.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME").map_or_else(
+            || std::path::PathBuf::from(path),
+            |h| std::path::PathBuf::from(h).join(rest),
+        ),
+        None => std::path::PathBuf::from(path),
+    };
+    let absolute = match std::path::absolute(&expanded) {
+        Ok(p) => p,
+        Err(e) => {
+            state.note(LineKind::Error(format!("{path}: {e}")));
+            return None;
+        }
+    };
+    Some(Effect::Files(shared::api::Call::Send(
+        shared::api::SendParams {
+            paths: vec![absolute.to_string_lossy().into_owned()],
+            to: nick,
+        },
+    )))
+}
+
+/// `/accept [ID]`, `/decline [ID]`: the offer whose id starts with ID,
+/// else the newest offer waiting.
+fn answer_offer(state: &mut State, id: Option<&str>, accept: bool) -> Option<Effect> {
+    let waiting: Vec<&shared::api::TransferInfo> = state
+        .transfers
+        .iter()
+        .filter(|t| {
+            t.direction == shared::api::TransferDirection::In
+                && t.state == shared::api::TransferState::Offered
+        })
+        .filter(|t| id.is_none_or(|i| t.id.starts_with(i)))
+        .collect();
+    let chosen = match (id, waiting.as_slice()) {
+        (_, []) => {
+            state.note(LineKind::Error(match id {
+                Some(i) => format!("no offer waits with id {i}"),
+                None => "no offer waits for an answer".into(),
+            }));
+            return None;
+        }
+        (Some(i), [_, _, ..]) => {
+            state.note(LineKind::Error(format!(
+                "{i} starts the ids of several offers; type more of it"
+            )));
+            return None;
+        }
+        (_, all) => all[all.len() - 1].id.clone(),
+    };
+    let params = shared::api::TransferParams { id: chosen };
+    Some(Effect::Files(if accept {
+        shared::api::Call::Accept(params)
+    } else {
+        shared::api::Call::Decline(params)
+    }))
+}
+
 fn whois(state: &mut State, nick: &str) {
     if let Some(me) = state
         .me
@@ -680,6 +770,7 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
             history,
             read,
             rooms,
+            transfers,
         } => {
             if let Some(old) = &state.daemon_id
                 && old != status.life()
@@ -723,6 +814,8 @@ fn daemon(state: &mut State, msg: DaemonMsg) -> Vec<Effect> {
             if let Some(read) = read {
                 state.mark_unread_after(read);
             }
+            state.transfers = transfers;
+            state.note_waiting_offers();
             vec![Effect::RefreshPeers]
         }
         DaemonMsg::Event(e) => {
@@ -926,6 +1019,7 @@ mod tests {
                 history,
                 read: None,
                 rooms: Vec::new(),
+                transfers: Vec::new(),
             }),
         )
     }
@@ -1034,6 +1128,7 @@ mod tests {
                 history: vec![],
                 read: None,
                 rooms: vec!["#ops".into()],
+                transfers: Vec::new(),
             }),
         );
         assert_eq!(names(&s), ["#general", "#ops"]);
@@ -1195,6 +1290,7 @@ mod tests {
                     history: events,
                     read,
                     rooms: vec!["#ops".into()],
+                    transfers: Vec::new(),
                 }),
             );
             s
@@ -1918,6 +2014,7 @@ mod tests {
                 history: vec![msg(1, "bob_1", "old"), msg(2, "bob_1", "new")],
                 read: Some(1),
                 rooms: Vec::new(),
+                transfers: Vec::new(),
             }),
         );
         let bodies: Vec<String> = s.buf().lines.iter().map(|l| l.kind.body()).collect();
@@ -1934,6 +2031,7 @@ mod tests {
                 history: vec![msg(1, "bob_1", "old")],
                 read: Some(1),
                 rooms: Vec::new(),
+                transfers: Vec::new(),
             }),
         );
         assert!(
@@ -1972,6 +2070,7 @@ mod tests {
                 history: vec![],
                 read: None,
                 rooms: Vec::new(),
+                transfers: Vec::new(),
             }),
         );
         assert!(
@@ -1995,6 +2094,7 @@ mod tests {
                     history: vec![],
                     read: None,
                     rooms: Vec::new(),
+                    transfers: Vec::new(),
                 }),
             )
         };

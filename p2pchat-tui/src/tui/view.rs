@@ -6,10 +6,12 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph};
-use shared::api::{PeerKind, Trust};
+use shared::api::{PeerKind, TransferDirection, TransferState, Trust};
 
 use super::command::{HELP, KEYS};
-use super::state::{ChatLine, DaemonLink, LATE_MARK, LineKind, State, Target, USERS_WIDTH, layout};
+use super::state::{
+    ChatLine, DaemonLink, LATE_MARK, LineKind, State, Target, USERS_WIDTH, layout, short_id,
+};
 use super::wrap::str_width;
 use shared::rooms::GENERAL;
 
@@ -31,8 +33,9 @@ pub(super) fn view(state: &State, frame: &mut Frame<'_>) -> Vec<ScreenLink> {
     let area = frame.area();
     // An alert takes a row of its own above the status bar until dismissed.
     let banner_rows = u16::from(state.banner().is_some());
-    let [main, banner, status, input] = Layout::vertical([
+    let [main, files, banner, status, input] = Layout::vertical([
         Constraint::Min(1),
+        Constraint::Length(state.transfer_rows()),
         Constraint::Length(banner_rows),
         Constraint::Length(1),
         Constraint::Length(1),
@@ -40,6 +43,9 @@ pub(super) fn view(state: &State, frame: &mut Frame<'_>) -> Vec<ScreenLink> {
     .areas(area);
     if let Some((text, tail)) = state.banner() {
         alert_banner(state, &text, tail, frame, banner);
+    }
+    if files.height > 0 {
+        transfers(state, frame, files);
     }
     // The buffer list takes the top row once more than #general is open.
     let [tabs_area, main] = Layout::vertical([
@@ -416,6 +422,68 @@ fn users(state: &State, frame: &mut Frame<'_>, area: Rect) {
     frame.render_widget(Paragraph::new(lines), inner);
 }
 
+/// The transfers not over, a row each: which way, what, with whom, and a
+/// bar with the share done, the rate and the time left.
+fn transfers(state: &State, frame: &mut Frame<'_>, area: Rect) {
+    let theme = state.theme;
+    let width = usize::from(area.width);
+    let lines: Vec<Line<'_>> = state
+        .transfers
+        .iter()
+        .filter(|t| !t.state.is_over())
+        .take(usize::from(area.height))
+        .map(|t| {
+            let (arrow, dir) = match t.direction {
+                TransferDirection::In => ("↓", "from"),
+                TransferDirection::Out => ("↑", "to"),
+            };
+            let head = format!(
+                " {arrow} {} {dir} {} ",
+                crate::format::transfer_what(t),
+                crate::format::clean_text(&t.nick)
+            );
+            let tail = match t.state {
+                TransferState::Offered if t.direction == TransferDirection::In => {
+                    format!("/accept {} or /decline", short_id(&t.id))
+                }
+                TransferState::Offered => "waiting for an answer".to_owned(),
+                TransferState::Waiting => "cut; resumes when the peer is back".to_owned(),
+                _ => progress(t),
+            };
+            let mut spans = vec![Span::styled(head, theme.notice())];
+            let room = width.saturating_sub(spans[0].width() + tail.chars().count() + 1);
+            if t.state == TransferState::Active && room >= 6 {
+                let bar = room.min(30);
+                let filled = usize::try_from(
+                    (u128::from(t.done.min(t.bytes)) * bar as u128)
+                        .checked_div(u128::from(t.bytes))
+                        .unwrap_or(bar as u128),
+                )
+                .unwrap_or(bar);
+                spans.push(Span::styled("█".repeat(filled), theme.join()));
+                spans.push(Span::styled("░".repeat(bar - filled), theme.info()));
+                spans.push(Span::raw(" "));
+            }
+            spans.push(Span::styled(tail, theme.info()));
+            Line::from(spans)
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines), area);
+}
+
+/// `45%  118.2 MiB/s  0:07 left`.
+fn progress(t: &shared::api::TransferInfo) -> String {
+    let pct = (t.done.min(t.bytes) * 100)
+        .checked_div(t.bytes)
+        .unwrap_or(100);
+    let left = t.bytes.saturating_sub(t.done);
+    let eta = match left.checked_div(t.rate) {
+        Some(s) => format!("  {}:{:02} left", s / 60, s % 60),
+        None => String::new(),
+    };
+    format!("{pct:3}%  {}/s{eta}", shared::transfer::human_bytes(t.rate))
+}
+
 fn status_bar(state: &State, frame: &mut Frame<'_>, area: Rect) {
     let theme = state.theme;
     let bar = theme.status_bar();
@@ -622,6 +690,7 @@ mod tests {
                 history: vec![],
                 read: None,
                 rooms: Vec::new(),
+                transfers: Vec::new(),
             }),
         );
         s

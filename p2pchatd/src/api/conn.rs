@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use interprocess::local_socket::tokio::Stream;
 use serde_json::Value;
-use shared::api::{RpcError, code, decode_request, encode_error};
+use shared::api::{RpcError, TransferInfo, code, decode_request, encode_error};
+use shared::event::{Event, EventBody};
 use shared::limits::MAX_API_LINE;
 use shared::line::LineReader;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -106,6 +108,7 @@ async fn write_replies(
     let mut sub: Option<Subscription> = None;
     // A person's client: dropped when the connection ends.
     let mut attached: Option<crate::mesh::Attached> = None;
+    let mut transfers: Option<Transfers> = None;
     let mut out = Vec::with_capacity(OUT_KEEP);
     let mut rx_open = true;
     let mut more = false;
@@ -114,8 +117,12 @@ async fn write_replies(
             tokio::select! {
                 biased;
                 r = rx.recv(), if rx_open => match r {
-                    Some(reply) => take(reply, &mut out, &mut sub, &mut attached),
+                    Some(reply) => take(reply, &mut out, &mut sub, &mut attached, &mut transfers),
                     None => rx_open = false,
+                },
+                r = next_transfer(&mut transfers), if transfers.is_some() => match r {
+                    Some(info) => transfer_event(&info, sub.as_ref(), &mut out),
+                    None => transfers = None,
                 },
                 r = next_event(&mut sub), if sub.is_some() => {
                     if r.is_err() {
@@ -128,7 +135,7 @@ async fn write_replies(
         }
         while rx_open {
             match rx.try_recv() {
-                Ok(reply) => take(reply, &mut out, &mut sub, &mut attached),
+                Ok(reply) => take(reply, &mut out, &mut sub, &mut attached, &mut transfers),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => rx_open = false,
             }
@@ -171,11 +178,14 @@ async fn write_replies(
     let _ = stream.flush().await;
 }
 
+type Transfers = tokio::sync::broadcast::Receiver<Arc<TransferInfo>>;
+
 fn take(
     reply: Reply,
     out: &mut Vec<u8>,
     sub: &mut Option<Subscription>,
     attached: &mut Option<crate::mesh::Attached>,
+    transfers: &mut Option<Transfers>,
 ) {
     let append = |out: &mut Vec<u8>, line: Vec<u8>| {
         if out.is_empty() {
@@ -191,7 +201,9 @@ fn take(
             line,
             subscription,
             attached: mut a,
+            transfers: t,
         } => {
+            *transfers = t;
             append(out, line);
             // What it asked to start after, it has (the TUI loaded it).
             if let Some(a) = &mut a {
@@ -201,6 +213,33 @@ fn take(
             *attached = a;
         }
         Reply::None => {}
+    }
+}
+
+/// The next transfer event; `None` once the daemon stops sending them. A
+/// subscriber that fell behind misses some progress, not the end.
+async fn next_transfer(rx: &mut Option<Transfers>) -> Option<Arc<TransferInfo>> {
+    use tokio::sync::broadcast::error::RecvError;
+    let rx = rx.as_mut()?;
+    loop {
+        match rx.recv().await {
+            Ok(info) => return Some(info),
+            Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return None,
+        }
+    }
+}
+
+/// A transfer event, at the cursor the subscriber stands at (it is not
+/// one of the history's).
+fn transfer_event(info: &TransferInfo, sub: Option<&Subscription>, out: &mut Vec<u8>) {
+    let event = Event {
+        cursor: sub.map_or(0, Subscription::delivered),
+        ts: chrono::Utc::now(),
+        body: EventBody::Transfer(Box::new(info.clone())),
+    };
+    if let Ok(json) = serde_json::to_string(&event) {
+        shared::api::encode_event_notification(&json, out);
     }
 }
 

@@ -8,8 +8,8 @@ use serde_json::Value;
 use shared::api::{
     AwayResult, Call, HISTORY_DEFAULT_LIMIT, MAX_SEARCH_BYTES, NickResult, Request, RoomResult,
     RpcError, SAY_WAIT_DEFAULT_MS, SAY_WAIT_MAX_MS, SearchParams, ShutdownResult, StatusInfo,
-    SubscribeResult, TopicParams, TopicResult, TrustResult, code, encode_error,
-    encode_history_result, encode_result, room_param, write_json_array,
+    SubscribeResult, TopicParams, TopicResult, TransferInfo, TransfersResult, TrustResult, code,
+    encode_error, encode_history_result, encode_result, room_param, write_json_array,
 };
 use shared::rooms::MAX_TOPIC_CHARS;
 use shared::text::{validate_nick, validate_text};
@@ -32,6 +32,8 @@ pub(super) enum Reply {
         subscription: Subscription,
         /// A person's client: present while subscribed.
         attached: Option<crate::mesh::Attached>,
+        /// Transfer events, for a subscription to everything (no room).
+        transfers: Option<tokio::sync::broadcast::Receiver<std::sync::Arc<TransferInfo>>>,
     },
     /// A notification: nothing to send.
     None,
@@ -89,12 +91,14 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
             Reply::Line(out)
         }
         Call::Subscribe(p) => match room_filter(p.room.as_deref()).and_then(|room| {
+            let transfers = room.is_none().then(|| ctx.mesh.transfers().events());
             ctx.history
                 .subscribe(p.since, room)
+                .map(|s| (s, transfers))
                 .map_err(|e| RpcError::new(code::CURSOR_AHEAD, e.to_string()))
         }) {
             Err(e) => respond::<()>(id, Err(e)),
-            Ok(subscription) => {
+            Ok((subscription, transfers)) => {
                 let result = SubscribeResult {
                     cursor: ctx.history.newest_cursor(),
                     peer_id: ctx.mesh.peer_id().to_string(),
@@ -109,6 +113,7 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
                     line,
                     subscription,
                     attached: p.attach.then(|| ctx.mesh.attach()),
+                    transfers,
                 }
             }
         },
@@ -174,6 +179,15 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
         Call::Join(p) => respond(id, join_or_part(ctx, &p.room, true).await),
         Call::Topic(p) => respond(id, topic(ctx, p).await),
         Call::Part(p) => respond(id, join_or_part(ctx, &p.room, false).await),
+        Call::Send(p) => respond(id, crate::transfer::send(&ctx.mesh, p).await),
+        Call::Accept(p) => respond(id, crate::transfer::accept(&ctx.mesh, &p.id)),
+        Call::Decline(p) => respond(id, crate::transfer::decline(&ctx.mesh, &p.id).await),
+        Call::Transfers => respond(
+            id,
+            Ok(TransfersResult {
+                transfers: ctx.mesh.transfers().list(),
+            }),
+        ),
         Call::Shutdown => {
             let reply = respond(id, Ok(ShutdownResult { stopping: true }));
             tracing::info!("shutdown requested by a client");

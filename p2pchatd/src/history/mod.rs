@@ -761,7 +761,7 @@ fn author_of(body: &EventBody) -> Option<&str> {
         | EventBody::Nick { peer_id, .. }
         | EventBody::Room { peer_id, .. }
         | EventBody::Topic { peer_id, .. } => Some(peer_id),
-        EventBody::Gap { .. } | EventBody::Other { .. } => None,
+        EventBody::Gap { .. } | EventBody::Transfer(_) | EventBody::Other { .. } => None,
     }
 }
 

@@ -172,6 +172,7 @@ pub(crate) async fn accept(
         life: None,
         sync: false,
         rooms: false,
+        files: false,
         standing: None,
     };
     let live = liveness(&mesh, kind, meta.and_then(|m| m.heartbeat_ms));
@@ -212,6 +213,12 @@ async fn accept_noise(
         return debug!(%remote, "connection from ourselves");
     }
     drop(slot);
+    if est.peer.fetch {
+        let span = info_span!("fetch", peer = %est.peer.peer_id, %remote);
+        return crate::transfer::serve(mesh.clone(), stream, remote, est)
+            .instrument(span)
+            .await;
+    }
     run_noise_link(&mesh, stream, remote, LinkDirection::Accepted, est).await;
 }
 
@@ -233,6 +240,7 @@ async fn run_noise_link(
         life: est.peer.life.clone(),
         sync: est.peer.sync,
         rooms: est.peer.rooms,
+        files: est.peer.files,
         standing: None,
     };
     let span = info_span!("link", peer = %who.id, %remote);
@@ -336,6 +344,7 @@ pub(crate) async fn dial(
                             life: None,
                             sync: false,
                             rooms: false,
+                            files: false,
                             standing: None,
                         };
                         answered = Some((who, m.metadata));
@@ -373,6 +382,7 @@ pub(crate) async fn dial(
                 life: None,
                 sync: false,
                 rooms: false,
+                files: false,
                 standing: None,
             }),
             None,

@@ -542,6 +542,24 @@ impl Reader<'_> {
             MessageType::Topic if self.key.is_some() => {
                 return self.topic(&msg.room_id, msg.topic);
             }
+            MessageType::FileOffer => {
+                if let Some(key) = self.key {
+                    let from = crate::transfer::From {
+                        id: &peer,
+                        key,
+                        nick: &self.nick,
+                        trust: self.trust,
+                    };
+                    if let Err(why) = crate::transfer::heard_offer(self.mesh, &from, msg.offer)
+                        && let Some(end) = self.bad_line(format_args!("{why}"))
+                    {
+                        return Err(end);
+                    }
+                }
+            }
+            MessageType::FileAnswer if self.key.is_some() => {
+                crate::transfer::heard_answer(self.mesh, &peer, msg.answer);
+            }
             MessageType::Seal => {
                 if let (Some(key), Some(instance), Some(seal)) =
                     (self.key, self.life.clone(), msg.seal)
@@ -602,6 +620,7 @@ impl Reader<'_> {
             | MessageType::Away
             | MessageType::Rooms
             | MessageType::Topic
+            | MessageType::FileAnswer
             | MessageType::Unknown => {}
         }
         Ok(())
@@ -989,6 +1008,7 @@ impl Reader<'_> {
             life: None,
             sync: false,
             rooms: false,
+            files: false,
             standing: Some(standing),
         };
         let now = std::time::Instant::now();

@@ -13,7 +13,7 @@ mod dial;
 mod handshake;
 pub(crate) mod journal;
 mod link;
-mod secure;
+pub(crate) mod secure;
 pub(crate) mod table;
 
 use std::collections::{BTreeSet, HashMap};
@@ -107,6 +107,8 @@ pub(crate) struct Local {
     pub(crate) notifier: Option<crate::notify::Notifier>,
     /// The rooms we are in, as the last life left them.
     pub(crate) rooms: Joined,
+    /// File transfers, as the last life left them.
+    pub(crate) transfers: crate::transfer::Transfers,
 }
 
 /// Our own identity on the network.
@@ -170,6 +172,7 @@ struct Inner {
     bursts: Mutex<crate::memory::Bursts>,
     notifier: Option<crate::notify::Notifier>,
     presence: Mutex<Presence>,
+    transfers: crate::transfer::Transfers,
 }
 
 /// Per peer and stream life of ours, how far the peer holds our lines.
@@ -279,6 +282,7 @@ impl Mesh {
                 presence: Mutex::default(),
                 rooms: Mutex::new(local.rooms),
                 rooms_saving: Mutex::new(()),
+                transfers: local.transfers,
             }),
         }
     }
@@ -407,6 +411,7 @@ impl Mesh {
             caps.push(CAP_SYNC.to_owned());
         }
         caps.push(CAP_ROOMS.to_owned());
+        caps.push(shared::transfer::CAP_FILES.to_owned());
         if self.secure().has_network_key() {
             caps.push(CAP_NETWORK_KEY.to_owned());
         }
@@ -592,6 +597,68 @@ impl Mesh {
             key,
             nick: nick.to_owned(),
         })
+    }
+
+    /// File transfers, both ways.
+    pub(crate) fn transfers(&self) -> &crate::transfer::Transfers {
+        &self.inner.transfers
+    }
+
+    /// The peer shown as `nick`, if files can go to it: a key of its own
+    /// (not a Go peer, not shown apart), linked now, and able to take them.
+    pub(crate) fn file_peer(&self, nick: &str) -> Result<crate::transfer::FilePeer, RpcError> {
+        let refuse = |why: String| RpcError::new(code::CANNOT_SEND, why);
+        match self.table().shown_as(nick).and_then(|s| s.trust) {
+            Some(Trust::Plaintext) => {
+                return Err(refuse(format!(
+                    "{nick} is a Go peer: it cannot take files, and has no key to encrypt them to"
+                )));
+            }
+            Some(Trust::Conflict) => {
+                return Err(refuse(format!(
+                    "{nick} is shown apart: another key holds its nick; compare fingerprints before sending it files"
+                )));
+            }
+            _ => {}
+        }
+        let Dest::Direct { id, key, nick } = self
+            .direct_to(nick)
+            .map_err(|e| RpcError::new(code::CANNOT_SEND, e.message))?
+        else {
+            return Err(RpcError::new(code::CANNOT_SEND, "files go to a peer"));
+        };
+        match self.table().shown_as(&nick).and_then(|s| s.takes_files) {
+            None => Err(RpcError::new(
+                code::CANNOT_SEND,
+                format!("{nick} is not linked now; offer the files when it is"),
+            )),
+            Some(false) => Err(RpcError::new(
+                code::CANNOT_SEND,
+                format!("{nick} runs a p2pchatd too old to take files"),
+            )),
+            Some(true) => Ok(crate::transfer::FilePeer { id, key, nick }),
+        }
+    }
+
+    /// Hands `line` to the link of peer `id` alone (if linked).
+    pub(crate) async fn send_to_peer(&self, id: &str, line: Bytes) {
+        self.fan_out(line, Audience::Peer(id)).await;
+    }
+
+    /// Whether peer `id` is linked now.
+    pub(crate) fn is_linked(&self, id: &str) -> bool {
+        self.table().is_linked(id)
+    }
+
+    /// Where to dial peer `id` for a fetch: where it listens, else its
+    /// link's host at `port` (its offer's).
+    pub(crate) fn fetch_addr(&self, id: &str, port: u16) -> Option<std::net::SocketAddr> {
+        let (addr, listens) = self.table().listen_addr(id)?;
+        match (listens, port) {
+            (true, _) => Some(addr),
+            (false, 0) => None,
+            (false, p) => Some(std::net::SocketAddr::new(addr.ip(), p)),
+        }
     }
 
     /// Sends a chat line to `dest`; the API validated `text`.
@@ -1257,6 +1324,7 @@ impl Mesh {
     /// Stops dialers and closes every link after a last flush.
     pub(crate) fn close(&self) {
         self.inner.cancel.cancel();
+        self.inner.transfers.stop();
         self.table().close_all();
     }
 
@@ -1569,6 +1637,7 @@ pub(crate) mod tests {
             journal_last: None,
             notifier: None,
             rooms: Joined::default(),
+            transfers: crate::transfer::Transfers::load(None, crate::config::Files::default()),
         };
         Mesh::new(
             local,

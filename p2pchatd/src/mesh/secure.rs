@@ -11,6 +11,7 @@
 use shared::authorship::CAP_SEALS;
 use shared::rooms::CAP_ROOMS;
 use shared::sync::{CAP_SYNC, valid_life};
+use shared::transfer::{CAP_FETCH, CAP_FILES};
 use std::io;
 use std::sync::Arc;
 
@@ -74,6 +75,11 @@ pub(crate) struct PeerHello {
     pub(crate) sync: bool,
     /// It takes rooms and direct messages ([`CAP_ROOMS`]).
     pub(crate) rooms: bool,
+    /// It takes file offers ([`CAP_FILES`]).
+    pub(crate) files: bool,
+    /// The connection fetches an offer's files; it is no link
+    /// ([`CAP_FETCH`]).
+    pub(crate) fetch: bool,
 }
 
 /// A finished handshake: who is on the other end, and the link's halves.
@@ -244,6 +250,8 @@ fn verified(payload: &[u8], remote_static: Option<&[u8]>) -> Result<PeerHello, S
         life: valid_life(&hello.instance).then(|| Arc::from(hello.instance.as_str())),
         sync: hello.caps.iter().any(|c| c == CAP_SYNC),
         rooms: hello.caps.iter().any(|c| c == CAP_ROOMS),
+        files: hello.caps.iter().any(|c| c == CAP_FILES),
+        fetch: hello.caps.iter().any(|c| c == CAP_FETCH),
     })
 }
 
@@ -315,6 +323,56 @@ impl Opener {
         }
     }
 }
+
+impl Opener {
+    /// Blocking, for a fetch connection's own thread: opens the next frame
+    /// and appends its plaintext to `out`; `Ok(false)` at end of stream.
+    pub(crate) fn open_next(
+        &mut self,
+        r: &mut impl io::Read,
+        out: &mut Vec<u8>,
+    ) -> io::Result<bool> {
+        loop {
+            if let Some(frame) = next_frame(&mut self.raw) {
+                let start = out.len();
+                out.resize(start + frame.len(), 0);
+                return match self
+                    .state
+                    .read_message(self.nonce, &frame, &mut out[start..])
+                {
+                    Ok(n) => {
+                        out.truncate(start + n);
+                        self.nonce += 1;
+                        Ok(true)
+                    }
+                    Err(e) => {
+                        out.truncate(start);
+                        Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("a frame did not open: {e}"),
+                        ))
+                    }
+                };
+            }
+            let at = self.raw.len();
+            self.raw.resize(at + BLOCKING_CHUNK, 0);
+            let n = loop {
+                match r.read(&mut self.raw[at..]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    r => break r,
+                }
+            };
+            let n = n.inspect_err(|_| self.raw.truncate(at))?;
+            self.raw.truncate(at + n);
+            if n == 0 {
+                return Ok(false);
+            }
+        }
+    }
+}
+
+/// Raw bytes read at once on a fetch connection: many frames.
+const BLOCKING_CHUNK: usize = 256 * 1024;
 
 /// The writing half of a Noise link: plaintext in, frames out.
 pub(crate) struct Sealer {

@@ -126,6 +126,8 @@ struct Link {
     away: Option<String>,
     /// Its peer takes rooms and direct messages.
     takes_rooms: bool,
+    /// Its peer takes file offers.
+    takes_files: bool,
     /// The rooms its peer is in besides `#general`, as it last said, and
     /// whether it said so yet.
     rooms: Arc<BTreeSet<String>>,
@@ -174,6 +176,8 @@ pub(crate) struct PeerIdentity {
     pub sync: bool,
     /// It takes rooms and direct messages (a Noise hello said so).
     pub rooms: bool,
+    /// It takes file offers (a Noise hello said so).
+    pub files: bool,
     /// How it is shown, once judged (see `trust`).
     pub standing: Option<Standing>,
 }
@@ -276,6 +280,8 @@ pub(crate) struct Shown {
     pub trust: Option<Trust>,
     /// Whether its link takes direct messages; `None` while not linked.
     pub takes_rooms: Option<bool>,
+    /// Whether its link takes file offers; `None` while not linked.
+    pub takes_files: Option<bool>,
 }
 
 /// Why a link was not taken.
@@ -587,6 +593,7 @@ impl Table {
                     key: p.key,
                     trust: p.trust,
                     takes_rooms: link.map(|l| l.takes_rooms),
+                    takes_files: link.map(|l| l.takes_files),
                 }
             })
     }
@@ -737,6 +744,7 @@ impl Table {
                 sync: peer.as_ref().is_some_and(|w| w.sync),
                 away: None,
                 takes_rooms: peer.as_ref().is_some_and(|w| w.rooms),
+                takes_files: peer.as_ref().is_some_and(|w| w.files),
                 rooms: Arc::default(),
                 rooms_said: false,
             },
@@ -1057,6 +1065,17 @@ impl Table {
             .collect()
     }
 
+    /// Where peer `id` listens, if known (`true`), else its link's address
+    /// (`false`: the host is right, the port is the link's own).
+    pub(crate) fn listen_addr(&self, id: &str) -> Option<(SocketAddr, bool)> {
+        let p = self.peers.get(id)?;
+        if let Some(a) = p.dial_addr {
+            return Some((a, true));
+        }
+        let link = self.links.get(&p.link?)?;
+        Some((link.remote, false))
+    }
+
     pub(crate) fn is_linked(&self, peer: &str) -> bool {
         self.peers.get(peer).is_some_and(|p| p.link.is_some())
     }
@@ -1192,6 +1211,7 @@ mod tests {
                     life: None,
                     sync: false,
                     rooms: false,
+                    files: false,
                     standing: None,
                 }),
                 tx,

@@ -460,6 +460,7 @@ async fn an_idle_link_to_go_never_trips_its_silence_rule() {
         state_dir: Some(net.home_of("inproc").join("state")),
         retention: p2pchatd::store::Retention::default(),
         notify: p2pchatd::config::Notify::default(),
+        files: p2pchatd::config::Files::default(),
         config_file: None,
         timing: Timing {
             go_heartbeat: Duration::from_millis(250),

@@ -3,6 +3,7 @@
 
 mod api;
 mod bad_input;
+mod files;
 mod go_peer;
 mod hostile;
 mod lifecycle;

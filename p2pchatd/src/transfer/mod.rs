@@ -1,0 +1,850 @@
+//! File transfer: offers travel on the link to their recipient alone; an
+//! accepted offer's bytes travel on a connection of their own, which the
+//! recipient dials to the sender's chat port with a Noise handshake that
+//! names it a fetch (PROTOCOL-p2pchatd §10). Each transfer's connection
+//! runs on a thread of its own at a lower priority, so chat lines on the
+//! same pair never wait behind a file's chunks.
+//!
+//! The recipient pulls: it asks for the listing (checked against the
+//! offer's root), then for the first file not yet whole from the first
+//! chunk not yet verified, and the sender streams from there to the end.
+//! Every chunk is checked against its hash before it is written; a cut
+//! transfer resumes from what is verified, so at most the chunk that was
+//! in flight is sent again. What both ends need to go on after a restart
+//! (the sender's sources and hashes, the recipient's listing and where
+//! each file lands) is written down in the state folder, one file per
+//! transfer, until it is over.
+
+mod conn;
+mod fetch;
+mod offer;
+mod serve;
+
+use std::collections::HashMap;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use shared::api::{
+    RpcError, SendParams, TransferDirection, TransferInfo, TransferState, Trust, code,
+};
+use shared::keys::{KEY_LEN, hex};
+use shared::transfer::{Answer, Listed, MAX_PENDING_PER_PEER, Offer, human_bytes};
+use shared::wire::MessageType;
+use tokio::sync::broadcast;
+use tracing::{debug, info, warn};
+
+use crate::config::Files;
+use crate::mesh::Mesh;
+
+pub(crate) use serve::serve;
+
+/// Transfer events waiting for a slow subscriber; past this it misses
+/// progress (the `transfers` method always has the state).
+const EVENT_QUEUE: usize = 256;
+/// Finished transfers `transfers` still lists.
+const KEEP_FINISHED: usize = 64;
+/// Transfers written down at most (a peer's flood of offers is bounded
+/// per peer already; this bounds the folder).
+const MAX_RECORDS: usize = 1024;
+/// Bytes of one record file, at most (a listing of 10,000 files with its
+/// hashes fits).
+const MAX_RECORD_BYTES: u64 = 64 << 20;
+/// Progress events are this far apart, at least.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// Data connections served at once; more wait for the recipient's retry.
+const MAX_SERVING: usize = 8;
+
+/// Every transfer of this daemon, both ways; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Transfers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    book: Mutex<Book>,
+    events: broadcast::Sender<Arc<TransferInfo>>,
+    /// Where records live (`None`: no state folder; nothing survives a
+    /// restart).
+    records: Option<PathBuf>,
+    files: Files,
+}
+
+#[derive(Default)]
+struct Book {
+    entries: HashMap<String, Entry>,
+    next: u64,
+    serving: usize,
+    stopped: bool,
+}
+
+struct Entry {
+    info: TransferInfo,
+    /// Order of creation, for listing.
+    order: u64,
+    key: [u8; KEY_LEN],
+    side: Side,
+    /// The data connections running now, to cut them.
+    conns: Vec<(u64, TcpStream)>,
+    last_event: Instant,
+    last_done: u64,
+    /// A fetch loop runs for it (incoming).
+    fetching: bool,
+}
+
+/// What each end keeps of a transfer besides what it shows.
+#[derive(Clone)]
+enum Side {
+    Out(Arc<Outgoing>),
+    In(Incoming),
+}
+
+/// An offer of ours: what it lists and where each file is read from.
+pub(super) struct Outgoing {
+    pub(super) listing: Vec<u8>,
+    pub(super) sources: Vec<Source>,
+}
+
+/// A file we offered, as it was when offered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Source {
+    pub(super) path: PathBuf,
+    pub(super) size: u64,
+    /// Nanoseconds since the epoch it was last modified, when offered.
+    pub(super) modified: Option<u64>,
+    /// Its chunk hashes, hex.
+    pub(super) hashes: String,
+}
+
+/// An offer to us: the listing's root, and once fetched the listing and
+/// where each file lands.
+#[derive(Clone, Default)]
+pub(super) struct Incoming {
+    pub(super) listing_root: [u8; 32],
+    /// The sender's chat port, as its offer said.
+    pub(super) port: u16,
+    pub(super) listed: Option<Arc<Vec<Listed>>>,
+    pub(super) dests: Arc<Vec<PathBuf>>,
+}
+
+/// A transfer as written down, until it is over.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    info: TransferInfo,
+    key: String,
+    listing_root: String,
+    #[serde(default)]
+    port: u16,
+    /// Ours: the listing's JSON and the sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    listing: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sources: Vec<Source>,
+    /// Theirs: the listing, once fetched, and where each file lands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    listed: Option<Vec<Listed>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    dests: Vec<PathBuf>,
+}
+
+fn no_such(id: &str) -> RpcError {
+    RpcError::new(
+        code::NO_SUCH_TRANSFER,
+        format!("no offer waits for an answer with id {id:?} (see `p2pchat transfers`)"),
+    )
+}
+
+impl Transfers {
+    /// Reads what the last life left under `state_dir` (`transfers/`).
+    pub(crate) fn load(state_dir: Option<&Path>, files: Files) -> Self {
+        let records = state_dir.map(|d| d.join("transfers"));
+        let (events, _) = broadcast::channel(EVENT_QUEUE);
+        let t = Self {
+            inner: Arc::new(Inner {
+                book: Mutex::default(),
+                events,
+                records,
+                files,
+            }),
+        };
+        t.load_records();
+        t
+    }
+
+    fn book(&self) -> MutexGuard<'_, Book> {
+        self.inner.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Transfer events, for an API subscriber.
+    pub(crate) fn events(&self) -> broadcast::Receiver<Arc<TransferInfo>> {
+        self.inner.events.subscribe()
+    }
+
+    /// Every transfer known, oldest first.
+    pub(crate) fn list(&self) -> Vec<TransferInfo> {
+        let book = self.book();
+        let mut all: Vec<&Entry> = book.entries.values().collect();
+        all.sort_by_key(|e| e.order);
+        all.iter().map(|e| e.info.clone()).collect()
+    }
+
+    /// Ends every data connection: the daemon stops.
+    pub(crate) fn stop(&self) {
+        let mut book = self.book();
+        book.stopped = true;
+        for e in book.entries.values_mut() {
+            for (_, c) in e.conns.drain(..) {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    fn emit(&self, info: &TransferInfo) {
+        let _ = self.inner.events.send(Arc::new(info.clone()));
+    }
+
+    /// Changes a transfer's state (and reason), tells subscribers, and
+    /// writes it down (or removes its record once it is over).
+    fn set_state(&self, id: &str, state: TransferState, reason: Option<String>) {
+        let (info, record) = {
+            let mut book = self.book();
+            let Some(e) = book.entries.get_mut(id) else {
+                return;
+            };
+            if e.info.state.is_over() {
+                return;
+            }
+            e.info.state = state;
+            e.info.reason = reason;
+            if state != TransferState::Active {
+                e.info.rate = 0;
+            }
+            let info = e.info.clone();
+            let record = (!state.is_over()).then(|| e.record());
+            if state.is_over() {
+                for (_, c) in e.conns.drain(..) {
+                    let _ = c.shutdown(std::net::Shutdown::Both);
+                }
+                prune(&mut book);
+            }
+            (info, record)
+        };
+        self.emit(&info);
+        match record {
+            Some(r) => self.write_record(&r),
+            None => self.remove_record(&info.id),
+        }
+    }
+
+    /// Bytes done moved on: a progress event now and then.
+    fn progress(&self, id: &str, done: u64) {
+        let info = {
+            let mut book = self.book();
+            let Some(e) = book.entries.get_mut(id) else {
+                return;
+            };
+            e.info.done = done;
+            let now = Instant::now();
+            let since = now.duration_since(e.last_event);
+            if since < PROGRESS_EVERY {
+                return;
+            }
+            let moved = done.saturating_sub(e.last_done);
+            e.info.rate = (u128::from(moved) * 1000 / since.as_millis().max(1))
+                .try_into()
+                .unwrap_or(u64::MAX);
+            e.last_event = now;
+            e.last_done = done;
+            e.info.clone()
+        };
+        self.emit(&info);
+    }
+
+    fn add(&self, info: TransferInfo, key: [u8; KEY_LEN], side: Side) {
+        let record;
+        {
+            let mut book = self.book();
+            book.next += 1;
+            let order = book.next;
+            let e = Entry {
+                last_done: info.done,
+                info,
+                order,
+                key,
+                side,
+                conns: Vec::new(),
+                last_event: Instant::now(),
+                fetching: false,
+            };
+            record = e.record();
+            book.entries.insert(e.info.id.clone(), e);
+        }
+        self.write_record(&record);
+        self.emit(&record.info);
+    }
+
+    /// Registers a data connection of `id` so it can be cut; `None` when
+    /// the daemon stops or the transfer is over.
+    fn register(&self, id: &str, cut: TcpStream) -> Option<u64> {
+        let mut book = self.book();
+        if book.stopped {
+            return None;
+        }
+        book.next += 1;
+        let n = book.next;
+        let e = book.entries.get_mut(id)?;
+        if e.info.state.is_over() {
+            return None;
+        }
+        e.conns.push((n, cut));
+        Some(n)
+    }
+
+    fn unregister(&self, id: &str, n: u64) {
+        if let Some(e) = self.book().entries.get_mut(id) {
+            e.conns.retain(|(k, _)| *k != n);
+        }
+    }
+
+    /// Bytes came in on a connection of `id`.
+    fn received(&self, id: &str, n: u64) {
+        if let Some(e) = self.book().entries.get_mut(id) {
+            e.info.transferred += n;
+        }
+    }
+
+    fn done_of(&self, id: &str) -> u64 {
+        self.book().entries.get(id).map_or(0, |e| e.info.done)
+    }
+
+    fn state(&self, id: &str) -> Option<TransferState> {
+        self.book().entries.get(id).map(|e| e.info.state)
+    }
+
+    // --- records ---
+
+    fn record_path(&self, id: &str) -> Option<PathBuf> {
+        Some(self.inner.records.as_ref()?.join(format!("{id}.json")))
+    }
+
+    fn write_record(&self, r: &Record) {
+        let Some(path) = self.record_path(&r.info.id) else {
+            return;
+        };
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let bytes = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+            crate::identity::write_private(&path, &bytes)
+        };
+        if let Err(e) = write() {
+            warn!(path = %path.display(), "cannot write down a transfer (it will not resume after a restart): {e}");
+        }
+    }
+
+    fn remove_record(&self, id: &str) {
+        if let Some(path) = self.record_path(id) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    fn load_records(&self) {
+        let Some(dir) = &self.inner.records else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten().take(MAX_RECORDS) {
+            let path = entry.path();
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let r = shared::config::read_bounded(&path, MAX_RECORD_BYTES)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_str::<Record>(&b).map_err(|e| e.to_string()));
+            match r {
+                Ok(r) => self.restore(r),
+                Err(e) => warn!(path = %path.display(), "ignored a transfer record: {e}"),
+            }
+        }
+    }
+
+    fn restore(&self, r: Record) {
+        let Some(key) = shared::keys::unhex::<KEY_LEN>(&r.key) else {
+            return;
+        };
+        let Some(listing_root) = shared::keys::unhex::<32>(&r.listing_root) else {
+            return;
+        };
+        let mut info = r.info;
+        if info.state.is_over() || !shared::transfer::valid_id(&info.id) {
+            return;
+        }
+        info.rate = 0;
+        let side = match info.direction {
+            TransferDirection::Out => {
+                let Some(listing) = r.listing else { return };
+                if info.state == TransferState::Active {
+                    info.state = TransferState::Waiting;
+                }
+                Side::Out(Arc::new(Outgoing {
+                    listing: listing.into_bytes(),
+                    sources: r.sources,
+                }))
+            }
+            TransferDirection::In => {
+                if info.state == TransferState::Active {
+                    info.state = TransferState::Waiting;
+                }
+                Side::In(Incoming {
+                    listing_root,
+                    port: r.port,
+                    listed: r.listed.map(Arc::new),
+                    dests: Arc::new(r.dests),
+                })
+            }
+        };
+        let mut book = self.book();
+        book.next += 1;
+        let order = book.next;
+        book.entries.insert(
+            info.id.clone(),
+            Entry {
+                last_done: info.done,
+                info,
+                order,
+                key,
+                side,
+                conns: Vec::new(),
+                last_event: Instant::now(),
+                fetching: false,
+            },
+        );
+    }
+
+    // --- what the data threads ask ---
+
+    /// Our offer `id` to the holder of `key`, if it is live.
+    fn outgoing(&self, id: &str, key: &[u8; KEY_LEN]) -> Option<Arc<Outgoing>> {
+        let book = self.book();
+        let e = book.entries.get(id)?;
+        match &e.side {
+            Side::Out(o) if e.key == *key && !e.info.state.is_over() => Some(o.clone()),
+            _ => None,
+        }
+    }
+
+    fn incoming(&self, id: &str) -> Option<(Incoming, TransferInfo, [u8; KEY_LEN])> {
+        let book = self.book();
+        let e = book.entries.get(id)?;
+        match &e.side {
+            Side::In(i) => Some((i.clone(), e.info.clone(), e.key)),
+            Side::Out(_) => None,
+        }
+    }
+
+    /// The listing was fetched and each file's place chosen: written down,
+    /// so a restart resumes into the same `.part` files.
+    fn listed(&self, id: &str, listed: Arc<Vec<Listed>>, dests: Arc<Vec<PathBuf>>) {
+        let record = {
+            let mut book = self.book();
+            let Some(e) = book.entries.get_mut(id) else {
+                return;
+            };
+            if let Side::In(i) = &mut e.side {
+                i.listed = Some(listed);
+                i.dests = dests;
+            }
+            e.record()
+        };
+        self.write_record(&record);
+    }
+
+    fn serving(&self, more: bool) -> bool {
+        let mut book = self.book();
+        if more {
+            if book.serving >= MAX_SERVING {
+                return false;
+            }
+            book.serving += 1;
+        } else {
+            book.serving = book.serving.saturating_sub(1);
+        }
+        true
+    }
+}
+
+impl Entry {
+    fn record(&self) -> Record {
+        let mut r = Record {
+            info: self.info.clone(),
+            key: hex(&self.key),
+            listing_root: String::new(),
+            port: 0,
+            listing: None,
+            sources: Vec::new(),
+            listed: None,
+            dests: Vec::new(),
+        };
+        match &self.side {
+            Side::Out(o) => {
+                r.listing_root = hex(&shared::transfer::listing_root(&o.listing));
+                r.listing = Some(String::from_utf8_lossy(&o.listing).into_owned());
+                r.sources.clone_from(&o.sources);
+            }
+            Side::In(i) => {
+                r.listing_root = hex(&i.listing_root);
+                r.port = i.port;
+                r.listed = i.listed.as_deref().cloned();
+                r.dests = i.dests.to_vec();
+            }
+        }
+        r
+    }
+}
+
+/// Drops the oldest finished transfers past [`KEEP_FINISHED`].
+fn prune(book: &mut Book) {
+    let mut over: Vec<(u64, String)> = book
+        .entries
+        .values()
+        .filter(|e| e.info.state.is_over())
+        .map(|e| (e.order, e.info.id.clone()))
+        .collect();
+    if over.len() <= KEEP_FINISHED {
+        return;
+    }
+    over.sort_unstable();
+    for (_, id) in over.iter().take(over.len() - KEEP_FINISHED) {
+        book.entries.remove(id);
+    }
+}
+
+/// A fresh transfer id: 16 hex digits.
+fn new_id() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+// --- what the API asks ---
+
+/// `send {paths, to}`: hashes the files, then offers them to the peer.
+pub(crate) async fn send(mesh: &Mesh, p: SendParams) -> Result<TransferInfo, RpcError> {
+    let refuse = |why: String| RpcError::new(code::CANNOT_SEND, why);
+    let peer = mesh.file_peer(&p.to)?;
+    if p.paths.is_empty() {
+        return Err(refuse("no files to send".into()));
+    }
+    let paths: Vec<PathBuf> = p.paths.iter().map(PathBuf::from).collect();
+    if let Some(rel) = paths.iter().find(|p| !p.is_absolute()) {
+        return Err(refuse(format!(
+            "{} is not an absolute path (the daemon has no working folder of yours)",
+            rel.display()
+        )));
+    }
+    let built = tokio::task::spawn_blocking(move || offer::build(&paths))
+        .await
+        .map_err(|e| refuse(format!("hashing stopped: {e}")))?
+        .map_err(refuse)?;
+    let id = new_id();
+    let offer = Offer {
+        id: id.clone(),
+        files: built.sources.len() as u64,
+        bytes: built.bytes,
+        names: built.names.clone(),
+        listing: hex(&shared::transfer::listing_root(&built.listing)),
+        port: mesh.port(),
+    };
+    let info = TransferInfo {
+        id: id.clone(),
+        direction: TransferDirection::Out,
+        peer_id: peer.id.to_string(),
+        nick: peer.nick.clone(),
+        names: built.names,
+        files: offer.files,
+        bytes: offer.bytes,
+        done: 0,
+        state: TransferState::Offered,
+        reason: None,
+        rate: 0,
+        folder: None,
+        transferred: 0,
+    };
+    let t = mesh.transfers();
+    t.add(
+        info.clone(),
+        peer.key,
+        Side::Out(Arc::new(Outgoing {
+            listing: built.listing,
+            sources: built.sources,
+        })),
+    );
+    let mut msg = mesh.own_line(MessageType::FileOffer);
+    msg.offer = Some(Box::new(offer));
+    mesh.send_to_peer(&peer.id, Bytes::from(msg.encode())).await;
+    info!(id, to = %peer.nick, files = info.files, bytes = info.bytes, "offered files");
+    Ok(info)
+}
+
+/// `accept {id}`: checks there is room, then fetches.
+pub(crate) fn accept(mesh: &Mesh, id: &str) -> Result<TransferInfo, RpcError> {
+    let t = mesh.transfers();
+    let (_, info, _) = t
+        .incoming(id)
+        .filter(|(_, i, _)| i.state == TransferState::Offered)
+        .ok_or_else(|| no_such(id))?;
+    let room = |why: String| RpcError::new(code::NO_ROOM_FOR_FILES, why);
+    let dir = t.inner.files.download_dir.clone().ok_or_else(|| {
+        room("there is no download folder: start p2pchatd with --download-dir, or set [files] download_dir".into())
+    })?;
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        room(format!(
+            "cannot make the download folder {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let free = free_bytes(&dir).map_err(|e| {
+        room(format!(
+            "cannot tell the free space at {}: {e}",
+            dir.display()
+        ))
+    })?;
+    if free < info.bytes {
+        return Err(room(format!(
+            "{} needs {}, and {} has {} free",
+            info.names.first().map_or("the offer", String::as_str),
+            human_bytes(info.bytes),
+            dir.display(),
+            human_bytes(free)
+        )));
+    }
+    {
+        let mut book = t.book();
+        if let Some(e) = book.entries.get_mut(id) {
+            e.info.folder = Some(dir.display().to_string());
+        }
+    }
+    t.set_state(id, TransferState::Waiting, None);
+    info!(id, from = %info.nick, "accepted an offer");
+    start_fetch(mesh, id);
+    t.book()
+        .entries
+        .get(id)
+        .map(|e| e.info.clone())
+        .ok_or_else(|| no_such(id))
+}
+
+/// `decline {id}`: says no to the sender.
+pub(crate) async fn decline(mesh: &Mesh, id: &str) -> Result<TransferInfo, RpcError> {
+    let t = mesh.transfers();
+    let (_, info, _) = t
+        .incoming(id)
+        .filter(|(_, i, _)| i.state == TransferState::Offered)
+        .ok_or_else(|| no_such(id))?;
+    t.set_state(id, TransferState::Declined, None);
+    answer(mesh, &info.peer_id, id, None).await;
+    Ok(TransferInfo {
+        state: TransferState::Declined,
+        ..info
+    })
+}
+
+async fn answer(mesh: &Mesh, peer: &str, id: &str, reason: Option<String>) {
+    let mut msg = mesh.own_line(MessageType::FileAnswer);
+    msg.answer = Some(Box::new(Answer {
+        id: id.to_owned(),
+        reason,
+    }));
+    mesh.send_to_peer(peer, Bytes::from(msg.encode())).await;
+}
+
+/// Free bytes for us at `dir`.
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    let s = rustix::fs::statvfs(dir)?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+// --- what peers say ---
+
+/// Who sent an offer or an answer, as its link knows it.
+pub(crate) struct From<'a> {
+    pub(crate) id: &'a Arc<str>,
+    pub(crate) key: [u8; KEY_LEN],
+    pub(crate) nick: &'a str,
+    pub(crate) trust: Option<Trust>,
+}
+
+/// A peer offers us files. `Err` says why the line is malformed (the link
+/// counts it); an offer we cannot take is refused with an answer.
+pub(crate) fn heard_offer(
+    mesh: &Mesh,
+    from: &From<'_>,
+    offer: Option<Box<Offer>>,
+) -> Result<(), String> {
+    let offer = offer.ok_or("a file_offer line without an offer")?;
+    offer
+        .check()
+        .map_err(|e| format!("refused an offer: {e}"))?;
+    let listing_root = shared::keys::unhex::<32>(&offer.listing).ok_or("a bad listing root")?;
+    let t = mesh.transfers();
+    let refusal = {
+        let book = t.book();
+        if book.entries.contains_key(&offer.id) {
+            return Ok(());
+        }
+        let pending = book
+            .entries
+            .values()
+            .filter(|e| *e.info.peer_id == **from.id && e.info.state == TransferState::Offered)
+            .count();
+        if offer.bytes > t.inner.files.max_offer_bytes {
+            Some(format!(
+                "{} is more than the {} this peer takes in one offer",
+                human_bytes(offer.bytes),
+                human_bytes(t.inner.files.max_offer_bytes)
+            ))
+        } else if pending >= MAX_PENDING_PER_PEER {
+            Some(format!(
+                "{MAX_PENDING_PER_PEER} offers of yours wait for an answer already"
+            ))
+        } else if t.inner.files.download_dir.is_none() {
+            Some("this peer has no download folder".into())
+        } else {
+            None
+        }
+    };
+    if let Some(why) = refusal {
+        debug!(peer = %from.id, id = offer.id, "refused an offer: {why}");
+        let (mesh, peer, id) = (mesh.clone(), from.id.to_string(), offer.id.clone());
+        mesh.clone()
+            .spawn(async move { answer(&mesh, &peer, &id, Some(why)).await });
+        return Ok(());
+    }
+    let info = TransferInfo {
+        id: offer.id.clone(),
+        direction: TransferDirection::In,
+        peer_id: from.id.to_string(),
+        nick: from.nick.to_owned(),
+        names: offer.shown_names(),
+        files: offer.files,
+        bytes: offer.bytes,
+        done: 0,
+        state: TransferState::Offered,
+        reason: None,
+        rate: 0,
+        folder: None,
+        transferred: 0,
+    };
+    info!(id = offer.id, from = %from.nick, files = offer.files, bytes = offer.bytes, "files offered");
+    t.add(
+        info,
+        from.key,
+        Side::In(Incoming {
+            listing_root,
+            port: offer.port,
+            listed: None,
+            dests: Arc::default(),
+        }),
+    );
+    if t.inner.files.auto_accept_verified
+        && from.trust == Some(Trust::Verified)
+        && let Err(e) = accept(mesh, &offer.id)
+    {
+        t.set_state(&offer.id, TransferState::Failed, Some(e.message));
+    }
+    Ok(())
+}
+
+/// The recipient declined (or refused) an offer of ours.
+pub(crate) fn heard_answer(mesh: &Mesh, from: &Arc<str>, answer: Option<Box<Answer>>) {
+    let Some(a) = answer else { return };
+    let t = mesh.transfers();
+    let ours = {
+        let book = t.book();
+        book.entries.get(&a.id).is_some_and(|e| {
+            matches!(e.side, Side::Out(_))
+                && *e.info.peer_id == **from
+                && e.info.state == TransferState::Offered
+        })
+    };
+    if ours {
+        let reason = a.reason.map(|r| {
+            shared::text::sanitize_foreign_text(&r)
+                .chars()
+                .take(200)
+                .collect()
+        });
+        t.set_state(&a.id, TransferState::Declined, reason);
+    }
+}
+
+// --- the recipient's fetch loop ---
+
+/// Resumes what the last life accepted; called once the mesh runs.
+pub(crate) fn resume(mesh: &Mesh) {
+    let ids: Vec<String> = mesh
+        .transfers()
+        .book()
+        .entries
+        .values()
+        .filter(|e| matches!(e.side, Side::In(_)))
+        .filter(|e| matches!(e.info.state, TransferState::Active | TransferState::Waiting))
+        .map(|e| e.info.id.clone())
+        .collect();
+    for id in ids {
+        start_fetch(mesh, &id);
+    }
+}
+
+fn start_fetch(mesh: &Mesh, id: &str) {
+    {
+        let mut book = mesh.transfers().book();
+        match book.entries.get_mut(id) {
+            Some(e) if !e.fetching => e.fetching = true,
+            _ => return,
+        }
+    }
+    let (m, id) = (mesh.clone(), id.to_owned());
+    mesh.spawn(async move {
+        fetch::run(&m, &id).await;
+        if let Some(e) = m.transfers().book().entries.get_mut(&id) {
+            e.fetching = false;
+        }
+    });
+}
+
+/// Runs `work` on a thread of its own at a lower priority than the chat,
+/// and waits for what it returns.
+async fn on_own_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("p2pchat-file".into())
+        .spawn(move || {
+            background_priority();
+            let _ = tx.send(work());
+        })
+        .map_err(|e| format!("cannot start a thread: {e}"))?;
+    rx.await
+        .map_err(|_| "the transfer thread stopped".to_owned())
+}
+
+/// Nice 10 for the calling thread: under load, chat lines go first.
+fn background_priority() {
+    // On Linux, a thread id names that thread alone.
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
+        debug!("could not lower a transfer thread's priority: {e}");
+    }
+}
+
+/// A peer shown by a nick, able to take files.
+pub(crate) struct FilePeer {
+    pub(crate) id: Arc<str>,
+    pub(crate) key: [u8; KEY_LEN],
+    pub(crate) nick: String,
+}

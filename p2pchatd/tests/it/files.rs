@@ -1,0 +1,517 @@
+//! File transfer: an offer goes to its recipient, who accepts (or has it
+//! accepted for a verified peer) or declines; the files arrive whole and
+//! verified, in the download folder, their tree kept and nothing
+//! overwritten; a killed sender resumes with at most one chunk again, a
+//! damaged chunk is fetched again, and hostile offers land nowhere else.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use p2pchat_tui::client::ClientError;
+use shared::api::{
+    Call, SendParams, TransferDirection, TransferInfo, TransferParams, TransferState,
+    TransfersResult, TrustParams, code,
+};
+use shared::authorship::CAP_SEALS;
+use shared::event::EventBody;
+use shared::keys::hex;
+use shared::rooms::CAP_ROOMS;
+use shared::transfer::fetch::{CHUNK as CHUNK_MSG, GET, Get, HASHES, LIST, LISTING};
+use shared::transfer::{CAP_FILES, CHUNK, Listed, Manifest, Offer, listing_root};
+use shared::wire::{MessageType, PeerMessage};
+use testkit::relay::Relay;
+use testkit::*;
+use tokio::net::TcpListener;
+
+const T: Duration = Duration::from_secs(20);
+
+fn random_file(path: &Path, len: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; len];
+    fastrand::fill(&mut bytes);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(path, &bytes).unwrap();
+    bytes
+}
+
+async fn send(from: &Daemon, paths: &[&Path], to: &str) -> Result<TransferInfo, ClientError> {
+    let paths = paths.iter().map(|p| p.display().to_string()).collect();
+    from.client()
+        .await
+        .call(&Call::Send(SendParams {
+            paths,
+            to: to.into(),
+        }))
+        .await
+}
+
+async fn answer(d: &Daemon, id: &str, accept: bool) -> Result<TransferInfo, ClientError> {
+    let params = TransferParams { id: id.into() };
+    let call = if accept {
+        Call::Accept(params)
+    } else {
+        Call::Decline(params)
+    };
+    d.client().await.call(&call).await
+}
+
+async fn transfers(d: &Daemon) -> Vec<TransferInfo> {
+    let r: TransfersResult = d.client().await.call(&Call::Transfers).await.unwrap();
+    r.transfers
+}
+
+/// Waits for transfer `id` to reach `state` (an event); its info then.
+async fn reaches(sub: &mut Subscriber, id: &str, state: TransferState) -> TransferInfo {
+    let e = sub
+        .until(&format!("transfer {id} {}", state.as_str()), T, |e| {
+            matches!(&e.body, EventBody::Transfer(t) if t.id == id
+                && (t.state == state || t.state.is_over()))
+        })
+        .await;
+    let EventBody::Transfer(t) = e.body else {
+        unreachable!()
+    };
+    assert_eq!(t.state, state, "{t:?}");
+    *t
+}
+
+/// Every file under `dir`, relative, sorted.
+fn tree(dir: &Path) -> Vec<PathBuf> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().to_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// A file and a folder go from amy to bob, who accepts: bob has them
+/// whole, the folder's tree kept, no `.part` left; both ends say done.
+/// The same file again lands beside the first, never over it.
+#[tokio::test]
+async fn offered_files_arrive_whole_where_they_belong() {
+    let net = TestNet::new();
+    let [a, b] = net.linked(["amy", "bob"]).await;
+    let src = net.dir.path().join("src");
+    let report = random_file(&src.join("report.pdf"), 3 * CHUNK + 12_345);
+    let nested = random_file(&src.join("photos/2026/a.jpg"), 70_000);
+    random_file(&src.join("photos/b.jpg"), 0);
+    let (mut at_a, mut at_b) = (a.subscribe(None).await, b.subscribe(None).await);
+
+    let offered = send(&a, &[&src.join("report.pdf"), &src.join("photos")], "bob")
+        .await
+        .unwrap();
+    assert_eq!((offered.files, offered.state), (3, TransferState::Offered));
+    let heard = reaches(&mut at_b, &offered.id, TransferState::Offered).await;
+    assert_eq!(heard.direction, TransferDirection::In);
+    assert_eq!(heard.nick, "amy");
+    assert_eq!(heard.bytes, (3 * CHUNK + 12_345 + 70_000) as u64);
+    assert!(
+        heard.names.contains(&"photos/2026/a.jpg".to_owned()),
+        "{heard:?}"
+    );
+
+    answer(&b, &offered.id, true).await.unwrap();
+    reaches(&mut at_b, &offered.id, TransferState::Done).await;
+    reaches(&mut at_a, &offered.id, TransferState::Done).await;
+    let dl = net.downloads_of("bob");
+    assert_eq!(
+        tree(&dl),
+        ["photos/2026/a.jpg", "photos/b.jpg", "report.pdf"].map(PathBuf::from)
+    );
+    assert_eq!(std::fs::read(dl.join("report.pdf")).unwrap(), report);
+    assert_eq!(std::fs::read(dl.join("photos/2026/a.jpg")).unwrap(), nested);
+
+    let again = send(&a, &[&src.join("report.pdf")], "bob").await.unwrap();
+    reaches(&mut at_b, &again.id, TransferState::Offered).await;
+    answer(&b, &again.id, true).await.unwrap();
+    reaches(&mut at_b, &again.id, TransferState::Done).await;
+    assert_eq!(std::fs::read(dl.join("report (1).pdf")).unwrap(), report);
+    assert_eq!(std::fs::read(dl.join("report.pdf")).unwrap(), report);
+}
+
+/// bob declines: amy hears it; nothing lands; the id is answered once.
+/// An offer to no one, of nothing, or of a relative path is refused.
+#[tokio::test]
+async fn a_declined_offer_is_told_to_its_sender_and_bad_offers_are_refused() {
+    let net = TestNet::new();
+    let [a, b] = net.linked(["amy", "bob"]).await;
+    let file = net.dir.path().join("notes.txt");
+    random_file(&file, 1000);
+    let (mut at_a, mut at_b) = (a.subscribe(None).await, b.subscribe(None).await);
+    let offered = send(&a, &[&file], "bob").await.unwrap();
+    reaches(&mut at_b, &offered.id, TransferState::Offered).await;
+    answer(&b, &offered.id, false).await.unwrap();
+    reaches(&mut at_a, &offered.id, TransferState::Declined).await;
+    refused(answer(&b, &offered.id, true).await, code::NO_SUCH_TRANSFER);
+    refused(answer(&a, &offered.id, true).await, code::NO_SUCH_TRANSFER);
+    assert!(tree(&net.downloads_of("bob")).is_empty());
+
+    refused(send(&a, &[&file], "nobody").await, code::CANNOT_SEND);
+    refused(send(&a, &[&file], "amy").await, code::CANNOT_SEND);
+    refused(send(&a, &[], "bob").await, code::CANNOT_SEND);
+    refused(
+        send(&a, &[Path::new("notes.txt")], "bob").await,
+        code::CANNOT_SEND,
+    );
+    let why = refused(
+        send(&a, &[&net.dir.path().join("missing")], "bob").await,
+        code::CANNOT_SEND,
+    );
+    assert!(why.contains("missing"), "{why}");
+}
+
+/// With `--auto-accept verified`, bob takes amy's offer without asking
+/// once amy's key is verified, and not before.
+#[tokio::test]
+async fn offers_from_a_verified_peer_are_accepted_on_request_only() {
+    let net = TestNet::new();
+    let [a, b] = net
+        .linked_with(["amy", "bob"], &["--auto-accept", "verified"])
+        .await;
+    let file = net.dir.path().join("build.log");
+    let bytes = random_file(&file, 200_000);
+    let mut at_b = b.subscribe(None).await;
+    let first = send(&a, &[&file], "bob").await.unwrap();
+    reaches(&mut at_b, &first.id, TransferState::Offered).await;
+    let _: shared::api::TrustResult = b
+        .client()
+        .await
+        .call(&Call::Trust(TrustParams { nick: "amy".into() }))
+        .await
+        .unwrap();
+    let second = send(&a, &[&file], "bob").await.unwrap();
+    reaches(&mut at_b, &second.id, TransferState::Done).await;
+    assert_eq!(
+        std::fs::read(net.downloads_of("bob").join("build.log")).unwrap(),
+        bytes
+    );
+    let still = transfers(&b).await;
+    let first = still.iter().find(|t| t.id == first.id).unwrap();
+    assert_eq!(first.state, TransferState::Offered, "not accepted unasked");
+}
+
+/// amy is killed (-9) halfway through sending to bob (through a slow
+/// relay), and started again: the file completes with the right bytes,
+/// and what came in twice is at most the chunk that was in flight.
+#[tokio::test]
+async fn a_killed_sender_resumes_and_sends_at_most_one_chunk_again() {
+    let net = TestNet::new();
+    let port = free_tcp_port().to_string();
+    let amy_args = ["--no-discovery", "--port", port.as_str()];
+    let a = net.daemon_with("amy", &amy_args).await;
+    let relay = Relay::start(SocketAddr::from(([127, 0, 0, 1], a.status().await.port))).await;
+    relay.forget();
+    relay.limit(8 << 20);
+    let peer = relay.addr.to_string();
+    let b = net
+        .daemon_with("bob", &["--no-discovery", "--peer", &peer])
+        .await;
+    wait_full_mesh(&[&a, &b], T).await;
+    let file = net.dir.path().join("disk.img");
+    let size = 16 * CHUNK;
+    let bytes = random_file(&file, size);
+    let mut at_b = b.subscribe(None).await;
+    let offered = send(&a, &[&file], "bob").await.unwrap();
+    reaches(&mut at_b, &offered.id, TransferState::Offered).await;
+    answer(&b, &offered.id, true).await.unwrap();
+    at_b.until(
+        "half of it",
+        T,
+        |e| matches!(&e.body, EventBody::Transfer(t) if t.done >= (size / 2) as u64),
+    )
+    .await;
+    let mut a = a;
+    a.signal(Signal::SIGKILL);
+    a.exit_within(T).await;
+    let _a = net.daemon_with("amy", &amy_args).await;
+    let done = reaches(&mut at_b, &offered.id, TransferState::Done).await;
+    assert_eq!(
+        std::fs::read(net.downloads_of("bob").join("disk.img")).unwrap(),
+        bytes
+    );
+    // Listing and hashes twice, and the chunk cut in flight, at most.
+    let again = done.transferred.saturating_sub(size as u64);
+    eprintln!("came in again: {again} bytes (a chunk is {CHUNK})");
+    assert!(again <= (CHUNK + 16 * 1024) as u64, "{again} bytes again");
+}
+
+/// A relay flips one byte of the file on its way: the damage is caught,
+/// the transfer goes on from what was verified, and the file is right.
+#[tokio::test]
+async fn a_damaged_chunk_is_caught_and_fetched_again() {
+    let net = TestNet::new();
+    let a = net.daemon_with("amy", &["--no-discovery"]).await;
+    let relay = Relay::start(SocketAddr::from(([127, 0, 0, 1], a.status().await.port))).await;
+    relay.forget();
+    let peer = relay.addr.to_string();
+    let b = net
+        .daemon_with("bob", &["--no-discovery", "--peer", &peer])
+        .await;
+    wait_full_mesh(&[&a, &b], T).await;
+    let file = net.dir.path().join("data.bin");
+    let size = 8 * CHUNK;
+    let bytes = random_file(&file, size);
+    let mut at_b = b.subscribe(None).await;
+    let offered = send(&a, &[&file], "bob").await.unwrap();
+    reaches(&mut at_b, &offered.id, TransferState::Offered).await;
+    relay.flip_once_at((5 * CHUNK) as u64);
+    answer(&b, &offered.id, true).await.unwrap();
+    let done = reaches(&mut at_b, &offered.id, TransferState::Done).await;
+    assert!(relay.flipped(), "the relay carried the file");
+    assert_eq!(
+        std::fs::read(net.downloads_of("bob").join("data.bin")).unwrap(),
+        bytes
+    );
+    assert!(
+        done.transferred > size as u64,
+        "something was fetched again"
+    );
+}
+
+/// eve, a peer with a key of its own, offers bob files and serves the
+/// fetch herself.
+struct Eve {
+    link: noise::NoiseLink,
+    id: String,
+    listener: TcpListener,
+}
+
+const EVE: [u8; 32] = [9; 32];
+
+impl Eve {
+    async fn at(d: &Daemon) -> Self {
+        let port = d.status().await.port;
+        let link = noise::dial_with_caps(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            EVE,
+            "eve",
+            None,
+            &[CAP_SEALS, CAP_ROOMS, CAP_FILES],
+        )
+        .await
+        .unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&EVE).verifying_key();
+        Self {
+            link,
+            id: shared::keys::peer_id_of(&key.to_bytes()),
+            listener: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        }
+    }
+
+    /// Offers what `listing` lists, as `files` files of `bytes` in all.
+    async fn offer(&mut self, listing: &[u8], files: u64, bytes: u64) -> String {
+        let id = format!("{:016x}", fastrand::u64(..));
+        let mut m = PeerMessage::new(
+            MessageType::FileOffer,
+            format!("{:016x}", fastrand::u64(..)),
+            &self.id,
+            "eve",
+            String::new(),
+            chrono::Utc::now(),
+            0,
+        );
+        m.offer = Some(Box::new(Offer {
+            id: id.clone(),
+            files,
+            bytes,
+            names: vec!["x".into()],
+            listing: hex(&listing_root(listing)),
+            port: self.listener.local_addr().unwrap().port(),
+        }));
+        self.link.send(&m.encode()).await.unwrap();
+        id
+    }
+
+    /// Takes bob's fetch, sends `listing`, then for the file asked for its
+    /// `hashes` and each of `chunks` as given; then waits for the end.
+    async fn serve(&self, listing: &[u8], hashes: &[u8], chunks: &[Vec<u8>]) {
+        let (stream, _) = tokio::time::timeout(T, self.listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut conn = noise::respond(stream, EVE, "eve", &[]).await.unwrap();
+        let (kind, _) = conn.recv_fetch(T).await.unwrap();
+        assert_eq!(kind, LIST);
+        conn.send_fetch(LISTING, listing).await.unwrap();
+        let Ok((GET, body)) = conn.recv_fetch(T).await else {
+            return; // refused after the listing
+        };
+        let get: Get = serde_json::from_slice(&body).unwrap();
+        assert_eq!((get.file, get.from), (0, Some(0)));
+        conn.send_fetch(HASHES, hashes).await.unwrap();
+        for c in chunks {
+            conn.send_fetch(CHUNK_MSG, c).await.unwrap();
+        }
+        let _ = conn.recv_fetch(T).await;
+    }
+}
+
+fn listing_of(files: &[(&str, &[u8])]) -> (Vec<u8>, Vec<[u8; 32]>) {
+    let mut hashes = Vec::new();
+    let listed: Vec<Listed> = files
+        .iter()
+        .map(|(name, bytes)| {
+            let m = Manifest::of(*bytes).unwrap();
+            hashes.extend(m.hashes.iter().copied());
+            Listed {
+                name: (*name).into(),
+                size: bytes.len() as u64,
+                root: hex(&m.root()),
+            }
+        })
+        .collect();
+    (serde_json::to_vec(&listed).unwrap(), hashes)
+}
+
+/// Hostile offers: names that climb out, absolute, with NUL or newlines,
+/// 10,000 characters; a file that arrives larger or smaller than said;
+/// 1,000 offers at once. Nothing lands outside the download folder, each
+/// is refused or bounded with a reason, and bob chats on.
+#[tokio::test]
+async fn hostile_offers_land_nowhere_else_and_bob_chats_on() {
+    let net = TestNet::new();
+    let [a, b] = net.linked(["amy", "bob"]).await;
+    let mut eve = Eve::at(&b).await;
+    let mut at_b = b.subscribe(None).await;
+    let dl = net.downloads_of("bob");
+    let body = b"what eve sends".to_vec();
+    let one = |name: &str| listing_of(&[(name, &body)]);
+
+    // Names: refused outright, or made safe inside the folder.
+    let long = format!("{}.txt", "n".repeat(10_000));
+    for (name, lands) in [
+        ("../../.bashrc", None),
+        ("a/\0b", None),
+        ("/etc/passwd", Some("etc/passwd")),
+        ("line\none.txt", Some("line_one.txt")),
+        (long.as_str(), Some("")),
+    ] {
+        let (listing, hashes) = one(name);
+        let id = eve.offer(&listing, 1, body.len() as u64).await;
+        reaches(&mut at_b, &id, TransferState::Offered).await;
+        answer(&b, &id, true).await.unwrap();
+        let flat: Vec<u8> = hashes.iter().flatten().copied().collect();
+        eve.serve(&listing, &flat, std::slice::from_ref(&body))
+            .await;
+        let end = at_b
+            .until(
+                "the transfer's end",
+                T,
+                |e| matches!(&e.body, EventBody::Transfer(t) if t.id == id && t.state.is_over()),
+            )
+            .await;
+        let EventBody::Transfer(t) = end.body else {
+            unreachable!()
+        };
+        match lands {
+            None => {
+                assert_eq!(t.state, TransferState::Failed, "{name:?}: {t:?}");
+                assert!(
+                    t.reason.as_deref().unwrap_or("").contains("refused"),
+                    "{t:?}"
+                );
+            }
+            Some("") => {
+                assert_eq!(t.state, TransferState::Done, "{t:?}");
+                let cut = tree(&dl)
+                    .into_iter()
+                    .find(|p| p.to_string_lossy().starts_with("nnn"));
+                let cut = cut.expect("the long name landed, cut");
+                assert_eq!(
+                    cut.as_os_str().len(),
+                    shared::transfer::MAX_NAME_BYTES,
+                    "{cut:?}"
+                );
+                assert!(cut.to_string_lossy().ends_with(".txt"));
+            }
+            Some(path) => {
+                assert_eq!(t.state, TransferState::Done, "{t:?}");
+                assert_eq!(std::fs::read(dl.join(path)).unwrap(), body);
+            }
+        }
+    }
+
+    // Sizes: a chunk larger, or smaller, than the listing says.
+    for sent in [
+        [body.clone(), b"more".to_vec()].concat(),
+        body[..4].to_vec(),
+    ] {
+        let (listing, hashes) = one("sized.bin");
+        let id = eve.offer(&listing, 1, body.len() as u64).await;
+        reaches(&mut at_b, &id, TransferState::Offered).await;
+        answer(&b, &id, true).await.unwrap();
+        let flat: Vec<u8> = hashes.iter().flatten().copied().collect();
+        eve.serve(&listing, &flat, &[sent]).await;
+        let t = reaches(&mut at_b, &id, TransferState::Failed).await;
+        assert!(
+            t.reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("bytes for chunk"),
+            "{t:?}"
+        );
+    }
+    // A listing that is not the offered one.
+    let (listing, _) = one("x");
+    let id = eve.offer(&listing, 1, body.len() as u64).await;
+    reaches(&mut at_b, &id, TransferState::Offered).await;
+    answer(&b, &id, true).await.unwrap();
+    eve.serve(&one("y").0, &[], &[]).await;
+    let t = reaches(&mut at_b, &id, TransferState::Failed).await;
+    assert!(
+        t.reason.as_deref().unwrap_or("").contains("does not match"),
+        "{t:?}"
+    );
+
+    // A thousand offers at once: sixteen wait, the rest are refused.
+    let before = transfers(&b).await.len();
+    let (listing, _) = one("flood");
+    for _ in 0..1000 {
+        eve.offer(&listing, 1, 1).await;
+    }
+    a.say("still chatting").await;
+    at_b.until("amy's line after the flood", T, |e| {
+        text(e) == "still chatting"
+    })
+    .await;
+    let pending = transfers(&b)
+        .await
+        .iter()
+        .filter(|t| t.state == TransferState::Offered && t.nick == "eve")
+        .count();
+    assert!(
+        pending <= shared::transfer::MAX_PENDING_PER_PEER,
+        "{pending} pending"
+    );
+    assert!(transfers(&b).await.len() < before + 100);
+
+    // Nothing landed but in the download folder.
+    for p in tree(net.dir.path()) {
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        if ["passwd", "line_one.txt", "sized.bin"].contains(&name.as_ref())
+            || name.contains("bashrc")
+        {
+            assert!(
+                net.dir.path().join(&p).starts_with(&dl),
+                "{p:?} landed outside"
+            );
+        }
+    }
+    assert!(
+        !tree(&dl)
+            .iter()
+            .any(|p| p.to_string_lossy().contains("bashrc"))
+    );
+}
