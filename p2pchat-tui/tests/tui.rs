@@ -491,3 +491,77 @@ async fn rooms_and_direct_messages_get_buffers() {
     let got = at_b_all.messages(1, T).await;
     assert_eq!(text(&got[0]), "after the secret");
 }
+
+/// A file offered to the TUI's user: the offer shows with how to answer,
+/// `/accept` takes it, a bar grows in the panel while it arrives (through
+/// a slow relay), and a line says when it is whole. `/send` offers one.
+#[tokio::test]
+async fn file_offers_progress_and_send_show_in_the_tui() {
+    use shared::api::{Call, SendParams, TransferInfo, TransferParams, TransferState};
+    let Some(tmux) = Tmux::new() else { return };
+    let net = TestNet::new();
+    let b = net.daemon_with("bob", &["--no-discovery"]).await;
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], b.status().await.port));
+    // The test's thread blocks on tmux: the relay runs on one of its own.
+    let relay = relay::Relay::start_on_own_thread(target);
+    relay.forget();
+    relay.limit(2 << 20);
+    let peer = relay.addr.to_string();
+    let a = net
+        .daemon_with("alice", &["--no-discovery", "--peer", &peer])
+        .await;
+    wait_full_mesh(&[&a, &b], T).await;
+    tmux.start("ui", &ui(&a.socket));
+    tmux.wait("ui", "the attached status bar", |s| {
+        s.contains("alice │ 1 peer │ daemon: connected")
+    });
+
+    let file = net.dir.path().join("disk.img");
+    let bytes: Vec<u8> = (0..6u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let offer: TransferInfo = b
+        .client()
+        .await
+        .call(&Call::Send(SendParams {
+            paths: vec![file.display().to_string()],
+            to: "alice".into(),
+        }))
+        .await
+        .unwrap();
+    tmux.wait("ui", "the offer, with how to answer it", |s| {
+        s.contains("disk.img (6.0 MiB) from bob: waiting for you to accept")
+            && s.contains(&format!("/accept {}", &offer.id[..6]))
+    });
+    tmux.enter("ui", "/accept");
+    tmux.wait("ui", "a bar in the transfers panel", |s| {
+        s.lines().any(|l| {
+            l.contains("↓ disk.img (6.0 MiB) from bob") && l.contains('█') && l.contains('%')
+        })
+    });
+    tmux.wait("ui", "the file, whole", |s| {
+        s.contains("disk.img (6.0 MiB): whole and verified")
+    });
+    let landed = net.downloads_of("alice").join("disk.img");
+    assert_eq!(std::fs::read(landed).unwrap(), bytes);
+
+    // /send from the TUI: bob hears the offer and declines it.
+    let mut at_b = b.subscribe(None).await;
+    tmux.enter("ui", &format!("/send {} bob", file.display()));
+    let e = at_b
+        .until(
+            "alice's offer",
+            T,
+            |e| matches!(&e.body, EventBody::Transfer(t) if t.state == TransferState::Offered),
+        )
+        .await;
+    let EventBody::Transfer(t) = e.body else {
+        unreachable!()
+    };
+    let _: TransferInfo = b
+        .client()
+        .await
+        .call(&Call::Decline(TransferParams { id: t.id }))
+        .await
+        .unwrap();
+    tmux.wait("ui", "bob's answer", |s| s.contains("bob declined"));
+}

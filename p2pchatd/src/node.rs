@@ -39,6 +39,7 @@ const FD_BUDGET: usize = admission::MAX_LINKS
     + admission::MAX_HANDSHAKES
     + admission::MAX_DIALS
     + api::MAX_CLIENTS
+    + crate::transfer::MAX_FDS
     + OWN_FDS;
 /// stdio, the runtime's epoll and wakers, the listeners, the discovery
 /// sockets (one per interface), signals, the log and the pidfile.
@@ -326,6 +327,9 @@ pub async fn serve(
     // Off the runtime: the writer may still have a batch to commit.
     let closing = history.clone();
     let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+    // Where transfers stand is on disk before we go.
+    let transfers = mesh.transfers().clone();
+    let _ = tokio::task::spawn_blocking(move || transfers.flush()).await;
     // All is stored: the journal of our lines has nothing left to keep.
     mesh.close_journal().await;
     drop(bound.guard);

@@ -54,6 +54,10 @@ pub struct Hello {
     pub instance: String,
     #[serde(default)]
     pub caps: Vec<String>,
+    /// A dialer's only: the connection fetches this offer's files
+    /// (PROTOCOL-p2pchatd §10); it is no link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch: Option<String>,
 }
 
 /// Why a hello was refused.
@@ -113,6 +117,7 @@ mod tests {
             heartbeat_ms: 2000,
             instance: "0123".into(),
             caps: vec![CAP_NOISE.into()],
+            fetch: Some("0123456789abcdef".into()),
         };
         let back = Hello::decode(&h.encode()).unwrap();
         assert_eq!(back, h);

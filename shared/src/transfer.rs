@@ -286,9 +286,6 @@ impl Manifest {
 
 /// The capability of a peer that takes file offers (in its hello).
 pub const CAP_FILES: &str = "files";
-/// In a dialer's hello: this connection fetches an offer's files; it is
-/// not a link.
-pub const CAP_FETCH: &str = "fetch";
 /// Files in one offer, at most.
 pub const MAX_FILES: usize = 10_000;
 /// Bytes of an offer's listing, at most.
@@ -388,26 +385,24 @@ pub fn listing_root(bytes: &[u8]) -> [u8; 32] {
 
 /// The messages of a fetch connection (PROTOCOL-p2pchatd §10), each a
 /// kind byte, a big-endian `u32` length and that many bytes, inside the
-/// connection's Noise frames.
+/// connection's Noise frames. The dialer's hello names the offer.
 pub mod fetch {
-    /// Receiver: the offer's id. Sender: [`LISTING`] or [`ERROR`].
-    pub const LIST: u8 = 1;
-    /// The listing's JSON (`[Listed]`).
-    pub const LISTING: u8 = 2;
+    /// Sender, first: the listing's JSON (`[Listed]`).
+    pub const LISTING: u8 = 1;
     /// Receiver: `{"file": i, "from": k?}`; the sender sends file `i`'s
     /// [`HASHES`], then (from chunk `k`, or after a [`FROM`] when `k` is
     /// absent) its chunks and every later file's hashes and chunks.
-    pub const GET: u8 = 3;
+    pub const GET: u8 = 2;
     /// 32 bytes per chunk of the file.
-    pub const HASHES: u8 = 4;
+    pub const HASHES: u8 = 3;
     /// Receiver: the chunk to go on from, a big-endian `u64`.
-    pub const FROM: u8 = 5;
+    pub const FROM: u8 = 4;
     /// One chunk's bytes, in order.
-    pub const CHUNK: u8 = 6;
+    pub const CHUNK: u8 = 5;
     /// Receiver: every file is whole and verified.
-    pub const DONE: u8 = 7;
-    /// Sender: why it cannot go on (UTF-8).
-    pub const ERROR: u8 = 8;
+    pub const DONE: u8 = 6;
+    /// Either end: why it cannot go on (UTF-8); the transfer fails.
+    pub const ERROR: u8 = 7;
     /// Bytes of a message's head.
     pub const HEAD: usize = 5;
     /// Bytes of a control message (not a chunk, listing or hash list).

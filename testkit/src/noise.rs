@@ -129,6 +129,7 @@ fn hello(secret: [u8; 32], static_public: &[u8], nick: &str, caps: &[&str]) -> H
         heartbeat_ms: 2000,
         instance: "test".into(),
         caps: caps.iter().map(|c| (*c).to_owned()).collect(),
+        fetch: None,
     }
 }
 

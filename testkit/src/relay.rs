@@ -24,6 +24,8 @@ pub struct Relay {
     /// The copying tasks of the connections carried now.
     pipes: Arc<Mutex<Vec<JoinHandle<()>>>>,
     shape: Arc<Shape>,
+    /// Ends the relay's own thread, when it has one (dropped with it).
+    _thread: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// What the relay does to the bytes it carries, besides copying them.
@@ -89,7 +91,28 @@ impl Relay {
             cut,
             pipes,
             shape,
+            _thread: None,
         }
+    }
+
+    /// As [`Relay::start`], on a thread and runtime of its own: it carries
+    /// on while the test's thread blocks (say, polling tmux).
+    pub fn start_on_own_thread(target: SocketAddr) -> Self {
+        let (relay_tx, relay_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("relay runtime");
+            rt.block_on(async move {
+                let _ = relay_tx.send(Self::start(target).await);
+                let _ = stop_rx.await;
+            });
+        });
+        let mut relay = relay_rx.recv().expect("the relay started");
+        relay._thread = Some(stop_tx);
+        relay
     }
 
     /// Carries at most `bytes_per_s` each way of each connection, as a

@@ -8,7 +8,7 @@ use shared::rooms::GENERAL;
 use tui_input::InputRequest;
 
 use super::command::{self, Command};
-use super::state::{DaemonLink, LineKind, MAX_RECALL, Me, State, Target};
+use super::state::{DaemonLink, LineKind, MAX_RECALL, Me, State, Target, short_id};
 
 /// Rows one mouse wheel notch scrolls.
 const WHEEL_ROWS: usize = 3;
@@ -644,8 +644,6 @@ fn list_users(state: &mut State) {
     state.note(LineKind::Info(text));
 }
 
-/// `/whois NICK` (or `/fingerprint` for ourselves): who a peer is, as far
-/// as its key says, from the last `peers` answer.
 /// `/send PATH [NICK]`: to NICK when the last word is a peer's nick,
 /// else to the conversation's peer. `~/` is the home folder; a relative
 /// path is the UI's working folder's.
@@ -688,8 +686,9 @@ fn send_files(state: &mut State, words: &str) -> Option<Effect> {
     )))
 }
 
-/// `/accept [ID]`, `/decline [ID]`: the offer whose id starts with ID,
-/// else the newest offer waiting.
+/// `/accept [ID]`, `/decline [ID]`: the offer whose id starts with ID;
+/// without one, the offer waiting if it is the only one (a peer's offer
+/// that came a moment before is never taken by mistake).
 fn answer_offer(state: &mut State, id: Option<&str>, accept: bool) -> Option<Effect> {
     let waiting: Vec<&shared::api::TransferInfo> = state
         .transfers
@@ -714,7 +713,19 @@ fn answer_offer(state: &mut State, id: Option<&str>, accept: bool) -> Option<Eff
             )));
             return None;
         }
-        (_, all) => all[all.len() - 1].id.clone(),
+        (None, [_, _, ..]) => {
+            let ids: Vec<String> = waiting
+                .iter()
+                .map(|t| format!("{} ({})", short_id(&t.id), crate::format::transfer_what(t)))
+                .collect();
+            state.note(LineKind::Error(format!(
+                "{} offers wait; say which: {}",
+                ids.len(),
+                ids.join(", ")
+            )));
+            return None;
+        }
+        (_, [one]) => one.id.clone(),
     };
     let params = shared::api::TransferParams { id: chosen };
     Some(Effect::Files(if accept {
@@ -724,6 +735,8 @@ fn answer_offer(state: &mut State, id: Option<&str>, accept: bool) -> Option<Eff
     }))
 }
 
+/// `/whois NICK` (or `/fingerprint` for ourselves): who a peer is, as far
+/// as its key says, from the last `peers` answer.
 fn whois(state: &mut State, nick: &str) {
     if let Some(me) = state
         .me
@@ -1109,6 +1122,62 @@ mod tests {
 
     fn alt(s: &mut State, code: KeyCode) -> Vec<Effect> {
         update(s, key(code, KeyModifiers::ALT))
+    }
+
+    fn offer_event(id: &str, state: shared::api::TransferState) -> Action {
+        Action::Daemon(DaemonMsg::Event(Box::new(Event {
+            cursor: 1,
+            ts: Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap(),
+            body: EventBody::Transfer(Box::new(shared::api::TransferInfo {
+                id: id.into(),
+                direction: shared::api::TransferDirection::In,
+                peer_id: "bob_1".into(),
+                nick: "bob".into(),
+                names: vec!["report.pdf".into()],
+                files: 1,
+                bytes: 3 << 20,
+                done: 0,
+                state,
+                reason: None,
+                rate: 0,
+                folder: None,
+                transferred: 0,
+            })),
+        })))
+    }
+
+    /// An offer shows with how to answer it; `/accept` takes the only one
+    /// waiting, and asks which when several do.
+    #[test]
+    fn offers_are_answered_by_id_or_when_alone() {
+        use shared::api::{Call, TransferParams, TransferState};
+        let mut s = state();
+        attach(&mut s, "d1", vec![]);
+        update(
+            &mut s,
+            offer_event("aaaa11112222333a", TransferState::Offered),
+        );
+        assert_eq!(
+            last_line(&s).body(),
+            "report.pdf (3.0 MiB) from bob: waiting for you to accept — /accept aaaa11 or /decline aaaa11"
+        );
+        assert_eq!(s.transfer_rows(), 1);
+        update(
+            &mut s,
+            offer_event("bbbb11112222333b", TransferState::Offered),
+        );
+        assert!(enter(&mut s, "/accept").is_empty());
+        assert!(last_line(&s).body().contains("2 offers wait; say which"));
+        let accept = |id: &str| {
+            vec![Effect::Files(Call::Accept(TransferParams {
+                id: id.into(),
+            }))]
+        };
+        assert_eq!(enter(&mut s, "/accept bbbb"), accept("bbbb11112222333b"));
+        update(&mut s, offer_event("bbbb11112222333b", TransferState::Done));
+        assert_eq!(enter(&mut s, "/accept"), accept("aaaa11112222333a"));
+        assert!(enter(&mut s, "/decline cccc").is_empty());
+        assert!(last_line(&s).body().contains("no offer waits with id cccc"));
     }
 
     fn names(s: &State) -> Vec<String> {

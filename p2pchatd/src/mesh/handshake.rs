@@ -213,9 +213,9 @@ async fn accept_noise(
         return debug!(%remote, "connection from ourselves");
     }
     drop(slot);
-    if est.peer.fetch {
+    if let Some(id) = est.peer.fetch.clone() {
         let span = info_span!("fetch", peer = %est.peer.peer_id, %remote);
-        return crate::transfer::serve(mesh.clone(), stream, remote, est)
+        return crate::transfer::serve(mesh.clone(), stream, remote, est, id)
             .instrument(span)
             .await;
     }

@@ -425,6 +425,7 @@ impl Mesh {
             heartbeat_ms: shared::millis(self.inner.timing.heartbeat),
             instance: self.instance().to_owned(),
             caps: self.caps(),
+            fetch: None,
         }
     }
 
@@ -643,6 +644,15 @@ impl Mesh {
     /// Hands `line` to the link of peer `id` alone (if linked).
     pub(crate) async fn send_to_peer(&self, id: &str, line: Bytes) {
         self.fan_out(line, Audience::Peer(id)).await;
+    }
+
+    /// As [`Mesh::send_to_peer`], but never waits: a full link inbox drops
+    /// the line (an answer to a peer that floods us and does not read).
+    pub(crate) fn send_to_peer_now(&self, id: &str, line: &Bytes) {
+        let targets = self.table().targets();
+        for t in targets.iter().filter(|t| t.takes(Audience::Peer(id))) {
+            let _ = t.tx.try_send(line.clone());
+        }
     }
 
     /// Whether peer `id` is linked now.

@@ -11,7 +11,7 @@
 use shared::authorship::CAP_SEALS;
 use shared::rooms::CAP_ROOMS;
 use shared::sync::{CAP_SYNC, valid_life};
-use shared::transfer::{CAP_FETCH, CAP_FILES};
+use shared::transfer::CAP_FILES;
 use std::io;
 use std::sync::Arc;
 
@@ -77,9 +77,8 @@ pub(crate) struct PeerHello {
     pub(crate) rooms: bool,
     /// It takes file offers ([`CAP_FILES`]).
     pub(crate) files: bool,
-    /// The connection fetches an offer's files; it is no link
-    /// ([`CAP_FETCH`]).
-    pub(crate) fetch: bool,
+    /// The connection fetches this offer's files; it is no link.
+    pub(crate) fetch: Option<String>,
 }
 
 /// A finished handshake: who is on the other end, and the link's halves.
@@ -95,6 +94,8 @@ pub(crate) struct OurHello {
     pub(crate) heartbeat_ms: u64,
     pub(crate) instance: String,
     pub(crate) caps: Vec<String>,
+    /// A fetch of this offer, not a link.
+    pub(crate) fetch: Option<String>,
 }
 
 impl Secure {
@@ -134,6 +135,7 @@ impl Secure {
             heartbeat_ms: ours.heartbeat_ms,
             instance: ours.instance,
             caps: ours.caps,
+            fetch: ours.fetch,
         }
         .encode()
     }
@@ -251,7 +253,7 @@ fn verified(payload: &[u8], remote_static: Option<&[u8]>) -> Result<PeerHello, S
         sync: hello.caps.iter().any(|c| c == CAP_SYNC),
         rooms: hello.caps.iter().any(|c| c == CAP_ROOMS),
         files: hello.caps.iter().any(|c| c == CAP_FILES),
-        fetch: hello.caps.iter().any(|c| c == CAP_FETCH),
+        fetch: hello.fetch.filter(|id| shared::transfer::valid_id(id)),
     })
 }
 
@@ -409,6 +411,7 @@ mod tests {
             heartbeat_ms: 2000,
             instance: "1".into(),
             caps: vec![],
+            fetch: None,
         }
     }
 

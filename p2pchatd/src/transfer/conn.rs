@@ -6,12 +6,36 @@ use std::io::{self, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use shared::transfer::fetch::{HEAD, head};
+use shared::transfer::fetch::{ERROR, HEAD, MAX_CONTROL, head};
 
 use crate::mesh::secure::{Established, Opener, Sealer};
 
 /// A peer that sends or takes nothing this long is gone.
-const IDLE: Duration = Duration::from_secs(60);
+pub(super) const IDLE: Duration = Duration::from_secs(60);
+
+/// Why a transfer stopped before its end.
+#[derive(Debug)]
+pub(super) enum Stop {
+    /// The connection broke (or a frame did not open): the recipient
+    /// comes back for the rest.
+    Cut(String),
+    /// It cannot go on: said to the other end, shown to the user.
+    Fatal(String),
+    /// The other end said it cannot go on (why, in its words).
+    Theirs(String),
+}
+
+impl From<io::Error> for Stop {
+    fn from(e: io::Error) -> Self {
+        // A message over its kind's bound is the other end's fault, not
+        // the network's: trying again would not help.
+        if e.kind() == io::ErrorKind::InvalidInput {
+            Self::Fatal(e.to_string())
+        } else {
+            Self::Cut(e.to_string())
+        }
+    }
+}
 
 /// One fetch connection, either end.
 pub(super) struct Conn {
@@ -32,9 +56,8 @@ impl Conn {
     pub(super) fn new(stream: tokio::net::TcpStream, est: Established) -> io::Result<Self> {
         let stream = stream.into_std()?;
         stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(IDLE))?;
         stream.set_write_timeout(Some(IDLE))?;
-        Ok(Self {
+        let conn = Self {
             stream,
             opener: est.opener,
             sealer: est.sealer,
@@ -42,7 +65,14 @@ impl Conn {
             at: 0,
             out: Vec::new(),
             received: 0,
-        })
+        };
+        conn.idle(IDLE)?;
+        Ok(conn)
+    }
+
+    /// How long a read may wait.
+    pub(super) fn idle(&self, wait: Duration) -> io::Result<()> {
+        self.stream.set_read_timeout(Some(wait))
     }
 
     /// A handle that ends the connection from another thread.
@@ -62,6 +92,11 @@ impl Conn {
         Ok(())
     }
 
+    /// Says why we stop, as far as the connection still takes it.
+    pub(super) fn fail(&mut self, why: &str) {
+        let _ = self.send(ERROR, why.as_bytes());
+    }
+
     /// Receives one message: its kind and body. `limit` gives the most
     /// bytes a message of a kind may hold; a larger one is refused before
     /// its bytes are waited for. `Ok(None)` at end of stream.
@@ -72,10 +107,14 @@ impl Conn {
         let h = &self.plain[self.at..self.at + HEAD];
         let kind = h[0];
         let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
-        let max = limit(kind);
+        let max = if kind == ERROR {
+            MAX_CONTROL
+        } else {
+            limit(kind)
+        };
         if len > max {
             return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
+                io::ErrorKind::InvalidInput,
                 format!("a message of kind {kind} and {len} bytes (at most {max} expected)"),
             ));
         }
@@ -85,6 +124,18 @@ impl Conn {
         let start = self.at + HEAD;
         self.at = start + len;
         Ok(Some((kind, &self.plain[start..start + len])))
+    }
+
+    /// The next message, which must be of kind `want` (at most `limit`
+    /// bytes); the other end's `ERROR`, an end of stream or another kind
+    /// stop the transfer.
+    pub(super) fn expect(&mut self, want: u8, limit: usize) -> Result<&[u8], Stop> {
+        match self.recv(|k| if k == want { limit } else { 0 })? {
+            None => Err(Stop::Cut("the other end closed the connection".into())),
+            Some((ERROR, body)) => Err(Stop::Theirs(said(body))),
+            Some((k, body)) if k == want => Ok(body),
+            Some((k, _)) => Err(Stop::Fatal(format!("an unexpected message ({k})"))),
+        }
     }
 
     /// Opens frames until `n` bytes past `at` are there; false at the end
@@ -106,4 +157,12 @@ impl Conn {
         }
         Ok(true)
     }
+}
+
+/// What the other end says in an `ERROR`, safe to show.
+pub(super) fn said(body: &[u8]) -> String {
+    shared::text::sanitize_foreign_text(&String::from_utf8_lossy(body))
+        .chars()
+        .take(300)
+        .collect()
 }

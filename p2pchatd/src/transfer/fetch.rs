@@ -1,5 +1,12 @@
 //! The recipient's end: a loop that dials the sender whenever it is
 //! linked, and on a thread of its own fetches what is not verified yet.
+//!
+//! Files are fetched in order. Each chunk is checked against its hash,
+//! then written at its place in the file's `.part`. A whole file is
+//! forced to disk and then given its name; small ones are forced in
+//! batches (one `syncfs` for up to 256), so a folder of many small files
+//! is not held up by a disk flush each. How many files landed is written
+//! down, so a restart goes on with the next one.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -10,17 +17,16 @@ use std::time::Duration;
 
 use shared::api::{TransferInfo, TransferState};
 use shared::keys::KEY_LEN;
-use shared::transfer::fetch::{DONE, ERROR, FROM, GET, Get, HASHES, LIST, LISTING, MAX_CONTROL};
+use shared::transfer::fetch::{CHUNK as CHUNK_MSG, DONE, FROM, GET, Get, HASHES, LISTING};
 use shared::transfer::{
-    CAP_FETCH, CHUNK, Listed, MAX_LISTING_BYTES, Manifest, chunk_len, chunks_of, listing_root,
-    part_of, safe_path, shown_name, unique_destination,
+    CHUNK, Listed, MAX_LISTING_BYTES, Manifest, chunk_len, chunks_of, listing_root, part_of,
+    safe_path, shown_name, unique_destination,
 };
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
-use super::conn::Conn;
-use super::serve::Stop;
+use super::conn::{Conn, Stop};
 use super::{Incoming, Transfers, on_own_thread};
 use crate::mesh::Mesh;
 
@@ -33,6 +39,10 @@ const CONNECT_WAIT: Duration = Duration::from_secs(10);
 /// Chunks that may fail their hash in one transfer before it fails: a
 /// sender whose file changes under it, or that lies, is not tried forever.
 const MAX_MISMATCHES: u32 = 8;
+/// Whole files waiting to be forced to disk and named, at most: ...
+const LAND_FILES: usize = 256;
+/// ... and bytes. A file this large is forced on its own at once.
+const LAND_BYTES: u64 = 8 << 20;
 
 /// What the fetch thread works with, and hands back for the next try.
 struct Job {
@@ -65,16 +75,28 @@ pub(super) async fn run(mesh: &Mesh, id: &str) {
             }
             continue;
         }
-        let conn = match connect(mesh, &info, &inc, &key).await {
+        // A place among the fetches running at once, for as long as this
+        // connection lasts.
+        let place = tokio::select! {
+            p = t.inner.fetching.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            () = mesh.cancel_token().cancelled() => return,
+        };
+        let reached = tokio::select! {
+            r = connect(mesh, &info, &inc, &key) => r,
+            () = mesh.cancel_token().cancelled() => return,
+        };
+        let conn = match reached {
             Ok(c) => c,
             Err(why) => {
+                drop(place);
                 debug!(id, "cannot fetch yet: {why}");
                 t.set_state(id, TransferState::Waiting, Some(why));
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = mesh.cancel_token().cancelled() => return,
+                if !pause(mesh, &mut wait).await {
+                    return;
                 }
-                wait = (wait * 2).min(RETRY_MOST);
                 continue;
             }
         };
@@ -94,10 +116,14 @@ pub(super) async fn run(mesh: &Mesh, id: &str) {
         let r = on_own_thread(move || {
             let mut conn = conn;
             let r = fetch_all(&worker, &mut conn, &mut job);
+            if let Err(Stop::Fatal(why)) = &r {
+                conn.fail(why);
+            }
             (job, conn.received, r)
         })
         .await;
         t.unregister(id, reg);
+        drop(place);
         let (job, received, r) = match r {
             Ok(x) => x,
             Err(why) => return t.set_state(id, TransferState::Failed, Some(why)),
@@ -114,6 +140,11 @@ pub(super) async fn run(mesh: &Mesh, id: &str) {
                 warn!(id, "a transfer failed: {why}");
                 return t.set_state(id, TransferState::Failed, Some(why));
             }
+            Err(Stop::Theirs(why)) => {
+                warn!(id, "the sender stopped a transfer: {why}");
+                let why = format!("{}: {why}", job.info.nick);
+                return t.set_state(id, TransferState::Failed, Some(why));
+            }
             Err(Stop::Cut(why)) => {
                 info!(
                     id,
@@ -125,15 +156,24 @@ pub(super) async fn run(mesh: &Mesh, id: &str) {
                 t.set_state(id, TransferState::Waiting, Some(why));
             }
         }
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = mesh.cancel_token().cancelled() => return,
+        if !pause(mesh, &mut wait).await {
+            return;
         }
-        wait = (wait * 2).min(RETRY_MOST);
     }
 }
 
-/// Dials the sender and proves it is the key that offered.
+/// Waits `wait`, then doubles it; false when the daemon stops meanwhile.
+async fn pause(mesh: &Mesh, wait: &mut Duration) -> bool {
+    let waited = tokio::select! {
+        () = tokio::time::sleep(*wait) => true,
+        () = mesh.cancel_token().cancelled() => false,
+    };
+    *wait = (*wait * 2).min(RETRY_MOST);
+    waited
+}
+
+/// Dials the sender, names the offer, and checks it is the key that
+/// offered.
 async fn connect(
     mesh: &Mesh,
     info: &TransferInfo,
@@ -149,7 +189,8 @@ async fn connect(
         .map_err(|e| format!("cannot reach {} at {addr}: {e}", info.nick))?;
     let _ = stream.set_nodelay(true);
     let mut hello = mesh.our_hello();
-    hello.caps = vec![CAP_FETCH.to_owned()];
+    hello.caps = Vec::new();
+    hello.fetch = Some(info.id.clone());
     let est = timeout(
         mesh.timing().handshake_timeout,
         mesh.secure().initiate(&mut stream, hello),
@@ -166,46 +207,43 @@ async fn connect(
     Conn::new(stream, est).map_err(|e| e.to_string())
 }
 
-fn sender_says(nick: &str, body: &[u8]) -> Stop {
-    let why: String = shared::text::sanitize_foreign_text(&String::from_utf8_lossy(body))
-        .chars()
-        .take(300)
-        .collect();
-    Stop::Fatal(format!("{nick}: {why}"))
-}
-
-/// Blocking: the listing, then every file not yet whole, each chunk
+/// Blocking: the listing, then every file not yet landed, each chunk
 /// verified before it is written.
 fn fetch_all(t: &Transfers, conn: &mut Conn, job: &mut Job) -> Result<(), Stop> {
-    let nick = job.info.nick.clone();
-    conn.send(LIST, job.id.as_bytes())?;
-    let listed = match conn.recv(|k| match k {
-        LISTING => MAX_LISTING_BYTES,
-        ERROR => MAX_CONTROL,
-        _ => 0,
-    })? {
-        None => return Err(Stop::Cut("the sender closed the connection".into())),
-        Some((ERROR, body)) => return Err(sender_says(&nick, body)),
-        Some((LISTING, body)) => checked_listing(body, &job.inc.listing_root, &job.info)?,
-        Some((kind, _)) => return Err(Stop::Fatal(format!("an unexpected message ({kind})"))),
-    };
+    let folder = job
+        .info
+        .folder
+        .clone()
+        .map(PathBuf::from)
+        .ok_or_else(|| Stop::Fatal("no download folder".into()))?;
+    let body = conn.expect(LISTING, MAX_LISTING_BYTES)?;
+    let listed = checked_listing(body, &job.inc.listing_root, &job.info)?;
     if job.inc.dests.len() != listed.len() {
-        let dir = PathBuf::from(job.info.folder.clone().unwrap_or_default());
-        let dests = Arc::new(place(&dir, &listed)?);
-        let listed = Arc::new(listed.clone());
-        t.listed(&job.id, listed.clone(), dests.clone());
-        job.inc.listed = Some(listed);
-        job.inc.dests = dests;
+        let dests = place(&folder, &listed)?;
+        job.inc.listed = Some(Arc::new(listed.iter().map(|(l, _)| l.clone()).collect()));
+        job.inc.dests = Arc::new(dests);
+        t.incoming_changed(&job.id, &job.inc);
         // Every `.part` is new and empty: nothing on disk to check.
         job.verified = Some((0, 0));
     }
     let dests = job.inc.dests.clone();
-    // Files are fetched in order: the first whose `.part` is still there
-    // is where it goes on.
-    let Some(first) = (0..listed.len()).find(|&i| part_of(&dests[i]).exists()) else {
+    // What landed in a life that ended before it was written down.
+    while job.inc.landed < listed.len() && !part_of(&dests[job.inc.landed]).exists() {
+        let (l, _) = &listed[job.inc.landed];
+        if !landed_whole(&dests[job.inc.landed], l) {
+            return Err(Stop::Fatal(format!(
+                "the partial file {} is gone",
+                part_of(&dests[job.inc.landed]).display()
+            )));
+        }
+        job.inc.landed += 1;
+        t.incoming_changed(&job.id, &job.inc);
+    }
+    let first = job.inc.landed;
+    if first == listed.len() {
         conn.send(DONE, &[])?;
         return Ok(());
-    };
+    }
     let from = job.verified.filter(|(f, _)| *f == first).map(|(_, k)| k);
     let get = serde_json::to_vec(&Get {
         file: u32::try_from(first).unwrap_or(u32::MAX),
@@ -213,22 +251,36 @@ fn fetch_all(t: &Transfers, conn: &mut Conn, job: &mut Job) -> Result<(), Stop> 
     })
     .unwrap_or_default();
     conn.send(GET, &get)?;
-    let mut before: u64 = listed[..first].iter().map(|l| l.size).sum();
-    for (f, l) in listed.iter().enumerate().skip(first) {
+    let mut landing = Landing::new(&folder)?;
+    let fetched = fetch_files(t, conn, job, &listed, &mut landing, from);
+    // What is whole lands even when the connection broke after it, so
+    // the next one does not fetch it again.
+    landing.land(t, job, &listed)?;
+    fetched?;
+    conn.send(DONE, &[])?;
+    Ok(())
+}
+
+/// Every file from the first not landed, each chunk verified; whole files
+/// go to `landing`.
+fn fetch_files(
+    t: &Transfers,
+    conn: &mut Conn,
+    job: &mut Job,
+    listed: &[(Listed, PathBuf)],
+    landing: &mut Landing,
+    from: Option<u64>,
+) -> Result<(), Stop> {
+    let first = job.inc.landed;
+    let dests = job.inc.dests.clone();
+    let mut before: u64 = listed[..first].iter().map(|(l, _)| l.size).sum();
+    for (f, (l, _)) in listed.iter().enumerate().skip(first) {
         let chunks = chunks_of(l.size);
-        let hashes = match conn.recv(|k| match k {
-            HASHES => usize::try_from(chunks * 32).unwrap_or(usize::MAX),
-            ERROR => MAX_CONTROL,
-            _ => 0,
-        })? {
-            None => return Err(Stop::Cut("the sender closed the connection".into())),
-            Some((ERROR, body)) => return Err(sender_says(&nick, body)),
-            Some((HASHES, body)) => body
-                .chunks_exact(32)
-                .map(|c| c.try_into().unwrap_or([0; 32]))
-                .collect(),
-            Some((kind, _)) => return Err(Stop::Fatal(format!("an unexpected message ({kind})"))),
-        };
+        let body = conn.expect(HASHES, usize::try_from(chunks * 32).unwrap_or(usize::MAX))?;
+        let hashes = body
+            .chunks_exact(32)
+            .map(|c| c.try_into().unwrap_or([0; 32]))
+            .collect();
         let manifest = Manifest::listed(l.size, hashes);
         let root = shared::keys::unhex::<32>(&l.root).unwrap_or_default();
         if !manifest.matches(&root) {
@@ -238,18 +290,12 @@ fn fetch_all(t: &Transfers, conn: &mut Conn, job: &mut Job) -> Result<(), Stop> 
             )));
         }
         let part = part_of(&dests[f]);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&part)
-            .map_err(|e| disk(&part, &e))?;
+        let file = open_part(&part)?;
         let k = match (f == first, from) {
             (true, Some(k)) => k,
             (true, None) => {
                 let k = verified_on_disk(&file, &manifest);
+                job.verified = Some((f, k));
                 conn.send(FROM, &k.to_be_bytes())?;
                 k
             }
@@ -257,31 +303,27 @@ fn fetch_all(t: &Transfers, conn: &mut Conn, job: &mut Job) -> Result<(), Stop> 
         };
         t.progress(&job.id, before + (k * CHUNK as u64).min(l.size));
         for c in k..chunks {
-            let body = match conn.recv(|k| match k {
-                shared::transfer::fetch::CHUNK => CHUNK,
-                ERROR => MAX_CONTROL,
-                _ => 0,
-            })? {
-                None => return Err(Stop::Cut("the sender closed the connection".into())),
-                Some((ERROR, body)) => return Err(sender_says(&nick, body)),
-                Some((shared::transfer::fetch::CHUNK, body)) => body,
-                Some((kind, _)) => {
-                    return Err(Stop::Fatal(format!("an unexpected message ({kind})")));
-                }
-            };
+            let body = conn.expect(CHUNK_MSG, CHUNK)?;
             let want = chunk_len(l.size, c);
             if body.len() != want {
                 return Err(Stop::Fatal(format!(
-                    "{nick} sent {} bytes for chunk {c} of {}, which holds {want}",
+                    "{} sent {} bytes for chunk {c} of {}, which holds {want}",
+                    job.info.nick,
                     body.len(),
                     shown_name(&l.name)
                 )));
             }
             if !manifest.verify(usize::try_from(c).unwrap_or(usize::MAX), body) {
                 job.mismatches += 1;
+                warn!(
+                    id = job.id,
+                    "chunk {c} of {} did not match its hash",
+                    shown_name(&l.name)
+                );
                 if job.mismatches > MAX_MISMATCHES {
                     return Err(Stop::Fatal(format!(
-                        "{MAX_MISMATCHES} chunks did not match their hashes: {nick}'s files changed, or its copy is damaged"
+                        "{MAX_MISMATCHES} chunks did not match their hashes: {}'s files changed, or its copy is damaged",
+                        job.info.nick
                     )));
                 }
                 return Err(Stop::Cut(format!(
@@ -295,33 +337,110 @@ fn fetch_all(t: &Transfers, conn: &mut Conn, job: &mut Job) -> Result<(), Stop> 
             t.progress(&job.id, before + c * CHUNK as u64 + want as u64);
         }
         file.set_len(l.size).map_err(|e| disk(&part, &e))?;
-        file.sync_data().map_err(|e| disk(&part, &e))?;
-        drop(file);
-        let rel = safe_path(&l.name).map_err(|e| Stop::Fatal(e.to_string()))?;
-        let dir = PathBuf::from(job.info.folder.clone().unwrap_or_default());
-        land(&part, &dests[f], &dir, &rel).map_err(|e| disk(&part, &e))?;
+        landing.add(f, file, l.size);
         job.verified = None;
+        if landing.full() {
+            landing.land(t, job, listed)?;
+        }
         before += l.size;
     }
-    conn.send(DONE, &[])?;
     Ok(())
 }
 
+/// Whole files not yet forced to disk and named.
+struct Landing {
+    path: PathBuf,
+    folder: File,
+    files: Vec<usize>,
+    bytes: u64,
+    /// The last one's handle: a batch of one is forced on its own.
+    last: Option<File>,
+}
+
+impl Landing {
+    fn new(folder: &Path) -> Result<Self, Stop> {
+        let path = folder.to_owned();
+        let folder = File::open(folder).map_err(|e| disk(folder, &e))?;
+        Ok(Self {
+            path,
+            folder,
+            files: Vec::new(),
+            bytes: 0,
+            last: None,
+        })
+    }
+
+    fn add(&mut self, f: usize, file: File, size: u64) {
+        self.files.push(f);
+        self.bytes += size;
+        self.last = Some(file);
+    }
+
+    fn full(&self) -> bool {
+        self.files.len() >= LAND_FILES || self.bytes >= LAND_BYTES
+    }
+
+    /// Forces the batch to disk, then gives each file its name, in order.
+    fn land(
+        &mut self,
+        t: &Transfers,
+        job: &mut Job,
+        listed: &[(Listed, PathBuf)],
+    ) -> Result<(), Stop> {
+        if self.files.is_empty() {
+            return Ok(());
+        }
+        let synced = match (self.files.len(), &self.last) {
+            (1, Some(f)) => f.sync_data(),
+            _ => rustix::fs::syncfs(&self.folder).map_err(io::Error::from),
+        };
+        synced.map_err(|e| disk(&self.path, &e))?;
+        for f in self.files.drain(..) {
+            let dest = &job.inc.dests[f];
+            let part = part_of(dest);
+            land(&part, dest, &self.path, &listed[f].1).map_err(|e| disk(&part, &e))?;
+            job.inc.landed = f + 1;
+        }
+        self.bytes = 0;
+        self.last = None;
+        t.incoming_changed(&job.id, &job.inc);
+        Ok(())
+    }
+}
+
+/// A file's `.part` (which may hold verified chunks), never through a
+/// symbolic link.
+fn open_part(part: &Path) -> Result<File, Stop> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(part)
+        .map_err(|e| disk(part, &e))
+}
+
 /// A disk error as the user reads it; the partial file stays.
-fn disk(part: &Path, e: &io::Error) -> Stop {
+fn disk(path: &Path, e: &io::Error) -> Stop {
     if e.raw_os_error() == Some(libc::ENOSPC) {
         Stop::Fatal(format!(
             "the disk is full; what arrived stays in {}",
-            part.display()
+            path.display()
         ))
     } else {
-        Stop::Fatal(format!("cannot write {}: {e}", part.display()))
+        Stop::Fatal(format!("cannot write {}: {e}", path.display()))
     }
 }
 
 /// The listing, checked: it is the offer's, and it lists what the offer
-/// said, each name safe to land.
-fn checked_listing(body: &[u8], root: &[u8; 32], info: &TransferInfo) -> Result<Vec<Listed>, Stop> {
+/// said, each name safe to land (with where, inside the folder).
+fn checked_listing(
+    body: &[u8],
+    root: &[u8; 32],
+    info: &TransferInfo,
+) -> Result<Vec<(Listed, PathBuf)>, Stop> {
     if listing_root(body) != *root {
         return Err(Stop::Fatal("the listing does not match the offer".into()));
     }
@@ -339,28 +458,29 @@ fn checked_listing(body: &[u8], root: &[u8; 32], info: &TransferInfo) -> Result<
             info.bytes
         )));
     }
-    for l in &listed {
-        safe_path(&l.name)
-            .map_err(|e| Stop::Fatal(format!("refused {:?}: {e}", shown_name(&l.name))))?;
-        if shared::keys::unhex::<32>(&l.root).is_none() {
-            return Err(Stop::Fatal("a malformed listing: a bad root".into()));
-        }
-    }
-    Ok(listed)
+    listed
+        .into_iter()
+        .map(|l| {
+            if shared::keys::unhex::<32>(&l.root).is_none() {
+                return Err(Stop::Fatal("a malformed listing: a bad root".into()));
+            }
+            let rel = safe_path(&l.name)
+                .map_err(|e| Stop::Fatal(format!("refused {:?}: {e}", shown_name(&l.name))))?;
+            Ok((l, rel))
+        })
+        .collect()
 }
 
 /// Where each file lands inside `dir`, its tree kept; each gets its
 /// `.part` now, which holds its name against later arrivals.
-fn place(dir: &Path, listed: &[Listed]) -> Result<Vec<PathBuf>, Stop> {
+fn place(dir: &Path, listed: &[(Listed, PathBuf)]) -> Result<Vec<PathBuf>, Stop> {
     let mut dests = Vec::with_capacity(listed.len());
-    for l in listed {
-        let rel = safe_path(&l.name)
-            .map_err(|e| Stop::Fatal(format!("refused {:?}: {e}", shown_name(&l.name))))?;
-        if let Some(parent) = dir.join(&rel).parent() {
+    for (l, rel) in listed {
+        if let Some(parent) = dir.join(rel).parent() {
             std::fs::create_dir_all(parent).map_err(|e| disk(parent, &e))?;
         }
         let dest = loop {
-            let dest = unique_destination(dir, &rel)
+            let dest = unique_destination(dir, rel)
                 .ok_or_else(|| Stop::Fatal(format!("no free name for {}", shown_name(&l.name))))?;
             let part = part_of(&dest);
             match OpenOptions::new()
@@ -385,21 +505,22 @@ fn verified_on_disk(mut file: &File, manifest: &Manifest) -> u64 {
     let mut k = 0u64;
     for i in 0..manifest.hashes.len() {
         let want = chunk_len(manifest.size, i as u64);
-        let mut got = 0;
-        while got < want {
-            match file.read(&mut buf[got..want]) {
-                Ok(0) => return k,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return k,
-            }
-        }
-        if !manifest.verify(i, &buf[..want]) {
+        if file.read_exact(&mut buf[..want]).is_err() || !manifest.verify(i, &buf[..want]) {
             return k;
         }
         k += 1;
     }
     k
+}
+
+/// Whether `dest` is the listed file, whole (it landed before a restart
+/// could write that down).
+fn landed_whole(dest: &Path, l: &Listed) -> bool {
+    let Ok(file) = File::open(dest) else {
+        return false;
+    };
+    let root = shared::keys::unhex::<32>(&l.root).unwrap_or_default();
+    Manifest::of(&file).is_ok_and(|m| m.size == l.size && m.root() == root)
 }
 
 /// Gives a whole file its name: `dest`, or a free sibling if something

@@ -1,23 +1,25 @@
 //! File transfer: offers travel on the link to their recipient alone; an
 //! accepted offer's bytes travel on a connection of their own, which the
-//! recipient dials to the sender's chat port with a Noise handshake that
-//! names it a fetch (PROTOCOL-p2pchatd §10). Each transfer's connection
-//! runs on a thread of its own at a lower priority, so chat lines on the
-//! same pair never wait behind a file's chunks.
+//! recipient dials to the sender's chat port with a Noise handshake whose
+//! hello names the offer (PROTOCOL-p2pchatd §10). Each transfer's
+//! connection runs on a thread of its own at a lower priority, so chat
+//! lines on the same pair never wait behind a file's chunks.
 //!
-//! The recipient pulls: it asks for the listing (checked against the
-//! offer's root), then for the first file not yet whole from the first
-//! chunk not yet verified, and the sender streams from there to the end.
-//! Every chunk is checked against its hash before it is written; a cut
-//! transfer resumes from what is verified, so at most the chunk that was
-//! in flight is sent again. What both ends need to go on after a restart
-//! (the sender's sources and hashes, the recipient's listing and where
-//! each file lands) is written down in the state folder, one file per
-//! transfer, until it is over.
+//! The recipient pulls: the sender sends the listing (checked against the
+//! offer's root), the recipient asks for the first file not yet landed
+//! from the first chunk not yet verified, and the sender streams from
+//! there to the end. Every chunk is checked against its hash before it is
+//! written; a cut transfer resumes from what is verified, so at most the
+//! chunk that was in flight is sent again. What both ends need to go on
+//! after a restart (the sender's sources and hashes, the recipient's
+//! listing, where each file lands and how many landed) is written down in
+//! the state folder, one file per transfer until it is over, by a writer
+//! thread of its own.
 
 mod conn;
 mod fetch;
 mod offer;
+mod records;
 mod serve;
 
 use std::collections::HashMap;
@@ -31,14 +33,15 @@ use serde::{Deserialize, Serialize};
 use shared::api::{
     RpcError, SendParams, TransferDirection, TransferInfo, TransferState, Trust, code,
 };
-use shared::keys::{KEY_LEN, hex};
+use shared::keys::{KEY_LEN, hex, unhex_vec};
 use shared::transfer::{Answer, Listed, MAX_PENDING_PER_PEER, Offer, human_bytes};
 use shared::wire::MessageType;
 use tokio::sync::broadcast;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::config::Files;
 use crate::mesh::Mesh;
+use records::{Record, Records};
 
 pub(crate) use serve::serve;
 
@@ -47,16 +50,20 @@ pub(crate) use serve::serve;
 const EVENT_QUEUE: usize = 256;
 /// Finished transfers `transfers` still lists.
 const KEEP_FINISHED: usize = 64;
-/// Transfers written down at most (a peer's flood of offers is bounded
-/// per peer already; this bounds the folder).
-const MAX_RECORDS: usize = 1024;
-/// Bytes of one record file, at most (a listing of 10,000 files with its
-/// hashes fits).
-const MAX_RECORD_BYTES: u64 = 64 << 20;
+/// Offers waiting for an answer, from all peers together; more are
+/// refused (a peer's keys cost it nothing, so the per-peer cap alone does
+/// not bound them).
+const MAX_PENDING: usize = 64;
 /// Progress events are this far apart, at least.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 /// Data connections served at once; more wait for the recipient's retry.
 const MAX_SERVING: usize = 8;
+/// Accepted transfers fetching at once; the others wait their turn.
+const MAX_FETCHING: usize = 4;
+/// Open files the transfers may hold at once: per connection its socket,
+/// the handle that cuts it, and the file read or written; and the record
+/// writer's.
+pub(crate) const MAX_FDS: usize = 3 * (MAX_SERVING + MAX_FETCHING) + 2;
 
 /// Every transfer of this daemon, both ways; cheap to clone.
 #[derive(Clone)]
@@ -66,10 +73,12 @@ pub(crate) struct Transfers {
 
 struct Inner {
     book: Mutex<Book>,
+    /// Places for fetches running at once.
+    fetching: Arc<tokio::sync::Semaphore>,
     events: broadcast::Sender<Arc<TransferInfo>>,
-    /// Where records live (`None`: no state folder; nothing survives a
-    /// restart).
-    records: Option<PathBuf>,
+    /// Where records are written (`None`: no state folder; nothing
+    /// survives a restart).
+    records: Option<Records>,
     files: Files,
 }
 
@@ -106,6 +115,22 @@ enum Side {
 pub(super) struct Outgoing {
     pub(super) listing: Vec<u8>,
     pub(super) sources: Vec<Source>,
+    /// Each file's chunk hashes, as `HASHES` sends them.
+    pub(super) hashes: Vec<Vec<u8>>,
+}
+
+impl Outgoing {
+    fn new(listing: Vec<u8>, sources: Vec<Source>) -> Self {
+        let hashes = sources
+            .iter()
+            .map(|s| unhex_vec(&s.hashes).unwrap_or_default())
+            .collect();
+        Self {
+            listing,
+            sources,
+            hashes,
+        }
+    }
 }
 
 /// A file we offered, as it was when offered.
@@ -119,8 +144,8 @@ pub(super) struct Source {
     pub(super) hashes: String,
 }
 
-/// An offer to us: the listing's root, and once fetched the listing and
-/// where each file lands.
+/// An offer to us: the listing's root, and once fetched the listing,
+/// where each file lands, and how many landed.
 #[derive(Clone, Default)]
 pub(super) struct Incoming {
     pub(super) listing_root: [u8; 32],
@@ -128,26 +153,8 @@ pub(super) struct Incoming {
     pub(super) port: u16,
     pub(super) listed: Option<Arc<Vec<Listed>>>,
     pub(super) dests: Arc<Vec<PathBuf>>,
-}
-
-/// A transfer as written down, until it is over.
-#[derive(Serialize, Deserialize)]
-struct Record {
-    info: TransferInfo,
-    key: String,
-    listing_root: String,
-    #[serde(default)]
-    port: u16,
-    /// Ours: the listing's JSON and the sources.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    listing: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    sources: Vec<Source>,
-    /// Theirs: the listing, once fetched, and where each file lands.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    listed: Option<Vec<Listed>>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    dests: Vec<PathBuf>,
+    /// Files whole, verified and under their names, in order.
+    pub(super) landed: usize,
 }
 
 fn no_such(id: &str) -> RpcError {
@@ -157,20 +164,68 @@ fn no_such(id: &str) -> RpcError {
     )
 }
 
+impl Entry {
+    fn new(info: TransferInfo, order: u64, key: [u8; KEY_LEN], side: Side) -> Self {
+        Self {
+            last_done: info.done,
+            info,
+            order,
+            key,
+            side,
+            conns: Vec::new(),
+            last_event: Instant::now(),
+            fetching: false,
+        }
+    }
+
+    fn record(&self) -> Record {
+        let mut r = Record {
+            info: self.info.clone(),
+            key: hex(&self.key),
+            listing_root: String::new(),
+            port: 0,
+            listing: None,
+            sources: Vec::new(),
+            listed: None,
+            dests: Vec::new(),
+            landed: 0,
+        };
+        match &self.side {
+            Side::Out(o) => {
+                r.listing_root = hex(&shared::transfer::listing_root(&o.listing));
+                r.listing = Some(String::from_utf8_lossy(&o.listing).into_owned());
+                r.sources.clone_from(&o.sources);
+            }
+            Side::In(i) => {
+                r.listing_root = hex(&i.listing_root);
+                r.port = i.port;
+                r.listed = i.listed.as_deref().cloned();
+                r.dests = i.dests.to_vec();
+                r.landed = i.landed;
+            }
+        }
+        r
+    }
+}
+
 impl Transfers {
     /// Reads what the last life left under `state_dir` (`transfers/`).
     pub(crate) fn load(state_dir: Option<&Path>, files: Files) -> Self {
-        let records = state_dir.map(|d| d.join("transfers"));
+        let records = state_dir.map(|d| Records::start(d.join("transfers")));
         let (events, _) = broadcast::channel(EVENT_QUEUE);
+        let left = records.as_ref().map(Records::load).unwrap_or_default();
         let t = Self {
             inner: Arc::new(Inner {
                 book: Mutex::default(),
+                fetching: Arc::new(tokio::sync::Semaphore::new(MAX_FETCHING)),
                 events,
                 records,
                 files,
             }),
         };
-        t.load_records();
+        for r in left {
+            t.restore(r);
+        }
         t
     }
 
@@ -202,19 +257,37 @@ impl Transfers {
         }
     }
 
+    /// Waits until every record handed to the writer is on disk (at stop).
+    pub(crate) fn flush(&self) {
+        if let Some(r) = &self.inner.records {
+            r.flush();
+        }
+    }
+
     fn emit(&self, info: &TransferInfo) {
         let _ = self.inner.events.send(Arc::new(info.clone()));
+    }
+
+    /// Hands `entry`'s record to the writer, or its removal once over.
+    fn save(&self, entry: &Entry) {
+        if let Some(r) = &self.inner.records {
+            if entry.info.state.is_over() {
+                r.remove(&entry.info.id);
+            } else {
+                r.write(&entry.record());
+            }
+        }
     }
 
     /// Changes a transfer's state (and reason), tells subscribers, and
     /// writes it down (or removes its record once it is over).
     fn set_state(&self, id: &str, state: TransferState, reason: Option<String>) {
-        let (info, record) = {
+        let info = {
             let mut book = self.book();
             let Some(e) = book.entries.get_mut(id) else {
                 return;
             };
-            if e.info.state.is_over() {
+            if e.info.state.is_over() || (e.info.state == state && e.info.reason == reason) {
                 return;
             }
             e.info.state = state;
@@ -222,21 +295,19 @@ impl Transfers {
             if state != TransferState::Active {
                 e.info.rate = 0;
             }
-            let info = e.info.clone();
-            let record = (!state.is_over()).then(|| e.record());
             if state.is_over() {
                 for (_, c) in e.conns.drain(..) {
                     let _ = c.shutdown(std::net::Shutdown::Both);
                 }
+            }
+            self.save(e);
+            let info = e.info.clone();
+            if state.is_over() {
                 prune(&mut book);
             }
-            (info, record)
+            info
         };
         self.emit(&info);
-        match record {
-            Some(r) => self.write_record(&r),
-            None => self.remove_record(&info.id),
-        }
     }
 
     /// Bytes done moved on: a progress event now and then.
@@ -264,26 +335,16 @@ impl Transfers {
     }
 
     fn add(&self, info: TransferInfo, key: [u8; KEY_LEN], side: Side) {
-        let record;
-        {
+        let info = {
             let mut book = self.book();
             book.next += 1;
-            let order = book.next;
-            let e = Entry {
-                last_done: info.done,
-                info,
-                order,
-                key,
-                side,
-                conns: Vec::new(),
-                last_event: Instant::now(),
-                fetching: false,
-            };
-            record = e.record();
-            book.entries.insert(e.info.id.clone(), e);
-        }
-        self.write_record(&record);
-        self.emit(&record.info);
+            let e = Entry::new(info, book.next, key, side);
+            self.save(&e);
+            let info = e.info.clone();
+            book.entries.insert(info.id.clone(), e);
+            info
+        };
+        self.emit(&info);
     }
 
     /// Registers a data connection of `id` so it can be cut; `None` when
@@ -303,10 +364,14 @@ impl Transfers {
         Some(n)
     }
 
-    fn unregister(&self, id: &str, n: u64) {
-        if let Some(e) = self.book().entries.get_mut(id) {
-            e.conns.retain(|(k, _)| *k != n);
-        }
+    /// Forgets data connection `n` of `id`; whether another still runs.
+    fn unregister(&self, id: &str, n: u64) -> bool {
+        let mut book = self.book();
+        let Some(e) = book.entries.get_mut(id) else {
+            return false;
+        };
+        e.conns.retain(|(k, _)| *k != n);
+        !e.conns.is_empty()
     }
 
     /// Bytes came in on a connection of `id`.
@@ -318,60 +383,6 @@ impl Transfers {
 
     fn done_of(&self, id: &str) -> u64 {
         self.book().entries.get(id).map_or(0, |e| e.info.done)
-    }
-
-    fn state(&self, id: &str) -> Option<TransferState> {
-        self.book().entries.get(id).map(|e| e.info.state)
-    }
-
-    // --- records ---
-
-    fn record_path(&self, id: &str) -> Option<PathBuf> {
-        Some(self.inner.records.as_ref()?.join(format!("{id}.json")))
-    }
-
-    fn write_record(&self, r: &Record) {
-        let Some(path) = self.record_path(&r.info.id) else {
-            return;
-        };
-        let write = || -> std::io::Result<()> {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let bytes = serde_json::to_vec(r).map_err(std::io::Error::other)?;
-            crate::identity::write_private(&path, &bytes)
-        };
-        if let Err(e) = write() {
-            warn!(path = %path.display(), "cannot write down a transfer (it will not resume after a restart): {e}");
-        }
-    }
-
-    fn remove_record(&self, id: &str) {
-        if let Some(path) = self.record_path(id) {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-
-    fn load_records(&self) {
-        let Some(dir) = &self.inner.records else {
-            return;
-        };
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten().take(MAX_RECORDS) {
-            let path = entry.path();
-            if path.extension().is_none_or(|x| x != "json") {
-                continue;
-            }
-            let r = shared::config::read_bounded(&path, MAX_RECORD_BYTES)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_str::<Record>(&b).map_err(|e| e.to_string()));
-            match r {
-                Ok(r) => self.restore(r),
-                Err(e) => warn!(path = %path.display(), "ignored a transfer record: {e}"),
-            }
-        }
     }
 
     fn restore(&self, r: Record) {
@@ -386,45 +397,26 @@ impl Transfers {
             return;
         }
         info.rate = 0;
+        if info.state == TransferState::Active {
+            info.state = TransferState::Waiting;
+        }
         let side = match info.direction {
             TransferDirection::Out => {
                 let Some(listing) = r.listing else { return };
-                if info.state == TransferState::Active {
-                    info.state = TransferState::Waiting;
-                }
-                Side::Out(Arc::new(Outgoing {
-                    listing: listing.into_bytes(),
-                    sources: r.sources,
-                }))
+                Side::Out(Arc::new(Outgoing::new(listing.into_bytes(), r.sources)))
             }
-            TransferDirection::In => {
-                if info.state == TransferState::Active {
-                    info.state = TransferState::Waiting;
-                }
-                Side::In(Incoming {
-                    listing_root,
-                    port: r.port,
-                    listed: r.listed.map(Arc::new),
-                    dests: Arc::new(r.dests),
-                })
-            }
+            TransferDirection::In => Side::In(Incoming {
+                listing_root,
+                port: r.port,
+                listed: r.listed.map(Arc::new),
+                dests: Arc::new(r.dests),
+                landed: r.landed,
+            }),
         };
         let mut book = self.book();
         book.next += 1;
-        let order = book.next;
-        book.entries.insert(
-            info.id.clone(),
-            Entry {
-                last_done: info.done,
-                info,
-                order,
-                key,
-                side,
-                conns: Vec::new(),
-                last_event: Instant::now(),
-                fetching: false,
-            },
-        );
+        let e = Entry::new(info, book.next, key, side);
+        book.entries.insert(e.info.id.clone(), e);
     }
 
     // --- what the data threads ask ---
@@ -448,63 +440,35 @@ impl Transfers {
         }
     }
 
-    /// The listing was fetched and each file's place chosen: written down,
-    /// so a restart resumes into the same `.part` files.
-    fn listed(&self, id: &str, listed: Arc<Vec<Listed>>, dests: Arc<Vec<PathBuf>>) {
-        let record = {
-            let mut book = self.book();
-            let Some(e) = book.entries.get_mut(id) else {
-                return;
-            };
-            if let Side::In(i) = &mut e.side {
-                i.listed = Some(listed);
-                i.dests = dests;
-            }
-            e.record()
-        };
-        self.write_record(&record);
+    /// What the recipient knows of its files now (the listing and where
+    /// each lands, or how many landed): written down, so that a restart
+    /// goes on into the same `.part` files.
+    fn incoming_changed(&self, id: &str, inc: &Incoming) {
+        let mut book = self.book();
+        if let Some(e) = book.entries.get_mut(id) {
+            e.side = Side::In(inc.clone());
+            self.save(e);
+        }
     }
 
-    fn serving(&self, more: bool) -> bool {
+    /// A place among the connections served at once, if one is free.
+    fn serving(&self) -> Option<Serving> {
         let mut book = self.book();
-        if more {
-            if book.serving >= MAX_SERVING {
-                return false;
-            }
-            book.serving += 1;
-        } else {
-            book.serving = book.serving.saturating_sub(1);
+        if book.serving >= MAX_SERVING {
+            return None;
         }
-        true
+        book.serving += 1;
+        Some(Serving(self.clone()))
     }
 }
 
-impl Entry {
-    fn record(&self) -> Record {
-        let mut r = Record {
-            info: self.info.clone(),
-            key: hex(&self.key),
-            listing_root: String::new(),
-            port: 0,
-            listing: None,
-            sources: Vec::new(),
-            listed: None,
-            dests: Vec::new(),
-        };
-        match &self.side {
-            Side::Out(o) => {
-                r.listing_root = hex(&shared::transfer::listing_root(&o.listing));
-                r.listing = Some(String::from_utf8_lossy(&o.listing).into_owned());
-                r.sources.clone_from(&o.sources);
-            }
-            Side::In(i) => {
-                r.listing_root = hex(&i.listing_root);
-                r.port = i.port;
-                r.listed = i.listed.as_deref().cloned();
-                r.dests = i.dests.to_vec();
-            }
-        }
-        r
+/// A place among the connections served at once, given back when dropped.
+struct Serving(Transfers);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let mut book = self.0.book();
+        book.serving = book.serving.saturating_sub(1);
     }
 }
 
@@ -574,15 +538,9 @@ pub(crate) async fn send(mesh: &Mesh, p: SendParams) -> Result<TransferInfo, Rpc
         folder: None,
         transferred: 0,
     };
-    let t = mesh.transfers();
-    t.add(
-        info.clone(),
-        peer.key,
-        Side::Out(Arc::new(Outgoing {
-            listing: built.listing,
-            sources: built.sources,
-        })),
-    );
+    let outgoing = Outgoing::new(built.listing, built.sources);
+    mesh.transfers()
+        .add(info.clone(), peer.key, Side::Out(Arc::new(outgoing)));
     let mut msg = mesh.own_line(MessageType::FileOffer);
     msg.offer = Some(Box::new(offer));
     mesh.send_to_peer(&peer.id, Bytes::from(msg.encode())).await;
@@ -613,29 +571,46 @@ pub(crate) fn accept(mesh: &Mesh, id: &str) -> Result<TransferInfo, RpcError> {
             dir.display()
         ))
     })?;
-    if free < info.bytes {
+    // What the transfers accepted before still need is spoken for.
+    let promised: u64 = t
+        .book()
+        .entries
+        .values()
+        .filter(|e| matches!(e.side, Side::In(_)))
+        .filter(|e| matches!(e.info.state, TransferState::Active | TransferState::Waiting))
+        .map(|e| e.info.bytes.saturating_sub(e.info.done))
+        .sum();
+    let needed = info.bytes.saturating_add(promised);
+    if free < needed {
         return Err(room(format!(
-            "{} needs {}, and {} has {} free",
+            "{} needs {}{}, and {} has {} free",
             info.names.first().map_or("the offer", String::as_str),
             human_bytes(info.bytes),
+            if promised > 0 {
+                format!(
+                    " besides the {} transfers under way need",
+                    human_bytes(promised)
+                )
+            } else {
+                String::new()
+            },
             dir.display(),
             human_bytes(free)
         )));
     }
-    {
+    let info = {
         let mut book = t.book();
-        if let Some(e) = book.entries.get_mut(id) {
-            e.info.folder = Some(dir.display().to_string());
-        }
-    }
+        let e = book.entries.get_mut(id).ok_or_else(|| no_such(id))?;
+        e.info.folder = Some(dir.display().to_string());
+        e.info.clone()
+    };
     t.set_state(id, TransferState::Waiting, None);
     info!(id, from = %info.nick, "accepted an offer");
     start_fetch(mesh, id);
-    t.book()
-        .entries
-        .get(id)
-        .map(|e| e.info.clone())
-        .ok_or_else(|| no_such(id))
+    Ok(TransferInfo {
+        state: TransferState::Waiting,
+        ..info
+    })
 }
 
 /// `decline {id}`: says no to the sender.
@@ -646,20 +621,21 @@ pub(crate) async fn decline(mesh: &Mesh, id: &str) -> Result<TransferInfo, RpcEr
         .filter(|(_, i, _)| i.state == TransferState::Offered)
         .ok_or_else(|| no_such(id))?;
     t.set_state(id, TransferState::Declined, None);
-    answer(mesh, &info.peer_id, id, None).await;
+    let line = answer_line(mesh, id, None);
+    mesh.send_to_peer(&info.peer_id, line).await;
     Ok(TransferInfo {
         state: TransferState::Declined,
         ..info
     })
 }
 
-async fn answer(mesh: &Mesh, peer: &str, id: &str, reason: Option<String>) {
+fn answer_line(mesh: &Mesh, id: &str, reason: Option<String>) -> Bytes {
     let mut msg = mesh.own_line(MessageType::FileAnswer);
     msg.answer = Some(Box::new(Answer {
         id: id.to_owned(),
         reason,
     }));
-    mesh.send_to_peer(peer, Bytes::from(msg.encode())).await;
+    Bytes::from(msg.encode())
 }
 
 /// Free bytes for us at `dir`.
@@ -696,21 +672,24 @@ pub(crate) fn heard_offer(
         if book.entries.contains_key(&offer.id) {
             return Ok(());
         }
-        let pending = book
-            .entries
-            .values()
-            .filter(|e| *e.info.peer_id == **from.id && e.info.state == TransferState::Offered)
-            .count();
+        let waiting = |e: &&Entry| e.info.state == TransferState::Offered;
+        let incoming = |e: &&Entry| matches!(e.side, Side::In(_));
+        let pending = book.entries.values().filter(incoming).filter(waiting);
+        let (all, theirs) = pending.fold((0, 0), |(all, theirs), e| {
+            (all + 1, theirs + usize::from(*e.info.peer_id == **from.id))
+        });
         if offer.bytes > t.inner.files.max_offer_bytes {
             Some(format!(
                 "{} is more than the {} this peer takes in one offer",
                 human_bytes(offer.bytes),
                 human_bytes(t.inner.files.max_offer_bytes)
             ))
-        } else if pending >= MAX_PENDING_PER_PEER {
+        } else if theirs >= MAX_PENDING_PER_PEER {
             Some(format!(
                 "{MAX_PENDING_PER_PEER} offers of yours wait for an answer already"
             ))
+        } else if all >= MAX_PENDING {
+            Some(format!("{MAX_PENDING} offers wait for an answer already"))
         } else if t.inner.files.download_dir.is_none() {
             Some("this peer has no download folder".into())
         } else {
@@ -719,9 +698,7 @@ pub(crate) fn heard_offer(
     };
     if let Some(why) = refusal {
         debug!(peer = %from.id, id = offer.id, "refused an offer: {why}");
-        let (mesh, peer, id) = (mesh.clone(), from.id.to_string(), offer.id.clone());
-        mesh.clone()
-            .spawn(async move { answer(&mesh, &peer, &id, Some(why)).await });
+        mesh.send_to_peer_now(from.id, &answer_line(mesh, &offer.id, Some(why)));
         return Ok(());
     }
     let info = TransferInfo {
@@ -740,16 +717,12 @@ pub(crate) fn heard_offer(
         transferred: 0,
     };
     info!(id = offer.id, from = %from.nick, files = offer.files, bytes = offer.bytes, "files offered");
-    t.add(
-        info,
-        from.key,
-        Side::In(Incoming {
-            listing_root,
-            port: offer.port,
-            listed: None,
-            dests: Arc::default(),
-        }),
-    );
+    let side = Side::In(Incoming {
+        listing_root,
+        port: offer.port,
+        ..Incoming::default()
+    });
+    t.add(info, from.key, side);
     if t.inner.files.auto_accept_verified
         && from.trust == Some(Trust::Verified)
         && let Err(e) = accept(mesh, &offer.id)

@@ -18,7 +18,7 @@ use shared::authorship::CAP_SEALS;
 use shared::event::EventBody;
 use shared::keys::hex;
 use shared::rooms::CAP_ROOMS;
-use shared::transfer::fetch::{CHUNK as CHUNK_MSG, GET, Get, HASHES, LIST, LISTING};
+use shared::transfer::fetch::{CHUNK as CHUNK_MSG, GET, Get, HASHES, LISTING};
 use shared::transfer::{CAP_FILES, CHUNK, Listed, Manifest, Offer, listing_root};
 use shared::wire::{MessageType, PeerMessage};
 use testkit::relay::Relay;
@@ -213,7 +213,7 @@ async fn a_killed_sender_resumes_and_sends_at_most_one_chunk_again() {
     let a = net.daemon_with("amy", &amy_args).await;
     let relay = Relay::start(SocketAddr::from(([127, 0, 0, 1], a.status().await.port))).await;
     relay.forget();
-    relay.limit(8 << 20);
+    relay.limit(4 << 20);
     let peer = relay.addr.to_string();
     let b = net
         .daemon_with("bob", &["--no-discovery", "--peer", &peer])
@@ -236,6 +236,7 @@ async fn a_killed_sender_resumes_and_sends_at_most_one_chunk_again() {
     a.signal(Signal::SIGKILL);
     a.exit_within(T).await;
     let _a = net.daemon_with("amy", &amy_args).await;
+    reaches(&mut at_b, &offered.id, TransferState::Waiting).await;
     let done = reaches(&mut at_b, &offered.id, TransferState::Done).await;
     assert_eq!(
         std::fs::read(net.downloads_of("bob").join("disk.img")).unwrap(),
@@ -245,6 +246,48 @@ async fn a_killed_sender_resumes_and_sends_at_most_one_chunk_again() {
     let again = done.transferred.saturating_sub(size as u64);
     eprintln!("came in again: {again} bytes (a chunk is {CHUNK})");
     assert!(again <= (CHUNK + 16 * 1024) as u64, "{again} bytes again");
+}
+
+/// bob, receiving, is killed (-9) halfway and started again: the
+/// transfer goes on from what its `.part` holds, checked against the
+/// hashes, and the file is right.
+#[tokio::test]
+async fn a_killed_recipient_goes_on_from_what_is_on_its_disk() {
+    let net = TestNet::new();
+    let a = net.daemon_with("amy", &["--no-discovery"]).await;
+    let relay = Relay::start(SocketAddr::from(([127, 0, 0, 1], a.status().await.port))).await;
+    relay.forget();
+    relay.limit(4 << 20);
+    let peer = relay.addr.to_string();
+    let bob_args = ["--no-discovery", "--peer", peer.as_str()];
+    let b = net.daemon_with("bob", &bob_args).await;
+    wait_full_mesh(&[&a, &b], T).await;
+    let file = net.dir.path().join("video.mkv");
+    let size = 16 * CHUNK;
+    let bytes = random_file(&file, size);
+    let (mut at_a, mut at_b) = (a.subscribe(None).await, b.subscribe(None).await);
+    let offered = send(&a, &[&file], "bob").await.unwrap();
+    reaches(&mut at_b, &offered.id, TransferState::Offered).await;
+    answer(&b, &offered.id, true).await.unwrap();
+    at_b.until(
+        "half of it",
+        T,
+        |e| matches!(&e.body, EventBody::Transfer(t) if t.done >= (size / 2) as u64),
+    )
+    .await;
+    let mut b = b;
+    b.signal(Signal::SIGKILL);
+    b.exit_within(T).await;
+    let b = net.daemon_with("bob", &bob_args).await;
+    reaches(&mut at_a, &offered.id, TransferState::Done).await;
+    assert_eq!(
+        std::fs::read(net.downloads_of("bob").join("video.mkv")).unwrap(),
+        bytes
+    );
+    let after = transfers(&b).await;
+    let t = after.iter().find(|t| t.id == offered.id).unwrap();
+    assert_eq!(t.state, TransferState::Done);
+    assert!(t.transferred < size as u64, "it started over: {t:?}");
 }
 
 /// A relay flips one byte of the file on its way: the damage is caught,
@@ -334,16 +377,20 @@ impl Eve {
         id
     }
 
-    /// Takes bob's fetch, sends `listing`, then for the file asked for its
-    /// `hashes` and each of `chunks` as given; then waits for the end.
-    async fn serve(&self, listing: &[u8], hashes: &[u8], chunks: &[Vec<u8>]) {
+    /// Takes bob's fetch of offer `id`, sends `listing`, then for the file
+    /// asked for its `hashes` and each of `chunks` as given; then waits
+    /// for the end.
+    async fn serve(&self, id: &str, listing: &[u8], hashes: &[u8], chunks: &[Vec<u8>]) {
         let (stream, _) = tokio::time::timeout(T, self.listener.accept())
             .await
             .unwrap()
             .unwrap();
         let mut conn = noise::respond(stream, EVE, "eve", &[]).await.unwrap();
-        let (kind, _) = conn.recv_fetch(T).await.unwrap();
-        assert_eq!(kind, LIST);
+        assert_eq!(
+            conn.theirs.fetch.as_deref(),
+            Some(id),
+            "the hello names the offer"
+        );
         conn.send_fetch(LISTING, listing).await.unwrap();
         let Ok((GET, body)) = conn.recv_fetch(T).await else {
             return; // refused after the listing
@@ -403,7 +450,7 @@ async fn hostile_offers_land_nowhere_else_and_bob_chats_on() {
         reaches(&mut at_b, &id, TransferState::Offered).await;
         answer(&b, &id, true).await.unwrap();
         let flat: Vec<u8> = hashes.iter().flatten().copied().collect();
-        eve.serve(&listing, &flat, std::slice::from_ref(&body))
+        eve.serve(&id, &listing, &flat, std::slice::from_ref(&body))
             .await;
         let end = at_b
             .until(
@@ -453,7 +500,7 @@ async fn hostile_offers_land_nowhere_else_and_bob_chats_on() {
         reaches(&mut at_b, &id, TransferState::Offered).await;
         answer(&b, &id, true).await.unwrap();
         let flat: Vec<u8> = hashes.iter().flatten().copied().collect();
-        eve.serve(&listing, &flat, &[sent]).await;
+        eve.serve(&id, &listing, &flat, &[sent]).await;
         let t = reaches(&mut at_b, &id, TransferState::Failed).await;
         assert!(
             t.reason
@@ -468,12 +515,28 @@ async fn hostile_offers_land_nowhere_else_and_bob_chats_on() {
     let id = eve.offer(&listing, 1, body.len() as u64).await;
     reaches(&mut at_b, &id, TransferState::Offered).await;
     answer(&b, &id, true).await.unwrap();
-    eve.serve(&one("y").0, &[], &[]).await;
+    eve.serve(&id, &one("y").0, &[], &[]).await;
     let t = reaches(&mut at_b, &id, TransferState::Failed).await;
     assert!(
         t.reason.as_deref().unwrap_or("").contains("does not match"),
         "{t:?}"
     );
+
+    // A chunk that does not match its hash: fetched again, and the file
+    // is the one the offer named.
+    let (listing, hashes) = one("checked.bin");
+    let flat: Vec<u8> = hashes.iter().flatten().copied().collect();
+    let id = eve.offer(&listing, 1, body.len() as u64).await;
+    reaches(&mut at_b, &id, TransferState::Offered).await;
+    answer(&b, &id, true).await.unwrap();
+    let mut damaged = body.clone();
+    damaged[3] ^= 1;
+    eve.serve(&id, &listing, &flat, &[damaged]).await;
+    reaches(&mut at_b, &id, TransferState::Waiting).await;
+    eve.serve(&id, &listing, &flat, std::slice::from_ref(&body))
+        .await;
+    reaches(&mut at_b, &id, TransferState::Done).await;
+    assert_eq!(std::fs::read(dl.join("checked.bin")).unwrap(), body);
 
     // A thousand offers at once: sixteen wait, the rest are refused.
     let before = transfers(&b).await.len();
@@ -491,10 +554,7 @@ async fn hostile_offers_land_nowhere_else_and_bob_chats_on() {
         .iter()
         .filter(|t| t.state == TransferState::Offered && t.nick == "eve")
         .count();
-    assert!(
-        pending <= shared::transfer::MAX_PENDING_PER_PEER,
-        "{pending} pending"
-    );
+    assert_eq!(pending, shared::transfer::MAX_PENDING_PER_PEER);
     assert!(transfers(&b).await.len() < before + 100);
 
     // Nothing landed but in the download folder.

@@ -551,6 +551,19 @@ async fn a_go_peer_sees_general_only_and_gets_no_direct_message() {
         shared::api::code::CANNOT_DM,
     );
     assert!(why.contains("Go peer"), "{why}");
+    // Nor a file: it has no key to encrypt one to.
+    let file = net.dir.path().join("report.pdf");
+    std::fs::write(&file, b"quarterly").unwrap();
+    let offer = d
+        .client()
+        .await
+        .call::<shared::api::TransferInfo>(&shared::api::Call::Send(shared::api::SendParams {
+            paths: vec![file.display().to_string()],
+            to: "gopher".into(),
+        }))
+        .await;
+    let why = refused(offer, shared::api::code::CANNOT_SEND);
+    assert!(why.contains("Go peer"), "{why}");
     d.say("for everyone").await;
     let mut seen = Vec::new();
     // Every line is one Go accepts (read_until checks), and the first

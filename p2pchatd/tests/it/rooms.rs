@@ -446,6 +446,19 @@ async fn a_direct_message_never_goes_to_a_nick_in_conflict() {
     .await;
     let why = refused(a.say_to(None, Some(&apart), "x").await, code::CANNOT_DM);
     assert!(why.contains("shown apart"), "{why}");
+    // Nor do files.
+    let file = net.dir.path().join("plan.txt");
+    std::fs::write(&file, b"the plan").unwrap();
+    let offer = a
+        .client()
+        .await
+        .call::<shared::api::TransferInfo>(&Call::Send(shared::api::SendParams {
+            paths: vec![file.display().to_string()],
+            to: apart.clone(),
+        }))
+        .await;
+    let why = refused(offer, code::CANNOT_SEND);
+    assert!(why.contains("shown apart"), "{why}");
     let mut at_b = b.subscribe(None).await;
     let mut at_rogue = rogue.subscribe(None).await;
     a.say_to(None, Some("bob"), "for the real bob")
