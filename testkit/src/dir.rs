@@ -7,7 +7,12 @@ pub struct TempDir(PathBuf);
 
 impl TempDir {
     pub fn new(prefix: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
+        Self::new_in(&std::env::temp_dir(), prefix)
+    }
+
+    /// A fresh folder under `parent` (say, `/dev/shm` for one in memory).
+    pub fn new_in(parent: &Path, prefix: &str) -> Self {
+        let dir = parent.join(format!(
             "{prefix}{}-{:016x}",
             std::process::id(),
             fastrand::u64(..)

@@ -92,6 +92,10 @@ pub(crate) const GOALS: &[Goal] = &[
     Goal::new("search_ms", "search over the store, p50", AtMost, 50.0, "ms"),
     Goal::new("catchup_10k_ms", "10,000 missed lines to a returning peer", AtMost, 1000.0, "ms"),
     Goal::new("catchup_lost", "catch-up lost", AtMost, 0.0, "msgs"),
+    // Issue 15: file transfer, encrypted, on loopback (MB: 10^6 bytes).
+    Goal::new("file_mb_per_s", "one 1 GiB file", AtLeast, 400.0, "MB/s"),
+    Goal::new("small_files_mb_per_s", "1,000 files of 4 KiB", AtLeast, 25.0, "MB/s"),
+    Goal::new("chat_p99_during_transfer_ratio", "chat p99 during a transfer / idle", AtMost, 2.0, "x"),
 ];
 
 fn number(v: f64) -> String {

@@ -9,9 +9,12 @@
 //! figures are reported, and judged against the goals in [`goals`].
 // A harness: a step that fails ends the run, and says which.
 #![allow(clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
+// The report is one `json!` with many keys.
+#![recursion_limit = "256"]
 
 mod catchup;
 mod drive;
+mod files;
 mod goals;
 mod hostile;
 mod idle;
@@ -129,6 +132,11 @@ fn main() {
         let stored = store::store(c).await;
         eprintln!("catch-up: {} lines said while a peer was away", c.missed);
         let (catchup_ms, catchup_lost) = catchup::catch_up(c).await;
+        eprintln!(
+            "files: one big file, {} small ones, chat during a transfer",
+            1000
+        );
+        let files = files::files(c).await;
         let goal_mesh = rows.iter().find(|r| r.peers == GOAL_MESH);
         let big_mesh = rows.iter().find(|r| r.peers == BIG_MESH);
         let room = goal_mesh.and_then(|r| r.room.as_ref());
@@ -164,6 +172,15 @@ fn main() {
             "search_ms": stored.search_ms,
             "catchup_10k_ms": catchup_ms,
             "catchup_lost": catchup_lost,
+            "file_mb_per_s": files.mb_per_s,
+            "file_disk_mb_per_s": files.disk_mb_per_s,
+            "file_landed_in": files.landed_in,
+            "file_bytes": files.big_bytes,
+            "small_files_mb_per_s": files.small_mb_per_s,
+            "chat_p99_idle_us": files.chat_p99_idle_us,
+            "chat_p99_during_transfer_us": files.chat_p99_during_us,
+            "chat_p99_during_transfer_ratio": files.chat_p99_during_us / files.chat_p99_idle_us,
+            "chat_lines_during_transfer": files.chat_during_lines,
             "scale": rows.iter().map(scale::ScaleRow::to_json).collect::<Vec<_>>(),
             "room_members": room.map(|r| r.members),
             "room_fanout_msgs_per_s": room.map(|r| r.msgs_per_s),

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use testkit::noise;
 use testkit::raw::{Raw, contains, say_line};
-use testkit::{TestNet, wait_full_mesh};
+use testkit::{Daemon, TestNet, wait_full_mesh};
 use tokio::io::AsyncWriteExt;
 
 use crate::Counts;
@@ -20,6 +20,13 @@ pub(crate) async fn latency(c: &Counts) -> (f64, f64) {
     let a = net.daemon("a").await;
     let b = net.daemon("b").await;
     wait_full_mesh(&[&a, &b], SETUP_WAIT).await;
+    let samples = latency_samples(&a, &b, c.warmup, c.latency).await;
+    (percentile(&samples, 0.5), percentile(&samples, 0.99))
+}
+
+/// `n` latencies in µs, sorted, after `warmup` lines: `say` written on
+/// A's socket until the event is read from B's.
+pub(crate) async fn latency_samples(a: &Daemon, b: &Daemon, warmup: usize, n: usize) -> Vec<f64> {
     let mut sub = Raw::subscribe(&b.socket, None).await;
     let Raw {
         lines: mut answers,
@@ -30,8 +37,8 @@ pub(crate) async fn latency(c: &Counts) -> (f64, f64) {
         let far = tokio::time::Instant::now() + Duration::from_secs(3600);
         while answers.next(far).await.is_some() {}
     });
-    let mut samples = Vec::with_capacity(c.latency);
-    for i in 0..c.warmup + c.latency {
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..warmup + n {
         let line = say_line(i as u64, &format!("lat {i}"));
         let t0 = Instant::now();
         w.write_all(&line).await.expect("say");
@@ -42,13 +49,13 @@ pub(crate) async fn latency(c: &Counts) -> (f64, f64) {
                 break;
             }
         }
-        if i >= c.warmup {
+        if i >= warmup {
             samples.push(t0.elapsed().as_secs_f64() * 1e6);
         }
     }
     drain.abort();
     samples.sort_by(f64::total_cmp);
-    (percentile(&samples, 0.5), percentile(&samples, 0.99))
+    samples
 }
 
 /// Messages per second A -> B, and how many were lost (an encrypted link,
