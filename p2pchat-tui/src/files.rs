@@ -55,52 +55,55 @@ pub(crate) async fn send(client: &Client, a: SendArgs) -> Result<(), CommandErro
         .map(|p| std::path::absolute(p).map(|p| p.to_string_lossy().into_owned()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(CommandError::Stdio)?;
-    let events = if a.no_wait {
-        None
-    } else {
-        Some(watch(client).await?)
-    };
-    let info: TransferInfo = client
-        .call(&Call::Send(SendParams { paths, to: a.to }))
-        .await?;
-    if a.json {
-        emit(&(json(&info)? + "\n"))?;
-    } else if a.no_wait || !std::io::stderr().is_terminal() {
-        emit(&format!(
-            "offered {} to {} (id {})\n",
-            format::transfer_what(&info),
+    let call = Call::Send(SendParams { paths, to: a.to });
+    call_and_follow(client, &call, a.no_wait, a.json, |info| {
+        format!(
+            "offered {} to {} (id {})",
+            format::transfer_what(info),
             info.nick,
             info.id
-        ))?;
-    }
-    match events {
-        Some(events) => follow(events, info, a.json).await,
-        None => Ok(()),
-    }
+        )
+    })
+    .await
 }
 
 /// `accept ID`.
 pub(crate) async fn accept(client: &Client, a: AnswerArgs) -> Result<(), CommandError> {
-    let events = if a.no_wait {
+    let call = Call::Accept(TransferParams { id: a.id });
+    call_and_follow(client, &call, a.no_wait, a.json, |info| {
+        format!(
+            "accepted {} from {}; it lands in {}",
+            format::transfer_what(info),
+            info.nick,
+            info.folder.as_deref().unwrap_or("the download folder")
+        )
+    })
+    .await
+}
+
+/// Makes `call` (`send` or `accept`), says what it did (unless a progress
+/// bar will), then follows the transfer to its end unless `no_wait`.
+async fn call_and_follow(
+    client: &Client,
+    call: &Call,
+    no_wait: bool,
+    as_json: bool,
+    said: impl Fn(&TransferInfo) -> String,
+) -> Result<(), CommandError> {
+    // Subscribed first: no event of the transfer comes before we listen.
+    let events = if no_wait {
         None
     } else {
         Some(watch(client).await?)
     };
-    let info: TransferInfo = client
-        .call(&Call::Accept(TransferParams { id: a.id }))
-        .await?;
-    if a.json {
+    let info: TransferInfo = client.call(call).await?;
+    if as_json {
         emit(&(json(&info)? + "\n"))?;
-    } else if a.no_wait || !std::io::stderr().is_terminal() {
-        emit(&format!(
-            "accepted {} from {}; it lands in {}\n",
-            format::transfer_what(&info),
-            info.nick,
-            info.folder.as_deref().unwrap_or("the download folder")
-        ))?;
+    } else if no_wait || !std::io::stderr().is_terminal() {
+        emit(&(said(&info) + "\n"))?;
     }
     match events {
-        Some(events) => follow(events, info, a.json).await,
+        Some(events) => follow(events, info, as_json).await,
         None => Ok(()),
     }
 }

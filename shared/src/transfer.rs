@@ -292,6 +292,9 @@ pub const MAX_FILES: usize = 10_000;
 pub const MAX_LISTING_BYTES: usize = 4 << 20;
 /// Names an offer line shows, at most (the listing has them all).
 pub const MAX_SHOWN_NAMES: usize = 8;
+/// Bytes one offer may hold, at most, whatever the recipient takes: its
+/// hash list is written down until it is over (32 MiB of hex at most).
+pub const MAX_OFFER_BYTES: u64 = 512 << 30;
 /// Offers from one peer that wait for an answer, at most; more are refused.
 pub const MAX_PENDING_PER_PEER: usize = 16;
 /// Characters of a shown name, at most.
@@ -437,16 +440,16 @@ pub fn chunks_of(size: u64) -> u64 {
 /// A size as people write it: `512`, `700K`, `64M`, `10G`, `2T` (powers
 /// of 1024; `B`/`iB` after the letter allowed).
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let t = t
-        .strip_suffix("iB")
-        .or_else(|| t.strip_suffix('B'))
-        .unwrap_or(t);
+    let lower = s.trim().to_ascii_lowercase();
+    let t = lower
+        .strip_suffix("ib")
+        .or_else(|| lower.strip_suffix('b'))
+        .unwrap_or(&lower);
     let (digits, shift) = match t.chars().last() {
-        Some('K' | 'k') => (&t[..t.len() - 1], 10),
-        Some('M' | 'm') => (&t[..t.len() - 1], 20),
-        Some('G' | 'g') => (&t[..t.len() - 1], 30),
-        Some('T' | 't') => (&t[..t.len() - 1], 40),
+        Some('k') => (&t[..t.len() - 1], 10),
+        Some('m') => (&t[..t.len() - 1], 20),
+        Some('g') => (&t[..t.len() - 1], 30),
+        Some('t') => (&t[..t.len() - 1], 40),
         _ => (t, 0),
     };
     digits
@@ -490,6 +493,70 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size(" 10K "), Ok(10 << 10));
+        assert_eq!(parse_size("64G"), Ok(64 << 30));
+        assert_eq!(parse_size("500MiB"), Ok(500 << 20));
+        assert_eq!(parse_size("2tb"), Ok(2 << 40));
+        for bad in ["", "G", "1.5G", "-1", "10X", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+        assert_eq!(human_bytes(1536 << 20), "1.5 GiB");
+    }
+
+    #[test]
+    fn offers_are_checked() {
+        let good = Offer {
+            id: "0123456789abcdef".into(),
+            files: 1,
+            bytes: 5,
+            names: vec!["a".into()],
+            listing: "ab".repeat(32),
+            port: 8080,
+        };
+        assert_eq!(good.check(), Ok(()));
+        let bad = [
+            Offer {
+                id: "0123".into(),
+                ..good.clone()
+            },
+            Offer {
+                id: "0123456789ABCDEF".into(),
+                ..good.clone()
+            },
+            Offer {
+                listing: "zz".into(),
+                ..good.clone()
+            },
+            Offer {
+                files: 0,
+                ..good.clone()
+            },
+            Offer {
+                files: 10_001,
+                ..good.clone()
+            },
+            Offer {
+                names: vec!["n".into(); 9],
+                ..good.clone()
+            },
+        ];
+        for o in bad {
+            assert!(o.check().is_err(), "{o:?}");
+        }
+        let shown = Offer {
+            names: vec!["a\u{1b}[2Jb\nc".into(), "x".repeat(500)],
+            ..good
+        }
+        .shown_names();
+        assert_eq!(shown[0], "a_[2Jb_c");
+        assert_eq!(shown[1].chars().count(), 120);
+    }
 
     #[test]
     fn hostile_names_land_inside_the_folder_or_are_refused() {

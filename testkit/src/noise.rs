@@ -81,19 +81,7 @@ pub async fn dial_with_caps(
     sent.extend_from_slice(&msg[..n]);
     stream.write_all(&sent).await.map_err(|x| e(&x))?;
     let mut raw = BytesMut::new();
-    let second = loop {
-        if let Some(f) = next_frame(&mut raw) {
-            break f;
-        }
-        raw.reserve(4096);
-        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_buf(&mut raw)).await;
-        match read {
-            Ok(Ok(0)) => return Err("closed".into()),
-            Ok(Ok(_)) => {}
-            Ok(Err(x)) => return Err(e(&x)),
-            Err(_) => return Err("no answer".into()),
-        }
-    };
+    let second = handshake_frame(&mut raw, &mut stream).await?;
     let mut payload = vec![0u8; 4096];
     let n = hs.read_message(&second, &mut payload).map_err(|x| e(&x))?;
     let theirs = Hello::decode(&payload[..n]).map_err(|x| e(&x))?;
@@ -115,6 +103,22 @@ pub async fn dial_with_caps(
         handshake_bytes: sent,
         theirs,
     })
+}
+
+/// The next handshake frame, reading `stream` as needed (5 s at most).
+async fn handshake_frame(raw: &mut BytesMut, stream: &mut TcpStream) -> Result<BytesMut, String> {
+    loop {
+        if let Some(f) = next_frame(raw) {
+            return Ok(f);
+        }
+        raw.reserve(4096);
+        match tokio::time::timeout(Duration::from_secs(5), stream.read_buf(raw)).await {
+            Ok(Ok(0)) => return Err("closed".into()),
+            Ok(Ok(_)) => {}
+            Ok(Err(x)) => return Err(x.to_string()),
+            Err(_) => return Err("no answer".into()),
+        }
+    }
 }
 
 /// Our hello as the holder of `secret`, vouching for `static_public`.
@@ -153,18 +157,6 @@ pub async fn respond(
         .build_responder()
         .map_err(|x| e(&x))?;
     let mut raw = BytesMut::new();
-    let frame = async |raw: &mut BytesMut, stream: &mut TcpStream| loop {
-        if let Some(f) = next_frame(raw) {
-            return Ok(f);
-        }
-        raw.reserve(4096);
-        match tokio::time::timeout(Duration::from_secs(5), stream.read_buf(raw)).await {
-            Ok(Ok(0)) => return Err("closed".to_owned()),
-            Ok(Ok(_)) => {}
-            Ok(Err(x)) => return Err(x.to_string()),
-            Err(_) => return Err("no answer".to_owned()),
-        }
-    };
     while raw.len() < PREAMBLE.len() {
         raw.reserve(64);
         if stream.read_buf(&mut raw).await.map_err(|x| e(&x))? == 0 {
@@ -175,7 +167,7 @@ pub async fn respond(
         return Err("not a noise preamble".into());
     }
     let _ = raw.split_to(PREAMBLE.len());
-    let first = frame(&mut raw, &mut stream).await?;
+    let first = handshake_frame(&mut raw, &mut stream).await?;
     let mut payload = vec![0u8; 4096];
     hs.read_message(&first, &mut payload).map_err(|x| e(&x))?;
     let mut msg = vec![0u8; 4096];
@@ -184,7 +176,7 @@ pub async fn respond(
     let mut second = frame_header(n).to_vec();
     second.extend_from_slice(&msg[..n]);
     stream.write_all(&second).await.map_err(|x| e(&x))?;
-    let third = frame(&mut raw, &mut stream).await?;
+    let third = handshake_frame(&mut raw, &mut stream).await?;
     let n = hs.read_message(&third, &mut payload).map_err(|x| e(&x))?;
     let theirs = Hello::decode(&payload[..n]).map_err(|x| e(&x))?;
     let state = hs.into_stateless_transport_mode().map_err(|x| e(&x))?;

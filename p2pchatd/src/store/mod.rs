@@ -330,8 +330,8 @@ impl MarkFile {
     }
 }
 
-/// Opens (or makes) a file in the state folder that only the user may
-/// read, without truncating it.
+/// Opens (or makes) a file that only the user may read, without
+/// truncating it, and never through a symbolic link.
 pub(crate) fn open_private(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
@@ -339,6 +339,7 @@ pub(crate) fn open_private(path: &Path) -> io::Result<File> {
         .create(true)
         .truncate(false)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
 }
 

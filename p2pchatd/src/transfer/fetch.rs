@@ -411,15 +411,7 @@ impl Landing {
 /// A file's `.part` (which may hold verified chunks), never through a
 /// symbolic link.
 fn open_part(part: &Path) -> Result<File, Stop> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(part)
-        .map_err(|e| disk(part, &e))
+    crate::store::open_private(part).map_err(|e| disk(part, &e))
 }
 
 /// A disk error as the user reads it; the partial file stays.

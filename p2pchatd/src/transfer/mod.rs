@@ -211,7 +211,7 @@ impl Entry {
 impl Transfers {
     /// Reads what the last life left under `state_dir` (`transfers/`).
     pub(crate) fn load(state_dir: Option<&Path>, files: Files) -> Self {
-        let records = state_dir.map(|d| Records::start(d.join("transfers")));
+        let records = state_dir.map(|d| Records::new(d.join("transfers")));
         let (events, _) = broadcast::channel(EVENT_QUEUE);
         let left = records.as_ref().map(Records::load).unwrap_or_default();
         let t = Self {
@@ -489,6 +489,31 @@ fn prune(book: &mut Book) {
     }
 }
 
+/// A transfer as it starts: `offer`, waiting for an answer.
+fn offered(
+    offer: &Offer,
+    direction: TransferDirection,
+    peer_id: &str,
+    nick: &str,
+    names: Vec<String>,
+) -> TransferInfo {
+    TransferInfo {
+        id: offer.id.clone(),
+        direction,
+        peer_id: peer_id.to_owned(),
+        nick: nick.to_owned(),
+        names,
+        files: offer.files,
+        bytes: offer.bytes,
+        done: 0,
+        state: TransferState::Offered,
+        reason: None,
+        rate: 0,
+        folder: None,
+        transferred: 0,
+    }
+}
+
 /// A fresh transfer id: 16 hex digits.
 fn new_id() -> String {
     format!("{:016x}", fastrand::u64(..))
@@ -523,21 +548,13 @@ pub(crate) async fn send(mesh: &Mesh, p: SendParams) -> Result<TransferInfo, Rpc
         listing: hex(&shared::transfer::listing_root(&built.listing)),
         port: mesh.port(),
     };
-    let info = TransferInfo {
-        id: id.clone(),
-        direction: TransferDirection::Out,
-        peer_id: peer.id.to_string(),
-        nick: peer.nick.clone(),
-        names: built.names,
-        files: offer.files,
-        bytes: offer.bytes,
-        done: 0,
-        state: TransferState::Offered,
-        reason: None,
-        rate: 0,
-        folder: None,
-        transferred: 0,
-    };
+    let info = offered(
+        &offer,
+        TransferDirection::Out,
+        &peer.id,
+        &peer.nick,
+        built.names,
+    );
     let outgoing = Outgoing::new(built.listing, built.sources);
     mesh.transfers()
         .add(info.clone(), peer.key, Side::Out(Arc::new(outgoing)));
@@ -701,21 +718,13 @@ pub(crate) fn heard_offer(
         mesh.send_to_peer_now(from.id, &answer_line(mesh, &offer.id, Some(why)));
         return Ok(());
     }
-    let info = TransferInfo {
-        id: offer.id.clone(),
-        direction: TransferDirection::In,
-        peer_id: from.id.to_string(),
-        nick: from.nick.to_owned(),
-        names: offer.shown_names(),
-        files: offer.files,
-        bytes: offer.bytes,
-        done: 0,
-        state: TransferState::Offered,
-        reason: None,
-        rate: 0,
-        folder: None,
-        transferred: 0,
-    };
+    let info = offered(
+        &offer,
+        TransferDirection::In,
+        from.id,
+        from.nick,
+        offer.shown_names(),
+    );
     info!(id = offer.id, from = %from.nick, files = offer.files, bytes = offer.bytes, "files offered");
     let side = Side::In(Incoming {
         listing_root,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use shared::keys::hex;
 use shared::transfer::{
-    Listed, MAX_DEPTH, MAX_FILES, MAX_LISTING_BYTES, MAX_SHOWN_NAMES, Manifest,
+    Listed, MAX_DEPTH, MAX_FILES, MAX_LISTING_BYTES, MAX_OFFER_BYTES, MAX_SHOWN_NAMES, Manifest,
 };
 
 use super::Source;
@@ -51,6 +51,12 @@ pub(super) fn build(paths: &[PathBuf]) -> Result<Built, String> {
     for (name, path) in found {
         let (source, root) = hash(&path)?;
         bytes = bytes.saturating_add(source.size);
+        if bytes > MAX_OFFER_BYTES {
+            return Err(format!(
+                "one offer holds at most {}",
+                shared::transfer::human_bytes(MAX_OFFER_BYTES)
+            ));
+        }
         listed.push(Listed {
             name,
             size: source.size,

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -53,44 +53,56 @@ enum Op {
     Flush(mpsc::Sender<()>),
 }
 
-/// The writer of records.
+/// The writer of records; its thread starts with the first record (a
+/// daemon that never sends or gets a file has none).
 pub(super) struct Records {
     dir: PathBuf,
-    tx: mpsc::Sender<Op>,
+    tx: OnceLock<mpsc::Sender<Op>>,
 }
 
 impl Records {
-    pub(super) fn start(dir: PathBuf) -> Self {
-        let (tx, rx) = mpsc::channel();
-        let at = dir.clone();
-        let spawned = std::thread::Builder::new()
-            .name("p2pchat-records".into())
-            .spawn(move || write_all(&at, &rx));
-        if let Err(e) = spawned {
-            warn!(
-                "cannot start the transfer records' writer (transfers will not resume after a restart): {e}"
-            );
+    pub(super) fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            tx: OnceLock::new(),
         }
-        Self { dir, tx }
+    }
+
+    fn send(&self, op: Op) {
+        let tx = self.tx.get_or_init(|| {
+            let (tx, rx) = mpsc::channel();
+            let at = self.dir.clone();
+            let spawned = std::thread::Builder::new()
+                .name("p2pchat-records".into())
+                .spawn(move || write_all(&at, &rx));
+            if let Err(e) = spawned {
+                warn!(
+                    "cannot start the transfer records' writer (transfers will not resume after a restart): {e}"
+                );
+            }
+            tx
+        });
+        let _ = tx.send(op);
     }
 
     pub(super) fn write(&self, r: &Record) {
         match serde_json::to_vec(r) {
-            Ok(bytes) => {
-                let _ = self.tx.send(Op::Write(r.info.id.clone(), bytes));
-            }
+            Ok(bytes) => self.send(Op::Write(r.info.id.clone(), bytes)),
             Err(e) => warn!(id = r.info.id, "cannot write down a transfer: {e}"),
         }
     }
 
     pub(super) fn remove(&self, id: &str) {
-        let _ = self.tx.send(Op::Remove(id.to_owned()));
+        self.send(Op::Remove(id.to_owned()));
     }
 
     /// Waits until what was asked before is done.
     pub(super) fn flush(&self) {
+        let Some(writer) = self.tx.get() else {
+            return;
+        };
         let (tx, rx) = mpsc::channel();
-        if self.tx.send(Op::Flush(tx)).is_ok() {
+        if writer.send(Op::Flush(tx)).is_ok() {
             let _ = rx.recv_timeout(FLUSH_WAIT);
         }
     }

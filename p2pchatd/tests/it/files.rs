@@ -202,48 +202,98 @@ async fn offers_from_a_verified_peer_are_accepted_on_request_only() {
     assert_eq!(first.state, TransferState::Offered, "not accepted unasked");
 }
 
-/// amy is killed (-9) halfway through sending to bob (through a slow
-/// relay), and started again: the file completes with the right bytes,
-/// and what came in twice is at most the chunk that was in flight.
-#[tokio::test]
-async fn a_killed_sender_resumes_and_sends_at_most_one_chunk_again() {
+/// amy, and bob linked to her through a relay that carries 4 MiB/s, each
+/// with the flags that start it again as it was; amy has offered bob a
+/// file of 16 chunks, and bob, who accepted, holds half of it.
+struct HalfWay {
+    net: TestNet,
+    a: Daemon,
+    b: Daemon,
+    amy: Vec<String>,
+    bob: Vec<String>,
+    _relay: Relay,
+    id: String,
+    file: PathBuf,
+    bytes: Vec<u8>,
+    at_a: Subscriber,
+    at_b: Subscriber,
+}
+
+const HALF_WAY: usize = 16 * CHUNK;
+
+async fn half_way(name: &str) -> HalfWay {
     let net = TestNet::new();
+    // A port of its own, so that a restarted amy is where the relay leads.
     let port = free_tcp_port().to_string();
-    let amy_args = ["--no-discovery", "--port", port.as_str()];
-    let a = net.daemon_with("amy", &amy_args).await;
+    let amy = ["--no-discovery", "--port", port.as_str()]
+        .map(String::from)
+        .to_vec();
+    let a = net.daemon_with("amy", &strs(&amy)).await;
     let relay = Relay::start(SocketAddr::from(([127, 0, 0, 1], a.status().await.port))).await;
     relay.forget();
     relay.limit(4 << 20);
-    let peer = relay.addr.to_string();
-    let b = net
-        .daemon_with("bob", &["--no-discovery", "--peer", &peer])
-        .await;
+    let bob = [
+        "--no-discovery".to_owned(),
+        "--peer".to_owned(),
+        relay.addr.to_string(),
+    ]
+    .to_vec();
+    let b = net.daemon_with("bob", &strs(&bob)).await;
     wait_full_mesh(&[&a, &b], T).await;
-    let file = net.dir.path().join("disk.img");
-    let size = 16 * CHUNK;
-    let bytes = random_file(&file, size);
-    let mut at_b = b.subscribe(None).await;
+    let file = net.dir.path().join(name);
+    let bytes = random_file(&file, HALF_WAY);
+    let (at_a, mut at_b) = (a.subscribe(None).await, b.subscribe(None).await);
     let offered = send(&a, &[&file], "bob").await.unwrap();
     reaches(&mut at_b, &offered.id, TransferState::Offered).await;
     answer(&b, &offered.id, true).await.unwrap();
     at_b.until(
         "half of it",
         T,
-        |e| matches!(&e.body, EventBody::Transfer(t) if t.done >= (size / 2) as u64),
+        |e| matches!(&e.body, EventBody::Transfer(t) if t.done >= (HALF_WAY / 2) as u64),
     )
     .await;
-    let mut a = a;
-    a.signal(Signal::SIGKILL);
-    a.exit_within(T).await;
-    let _a = net.daemon_with("amy", &amy_args).await;
-    reaches(&mut at_b, &offered.id, TransferState::Waiting).await;
-    let done = reaches(&mut at_b, &offered.id, TransferState::Done).await;
+    HalfWay {
+        net,
+        a,
+        b,
+        amy,
+        bob,
+        _relay: relay,
+        id: offered.id,
+        file,
+        bytes,
+        at_a,
+        at_b,
+    }
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// Kills `d` (-9) and starts it again with `args`.
+async fn kill_and_restart(net: &TestNet, mut d: Daemon, nick: &str, args: &[String]) -> Daemon {
+    d.signal(Signal::SIGKILL);
+    d.exit_within(T).await;
+    net.daemon_with(nick, &strs(args)).await
+}
+
+/// amy is killed (-9) halfway through sending to bob, and started again:
+/// the file completes with the right bytes, and what came in twice is at
+/// most the chunk that was in flight.
+#[tokio::test]
+async fn a_killed_sender_resumes_and_sends_at_most_one_chunk_again() {
+    let mut h = half_way("disk.img").await;
+    let _a = kill_and_restart(&h.net, h.a, "amy", &h.amy).await;
+    reaches(&mut h.at_b, &h.id, TransferState::Waiting).await;
+    let done = reaches(&mut h.at_b, &h.id, TransferState::Done).await;
+    let name = h.file.file_name().unwrap();
     assert_eq!(
-        std::fs::read(net.downloads_of("bob").join("disk.img")).unwrap(),
-        bytes
+        std::fs::read(h.net.downloads_of("bob").join(name)).unwrap(),
+        h.bytes
     );
     // Listing and hashes twice, and the chunk cut in flight, at most.
-    let again = done.transferred.saturating_sub(size as u64);
+    let again = done.transferred.saturating_sub(HALF_WAY as u64);
     eprintln!("came in again: {again} bytes (a chunk is {CHUNK})");
     assert!(again <= (CHUNK + 16 * 1024) as u64, "{again} bytes again");
 }
@@ -253,41 +303,18 @@ async fn a_killed_sender_resumes_and_sends_at_most_one_chunk_again() {
 /// hashes, and the file is right.
 #[tokio::test]
 async fn a_killed_recipient_goes_on_from_what_is_on_its_disk() {
-    let net = TestNet::new();
-    let a = net.daemon_with("amy", &["--no-discovery"]).await;
-    let relay = Relay::start(SocketAddr::from(([127, 0, 0, 1], a.status().await.port))).await;
-    relay.forget();
-    relay.limit(4 << 20);
-    let peer = relay.addr.to_string();
-    let bob_args = ["--no-discovery", "--peer", peer.as_str()];
-    let b = net.daemon_with("bob", &bob_args).await;
-    wait_full_mesh(&[&a, &b], T).await;
-    let file = net.dir.path().join("video.mkv");
-    let size = 16 * CHUNK;
-    let bytes = random_file(&file, size);
-    let (mut at_a, mut at_b) = (a.subscribe(None).await, b.subscribe(None).await);
-    let offered = send(&a, &[&file], "bob").await.unwrap();
-    reaches(&mut at_b, &offered.id, TransferState::Offered).await;
-    answer(&b, &offered.id, true).await.unwrap();
-    at_b.until(
-        "half of it",
-        T,
-        |e| matches!(&e.body, EventBody::Transfer(t) if t.done >= (size / 2) as u64),
-    )
-    .await;
-    let mut b = b;
-    b.signal(Signal::SIGKILL);
-    b.exit_within(T).await;
-    let b = net.daemon_with("bob", &bob_args).await;
-    reaches(&mut at_a, &offered.id, TransferState::Done).await;
+    let mut h = half_way("video.mkv").await;
+    let b = kill_and_restart(&h.net, h.b, "bob", &h.bob).await;
+    reaches(&mut h.at_a, &h.id, TransferState::Done).await;
+    let name = h.file.file_name().unwrap();
     assert_eq!(
-        std::fs::read(net.downloads_of("bob").join("video.mkv")).unwrap(),
-        bytes
+        std::fs::read(h.net.downloads_of("bob").join(name)).unwrap(),
+        h.bytes
     );
     let after = transfers(&b).await;
-    let t = after.iter().find(|t| t.id == offered.id).unwrap();
+    let t = after.iter().find(|t| t.id == h.id).unwrap();
     assert_eq!(t.state, TransferState::Done);
-    assert!(t.transferred < size as u64, "it started over: {t:?}");
+    assert!(t.transferred < HALF_WAY as u64, "it started over: {t:?}");
 }
 
 /// A relay flips one byte of the file on its way: the damage is caught,
@@ -574,4 +601,68 @@ async fn hostile_offers_land_nowhere_else_and_bob_chats_on() {
             .iter()
             .any(|p| p.to_string_lossy().contains("bashrc"))
     );
+}
+
+/// amy's file is gone by the time bob accepts: the transfer fails at both
+/// ends, saying so, and bob keeps no file.
+#[tokio::test]
+async fn a_vanished_source_fails_the_transfer_with_its_reason() {
+    let net = TestNet::new();
+    let [a, b] = net.linked(["amy", "bob"]).await;
+    let file = net.dir.path().join("draft.txt");
+    random_file(&file, 5000);
+    let (mut at_a, mut at_b) = (a.subscribe(None).await, b.subscribe(None).await);
+    let offered = send(&a, &[&file], "bob").await.unwrap();
+    reaches(&mut at_b, &offered.id, TransferState::Offered).await;
+    std::fs::remove_file(&file).unwrap();
+    answer(&b, &offered.id, true).await.unwrap();
+    let at_sender = reaches(&mut at_a, &offered.id, TransferState::Failed).await;
+    let at_recipient = reaches(&mut at_b, &offered.id, TransferState::Failed).await;
+    for t in [&at_sender, &at_recipient] {
+        assert!(
+            t.reason.as_deref().unwrap_or("").contains("is gone"),
+            "{t:?}"
+        );
+    }
+    let landed = tree(&net.downloads_of("bob"));
+    assert!(
+        landed
+            .iter()
+            .all(|p| p.to_string_lossy().ends_with(".part")),
+        "{landed:?}"
+    );
+}
+
+/// An offer over the recipient's `--max-offer-size` is refused unseen,
+/// with that reason back to the sender; one larger than the free space is
+/// not accepted, and says why.
+#[tokio::test]
+async fn offers_too_big_are_refused_and_no_room_is_said() {
+    let net = TestNet::new();
+    let [a, b] = net
+        .linked_with(["amy", "bob"], &["--max-offer-size", "10K"])
+        .await;
+    let file = net.dir.path().join("big.iso");
+    random_file(&file, 20_000);
+    let mut at_a = a.subscribe(None).await;
+    let offered = send(&a, &[&file], "bob").await.unwrap();
+    let t = reaches(&mut at_a, &offered.id, TransferState::Declined).await;
+    assert!(
+        t.reason.as_deref().unwrap_or("").contains("more than"),
+        "{t:?}"
+    );
+    assert!(transfers(&b).await.is_empty(), "bob never saw it");
+
+    let c = net
+        .daemon_with("carol", &["--max-offer-size", "4096T"])
+        .await;
+    let mut eve = Eve::at(&c).await;
+    let mut at_c = c.subscribe(None).await;
+    let (listing, _) = listing_of(&[("huge.bin", b"x")]);
+    let id = eve.offer(&listing, 1, 1 << 50).await;
+    reaches(&mut at_c, &id, TransferState::Offered).await;
+    let why = refused(answer(&c, &id, true).await, code::NO_ROOM_FOR_FILES);
+    assert!(why.contains("free"), "{why}");
+    let still = transfers(&c).await;
+    assert_eq!(still[0].state, TransferState::Offered, "still waiting");
 }
