@@ -199,6 +199,29 @@ impl TestNet {
         )
     }
 
+    /// A daemon in a mount namespace of its own where the shell commands
+    /// `mount` ran first (a small disk of its own, say); `None` (said) where
+    /// this run may not make one (it needs root and `unshare -m`).
+    pub async fn daemon_with_own_mounts(
+        &self,
+        nick: &str,
+        extra: &[&str],
+        mount: &str,
+    ) -> Option<Daemon> {
+        if !mount_namespaces() {
+            eprintln!("skipped: a disk of {nick}'s own needs root and unshare -m");
+            return None;
+        }
+        let d = self.spawn_wrapped(
+            nick,
+            extra,
+            &["unshare", "-m", "--propagation", "private"],
+            mount,
+        );
+        d.wait_ready().await;
+        Some(d)
+    }
+
     /// A daemon whose folders (and key) are `home`'s but whose nick is
     /// `nick`: an impostor when another daemon holds that nick.
     pub async fn daemon_as(&self, home: &str, nick: &str, extra: &[&str]) -> Daemon {
@@ -582,6 +605,23 @@ impl Drop for Reaper {
 }
 
 /// A TCP port that was free a moment ago.
+/// Whether this run may make mount namespaces (root with `unshare`).
+fn mount_namespaces() -> bool {
+    nix::unistd::geteuid().is_root()
+        && Command::new("unshare")
+            .args(["-m", "true"])
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// Runs `script` in the mount namespace of the daemon `pid`.
+pub fn in_namespace_of(pid: u32, script: &str) -> std::process::Output {
+    Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-m", "--", "sh", "-c", script])
+        .output()
+        .expect("nsenter runs")
+}
+
 pub fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

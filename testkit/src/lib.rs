@@ -21,7 +21,8 @@ pub mod tmux;
 pub mod wait;
 
 pub use daemon::{
-    ApiProbe, Daemon, Reaper, TestNet, client_bin, daemon_bin, free_tcp_port, mode_of,
+    ApiProbe, Daemon, Reaper, TestNet, client_bin, daemon_bin, free_tcp_port, in_namespace_of,
+    mode_of,
 };
 pub use dir::TempDir;
 pub use raw::Raw;

@@ -666,3 +666,62 @@ async fn offers_too_big_are_refused_and_no_room_is_said() {
     let still = transfers(&c).await;
     assert_eq!(still[0].state, TransferState::Offered, "still waiting");
 }
+
+/// bob's download folder is a small disk of his own, which fills up while
+/// amy's file arrives: the transfer fails at both ends saying so, what
+/// arrived stays in the `.part`, and bob chats on.
+#[tokio::test]
+async fn a_full_disk_fails_the_transfer_and_keeps_the_part() {
+    let net = TestNet::new();
+    let a = net.daemon_with("amy", &["--no-discovery"]).await;
+    let relay = Relay::start(SocketAddr::from(([127, 0, 0, 1], a.status().await.port))).await;
+    relay.forget();
+    relay.limit(1 << 20);
+    let dl = net.downloads_of("bob");
+    std::fs::create_dir_all(&dl).unwrap();
+    let d = dl.display().to_string();
+    let mount = format!("mount -t tmpfs -o size=4m,mode=0700 tmpfs {d}");
+    let peer = relay.addr.to_string();
+    let flags = ["--no-discovery", "--peer", peer.as_str()];
+    let Some(b) = net.daemon_with_own_mounts("bob", &flags, &mount).await else {
+        return;
+    };
+    wait_full_mesh(&[&a, &b], T).await;
+    let file = net.dir.path().join("backup.tar");
+    random_file(&file, 3 * CHUNK);
+    let (mut at_a, mut at_b) = (a.subscribe(None).await, b.subscribe(None).await);
+    let offered = send(&a, &[&file], "bob").await.unwrap();
+    reaches(&mut at_b, &offered.id, TransferState::Offered).await;
+    answer(&b, &offered.id, true).await.unwrap();
+    at_b.until(
+        "the first chunk",
+        T,
+        |e| matches!(&e.body, EventBody::Transfer(t) if t.done >= CHUNK as u64),
+    )
+    .await;
+    // What is left of the disk goes (cat stops when it is full).
+    let pid = b.status().await.pid;
+    in_namespace_of(pid, &format!("cat /dev/zero > {d}/filler"));
+    let t = reaches(&mut at_b, &offered.id, TransferState::Failed).await;
+    assert!(
+        t.reason.as_deref().unwrap_or("").contains("disk is full"),
+        "{t:?}"
+    );
+    let t = reaches(&mut at_a, &offered.id, TransferState::Failed).await;
+    assert!(
+        t.reason.as_deref().unwrap_or("").contains("disk is full"),
+        "{t:?}"
+    );
+    let out = in_namespace_of(pid, &format!("stat -c %s {d}/backup.tar.part"));
+    let kept: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        kept >= CHUNK as u64,
+        "the .part keeps what arrived: {out:?}"
+    );
+    a.say("after the full disk").await;
+    at_b.until("amy's line", T, |e| text(e) == "after the full disk")
+        .await;
+}

@@ -227,41 +227,6 @@ async fn search_finds_lines_by_their_words_nick_and_time_also_after_a_restart() 
     );
 }
 
-/// Whether this run may make mount namespaces (root with `unshare`): the
-/// full and read-only disks below are made in one.
-fn mount_namespaces() -> bool {
-    nix::unistd::geteuid().is_root()
-        && std::process::Command::new("unshare")
-            .args(["-m", "true"])
-            .status()
-            .is_ok_and(|s| s.success())
-}
-
-/// Alice, in a mount namespace of her own where `mount` (shell commands)
-/// ran first; `None` (said) where this run may not make one.
-async fn alice_with_own_mounts(net: &TestNet, extra: &[&str], mount: &str) -> Option<Daemon> {
-    if !mount_namespaces() {
-        eprintln!("skipped: a disk of alice's own needs root and unshare -m");
-        return None;
-    }
-    let a = net.spawn_wrapped(
-        "alice",
-        extra,
-        &["unshare", "-m", "--propagation", "private"],
-        mount,
-    );
-    a.wait_ready().await;
-    Some(a)
-}
-
-/// Runs `script` in the mount namespace of the daemon `pid`.
-fn in_namespace_of(pid: u32, script: &str) -> std::process::Output {
-    std::process::Command::new("nsenter")
-        .args(["-t", &pid.to_string(), "-m", "--", "sh", "-c", script])
-        .output()
-        .expect("nsenter runs")
-}
-
 #[tokio::test]
 async fn a_full_disk_keeps_lines_in_memory_until_there_is_room_again() {
     let net = TestNet::new();
@@ -270,7 +235,10 @@ async fn a_full_disk_keeps_lines_in_memory_until_there_is_room_again() {
     let s = state.display().to_string();
     // Alice's state folder is a 1 MiB disk of her own.
     let mount = format!("mount -t tmpfs -o size=1m,mode=0700 tmpfs {s}");
-    let Some(a) = alice_with_own_mounts(&net, &["--history", "10"], &mount).await else {
+    let Some(a) = net
+        .daemon_with_own_mounts("alice", &["--history", "10"], &mount)
+        .await
+    else {
         return;
     };
     let pid = a.status().await.pid;
@@ -311,7 +279,7 @@ async fn a_read_only_store_is_left_alone_and_the_chat_goes_on() {
     drop(a);
     let s = net.home_of("alice").join("state").display().to_string();
     let mount = format!("mount --bind {s} {s} && mount -o remount,bind,ro {s}");
-    let Some(a) = alice_with_own_mounts(&net, &[], &mount).await else {
+    let Some(a) = net.daemon_with_own_mounts("alice", &[], &mount).await else {
         return;
     };
     let store = a.status().await.store.unwrap();
