@@ -110,6 +110,12 @@ pub enum Command {
         /// The offer's id, as `transfers` shows it
         id: String,
     },
+    /// Stop a transfer, either way, offered or under way; the other end
+    /// hears it (what arrived stays in its .part)
+    Cancel {
+        /// The transfer's id, as `transfers` shows it
+        id: String,
+    },
     /// List the transfers under way and the recent ones
     Transfers {
         /// One JSON array
@@ -363,6 +369,7 @@ pub async fn run(
         Command::Send(a) => crate::files::send(&client, a).await,
         Command::Accept(a) => crate::files::accept(&client, a).await,
         Command::Decline { id } => crate::files::decline(&client, id).await,
+        Command::Cancel { id } => crate::files::cancel(&client, id).await,
         Command::Transfers { json: as_json } => crate::files::list(&client, as_json).await,
         Command::Peers { json: as_json } => {
             let peers: Vec<PeerInfo> = client.call(&Call::Peers).await?;

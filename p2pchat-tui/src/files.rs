@@ -69,7 +69,9 @@ pub(crate) async fn send(client: &Client, a: SendArgs) -> Result<(), CommandErro
 
 /// `accept ID`.
 pub(crate) async fn accept(client: &Client, a: AnswerArgs) -> Result<(), CommandError> {
-    let call = Call::Accept(TransferParams { id: a.id });
+    let call = Call::Accept(TransferParams {
+        id: full_id(client, a.id).await?,
+    });
     call_and_follow(client, &call, a.no_wait, a.json, |info| {
         format!(
             "accepted {} from {}; it lands in {}",
@@ -110,12 +112,41 @@ async fn call_and_follow(
 
 /// `decline ID`.
 pub(crate) async fn decline(client: &Client, id: String) -> Result<(), CommandError> {
+    let id = full_id(client, id).await?;
     let info: TransferInfo = client.call(&Call::Decline(TransferParams { id })).await?;
     emit(&format!(
         "declined {} from {}\n",
         format::transfer_what(&info),
         info.nick
     ))
+}
+
+/// `cancel ID`.
+pub(crate) async fn cancel(client: &Client, id: String) -> Result<(), CommandError> {
+    let id = full_id(client, id).await?;
+    let info: TransferInfo = client.call(&Call::Cancel(TransferParams { id })).await?;
+    emit(&format!("{}\n", format::transfer_line(&info)))
+}
+
+/// An id as typed: the start of one will do, when it is the only one.
+async fn full_id(client: &Client, id: String) -> Result<String, CommandError> {
+    if shared::transfer::valid_id(&id) {
+        return Ok(id);
+    }
+    let r: TransfersResult = client.call(&Call::Transfers).await?;
+    let mut matching = r
+        .transfers
+        .into_iter()
+        .filter(|t| !t.state.is_over() && t.id.starts_with(&id.to_ascii_lowercase()));
+    match (matching.next(), matching.next()) {
+        (Some(t), None) => Ok(t.id),
+        (None, _) => Err(CommandError::Failed(format!(
+            "no transfer under way has an id starting {id:?}"
+        ))),
+        (Some(_), Some(_)) => Err(CommandError::Failed(format!(
+            "{id:?} starts the ids of several transfers; give more of it"
+        ))),
+    }
 }
 
 /// `transfers [--json]`.

@@ -177,7 +177,10 @@ impl Cli {
                 .download_dir
                 .as_deref()
                 .map(|p| socket_or_default(Some(p)))
-                .or_else(|| f.download_dir.as_deref().map(expand_home))
+                .or_else(|| {
+                    let dir = expand_home(f.download_dir.as_deref()?);
+                    std::path::absolute(&dir).ok()
+                })
                 .or_else(|| {
                     shared::transfer::download_dir(home.as_deref(), config_home.as_deref())
                 }),
@@ -187,7 +190,8 @@ impl Cli {
                     let s = f.max_offer_size.as_deref()?;
                     shared::transfer::parse_size(s).ok()
                 })
-                .unwrap_or(crate::config::DEFAULT_MAX_OFFER),
+                .unwrap_or(crate::config::DEFAULT_MAX_OFFER)
+                .min(shared::transfer::MAX_OFFER_BYTES),
             auto_accept_verified: auto,
         }
     }

@@ -53,7 +53,8 @@ pub mod code {
     /// conflict, too old), or a path cannot be offered (missing, not a
     /// file or folder, unreadable, over the limits).
     pub const CANNOT_SEND: i64 = 1012;
-    /// `accept`, `decline`: no offer waiting for an answer has that id.
+    /// `accept`, `decline`: no offer waiting for an answer has that id;
+    /// `cancel`: no transfer under way has it.
     pub const NO_SUCH_TRANSFER: i64 = 1013;
     /// `accept`: the download folder cannot take it (no room on the disk,
     /// not writable).
@@ -382,6 +383,7 @@ pub enum Call {
     Send(SendParams),
     Accept(TransferParams),
     Decline(TransferParams),
+    Cancel(TransferParams),
     Transfers,
     Shutdown,
 }
@@ -409,6 +411,7 @@ impl Call {
             Self::Send(_) => "send",
             Self::Accept(_) => "accept",
             Self::Decline(_) => "decline",
+            Self::Cancel(_) => "cancel",
             Self::Transfers => "transfers",
             Self::Shutdown => "shutdown",
         }
@@ -434,6 +437,7 @@ impl Call {
             "send" => Self::Send(required(params)?),
             "accept" => Self::Accept(required(params)?),
             "decline" => Self::Decline(required(params)?),
+            "cancel" => Self::Cancel(required(params)?),
             "transfers" => no_params(params).map(|()| Self::Transfers)?,
             "shutdown" => no_params(params).map(|()| Self::Shutdown)?,
             other => {
@@ -482,7 +486,7 @@ impl Call {
             Self::Join(p) | Self::Part(p) => Some(Params::Room(p)),
             Self::Topic(p) => Some(Params::Topic(p)),
             Self::Send(p) => Some(Params::Send(p)),
-            Self::Accept(p) | Self::Decline(p) => Some(Params::Transfer(p)),
+            Self::Accept(p) | Self::Decline(p) | Self::Cancel(p) => Some(Params::Transfer(p)),
             Self::Peers | Self::Status | Self::Rooms | Self::Transfers | Self::Shutdown => None,
         };
         let mut out = serde_json::to_vec(&Out {
@@ -1064,6 +1068,9 @@ mod tests {
             id: "0123456789abcdef".into(),
         }));
         roundtrip_call(Call::Decline(TransferParams {
+            id: "0123456789abcdef".into(),
+        }));
+        roundtrip_call(Call::Cancel(TransferParams {
             id: "0123456789abcdef".into(),
         }));
         roundtrip_call(Call::Transfers);

@@ -34,9 +34,12 @@ pub(super) enum Command {
     /// Offer a file or folder: the words typed (a path, perhaps a nick
     /// last; the view knows the nicks).
     Send(String),
-    /// Answer a file offer: by id (or its start), else the newest.
+    /// Answer a file offer: by id (or its start), else the only one.
     Accept(Option<String>),
     Decline(Option<String>),
+    /// Stop a transfer (either way): by id (or its start), else the only
+    /// one under way.
+    Cancel(Option<String>),
     Users,
     Help,
     Clear,
@@ -58,11 +61,11 @@ pub(super) const HELP: &[(&str, &str)] = &[
     ("/nick NAME", "change your nick"),
     ("/me ACTION", "say an action"),
     ("/whois [NICK]", "fingerprint, trust (yours)"),
-    ("/trust NICK", "fingerprints compared: verified"),
-    ("/forget NICK", "unpin a nick from its key"),
+    ("/trust, /forget NICK", "verified; unpinned from its key"),
     ("/search WORDS", "find stored lines (word* too)"),
     ("/send PATH [NICK]", "offer a file or folder"),
     ("/accept, /decline", "answer a file offer [ID]"),
+    ("/cancel [ID]", "stop a file transfer"),
     ("/away [REASON]", "away (none, /back: back)"),
     ("/clear", "clear this view"),
     ("/quit, /q", "detach; you stay present"),
@@ -178,16 +181,16 @@ pub(super) fn parse(line: &str) -> Option<Command> {
             "" => Command::Invalid("usage: /send PATH [NICK]".into()),
             a => Command::Send(a.to_owned()),
         },
-        "accept" | "decline" => match arg {
+        "accept" | "decline" | "cancel" => match arg {
             a if a.contains(char::is_whitespace) => {
-                Command::Invalid(format!("/{name} takes one offer id"))
+                Command::Invalid(format!("/{name} takes one transfer id"))
             }
             a => {
                 let id = (!a.is_empty()).then(|| a.to_ascii_lowercase());
-                if name.eq_ignore_ascii_case("accept") {
-                    Command::Accept(id)
-                } else {
-                    Command::Decline(id)
+                match name.to_ascii_lowercase().as_str() {
+                    "accept" => Command::Accept(id),
+                    "decline" => Command::Decline(id),
+                    _ => Command::Cancel(id),
                 }
             }
         },
@@ -278,6 +281,7 @@ mod tests {
             Some(Command::Decline(Some("0a1b".into())))
         );
         assert!(matches!(parse("/accept a b"), Some(Command::Invalid(_))));
+        assert_eq!(parse("/cancel"), Some(Command::Cancel(None)));
         assert_eq!(parse("/fingerprint"), Some(Command::Whois(String::new())));
         assert_eq!(parse("/clear"), Some(Command::Clear));
         assert_eq!(parse("/quit"), Some(Command::Quit));

@@ -598,10 +598,13 @@ fn submit(state: &mut State) -> Vec<Effect> {
             vec![]
         }
         Command::Send(words) => send_files(state, &words).into_iter().collect(),
-        Command::Accept(id) => answer_offer(state, id.as_deref(), true)
+        Command::Accept(id) => pick_transfer(state, id.as_deref(), Pick::Accept)
             .into_iter()
             .collect(),
-        Command::Decline(id) => answer_offer(state, id.as_deref(), false)
+        Command::Decline(id) => pick_transfer(state, id.as_deref(), Pick::Decline)
+            .into_iter()
+            .collect(),
+        Command::Cancel(id) => pick_transfer(state, id.as_deref(), Pick::Cancel)
             .into_iter()
             .collect(),
         Command::Users => {
@@ -686,53 +689,70 @@ fn send_files(state: &mut State, words: &str) -> Option<Effect> {
     )))
 }
 
-/// `/accept [ID]`, `/decline [ID]`: the offer whose id starts with ID;
-/// without one, the offer waiting if it is the only one (a peer's offer
-/// that came a moment before is never taken by mistake).
-fn answer_offer(state: &mut State, id: Option<&str>, accept: bool) -> Option<Effect> {
-    let waiting: Vec<&shared::api::TransferInfo> = state
+/// `/accept [ID]`, `/decline [ID]` (an offer to us) and `/cancel [ID]`
+/// (any transfer under way): the one whose id starts with ID; without
+/// one, the only one there is (a peer's offer that came a moment before
+/// is never taken by mistake).
+fn pick_transfer(state: &mut State, id: Option<&str>, call: Pick) -> Option<Effect> {
+    use shared::api::{Call, TransferDirection, TransferParams, TransferState};
+    let what = match call {
+        Pick::Cancel => "transfer",
+        Pick::Accept | Pick::Decline => "offer",
+    };
+    let candidates: Vec<&shared::api::TransferInfo> = state
         .transfers
         .iter()
-        .filter(|t| {
-            t.direction == shared::api::TransferDirection::In
-                && t.state == shared::api::TransferState::Offered
+        .filter(|t| match call {
+            Pick::Cancel => !t.state.is_over(),
+            Pick::Accept | Pick::Decline => {
+                t.direction == TransferDirection::In && t.state == TransferState::Offered
+            }
         })
         .filter(|t| id.is_none_or(|i| t.id.starts_with(i)))
         .collect();
-    let chosen = match (id, waiting.as_slice()) {
-        (_, []) => {
-            state.note(LineKind::Error(match id {
-                Some(i) => format!("no offer waits with id {i}"),
-                None => "no offer waits for an answer".into(),
-            }));
+    let chosen = match (id, candidates.as_slice()) {
+        (_, [one]) => one.id.clone(),
+        (Some(i), []) => {
+            state.note(LineKind::Error(format!("no {what} has an id starting {i}")));
             return None;
         }
-        (Some(i), [_, _, ..]) => {
+        (None, []) => {
+            state.note(LineKind::Error(format!("no {what} to answer or stop")));
+            return None;
+        }
+        (Some(i), _) => {
             state.note(LineKind::Error(format!(
-                "{i} starts the ids of several offers; type more of it"
+                "{i} starts the ids of several; type more of it"
             )));
             return None;
         }
-        (None, [_, _, ..]) => {
-            let ids: Vec<String> = waiting
+        (None, all) => {
+            let ids: Vec<String> = all
                 .iter()
                 .map(|t| format!("{} ({})", short_id(&t.id), crate::format::transfer_what(t)))
                 .collect();
             state.note(LineKind::Error(format!(
-                "{} offers wait; say which: {}",
+                "{} {what}s; say which: {}",
                 ids.len(),
                 ids.join(", ")
             )));
             return None;
         }
-        (_, [one]) => one.id.clone(),
     };
-    let params = shared::api::TransferParams { id: chosen };
-    Some(Effect::Files(if accept {
-        shared::api::Call::Accept(params)
-    } else {
-        shared::api::Call::Decline(params)
+    let params = TransferParams { id: chosen };
+    Some(Effect::Files(match call {
+        Pick::Accept => Call::Accept(params),
+        Pick::Decline => Call::Decline(params),
+        Pick::Cancel => Call::Cancel(params),
     }))
+}
+
+/// What `/accept`, `/decline` and `/cancel` ask of the daemon.
+#[derive(Debug, Clone, Copy)]
+enum Pick {
+    Accept,
+    Decline,
+    Cancel,
 }
 
 /// `/whois NICK` (or `/fingerprint` for ourselves): who a peer is, as far
@@ -1167,7 +1187,7 @@ mod tests {
             offer_event("bbbb11112222333b", TransferState::Offered),
         );
         assert!(enter(&mut s, "/accept").is_empty());
-        assert!(last_line(&s).body().contains("2 offers wait; say which"));
+        assert!(last_line(&s).body().contains("2 offers; say which"));
         let accept = |id: &str| {
             vec![Effect::Files(Call::Accept(TransferParams {
                 id: id.into(),
@@ -1177,7 +1197,11 @@ mod tests {
         update(&mut s, offer_event("bbbb11112222333b", TransferState::Done));
         assert_eq!(enter(&mut s, "/accept"), accept("aaaa11112222333a"));
         assert!(enter(&mut s, "/decline cccc").is_empty());
-        assert!(last_line(&s).body().contains("no offer waits with id cccc"));
+        assert!(
+            last_line(&s)
+                .body()
+                .contains("no offer has an id starting cccc")
+        );
     }
 
     fn names(s: &State) -> Vec<String> {

@@ -120,8 +120,12 @@ async fn write_replies(
                     Some(reply) => take(reply, &mut out, &mut sub, &mut attached, &mut transfers),
                     None => rx_open = false,
                 },
-                r = next_transfer(&mut transfers), if transfers.is_some() => match r {
-                    Some(info) => transfer_event(&info, sub.as_ref(), &mut out),
+                r = next_transfer(&mut transfers, ctx), if transfers.is_some() => match r {
+                    Some(infos) => {
+                        for info in infos {
+                            transfer_event(&info, sub.as_ref(), &mut out);
+                        }
+                    }
                     None => transfers = None,
                 },
                 r = next_event(&mut sub), if sub.is_some() => {
@@ -217,16 +221,24 @@ fn take(
 }
 
 /// The next transfer event; `None` once the daemon stops sending them. A
-/// subscriber that fell behind misses some progress, not the end.
-async fn next_transfer(rx: &mut Option<Transfers>) -> Option<Arc<TransferInfo>> {
+/// subscriber that fell behind gets where every transfer stands instead
+/// of what it missed: some progress, never an end.
+async fn next_transfer(
+    rx: &mut Option<Transfers>,
+    ctx: &ApiContext,
+) -> Option<Vec<Arc<TransferInfo>>> {
     use tokio::sync::broadcast::error::RecvError;
-    let rx = rx.as_mut()?;
-    loop {
-        match rx.recv().await {
-            Ok(info) => return Some(info),
-            Err(RecvError::Lagged(_)) => {}
-            Err(RecvError::Closed) => return None,
-        }
+    match rx.as_mut()?.recv().await {
+        Ok(info) => Some(vec![info]),
+        Err(RecvError::Lagged(_)) => Some(
+            ctx.mesh
+                .transfers()
+                .list()
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
+        ),
+        Err(RecvError::Closed) => None,
     }
 }
 

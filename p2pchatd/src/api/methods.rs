@@ -182,6 +182,7 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
         Call::Send(p) => respond(id, crate::transfer::send(&ctx.mesh, p).await),
         Call::Accept(p) => respond(id, crate::transfer::accept(&ctx.mesh, &p.id)),
         Call::Decline(p) => respond(id, crate::transfer::decline(&ctx.mesh, &p.id).await),
+        Call::Cancel(p) => respond(id, crate::transfer::cancel(&ctx.mesh, &p.id).await),
         Call::Transfers => respond(
             id,
             Ok(TransfersResult {

@@ -293,6 +293,14 @@ pub(super) async fn run(mesh: &Mesh, setup: LinkSetup) -> LinkOutcome {
     {
         let _ = own_tx.try_send(mesh.away_line(Some(&away)));
     }
+    // Our offers it has not answered: the first may have gone nowhere.
+    if let Some(w) = who.as_ref().filter(|w| w.files)
+        && let Some(key) = &w.key
+    {
+        for line in crate::transfer::offers_for(mesh, &w.id, key) {
+            let _ = own_tx.try_send(line);
+        }
+    }
     let mut ctx = Reader {
         mesh,
         id,

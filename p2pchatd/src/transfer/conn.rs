@@ -12,6 +12,8 @@ use crate::mesh::secure::{Established, Opener, Sealer};
 
 /// A peer that sends or takes nothing this long is gone.
 pub(super) const IDLE: Duration = Duration::from_secs(60);
+/// How long an end that gives up reads on, so its reason arrives.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Why a transfer stopped before its end.
 #[derive(Debug)]
@@ -92,9 +94,45 @@ impl Conn {
         Ok(())
     }
 
-    /// Says why we stop, as far as the connection still takes it.
+    /// Says why we stop, then closes our side and reads what still comes
+    /// for a moment: closing with unread bytes would reset the connection,
+    /// and the other end could lose the reason with them.
     pub(super) fn fail(&mut self, why: &str) {
-        let _ = self.send(ERROR, why.as_bytes());
+        if self.send(ERROR, why.as_bytes()).is_err() {
+            return;
+        }
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        let _ = self.idle(LINGER);
+        let mut sink = vec![0u8; 64 * 1024];
+        let until = std::time::Instant::now() + LINGER;
+        while std::time::Instant::now() < until {
+            match io::Read::read(&mut self.stream, &mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// The other end's `ERROR`, if one came while we were sending (read
+    /// without waiting; other bytes stay for [`Conn::recv`]).
+    pub(super) fn stopped(&mut self) -> Result<(), Stop> {
+        self.stream.set_nonblocking(true)?;
+        let opened = self.opener.open_next(&mut self.stream, &mut self.plain);
+        self.stream.set_nonblocking(false)?;
+        match opened {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+            Ok(false) => return Err(Stop::Cut("the other end closed the connection".into())),
+            Ok(true) => {}
+        }
+        let rest = &self.plain[self.at..];
+        if rest.len() >= HEAD && rest[0] == ERROR {
+            let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+            if rest.len() >= HEAD + len.min(MAX_CONTROL) {
+                return Err(Stop::Theirs(said(&rest[HEAD..HEAD + len.min(MAX_CONTROL)])));
+            }
+        }
+        Ok(())
     }
 
     /// Receives one message: its kind and body. `limit` gives the most

@@ -39,6 +39,8 @@ const CONNECT_WAIT: Duration = Duration::from_secs(10);
 /// Chunks that may fail their hash in one transfer before it fails: a
 /// sender whose file changes under it, or that lies, is not tried forever.
 const MAX_MISMATCHES: u32 = 8;
+/// How long the sender may take to say it heard that all is whole.
+const DONE_WAIT: Duration = Duration::from_secs(10);
 /// Whole files waiting to be forced to disk and named, at most: ...
 const LAND_FILES: usize = 256;
 /// ... and bytes. A file this large is forced on its own at once.
@@ -100,7 +102,18 @@ pub(super) async fn run(mesh: &Mesh, id: &str) {
                 continue;
             }
         };
-        let Some(reg) = conn.cutter().ok().and_then(|c| t.register(id, c)) else {
+        let cut = match conn.cutter() {
+            Ok(c) => c,
+            Err(e) => {
+                drop(place);
+                t.set_state(id, TransferState::Waiting, Some(e.to_string()));
+                if !pause(mesh, &mut wait).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let Some(reg) = t.register(id, cut) else {
             return;
         };
         t.set_state(id, TransferState::Active, None);
@@ -241,8 +254,7 @@ fn fetch_all(t: &Transfers, conn: &mut Conn, job: &mut Job) -> Result<(), Stop> 
     }
     let first = job.inc.landed;
     if first == listed.len() {
-        conn.send(DONE, &[])?;
-        return Ok(());
+        return done(conn);
     }
     let from = job.verified.filter(|(f, _)| *f == first).map(|(_, k)| k);
     let get = serde_json::to_vec(&Get {
@@ -257,7 +269,15 @@ fn fetch_all(t: &Transfers, conn: &mut Conn, job: &mut Job) -> Result<(), Stop> 
     // the next one does not fetch it again.
     landing.land(t, job, &listed)?;
     fetched?;
+    done(conn)
+}
+
+/// Says every file is whole, and waits for the sender to say it heard;
+/// if it does not, the next connection says it again.
+fn done(conn: &mut Conn) -> Result<(), Stop> {
     conn.send(DONE, &[])?;
+    conn.idle(DONE_WAIT)?;
+    conn.expect(DONE, 0)?;
     Ok(())
 }
 
@@ -395,12 +415,27 @@ impl Landing {
             _ => rustix::fs::syncfs(&self.folder).map_err(io::Error::from),
         };
         synced.map_err(|e| disk(&self.path, &e))?;
+        let mut folders = std::collections::BTreeSet::new();
+        let mut upto = job.inc.landed;
         for f in self.files.drain(..) {
-            let dest = &job.inc.dests[f];
-            let part = part_of(dest);
-            land(&part, dest, &self.path, &listed[f].1).map_err(|e| disk(&part, &e))?;
-            job.inc.landed = f + 1;
+            let dest = job.inc.dests[f].clone();
+            let part = part_of(&dest);
+            let named =
+                land(&part, &dest, &self.path, &listed[f].1).map_err(|e| disk(&part, &e))?;
+            if let Some(folder) = named.parent() {
+                folders.insert(folder.to_owned());
+            }
+            // Where it is: a sibling's name, if its own was taken meanwhile.
+            Arc::make_mut(&mut job.inc.dests)[f] = named;
+            upto = f + 1;
         }
+        // The names too are on disk before the count says they landed.
+        for folder in folders {
+            File::open(&folder)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| disk(&folder, &e))?;
+        }
+        job.inc.landed = upto;
         self.bytes = 0;
         self.last = None;
         t.incoming_changed(&job.id, &job.inc);

@@ -60,10 +60,11 @@ const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250
 const MAX_SERVING: usize = 8;
 /// Accepted transfers fetching at once; the others wait their turn.
 const MAX_FETCHING: usize = 4;
-/// Open files the transfers may hold at once: per connection its socket,
-/// the handle that cuts it, and the file read or written; and the record
-/// writer's.
-pub(crate) const MAX_FDS: usize = 3 * (MAX_SERVING + MAX_FETCHING) + 2;
+/// Open files the transfers may hold at once: a served connection's
+/// socket, the handle that cuts it and the file read; a fetch's socket,
+/// cutter, download folder, file written and the last whole one; and the
+/// record writer's.
+pub(crate) const MAX_FDS: usize = 3 * MAX_SERVING + 5 * MAX_FETCHING + 2;
 
 /// Every transfer of this daemon, both ways; cheap to clone.
 #[derive(Clone)]
@@ -114,6 +115,8 @@ enum Side {
 /// An offer of ours: what it lists and where each file is read from.
 pub(super) struct Outgoing {
     pub(super) listing: Vec<u8>,
+    /// What the offer names the listing by.
+    root: [u8; 32],
     pub(super) sources: Vec<Source>,
     /// Each file's chunk hashes, as `HASHES` sends them.
     pub(super) hashes: Vec<Vec<u8>>,
@@ -126,6 +129,7 @@ impl Outgoing {
             .map(|s| unhex_vec(&s.hashes).unwrap_or_default())
             .collect();
         Self {
+            root: shared::transfer::listing_root(&listing),
             listing,
             sources,
             hashes,
@@ -192,7 +196,7 @@ impl Entry {
         };
         match &self.side {
             Side::Out(o) => {
-                r.listing_root = hex(&shared::transfer::listing_root(&o.listing));
+                r.listing_root = hex(&o.root);
                 r.listing = Some(String::from_utf8_lossy(&o.listing).into_owned());
                 r.sources.clone_from(&o.sources);
             }
@@ -290,6 +294,11 @@ impl Transfers {
             if e.info.state.is_over() || (e.info.state == state && e.info.reason == reason) {
                 return;
             }
+            // Active and waiting are one to a restart (it resumes either):
+            // flipping between them writes nothing down.
+            let moving =
+                |s: TransferState| matches!(s, TransferState::Active | TransferState::Waiting);
+            let write = !(moving(e.info.state) && moving(state));
             e.info.state = state;
             e.info.reason = reason;
             if state != TransferState::Active {
@@ -300,7 +309,9 @@ impl Transfers {
                     let _ = c.shutdown(std::net::Shutdown::Both);
                 }
             }
-            self.save(e);
+            if write {
+                self.save(e);
+            }
             let info = e.info.clone();
             if state.is_over() {
                 prune(&mut book);
@@ -359,6 +370,11 @@ impl Transfers {
         let e = book.entries.get_mut(id)?;
         if e.info.state.is_over() {
             return None;
+        }
+        // One connection a transfer: a newer one (the other end came back
+        // while we still waited on the old) ends the older.
+        for (_, old) in e.conns.drain(..) {
+            let _ = old.shutdown(std::net::Shutdown::Both);
         }
         e.conns.push((n, cut));
         Some(n)
@@ -686,12 +702,25 @@ pub(crate) fn heard_offer(
     let t = mesh.transfers();
     let refusal = {
         let book = t.book();
-        if book.entries.contains_key(&offer.id) {
+        if let Some(e) = book.entries.get(&offer.id) {
+            // An offer heard again (the sender's link came back): what we
+            // answered may not have reached it.
+            let ours_to_answer = matches!(e.side, Side::In(_))
+                && *e.info.peer_id == **from.id
+                && matches!(
+                    e.info.state,
+                    TransferState::Declined | TransferState::Failed
+                );
+            if ours_to_answer {
+                let line = answer_line(mesh, &offer.id, e.info.reason.clone());
+                mesh.send_to_peer_now(from.id, &line);
+            }
             return Ok(());
         }
-        let waiting = |e: &&Entry| e.info.state == TransferState::Offered;
-        let incoming = |e: &&Entry| matches!(e.side, Side::In(_));
-        let pending = book.entries.values().filter(incoming).filter(waiting);
+        // Offers waiting and transfers under way alike: an auto-accepted
+        // offer leaves the first kind at once.
+        let live = |e: &&Entry| matches!(e.side, Side::In(_)) && !e.info.state.is_over();
+        let pending = book.entries.values().filter(live);
         let (all, theirs) = pending.fold((0, 0), |(all, theirs), e| {
             (all + 1, theirs + usize::from(*e.info.peer_id == **from.id))
         });
@@ -703,10 +732,12 @@ pub(crate) fn heard_offer(
             ))
         } else if theirs >= MAX_PENDING_PER_PEER {
             Some(format!(
-                "{MAX_PENDING_PER_PEER} offers of yours wait for an answer already"
+                "{MAX_PENDING_PER_PEER} offers of yours wait for an answer or move already"
             ))
         } else if all >= MAX_PENDING {
-            Some(format!("{MAX_PENDING} offers wait for an answer already"))
+            Some(format!(
+                "{MAX_PENDING} offers wait for an answer or move already"
+            ))
         } else if t.inner.files.download_dir.is_none() {
             Some("this peer has no download folder".into())
         } else {
@@ -736,32 +767,110 @@ pub(crate) fn heard_offer(
         && from.trust == Some(Trust::Verified)
         && let Err(e) = accept(mesh, &offer.id)
     {
+        mesh.send_to_peer_now(
+            from.id,
+            &answer_line(mesh, &offer.id, Some(e.message.clone())),
+        );
         t.set_state(&offer.id, TransferState::Failed, Some(e.message));
     }
     Ok(())
 }
 
-/// The recipient declined (or refused) an offer of ours.
+/// Our offers to the key `key` (peer `id`) still waiting for an answer,
+/// as lines: said again when its link comes up, as the first may have
+/// gone nowhere.
+pub(crate) fn offers_for(mesh: &Mesh, id: &str, key: &[u8; KEY_LEN]) -> Vec<Bytes> {
+    let book = mesh.transfers().book();
+    book.entries
+        .values()
+        .filter(|e| e.key == *key && *e.info.peer_id == *id)
+        .filter(|e| e.info.state == TransferState::Offered)
+        .filter_map(|e| match &e.side {
+            Side::Out(o) => {
+                let mut msg = mesh.own_line(MessageType::FileOffer);
+                msg.offer = Some(Box::new(Offer {
+                    id: e.info.id.clone(),
+                    files: e.info.files,
+                    bytes: e.info.bytes,
+                    names: e.info.names.clone(),
+                    listing: hex(&o.root),
+                    port: mesh.port(),
+                }));
+                Some(Bytes::from(msg.encode()))
+            }
+            Side::In(_) => None,
+        })
+        .collect()
+}
+
+/// The other end said no: the recipient declined or refused an offer of
+/// ours, or either end cancelled a transfer between us.
 pub(crate) fn heard_answer(mesh: &Mesh, from: &Arc<str>, answer: Option<Box<Answer>>) {
     let Some(a) = answer else { return };
     let t = mesh.transfers();
-    let ours = {
+    let found = {
         let book = t.book();
-        book.entries.get(&a.id).is_some_and(|e| {
-            matches!(e.side, Side::Out(_))
-                && *e.info.peer_id == **from
-                && e.info.state == TransferState::Offered
-        })
+        book.entries
+            .get(&a.id)
+            .filter(|e| *e.info.peer_id == **from && !e.info.state.is_over())
+            .map(|e| {
+                (
+                    matches!(e.side, Side::Out(_)),
+                    e.info.state,
+                    e.info.nick.clone(),
+                )
+            })
     };
-    if ours {
-        let reason = a.reason.map(|r| {
-            shared::text::sanitize_foreign_text(&r)
-                .chars()
-                .take(200)
-                .collect()
-        });
-        t.set_state(&a.id, TransferState::Declined, reason);
+    let reason: Option<String> = a.reason.map(|r| {
+        shared::text::sanitize_foreign_text(&r)
+            .chars()
+            .take(200)
+            .collect()
+    });
+    match found {
+        Some((true, TransferState::Offered, _)) => {
+            t.set_state(&a.id, TransferState::Declined, reason);
+        }
+        Some((_, _, nick)) => {
+            let why = match reason {
+                Some(r) => format!("{nick} stopped it: {r}"),
+                None => format!("{nick} stopped it"),
+            };
+            t.set_state(&a.id, TransferState::Failed, Some(why));
+        }
+        None => {}
     }
+}
+
+/// `cancel {id}`: stops a transfer either way, offered or under way; the
+/// other end hears it. What arrived stays in its `.part`.
+pub(crate) async fn cancel(mesh: &Mesh, id: &str) -> Result<TransferInfo, RpcError> {
+    let t = mesh.transfers();
+    let info = t
+        .book()
+        .entries
+        .get(id)
+        .filter(|e| !e.info.state.is_over())
+        .map(|e| e.info.clone())
+        .ok_or_else(|| {
+            RpcError::new(
+                code::NO_SUCH_TRANSFER,
+                format!("no transfer under way has id {id:?} (see `p2pchat transfers`)"),
+            )
+        })?;
+    let state = match (info.direction, info.state) {
+        (TransferDirection::In, TransferState::Offered) => TransferState::Declined,
+        _ => TransferState::Failed,
+    };
+    let reason = (state == TransferState::Failed).then(|| "cancelled".to_owned());
+    t.set_state(id, state, reason.clone());
+    let line = answer_line(mesh, id, reason.clone());
+    mesh.send_to_peer(&info.peer_id, line).await;
+    Ok(TransferInfo {
+        state,
+        reason,
+        ..info
+    })
 }
 
 // --- the recipient's fetch loop ---

@@ -146,29 +146,39 @@ impl Records {
 }
 
 /// The writer's loop: every op in order, the last of each transfer's
-/// writes when several wait.
+/// writes when several wait; a flush answers once all before it is done.
 fn write_all(dir: &Path, rx: &mpsc::Receiver<Op>) {
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        batch.extend(rx.try_iter());
-        let mut last: HashMap<&str, usize> = HashMap::new();
-        for (i, op) in batch.iter().enumerate() {
-            if let Op::Write(id, _) | Op::Remove(id) = op {
-                last.insert(id, i);
+        let mut waiting: Vec<Op> = Vec::new();
+        for op in std::iter::once(first).chain(rx.try_iter()) {
+            match op {
+                Op::Flush(done) => {
+                    apply_latest(dir, std::mem::take(&mut waiting));
+                    let _ = done.send(());
+                }
+                op => waiting.push(op),
             }
         }
-        let keep: Vec<bool> = batch
-            .iter()
-            .enumerate()
-            .map(|(i, op)| match op {
-                Op::Write(id, _) | Op::Remove(id) => last.get(id.as_str()) == Some(&i),
-                Op::Flush(_) => true,
-            })
-            .collect();
-        for (op, keep) in batch.into_iter().zip(keep) {
-            if keep {
-                apply(dir, op);
-            }
+        apply_latest(dir, waiting);
+    }
+}
+
+/// Applies `ops` in order, skipping any a later op of the same transfer
+/// overrides.
+fn apply_latest(dir: &Path, ops: Vec<Op>) {
+    let mut last: HashMap<String, usize> = HashMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        if let Op::Write(id, _) | Op::Remove(id) = op {
+            last.insert(id.clone(), i);
+        }
+    }
+    for (i, op) in ops.into_iter().enumerate() {
+        let latest = match &op {
+            Op::Write(id, _) | Op::Remove(id) => last.get(id) == Some(&i),
+            Op::Flush(_) => true,
+        };
+        if latest {
+            apply(dir, op);
         }
     }
 }

@@ -122,7 +122,11 @@ fn stream(t: &Transfers, conn: &mut Conn, id: &str, out: &Outgoing) -> Result<()
     loop {
         let get = match conn.recv(control)? {
             None => return Err(Stop::Cut("the recipient closed the connection".into())),
-            Some((DONE, _)) => return Ok(()),
+            Some((DONE, _)) => {
+                // Said back, so the recipient knows we know.
+                conn.send(DONE, &[])?;
+                return Ok(());
+            }
             Some((ERROR, body)) => return Err(Stop::Theirs(said(body))),
             Some((GET, body)) => serde_json::from_slice::<Get>(body)
                 .map_err(|e| Stop::Fatal(format!("a malformed request: {e}")))?,
@@ -162,11 +166,15 @@ fn stream(t: &Transfers, conn: &mut Conn, id: &str, out: &Outgoing) -> Result<()
                 buf.resize(len, 0);
                 file.read_exact_at(&mut buf, c * CHUNK as u64)
                     .map_err(|e| Stop::Fatal(format!("cannot read {}: {e}", src.path.display())))?;
+                conn.stopped()?;
                 conn.send(CHUNK_MSG, &buf)?;
                 t.progress(id, before + c * CHUNK as u64 + len as u64);
             }
             before += src.size;
         }
+        // The recipient forces the last files to disk before it says
+        // DONE: on a slow disk that takes a while.
+        conn.idle(CHECK_WAIT)?;
     }
 }
 
