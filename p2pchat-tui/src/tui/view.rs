@@ -447,7 +447,13 @@ fn transfers(state: &State, frame: &mut Frame<'_>, area: Rect) {
                     format!("/accept {} or /decline", short_id(&t.id))
                 }
                 TransferState::Offered => "waiting for an answer".to_owned(),
-                TransferState::Waiting if t.reason.is_none() => "accepted; starting".to_owned(),
+                TransferState::Waiting
+                    if t.reason.is_none()
+                        && t.direction == TransferDirection::In
+                        && t.done == 0 =>
+                {
+                    "accepted; starting".to_owned()
+                }
                 TransferState::Waiting => "cut; resumes when the peer is back".to_owned(),
                 _ => progress(t),
             };

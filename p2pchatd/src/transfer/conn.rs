@@ -117,7 +117,16 @@ impl Conn {
     /// without waiting; other bytes stay for [`Conn::recv`]).
     pub(super) fn stopped(&mut self) -> Result<(), Stop> {
         self.stream.set_nonblocking(true)?;
-        let opened = self.opener.open_next(&mut self.stream, &mut self.plain);
+        // An ERROR is two frames (its head, its reason): open what came.
+        let mut opened = Ok(true);
+        for _ in 0..8 {
+            let before = self.plain.len();
+            opened = self.opener.open_next(&mut self.stream, &mut self.plain);
+            self.received += (self.plain.len() - before) as u64;
+            if !matches!(opened, Ok(true)) {
+                break;
+            }
+        }
         self.stream.set_nonblocking(false)?;
         match opened {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

@@ -70,6 +70,13 @@ pub(super) async fn run(mesh: &Mesh, id: &str) {
         if info.state.is_over() || mesh.cancel_token().is_cancelled() {
             return;
         }
+        // All landed in a life that ended before it said so.
+        if inc.listed.is_some() && inc.landed as u64 == info.files {
+            {
+                t.set_state(id, TransferState::Done, None);
+                return;
+            }
+        }
         if !mesh.is_linked(&info.peer_id) {
             tokio::select! {
                 r = topology.changed() => if r.is_err() { return },
@@ -139,7 +146,10 @@ pub(super) async fn run(mesh: &Mesh, id: &str) {
         drop(place);
         let (job, received, r) = match r {
             Ok(x) => x,
-            Err(why) => return t.set_state(id, TransferState::Failed, Some(why)),
+            Err(why) => {
+                t.set_state(id, TransferState::Failed, Some(why));
+                return;
+            }
         };
         t.received(id, received);
         verified = job.verified;
@@ -147,16 +157,26 @@ pub(super) async fn run(mesh: &Mesh, id: &str) {
         match r {
             Ok(()) => {
                 info!(id, "files received, whole and verified");
-                return t.set_state(id, TransferState::Done, None);
+                {
+                    t.set_state(id, TransferState::Done, None);
+                    return;
+                }
             }
             Err(Stop::Fatal(why)) => {
                 warn!(id, "a transfer failed: {why}");
-                return t.set_state(id, TransferState::Failed, Some(why));
+                // Also on the link: the ERROR may not have got through.
+                let line = super::answer_line(mesh, id, Some(why.clone()));
+                mesh.send_to_peer_now(&job.info.peer_id, &line);
+                t.set_state(id, TransferState::Failed, Some(why));
+                return;
             }
             Err(Stop::Theirs(why)) => {
                 warn!(id, "the sender stopped a transfer: {why}");
                 let why = format!("{}: {why}", job.info.nick);
-                return t.set_state(id, TransferState::Failed, Some(why));
+                {
+                    t.set_state(id, TransferState::Failed, Some(why));
+                    return;
+                }
             }
             Err(Stop::Cut(why)) => {
                 info!(
@@ -272,12 +292,15 @@ fn fetch_all(t: &Transfers, conn: &mut Conn, job: &mut Job) -> Result<(), Stop> 
     done(conn)
 }
 
-/// Says every file is whole, and waits for the sender to say it heard;
-/// if it does not, the next connection says it again.
+/// Says every file is whole, and waits a moment for the sender to say it
+/// heard. Every file landed already: a sender that does not answer (it
+/// went away, or is older) does not undo that.
 fn done(conn: &mut Conn) -> Result<(), Stop> {
     conn.send(DONE, &[])?;
     conn.idle(DONE_WAIT)?;
-    conn.expect(DONE, 0)?;
+    if let Err(Stop::Cut(why)) = conn.expect(DONE, 0) {
+        debug!("the sender did not say it heard that all is whole: {why}");
+    }
     Ok(())
 }
 
@@ -409,6 +432,10 @@ impl Landing {
     ) -> Result<(), Stop> {
         if self.files.is_empty() {
             return Ok(());
+        }
+        if t.is_over(&job.id) {
+            // Cancelled: what arrived stays in its `.part`.
+            return Err(Stop::Cut("the transfer is over".into()));
         }
         let synced = match (self.files.len(), &self.last) {
             (1, Some(f)) => f.sync_data(),

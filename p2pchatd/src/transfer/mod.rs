@@ -284,15 +284,16 @@ impl Transfers {
     }
 
     /// Changes a transfer's state (and reason), tells subscribers, and
-    /// writes it down (or removes its record once it is over).
-    fn set_state(&self, id: &str, state: TransferState, reason: Option<String>) {
+    /// writes it down (or removes its record once it is over). False when
+    /// nothing changed (it was over already).
+    fn set_state(&self, id: &str, state: TransferState, reason: Option<String>) -> bool {
         let info = {
             let mut book = self.book();
             let Some(e) = book.entries.get_mut(id) else {
-                return;
+                return false;
             };
             if e.info.state.is_over() || (e.info.state == state && e.info.reason == reason) {
-                return;
+                return false;
             }
             // Active and waiting are one to a restart (it resumes either):
             // flipping between them writes nothing down.
@@ -319,13 +320,14 @@ impl Transfers {
             info
         };
         self.emit(&info);
+        true
     }
 
     /// Bytes done moved on: a progress event now and then.
     fn progress(&self, id: &str, done: u64) {
         let info = {
             let mut book = self.book();
-            let Some(e) = book.entries.get_mut(id) else {
+            let Some(e) = book.entries.get_mut(id).filter(|e| !e.info.state.is_over()) else {
                 return;
             };
             e.info.done = done;
@@ -395,6 +397,13 @@ impl Transfers {
         if let Some(e) = self.book().entries.get_mut(id) {
             e.info.transferred += n;
         }
+    }
+
+    fn is_over(&self, id: &str) -> bool {
+        self.book()
+            .entries
+            .get(id)
+            .is_none_or(|e| e.info.state.is_over())
     }
 
     fn done_of(&self, id: &str) -> u64 {
@@ -711,8 +720,9 @@ pub(crate) fn heard_offer(
                     e.info.state,
                     TransferState::Declined | TransferState::Failed
                 );
-            if ours_to_answer {
-                let line = answer_line(mesh, &offer.id, e.info.reason.clone());
+            let again = ours_to_answer.then(|| answer_line(mesh, &offer.id, e.info.reason.clone()));
+            drop(book);
+            if let Some(line) = again {
                 mesh.send_to_peer_now(from.id, &line);
             }
             return Ok(());
@@ -776,17 +786,25 @@ pub(crate) fn heard_offer(
     Ok(())
 }
 
-/// Our offers to the key `key` (peer `id`) still waiting for an answer,
-/// as lines: said again when its link comes up, as the first may have
-/// gone nowhere.
+/// What peer `id` (key `key`) may have missed while its link was down,
+/// as lines said again when it comes up: our offers it has not answered,
+/// and our answers to its offers (declined, failed, cancelled) that this
+/// life still holds.
 pub(crate) fn offers_for(mesh: &Mesh, id: &str, key: &[u8; KEY_LEN]) -> Vec<Bytes> {
     let book = mesh.transfers().book();
     book.entries
         .values()
         .filter(|e| e.key == *key && *e.info.peer_id == *id)
-        .filter(|e| e.info.state == TransferState::Offered)
         .filter_map(|e| match &e.side {
-            Side::Out(o) => {
+            Side::In(_)
+                if matches!(
+                    e.info.state,
+                    TransferState::Declined | TransferState::Failed
+                ) =>
+            {
+                Some(answer_line(mesh, &e.info.id, e.info.reason.clone()))
+            }
+            Side::Out(o) if e.info.state == TransferState::Offered => {
                 let mut msg = mesh.own_line(MessageType::FileOffer);
                 msg.offer = Some(Box::new(Offer {
                     id: e.info.id.clone(),
@@ -798,7 +816,7 @@ pub(crate) fn offers_for(mesh: &Mesh, id: &str, key: &[u8; KEY_LEN]) -> Vec<Byte
                 }));
                 Some(Bytes::from(msg.encode()))
             }
-            Side::In(_) => None,
+            _ => None,
         })
         .collect()
 }
@@ -813,6 +831,8 @@ pub(crate) fn heard_answer(mesh: &Mesh, from: &Arc<str>, answer: Option<Box<Answ
         book.entries
             .get(&a.id)
             .filter(|e| *e.info.peer_id == **from && !e.info.state.is_over())
+            // All landed: only the last word is missing; no answer undoes it.
+            .filter(|e| !matches!(&e.side, Side::In(i) if i.landed as u64 == e.info.files))
             .map(|e| {
                 (
                     matches!(e.side, Side::Out(_)),
@@ -863,7 +883,15 @@ pub(crate) async fn cancel(mesh: &Mesh, id: &str) -> Result<TransferInfo, RpcErr
         _ => TransferState::Failed,
     };
     let reason = (state == TransferState::Failed).then(|| "cancelled".to_owned());
-    t.set_state(id, state, reason.clone());
+    if !t.set_state(id, state, reason.clone()) {
+        // It ended meanwhile (done, say): as it is now.
+        return t
+            .book()
+            .entries
+            .get(id)
+            .map(|e| e.info.clone())
+            .ok_or_else(|| no_such(id));
+    }
     let line = answer_line(mesh, id, reason.clone());
     mesh.send_to_peer(&info.peer_id, line).await;
     Ok(TransferInfo {

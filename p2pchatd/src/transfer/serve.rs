@@ -132,6 +132,8 @@ fn stream(t: &Transfers, conn: &mut Conn, id: &str, out: &Outgoing) -> Result<()
                 .map_err(|e| Stop::Fatal(format!("a malformed request: {e}")))?,
             Some((kind, _)) => return Err(Stop::Fatal(format!("an unexpected message ({kind})"))),
         };
+        // Waiting for the recipient is over: silence is 60 s again.
+        conn.idle(IDLE)?;
         let first = get.file as usize;
         if first >= out.sources.len() {
             return Err(Stop::Fatal(format!(
