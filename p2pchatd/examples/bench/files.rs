@@ -58,6 +58,8 @@ pub(crate) async fn files(c: &Counts) -> Files {
     for i in 0..SMALL_FILES {
         write_random(&small.join(format!("f{i:04}.bin")), SMALL as u64);
     }
+    // On disk before anything is timed: writeback would run under it.
+    nix::unistd::sync();
     let mut at_b = b.subscribe(None).await;
 
     let secs = transfer(&a, &b, &mut at_b, &big).await;
@@ -66,6 +68,20 @@ pub(crate) async fn files(c: &Counts) -> Files {
     let secs = transfer(&a, &b, &mut at_b, &small).await;
     let small_mb_per_s = (SMALL * SMALL_FILES) as f64 / 1e6 / secs;
     eprintln!("  {SMALL_FILES} files of {SMALL} B in {:.0} ms", secs * 1e3);
+    let idle = latency_samples(&a, &b, 200, CHAT_LINES).await;
+    // The big file again; chat lines timed while it moves.
+    let offer = offer(&a, &big).await;
+    answered(&b, &mut at_b, &offer.id).await;
+    let during = latency_samples(&a, &b, 0, CHAT_LINES).await;
+    let still = transfers_of(&b, &offer.id).await;
+    let chat_during_lines = if still.is_over() {
+        eprintln!("  (the file was whole before the chat lines were: some were timed after it)");
+        0
+    } else {
+        CHAT_LINES
+    };
+    done(&mut at_b, &offer.id).await;
+    // To disk last: its writeback must not run under the chat's timing.
     if let Some(m) = &memory {
         // What is in memory goes, before more comes.
         for e in std::fs::read_dir(m.path()).into_iter().flatten().flatten() {
@@ -89,19 +105,6 @@ pub(crate) async fn files(c: &Counts) -> Files {
         None => None,
     };
 
-    let idle = latency_samples(&a, &b, 200, CHAT_LINES).await;
-    // The big file again; chat lines timed while it moves.
-    let offer = offer(&a, &big).await;
-    answered(&b, &mut at_b, &offer.id).await;
-    let during = latency_samples(&a, &b, 0, CHAT_LINES).await;
-    let still = transfers_of(&b, &offer.id).await;
-    let chat_during_lines = if still.is_over() {
-        eprintln!("  (the file was whole before the chat lines were: some were timed after it)");
-        0
-    } else {
-        CHAT_LINES
-    };
-    done(&mut at_b, &offer.id).await;
     Files {
         mb_per_s,
         disk_mb_per_s,
