@@ -93,16 +93,7 @@ pub async fn dial_with_caps(
     stream.write_all(&third).await.map_err(|x| e(&x))?;
     sent.extend_from_slice(&third);
     let state = hs.into_stateless_transport_mode().map_err(|x| e(&x))?;
-    Ok(NoiseLink {
-        stream,
-        state,
-        tx: 0,
-        rx: 0,
-        raw,
-        plain: Vec::new(),
-        handshake_bytes: sent,
-        theirs,
-    })
+    Ok(NoiseLink::new(stream, state, raw, sent, theirs))
 }
 
 /// The next handshake frame, reading `stream` as needed (5 s at most).
@@ -180,19 +171,29 @@ pub async fn respond(
     let n = hs.read_message(&third, &mut payload).map_err(|x| e(&x))?;
     let theirs = Hello::decode(&payload[..n]).map_err(|x| e(&x))?;
     let state = hs.into_stateless_transport_mode().map_err(|x| e(&x))?;
-    Ok(NoiseLink {
-        stream,
-        state,
-        tx: 0,
-        rx: 0,
-        raw,
-        plain: Vec::new(),
-        handshake_bytes: second,
-        theirs,
-    })
+    Ok(NoiseLink::new(stream, state, raw, second, theirs))
 }
 
 impl NoiseLink {
+    fn new(
+        stream: TcpStream,
+        state: StatelessTransportState,
+        raw: BytesMut,
+        handshake_bytes: Vec<u8>,
+        theirs: Hello,
+    ) -> Self {
+        Self {
+            stream,
+            state,
+            tx: 0,
+            rx: 0,
+            raw,
+            plain: Vec::new(),
+            handshake_bytes,
+            theirs,
+        }
+    }
+
     /// Sends one fetch message (PROTOCOL-p2pchatd §10).
     pub async fn send_fetch(&mut self, kind: u8, body: &[u8]) -> std::io::Result<()> {
         let mut plain = shared::transfer::fetch::head(kind, body.len()).to_vec();
