@@ -361,13 +361,16 @@ pub fn valid_id(id: &str) -> bool {
 }
 
 /// A `file_answer` line's body: the recipient declined the offer (or
-/// refused it unseen, with a reason). Accepting needs no line: the
-/// recipient fetches.
+/// refused it unseen, with a reason), either end stopped a transfer, or
+/// (`done`) the recipient has every file whole. Accepting needs no line:
+/// the recipient fetches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Answer {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub done: bool,
 }
 
 /// One file of a listing: its path inside the offer (`/` between

@@ -53,6 +53,23 @@ pub async fn dial_with_caps(
     psk: Option<[u8; 32]>,
     caps: &[&str],
 ) -> Result<NoiseLink, String> {
+    dial_as(to, secret, nick, psk, caps, None).await
+}
+
+/// A fetch of offer `id` (PROTOCOL-p2pchatd §10), as the holder of
+/// `secret`: the daemon at `to` then sends the listing.
+pub async fn fetch(to: SocketAddr, secret: [u8; 32], id: &str) -> Result<NoiseLink, String> {
+    dial_as(to, secret, "fetcher", None, &[], Some(id)).await
+}
+
+async fn dial_as(
+    to: SocketAddr,
+    secret: [u8; 32],
+    nick: &str,
+    psk: Option<[u8; 32]>,
+    caps: &[&str],
+    fetch: Option<&str>,
+) -> Result<NoiseLink, String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
     let pattern = if psk.is_some() {
         NOISE_XX_PSK
@@ -72,7 +89,8 @@ pub async fn dial_with_caps(
         b = b.psk(0, k).map_err(|x| e(&x))?;
     }
     let mut hs = b.build_initiator().map_err(|x| e(&x))?;
-    let hello = hello(secret, &keys.public, nick, caps);
+    let mut hello = hello(secret, &keys.public, nick, caps);
+    hello.fetch = fetch.map(str::to_owned);
     let mut stream = TcpStream::connect(to).await.map_err(|x| e(&x))?;
     let mut msg = vec![0u8; 4096];
     let mut sent = PREAMBLE.to_vec();

@@ -157,6 +157,7 @@ pub(super) async fn run(mesh: &Mesh, id: &str) {
         match r {
             Ok(()) => {
                 info!(id, "files received, whole and verified");
+                mesh.send_to_peer_now(&job.info.peer_id, &super::done_line(mesh, id));
                 {
                     t.set_state(id, TransferState::Done, None);
                     return;

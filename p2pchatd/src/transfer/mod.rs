@@ -672,10 +672,21 @@ pub(crate) async fn decline(mesh: &Mesh, id: &str) -> Result<TransferInfo, RpcEr
 }
 
 fn answer_line(mesh: &Mesh, id: &str, reason: Option<String>) -> Bytes {
+    answer_of(mesh, id, reason, false)
+}
+
+/// The recipient's word that every file of `id` is whole: also on the
+/// link, as the fetch connection's last `DONE` may not have got through.
+fn done_line(mesh: &Mesh, id: &str) -> Bytes {
+    answer_of(mesh, id, None, true)
+}
+
+fn answer_of(mesh: &Mesh, id: &str, reason: Option<String>, done: bool) -> Bytes {
     let mut msg = mesh.own_line(MessageType::FileAnswer);
     msg.answer = Some(Box::new(Answer {
         id: id.to_owned(),
         reason,
+        done,
     }));
     Bytes::from(msg.encode())
 }
@@ -788,8 +799,8 @@ pub(crate) fn heard_offer(
 
 /// What peer `id` (key `key`) may have missed while its link was down,
 /// as lines said again when it comes up: our offers it has not answered,
-/// and our answers to its offers (declined, failed, cancelled) that this
-/// life still holds.
+/// and our answers to its offers (declined, failed, cancelled, done) that
+/// this life still holds.
 pub(crate) fn offers_for(mesh: &Mesh, id: &str, key: &[u8; KEY_LEN]) -> Vec<Bytes> {
     let book = mesh.transfers().book();
     book.entries
@@ -804,6 +815,7 @@ pub(crate) fn offers_for(mesh: &Mesh, id: &str, key: &[u8; KEY_LEN]) -> Vec<Byte
             {
                 Some(answer_line(mesh, &e.info.id, e.info.reason.clone()))
             }
+            Side::In(_) if e.info.state == TransferState::Done => Some(done_line(mesh, &e.info.id)),
             Side::Out(o) if e.info.state == TransferState::Offered => {
                 let mut msg = mesh.own_line(MessageType::FileOffer);
                 msg.offer = Some(Box::new(Offer {
@@ -826,6 +838,19 @@ pub(crate) fn offers_for(mesh: &Mesh, id: &str, key: &[u8; KEY_LEN]) -> Vec<Byte
 pub(crate) fn heard_answer(mesh: &Mesh, from: &Arc<str>, answer: Option<Box<Answer>>) {
     let Some(a) = answer else { return };
     let t = mesh.transfers();
+    if a.done {
+        // The recipient has every file: a transfer of ours to it that
+        // moved (and lost its last DONE) is done.
+        let moved = t.book().entries.get(&a.id).is_some_and(|e| {
+            matches!(e.side, Side::Out(_))
+                && *e.info.peer_id == **from
+                && matches!(e.info.state, TransferState::Active | TransferState::Waiting)
+        });
+        if moved {
+            t.set_state(&a.id, TransferState::Done, None);
+        }
+        return;
+    }
     let found = {
         let book = t.book();
         book.entries

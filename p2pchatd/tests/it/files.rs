@@ -775,3 +775,50 @@ async fn a_cancel_at_either_end_stops_both() {
         code::NO_SUCH_TRANSFER,
     );
 }
+
+/// eve fetched from amy and got it all, but amy never heard the last
+/// DONE: eve's word on the link (said at once, and again at link-up)
+/// ends amy's transfer as done.
+#[tokio::test]
+async fn the_recipients_word_on_the_link_ends_a_transfer_whose_done_was_lost() {
+    let net = TestNet::new();
+    let a = net.daemon("amy").await;
+    let mut eve = Eve::at(&a).await;
+    wait_until("eve to be linked", T, || async {
+        let peers = a.try_peers().await.ok()?;
+        peers
+            .iter()
+            .any(|p| p.nick == "eve" && p.connected)
+            .then_some(())
+    })
+    .await;
+    let file = net.dir.path().join("notes.md");
+    random_file(&file, 2000);
+    let mut at_a = a.subscribe(None).await;
+    let offered = send(&a, &[&file], "eve").await.unwrap();
+    let port = a.status().await.port;
+    let mut conn = noise::fetch(SocketAddr::from(([127, 0, 0, 1], port)), EVE, &offered.id)
+        .await
+        .unwrap();
+    let (kind, _) = conn.recv_fetch(T).await.unwrap();
+    assert_eq!(kind, LISTING);
+    reaches(&mut at_a, &offered.id, TransferState::Active).await;
+    drop(conn);
+    reaches(&mut at_a, &offered.id, TransferState::Waiting).await;
+    let mut m = PeerMessage::new(
+        MessageType::FileAnswer,
+        format!("{:016x}", fastrand::u64(..)),
+        &eve.id,
+        "eve",
+        String::new(),
+        chrono::Utc::now(),
+        0,
+    );
+    m.answer = Some(Box::new(shared::transfer::Answer {
+        id: offered.id.clone(),
+        reason: None,
+        done: true,
+    }));
+    eve.link.send(&m.encode()).await.unwrap();
+    reaches(&mut at_a, &offered.id, TransferState::Done).await;
+}
