@@ -24,7 +24,6 @@ use crossterm::event::{
 };
 use futures_util::StreamExt;
 use ratatui::DefaultTerminal;
-use shared::api::SayParams;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::client::{Client, ClientError};
@@ -394,50 +393,8 @@ pub async fn run(opts: Options) -> Result<(), TuiError> {
                             )),
                         }
                     }
-                    Effect::Say {
-                        text,
-                        action,
-                        room,
-                        to,
-                    } => {
-                        let say = SayParams {
-                            text,
-                            action,
-                            room,
-                            to,
-                            ..Default::default()
-                        };
-                        let _ = requests.send(Request::Say(say)).await;
-                    }
-                    Effect::Join(room) => {
-                        let _ = requests.send(Request::Join(room)).await;
-                    }
-                    Effect::Part(room) => {
-                        let _ = requests.send(Request::Part(room)).await;
-                    }
-                    Effect::Rooms => {
-                        let _ = requests.send(Request::Rooms).await;
-                    }
-                    Effect::Files(call) => {
-                        let _ = requests.send(Request::Files(call)).await;
-                    }
-                    Effect::Topic { room, text } => {
-                        let _ = requests.send(Request::Topic { room, text }).await;
-                    }
-                    Effect::Nick(name) => {
-                        let _ = requests.send(Request::Nick(name)).await;
-                    }
-                    Effect::Trust(nick) => {
-                        let _ = requests.send(Request::Trust(nick)).await;
-                    }
-                    Effect::Forget(nick) => {
-                        let _ = requests.send(Request::Forget(nick)).await;
-                    }
-                    Effect::Search(words) => {
-                        let _ = requests.send(Request::Search(words)).await;
-                    }
-                    Effect::Away(reason) => {
-                        let _ = requests.send(Request::Away(reason)).await;
+                    Effect::Daemon(ask) => {
+                        let _ = requests.send(Request::Ask(ask)).await;
                     }
                     Effect::RefreshPeers => {
                         // A refresh already queued will do.

@@ -17,7 +17,7 @@ use shared::event::Event;
 use tokio::sync::{mpsc, oneshot};
 
 use super::state::MAX_LINES;
-use super::update::{Action, DaemonMsg};
+use super::update::{Action, Ask, DaemonMsg};
 use crate::client::{Client, ClientError};
 
 /// A room's events shown when it is joined.
@@ -27,26 +27,12 @@ const ROOM_HISTORY: usize = 500;
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
-/// What the UI asks of the daemon.
+/// What the UI asks of the daemon: what the user asked, and the loop's
+/// own peer refreshes and shutdown.
 #[derive(Debug)]
 pub(super) enum Request {
-    Say(SayParams),
-    Join(String),
-    Part(String),
-    Rooms,
-    Topic {
-        room: String,
-        text: Option<String>,
-    },
-    Nick(String),
-    Trust(String),
-    Forget(String),
-    Search(String),
-    /// Away with a reason, or back.
-    Away(Option<String>),
+    Ask(Ask),
     Peers,
-    /// `send`, `accept` or `decline`: its result shows as transfer events.
-    Files(Call),
     Shutdown(oneshot::Sender<Result<(), String>>),
 }
 
@@ -253,25 +239,41 @@ async fn forward(
     actions: &mpsc::Sender<Action>,
 ) -> Result<(), ClientError> {
     let actions = actions.clone();
+    let failed = match &r {
+        Request::Ask(ask) => ask.failed(),
+        Request::Peers | Request::Shutdown(_) => String::new(),
+    };
     match r {
-        Request::Say(params) => {
+        Request::Ask(Ask::Say {
+            text,
+            action,
+            room,
+            to,
+        }) => {
+            let params = SayParams {
+                text,
+                action,
+                room,
+                to,
+                ..Default::default()
+            };
             let p = client.send(&Call::Say(params)).await?;
             tokio::spawn(async move {
                 if let Err(e) = p.wait::<SayResult>().await {
                     let _ = actions
-                        .send(Action::Daemon(DaemonMsg::Failed(format!("not sent: {e}"))))
+                        .send(Action::Daemon(DaemonMsg::Failed(format!("{failed}: {e}"))))
                         .await;
                 }
             });
         }
-        Request::Join(room) => {
+        Request::Ask(Ask::Join(room)) => {
             let p = client.send(&Call::Join(RoomParams { room })).await?;
             let client = client.clone();
             tokio::spawn(async move {
                 let room = match p.wait::<RoomResult>().await {
                     Ok(r) => r.room,
                     Err(e) => {
-                        let msg = DaemonMsg::Failed(format!("not joined: {e}"));
+                        let msg = DaemonMsg::Failed(format!("{failed}: {e}"));
                         let _ = actions.send(Action::Daemon(msg)).await;
                         return;
                     }
@@ -297,17 +299,17 @@ async fn forward(
                 }
             });
         }
-        Request::Part(room) => {
+        Request::Ask(Ask::Part(room)) => {
             let p = client.send(&Call::Part(RoomParams { room })).await?;
             tokio::spawn(async move {
                 let msg = match p.wait::<RoomResult>().await {
                     Ok(r) => DaemonMsg::Parted(r.room),
-                    Err(e) => DaemonMsg::Failed(format!("not left: {e}")),
+                    Err(e) => DaemonMsg::Failed(format!("{failed}: {e}")),
                 };
                 let _ = actions.send(Action::Daemon(msg)).await;
             });
         }
-        Request::Topic { room, text } => {
+        Request::Ask(Ask::Topic { room, text }) => {
             let asked = text.is_none();
             let p = client
                 .send(&Call::Topic(TopicParams { room, text }))
@@ -328,22 +330,22 @@ async fn forward(
                     Ok(TopicResult { room, topic: None }) => {
                         DaemonMsg::Done(format!("{room} has no topic; /topic TEXT sets one"))
                     }
-                    Err(e) => DaemonMsg::Failed(format!("topic: {e}")),
+                    Err(e) => DaemonMsg::Failed(format!("{failed}: {e}")),
                 };
                 let _ = actions.send(Action::Daemon(msg)).await;
             });
         }
-        Request::Rooms => {
+        Request::Ask(Ask::Rooms) => {
             let p = client.send(&Call::Rooms).await?;
             tokio::spawn(async move {
                 let msg = match p.wait::<Vec<RoomInfo>>().await {
                     Ok(rooms) => DaemonMsg::Rooms(rooms),
-                    Err(e) => DaemonMsg::Failed(format!("rooms: {e}")),
+                    Err(e) => DaemonMsg::Failed(format!("{failed}: {e}")),
                 };
                 let _ = actions.send(Action::Daemon(msg)).await;
             });
         }
-        Request::Away(reason) => {
+        Request::Ask(Ask::Away(reason)) => {
             let p = client.send(&Call::Away(AwayParams { reason })).await?;
             tokio::spawn(async move {
                 let msg = match p.wait::<AwayResult>().await {
@@ -351,12 +353,12 @@ async fn forward(
                     Ok(AwayResult { away: Some(a) }) => {
                         DaemonMsg::Done(format!("you are away: {a}"))
                     }
-                    Err(e) => DaemonMsg::Failed(format!("away: {e}")),
+                    Err(e) => DaemonMsg::Failed(format!("{failed}: {e}")),
                 };
                 let _ = actions.send(Action::Daemon(msg)).await;
             });
         }
-        Request::Nick(name) => {
+        Request::Ask(Ask::Nick(name)) => {
             let p = client.send(&Call::Nick(NickParams { name })).await?;
             tokio::spawn(async move {
                 let msg = match p.wait::<NickResult>().await {
@@ -366,12 +368,12 @@ async fn forward(
                         }
                         None => return,
                     },
-                    Err(e) => DaemonMsg::Failed(format!("nick not changed: {e}")),
+                    Err(e) => DaemonMsg::Failed(format!("{failed}: {e}")),
                 };
                 let _ = actions.send(Action::Daemon(msg)).await;
             });
         }
-        Request::Trust(nick) => {
+        Request::Ask(Ask::Trust(nick)) => {
             let p = client.send(&Call::Trust(TrustParams { nick })).await?;
             tokio::spawn(async move {
                 let msg = match p.wait::<TrustResult>().await {
@@ -379,12 +381,12 @@ async fn forward(
                         "{} is verified: fingerprint {}",
                         r.nick, r.fingerprint
                     )),
-                    Err(e) => DaemonMsg::Failed(format!("not trusted: {e}")),
+                    Err(e) => DaemonMsg::Failed(format!("{failed}: {e}")),
                 };
                 let _ = actions.send(Action::Daemon(msg)).await;
             });
         }
-        Request::Forget(nick) => {
+        Request::Ask(Ask::Forget(nick)) => {
             let p = client
                 .send(&Call::Forget(TrustParams { nick: nick.clone() }))
                 .await?;
@@ -393,12 +395,12 @@ async fn forward(
                     Ok(_) => DaemonMsg::Done(format!(
                         "{nick} is no longer pinned: the next key to use it holds it"
                     )),
-                    Err(e) => DaemonMsg::Failed(format!("not forgotten: {e}")),
+                    Err(e) => DaemonMsg::Failed(format!("{failed}: {e}")),
                 };
                 let _ = actions.send(Action::Daemon(msg)).await;
             });
         }
-        Request::Search(words) => {
+        Request::Ask(Ask::Search(words)) => {
             let p = client
                 .send(&Call::Search(SearchParams {
                     words: words.clone(),
@@ -412,17 +414,16 @@ async fn forward(
                         words,
                         hits: r.events,
                     },
-                    Err(e) => DaemonMsg::Failed(format!("search failed: {e}")),
+                    Err(e) => DaemonMsg::Failed(format!("{failed}: {e}")),
                 };
                 let _ = actions.send(Action::Daemon(msg)).await;
             });
         }
-        Request::Files(call) => {
-            let what = call.method();
+        Request::Ask(Ask::Files(call)) => {
             let p = client.send(&call).await?;
             tokio::spawn(async move {
                 if let Err(e) = p.wait::<TransferInfo>().await {
-                    let msg = DaemonMsg::Failed(format!("{what}: {e}"));
+                    let msg = DaemonMsg::Failed(format!("{failed}: {e}"));
                     let _ = actions.send(Action::Daemon(msg)).await;
                 }
             });
@@ -453,17 +454,7 @@ async fn forward(
 async fn refuse(r: Request, actions: &mpsc::Sender<Action>) {
     let why = "not connected to p2pchatd";
     let msg = match r {
-        Request::Say(_) => format!("not sent: {why}"),
-        Request::Join(_) => format!("not joined: {why}"),
-        Request::Part(_) => format!("not left: {why}"),
-        Request::Rooms => format!("rooms: {why}"),
-        Request::Topic { .. } => format!("topic: {why}"),
-        Request::Nick(_) => format!("nick not changed: {why}"),
-        Request::Trust(_) => format!("not trusted: {why}"),
-        Request::Forget(_) => format!("not forgotten: {why}"),
-        Request::Search(_) => format!("search failed: {why}"),
-        Request::Away(_) => format!("away not changed: {why}"),
-        Request::Files(call) => format!("{}: {why}", call.method()),
+        Request::Ask(ask) => format!("{}: {why}", ask.failed()),
         Request::Peers => return,
         Request::Shutdown(done) => {
             let _ = done.send(Err(why.into()));

@@ -68,9 +68,10 @@ pub(super) enum DaemonMsg {
     },
 }
 
-/// Work for the event loop.
+/// What the UI asks the daemon for (the session carries it there, and
+/// says what failed).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Effect {
+pub(super) enum Ask {
     /// A line to a room (`#general` when none) or to a peer (by nick).
     Say {
         text: String,
@@ -93,10 +94,36 @@ pub(super) enum Effect {
     Search(String),
     /// Away with a reason, or back.
     Away(Option<String>),
-    RefreshPeers,
-    /// `send`, `accept` or `decline` at the daemon (what follows shows
-    /// as transfer events).
+    /// `send`, `accept`, `decline` or `cancel` (what follows shows as
+    /// transfer events).
     Files(shared::api::Call),
+}
+
+impl Ask {
+    /// What a failure of it is said as, before the reason.
+    pub(super) fn failed(&self) -> String {
+        match self {
+            Self::Say { .. } => "not sent".into(),
+            Self::Join(_) => "not joined".into(),
+            Self::Part(_) => "not left".into(),
+            Self::Rooms => "rooms".into(),
+            Self::Topic { .. } => "topic".into(),
+            Self::Nick(_) => "nick not changed".into(),
+            Self::Trust(_) => "not trusted".into(),
+            Self::Forget(_) => "not forgotten".into(),
+            Self::Search(_) => "search failed".into(),
+            Self::Away(_) => "away not changed".into(),
+            Self::Files(call) => call.method().into(),
+        }
+    }
+}
+
+/// Work for the event loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Effect {
+    /// A request to the daemon.
+    Daemon(Ask),
+    RefreshPeers,
     /// Ring the terminal bell (a mention).
     Bell,
     /// Capture the mouse (wheel scrolling) or give it back to the terminal.
@@ -318,12 +345,12 @@ fn say_here(state: &State, text: String, action: bool) -> Effect {
             )
         }
     };
-    Effect::Say {
+    Effect::Daemon(Ask::Say {
         text,
         action,
         room,
         to,
-    }
+    })
 }
 
 /// Opens the conversation with `nick` (a peer we know), and shows it when
@@ -541,10 +568,10 @@ fn submit(state: &mut State) -> Vec<Effect> {
     match cmd {
         Command::Say(text) => vec![say_here(state, text, false)],
         Command::Me(text) => vec![say_here(state, text, true)],
-        Command::Join(room) => vec![Effect::Join(room)],
+        Command::Join(room) => vec![Effect::Daemon(Ask::Join(room))],
         Command::Part(room) => match (room, &state.buf().target) {
-            (Some(r), _) => vec![Effect::Part(r)],
-            (None, Target::Room(r)) => vec![Effect::Part(r.clone())],
+            (Some(r), _) => vec![Effect::Daemon(Ask::Part(r))],
+            (None, Target::Room(r)) => vec![Effect::Daemon(Ask::Part(r.clone()))],
             (None, Target::Direct { .. }) => {
                 state.close(state.current);
                 vec![]
@@ -557,7 +584,7 @@ fn submit(state: &mut State) -> Vec<Effect> {
                     state.note(LineKind::Error(format!("{GENERAL} stays open")));
                 }
                 Target::Room(r) => {
-                    return vec![Effect::Part(r.clone())];
+                    return vec![Effect::Daemon(Ask::Part(r.clone()))];
                 }
             }
             vec![]
@@ -566,33 +593,33 @@ fn submit(state: &mut State) -> Vec<Effect> {
             if !query(state, &nick, false) {
                 return vec![];
             }
-            vec![Effect::Say {
+            vec![Effect::Daemon(Ask::Say {
                 text,
                 action: false,
                 room: None,
                 to: Some(nick),
-            }]
+            })]
         }
         Command::Query(nick) => {
             query(state, &nick, true);
             vec![]
         }
-        Command::Rooms => vec![Effect::Rooms],
+        Command::Rooms => vec![Effect::Daemon(Ask::Rooms)],
         Command::Topic(text) => match &state.buf().target {
-            Target::Room(r) => vec![Effect::Topic {
+            Target::Room(r) => vec![Effect::Daemon(Ask::Topic {
                 room: r.clone(),
                 text,
-            }],
+            })],
             Target::Direct { .. } => {
                 state.note(LineKind::Error("a conversation has no topic".into()));
                 vec![]
             }
         },
-        Command::Nick(name) => vec![Effect::Nick(name)],
-        Command::Trust(nick) => vec![Effect::Trust(nick)],
-        Command::Search(words) => vec![Effect::Search(words)],
-        Command::Away(reason) => vec![Effect::Away(reason)],
-        Command::Forget(nick) => vec![Effect::Forget(nick)],
+        Command::Nick(name) => vec![Effect::Daemon(Ask::Nick(name))],
+        Command::Trust(nick) => vec![Effect::Daemon(Ask::Trust(nick))],
+        Command::Search(words) => vec![Effect::Daemon(Ask::Search(words))],
+        Command::Away(reason) => vec![Effect::Daemon(Ask::Away(reason))],
+        Command::Forget(nick) => vec![Effect::Daemon(Ask::Forget(nick))],
         Command::Whois(nick) => {
             whois(state, &nick);
             vec![]
@@ -681,12 +708,12 @@ fn send_files(state: &mut State, words: &str) -> Option<Effect> {
             return None;
         }
     };
-    Some(Effect::Files(shared::api::Call::Send(
+    Some(Effect::Daemon(Ask::Files(shared::api::Call::Send(
         shared::api::SendParams {
             paths: vec![absolute.to_string_lossy().into_owned()],
             to: nick,
         },
-    )))
+    ))))
 }
 
 /// `/accept [ID]`, `/decline [ID]` (an offer to us) and `/cancel [ID]`
@@ -740,11 +767,11 @@ fn pick_transfer(state: &mut State, id: Option<&str>, call: Pick) -> Option<Effe
         }
     };
     let params = TransferParams { id: chosen };
-    Some(Effect::Files(match call {
+    Some(Effect::Daemon(Ask::Files(match call {
         Pick::Accept => Call::Accept(params),
         Pick::Decline => Call::Decline(params),
         Pick::Cancel => Call::Cancel(params),
-    }))
+    })))
 }
 
 /// What `/accept`, `/decline` and `/cancel` ask of the daemon.
@@ -1189,9 +1216,9 @@ mod tests {
         assert!(enter(&mut s, "/accept").is_empty());
         assert!(last_line(&s).body().contains("2 offers; say which"));
         let accept = |id: &str| {
-            vec![Effect::Files(Call::Accept(TransferParams {
+            vec![Effect::Daemon(Ask::Files(Call::Accept(TransferParams {
                 id: id.into(),
-            }))]
+            })))]
         };
         assert_eq!(enter(&mut s, "/accept bbbb"), accept("bbbb11112222333b"));
         update(&mut s, offer_event("bbbb11112222333b", TransferState::Done));
@@ -1240,12 +1267,12 @@ mod tests {
         // Typed lines go to the room on screen.
         assert_eq!(
             enter(&mut s, "hi ops"),
-            [Effect::Say {
+            [Effect::Daemon(Ask::Say {
                 text: "hi ops".into(),
                 action: false,
                 room: Some("#ops".into()),
                 to: None
-            }]
+            })]
         );
         // Round and round, both ways.
         alt(&mut s, KeyCode::Right);
@@ -1307,12 +1334,12 @@ mod tests {
 
         assert_eq!(
             enter(&mut s, "/msg cat see you"),
-            [Effect::Say {
+            [Effect::Daemon(Ask::Say {
                 text: "see you".into(),
                 action: false,
                 room: None,
                 to: Some("cat".into())
-            }]
+            })]
         );
         assert_eq!(names(&s), ["#general", "@bob_1", "@cat"]);
         assert_eq!(s.current, 0);
@@ -1323,12 +1350,12 @@ mod tests {
         assert_eq!(s.current, 2);
         assert_eq!(
             enter(&mut s, "/me waves"),
-            [Effect::Say {
+            [Effect::Daemon(Ask::Say {
                 text: "waves".into(),
                 action: true,
                 room: None,
                 to: Some("cat".into())
-            }]
+            })]
         );
         // Our own DM to cat lands in cat's buffer.
         let mut mine = msg(5, "me_1", "to cat");
@@ -1548,7 +1575,10 @@ mod tests {
         let mut bob = peer("bob", true);
         bob.rooms = vec!["#ops".into()];
         s.peers = vec![bob, peer("cat", true)];
-        assert_eq!(enter(&mut s, "/join #Ops"), [Effect::Join("#ops".into())]);
+        assert_eq!(
+            enter(&mut s, "/join #Ops"),
+            [Effect::Daemon(Ask::Join("#ops".into()))]
+        );
         assert_eq!(names(&s), ["#general"], "not before the daemon says so");
         update(&mut s, Action::Daemon(DaemonMsg::Joined("#ops".into())));
         assert_eq!(
@@ -1563,7 +1593,7 @@ mod tests {
         // A room we are not in opens nothing.
         update(&mut s, room_event(10, "cat_1", "#build", true));
         assert_eq!(names(&s).len(), 2);
-        assert_eq!(enter(&mut s, "/rooms"), [Effect::Rooms]);
+        assert_eq!(enter(&mut s, "/rooms"), [Effect::Daemon(Ask::Rooms)]);
         update(
             &mut s,
             Action::Daemon(DaemonMsg::Rooms(vec![RoomInfo {
@@ -1586,17 +1616,17 @@ mod tests {
         // The topic: asked, set, and said in the room when someone sets it.
         assert_eq!(
             enter(&mut s, "/topic"),
-            [Effect::Topic {
+            [Effect::Daemon(Ask::Topic {
                 room: "#ops".into(),
                 text: None
-            }]
+            })]
         );
         assert_eq!(
             enter(&mut s, "/topic deploys on Fridays"),
-            [Effect::Topic {
+            [Effect::Daemon(Ask::Topic {
                 room: "#ops".into(),
                 text: Some("deploys on Fridays".into())
-            }]
+            })]
         );
         update(
             &mut s,
@@ -1615,10 +1645,13 @@ mod tests {
             last_line(&s).body(),
             "cat set the topic: deploys on Fridays"
         );
-        assert_eq!(enter(&mut s, "/part"), [Effect::Part("#ops".into())]);
+        assert_eq!(
+            enter(&mut s, "/part"),
+            [Effect::Daemon(Ask::Part("#ops".into()))]
+        );
         assert_eq!(
             enter(&mut s, "/part #build"),
-            [Effect::Part("#build".into())]
+            [Effect::Daemon(Ask::Part("#build".into()))]
         );
         update(&mut s, Action::Daemon(DaemonMsg::Parted("#ops".into())));
         assert_eq!((names(&s), s.current), (vec!["#general".into()], 0));
@@ -1629,7 +1662,7 @@ mod tests {
     fn search_asks_the_daemon_and_lists_the_hits() {
         let mut s = state();
         let fx = enter(&mut s, "/search deploy");
-        assert_eq!(fx, vec![Effect::Search("deploy".into())]);
+        assert_eq!(fx, vec![Effect::Daemon(Ask::Search("deploy".into()))]);
         let hit = msg(9, "amy", "deploy friday");
         update(
             &mut s,
@@ -1733,11 +1766,11 @@ mod tests {
         let mut s = state();
         assert_eq!(
             enter(&mut s, "/trust bob"),
-            vec![Effect::Trust("bob".into())]
+            vec![Effect::Daemon(Ask::Trust("bob".into()))]
         );
         assert_eq!(
             enter(&mut s, "/forget bob"),
-            vec![Effect::Forget("bob".into())]
+            vec![Effect::Daemon(Ask::Forget("bob".into()))]
         );
         update(
             &mut s,
@@ -1772,12 +1805,12 @@ mod tests {
         let mut s = state();
         assert_eq!(
             enter(&mut s, "hello"),
-            vec![Effect::Say {
+            vec![Effect::Daemon(Ask::Say {
                 text: "hello".into(),
                 action: false,
                 room: None,
                 to: None,
-            }]
+            })]
         );
         assert_eq!(s.input.value(), "");
         assert_eq!(s.sent, vec!["hello"]);
@@ -1790,22 +1823,25 @@ mod tests {
         let mut s = state();
         assert_eq!(
             enter(&mut s, "/me waves"),
-            vec![Effect::Say {
+            vec![Effect::Daemon(Ask::Say {
                 text: "waves".into(),
                 action: true,
                 room: None,
                 to: None,
-            }]
+            })]
         );
-        assert_eq!(enter(&mut s, "/nick bob"), vec![Effect::Nick("bob".into())]);
+        assert_eq!(
+            enter(&mut s, "/nick bob"),
+            vec![Effect::Daemon(Ask::Nick("bob".into()))]
+        );
         assert_eq!(
             enter(&mut s, "//etc"),
-            vec![Effect::Say {
+            vec![Effect::Daemon(Ask::Say {
                 text: "/etc".into(),
                 action: false,
                 room: None,
                 to: None,
-            }]
+            })]
         );
         assert_eq!(enter(&mut s, "/quit"), vec![Effect::Quit]);
         assert_eq!(enter(&mut s, "/q"), vec![Effect::Quit]);
@@ -1860,12 +1896,12 @@ mod tests {
         assert_eq!(s.input.value(), "dra");
         assert_eq!(
             enter(&mut s, ""),
-            vec![Effect::Say {
+            vec![Effect::Daemon(Ask::Say {
                 text: "dra".into(),
                 action: false,
                 room: None,
                 to: None,
-            }]
+            })]
         );
         enter(&mut s, "dra");
         assert_eq!(s.sent, vec!["one", "two", "dra"], "no repeats in a row");
@@ -1943,12 +1979,12 @@ mod tests {
         let texts: Vec<&str> = said
             .iter()
             .map(|e| match e {
-                Effect::Say {
+                Effect::Daemon(Ask::Say {
                     text,
                     action: false,
                     room: None,
                     to: None,
-                } => text.as_str(),
+                }) => text.as_str(),
                 other => panic!("{other:?}"),
             })
             .collect();
@@ -2143,12 +2179,15 @@ mod tests {
         }
         assert_eq!(
             press(&mut s, KeyCode::Enter),
-            vec![Effect::Away(Some("lunch".into()))]
+            vec![Effect::Daemon(Ask::Away(Some("lunch".into())))]
         );
         for c in "/back".chars() {
             press(&mut s, KeyCode::Char(c));
         }
-        assert_eq!(press(&mut s, KeyCode::Enter), vec![Effect::Away(None)]);
+        assert_eq!(
+            press(&mut s, KeyCode::Enter),
+            vec![Effect::Daemon(Ask::Away(None))]
+        );
     }
 
     #[test]
