@@ -130,6 +130,36 @@ struct Me {
     plaintext_links: bool,
 }
 
+/// What goes to one key alone.
+#[derive(Debug, Clone, Copy)]
+enum ToKey {
+    Message,
+    Files,
+}
+
+impl ToKey {
+    fn code(self) -> i64 {
+        match self {
+            Self::Message => code::CANNOT_DM,
+            Self::Files => code::CANNOT_SEND,
+        }
+    }
+
+    fn things(self) -> &'static str {
+        match self {
+            Self::Message => "direct messages",
+            Self::Files => "files",
+        }
+    }
+}
+
+/// The peer holding a nick, by its key.
+pub(crate) struct KeyHolder {
+    pub(crate) id: Arc<str>,
+    pub(crate) key: [u8; shared::keys::KEY_LEN],
+    pub(crate) nick: String,
+}
+
 /// The mesh handle; cheap to clone.
 #[derive(Clone)]
 pub struct Mesh {
@@ -535,7 +565,11 @@ impl Mesh {
                 code::INVALID_PARAMS,
                 "a line goes to a room or to a peer, not both",
             )),
-            (None, Some(to)) => self.direct_to(to),
+            (None, Some(to)) => self.key_holder(to, ToKey::Message).map(|p| Dest::Direct {
+                id: p.id,
+                key: p.key,
+                nick: p.nick,
+            }),
             (None, None) => Ok(Dest::Room(GENERAL.to_owned())),
             (Some(r), None) => {
                 let room = shared::api::room_param(r)?;
@@ -547,11 +581,12 @@ impl Mesh {
         }
     }
 
-    /// The key a direct message to `nick` goes to: the key that holds the
-    /// nick, linked or only known. Never a Go peer (no key), a nick shown
-    /// apart (another key holds it), or ourselves.
-    fn direct_to(&self, nick: &str) -> Result<Dest, RpcError> {
-        let refuse = |why: String| RpcError::new(code::CANNOT_DM, why);
+    /// The key that holds `nick` (linked or only known), if `what` (a
+    /// direct message, files) may go to it: never a Go peer (no key), a
+    /// nick shown apart (another key holds it), or ourselves.
+    fn key_holder(&self, nick: &str, what: ToKey) -> Result<KeyHolder, RpcError> {
+        let refuse = |why: String| RpcError::new(what.code(), why);
+        let things = what.things();
         if nick == &*self.nick() || nick == &**self.peer_id() {
             return Err(refuse("that is you".into()));
         }
@@ -560,7 +595,7 @@ impl Mesh {
             match p.trust {
                 Some(Trust::Plaintext) => {
                     return Err(refuse(format!(
-                        "{nick} is a Go peer: it has no key to seal a direct message to, and would show it to everyone"
+                        "{nick} is a Go peer: it has no key to seal {things} to, and would show them to everyone"
                     )));
                 }
                 Some(Trust::Conflict) => {
@@ -572,7 +607,7 @@ impl Mesh {
             }
             if p.takes_rooms == Some(false) {
                 return Err(refuse(format!(
-                    "{nick} runs a p2pchatd too old for direct messages"
+                    "{nick} runs a p2pchatd too old for {things}"
                 )));
             }
         }
@@ -587,13 +622,13 @@ impl Mesh {
             }));
         };
         if self.identity().agree(&key).is_none() {
-            return Err(refuse(format!("{nick}'s key cannot take a sealed message")));
+            return Err(refuse(format!("{nick}'s key cannot take {things}")));
         }
         let id = shared::keys::peer_id_of(&key);
         if shown.as_ref().is_some_and(|p| *p.id != *id) {
             return Err(refuse(format!("{nick} is not the key that holds the nick")));
         }
-        Ok(Dest::Direct {
+        Ok(KeyHolder {
             id: Arc::from(id),
             key,
             nick: nick.to_owned(),
@@ -605,39 +640,23 @@ impl Mesh {
         &self.inner.transfers
     }
 
-    /// The peer shown as `nick`, if files can go to it: a key of its own
-    /// (not a Go peer, not shown apart), linked now, and able to take them.
-    pub(crate) fn file_peer(&self, nick: &str) -> Result<crate::transfer::FilePeer, RpcError> {
+    /// The peer shown as `nick`, if files can go to it: a key that may
+    /// take them ([`Mesh::key_holder`]), linked now, and able to.
+    pub(crate) fn file_peer(&self, nick: &str) -> Result<KeyHolder, RpcError> {
+        let peer = self.key_holder(nick, ToKey::Files)?;
         let refuse = |why: String| RpcError::new(code::CANNOT_SEND, why);
-        match self.table().shown_as(nick).and_then(|s| s.trust) {
-            Some(Trust::Plaintext) => {
-                return Err(refuse(format!(
-                    "{nick} is a Go peer: it cannot take files, and has no key to encrypt them to"
-                )));
-            }
-            Some(Trust::Conflict) => {
-                return Err(refuse(format!(
-                    "{nick} is shown apart: another key holds its nick; compare fingerprints before sending it files"
-                )));
-            }
-            _ => {}
-        }
-        let Dest::Direct { id, key, nick } = self
-            .direct_to(nick)
-            .map_err(|e| RpcError::new(code::CANNOT_SEND, e.message))?
-        else {
-            return Err(RpcError::new(code::CANNOT_SEND, "files go to a peer"));
-        };
-        match self.table().shown_as(&nick).and_then(|s| s.takes_files) {
-            None => Err(RpcError::new(
-                code::CANNOT_SEND,
-                format!("{nick} is not linked now; offer the files when it is"),
-            )),
-            Some(false) => Err(RpcError::new(
-                code::CANNOT_SEND,
-                format!("{nick} runs a p2pchatd too old to take files"),
-            )),
-            Some(true) => Ok(crate::transfer::FilePeer { id, key, nick }),
+        match self
+            .table()
+            .shown_as(&peer.nick)
+            .and_then(|s| s.takes_files)
+        {
+            None => Err(refuse(format!(
+                "{nick} is not linked now; offer the files when it is"
+            ))),
+            Some(false) => Err(refuse(format!(
+                "{nick} runs a p2pchatd too old to take files"
+            ))),
+            Some(true) => Ok(peer),
         }
     }
 

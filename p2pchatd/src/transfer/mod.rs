@@ -985,10 +985,3 @@ fn background_priority() {
         debug!("could not lower a transfer thread's priority: {e}");
     }
 }
-
-/// A peer shown by a nick, able to take files.
-pub(crate) struct FilePeer {
-    pub(crate) id: Arc<str>,
-    pub(crate) key: [u8; KEY_LEN],
-    pub(crate) nick: String,
-}
