@@ -71,7 +71,7 @@ pub(super) async fn run(mesh: &Mesh, id: &str) {
             return;
         }
         // All landed in a life that ended before it said so.
-        if inc.listed.is_some() && inc.landed as u64 == info.files {
+        if !inc.dests.is_empty() && inc.landed == inc.dests.len() {
             {
                 t.set_state(id, TransferState::Done, None);
                 return;
@@ -254,7 +254,6 @@ fn fetch_all(t: &Transfers, conn: &mut Conn, job: &mut Job) -> Result<(), Stop> 
     let listed = checked_listing(body, &job.inc.listing_root, &job.info)?;
     if job.inc.dests.len() != listed.len() {
         let dests = place(&folder, &listed)?;
-        job.inc.listed = Some(Arc::new(listed.iter().map(|(l, _)| l.clone()).collect()));
         job.inc.dests = Arc::new(dests);
         t.incoming_changed(&job.id, &job.inc);
         // Every `.part` is new and empty: nothing on disk to check.

@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 use shared::api::{
     RpcError, SendParams, TransferDirection, TransferInfo, TransferState, Trust, code,
 };
-use shared::keys::{KEY_LEN, hex, unhex_vec};
-use shared::transfer::{Answer, Listed, MAX_PENDING_PER_PEER, Offer, human_bytes};
+use shared::keys::{KEY_LEN, hex};
+use shared::transfer::{Answer, MAX_PENDING_PER_PEER, Offer, human_bytes};
 use shared::wire::MessageType;
 use tokio::sync::broadcast;
 use tracing::{debug, info};
@@ -118,21 +118,14 @@ pub(super) struct Outgoing {
     /// What the offer names the listing by.
     root: [u8; 32],
     pub(super) sources: Vec<Source>,
-    /// Each file's chunk hashes, as `HASHES` sends them.
-    pub(super) hashes: Vec<Vec<u8>>,
 }
 
 impl Outgoing {
     fn new(listing: Vec<u8>, sources: Vec<Source>) -> Self {
-        let hashes = sources
-            .iter()
-            .map(|s| unhex_vec(&s.hashes).unwrap_or_default())
-            .collect();
         Self {
             root: shared::transfer::listing_root(&listing),
             listing,
             sources,
-            hashes,
         }
     }
 }
@@ -144,18 +137,33 @@ pub(super) struct Source {
     pub(super) size: u64,
     /// Nanoseconds since the epoch it was last modified, when offered.
     pub(super) modified: Option<u64>,
-    /// Its chunk hashes, hex.
-    pub(super) hashes: String,
+    /// Its chunk hashes, as `HASHES` sends them (hex when written down).
+    #[serde(with = "hex_bytes")]
+    pub(super) hashes: Vec<u8>,
 }
 
-/// An offer to us: the listing's root, and once fetched the listing,
-/// where each file lands, and how many landed.
+/// Bytes as hex in a record.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&shared::keys::hex(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        shared::keys::unhex_vec(&text).ok_or_else(|| D::Error::custom("not hex"))
+    }
+}
+
+/// An offer to us: the listing's root, and once the listing was fetched
+/// (the sender sends it on every connection) where each file lands, and
+/// how many landed.
 #[derive(Clone, Default)]
 pub(super) struct Incoming {
     pub(super) listing_root: [u8; 32],
     /// The sender's chat port, as its offer said.
     pub(super) port: u16,
-    pub(super) listed: Option<Arc<Vec<Listed>>>,
     pub(super) dests: Arc<Vec<PathBuf>>,
     /// Files whole, verified and under their names, in order.
     pub(super) landed: usize,
@@ -190,7 +198,6 @@ impl Entry {
             port: 0,
             listing: None,
             sources: Vec::new(),
-            listed: None,
             dests: Vec::new(),
             landed: 0,
         };
@@ -203,7 +210,6 @@ impl Entry {
             Side::In(i) => {
                 r.listing_root = hex(&i.listing_root);
                 r.port = i.port;
-                r.listed = i.listed.as_deref().cloned();
                 r.dests = i.dests.to_vec();
                 r.landed = i.landed;
             }
@@ -433,7 +439,6 @@ impl Transfers {
             TransferDirection::In => Side::In(Incoming {
                 listing_root,
                 port: r.port,
-                listed: r.listed.map(Arc::new),
                 dests: Arc::new(r.dests),
                 landed: r.landed,
             }),

@@ -131,7 +131,7 @@ fn hash(path: &Path) -> Result<(Source, [u8; 32]), String> {
             path: path.to_owned(),
             size: manifest.size,
             modified: modified_ns(&before),
-            hashes: hex(&hashes),
+            hashes,
         },
         manifest.root(),
     ))

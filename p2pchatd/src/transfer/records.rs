@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shared::api::{TransferDirection, TransferInfo, TransferState};
-use shared::transfer::Listed;
+
 use tracing::warn;
 
 use super::Source;
@@ -37,10 +37,8 @@ pub(super) struct Record {
     pub(super) listing: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) sources: Vec<Source>,
-    /// Theirs: the listing, once fetched, where each file lands, and how
-    /// many landed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) listed: Option<Vec<Listed>>,
+    /// Theirs, once the listing was fetched: where each file lands, and
+    /// how many landed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) dests: Vec<PathBuf>,
     #[serde(default)]

@@ -144,7 +144,7 @@ fn stream(t: &Transfers, conn: &mut Conn, id: &str, out: &Outgoing) -> Result<()
         let mut before: u64 = out.sources[..first].iter().map(|s| s.size).sum();
         for (f, src) in out.sources.iter().enumerate().skip(first) {
             let file = open_unchanged(src)?;
-            conn.send(HASHES, &out.hashes[f])?;
+            conn.send(HASHES, &src.hashes)?;
             let from = match (f == first, get.from) {
                 (false, _) => 0,
                 (true, Some(k)) => k,
