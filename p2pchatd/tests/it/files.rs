@@ -141,17 +141,50 @@ async fn offered_files_arrive_whole_where_they_belong() {
     assert_eq!(std::fs::read(dl.join("report.pdf")).unwrap(), report);
 }
 
+/// amy and bob, linked, each followed; amy has offered bob a file of
+/// `size` random bytes, and bob heard the offer.
+struct Offered {
+    net: TestNet,
+    a: Daemon,
+    b: Daemon,
+    file: PathBuf,
+    at_a: Subscriber,
+    at_b: Subscriber,
+    offered: TransferInfo,
+}
+
+async fn offered_to_bob(name: &str, size: usize) -> Offered {
+    let net = TestNet::new();
+    let [a, b] = net.linked(["amy", "bob"]).await;
+    let file = net.dir.path().join(name);
+    random_file(&file, size);
+    let (at_a, mut at_b) = (a.subscribe(None).await, b.subscribe(None).await);
+    let offered = send(&a, &[&file], "bob").await.unwrap();
+    reaches(&mut at_b, &offered.id, TransferState::Offered).await;
+    Offered {
+        net,
+        a,
+        b,
+        file,
+        at_a,
+        at_b,
+        offered,
+    }
+}
+
 /// bob declines: amy hears it; nothing lands; the id is answered once.
 /// An offer to no one, of nothing, or of a relative path is refused.
 #[tokio::test]
 async fn a_declined_offer_is_told_to_its_sender_and_bad_offers_are_refused() {
-    let net = TestNet::new();
-    let [a, b] = net.linked(["amy", "bob"]).await;
-    let file = net.dir.path().join("notes.txt");
-    random_file(&file, 1000);
-    let (mut at_a, mut at_b) = (a.subscribe(None).await, b.subscribe(None).await);
-    let offered = send(&a, &[&file], "bob").await.unwrap();
-    reaches(&mut at_b, &offered.id, TransferState::Offered).await;
+    let Offered {
+        net,
+        a,
+        b,
+        file,
+        mut at_a,
+        offered,
+        ..
+    } = offered_to_bob("notes.txt", 1000).await;
     answer(&b, &offered.id, false).await.unwrap();
     reaches(&mut at_a, &offered.id, TransferState::Declined).await;
     refused(answer(&b, &offered.id, true).await, code::NO_SUCH_TRANSFER);
@@ -610,13 +643,16 @@ async fn hostile_offers_land_nowhere_else_and_bob_chats_on() {
 /// ends, saying so, and bob keeps no file.
 #[tokio::test]
 async fn a_vanished_source_fails_the_transfer_with_its_reason() {
-    let net = TestNet::new();
-    let [a, b] = net.linked(["amy", "bob"]).await;
-    let file = net.dir.path().join("draft.txt");
-    random_file(&file, 5000);
-    let (mut at_a, mut at_b) = (a.subscribe(None).await, b.subscribe(None).await);
-    let offered = send(&a, &[&file], "bob").await.unwrap();
-    reaches(&mut at_b, &offered.id, TransferState::Offered).await;
+    // amy is kept (a daemon dropped is a daemon stopped).
+    let Offered {
+        net,
+        a: _a,
+        b,
+        file,
+        mut at_a,
+        mut at_b,
+        offered,
+    } = offered_to_bob("draft.txt", 5000).await;
     std::fs::remove_file(&file).unwrap();
     answer(&b, &offered.id, true).await.unwrap();
     let at_sender = reaches(&mut at_a, &offered.id, TransferState::Failed).await;
