@@ -420,6 +420,22 @@ impl History {
         (ring.window.len(), ring.window.capacity())
     }
 
+    /// At rest after a burst: the ring lets go of what only a subscriber
+    /// lagging through the burst needed (past `--history`, up to
+    /// [`MIN_RING`]) and of the room it grew. Only with a store, where a
+    /// subscriber behind the ring goes on reading; without one, a laggard
+    /// would get a gap instead.
+    pub(crate) fn settle(&self) {
+        if self.store.is_none() {
+            return;
+        }
+        let mut ring = self.lock();
+        let over = ring.events.len().saturating_sub(ring.held);
+        ring.events.drain(..over);
+        ring.events.shrink_to_fit();
+        ring.unsent.shrink_to_fit();
+    }
+
     pub(crate) fn newest_cursor(&self) -> u64 {
         self.lock().next_cursor - 1
     }
@@ -1053,5 +1069,33 @@ mod tests {
         h.append(msg(n + 1));
         block(h.fill(&mut sub, &mut out, 100));
         assert_eq!(events(&out)[0].cursor, n + 1);
+    }
+
+    #[test]
+    fn at_rest_the_ring_keeps_its_history_and_a_laggard_reads_on_from_the_store() {
+        let dir = testkit::TempDir::new("settle");
+        let store = match crate::store::open(dir.path(), crate::store::Retention::default()) {
+            Ok(crate::store::Opened::Store(s)) => s,
+            _ => panic!("no store"),
+        };
+        let h = History::with_store(10, Some(store));
+        let mut sub = h.subscribe(None, None).unwrap();
+        let n = MIN_RING as u64 + 50;
+        for i in 1..=n {
+            h.append(msg(i));
+        }
+        assert_eq!(h.lock().events.len(), MIN_RING, "a burst fills the ring");
+        h.settle();
+        assert_eq!(h.lock().events.len(), 10);
+        let mut got = Vec::new();
+        loop {
+            let mut out = Vec::new();
+            let more = block(h.fill(&mut sub, &mut out, 1000));
+            got.extend(events(&out).iter().map(|e| e.cursor));
+            if !more && sub.delivered() == n {
+                break;
+            }
+        }
+        assert_eq!(got, (1..=n).collect::<Vec<_>>(), "all of it, no gap");
     }
 }

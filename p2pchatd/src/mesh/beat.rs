@@ -169,4 +169,25 @@ mod tests {
         let b = at(4_900) + until_boundary(at(4_900), two);
         assert_eq!(a, b);
     }
+
+    fn since_boundary(period: Duration) -> Duration {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        Duration::from_nanos(u64::try_from(now.as_nanos() % period.as_nanos()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_kernel_timer_fires_once_per_boundary() {
+        let period = Duration::from_millis(100);
+        let timer = Timer::new(period).unwrap();
+        // Not yet due: a wakeup without an expiration is no beat.
+        assert!(!timer.get_ref().take(period).unwrap());
+        let mut on_time = 0;
+        for _ in 0..3 {
+            assert!(wait(Some(&timer), period).await.unwrap());
+            on_time += usize::from(since_boundary(period) < period / 2);
+        }
+        assert!(on_time >= 2, "{on_time} of 3 beats fell on a boundary");
+        // Each fire was taken whole: nothing is left until the next one.
+        assert!(!timer.get_ref().take(period).unwrap());
+    }
 }

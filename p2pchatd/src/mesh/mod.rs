@@ -519,7 +519,7 @@ impl Mesh {
     }
 
     /// Forgets peers not heard of for a while, and once a burst of
-    /// connections or announces has passed, gives the memory it took back
+    /// connections, announces or lines has passed, gives the memory it took back
     /// to the system. Called on every beat by discovery.
     pub(crate) fn expire(&self) {
         let shrank = self
@@ -531,8 +531,9 @@ impl Mesh {
             .bursts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .beat(accepted, shrank);
+            .beat(accepted, self.inner.history.newest_cursor(), shrank);
         if give_back {
+            self.inner.history.settle();
             crate::memory::give_back();
         }
     }
