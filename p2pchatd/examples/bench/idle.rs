@@ -11,12 +11,18 @@ use crate::Counts;
 use crate::drive::{count, flood};
 
 const SETUP_WAIT: Duration = Duration::from_secs(10);
+/// Two beats and a margin: a daemon gives a flood's memory back on the
+/// first quiet beat after it.
+const REST: Duration = Duration::from_millis(4500);
 
 pub(crate) struct Idle {
     pub rss_kib: u64,
     pub cpu_pct: f64,
     pub wakeups_per_s: f64,
     pub rss_10k_kib: u64,
+    /// The same daemon two beats later, at rest: what it keeps of the
+    /// flood once it has given its buffers back.
+    pub rss_10k_rest_kib: u64,
 }
 
 pub(crate) async fn memory_and_idle(c: &Counts) -> Idle {
@@ -54,11 +60,14 @@ pub(crate) async fn memory_and_idle(c: &Counts) -> Idle {
     assert_eq!(got.n, c.history);
     drop(sub);
     let b_pid = b.status().await.pid;
+    let rss_10k_kib = rss_kib(b_pid).unwrap_or(0);
+    tokio::time::sleep(REST).await;
     Idle {
         rss_kib: rss,
         cpu_pct: used.cpu_ns as f64 / 1e9 / secs * 100.0,
         wakeups_per_s: used.switches as f64 / secs,
-        rss_10k_kib: rss_kib(b_pid).unwrap_or(0),
+        rss_10k_kib,
+        rss_10k_rest_kib: rss_kib(b_pid).unwrap_or(0),
     }
 }
 

@@ -155,6 +155,7 @@ fn main() {
             "mesh50_idle_wakeups_per_s": big_mesh.map(|r| r.idle_wakeups_per_s),
             "idle_rss_kib": idle.rss_kib,
             "rss_10k_kib": idle.rss_10k_kib,
+            "rss_10k_rest_kib": idle.rss_10k_rest_kib,
             "idle_cpu_pct": idle.cpu_pct,
             "idle_wakeups_per_s": idle.wakeups_per_s,
             "bare_wakeup_us": wakeup_us,
