@@ -422,16 +422,24 @@ impl History {
 
     /// At rest after a burst: the ring lets go of what only a subscriber
     /// lagging through the burst needed (past `--history`, up to
-    /// [`MIN_RING`]) and of the room it grew. Only with a store, where a
-    /// subscriber behind the ring goes on reading; without one, a laggard
+    /// [`MIN_RING`]) and of the room it grew. Only what the store holds
+    /// goes, so a subscriber behind the ring reads on from there; without
+    /// a store (or with one failing to write) nothing goes, as a laggard
     /// would get a gap instead.
     pub(crate) fn settle(&self) {
-        if self.store.is_none() {
+        let Some(store) = &self.store else {
             return;
-        }
+        };
+        let persisted = store.persisted();
         let mut ring = self.lock();
         let over = ring.events.len().saturating_sub(ring.held);
-        ring.events.drain(..over);
+        let stored = ring
+            .events
+            .iter()
+            .take(over)
+            .take_while(|e| e.cursor <= persisted)
+            .count();
+        ring.events.drain(..stored);
         ring.events.shrink_to_fit();
         ring.unsent.shrink_to_fit();
     }
@@ -1085,6 +1093,14 @@ mod tests {
             h.append(msg(i));
         }
         assert_eq!(h.lock().events.len(), MIN_RING, "a burst fills the ring");
+        // The last 50 are still staged, not stored: they stay.
+        h.settle();
+        assert!(
+            h.lock().first_cursor() <= n - 49,
+            "only what is stored goes"
+        );
+        h.hand_over_staged();
+        block(h.store_handle().unwrap().flush());
         h.settle();
         assert_eq!(h.lock().events.len(), 10);
         let mut got = Vec::new();
