@@ -165,3 +165,12 @@ fn status_line(mesh: &Mesh) -> String {
         mesh.nick()
     )
 }
+
+/// Nice 10 for the calling thread, which does background work (the
+/// store's writes, a file transfer): under load, chat lines go first.
+pub(crate) fn background_priority(what: &str) {
+    // On Linux, a thread id names that thread alone.
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
+        tracing::debug!("could not lower the priority of {what}: {e}");
+    }
+}

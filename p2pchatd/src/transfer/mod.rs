@@ -975,7 +975,7 @@ async fn on_own_thread<T: Send + 'static>(
     std::thread::Builder::new()
         .name("p2pchat-file".into())
         .spawn(move || {
-            background_priority();
+            crate::service::background_priority("a transfer thread");
             let _ = tx.send(work());
         })
         .map_err(|e| format!("cannot start a thread: {e}"))?;
@@ -983,10 +983,3 @@ async fn on_own_thread<T: Send + 'static>(
         .map_err(|_| "the transfer thread stopped".to_owned())
 }
 
-/// Nice 10 for the calling thread: under load, chat lines go first.
-fn background_priority() {
-    // On Linux, a thread id names that thread alone.
-    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
-        debug!("could not lower a transfer thread's priority: {e}");
-    }
-}
