@@ -982,4 +982,3 @@ async fn on_own_thread<T: Send + 'static>(
     rx.await
         .map_err(|_| "the transfer thread stopped".to_owned())
 }
-
