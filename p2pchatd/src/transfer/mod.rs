@@ -48,7 +48,9 @@ pub(crate) use serve::serve;
 /// Transfer events waiting for a slow subscriber; past this it misses
 /// progress (the `transfers` method always has the state).
 const EVENT_QUEUE: usize = 256;
-/// Finished transfers `transfers` still lists.
+/// Finished transfers `transfers` still lists; those that were offers to
+/// us stay written down across restarts too, so that one offered again
+/// gets the same answer.
 const KEEP_FINISHED: usize = 64;
 /// Offers waiting for an answer, from all peers together; more are
 /// refused (a peer's keys cost it nothing, so the per-peer cap alone does
@@ -223,7 +225,22 @@ impl Transfers {
     pub(crate) fn load(state_dir: Option<&Path>, files: Files) -> Self {
         let records = state_dir.map(|d| Records::new(d.join("transfers")));
         let (events, _) = broadcast::channel(EVENT_QUEUE);
-        let left = records.as_ref().map(Records::load).unwrap_or_default();
+        let mut left = records.as_ref().map(Records::load).unwrap_or_default();
+        // Offers answered come last, newest first: the newest are kept,
+        // oldest first (the book drops the oldest finished), the rest are
+        // forgotten.
+        let first_answered = left.iter().position(|r| r.info.state.is_over());
+        if let Some(at) = first_answered {
+            let mut answered = left.split_off(at);
+            let keep = answered.len().min(KEEP_FINISHED);
+            for gone in answered.drain(keep..) {
+                if let Some(r) = &records {
+                    r.remove(&gone.info.id);
+                }
+            }
+            answered.reverse();
+            left.extend(answered);
+        }
         let t = Self {
             inner: Arc::new(Inner {
                 book: Mutex::default(),
@@ -279,12 +296,21 @@ impl Transfers {
     }
 
     /// Hands `entry`'s record to the writer, or its removal once over.
+    /// An offer to us that is over stays written down, without where its
+    /// files went: its sender, which may not have heard our answer, offers
+    /// it again after our restart, and gets the same answer instead of a
+    /// second fetch.
     fn save(&self, entry: &Entry) {
         if let Some(r) = &self.inner.records {
-            if entry.info.state.is_over() {
-                r.remove(&entry.info.id);
-            } else {
-                r.write(&entry.record());
+            match (&entry.side, entry.info.state.is_over()) {
+                (Side::In(_), true) => {
+                    let mut answered = entry.record();
+                    answered.dests = Vec::new();
+                    answered.landed = 0;
+                    r.write(&answered);
+                }
+                (Side::Out(_), true) => r.remove(&entry.info.id),
+                (_, false) => r.write(&entry.record()),
             }
         }
     }
@@ -320,8 +346,12 @@ impl Transfers {
                 self.save(e);
             }
             let info = e.info.clone();
-            if state.is_over() {
-                prune(&mut book);
+            if state.is_over()
+                && let Some(r) = &self.inner.records
+            {
+                for gone in prune(&mut book) {
+                    r.remove(&gone);
+                }
             }
             info
         };
@@ -424,7 +454,10 @@ impl Transfers {
             return;
         };
         let mut info = r.info;
-        if info.state.is_over() || !shared::transfer::valid_id(&info.id) {
+        let answered = info.state.is_over();
+        if (answered && info.direction == TransferDirection::Out)
+            || !shared::transfer::valid_id(&info.id)
+        {
             return;
         }
         info.rate = 0;
@@ -502,8 +535,9 @@ impl Drop for Serving {
     }
 }
 
-/// Drops the oldest finished transfers past [`KEEP_FINISHED`].
-fn prune(book: &mut Book) {
+/// Drops the oldest finished transfers past [`KEEP_FINISHED`]; returns
+/// their ids.
+fn prune(book: &mut Book) -> Vec<String> {
     let mut over: Vec<(u64, String)> = book
         .entries
         .values()
@@ -511,12 +545,17 @@ fn prune(book: &mut Book) {
         .map(|e| (e.order, e.info.id.clone()))
         .collect();
     if over.len() <= KEEP_FINISHED {
-        return;
+        return Vec::new();
     }
     over.sort_unstable();
-    for (_, id) in over.iter().take(over.len() - KEEP_FINISHED) {
-        book.entries.remove(id);
-    }
+    let dropped = over.len() - KEEP_FINISHED;
+    over.into_iter()
+        .take(dropped)
+        .map(|(_, id)| {
+            book.entries.remove(&id);
+            id
+        })
+        .collect()
 }
 
 /// A transfer as it starts: `offer`, waiting for an answer.

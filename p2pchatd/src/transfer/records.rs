@@ -106,7 +106,8 @@ impl Records {
     }
 
     /// What the last life left: transfers under way first, then offers,
-    /// newest first; a record that cannot be read is named and skipped.
+    /// then offers answered, newest first in each; a record that cannot
+    /// be read is named and skipped.
     pub(super) fn load(&self) -> Vec<Record> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
@@ -134,10 +135,13 @@ impl Records {
                     .ok()
             })
             .collect();
-        let waits = |r: &Record| {
-            r.info.direction == TransferDirection::In && r.info.state == TransferState::Offered
+        // Under way, then offers waiting, then what we answered.
+        let rank = |r: &Record| match r.info.state {
+            s if s.is_over() => 2,
+            TransferState::Offered if r.info.direction == TransferDirection::In => 1,
+            _ => 0,
         };
-        records.sort_by_key(|r| waits(r));
+        records.sort_by_key(|r| rank(r));
         records.truncate(MAX_RECORDS);
         records
     }

@@ -416,6 +416,12 @@ impl Eve {
     /// Offers what `listing` lists, as `files` files of `bytes` in all.
     async fn offer(&mut self, listing: &[u8], files: u64, bytes: u64) -> String {
         let id = format!("{:016x}", fastrand::u64(..));
+        self.offer_as(&id, listing, files, bytes).await;
+        id
+    }
+
+    /// The same, as offer `id` (an offer made again).
+    async fn offer_as(&mut self, id: &str, listing: &[u8], files: u64, bytes: u64) {
         let mut m = PeerMessage::new(
             MessageType::FileOffer,
             format!("{:016x}", fastrand::u64(..)),
@@ -426,7 +432,7 @@ impl Eve {
             0,
         );
         m.offer = Some(Box::new(Offer {
-            id: id.clone(),
+            id: id.to_owned(),
             files,
             bytes,
             names: vec!["x".into()],
@@ -434,7 +440,16 @@ impl Eve {
             port: self.listener.local_addr().unwrap().port(),
         }));
         self.link.send(&m.encode()).await.unwrap();
-        id
+    }
+
+    /// Waits for the answer to offer `id` on the link.
+    async fn answer_to(&mut self, id: &str) -> shared::transfer::Answer {
+        loop {
+            let m = self.link.recv(T).await.expect("an answer on the link");
+            if let Some(a) = m.answer.filter(|a| a.id == id) {
+                return *a;
+            }
+        }
     }
 
     /// Takes bob's fetch of offer `id`, sends `listing`, then for the file
@@ -857,4 +872,32 @@ async fn the_recipients_word_on_the_link_ends_a_transfer_whose_done_was_lost() {
     }));
     eve.link.send(&m.encode()).await.unwrap();
     reaches(&mut at_a, &offered.id, TransferState::Done).await;
+}
+
+/// bob declines eve's offer, and he stops before eve heard him (as if the
+/// link had been down): the decline is written down, so when eve offers
+/// it again to bob started anew, she gets the same answer, and bob
+/// neither shows it as a new offer nor fetches it.
+#[tokio::test]
+async fn an_offer_declined_before_a_restart_is_declined_again_after_it() {
+    let net = TestNet::new();
+    let mut b = net.daemon("bob").await;
+    let mut eve = Eve::at(&b).await;
+    let mut at_b = b.subscribe(None).await;
+    let (listing, _) = listing_of(&[("a.txt", b"hello")]);
+    let id = eve.offer(&listing, 1, 5).await;
+    reaches(&mut at_b, &id, TransferState::Offered).await;
+    answer(&b, &id, false).await.unwrap();
+    drop((eve, at_b));
+    b.signal(Signal::SIGTERM);
+    b.exit_within(T).await;
+
+    let b = net.daemon("bob").await;
+    let mut eve = Eve::at(&b).await;
+    eve.offer_as(&id, &listing, 1, 5).await;
+    let again = eve.answer_to(&id).await;
+    assert!(!again.done, "{again:?}");
+    let known = transfers(&b).await;
+    let t = known.iter().find(|t| t.id == id).expect("still known");
+    assert_eq!(t.state, TransferState::Declined, "{known:?}");
 }
