@@ -226,9 +226,10 @@ impl Transfers {
         let records = state_dir.map(|d| Records::new(d.join("transfers")));
         let (events, _) = broadcast::channel(EVENT_QUEUE);
         let mut left = records.as_ref().map(Records::load).unwrap_or_default();
-        // Offers answered come last, newest first: the newest are kept,
-        // oldest first (the book drops the oldest finished), the rest are
-        // forgotten.
+        // Offers answered come last, newest first: the newest are kept and
+        // the rest forgotten. They go into the book first, oldest first,
+        // as the book drops the oldest finished: before what is still
+        // live, which may finish later.
         let first_answered = left.iter().position(|r| r.info.state.is_over());
         if let Some(at) = first_answered {
             let mut answered = left.split_off(at);
@@ -239,7 +240,8 @@ impl Transfers {
                 }
             }
             answered.reverse();
-            left.extend(answered);
+            answered.append(&mut left);
+            left = answered;
         }
         let t = Self {
             inner: Arc::new(Inner {
@@ -346,11 +348,11 @@ impl Transfers {
                 self.save(e);
             }
             let info = e.info.clone();
-            if state.is_over()
-                && let Some(r) = &self.inner.records
-            {
+            if state.is_over() {
                 for gone in prune(&mut book) {
-                    r.remove(&gone);
+                    if let Some(r) = &self.inner.records {
+                        r.remove(&gone);
+                    }
                 }
             }
             info
@@ -1020,4 +1022,71 @@ async fn on_own_thread<T: Send + 'static>(
         .map_err(|e| format!("cannot start a thread: {e}"))?;
     rx.await
         .map_err(|_| "the transfer thread stopped".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer_to_us(n: usize, state: TransferState) -> Record {
+        Record {
+            info: TransferInfo {
+                id: format!("{n:016x}"),
+                direction: TransferDirection::In,
+                peer_id: "k1".into(),
+                nick: "eve".into(),
+                names: vec!["x".into()],
+                files: 1,
+                bytes: 5,
+                done: 0,
+                state,
+                reason: None,
+                rate: 0,
+                folder: None,
+                transferred: 0,
+            },
+            key: hex(&[7; KEY_LEN]),
+            listing_root: hex(&[1; 32]),
+            port: 1,
+            listing: None,
+            sources: Vec::new(),
+            dests: Vec::new(),
+            landed: 0,
+        }
+    }
+
+    /// 64 offers answered in a last life and one still waiting: the one
+    /// answered after the restart is kept, and the oldest answer goes.
+    #[test]
+    fn an_offer_answered_after_a_restart_outlives_older_answers() {
+        let dir = testkit::TempDir::new("answered");
+        let records = Records::new(dir.path().join("transfers"));
+        for n in 0..KEEP_FINISHED {
+            records.write(&offer_to_us(n, TransferState::Declined));
+            // The newest is the one written last (by its file's time).
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            records.flush();
+        }
+        let waiting = offer_to_us(KEEP_FINISHED, TransferState::Offered);
+        records.write(&waiting);
+        records.flush();
+        let files = Files {
+            download_dir: None,
+            max_offer_bytes: 1 << 30,
+            auto_accept_verified: false,
+        };
+        let t = Transfers::load(Some(dir.path()), files.clone());
+        assert_eq!(t.list().len(), KEEP_FINISHED + 1);
+        assert!(t.set_state(&waiting.info.id, TransferState::Declined, None));
+        let ids: Vec<String> = t.list().into_iter().map(|i| i.id).collect();
+        assert_eq!(ids.len(), KEEP_FINISHED);
+        assert!(ids.contains(&waiting.info.id), "the newest answer is kept");
+        assert!(!ids.contains(&offer_to_us(0, TransferState::Declined).info.id));
+        // And so it is after the next start.
+        t.flush();
+        let again = Transfers::load(Some(dir.path()), files);
+        let ids: Vec<String> = again.list().into_iter().map(|i| i.id).collect();
+        assert_eq!(ids.len(), KEEP_FINISHED);
+        assert!(ids.contains(&waiting.info.id));
+    }
 }
