@@ -344,9 +344,14 @@ async fn a_killed_recipient_goes_on_from_what_is_on_its_disk() {
         std::fs::read(h.net.downloads_of("bob").join(name)).unwrap(),
         h.bytes
     );
-    let after = transfers(&b).await;
-    let t = after.iter().find(|t| t.id == h.id).unwrap();
-    assert_eq!(t.state, TransferState::Done);
+    // bob sends his last DONE before he files the transfer as done.
+    let t = wait_until("bob to file it done", T, || async {
+        let after = transfers(&b).await;
+        after
+            .into_iter()
+            .find(|t| t.id == h.id && t.state == TransferState::Done)
+    })
+    .await;
     assert!(t.transferred < HALF_WAY as u64, "it started over: {t:?}");
 }
 
@@ -894,6 +899,9 @@ async fn an_offer_declined_before_a_restart_is_declined_again_after_it() {
 
     let b = net.daemon("bob").await;
     let mut eve = Eve::at(&b).await;
+    // Said again at link-up, and again to the offer made again.
+    let at_link_up = eve.answer_to(&id).await;
+    assert!(!at_link_up.done, "{at_link_up:?}");
     eve.offer_as(&id, &listing, 1, 5).await;
     let again = eve.answer_to(&id).await;
     assert!(!again.done, "{again:?}");
