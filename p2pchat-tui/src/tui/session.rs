@@ -133,7 +133,8 @@ async fn attach(
         .map(|r| r.name)
         .collect();
     // Offers waiting and transfers under way (none from a daemon before
-    // file transfer).
+    // file transfer). What changes before the subscription below still
+    // comes: an attaching subscription starts with where each stands.
     let transfers = match client.call::<TransfersResult>(&Call::Transfers).await {
         Err(ClientError::Rpc(e)) if e.code == code::METHOD_NOT_FOUND => Vec::new(),
         r => r?.transfers,

@@ -206,9 +206,13 @@ fn take(
             subscription,
             attached: mut a,
             transfers: t,
+            snapshot,
         } => {
             *transfers = t;
             append(out, line);
+            for info in &snapshot {
+                transfer_event(info, Some(&subscription), out);
+            }
             // What it asked to start after, it has (the TUI loaded it).
             if let Some(a) = &mut a {
                 a.delivered = Some(subscription.delivered());

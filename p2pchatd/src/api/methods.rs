@@ -34,6 +34,10 @@ pub(super) enum Reply {
         attached: Option<crate::mesh::Attached>,
         /// Transfer events, for a subscription to everything (no room).
         transfers: Option<tokio::sync::broadcast::Receiver<std::sync::Arc<TransferInfo>>>,
+        /// For a person's client: every transfer not over, as it stood
+        /// once `transfers` listened, told right after the response, so
+        /// nothing that changed since the client listed them is missed.
+        snapshot: Vec<TransferInfo>,
     },
     /// A notification: nothing to send.
     None,
@@ -109,11 +113,19 @@ pub(super) async fn dispatch(ctx: &ApiContext, req: Request) -> Reply {
                     Reply::Line(l) => l,
                     _ => Vec::new(),
                 };
+                let snapshot = if p.attach && transfers.is_some() {
+                    let mut live = ctx.mesh.transfers().list();
+                    live.retain(|t| !t.state.is_over());
+                    live
+                } else {
+                    Vec::new()
+                };
                 Reply::Subscribed {
                     line,
                     subscription,
                     attached: p.attach.then(|| ctx.mesh.attach()),
                     transfers,
+                    snapshot,
                 }
             }
         },

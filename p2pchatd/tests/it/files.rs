@@ -909,3 +909,39 @@ async fn an_offer_declined_before_a_restart_is_declined_again_after_it() {
     let t = known.iter().find(|t| t.id == id).expect("still known");
     assert_eq!(t.state, TransferState::Declined, "{known:?}");
 }
+
+/// A client that lists the transfers and then attaches misses no change
+/// in between: attaching tells where every transfer not over stands (and
+/// a subscription that does not attach is told nothing it did not see).
+#[tokio::test]
+async fn attaching_tells_where_every_transfer_not_over_stands() {
+    let net = TestNet::new();
+    let [a, b] = net.linked(["amy", "bob"]).await;
+    let file = net.dir.path().join("notes.txt");
+    random_file(&file, 1000);
+    let mut at_b = b.subscribe(None).await;
+    let offered = send(&a, &[&file], "bob").await.unwrap();
+    reaches(&mut at_b, &offered.id, TransferState::Offered).await;
+    let (mut person, _) = b.attach().await;
+    let e = person
+        .until("the offer waiting", T, |e| {
+            matches!(&e.body, EventBody::Transfer(_))
+        })
+        .await;
+    let EventBody::Transfer(t) = e.body else {
+        unreachable!()
+    };
+    assert_eq!(
+        (t.id.as_str(), t.state),
+        (offered.id.as_str(), TransferState::Offered)
+    );
+    // A script's subscription is not told it again; a line comes first.
+    let mut script = b.subscribe(None).await;
+    a.say("after").await;
+    let next = script
+        .until("a line or a transfer", T, |e| {
+            matches!(&e.body, EventBody::Message { .. } | EventBody::Transfer(_))
+        })
+        .await;
+    assert!(matches!(next.body, EventBody::Message { .. }), "{next:?}");
+}
