@@ -156,19 +156,36 @@ pub fn safe_path(offered: &str) -> Result<PathBuf, NameError> {
 /// itself, or its first free numbered sibling (`name (1).ext`); a name
 /// whose `.part` is there counts as taken. `None` when all are taken.
 pub fn unique_destination(dir: &Path, rel: &Path) -> Option<PathBuf> {
+    unique_destination_from(dir, rel, &mut 0)
+}
+
+/// [`unique_destination`], looking from number `*next` on (0: the name
+/// itself first) and moving `*next` past the one given: a caller placing
+/// many files of one name keeps one counter for it, so the n-th costs a
+/// look or two instead of n.
+pub fn unique_destination_from(dir: &Path, rel: &Path, next: &mut u32) -> Option<PathBuf> {
     let first = dir.join(rel);
     let free = |p: &Path| !p.exists() && !part_of(p).exists();
-    if free(&first) {
-        return Some(first);
+    if *next == 0 {
+        *next = 1;
+        if free(&first) {
+            return Some(first);
+        }
     }
     let name = rel.file_name()?.to_string_lossy().into_owned();
     let (stem, ext) = match name.rfind('.') {
         Some(i) if i > 0 => (&name[..i], &name[i..]),
         _ => (name.as_str(), ""),
     };
-    (1..=MAX_SIBLINGS)
-        .map(|n| first.with_file_name(format!("{stem} ({n}){ext}")))
-        .find(|p| free(p))
+    while *next <= MAX_SIBLINGS {
+        let n = *next;
+        *next += 1;
+        let p = first.with_file_name(format!("{stem} ({n}){ext}"));
+        if free(&p) {
+            return Some(p);
+        }
+    }
+    None
 }
 
 /// Where a file's partial data lives until it is whole and verified.
@@ -626,6 +643,14 @@ mod tests {
             dir.join("report (2).pdf")
         );
         assert_eq!(part_of(&first), dir.join("report.pdf.part"));
+        // One counter for one name looks on from where it stopped: a
+        // name freed behind it is not looked at again.
+        let mut next = 0;
+        let third = unique_destination_from(&dir, rel, &mut next).unwrap();
+        assert_eq!((third, next), (dir.join("report (2).pdf"), 3));
+        std::fs::remove_file(dir.join("report.pdf")).unwrap();
+        let fourth = unique_destination_from(&dir, rel, &mut next).unwrap();
+        assert_eq!((fourth, next), (dir.join("report (3).pdf"), 4));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

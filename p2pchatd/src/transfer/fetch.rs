@@ -8,6 +8,7 @@
 //! is not held up by a disk flush each. How many files landed is written
 //! down, so a restart goes on with the next one.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -20,7 +21,7 @@ use shared::keys::KEY_LEN;
 use shared::transfer::fetch::{CHUNK as CHUNK_MSG, DONE, FROM, GET, Get, HASHES, LISTING};
 use shared::transfer::{
     CHUNK, Listed, MAX_LISTING_BYTES, Manifest, chunk_len, chunks_of, listing_root, part_of,
-    safe_path, shown_name, unique_destination,
+    safe_path, shown_name, unique_destination, unique_destination_from,
 };
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -529,12 +530,16 @@ fn checked_listing(
 /// `.part` now, which holds its name against later arrivals.
 fn place(dir: &Path, listed: &[(Listed, PathBuf)]) -> Result<Vec<PathBuf>, Stop> {
     let mut dests = Vec::with_capacity(listed.len());
+    // Where numbering goes on, per name: an offer of 10,000 files of one
+    // name looks at each number once, not 10,000 times.
+    let mut numbers: HashMap<&Path, u32> = HashMap::new();
     for (l, rel) in listed {
         if let Some(parent) = dir.join(rel).parent() {
             std::fs::create_dir_all(parent).map_err(|e| disk(parent, &e))?;
         }
+        let next = numbers.entry(rel.as_path()).or_insert(0);
         let dest = loop {
-            let dest = unique_destination(dir, rel)
+            let dest = unique_destination_from(dir, rel, next)
                 .ok_or_else(|| Stop::Fatal(format!("no free name for {}", shown_name(&l.name))))?;
             let part = part_of(&dest);
             match OpenOptions::new()
