@@ -443,8 +443,12 @@ async fn rooms_and_direct_messages_get_buffers() {
     let got = at_b.messages(1, T).await;
     assert_eq!(text(&got[0]), "to ops from the tui");
 
-    // Back to #general: #ops lines now count as unread.
+    // Back to #general: #ops lines now count as unread (once the switch
+    // is on screen: a line that comes before it is read in #ops).
     tmux.press("ui", "M-1");
+    tmux.wait("ui", "#general, on screen", |s| {
+        s.contains("--> carol") && !s.contains("to ops from the tui")
+    });
     b.say_to(Some("#ops"), None, "ops one").await.unwrap();
     b.say_to(Some("#ops"), None, "ops two").await.unwrap();
     b.say("general line").await;
