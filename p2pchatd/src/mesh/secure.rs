@@ -295,24 +295,16 @@ impl Opener {
                 let buf = lines.space();
                 let start = buf.len();
                 buf.resize(start + frame.len(), 0);
-                let n = self
-                    .state
-                    .read_message(self.nonce, &frame, &mut buf[start..])
-                    .map_err(|e| {
-                        io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("a frame did not open: {e}"),
-                        )
-                    });
-                let n = match n {
-                    Ok(n) => n,
-                    Err(e) => {
-                        buf.truncate(start);
-                        return Err(e);
-                    }
-                };
+                let n =
+                    match Self::open_frame(&self.state, &mut self.nonce, &frame, &mut buf[start..])
+                    {
+                        Ok(n) => n,
+                        Err(e) => {
+                            buf.truncate(start);
+                            return Err(e);
+                        }
+                    };
                 buf.truncate(start + n);
-                self.nonce += 1;
                 opened += n;
             }
             if opened > 0 {
@@ -324,9 +316,31 @@ impl Opener {
             }
         }
     }
-}
 
-impl Opener {
+    /// Opens `frame` into `out` (room for all of it) and moves the nonce
+    /// on: how many bytes of plaintext. A frame that does not open
+    /// (forged, replayed, cut) is an error.
+    fn open_frame(
+        state: &StatelessTransportState,
+        nonce: &mut u64,
+        frame: &[u8],
+        out: &mut [u8],
+    ) -> io::Result<usize> {
+        let n = state.read_message(*nonce, frame, out).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a frame did not open: {e}"),
+            )
+        })?;
+        *nonce += 1;
+        Ok(n)
+    }
+
+    /// Whether bytes read are waiting to be opened.
+    pub(crate) fn holds_bytes(&self) -> bool {
+        !self.raw.is_empty()
+    }
+
     /// Blocking, for a fetch connection's own thread: opens the next frame
     /// and appends its plaintext to `out`; `Ok(false)` at end of stream.
     pub(crate) fn open_next(
@@ -338,23 +352,11 @@ impl Opener {
             if let Some(frame) = next_frame(&mut self.raw) {
                 let start = out.len();
                 out.resize(start + frame.len(), 0);
-                return match self
-                    .state
-                    .read_message(self.nonce, &frame, &mut out[start..])
-                {
-                    Ok(n) => {
-                        out.truncate(start + n);
-                        self.nonce += 1;
-                        Ok(true)
-                    }
-                    Err(e) => {
-                        out.truncate(start);
-                        Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("a frame did not open: {e}"),
-                        ))
-                    }
-                };
+                let opened =
+                    Self::open_frame(&self.state, &mut self.nonce, &frame, &mut out[start..]);
+                // Only what opened stays.
+                out.truncate(start + opened.as_ref().map_or(0, |n| *n));
+                return opened.map(|_| true);
             }
             let at = self.raw.len();
             self.raw.resize(at + BLOCKING_CHUNK, 0);

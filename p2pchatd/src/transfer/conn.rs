@@ -114,12 +114,21 @@ impl Conn {
     }
 
     /// The other end's `ERROR`, if one came while we were sending (read
-    /// without waiting; other bytes stay for [`Conn::recv`]).
+    /// without waiting). While we send, it says nothing else: any other
+    /// message stops the transfer, and at most one `ERROR`'s bytes are
+    /// held, so a peer cannot make us buffer what it sends.
     pub(super) fn stopped(&mut self) -> Result<(), Stop> {
+        let unread = |c: &Self| c.plain.len() - c.at;
+        if unread(self) == 0 && !self.opener.holds_bytes() && !readable_now(&self.stream)? {
+            return Ok(());
+        }
         self.stream.set_nonblocking(true)?;
         // An ERROR is two frames (its head, its reason): open what came.
         let mut opened = Ok(true);
         for _ in 0..8 {
+            if unread(self) >= HEAD + MAX_CONTROL {
+                break;
+            }
             let before = self.plain.len();
             opened = self.opener.open_next(&mut self.stream, &mut self.plain);
             self.received += (self.plain.len() - before) as u64;
@@ -135,11 +144,17 @@ impl Conn {
             Ok(true) => {}
         }
         let rest = &self.plain[self.at..];
-        if rest.len() >= HEAD && rest[0] == ERROR {
-            let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
-            if rest.len() >= HEAD + len.min(MAX_CONTROL) {
-                return Err(Stop::Theirs(said(&rest[HEAD..HEAD + len.min(MAX_CONTROL)])));
-            }
+        let Some((kind, len)) = parse_head(rest) else {
+            return Ok(());
+        };
+        if kind != ERROR {
+            return Err(Stop::Fatal(format!(
+                "an unexpected message ({kind}) while a file was sent"
+            )));
+        }
+        let len = len.min(MAX_CONTROL);
+        if rest.len() >= HEAD + len {
+            return Err(Stop::Theirs(said(&rest[HEAD..HEAD + len])));
         }
         Ok(())
     }
@@ -151,9 +166,9 @@ impl Conn {
         if !self.fill(HEAD)? {
             return Ok(None);
         }
-        let h = &self.plain[self.at..self.at + HEAD];
-        let kind = h[0];
-        let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
+        let Some((kind, len)) = parse_head(&self.plain[self.at..]) else {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        };
         let max = if kind == ERROR {
             MAX_CONTROL
         } else {
@@ -204,6 +219,22 @@ impl Conn {
         }
         Ok(true)
     }
+}
+
+/// The kind and length a message's head says, once the head is there.
+fn parse_head(bytes: &[u8]) -> Option<(u8, usize)> {
+    let h: [u8; HEAD] = bytes.get(..HEAD)?.try_into().ok()?;
+    let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]);
+    Some((h[0], usize::try_from(len).unwrap_or(usize::MAX)))
+}
+
+/// Whether bytes wait on `stream`, without waiting for them.
+fn readable_now(stream: &TcpStream) -> io::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO)?;
+    Ok(fds[0].revents().is_some_and(|r| !r.is_empty()))
 }
 
 /// What the other end says in an `ERROR`, safe to show.

@@ -832,14 +832,21 @@ async fn a_cancel_at_either_end_stops_both() {
     );
 }
 
-/// eve fetched from amy and got it all, but amy never heard the last
-/// DONE: eve's word on the link (said at once, and again at link-up)
-/// ends amy's transfer as done.
-#[tokio::test]
-async fn the_recipients_word_on_the_link_ends_a_transfer_whose_done_was_lost() {
+/// amy has offered eve a file of `size` bytes, and eve's fetch
+/// connection has the listing.
+struct EveFetches {
+    net: TestNet,
+    a: Daemon,
+    eve: Eve,
+    at_a: Subscriber,
+    offered: TransferInfo,
+    conn: noise::NoiseLink,
+}
+
+async fn eve_fetches_from_amy(size: usize) -> EveFetches {
     let net = TestNet::new();
     let a = net.daemon("amy").await;
-    let mut eve = Eve::at(&a).await;
+    let eve = Eve::at(&a).await;
     wait_until("eve to be linked", T, || async {
         let peers = a.try_peers().await.ok()?;
         peers
@@ -849,7 +856,7 @@ async fn the_recipients_word_on_the_link_ends_a_transfer_whose_done_was_lost() {
     })
     .await;
     let file = net.dir.path().join("notes.md");
-    random_file(&file, 2000);
+    random_file(&file, size);
     let mut at_a = a.subscribe(None).await;
     let offered = send(&a, &[&file], "eve").await.unwrap();
     let port = a.status().await.port;
@@ -859,6 +866,58 @@ async fn the_recipients_word_on_the_link_ends_a_transfer_whose_done_was_lost() {
     let (kind, _) = conn.recv_fetch(T).await.unwrap();
     assert_eq!(kind, LISTING);
     reaches(&mut at_a, &offered.id, TransferState::Active).await;
+    EveFetches {
+        net,
+        a,
+        eve,
+        at_a,
+        offered,
+        conn,
+    }
+}
+
+/// While amy sends, eve says more than an `ERROR`: amy does not keep what
+/// eve sends, she ends the transfer, saying why.
+#[tokio::test]
+async fn a_recipient_that_talks_while_a_file_is_sent_is_cut_off() {
+    let EveFetches {
+        net: _net,
+        a: _a,
+        eve: _eve,
+        mut at_a,
+        offered,
+        mut conn,
+    } = eve_fetches_from_amy(4 * CHUNK).await;
+    let get = serde_json::to_vec(&Get {
+        file: 0,
+        from: Some(0),
+    })
+    .unwrap();
+    conn.send_fetch(GET, &get).await.unwrap();
+    conn.send_fetch(GET, &get).await.unwrap();
+    let t = reaches(&mut at_a, &offered.id, TransferState::Failed).await;
+    assert!(
+        t.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("while a file was sent"),
+        "{t:?}"
+    );
+}
+
+/// eve fetched from amy and got it all, but amy never heard the last
+/// DONE: eve's word on the link (said at once, and again at link-up)
+/// ends amy's transfer as done.
+#[tokio::test]
+async fn the_recipients_word_on_the_link_ends_a_transfer_whose_done_was_lost() {
+    let EveFetches {
+        net: _net,
+        a: _a,
+        mut eve,
+        mut at_a,
+        offered,
+        conn,
+    } = eve_fetches_from_amy(2000).await;
     drop(conn);
     reaches(&mut at_a, &offered.id, TransferState::Waiting).await;
     let mut m = PeerMessage::new(
