@@ -61,6 +61,19 @@ const EVENT_BURST: u64 = 4096;
 const EVENT_QUIET: u64 = 256;
 
 impl Bursts {
+    /// Counting from `events` appended already (a history goes on from
+    /// its last life's cursor): a restart is no flood.
+    pub(crate) fn from(events: u64) -> Self {
+        let count = Count {
+            at_give_back: events,
+            at_last_beat: events,
+        };
+        Self {
+            connections: Count::default(),
+            events: count,
+        }
+    }
+
     /// Called on every beat with the connections accepted and events
     /// appended so far and whether the peer table shrank; true when memory
     /// should go back now.
@@ -109,5 +122,12 @@ mod tests {
             assert!(!b.beat(0, at, false));
         }
         assert!(b.beat(0, at + 10, false));
+    }
+
+    #[test]
+    fn a_restart_is_no_flood() {
+        let mut b = Bursts::from(5_000_000);
+        assert!(!b.beat(0, 5_000_010, false));
+        assert!(!b.beat(0, 5_000_020, false));
     }
 }

@@ -269,6 +269,7 @@ impl Mesh {
         let mut outbox = Outbox::new(&local.identity, &instance);
         let fingerprint: Arc<str> = Arc::from(local.identity.fingerprint());
         let sync = crate::sync::Sync::load(peer_id.clone(), history.store(), local.retain_days);
+        let bursts = crate::memory::Bursts::from(history.newest_cursor());
         // Sequence numbers go on past all the last life sent; what it sent
         // unsealed is sealed now.
         outbox.seq = sync.furthest_of(&peer_id);
@@ -307,7 +308,7 @@ impl Mesh {
                 handshakes: Mutex::default(),
                 dials: Arc::new(Semaphore::new(MAX_DIALS)),
                 accepted: AtomicU64::new(0),
-                bursts: Mutex::default(),
+                bursts: Mutex::new(bursts),
                 notifier: local.notifier,
                 presence: Mutex::default(),
                 rooms: Mutex::new(local.rooms),
