@@ -261,7 +261,9 @@ fn fetch_all(t: &Transfers, conn: &mut Conn, job: &mut Job) -> Result<(), Stop> 
         job.verified = Some((0, 0));
     }
     let dests = job.inc.dests.clone();
-    // What landed in a life that ended before it was written down.
+    // What landed in a life that ended before it was written down: told
+    // once, after the look.
+    let first_unseen = job.inc.landed;
     while job.inc.landed < listed.len() && !part_of(&dests[job.inc.landed]).exists() {
         let (l, _) = &listed[job.inc.landed];
         if !landed_whole(&dests[job.inc.landed], l) {
@@ -271,6 +273,8 @@ fn fetch_all(t: &Transfers, conn: &mut Conn, job: &mut Job) -> Result<(), Stop> 
             )));
         }
         job.inc.landed += 1;
+    }
+    if job.inc.landed > first_unseen {
         t.incoming_changed(&job.id, &job.inc);
     }
     let first = job.inc.landed;
@@ -453,8 +457,11 @@ impl Landing {
             if let Some(folder) = named.parent() {
                 folders.insert(folder.to_owned());
             }
-            // Where it is: a sibling's name, if its own was taken meanwhile.
-            Arc::make_mut(&mut job.inc.dests)[f] = named;
+            // Where it is: a sibling's name, if its own was taken meanwhile
+            // (rare: only then is the list, shared with the book, copied).
+            if named != dest {
+                Arc::make_mut(&mut job.inc.dests)[f] = named;
+            }
             upto = f + 1;
         }
         // The names too are on disk before the count says they landed.
@@ -533,9 +540,15 @@ fn place(dir: &Path, listed: &[(Listed, PathBuf)]) -> Result<Vec<PathBuf>, Stop>
     // Where numbering goes on, per name: an offer of 10,000 files of one
     // name looks at each number once, not 10,000 times.
     let mut numbers: HashMap<&Path, u32> = HashMap::new();
+    // Listings go folder by folder: each is made once, not once a file.
+    let mut made: Option<PathBuf> = None;
     for (l, rel) in listed {
-        if let Some(parent) = dir.join(rel).parent() {
+        let whole = dir.join(rel);
+        if let Some(parent) = whole.parent()
+            && made.as_deref() != Some(parent)
+        {
             std::fs::create_dir_all(parent).map_err(|e| disk(parent, &e))?;
+            made = Some(parent.to_path_buf());
         }
         let next = numbers.entry(rel.as_path()).or_insert(0);
         let dest = loop {

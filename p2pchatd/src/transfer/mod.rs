@@ -606,7 +606,8 @@ pub(crate) async fn send(mesh: &Mesh, p: SendParams) -> Result<TransferInfo, Rpc
             rel.display()
         )));
     }
-    let built = tokio::task::spawn_blocking(move || offer::build(&paths))
+    // Hashing reads every byte offered: background work, as a transfer is.
+    let built = on_own_thread(move || offer::build(&paths))
         .await
         .map_err(|e| refuse(format!("hashing stopped: {e}")))?
         .map_err(refuse)?;
