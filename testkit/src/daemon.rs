@@ -604,7 +604,6 @@ impl Drop for Reaper {
     }
 }
 
-/// A TCP port that was free a moment ago.
 /// Whether this run may make mount namespaces (root with `unshare`).
 fn mount_namespaces() -> bool {
     nix::unistd::geteuid().is_root()
@@ -622,6 +621,7 @@ pub fn in_namespace_of(pid: u32, script: &str) -> std::process::Output {
         .expect("nsenter runs")
 }
 
+/// A TCP port that was free a moment ago.
 pub fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

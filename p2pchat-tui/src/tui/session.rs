@@ -242,7 +242,7 @@ async fn forward(
     let actions = actions.clone();
     let failed = match &r {
         Request::Ask(ask) => ask.failed(),
-        Request::Peers | Request::Shutdown(_) => String::new(),
+        Request::Peers | Request::Shutdown(_) => "",
     };
     match r {
         Request::Ask(Ask::Say {

@@ -101,19 +101,19 @@ pub(super) enum Ask {
 
 impl Ask {
     /// What a failure of it is said as, before the reason.
-    pub(super) fn failed(&self) -> String {
+    pub(super) fn failed(&self) -> &'static str {
         match self {
-            Self::Say { .. } => "not sent".into(),
-            Self::Join(_) => "not joined".into(),
-            Self::Part(_) => "not left".into(),
-            Self::Rooms => "rooms".into(),
-            Self::Topic { .. } => "topic".into(),
-            Self::Nick(_) => "nick not changed".into(),
-            Self::Trust(_) => "not trusted".into(),
-            Self::Forget(_) => "not forgotten".into(),
-            Self::Search(_) => "search failed".into(),
-            Self::Away(_) => "away not changed".into(),
-            Self::Files(call) => call.method().into(),
+            Self::Say { .. } => "not sent",
+            Self::Join(_) => "not joined",
+            Self::Part(_) => "not left",
+            Self::Rooms => "rooms",
+            Self::Topic { .. } => "topic",
+            Self::Nick(_) => "nick not changed",
+            Self::Trust(_) => "not trusted",
+            Self::Forget(_) => "not forgotten",
+            Self::Search(_) => "search failed",
+            Self::Away(_) => "away not changed",
+            Self::Files(call) => call.method(),
         }
     }
 }

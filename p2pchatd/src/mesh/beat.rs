@@ -81,7 +81,8 @@ impl Timer {
 
     /// Arms the timer on the next boundary after now, then every period.
     fn arm(&self, period: Duration) -> nix::Result<()> {
-        let first = SystemTime::now() + until_boundary(SystemTime::now(), period);
+        let now = SystemTime::now();
+        let first = now + until_boundary(now, period);
         let first = first.duration_since(UNIX_EPOCH).unwrap_or_default();
         self.0.set(
             Expiration::IntervalDelayed(TimeSpec::from(first), TimeSpec::from(period)),

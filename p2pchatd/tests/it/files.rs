@@ -627,6 +627,11 @@ async fn hostile_offers_land_nowhere_else_and_bob_chats_on() {
     for _ in 0..1000 {
         eve.offer(&listing, 1, 1).await;
     }
+    // bob takes eve's lines in order: the answer to one more offer comes
+    // once he has taken all of them (it is refused, as the flood's were).
+    let last = eve.offer(&listing, 1, 1).await;
+    let refused = eve.answer_to(&last).await;
+    assert!(refused.reason.is_some(), "{refused:?}");
     a.say("still chatting").await;
     at_b.until("amy's line after the flood", T, |e| {
         text(e) == "still chatting"
