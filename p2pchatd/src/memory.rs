@@ -5,6 +5,33 @@
 //! stays mapped, so an idle daemon would keep the flood's size for good.
 //! After a burst has passed, [`give_back`] asks the allocator to release
 //! every free page it holds.
+//!
+//! The same goes for code. The kernel maps the daemon's own text as it is
+//! run, 64 KiB around each page touched, and keeps it mapped: the code that
+//! ran once at start (flags, config, the store's schema, the first
+//! handshakes) would stay in an idle daemon's RSS for good — most of it, as
+//! a 5 MB binary is nearly all paged in by then. [`give_back`], called once
+//! start-up has passed and after each burst, also drops
+//! the mappings of the executable's clean, read-only pages; they stay in
+//! the page cache, and what runs again is mapped again at a minor fault.
+
+/// One heap for every thread. glibc gives each thread that allocates an
+/// arena of its own; the store's writer, which frees what the daemon's
+/// thread allocated (the events it writes) and allocates its own batches,
+/// would keep a second heap of a flood's size. A few threads, mostly
+/// served by their per-thread caches, contend little for one. Called
+/// before any thread starts.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub fn one_arena() {
+    // SAFETY: mallopt only sets a tunable of the allocator; called before
+    // any other thread exists.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+}
+
+/// Other allocators choose by themselves.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn one_arena() {}
 
 /// Releases the allocator's free pages to the system.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -14,10 +41,123 @@ pub(crate) fn give_back() {
     // own locks, walks its free lists and only hands pages of free chunks
     // back (madvise); no memory in use is touched.
     let released = unsafe { libc::malloc_trim(0) };
+    let code = release_code().unwrap_or(0);
     tracing::debug!(
         released = released != 0,
-        "gave free heap back to the system"
+        code_kib = code / 1024,
+        "gave free heap and idle code back to the system"
     );
+}
+
+/// Drops this process's mappings of its own executable that hold only the
+/// file's pages — its code and read-only data, never a page it wrote (the
+/// relocated and the writable data have anonymous copies and are left
+/// alone). Returns how many bytes were resident in them.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn release_code() -> Option<usize> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let ours = own_executable(&smaps)?;
+    let mut released = 0;
+    for m in mappings(&smaps) {
+        if m.path != ours || !m.clean_file_pages() {
+            continue;
+        }
+        // SAFETY: the range is a whole private mapping of our executable,
+        // never writable and with no anonymous (written) page: its contents
+        // are the file's. MADV_DONTNEED only unmaps its pages; the next
+        // access maps the same file pages again (from the page cache), so
+        // nothing any thread reads or runs there changes.
+        let done =
+            unsafe { libc::madvise(m.start as *mut libc::c_void, m.len, libc::MADV_DONTNEED) };
+        if done == 0 {
+            released += m.rss_kib * 1024;
+        }
+    }
+    Some(released)
+}
+
+/// The path of the file our own code is mapped from.
+fn own_executable(smaps: &str) -> Option<&str> {
+    let here = own_executable as fn(&str) -> Option<&str> as usize;
+    mappings(smaps)
+        .find(|m| (m.start..m.start + m.len).contains(&here))
+        .map(|m| m.path)
+}
+
+/// One mapping, as `/proc/self/smaps` describes it.
+#[derive(Debug, PartialEq)]
+struct Mapping<'a> {
+    start: usize,
+    len: usize,
+    perms: &'a str,
+    path: &'a str,
+    rss_kib: usize,
+    anonymous_kib: usize,
+}
+
+impl Mapping<'_> {
+    /// A private mapping of a file that was never made writable and holds
+    /// none of its own pages: all it maps is the file.
+    fn clean_file_pages(&self) -> bool {
+        self.path.starts_with('/')
+            && self.perms.starts_with('r')
+            && !self.perms.contains('w')
+            && self.perms.ends_with('p')
+            && self.anonymous_kib == 0
+    }
+}
+
+/// The mappings in `/proc/self/smaps` text: a header line
+/// (`start-end perms offset dev inode [path]`) then `Key: value kB` lines.
+fn mappings(smaps: &str) -> impl Iterator<Item = Mapping<'_>> {
+    let mut lines = smaps.lines().peekable();
+    std::iter::from_fn(move || {
+        loop {
+            let header = lines.next()?;
+            let mut f = header.split_whitespace();
+            let Some((start, end)) = f.next().and_then(|r| r.split_once('-')) else {
+                continue;
+            };
+            let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            ) else {
+                continue;
+            };
+            let perms = f.next().unwrap_or("");
+            let path = f.nth(3).unwrap_or("");
+            let mut m = Mapping {
+                start,
+                len: end.saturating_sub(start),
+                perms,
+                path,
+                rss_kib: 0,
+                anonymous_kib: usize::MAX,
+            };
+            while let Some(line) = lines.next_if(|l| !is_header(l)) {
+                let mut kv = line.split_whitespace();
+                let (Some(key), Some(value)) = (kv.next(), kv.next()) else {
+                    continue;
+                };
+                let value = value.parse().unwrap_or(usize::MAX);
+                match key {
+                    "Rss:" => m.rss_kib = value,
+                    "Anonymous:" => m.anonymous_kib = value,
+                    _ => {}
+                }
+            }
+            return Some(m);
+        }
+    })
+}
+
+/// Whether a smaps line starts a mapping (`start-end ...`) rather than
+/// describing one (`Key: value`).
+fn is_header(line: &str) -> bool {
+    line.split_whitespace()
+        .next()
+        .is_some_and(|w| !w.ends_with(':') && w.contains('-'))
 }
 
 /// Other allocators return memory by themselves.
@@ -31,7 +171,13 @@ pub(crate) fn give_back() {}
 pub(crate) struct Bursts {
     connections: Count,
     events: Count,
+    /// Beats until start-up, a burst of its own, has passed.
+    starting: u8,
 }
+
+/// Start-up is over by the second beat (2 to 4 s): the store open and its
+/// statements ready, the first peers heard and linked.
+const START_BEATS: u8 = 2;
 
 /// A running total, as it stood at the last give-back and the last beat.
 #[derive(Debug, Default)]
@@ -71,6 +217,7 @@ impl Bursts {
         Self {
             connections: Count::default(),
             events: count,
+            starting: START_BEATS,
         }
     }
 
@@ -80,7 +227,9 @@ impl Bursts {
     pub(crate) fn beat(&mut self, accepted: u64, events: u64, table_shrank: bool) -> bool {
         let connections = self.connections.passed(accepted, BURST, QUIET);
         let lines = self.events.passed(events, EVENT_BURST, EVENT_QUIET);
-        if !(table_shrank || connections || lines) {
+        let started = self.starting == 1;
+        self.starting = self.starting.saturating_sub(1);
+        if !(table_shrank || connections || lines || started) {
             return false;
         }
         self.connections.at_give_back = accepted;
@@ -124,10 +273,74 @@ mod tests {
         assert!(b.beat(0, at + 10, false));
     }
 
+    const SMAPS: &str = "\
+5555a000-5555b000 r--p 00000000 08:01 42  /usr/bin/p2pchatd
+Rss:                   4 kB
+Anonymous:             0 kB
+5555b000-5555f000 r-xp 00001000 08:01 42  /usr/bin/p2pchatd
+Size:                 16 kB
+Rss:                  12 kB
+Anonymous:             0 kB
+VmFlags: rd ex mr mw me
+5555f000-55560000 r--p 00005000 08:01 42  /usr/bin/p2pchatd
+Rss:                   4 kB
+Anonymous:             4 kB
+55560000-55561000 rw-p 00006000 08:01 42  /usr/bin/p2pchatd
+Rss:                   4 kB
+Anonymous:             0 kB
+7f000000-7f001000 rw-p 00000000 00:00 0
+Rss:                   4 kB
+Anonymous:             4 kB
+";
+
+    #[test]
+    fn only_clean_pages_of_files_count_as_code() {
+        let maps: Vec<_> = mappings(SMAPS).collect();
+        assert_eq!(maps.len(), 5);
+        assert_eq!(
+            maps[1],
+            Mapping {
+                start: 0x5555_b000,
+                len: 0x4000,
+                perms: "r-xp",
+                path: "/usr/bin/p2pchatd",
+                rss_kib: 12,
+                anonymous_kib: 0,
+            }
+        );
+        let clean: Vec<bool> = maps.iter().map(Mapping::clean_file_pages).collect();
+        // Read-only data and code; not the relocated data (written once),
+        // the writable data, or anonymous memory.
+        assert_eq!(clean, [true, true, false, false, false]);
+    }
+
+    #[test]
+    fn idle_code_goes_back_and_runs_again() {
+        let resident = || {
+            let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+            let ours = own_executable(&smaps).map(str::to_owned);
+            let code: usize = mappings(&smaps)
+                .filter(|m| Some(m.path) == ours.as_deref() && m.clean_file_pages())
+                .map(|m| m.rss_kib)
+                .sum();
+            code
+        };
+        let before = resident();
+        assert!(before > 0, "the test's own code is resident");
+        let released = release_code().unwrap_or(0);
+        assert!(released >= before * 1024 / 2, "{released} of {before} KiB");
+        // What runs now is mapped again, and runs as before.
+        assert!(resident() < before);
+        let mut b = Bursts::default();
+        assert!(!b.beat(1, 1, false));
+    }
+
     #[test]
     fn a_restart_is_no_flood() {
         let mut b = Bursts::from(5_000_000);
         assert!(!b.beat(0, 5_000_010, false));
-        assert!(!b.beat(0, 5_000_020, false));
+        assert!(b.beat(0, 5_000_020, false), "start-up has passed");
+        assert!(!b.beat(0, 5_000_030, false));
+        assert!(!b.beat(0, 5_000_040, false));
     }
 }
