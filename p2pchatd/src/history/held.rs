@@ -24,9 +24,12 @@ pub(super) struct Held {
 
 impl Held {
     pub(super) fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
         Self {
-            events: VecDeque::new(),
-            capacity: capacity.max(1),
+            // Its full size at once: grown by doubling, it would end up to
+            // half empty. Pages are only mapped as it fills.
+            events: VecDeque::with_capacity(capacity),
+            capacity,
             counts: HashMap::new(),
         }
     }

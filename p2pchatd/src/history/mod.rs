@@ -182,7 +182,8 @@ impl History {
     pub(crate) fn with_store(held: usize, store: Option<Store>) -> Self {
         let capacity = held.max(MIN_RING);
         let mut ring = Ring {
-            events: VecDeque::new(),
+            // Full size at once, as the held window.
+            events: VecDeque::with_capacity(capacity),
             held,
             capacity,
             window: Held::new(held),
