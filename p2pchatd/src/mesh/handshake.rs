@@ -61,7 +61,7 @@ pub(super) fn liveness(mesh: &Mesh, kind: PeerKind, theirs: Option<u64>) -> Live
             Liveness {
                 heartbeat,
                 heartbeat_beats: t.beats(heartbeat),
-                dead_after: Some(heartbeat * t.missed_heartbeats),
+                dead_after: Some(heartbeat + t.heartbeat_late),
             }
         }
     }
