@@ -24,6 +24,5 @@ mod transfer;
 mod trust;
 
 pub use api::ApiBindError;
-pub use memory::one_arena;
 pub use mesh::Mesh;
 pub use trust::TrustError;

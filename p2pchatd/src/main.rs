@@ -81,7 +81,6 @@ fn main() -> ExitCode {
     if let Err(e) = logging::init(cli.log_filter()) {
         return fail(pipe, &Failure::Usage(e));
     }
-    p2pchatd::one_arena();
     // One thread: the daemon waits on sockets, and a single-threaded
     // runtime wakes tasks without cross-thread handoffs.
     let runtime = match tokio::runtime::Builder::new_current_thread()

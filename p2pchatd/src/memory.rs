@@ -15,24 +15,6 @@
 //! the mappings of the executable's clean, read-only pages; they stay in
 //! the page cache, and what runs again is mapped again at a minor fault.
 
-/// One heap for every thread. glibc gives each thread that allocates an
-/// arena of its own; the store's writer, which frees what the daemon's
-/// thread allocated (the events it writes) and allocates its own batches,
-/// would keep a second heap of a flood's size. A few threads, mostly
-/// served by their per-thread caches, contend little for one. Called
-/// before any thread starts.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-pub fn one_arena() {
-    // SAFETY: mallopt only sets a tunable of the allocator; called before
-    // any other thread exists.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
-}
-
-/// Other allocators choose by themselves.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn one_arena() {}
-
 /// Releases the allocator's free pages to the system.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
