@@ -11,17 +11,21 @@ use crate::Counts;
 use crate::drive::{count, flood};
 
 const SETUP_WAIT: Duration = Duration::from_secs(10);
-/// Two beats and a margin: a daemon gives a flood's memory back on the
-/// first quiet beat after it.
-const REST: Duration = Duration::from_millis(4500);
+/// Two beats and a margin. A daemon is idle once start-up has passed: on
+/// its second beat it gives back the memory and code only start-up used,
+/// which the next beats' first runs of their code map again. A flood's
+/// memory goes back likewise on the first quiet beat after it.
+pub(crate) const SETTLE: Duration = Duration::from_millis(4500);
 
 pub(crate) struct Idle {
     pub rss_kib: u64,
     pub cpu_pct: f64,
     pub wakeups_per_s: f64,
+    /// Right after the flood, while the store's writer still holds some
+    /// of it.
     pub rss_10k_kib: u64,
-    /// The same daemon two beats later, at rest: what it keeps of the
-    /// flood once it has given its buffers back.
+    /// The same daemon two beats later, at rest: holding the 10,000, the
+    /// flood written and its buffers given back (DESIGN's figure).
     pub rss_10k_rest_kib: u64,
 }
 
@@ -33,6 +37,7 @@ pub(crate) async fn memory_and_idle(c: &Counts) -> Idle {
         .await;
     wait_full_mesh(&[&a, &b], SETUP_WAIT).await;
     let pid = a.status().await.pid;
+    tokio::time::sleep(SETTLE).await;
     let before = cpu_sample(pid);
     let t0 = Instant::now();
     tokio::time::sleep(c.idle).await;
@@ -61,7 +66,7 @@ pub(crate) async fn memory_and_idle(c: &Counts) -> Idle {
     drop(sub);
     let b_pid = b.status().await.pid;
     let rss_10k_kib = rss_kib(b_pid).unwrap_or(0);
-    tokio::time::sleep(REST).await;
+    tokio::time::sleep(SETTLE).await;
     Idle {
         rss_kib: rss,
         cpu_pct: used.cpu_ns as f64 / 1e9 / secs * 100.0,

@@ -156,8 +156,9 @@ async fn join(net: &TestNet, peers: usize) -> f64 {
 }
 
 /// Mean idle CPU (%), wakeups per second and RSS (KiB) per daemon, all
-/// sampled over the same `span`.
+/// sampled over the same `span`, once the mesh has settled.
 async fn idle(daemons: &[Daemon], span: Duration) -> (f64, f64, f64) {
+    tokio::time::sleep(crate::idle::SETTLE).await;
     let pids: Vec<u32> = daemons
         .iter()
         .map(|d| u32::try_from(d.pid().as_raw()).unwrap_or(0))
