@@ -192,8 +192,12 @@ fn take(
     transfers: &mut Option<Transfers>,
 ) {
     let append = |out: &mut Vec<u8>, line: Vec<u8>| {
-        if out.is_empty() {
-            // A big reply is written as it is, not copied first.
+        if out.is_empty() && line.len() > out.capacity() {
+            // A reply bigger than the buffer is written as it is, not
+            // copied first. Small ones go into the buffer kept between
+            // writes: taking each small reply's own allocation as the
+            // buffer dropped its capacity, and a pipelining client's
+            // batch then regrew it by reallocating, over and over.
             *out = line;
         } else {
             out.extend_from_slice(&line);
