@@ -153,12 +153,14 @@ pub(crate) fn give_back() {}
 pub(crate) struct Bursts {
     connections: Count,
     events: Count,
-    /// Beats until start-up, a burst of its own, has passed.
-    starting: u8,
+    /// Beats until start-up, a burst of its own, may have passed; none
+    /// once its give-back is done.
+    starting: Option<u8>,
 }
 
 /// Start-up is over by the second beat (2 to 4 s): the store open and its
-/// statements ready, the first peers heard and linked.
+/// statements ready, the first peers heard and linked. If that beat is
+/// busy (a flood right after start), the first quiet one after it.
 const START_BEATS: u8 = 2;
 
 /// A running total, as it stood at the last give-back and the last beat.
@@ -171,8 +173,13 @@ struct Count {
 impl Count {
     /// Whether `burst` came since the last give-back and fewer than
     /// `quiet` in the beat that just ended.
+    /// Whether fewer than `quiet` came in the beat that just ended.
+    fn quiet(&self, now: u64, quiet: u64) -> bool {
+        now - self.at_last_beat < quiet
+    }
+
     fn passed(&mut self, now: u64, burst: u64, quiet: u64) -> bool {
-        let was_quiet = now - self.at_last_beat < quiet;
+        let was_quiet = self.quiet(now, quiet);
         self.at_last_beat = now;
         was_quiet && now - self.at_give_back >= burst
     }
@@ -199,7 +206,7 @@ impl Bursts {
         Self {
             connections: Count::default(),
             events: count,
-            starting: START_BEATS,
+            starting: Some(START_BEATS),
         }
     }
 
@@ -207,10 +214,21 @@ impl Bursts {
     /// appended so far and whether the peer table shrank; true when memory
     /// should go back now.
     pub(crate) fn beat(&mut self, accepted: u64, events: u64, table_shrank: bool) -> bool {
+        let quiet =
+            self.connections.quiet(accepted, QUIET) && self.events.quiet(events, EVENT_QUIET);
         let connections = self.connections.passed(accepted, BURST, QUIET);
         let lines = self.events.passed(events, EVENT_BURST, EVENT_QUIET);
-        let started = self.starting == 1;
-        self.starting = self.starting.saturating_sub(1);
+        let started = match &mut self.starting {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => quiet,
+            None => false,
+        };
+        if started {
+            self.starting = None;
+        }
         if !(table_shrank || connections || lines || started) {
             return false;
         }
@@ -324,5 +342,18 @@ Anonymous:             4 kB
         assert!(b.beat(0, 5_000_020, false), "start-up has passed");
         assert!(!b.beat(0, 5_000_030, false));
         assert!(!b.beat(0, 5_000_040, false));
+    }
+
+    #[test]
+    fn a_busy_start_gives_back_once_it_is_quiet() {
+        let mut b = Bursts::from(0);
+        assert!(!b.beat(0, 1_000, false));
+        assert!(!b.beat(0, 2_000, false), "lines still pouring in");
+        assert!(!b.beat(0, 3_000, false));
+        assert!(
+            b.beat(0, 3_010, false),
+            "quiet: start-up (and its lines) passed"
+        );
+        assert!(!b.beat(0, 3_020, false));
     }
 }
