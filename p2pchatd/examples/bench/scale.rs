@@ -47,7 +47,7 @@ pub(crate) struct RoomFanout {
     /// Room lines the non-members' subscribers saw (the goal: none).
     pub outsider_lines: usize,
     /// Lines the sender's link carried to each non-member meanwhile (its
-    /// heartbeats, one per idle 2 s), and to each member (the room's lines
+    /// heartbeats, one per idle 4 s), and to each member (the room's lines
     /// and seals).
     pub outsider_link_lines: f64,
     pub member_link_lines: f64,

@@ -1,5 +1,5 @@
 //! Away and where you left off: a daemon with no person's client attached
-//! shows as away to its peers, within a heartbeat of the last one leaving;
+//! shows as away to its peers, within a beat of the last one leaving;
 //! `away` sets a reason by hand; what the last attached client was sent is
 //! where the next one's unread lines begin.
 
@@ -9,7 +9,7 @@ use shared::api::{AwayParams, AwayResult, Call, DETACHED_AWAY, SubscribeParams, 
 use testkit::*;
 
 const T: Duration = Duration::from_secs(10);
-/// A heartbeat (2 s) and some room on a busy machine.
+/// A beat (2 s) and some room on a busy machine.
 const BEAT: Duration = Duration::from_secs(3);
 
 /// How `watcher` shows `peer_id`'s away message, once it is `want`.
