@@ -166,57 +166,11 @@ fn status_line(mesh: &Mesh) -> String {
     )
 }
 
-/// Nice 10 for the calling thread, which does background work (a file
-/// transfer): under load, chat lines go first.
+/// Nice 10 for the calling thread, which does background work (the
+/// store's writes, a file transfer): under load, chat lines go first.
 pub(crate) fn background_priority(what: &str) {
     // On Linux, a thread id names that thread alone.
     if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
         tracing::debug!("could not lower the priority of {what}: {e}");
-    }
-}
-
-/// The idle class (`SCHED_IDLE`) for the calling thread, whose work can
-/// wait out any load: it runs on CPU time no other thread wants, and a
-/// chat line's thread preempts it at once. At nice 10 the store's writer
-/// still took ~a third of the CPU in a 20-peer flood, competing with the
-/// deliveries it follows (`make bench`: fan-out ~14,500 -> ~19,000-20,300
-/// msg/s). What it has not written yet is in the history and on the
-/// peers; under an outside load that keeps both cores busy, a `search`
-/// (which waits for the writer's index) took 16-24 ms against 14-17 at
-/// nice 10. Where the class is refused, nice 10 stays.
-#[allow(unsafe_code)]
-pub(crate) fn idle_priority(what: &str) {
-    background_priority(what);
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: sched_setscheduler only reads `param` during the call; pid 0
-    // is the calling thread (Linux schedules threads, not processes).
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
-        tracing::debug!(
-            "could not put {what} in the idle class: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    /// The scheduling policy of the calling thread: field 41 of its stat.
-    fn policy() -> Option<i32> {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-        // Fields count from 3 after the command's closing parenthesis.
-        let rest = stat.get(stat.rfind(')')? + 2..)?;
-        rest.split_whitespace().nth(41 - 3)?.parse().ok()
-    }
-
-    #[test]
-    fn the_stores_writer_goes_in_the_idle_class_alone() {
-        let theirs = std::thread::spawn(|| {
-            super::idle_priority("a test thread");
-            policy()
-        })
-        .join()
-        .unwrap();
-        assert_eq!(theirs, Some(libc::SCHED_IDLE));
-        assert_eq!(policy(), Some(libc::SCHED_OTHER), "only the calling thread");
     }
 }

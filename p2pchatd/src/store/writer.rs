@@ -187,7 +187,7 @@ pub(super) fn spawn(
         .name("store".into())
         .stack_size(256 * 1024)
         .spawn(move || {
-            crate::service::idle_priority("the store's writer");
+            crate::service::background_priority("the store's writer");
             Writer {
                 conn,
                 shared,
