@@ -15,41 +15,55 @@
 //! the mappings of the executable's clean, read-only pages; they stay in
 //! the page cache, and what runs again is mapped again at a minor fault.
 
-/// Releases the allocator's free pages to the system.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
+/// Releases the allocator's free pages, and the mappings of our own code,
+/// to the system.
 pub(crate) fn give_back() {
-    // SAFETY: malloc_trim has no preconditions: it takes the allocator's
-    // own locks, walks its free lists and only hands pages of free chunks
-    // back (madvise); no memory in use is touched.
-    let released = unsafe { libc::malloc_trim(0) };
+    let released = trim_heap();
     let code = release_code().unwrap_or(0);
     tracing::debug!(
-        released = released != 0,
+        released,
         code_kib = code / 1024,
         "gave free heap and idle code back to the system"
     );
 }
 
-/// Drops this process's mappings of its own executable that hold only the
-/// file's pages — its code and read-only data, never a page it wrote (the
-/// relocated and the writable data have anonymous copies and are left
-/// alone). Returns how many bytes were resident in them.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn trim_heap() -> bool {
+    // SAFETY: malloc_trim has no preconditions: it takes the allocator's
+    // own locks, walks its free lists and only hands pages of free chunks
+    // back (madvise); no memory in use is touched.
+    unsafe { libc::malloc_trim(0) != 0 }
+}
+
+/// Other allocators return memory by themselves.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() -> bool {
+    false
+}
+
+/// Drops this process's mappings of its own executable that hold only the
+/// file's pages: its code and read-only data, never a page it wrote (the
+/// relocated and the writable data have copies of their own, in memory or
+/// in swap, and are left alone). Returns how many bytes were resident.
+#[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 fn release_code() -> Option<usize> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
     let ours = own_executable(&smaps)?;
     let mut released = 0;
     for m in mappings(&smaps) {
-        if m.path != ours || !m.clean_file_pages() {
+        if m.file != ours || !m.clean_file_pages() {
             continue;
         }
-        // SAFETY: the range is a whole private mapping of our executable,
-        // never writable and with no anonymous (written) page: its contents
-        // are the file's. MADV_DONTNEED only unmaps its pages; the next
-        // access maps the same file pages again (from the page cache), so
-        // nothing any thread reads or runs there changes.
+        // SAFETY: the range is a whole private mapping of our executable's
+        // file (by device and inode), never writable, with no page of its
+        // own in memory or in swap: all it maps is the file's pages.
+        // MADV_DONTNEED only unmaps them; the next access maps the file's
+        // pages again from the page cache, as after the kernel reclaimed
+        // them, so nothing any thread reads or runs there changes. (The
+        // kernel refuses writes to a file being run; a file replaced by a
+        // rename stays ours, by its inode.)
         let done =
             unsafe { libc::madvise(m.start as *mut libc::c_void, m.len, libc::MADV_DONTNEED) };
         if done == 0 {
@@ -59,39 +73,54 @@ fn release_code() -> Option<usize> {
     Some(released)
 }
 
-/// The path of the file our own code is mapped from.
-fn own_executable(smaps: &str) -> Option<&str> {
-    let here = own_executable as fn(&str) -> Option<&str> as usize;
+#[cfg(not(target_os = "linux"))]
+fn release_code() -> Option<usize> {
+    None
+}
+
+/// The file (device, inode) our own code is mapped from.
+#[cfg(target_os = "linux")]
+fn own_executable(smaps: &str) -> Option<(&str, u64)> {
+    let here = own_executable as fn(&str) -> Option<(&str, u64)> as usize;
     mappings(smaps)
         .find(|m| (m.start..m.start + m.len).contains(&here))
-        .map(|m| m.path)
+        .map(|m| m.file)
+        .filter(|&(_, inode)| inode != 0)
 }
 
 /// One mapping, as `/proc/self/smaps` describes it.
+#[cfg(target_os = "linux")]
 #[derive(Debug, PartialEq)]
 struct Mapping<'a> {
     start: usize,
     len: usize,
     perms: &'a str,
-    path: &'a str,
+    /// Device and inode; inode 0 for anonymous memory.
+    file: (&'a str, u64),
     rss_kib: usize,
+    /// Pages of its own: written (copied on write), in memory and swapped
+    /// out. Unknown (absent) counts as some.
     anonymous_kib: usize,
+    swap_kib: usize,
 }
 
+#[cfg(target_os = "linux")]
 impl Mapping<'_> {
-    /// A private mapping of a file that was never made writable and holds
-    /// none of its own pages: all it maps is the file.
+    /// A private mapping of a file that is not writable and holds none of
+    /// its own pages, in memory or in swap: all it maps is the file.
     fn clean_file_pages(&self) -> bool {
-        self.path.starts_with('/')
+        self.file.1 != 0
             && self.perms.starts_with('r')
             && !self.perms.contains('w')
             && self.perms.ends_with('p')
             && self.anonymous_kib == 0
+            && self.swap_kib == 0
     }
 }
 
 /// The mappings in `/proc/self/smaps` text: a header line
 /// (`start-end perms offset dev inode [path]`) then `Key: value kB` lines.
+#[cfg(target_os = "linux")]
 fn mappings(smaps: &str) -> impl Iterator<Item = Mapping<'_>> {
     let mut lines = smaps.lines().peekable();
     std::iter::from_fn(move || {
@@ -108,14 +137,16 @@ fn mappings(smaps: &str) -> impl Iterator<Item = Mapping<'_>> {
                 continue;
             };
             let perms = f.next().unwrap_or("");
-            let path = f.nth(3).unwrap_or("");
+            let dev = f.nth(1).unwrap_or("");
+            let inode = f.next().and_then(|i| i.parse().ok()).unwrap_or(0);
             let mut m = Mapping {
                 start,
                 len: end.saturating_sub(start),
                 perms,
-                path,
+                file: (dev, inode),
                 rss_kib: 0,
                 anonymous_kib: usize::MAX,
+                swap_kib: usize::MAX,
             };
             while let Some(line) = lines.next_if(|l| !is_header(l)) {
                 let mut kv = line.split_whitespace();
@@ -126,6 +157,7 @@ fn mappings(smaps: &str) -> impl Iterator<Item = Mapping<'_>> {
                 match key {
                     "Rss:" => m.rss_kib = value,
                     "Anonymous:" => m.anonymous_kib = value,
+                    "Swap:" => m.swap_kib = value,
                     _ => {}
                 }
             }
@@ -136,15 +168,12 @@ fn mappings(smaps: &str) -> impl Iterator<Item = Mapping<'_>> {
 
 /// Whether a smaps line starts a mapping (`start-end ...`) rather than
 /// describing one (`Key: value`).
+#[cfg(target_os = "linux")]
 fn is_header(line: &str) -> bool {
     line.split_whitespace()
         .next()
         .is_some_and(|w| !w.ends_with(':') && w.contains('-'))
 }
-
-/// Other allocators return memory by themselves.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub(crate) fn give_back() {}
 
 /// When a burst has passed: many connections or events came since the
 /// last give-back and few in the last beat, or a flood of announced peers
@@ -171,13 +200,13 @@ struct Count {
 }
 
 impl Count {
-    /// Whether `burst` came since the last give-back and fewer than
-    /// `quiet` in the beat that just ended.
     /// Whether fewer than `quiet` came in the beat that just ended.
     fn quiet(&self, now: u64, quiet: u64) -> bool {
         now - self.at_last_beat < quiet
     }
 
+    /// Whether `burst` came since the last give-back and fewer than
+    /// `quiet` in the beat that just ended.
     fn passed(&mut self, now: u64, burst: u64, quiet: u64) -> bool {
         let was_quiet = self.quiet(now, quiet);
         self.at_last_beat = now;
@@ -240,7 +269,13 @@ impl Bursts {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
+
+    /// Tests that give code back run one at a time: each reads what is
+    /// mapped before and after.
+    static CODE: Mutex<()> = Mutex::new(());
 
     #[test]
     fn memory_goes_back_once_a_burst_has_passed() {
@@ -251,6 +286,7 @@ mod tests {
         assert!(b.beat(503, 0, false), "quiet again: give back");
         assert!(!b.beat(505, 0, false), "once per burst");
         assert!(b.beat(505, 0, true), "an expired flood of announces");
+        let _one = CODE.lock().unwrap_or_else(|p| p.into_inner());
         give_back();
     }
 
@@ -273,54 +309,77 @@ mod tests {
         assert!(b.beat(0, at + 10, false));
     }
 
+    #[cfg(target_os = "linux")]
     const SMAPS: &str = "\
 5555a000-5555b000 r--p 00000000 08:01 42  /usr/bin/p2pchatd
 Rss:                   4 kB
 Anonymous:             0 kB
+Swap:                  0 kB
 5555b000-5555f000 r-xp 00001000 08:01 42  /usr/bin/p2pchatd
 Size:                 16 kB
 Rss:                  12 kB
 Anonymous:             0 kB
+Swap:                  0 kB
 VmFlags: rd ex mr mw me
 5555f000-55560000 r--p 00005000 08:01 42  /usr/bin/p2pchatd
 Rss:                   4 kB
 Anonymous:             4 kB
-55560000-55561000 rw-p 00006000 08:01 42  /usr/bin/p2pchatd
+Swap:                  0 kB
+55560000-55561000 r--p 00006000 08:01 42  /usr/bin/p2pchatd
+Rss:                   0 kB
+Anonymous:             0 kB
+Swap:                  4 kB
+55561000-55562000 rw-p 00007000 08:01 42  /usr/bin/p2pchatd
+Rss:                   4 kB
+Anonymous:             0 kB
+Swap:                  0 kB
+55562000-55563000 r--p 00000000 08:01 43  /usr/lib/with space.so
 Rss:                   4 kB
 Anonymous:             0 kB
 7f000000-7f001000 rw-p 00000000 00:00 0
 Rss:                   4 kB
 Anonymous:             4 kB
+Swap:                  0 kB
 ";
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn only_clean_pages_of_files_count_as_code() {
         let maps: Vec<_> = mappings(SMAPS).collect();
-        assert_eq!(maps.len(), 5);
+        assert_eq!(maps.len(), 7);
         assert_eq!(
             maps[1],
             Mapping {
                 start: 0x5555_b000,
                 len: 0x4000,
                 perms: "r-xp",
-                path: "/usr/bin/p2pchatd",
+                file: ("08:01", 42),
                 rss_kib: 12,
                 anonymous_kib: 0,
+                swap_kib: 0,
             }
         );
         let clean: Vec<bool> = maps.iter().map(Mapping::clean_file_pages).collect();
-        // Read-only data and code; not the relocated data (written once),
-        // the writable data, or anonymous memory.
-        assert_eq!(clean, [true, true, false, false, false]);
+        // Read-only data and code; not the relocated data (written once,
+        // whether in memory or swapped out), the writable data, a mapping
+        // that does not say what it holds, or anonymous memory.
+        assert_eq!(clean, [true, true, false, false, false, false, false]);
+        assert_eq!(maps[5].file, ("08:01", 43), "a path with a space");
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn idle_code_goes_back_and_runs_again() {
+        let _one = CODE.lock().unwrap_or_else(|p| p.into_inner());
         let resident = || {
             let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
-            let ours = own_executable(&smaps).map(str::to_owned);
+            let ours = own_executable(&smaps).map(|(dev, inode)| (dev.to_owned(), inode));
             let code: usize = mappings(&smaps)
-                .filter(|m| Some(m.path) == ours.as_deref() && m.clean_file_pages())
+                .filter(|m| {
+                    ours.as_ref()
+                        .is_some_and(|(d, i)| m.file == (d.as_str(), *i))
+                        && m.clean_file_pages()
+                })
                 .map(|m| m.rss_kib)
                 .sum();
             code
