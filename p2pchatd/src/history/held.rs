@@ -26,9 +26,7 @@ impl Held {
     pub(super) fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
-            // Its full size at once: grown by doubling, it would end up to
-            // half empty. Pages are only mapped as it fills.
-            events: VecDeque::with_capacity(capacity),
+            events: VecDeque::new(),
             capacity,
             counts: HashMap::new(),
         }
@@ -48,11 +46,15 @@ impl Held {
             self.evict();
         }
         *self.counts.entry(author).or_default() += 1;
-        self.events.push_back(HeldEvent {
-            cursor,
-            author,
-            json,
-        });
+        super::push_capped(
+            &mut self.events,
+            HeldEvent {
+                cursor,
+                author,
+                json,
+            },
+            self.capacity,
+        );
     }
 
     fn evict(&mut self) {

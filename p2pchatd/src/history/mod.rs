@@ -36,6 +36,16 @@ use held::Held;
 /// (8,192 events are ~40 ms at 200k msg/s, ~2 MiB when full).
 pub(crate) const MIN_RING: usize = 8192;
 
+/// Appends to a deque that never holds more than `cap`: grown by doubling,
+/// but never past `cap`, so a full one is not up to half empty (10,000
+/// events in a deque grown to 16,384 slots).
+pub(super) fn push_capped<T>(q: &mut VecDeque<T>, item: T, cap: usize) {
+    if q.len() == q.capacity() && q.len() < cap {
+        q.reserve_exact(q.len().max(16).min(cap - q.len()));
+    }
+    q.push_back(item);
+}
+
 /// How many message ids are remembered for deduplication. Messages arrive
 /// once per link in a full mesh, so a duplicate is at most a reconnect away;
 /// the Go peer remembers 1,000.
@@ -182,8 +192,7 @@ impl History {
     pub(crate) fn with_store(held: usize, store: Option<Store>) -> Self {
         let capacity = held.max(MIN_RING);
         let mut ring = Ring {
-            // Full size at once, as the held window.
-            events: VecDeque::with_capacity(capacity),
+            events: VecDeque::new(),
             held,
             capacity,
             window: Held::new(held),
@@ -728,7 +737,7 @@ impl Ring {
             json: json.clone(),
             room: filter_key(&event.body),
         });
-        self.events.push_back(Stored { cursor, json });
+        push_capped(&mut self.events, Stored { cursor, json }, self.capacity);
         (cursor, row)
     }
 
@@ -759,10 +768,14 @@ impl Ring {
             if self.events.len() == self.capacity {
                 self.events.pop_front();
             }
-            self.events.push_back(Stored {
-                cursor: r.cursor,
-                json: r.json,
-            });
+            push_capped(
+                &mut self.events,
+                Stored {
+                    cursor: r.cursor,
+                    json: r.json,
+                },
+                self.capacity,
+            );
             self.next_cursor = r.cursor + 1;
             if let Some(ts) = chrono::DateTime::from_timestamp_millis(r.ts_ms) {
                 self.last_ts = self.last_ts.max(ts);
@@ -858,6 +871,20 @@ mod tests {
     use shared::api::{ServerMessage, decode_server_message};
 
     use testkit::block_on as block;
+
+    #[test]
+    fn a_capped_deque_grows_to_its_cap_and_no_further() {
+        let mut q = VecDeque::new();
+        for i in 0..10_000 {
+            push_capped(&mut q, i, 10_000);
+        }
+        assert!(q.capacity() < 10_064, "{} slots for 10,000", q.capacity());
+        let mut doubled = VecDeque::new();
+        for i in 0..10_000 {
+            doubled.push_back(i);
+        }
+        assert!(doubled.capacity() >= 16_384, "as plain doubling would");
+    }
 
     fn msg(n: u64) -> EventBody {
         EventBody::Message {
