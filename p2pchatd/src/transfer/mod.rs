@@ -1062,11 +1062,22 @@ mod tests {
     fn an_offer_answered_after_a_restart_outlives_older_answers() {
         let dir = testkit::TempDir::new("answered");
         let records = Records::new(dir.path().join("transfers"));
+        // The newest is the one written last, by its file's time: set
+        // here, a second apart, in the past.
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
         for n in 0..KEEP_FINISHED {
-            records.write(&offer_to_us(n, TransferState::Declined));
-            // The newest is the one written last (by its file's time).
-            std::thread::sleep(std::time::Duration::from_millis(2));
+            let r = offer_to_us(n, TransferState::Declined);
+            records.write(&r);
             records.flush();
+            let file = dir
+                .path()
+                .join("transfers")
+                .join(format!("{}.json", r.info.id));
+            std::fs::File::options()
+                .write(true)
+                .open(&file)
+                .and_then(|f| f.set_modified(long_ago + std::time::Duration::from_secs(n as u64)))
+                .unwrap();
         }
         let waiting = offer_to_us(KEEP_FINISHED, TransferState::Offered);
         records.write(&waiting);
