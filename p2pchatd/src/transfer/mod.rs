@@ -1030,25 +1030,23 @@ mod tests {
     use super::*;
 
     fn offer_to_us(n: usize, state: TransferState) -> Record {
+        let offer = Offer {
+            id: format!("{n:016x}"),
+            files: 1,
+            bytes: 5,
+            names: vec!["x".into()],
+            listing: hex(&[1; 32]),
+            port: 1,
+        };
+        let names = offer.names.clone();
         Record {
             info: TransferInfo {
-                id: format!("{n:016x}"),
-                direction: TransferDirection::In,
-                peer_id: "k1".into(),
-                nick: "eve".into(),
-                names: vec!["x".into()],
-                files: 1,
-                bytes: 5,
-                done: 0,
                 state,
-                reason: None,
-                rate: 0,
-                folder: None,
-                transferred: 0,
+                ..offered(&offer, TransferDirection::In, "k1", "eve", names)
             },
             key: hex(&[7; KEY_LEN]),
-            listing_root: hex(&[1; 32]),
-            port: 1,
+            listing_root: offer.listing,
+            port: offer.port,
             listing: None,
             sources: Vec::new(),
             dests: Vec::new(),
