@@ -52,8 +52,9 @@ const RESERVE: u64 = 1_000_000;
 /// Events waiting for the writer. Full means the disk is slower than the
 /// chat: appending then waits (a burst of 200k msg/s fills it in ~0.3 s).
 pub(crate) const QUEUE: usize = 64 * 1024;
-/// Events written in one transaction, at most.
-const BATCH: usize = 8192;
+/// Events written in one transaction, at most (a burst's are gathered,
+/// [`writer`]): ~12 MiB of log at ~400 bytes an event.
+const BATCH: usize = 32 * 1024;
 /// Events the history gathers before handing them over at once (it hands
 /// over sooner, [`HANDOFF_DELAY`] after the first): the writer wakes once
 /// per batch, not once per line.

@@ -313,3 +313,22 @@ fn an_event_after_the_stop_moves_the_mark_on_again() {
     let s = open_store(dir.path());
     assert_eq!(s.next_cursor(), 12 + RESERVE, "past 11, not 11 again");
 }
+
+#[test]
+fn a_steady_stream_is_written_while_it_goes_on() {
+    let dir = TempDir::new("p2pchat-store-");
+    let s = open_store(dir.path());
+    // A row every 10 ms never leaves the writer the quiet it gathers a
+    // burst for: only the bound on gathering gets it written.
+    let started = std::time::Instant::now();
+    let mut cursor = 0;
+    while s.persisted() == 0 && started.elapsed() < Duration::from_secs(5) {
+        cursor += 1;
+        s.write(vec![row(cursor, "m")]);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        s.persisted() > 0,
+        "{cursor} rows over 5 s of a steady stream, none written"
+    );
+}

@@ -18,6 +18,13 @@ use super::{
     Shared, describe, from_sql, meta, set_meta, to_sql,
 };
 
+/// Events that keep coming are gathered into one transaction until none
+/// has come for this long (longer than the history's handoff delay)...
+const GATHER_QUIET: Duration = Duration::from_millis(50);
+/// ... or for this long since the first of them, or until a batch is full.
+/// A crash loses at most these from the store (catch-up brings signed
+/// lines back from the peers that hold them).
+const GATHER_MAX: Duration = Duration::from_secs(1);
 /// A write that failed is tried again after this long.
 const RETRY: Duration = Duration::from_secs(2);
 /// The words index follows the events in the quiet after a burst (this
@@ -77,6 +84,8 @@ pub(crate) struct LifeRow {
 /// Runs waiting for the writer at most; past that (a disk that has failed
 /// for long), the oldest go unstored and are caught up again later.
 const RUNS_QUEUE: usize = 16 * 1024;
+/// Room for runs kept between bursts.
+const RUNS_KEPT: usize = 64;
 
 enum Job {
     Rows(Vec<Row>),
@@ -288,9 +297,13 @@ impl Writer {
         let mut flushes = Vec::new();
         let mut drained = Vec::new();
         let mut indexes = Vec::new();
+        // Since when what is pending has been gathered, unwritten.
+        let mut gathering: Option<Instant> = None;
         loop {
             let lagging = self.indexed < self.stored;
-            let first = if !self.pending.is_empty() || !self.runs.is_empty() {
+            let first = if let Some(since) = gathering {
+                rx.recv_timeout(GATHER_QUIET.min(GATHER_MAX.saturating_sub(since.elapsed())))
+            } else if !self.pending.is_empty() || !self.runs.is_empty() {
                 rx.recv_timeout(RETRY)
             } else if lagging {
                 rx.recv_timeout(INDEX_QUIET)
@@ -321,6 +334,24 @@ impl Writer {
                     Err(TryRecvError::Disconnected) => gone = true,
                 }
             }
+            // While a burst goes on, its events are gathered rather than
+            // written at every handoff: one transaction in the quiet after
+            // it (or once a batch or a second has gathered) costs less than
+            // many during it, and leaves the CPU to the chat meanwhile.
+            // Anyone waiting on the store, a failing disk, a stop: at once.
+            let waited_on = close.is_some()
+                || gone
+                || !flushes.is_empty()
+                || !drained.is_empty()
+                || !indexes.is_empty();
+            let unwritten = !self.pending.is_empty() || !self.runs.is_empty();
+            if unwritten && !quiet && !waited_on && self.retry_at.is_none() {
+                let since = *gathering.get_or_insert_with(Instant::now);
+                if self.pending.len() < BATCH && since.elapsed() < GATHER_MAX {
+                    continue;
+                }
+            }
+            gathering = None;
             self.write_pending();
             for f in flushes.drain(..) {
                 let _ = f.send(());
@@ -410,10 +441,13 @@ impl Writer {
         match insert(&mut self.conn, &self.pending, &self.runs, newest) {
             Ok(()) => {
                 self.retry_at = None;
+                // What a burst gathered is not kept for the next one.
                 self.runs.clear();
+                self.runs.shrink_to(RUNS_KEPT);
                 if let Some(last) = self.pending.back().map(|r| r.cursor) {
                     self.stored = last;
                     self.pending.clear();
+                    self.pending.shrink_to(super::HANDOFF);
                     self.shared.persisted.store(last, Ordering::Release);
                 }
                 let mut health = self.shared.health();
