@@ -167,36 +167,10 @@ fn status_line(mesh: &Mesh) -> String {
 }
 
 /// Nice 10 for the calling thread, which does background work (the
-/// store's writes): under load, chat lines go first.
+/// store's writes, a file transfer): under load, chat lines go first.
 pub(crate) fn background_priority(what: &str) {
     // On Linux, a thread id names that thread alone.
     if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
         tracing::debug!("could not lower the priority of {what}: {e}");
-    }
-}
-
-/// The idle class (`SCHED_IDLE`) for the calling thread, which moves a
-/// file: it runs on the CPU nothing else wants, and any other thread that
-/// wakes (the chat's above all) takes the CPU from it at once, where at
-/// nice 10 it could hold it for the rest of its slice (chat lines then
-/// waited milliseconds). The thread can never leave the class. Where it is
-/// refused (a sandbox), nice 10.
-///
-/// Only for threads the daemon's thread never waits on: while one holds a
-/// lock the daemon's thread wants, an outside load on every core could
-/// keep it from running for long. A transfer thread shares only short
-/// locks (its progress, once per 1 MiB chunk).
-pub(crate) fn idle_priority(what: &str) {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: `param` lives across the call, which only reads it; pid 0
-    // is the calling thread.
-    #[allow(unsafe_code)]
-    let set = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &raw const param) };
-    if set != 0 {
-        tracing::debug!(
-            "could not put {what} in the idle class ({}); nice 10",
-            std::io::Error::last_os_error()
-        );
-        background_priority(what);
     }
 }

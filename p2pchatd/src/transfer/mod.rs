@@ -1008,8 +1008,8 @@ fn start_fetch(mesh: &Mesh, id: &str) {
     });
 }
 
-/// Runs `work` on a thread of its own in the idle class, below the chat
-/// (and below everything else), and waits for what it returns.
+/// Runs `work` on a thread of its own at a lower priority than the chat,
+/// and waits for what it returns.
 async fn on_own_thread<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
@@ -1017,7 +1017,7 @@ async fn on_own_thread<T: Send + 'static>(
     std::thread::Builder::new()
         .name("p2pchat-file".into())
         .spawn(move || {
-            crate::service::idle_priority("a transfer thread");
+            crate::service::background_priority("a transfer thread");
             let _ = tx.send(work());
         })
         .map_err(|e| format!("cannot start a thread: {e}"))?;
@@ -1028,24 +1028,6 @@ async fn on_own_thread<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The calling thread's scheduling policy (field 41 of its `stat`).
-    fn policy_of_this_thread() -> Option<i32> {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-        stat.rsplit(')')
-            .next()?
-            .split_whitespace()
-            .nth(38)?
-            .parse()
-            .ok()
-    }
-
-    #[test]
-    fn a_transfer_thread_runs_in_the_idle_class_and_the_callers_is_left_alone() {
-        let policy = testkit::block_on(on_own_thread(policy_of_this_thread)).unwrap();
-        assert_eq!(policy, Some(libc::SCHED_IDLE));
-        assert_eq!(policy_of_this_thread(), Some(libc::SCHED_OTHER));
-    }
 
     fn offer_to_us(n: usize, state: TransferState) -> Record {
         let offer = Offer {
