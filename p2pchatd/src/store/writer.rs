@@ -22,8 +22,9 @@ use super::{
 /// has come for this long (longer than the history's handoff delay)...
 const GATHER_QUIET: Duration = Duration::from_millis(50);
 /// ... or for this long since the first of them, or until a batch is full.
-/// A crash loses at most these from the store (catch-up brings signed
-/// lines back from the peers that hold them).
+/// A crash loses what was gathered, as it loses what is still queued: our
+/// own lines come back from the journal, the peers' signed lines through
+/// catch-up from those that hold them (a Go peer's are gone).
 const GATHER_MAX: Duration = Duration::from_secs(1);
 /// A write that failed is tried again after this long.
 const RETRY: Duration = Duration::from_secs(2);
@@ -301,8 +302,13 @@ impl Writer {
         let mut gathering: Option<Instant> = None;
         loop {
             let lagging = self.indexed < self.stored;
+            // Whether a timeout means quiet: not when the cap on gathering
+            // cut the wait short (events may still be coming).
+            let mut whole_wait = true;
             let first = if let Some(since) = gathering {
-                rx.recv_timeout(GATHER_QUIET.min(GATHER_MAX.saturating_sub(since.elapsed())))
+                let left = GATHER_MAX.saturating_sub(since.elapsed());
+                whole_wait = left >= GATHER_QUIET;
+                rx.recv_timeout(GATHER_QUIET.min(left))
             } else if !self.pending.is_empty() || !self.runs.is_empty() {
                 rx.recv_timeout(RETRY)
             } else if lagging {
@@ -310,7 +316,8 @@ impl Writer {
             } else {
                 rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
             };
-            let quiet = matches!(first, Err(RecvTimeoutError::Timeout));
+            let timed_out = matches!(first, Err(RecvTimeoutError::Timeout));
+            let quiet = timed_out && whole_wait;
             // The store was dropped without a close: write what is here,
             // but leave the mark of an unclean stop.
             let mut gone = false;
@@ -345,7 +352,7 @@ impl Writer {
                 || !drained.is_empty()
                 || !indexes.is_empty();
             let unwritten = !self.pending.is_empty() || !self.runs.is_empty();
-            if unwritten && !quiet && !waited_on && self.retry_at.is_none() {
+            if unwritten && !timed_out && !waited_on && self.retry_at.is_none() {
                 let since = *gathering.get_or_insert_with(Instant::now);
                 if self.pending.len() < BATCH && since.elapsed() < GATHER_MAX {
                     continue;
