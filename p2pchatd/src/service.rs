@@ -167,10 +167,35 @@ fn status_line(mesh: &Mesh) -> String {
 }
 
 /// Nice 10 for the calling thread, which does background work (the
-/// store's writes, a file transfer): under load, chat lines go first.
+/// store's writes, a file transfer's bookkeeping): under load, chat lines
+/// go first.
 pub(crate) fn background_priority(what: &str) {
     // On Linux, a thread id names that thread alone.
     if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
         tracing::debug!("could not lower the priority of {what}: {e}");
+    }
+}
+
+/// The idle class (`SCHED_IDLE`) for the calling thread: it runs on the
+/// CPU nothing else wants, and any other thread that wakes (the chat's
+/// above all) takes the CPU from it at once, where a thread at nice 10
+/// keeps it for the rest of its slice. The thread can never leave the
+/// class. Where it is refused (a sandbox), nice 10.
+///
+/// Only for a thread that takes no lock the daemon's thread takes, and
+/// that nothing waits on synchronously: under an outside load on every
+/// core it may not run for seconds.
+pub(crate) fn idle_priority(what: &str) {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` lives across the call, which only reads it; pid 0
+    // is the calling thread.
+    #[allow(unsafe_code)]
+    let set = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &raw const param) };
+    if set != 0 {
+        tracing::debug!(
+            "could not put {what} in the idle class ({}); nice 10",
+            std::io::Error::last_os_error()
+        );
+        background_priority(what);
     }
 }

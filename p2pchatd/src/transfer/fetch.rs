@@ -28,7 +28,7 @@ use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
 use super::conn::{Conn, Stop};
-use super::{Incoming, Transfers, on_own_thread};
+use super::{Incoming, Report, in_idle_class, on_own_thread};
 use crate::mesh::Mesh;
 
 /// Waits between tries to reach the sender: from this, doubling, ...
@@ -134,15 +134,19 @@ pub(super) async fn run(mesh: &Mesh, id: &str) {
             mismatches,
         };
         let before = job.info.done;
+        let job_id = job.id.clone();
         let r = on_own_thread(move || {
-            let mut conn = conn;
-            let r = fetch_all(&worker, &mut conn, &mut job);
-            if let Err(Stop::Fatal(why)) = &r {
-                conn.fail(why);
-            }
-            (job, conn.received, r)
+            in_idle_class(&worker, &job_id, move |report| {
+                let mut conn = conn;
+                let r = fetch_all(report, &mut conn, &mut job);
+                if let Err(Stop::Fatal(why)) = &r {
+                    conn.fail(why);
+                }
+                (job, conn.received, r)
+            })
         })
-        .await;
+        .await
+        .and_then(|r| r);
         t.unregister(id, reg);
         drop(place);
         let (job, received, r) = match r {
@@ -244,7 +248,7 @@ async fn connect(
 
 /// Blocking: the listing, then every file not yet landed, each chunk
 /// verified before it is written.
-fn fetch_all(t: &Transfers, conn: &mut Conn, job: &mut Job) -> Result<(), Stop> {
+fn fetch_all(r: &Report, conn: &mut Conn, job: &mut Job) -> Result<(), Stop> {
     let folder = job
         .info
         .folder
@@ -256,7 +260,7 @@ fn fetch_all(t: &Transfers, conn: &mut Conn, job: &mut Job) -> Result<(), Stop> 
     if job.inc.dests.len() != listed.len() {
         let dests = place(&folder, &listed)?;
         job.inc.dests = Arc::new(dests);
-        t.incoming_changed(&job.id, &job.inc);
+        r.incoming_changed(&job.inc);
         // Every `.part` is new and empty: nothing on disk to check.
         job.verified = Some((0, 0));
     }
@@ -275,7 +279,7 @@ fn fetch_all(t: &Transfers, conn: &mut Conn, job: &mut Job) -> Result<(), Stop> 
         job.inc.landed += 1;
     }
     if job.inc.landed > first_unseen {
-        t.incoming_changed(&job.id, &job.inc);
+        r.incoming_changed(&job.inc);
     }
     let first = job.inc.landed;
     if first == listed.len() {
@@ -289,10 +293,10 @@ fn fetch_all(t: &Transfers, conn: &mut Conn, job: &mut Job) -> Result<(), Stop> 
     .unwrap_or_default();
     conn.send(GET, &get)?;
     let mut landing = Landing::new(&folder)?;
-    let fetched = fetch_files(t, conn, job, &listed, &mut landing, from);
+    let fetched = fetch_files(r, conn, job, &listed, &mut landing, from);
     // What is whole lands even when the connection broke after it, so
     // the next one does not fetch it again.
-    landing.land(t, job, &listed)?;
+    landing.land(r, job, &listed)?;
     fetched?;
     done(conn)
 }
@@ -312,7 +316,7 @@ fn done(conn: &mut Conn) -> Result<(), Stop> {
 /// Every file from the first not landed, each chunk verified; whole files
 /// go to `landing`.
 fn fetch_files(
-    t: &Transfers,
+    r: &Report,
     conn: &mut Conn,
     job: &mut Job,
     listed: &[(Listed, PathBuf)],
@@ -349,7 +353,7 @@ fn fetch_files(
             }
             (false, _) => 0,
         };
-        t.progress(&job.id, before + (k * CHUNK as u64).min(l.size));
+        r.progress(before + (k * CHUNK as u64).min(l.size));
         for c in k..chunks {
             let body = conn.expect(CHUNK_MSG, CHUNK)?;
             let want = chunk_len(l.size, c);
@@ -382,13 +386,13 @@ fn fetch_files(
             file.write_all_at(body, c * CHUNK as u64)
                 .map_err(|e| disk(&part, &e))?;
             job.verified = Some((f, c + 1));
-            t.progress(&job.id, before + c * CHUNK as u64 + want as u64);
+            r.progress(before + c * CHUNK as u64 + want as u64);
         }
         file.set_len(l.size).map_err(|e| disk(&part, &e))?;
         landing.add(f, file, l.size);
         job.verified = None;
         if landing.full() {
-            landing.land(t, job, listed)?;
+            landing.land(r, job, listed)?;
         }
         before += l.size;
     }
@@ -431,14 +435,14 @@ impl Landing {
     /// Forces the batch to disk, then gives each file its name, in order.
     fn land(
         &mut self,
-        t: &Transfers,
+        r: &Report,
         job: &mut Job,
         listed: &[(Listed, PathBuf)],
     ) -> Result<(), Stop> {
         if self.files.is_empty() {
             return Ok(());
         }
-        if t.is_over(&job.id) {
+        if r.is_over() {
             // Cancelled: what arrived stays in its `.part`.
             return Err(Stop::Cut("the transfer is over".into()));
         }
@@ -473,7 +477,7 @@ impl Landing {
         job.inc.landed = upto;
         self.bytes = 0;
         self.last = None;
-        t.incoming_changed(&job.id, &job.inc);
+        r.incoming_changed(&job.inc);
         Ok(())
     }
 }

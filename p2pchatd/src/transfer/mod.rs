@@ -25,6 +25,7 @@ mod serve;
 use std::collections::HashMap;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -1008,6 +1009,99 @@ fn start_fetch(mesh: &Mesh, id: &str) {
     });
 }
 
+/// What a transfer's bulk work tells as it goes, without taking a lock the
+/// daemon's thread takes: the bytes done, in an atomic, and the recipient's
+/// landing state (a new record to write down), on a channel. The thread
+/// that started the work hands both on ([`in_idle_class`]).
+pub(super) struct Report {
+    done: Arc<AtomicU64>,
+    told: std::sync::mpsc::Sender<Told>,
+}
+
+/// What the bulk work tells the thread that started it.
+enum Told {
+    /// What the recipient knows of its files now.
+    Incoming(Incoming),
+    /// A question: is the transfer over (cancelled, failed)?
+    IsOver(std::sync::mpsc::SyncSender<bool>),
+}
+
+impl Report {
+    /// `done` bytes of the transfer have moved.
+    pub(super) fn progress(&self, done: u64) {
+        self.done.store(done, Ordering::Relaxed);
+    }
+
+    /// What the recipient knows of its files changed: write it down.
+    pub(super) fn incoming_changed(&self, inc: &Incoming) {
+        let _ = self.told.send(Told::Incoming(inc.clone()));
+    }
+
+    /// Whether the transfer is over, asked of the thread that started the
+    /// work (which looks, under the lock).
+    pub(super) fn is_over(&self) -> bool {
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        if self.told.send(Told::IsOver(answer)).is_err() {
+            return true;
+        }
+        answered.recv().unwrap_or(true)
+    }
+}
+
+/// Runs `work`, a transfer's bulk (sealing or opening, hashing, reading or
+/// writing its files), on a thread of its own in the idle class, so that a
+/// chat thread that wakes takes the CPU from it at once; blocks the calling
+/// thread (one at nice 10, from [`on_own_thread`]) meanwhile, which hands
+/// on what the work reports under the transfers' lock: the work itself
+/// never takes it, as an idle-class thread preempted there could keep the
+/// daemon's thread waiting on it for as long as an outside load lasts.
+fn in_idle_class<T: Send + 'static>(
+    t: &Transfers,
+    id: &str,
+    work: impl FnOnce(&Report) -> T + Send + 'static,
+) -> Result<T, String> {
+    const NOTHING_YET: u64 = u64::MAX;
+    let done = Arc::new(AtomicU64::new(NOTHING_YET));
+    let (told, heard) = std::sync::mpsc::channel();
+    let report = Report {
+        done: done.clone(),
+        told,
+    };
+    let worker = std::thread::Builder::new()
+        .name("p2pchat-bulk".into())
+        .spawn(move || {
+            crate::service::idle_priority("a transfer's bulk work");
+            work(&report)
+        })
+        .map_err(|e| format!("cannot start a thread: {e}"))?;
+    let mut told = NOTHING_YET;
+    let mut tell = || {
+        let now = done.load(Ordering::Relaxed);
+        if now != told && now != NOTHING_YET {
+            told = now;
+            t.progress(id, now);
+        }
+    };
+    // Until the work ends (and drops its report): what it tells at once,
+    // the bytes done now and then.
+    loop {
+        match heard.recv_timeout(PROGRESS_EVERY) {
+            Ok(Told::Incoming(inc)) => t.incoming_changed(id, &inc),
+            Ok(Told::IsOver(answer)) => {
+                let _ = answer.send(t.is_over(id));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        tell();
+    }
+    let out = worker
+        .join()
+        .map_err(|_| "the transfer thread stopped".to_owned());
+    tell();
+    out
+}
+
 /// Runs `work` on a thread of its own at a lower priority than the chat,
 /// and waits for what it returns.
 async fn on_own_thread<T: Send + 'static>(
@@ -1028,6 +1122,34 @@ async fn on_own_thread<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The calling thread's scheduling policy (field 41 of its `stat`).
+    fn policy_of_this_thread() -> Option<i32> {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+        stat.rsplit(')')
+            .next()?
+            .split_whitespace()
+            .nth(38)?
+            .parse()
+            .ok()
+    }
+
+    #[test]
+    fn bulk_work_runs_in_the_idle_class_and_asks_its_starter() {
+        let t = Transfers::load(None, Files::default());
+        let (policy, over) = in_idle_class(&t, "0123456789abcdef", |r| {
+            r.progress(5);
+            (policy_of_this_thread(), r.is_over())
+        })
+        .unwrap();
+        assert_eq!(policy, Some(libc::SCHED_IDLE));
+        assert!(over, "a transfer the book does not hold is over");
+        assert_eq!(
+            policy_of_this_thread(),
+            Some(libc::SCHED_OTHER),
+            "the starter's thread is left as it was"
+        );
+    }
 
     fn offer_to_us(n: usize, state: TransferState) -> Record {
         let offer = Offer {

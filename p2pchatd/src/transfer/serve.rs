@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use shared::api::TransferState;
 use shared::transfer::fetch::{
@@ -19,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::conn::{Conn, IDLE, Stop, said};
 use super::offer::modified_ns;
-use super::{Outgoing, Source, Transfers, on_own_thread};
+use super::{Outgoing, Report, Source, Transfers, in_idle_class, on_own_thread};
 use crate::mesh::Mesh;
 use crate::mesh::secure::Established;
 
@@ -61,7 +62,7 @@ pub(crate) async fn serve(
     };
     let r = on_own_thread(move || {
         let _place = place;
-        run(&t, conn, &id, &out);
+        run(&t, conn, &id, out);
     })
     .await;
     if let Err(e) = r {
@@ -70,13 +71,25 @@ pub(crate) async fn serve(
 }
 
 /// Blocking: one fetch connection, from the listing to its end.
-fn run(t: &Transfers, mut conn: Conn, id: &str, out: &Outgoing) {
+fn run(t: &Transfers, conn: Conn, id: &str, out: Arc<Outgoing>) {
     let Some(reg) = conn.cutter().ok().and_then(|c| t.register(id, c)) else {
         return;
     };
     t.set_state(id, TransferState::Active, None);
-    let result = stream(t, &mut conn, id, out);
+    let bulk = in_idle_class(t, id, move |report| {
+        let mut conn = conn;
+        let r = stream(report, &mut conn, &out);
+        (conn, r)
+    });
     let others = t.unregister(id, reg);
+    let (mut conn, result) = match bulk {
+        Ok(done) => done,
+        Err(why) => {
+            warn!(id, "a transfer stopped: {why}");
+            t.set_state(id, TransferState::Failed, Some(why));
+            return;
+        }
+    };
     match result {
         Ok(()) => {
             info!(id, "files sent, whole and verified");
@@ -116,7 +129,7 @@ fn control(kind: u8) -> usize {
 
 /// Sends the listing, then what the recipient asks for, until it says
 /// every file is whole.
-fn stream(t: &Transfers, conn: &mut Conn, id: &str, out: &Outgoing) -> Result<(), Stop> {
+fn stream(r: &Report, conn: &mut Conn, out: &Outgoing) -> Result<(), Stop> {
     conn.send(LISTING, &out.listing)?;
     let mut buf = Vec::with_capacity(CHUNK);
     loop {
@@ -170,7 +183,7 @@ fn stream(t: &Transfers, conn: &mut Conn, id: &str, out: &Outgoing) -> Result<()
                     .map_err(|e| Stop::Fatal(format!("cannot read {}: {e}", src.path.display())))?;
                 conn.stopped()?;
                 conn.send(CHUNK_MSG, &buf)?;
-                t.progress(id, before + c * CHUNK as u64 + len as u64);
+                r.progress(before + c * CHUNK as u64 + len as u64);
             }
             before += src.size;
         }
