@@ -283,7 +283,7 @@ fn fetch_all(r: &Report, conn: &mut Conn, job: &mut Job) -> Result<(), Stop> {
     }
     let first = job.inc.landed;
     if first == listed.len() {
-        return done(conn);
+        return done(r, conn);
     }
     let from = job.verified.filter(|(f, _)| *f == first).map(|(_, k)| k);
     let get = serde_json::to_vec(&Get {
@@ -298,17 +298,19 @@ fn fetch_all(r: &Report, conn: &mut Conn, job: &mut Job) -> Result<(), Stop> {
     // the next one does not fetch it again.
     landing.land(r, job, &listed)?;
     fetched?;
-    done(conn)
+    done(r, conn)
 }
 
 /// Says every file is whole, and waits a moment for the sender to say it
 /// heard. Every file landed already: a sender that does not answer (it
 /// went away, or is older) does not undo that.
-fn done(conn: &mut Conn) -> Result<(), Stop> {
+fn done(r: &Report, conn: &mut Conn) -> Result<(), Stop> {
     conn.send(DONE, &[])?;
     conn.idle(DONE_WAIT)?;
     if let Err(Stop::Cut(why)) = conn.expect(DONE, 0) {
-        debug!("the sender did not say it heard that all is whole: {why}");
+        r.debug(format!(
+            "the sender did not say it heard that all is whole: {why}"
+        ));
     }
     Ok(())
 }
@@ -367,11 +369,10 @@ fn fetch_files(
             }
             if !manifest.verify(usize::try_from(c).unwrap_or(usize::MAX), body) {
                 job.mismatches += 1;
-                warn!(
-                    id = job.id,
+                r.warn(format!(
                     "chunk {c} of {} did not match its hash",
                     shown_name(&l.name)
-                );
+                ));
                 if job.mismatches > MAX_MISMATCHES {
                     return Err(Stop::Fatal(format!(
                         "{MAX_MISMATCHES} chunks did not match their hashes: {}'s files changed, or its copy is damaged",

@@ -280,11 +280,11 @@ impl Transfers {
     pub(crate) fn stop(&self) {
         let mut book = self.book();
         book.stopped = true;
+        let mut all = Vec::new();
         for e in book.entries.values_mut() {
-            for (_, c) in e.conns.drain(..) {
-                let _ = c.shutdown(std::net::Shutdown::Both);
-            }
+            all.extend(e.conns.drain(..).map(|(_, c)| c));
         }
+        cut(all);
     }
 
     /// Waits until every record handed to the writer is on disk (at stop).
@@ -341,9 +341,7 @@ impl Transfers {
                 e.info.rate = 0;
             }
             if state.is_over() {
-                for (_, c) in e.conns.drain(..) {
-                    let _ = c.shutdown(std::net::Shutdown::Both);
-                }
+                cut(e.conns.drain(..).map(|(_, c)| c).collect());
             }
             if write {
                 self.save(e);
@@ -401,7 +399,7 @@ impl Transfers {
 
     /// Registers a data connection of `id` so it can be cut; `None` when
     /// the daemon stops or the transfer is over.
-    fn register(&self, id: &str, cut: TcpStream) -> Option<u64> {
+    fn register(&self, id: &str, conn: TcpStream) -> Option<u64> {
         let mut book = self.book();
         if book.stopped {
             return None;
@@ -414,10 +412,8 @@ impl Transfers {
         }
         // One connection a transfer: a newer one (the other end came back
         // while we still waited on the old) ends the older.
-        for (_, old) in e.conns.drain(..) {
-            let _ = old.shutdown(std::net::Shutdown::Both);
-        }
-        e.conns.push((n, cut));
+        cut(e.conns.drain(..).map(|(_, c)| c).collect());
+        e.conns.push((n, conn));
         Some(n)
     }
 
@@ -1009,6 +1005,30 @@ fn start_fetch(mesh: &Mesh, id: &str) {
     });
 }
 
+/// Ends data connections, from a thread of their own: the kernel's lock on
+/// a socket is held by the thread copying bytes through it, which may be an
+/// idle-class thread that an outside load keeps from running, and neither
+/// the daemon's thread nor the book's lock may wait on that.
+fn cut(conns: Vec<TcpStream>) {
+    if conns.is_empty() {
+        return;
+    }
+    let shut = |conns: &[TcpStream]| {
+        for c in conns {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    };
+    let conns = Arc::new(conns);
+    let theirs = conns.clone();
+    let spawned = std::thread::Builder::new()
+        .name("p2pchat-cut".into())
+        .stack_size(64 * 1024)
+        .spawn(move || shut(&theirs));
+    if spawned.is_err() {
+        shut(&conns);
+    }
+}
+
 /// What a transfer's bulk work tells as it goes, without taking a lock the
 /// daemon's thread takes: the bytes done, in an atomic, and the recipient's
 /// landing state (a new record to write down), on a channel. The thread
@@ -1024,6 +1044,8 @@ enum Told {
     Incoming(Incoming),
     /// A question: is the transfer over (cancelled, failed)?
     IsOver(std::sync::mpsc::SyncSender<bool>),
+    /// Something for the log (a warning, or for debugging).
+    Log { warning: bool, text: String },
 }
 
 impl Report {
@@ -1035,6 +1057,23 @@ impl Report {
     /// What the recipient knows of its files changed: write it down.
     pub(super) fn incoming_changed(&self, inc: &Incoming) {
         let _ = self.told.send(Told::Incoming(inc.clone()));
+    }
+
+    /// A warning for the log, written by the thread that started the work
+    /// (the log's writer is locked while it writes).
+    pub(super) fn warn(&self, text: String) {
+        let _ = self.told.send(Told::Log {
+            warning: true,
+            text,
+        });
+    }
+
+    /// Likewise, for debugging.
+    pub(super) fn debug(&self, text: String) {
+        let _ = self.told.send(Told::Log {
+            warning: false,
+            text,
+        });
     }
 
     /// Whether the transfer is over, asked of the thread that started the
@@ -1090,6 +1129,14 @@ fn in_idle_class<T: Send + 'static>(
             Ok(Told::IsOver(answer)) => {
                 let _ = answer.send(t.is_over(id));
             }
+            Ok(Told::Log {
+                warning: true,
+                text,
+            }) => tracing::warn!(id, "{text}"),
+            Ok(Told::Log {
+                warning: false,
+                text,
+            }) => debug!(id, "{text}"),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
