@@ -2,8 +2,11 @@
 //! accepted offer's bytes travel on a connection of their own, which the
 //! recipient dials to the sender's chat port with a Noise handshake whose
 //! hello names the offer (PROTOCOL-p2pchatd §10). Each transfer's
-//! connection runs on a thread of its own at a lower priority, so chat
-//! lines on the same pair never wait behind a file's chunks.
+//! connection has two threads of its own: one at nice 10 keeps its books
+//! (state, progress, record) and one in the idle class does the bulk
+//! (sealing or opening, hashing, the files), so a chat thread that wakes
+//! takes the CPU from it at once and chat lines on the same pair never wait
+//! behind a file's chunks.
 //!
 //! The recipient pulls: the sender sends the listing (checked against the
 //! offer's root), the recipient asks for the first file not yet landed
@@ -278,11 +281,13 @@ impl Transfers {
 
     /// Ends every data connection: the daemon stops.
     pub(crate) fn stop(&self) {
-        let mut book = self.book();
-        book.stopped = true;
         let mut all = Vec::new();
-        for e in book.entries.values_mut() {
-            all.extend(e.conns.drain(..).map(|(_, c)| c));
+        {
+            let mut book = self.book();
+            book.stopped = true;
+            for e in book.entries.values_mut() {
+                all.extend(e.conns.drain(..).map(|(_, c)| c));
+            }
         }
         cut(all);
     }
@@ -322,6 +327,7 @@ impl Transfers {
     /// writes it down (or removes its record once it is over). False when
     /// nothing changed (it was over already).
     fn set_state(&self, id: &str, state: TransferState, reason: Option<String>) -> bool {
+        let mut ended = Vec::new();
         let info = {
             let mut book = self.book();
             let Some(e) = book.entries.get_mut(id) else {
@@ -341,7 +347,7 @@ impl Transfers {
                 e.info.rate = 0;
             }
             if state.is_over() {
-                cut(e.conns.drain(..).map(|(_, c)| c).collect());
+                ended.extend(e.conns.drain(..).map(|(_, c)| c));
             }
             if write {
                 self.save(e);
@@ -356,6 +362,7 @@ impl Transfers {
             }
             info
         };
+        cut(ended);
         self.emit(&info);
         true
     }
@@ -400,20 +407,24 @@ impl Transfers {
     /// Registers a data connection of `id` so it can be cut; `None` when
     /// the daemon stops or the transfer is over.
     fn register(&self, id: &str, conn: TcpStream) -> Option<u64> {
-        let mut book = self.book();
-        if book.stopped {
-            return None;
-        }
-        book.next += 1;
-        let n = book.next;
-        let e = book.entries.get_mut(id)?;
-        if e.info.state.is_over() {
-            return None;
-        }
-        // One connection a transfer: a newer one (the other end came back
-        // while we still waited on the old) ends the older.
-        cut(e.conns.drain(..).map(|(_, c)| c).collect());
-        e.conns.push((n, conn));
+        let (n, older) = {
+            let mut book = self.book();
+            if book.stopped {
+                return None;
+            }
+            book.next += 1;
+            let n = book.next;
+            let e = book.entries.get_mut(id)?;
+            if e.info.state.is_over() {
+                return None;
+            }
+            // One connection a transfer: a newer one (the other end came
+            // back while we still waited on the old) ends the older.
+            let older: Vec<TcpStream> = e.conns.drain(..).map(|(_, c)| c).collect();
+            e.conns.push((n, conn));
+            (n, older)
+        };
+        cut(older);
         Some(n)
     }
 
@@ -1005,10 +1016,11 @@ fn start_fetch(mesh: &Mesh, id: &str) {
     });
 }
 
-/// Ends data connections, from a thread of their own: the kernel's lock on
-/// a socket is held by the thread copying bytes through it, which may be an
-/// idle-class thread that an outside load keeps from running, and neither
-/// the daemon's thread nor the book's lock may wait on that.
+/// Ends data connections, from a thread of their own (called outside the
+/// book's lock): the kernel's lock on a socket is held by the thread
+/// copying bytes through it, which may be an idle-class thread that an
+/// outside load keeps from running, and the daemon's thread must not wait
+/// on that. If no thread can start, here, as a last resort.
 fn cut(conns: Vec<TcpStream>) {
     if conns.is_empty() {
         return;
@@ -1030,9 +1042,10 @@ fn cut(conns: Vec<TcpStream>) {
 }
 
 /// What a transfer's bulk work tells as it goes, without taking a lock the
-/// daemon's thread takes: the bytes done, in an atomic, and the recipient's
-/// landing state (a new record to write down), on a channel. The thread
-/// that started the work hands both on ([`in_idle_class`]).
+/// daemon's thread takes: the bytes done, in an atomic; on a channel, the
+/// recipient's landing state (a new record to write down), the question
+/// whether the transfer is over, and lines for the log. The thread that
+/// started the work answers and hands on ([`in_idle_class`]).
 pub(super) struct Report {
     done: Arc<AtomicU64>,
     told: std::sync::mpsc::Sender<Told>,
