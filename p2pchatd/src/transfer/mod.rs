@@ -1195,15 +1195,37 @@ mod tests {
     }
 
     #[test]
-    fn bulk_work_runs_in_the_idle_class_and_asks_its_starter() {
+    fn bulk_work_runs_in_the_idle_class_and_reports_through_its_starter() {
         let t = Transfers::load(None, Files::default());
-        let (policy, over) = in_idle_class(&t, "0123456789abcdef", |r| {
+        let offer = Offer {
+            id: "0123456789abcdef".into(),
+            files: 1,
+            bytes: 5,
+            names: vec!["x".into()],
+            listing: hex(&[1; 32]),
+            port: 1,
+        };
+        let info = offered(
+            &offer,
+            TransferDirection::Out,
+            "k1",
+            "eve",
+            offer.names.clone(),
+        );
+        let side = Side::Out(Arc::new(Outgoing::new(Vec::new(), Vec::new())));
+        t.add(info, [7; KEY_LEN], side);
+        let id = offer.id.clone();
+        let elsewhere = t.clone();
+        let (policy, before, after) = in_idle_class(&t, &offer.id, move |r| {
             r.progress(5);
-            (policy_of_this_thread(), r.is_over())
+            let before = r.is_over();
+            elsewhere.set_state(&id, TransferState::Failed, Some("cancelled".into()));
+            (policy_of_this_thread(), before, r.is_over())
         })
         .unwrap();
         assert_eq!(policy, Some(libc::SCHED_IDLE));
-        assert!(over, "a transfer the book does not hold is over");
+        assert!(!before && after, "the starter answers from the book");
+        assert_eq!(t.done_of(&offer.id), 5, "the bytes done reach the book");
         assert_eq!(
             policy_of_this_thread(),
             Some(libc::SCHED_OTHER),
