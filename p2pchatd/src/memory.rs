@@ -50,9 +50,10 @@ fn trim_heap() -> bool {
 #[allow(unsafe_code)]
 fn release_code() -> Option<usize> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
-    let ours = own_executable(&smaps)?;
+    let maps: Vec<Mapping<'_>> = mappings(&smaps).collect();
+    let ours = own_executable(&maps)?;
     let mut released = 0;
-    for m in mappings(&smaps) {
+    for m in &maps {
         if m.file != ours || !m.clean_file_pages() {
             continue;
         }
@@ -78,11 +79,11 @@ fn release_code() -> Option<usize> {
     None
 }
 
-/// The file (device, inode) our own code is mapped from.
+/// The file (device, inode) our own code is mapped from, among `maps`.
 #[cfg(target_os = "linux")]
-fn own_executable(smaps: &str) -> Option<(&str, u64)> {
-    let here = own_executable as fn(&str) -> Option<(&str, u64)> as usize;
-    mappings(smaps)
+fn own_executable<'a>(maps: &[Mapping<'a>]) -> Option<(&'a str, u64)> {
+    let here = own_executable as fn(&[Mapping<'a>]) -> Option<(&'a str, u64)> as usize;
+    maps.iter()
         .find(|m| (m.start..m.start + m.len).contains(&here))
         .map(|m| m.file)
         .filter(|&(_, inode)| inode != 0)
@@ -247,17 +248,17 @@ impl Bursts {
             self.connections.quiet(accepted, QUIET) && self.events.quiet(events, EVENT_QUIET);
         let connections = self.connections.passed(accepted, BURST, QUIET);
         let lines = self.events.passed(events, EVENT_BURST, EVENT_QUIET);
-        let started = match &mut self.starting {
-            Some(n) if *n > 1 => {
-                *n -= 1;
+        let started = match self.starting {
+            Some(n) if n > 1 => {
+                self.starting = Some(n - 1);
                 false
             }
-            Some(_) => quiet,
-            None => false,
+            Some(_) if quiet => {
+                self.starting = None;
+                true
+            }
+            _ => false,
         };
-        if started {
-            self.starting = None;
-        }
         if !(table_shrank || connections || lines || started) {
             return false;
         }
@@ -373,16 +374,12 @@ Swap:                  0 kB
         let _one = CODE.lock().unwrap_or_else(|p| p.into_inner());
         let resident = || {
             let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
-            let ours = own_executable(&smaps).map(|(dev, inode)| (dev.to_owned(), inode));
-            let code: usize = mappings(&smaps)
-                .filter(|m| {
-                    ours.as_ref()
-                        .is_some_and(|(d, i)| m.file == (d.as_str(), *i))
-                        && m.clean_file_pages()
-                })
+            let maps: Vec<Mapping<'_>> = mappings(&smaps).collect();
+            let ours = own_executable(&maps);
+            maps.iter()
+                .filter(|m| Some(m.file) == ours && m.clean_file_pages())
                 .map(|m| m.rss_kib)
-                .sum();
-            code
+                .sum::<usize>()
         };
         let before = resident();
         assert!(before > 0, "the test's own code is resident");

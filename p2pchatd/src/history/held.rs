@@ -24,10 +24,9 @@ pub(super) struct Held {
 
 impl Held {
     pub(super) fn new(capacity: usize) -> Self {
-        let capacity = capacity.max(1);
         Self {
             events: VecDeque::new(),
-            capacity,
+            capacity: capacity.max(1),
             counts: HashMap::new(),
         }
     }
